@@ -1,0 +1,190 @@
+// Package channels is the contract between the gateway and its provider
+// adapters: the Channel interface, the registry, the classified SendError,
+// and inbound webhook routes declared as data so adapters never import the
+// HTTP framework. Each provider lives in its own folder below this one.
+package channels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/patientmsg/gateway/ledger"
+)
+
+// Message is what a worker asks a channel to deliver.
+type Message struct {
+	ID     string
+	Tenant string
+	To     ledger.Recipient
+	Body   string
+}
+
+// Result is the provider's acceptance of a message.
+type Result struct {
+	// ProviderID is the provider's own id (Twilio "SM…").
+	ProviderID string
+}
+
+// Channel delivers messages over one provider.
+type Channel interface {
+	// Name is the channel's API name ("sms").
+	Name() string
+	// Send hands the message to the provider. Errors should be *SendError.
+	Send(ctx context.Context, m Message) (Result, error)
+}
+
+// WebhookRequest is an inbound provider request, framework-free.
+type WebhookRequest struct {
+	// URL is the public URL the provider called (GATEWAY_PUBLIC_URL + path +
+	// query), the one its signature covers.
+	URL    string
+	Header http.Header
+	Query  url.Values
+	Form   url.Values
+	Body   []byte
+}
+
+// WebhookResponse is what to answer the provider.
+type WebhookResponse struct {
+	Status      int
+	ContentType string
+	Body        []byte
+}
+
+// Route is an inbound webhook a channel serves under /webhooks/.
+type Route struct {
+	Method string
+	Path   string
+	Handle func(ctx context.Context, r WebhookRequest) WebhookResponse
+}
+
+// Receiver is told what inbound webhooks report; the gateway implements it
+// on top of the ledger.
+type Receiver interface {
+	// ProviderStatus records a provider's delivery report for a message.
+	ProviderStatus(ctx context.Context, messageID string, u ledger.ProviderUpdate) (ledger.Applied, error)
+}
+
+// Inbound is implemented by channels that take provider webhooks.
+type Inbound interface {
+	Routes(rcv Receiver) []Route
+}
+
+// Class says what to do about a failed send.
+type Class int
+
+// Error classes.
+const (
+	// Retryable failures (connection failed, timeout, provider 5xx) are retried with backoff.
+	Retryable Class = iota + 1
+	// Throttled failures (429) are retried after the provider's Retry-After, or with backoff.
+	Throttled
+	// Permanent failures (bad configuration, invalid recipient, provider rejection) are not retried.
+	Permanent
+	// OptedOut means the recipient has opted out at the provider: permanent, and the recipient is suppressed.
+	OptedOut
+)
+
+func (c Class) String() string {
+	switch c {
+	case Retryable:
+		return "retryable"
+	case Throttled:
+		return "throttled"
+	case Permanent:
+		return "permanent"
+	case OptedOut:
+		return "opted_out"
+	}
+	return "unknown"
+}
+
+// SendError is a classified failure of Channel.Send.
+type SendError struct {
+	Class Class
+	// Code is the provider's error code ("21211") or a gateway code ("timeout").
+	Code string
+	// Message is the provider's explanation, safe to store and show (no recipient data).
+	Message string
+	// HTTPStatus is the provider's HTTP status, 0 when none came back.
+	HTTPStatus int
+	// RetryAfter is the provider's Retry-After, when it gave one.
+	RetryAfter time.Duration
+	// Unconfirmed means the request may have reached the provider (timeout
+	// after sending): it might have been accepted.
+	Unconfirmed bool
+	Err         error
+}
+
+func (e *SendError) Error() string {
+	s := fmt.Sprintf("%s send error", e.Class)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *SendError) Unwrap() error { return e.Err }
+
+// Retryable reports whether the send may succeed if tried again.
+func (e *SendError) Retryable() bool { return e.Class == Retryable || e.Class == Throttled }
+
+// AsSendError classifies any error: a *SendError is returned as is, anything
+// else counts as retryable (an unknown failure is not proof the message is bad).
+func AsSendError(err error) *SendError {
+	var se *SendError
+	if errors.As(err, &se) {
+		return se
+	}
+	return &SendError{Class: Retryable, Code: "internal", Message: "unclassified send error", Err: err}
+}
+
+// Registry holds the configured channels by name.
+type Registry struct {
+	byName map[string]Channel
+}
+
+// NewRegistry returns a registry of the given channels.
+func NewRegistry(chs ...Channel) *Registry {
+	r := &Registry{byName: map[string]Channel{}}
+	for _, c := range chs {
+		r.byName[c.Name()] = c
+	}
+	return r
+}
+
+// Get returns the channel of that name.
+func (r *Registry) Get(name string) (Channel, bool) {
+	c, ok := r.byName[name]
+	return c, ok
+}
+
+// Names lists the configured channel names, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.byName))
+	for n := range r.byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Routes collects the webhook routes of every channel that has some.
+func (r *Registry) Routes(rcv Receiver) []Route {
+	var routes []Route
+	for _, n := range r.Names() {
+		if in, ok := r.byName[n].(Inbound); ok {
+			routes = append(routes, in.Routes(rcv)...)
+		}
+	}
+	return routes
+}

@@ -1,0 +1,114 @@
+// Command gateway runs the patient messaging gateway.
+//
+//	gateway serve    the HTTP API only
+//	gateway worker   the delivery workers only
+//	gateway all      both in one process
+//	gateway dev      both, on an embedded Redis with built-in provider simulators
+//
+// Configuration comes from environment variables (see README.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/patientmsg/gateway/config"
+	"github.com/patientmsg/gateway/service"
+)
+
+const usage = `gateway — multi-channel messaging gateway for patient follow-up and crisis broadcast
+
+Usage:
+  gateway <command> [--help]
+
+Commands:
+  serve    run the HTTP API (accepts messages, serves provider webhooks)
+  worker   run the delivery workers (send through the providers, retry)
+  all      run the API and the workers in one process
+  dev      run everything on an embedded Redis with built-in Twilio simulator;
+           prints an API key and a ready curl command. Not for production.
+
+Configuration is read from the environment; every variable is described in
+README.md. Variables: ` + "\n  "
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage+strings.Join(config.Vars, "\n  ")+"\n")
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, rest := args[0], args[1:]
+	roles := map[string]config.Role{"serve": config.RoleAPI, "worker": config.RoleWorker, "all": config.RoleAll}
+	help := map[string]string{
+		"serve":  "gateway serve: run the HTTP API only. Needs GATEWAY_PUBLIC_URL, GATEWAY_API_KEYS, REDIS_URL and the channel settings (Twilio), which verify webhooks.",
+		"worker": "gateway worker: run the delivery workers only. Needs GATEWAY_PUBLIC_URL (callback URLs), REDIS_URL and the channel settings.",
+		"all":    "gateway all: run the API and the workers in one process.",
+		"dev":    "gateway dev: run the whole gateway on an embedded Redis (miniredis) with a built-in Twilio simulator, so the real client runs end to end without credentials. GATEWAY_ADDR (default :8080) and LOG_LEVEL apply.",
+	}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stdout, help[cmd]) }
+	if _, known := help[cmd]; !known {
+		fmt.Fprintf(stderr, "gateway: unknown command %q (try --help)\n", cmd)
+		return 2
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if cmd == "dev" {
+		if err := runDev(ctx, stdout, stderr); err != nil {
+			fmt.Fprintln(stderr, "gateway dev:", err)
+			return 1
+		}
+		return 0
+	}
+	cfg, err := config.Load(nil)
+	if err == nil {
+		err = cfg.Validate(roles[cmd])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway %s: configuration is not valid:\n  %s\n", cmd, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	svc, err := service.New(cfg, roles[cmd], service.Options{Logger: log})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	if err := svc.Run(ctx); err != nil {
+		log.Error("stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

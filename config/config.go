@@ -1,0 +1,364 @@
+// Package config holds the gateway's settings: one Config struct with
+// documented defaults, one loader (environment variables, optionally seeded
+// from a KEY=VALUE file), and one Validate that fails fast at start-up with
+// a message naming the bad setting.
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Config is everything the API and the workers need.
+type Config struct {
+	// Addr is where the HTTP API listens (GATEWAY_ADDR).
+	Addr string
+	// PublicURL is the base URL providers use to call back (GATEWAY_PUBLIC_URL),
+	// without a trailing slash. Callback URLs are built from it and webhook
+	// signatures are checked against it.
+	PublicURL string
+	// APIKeys maps an API key to its tenant (GATEWAY_API_KEYS "tenant:key,…").
+	APIKeys map[string]string
+	// RedisURL is the Redis to use (REDIS_URL).
+	RedisURL string
+	// Retention is how long message records stay queryable (GATEWAY_RETENTION).
+	Retention time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key is remembered
+	// (GATEWAY_IDEMPOTENCY_TTL).
+	IdempotencyTTL time.Duration
+	// MaxRequestBytes caps an API request body (GATEWAY_MAX_REQUEST_BYTES).
+	MaxRequestBytes int
+	// ShutdownTimeout bounds a graceful stop (GATEWAY_SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
+	// LogLevel is debug, info, warn or error (LOG_LEVEL).
+	LogLevel string
+	// LogFormat is json or text (LOG_FORMAT).
+	LogFormat string
+
+	Worker WorkerConfig
+	Twilio TwilioConfig
+}
+
+// WorkerConfig tunes delivery.
+type WorkerConfig struct {
+	// Concurrency is the number of sends in flight for high, normal and bulk
+	// traffic (WORKER_CONCURRENCY).
+	Concurrency int
+	// CrisisConcurrency is a pool reserved for crisis traffic, so it never
+	// waits behind other priorities (WORKER_CRISIS_CONCURRENCY).
+	CrisisConcurrency int
+	// MaxAttempts is the most provider attempts per message (DELIVERY_MAX_ATTEMPTS).
+	MaxAttempts int
+	// ProviderTimeout is the HTTP timeout of one provider call (PROVIDER_TIMEOUT).
+	ProviderTimeout time.Duration
+	// UnconfirmedGrace is how long a retry waits for the provider's callback
+	// before resending after an attempt whose outcome is unknown (a timeout
+	// or a crash mid-call) (DELIVERY_UNCONFIRMED_GRACE).
+	UnconfirmedGrace time.Duration
+	// PollInterval is how often idle workers look for new tasks
+	// (WORKER_POLL_INTERVAL); DelayedPollInterval how often scheduled and
+	// retried tasks are moved to their queue (WORKER_DELAYED_POLL_INTERVAL).
+	PollInterval        time.Duration
+	DelayedPollInterval time.Duration
+}
+
+// TwilioConfig is the Twilio account used for SMS.
+type TwilioConfig struct {
+	AccountSID          string // TWILIO_ACCOUNT_SID
+	AuthToken           string // TWILIO_AUTH_TOKEN
+	From                string // TWILIO_FROM, E.164
+	MessagingServiceSID string // TWILIO_MESSAGING_SERVICE_SID, used instead of From when set
+	APIURL              string // TWILIO_API_URL
+}
+
+// Enabled reports whether any Twilio setting was given.
+func (t TwilioConfig) Enabled() bool {
+	return t.AccountSID != "" || t.AuthToken != "" || t.From != "" || t.MessagingServiceSID != ""
+}
+
+// NewDefaultConfig returns the defaults every setting falls back to.
+func NewDefaultConfig() Config {
+	return Config{
+		Addr:            ":8080",
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		Retention:       30 * 24 * time.Hour,
+		IdempotencyTTL:  24 * time.Hour,
+		MaxRequestBytes: 64 << 10,
+		ShutdownTimeout: 25 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "json",
+		Worker: WorkerConfig{
+			Concurrency:         20,
+			CrisisConcurrency:   5,
+			MaxAttempts:         8,
+			ProviderTimeout:     10 * time.Second,
+			UnconfirmedGrace:    time.Minute,
+			PollInterval:        100 * time.Millisecond,
+			DelayedPollInterval: time.Second,
+		},
+		Twilio: TwilioConfig{APIURL: "https://api.twilio.com"},
+	}
+}
+
+// Vars lists every environment variable the loader reads, for --help and docs.
+var Vars = []string{
+	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
+	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_SHUTDOWN_TIMEOUT",
+	"LOG_LEVEL", "LOG_FORMAT",
+	"WORKER_CONCURRENCY", "WORKER_CRISIS_CONCURRENCY", "DELIVERY_MAX_ATTEMPTS", "PROVIDER_TIMEOUT",
+	"DELIVERY_UNCONFIRMED_GRACE", "WORKER_POLL_INTERVAL", "WORKER_DELAYED_POLL_INTERVAL",
+	"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_URL",
+}
+
+// Load reads the environment (through getenv, os.Getenv when nil) over the
+// defaults. When GATEWAY_CONFIG_FILE names a file of KEY=VALUE lines, its
+// values apply where the environment does not set the variable.
+func Load(getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if path := getenv("GATEWAY_CONFIG_FILE"); path != "" {
+		file, err := readEnvFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("GATEWAY_CONFIG_FILE: %w", err)
+		}
+		env := getenv
+		getenv = func(k string) string {
+			if v := env(k); v != "" {
+				return v
+			}
+			return file[k]
+		}
+	}
+	c := NewDefaultConfig()
+	var errs []error
+	str := func(name string, dst *string) {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			*dst = v
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return
+		}
+		d, err := parseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive duration such as 30s, 10m, 720h or 30d", name, v))
+			return
+		}
+		*dst = d
+	}
+	num := func(name string, dst *int) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive whole number", name, v))
+			return
+		}
+		*dst = n
+	}
+	str("GATEWAY_ADDR", &c.Addr)
+	str("GATEWAY_PUBLIC_URL", &c.PublicURL)
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	str("REDIS_URL", &c.RedisURL)
+	dur("GATEWAY_RETENTION", &c.Retention)
+	dur("GATEWAY_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
+	num("GATEWAY_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
+	dur("GATEWAY_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	str("LOG_LEVEL", &c.LogLevel)
+	str("LOG_FORMAT", &c.LogFormat)
+	num("WORKER_CONCURRENCY", &c.Worker.Concurrency)
+	num("WORKER_CRISIS_CONCURRENCY", &c.Worker.CrisisConcurrency)
+	num("DELIVERY_MAX_ATTEMPTS", &c.Worker.MaxAttempts)
+	dur("PROVIDER_TIMEOUT", &c.Worker.ProviderTimeout)
+	dur("DELIVERY_UNCONFIRMED_GRACE", &c.Worker.UnconfirmedGrace)
+	dur("WORKER_POLL_INTERVAL", &c.Worker.PollInterval)
+	dur("WORKER_DELAYED_POLL_INTERVAL", &c.Worker.DelayedPollInterval)
+	str("TWILIO_ACCOUNT_SID", &c.Twilio.AccountSID)
+	str("TWILIO_AUTH_TOKEN", &c.Twilio.AuthToken)
+	str("TWILIO_FROM", &c.Twilio.From)
+	str("TWILIO_MESSAGING_SERVICE_SID", &c.Twilio.MessagingServiceSID)
+	str("TWILIO_API_URL", &c.Twilio.APIURL)
+	c.Twilio.APIURL = strings.TrimRight(c.Twilio.APIURL, "/")
+	if v := strings.TrimSpace(getenv("GATEWAY_API_KEYS")); v != "" {
+		keys, err := ParseAPIKeys(v)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.APIKeys = keys
+	}
+	return c, errors.Join(errs...)
+}
+
+// ParseAPIKeys parses "tenant:key,tenant:key". A key may appear once only.
+func ParseAPIKeys(v string) (map[string]string, error) {
+	keys := map[string]string{}
+	for i, pair := range strings.Split(v, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		tenant, key, ok := strings.Cut(pair, ":")
+		tenant, key = strings.TrimSpace(tenant), strings.TrimSpace(key)
+		switch {
+		case !ok || tenant == "" || key == "":
+			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d is not of the form tenant:key", i+1)
+		case !validTenant(tenant):
+			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d: tenant %q may use only letters, digits, '-' and '_' (at most 64)", i+1, tenant)
+		case len(key) < 16:
+			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d (tenant %q): key is shorter than 16 characters", i+1, tenant)
+		}
+		if _, dup := keys[key]; dup {
+			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d: the same key is given twice", i+1)
+		}
+		keys[key] = tenant
+	}
+	return keys, nil
+}
+
+func validTenant(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseDuration accepts Go durations plus a whole number of days ("30d").
+func parseDuration(v string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(v)
+}
+
+// Role says which parts of the gateway a process runs; each needs its settings.
+type Role int
+
+// Roles.
+const (
+	RoleAPI Role = 1 << iota
+	RoleWorker
+	RoleAll = RoleAPI | RoleWorker
+)
+
+// Validate checks the settings a process of the given role needs and names
+// every bad one.
+func (c Config) Validate(role Role) error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if u, err := url.Parse(c.PublicURL); c.PublicURL == "" {
+		bad("GATEWAY_PUBLIC_URL is required: the base URL providers call back, e.g. https://gateway.example-clinic.org")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		bad("GATEWAY_PUBLIC_URL=%q: want an absolute http(s) URL with no path or query", c.PublicURL)
+	}
+	if _, err := parseRedisURL(c.RedisURL); err != nil {
+		bad("REDIS_URL=%q: %v", c.RedisURL, err)
+	}
+	if role&RoleAPI != 0 {
+		if c.Addr == "" {
+			bad("GATEWAY_ADDR is empty")
+		}
+		if len(c.APIKeys) == 0 {
+			bad("GATEWAY_API_KEYS is required: comma-separated tenant:key pairs, keys at least 16 characters")
+		}
+		if c.MaxRequestBytes < 4<<10 {
+			bad("GATEWAY_MAX_REQUEST_BYTES=%d: must be at least 4096", c.MaxRequestBytes)
+		}
+	}
+	if c.Retention < time.Hour {
+		bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
+	}
+	if c.Worker.MaxAttempts > 50 {
+		bad("DELIVERY_MAX_ATTEMPTS=%d: at most 50", c.Worker.MaxAttempts)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		bad("LOG_FORMAT=%q: want json or text", c.LogFormat)
+	}
+	if !c.Twilio.Enabled() {
+		bad("no channel is configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
+	} else {
+		t := c.Twilio
+		if !strings.HasPrefix(t.AccountSID, "AC") || len(t.AccountSID) != 34 {
+			bad("TWILIO_ACCOUNT_SID: want the 34-character account SID starting with AC")
+		}
+		if t.AuthToken == "" {
+			bad("TWILIO_AUTH_TOKEN is required (it also verifies Twilio's webhook signatures)")
+		}
+		if t.From == "" && t.MessagingServiceSID == "" {
+			bad("set TWILIO_FROM (an E.164 number) or TWILIO_MESSAGING_SERVICE_SID")
+		}
+		if t.From != "" {
+			if n, err := phonenumbers.Parse(t.From, ""); err != nil || !phonenumbers.IsValidNumber(n) || phonenumbers.Format(n, phonenumbers.E164) != t.From {
+				bad("TWILIO_FROM=%q: want an E.164 number such as +14155550100", t.From)
+			}
+		}
+		if t.MessagingServiceSID != "" && (!strings.HasPrefix(t.MessagingServiceSID, "MG") || len(t.MessagingServiceSID) != 34) {
+			bad("TWILIO_MESSAGING_SERVICE_SID: want the 34-character SID starting with MG")
+		}
+		if u, err := url.Parse(t.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("TWILIO_API_URL=%q: want an absolute http(s) URL", t.APIURL)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func parseRedisURL(v string) (*url.URL, error) {
+	u, err := url.Parse(v)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		return nil, errors.New("want redis://, rediss:// or unix://")
+	}
+	return u, nil
+}
+
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	vals := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want KEY=VALUE", path, n)
+		}
+		vals[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
+	}
+	return vals, sc.Err()
+}

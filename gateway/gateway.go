@@ -1,0 +1,181 @@
+// Package gateway is the HTTP side of the messaging gateway: the v1 API
+// (Fiber), the providers' inbound webhooks, health and readiness.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/ledger"
+)
+
+// Enqueuer queues tasks (an *asynq.Client).
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// TaskDeleter removes queued tasks (an *asynq.Inspector).
+type TaskDeleter interface {
+	DeleteTask(queue, id string) error
+}
+
+// Options configures the API.
+type Options struct {
+	Redis    redis.UniversalClient
+	Ledger   *ledger.Ledger
+	Queue    Enqueuer
+	Tasks    TaskDeleter
+	Channels *channels.Registry
+	// APIKeys maps API key → tenant.
+	APIKeys map[string]string
+	// PublicURL is the base URL providers call; webhook signatures cover it.
+	PublicURL       string
+	MaxRequestBytes int
+	IdempotencyTTL  time.Duration
+	MaxAttempts     int
+	// AttemptTimeout bounds one send attempt (provider call and ledger writes).
+	AttemptTimeout time.Duration
+	Logger         *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	app  *fiber.App
+	opts Options
+	keys map[[32]byte]string
+	log  *slog.Logger
+}
+
+// New builds the API and its routes.
+func New(o Options) *Server {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{opts: o, keys: map[[32]byte]string{}, log: o.Logger.With("comp", "api")}
+	for k, tenant := range o.APIKeys {
+		s.keys[sha256.Sum256([]byte(k))] = tenant
+	}
+	s.app = fiber.New(fiber.Config{
+		AppName:               "patient-messaging-gateway",
+		BodyLimit:             o.MaxRequestBytes,
+		ErrorHandler:          errorHandler,
+		DisableStartupMessage: true,
+		ReadTimeout:           15 * time.Second,
+		WriteTimeout:          15 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		ReadBufferSize:        8192,
+	})
+	s.app.Use(s.recover, s.accessLog)
+	s.app.Get("/healthz", s.healthz)
+	s.app.Get("/readyz", s.readyz)
+	v1 := s.app.Group("/v1", s.auth)
+	v1.Post("/messages", s.createMessage)
+	v1.Get("/messages", s.listMessages)
+	v1.Get("/messages/:id", s.getMessage)
+	v1.Post("/messages/:id/cancel", s.cancelMessage)
+	s.mountWebhooks()
+	return s
+}
+
+// App exposes the Fiber app (for tests: app.Test).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown stops accepting connections and waits for open requests, up to ctx.
+func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+
+func (s *Server) recover(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in request handler", "method", c.Method(), "route", c.Route().Path)
+			err = writeProblem(c, problem(500, "internal", "the gateway failed to handle the request; it was logged"))
+		}
+	}()
+	return c.Next()
+}
+
+func (s *Server) accessLog(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	status := c.Response().StatusCode()
+	if err != nil {
+		var p *Problem
+		var fe *fiber.Error
+		switch {
+		case errors.As(err, &p):
+			status = p.Status
+		case errors.As(err, &fe):
+			status = fe.Code
+		default:
+			status = 500
+		}
+	}
+	lvl := slog.LevelDebug
+	if status >= 500 {
+		lvl = slog.LevelError
+	} else if status >= 400 {
+		lvl = slog.LevelInfo
+	}
+	attrs := []any{"method", c.Method(), "route", c.Route().Path, "status", status, "took", time.Since(start).Round(time.Microsecond)}
+	if t, ok := c.Locals(tenantKey).(string); ok {
+		attrs = append(attrs, "tenant", t)
+	}
+	s.log.Log(c.Context(), lvl, "http request", attrs...)
+	return err
+}
+
+type ctxKey int
+
+const tenantKey ctxKey = iota
+
+func (s *Server) auth(c *fiber.Ctx) error {
+	h := c.Get(fiber.HeaderAuthorization)
+	key, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || key == "" {
+		return problem(401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'")
+	}
+	tenant, ok := s.keys[sha256.Sum256([]byte(strings.TrimSpace(key)))]
+	if !ok {
+		return problem(401, "unauthorized", "the API key is not valid")
+	}
+	c.Locals(tenantKey, tenant)
+	return c.Next()
+}
+
+func tenantOf(c *fiber.Ctx) string { return c.Locals(tenantKey).(string) }
+
+func (s *Server) healthz(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"status": "ok"})
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.Context(), time.Second)
+	defer cancel()
+	if err := s.opts.Redis.Ping(ctx).Err(); err != nil {
+		return problem(503, "not-ready", "Redis is not reachable")
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+func hashBody(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

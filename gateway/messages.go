@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/redact"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// MaxIdempotencyKey is the longest Idempotency-Key accepted.
+const MaxIdempotencyKey = 255
+
+// acceptedJSON answers POST /v1/messages.
+type acceptedJSON struct {
+	ID       string     `json:"id"`
+	Status   string     `json:"status"`
+	Channel  string     `json:"channel"`
+	Priority string     `json:"priority"`
+	Segments int        `json:"segments"`
+	Encoding string     `json:"encoding"`
+	SendAt   *time.Time `json:"send_at,omitempty"`
+}
+
+func (s *Server) createMessage(c *fiber.Ctx) error {
+	tenant := tenantOf(c)
+	if ct := c.Get(fiber.HeaderContentType); !strings.HasPrefix(strings.ToLower(ct), fiber.MIMEApplicationJSON) {
+		return problem(415, "unsupported-media-type", "send the message as JSON with 'Content-Type: application/json'")
+	}
+	idemKey := c.Get("Idempotency-Key")
+	if len(idemKey) > MaxIdempotencyKey {
+		return problem(400, "bad-idempotency-key", "Idempotency-Key is longer than 255 characters")
+	}
+	body := c.Body()
+	v, p := DecodeMessage(body, s.opts.Channels.Names(), s.opts.Now())
+	if p != nil {
+		return p
+	}
+	ctx := c.Context()
+	id := ledger.NewID()
+	if idemKey != "" {
+		first, err := s.opts.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, hashBody(body), id, s.opts.IdempotencyTTL)
+		if errors.Is(err, ledger.ErrIdempotencyMismatch) {
+			return problem(422, "idempotency-mismatch", "this Idempotency-Key was already used with a different request body; use a new key for a new message")
+		}
+		if err != nil {
+			return s.unavailable(err)
+		}
+		if first != id {
+			return s.replay(c, tenant, first, v)
+		}
+	}
+	req := ledger.Request{
+		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
+		Metadata: v.Metadata, CallbackURL: v.CallbackURL, CreatedAt: s.opts.Now().UTC(),
+	}
+	if v.Channel == "sms" {
+		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
+	}
+	if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
+		if idemKey != "" {
+			_ = s.opts.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idemKey)
+		}
+		return s.unavailable(err)
+	}
+	if err := s.enqueue(ctx, id, req); err != nil {
+		// Not queued: remove the record so no message sits "queued" forever,
+		// and free the key so the client's retry is a new attempt.
+		bg := context.Background()
+		_ = s.opts.Ledger.Delete(bg, tenant, id)
+		if idemKey != "" {
+			_ = s.opts.Ledger.ReleaseIdempotencyKey(bg, tenant, idemKey)
+		}
+		return s.unavailable(err)
+	}
+	s.log.Debug("message queued", "tenant", tenant, "msg_id", id, "channel", v.Channel, "priority", v.Priority)
+	return c.Status(fiber.StatusAccepted).JSON(acceptedJSON{ID: id, Status: string(ledger.StatusQueued), Channel: req.Channel,
+		Priority: req.Priority, Segments: req.Segments, Encoding: req.Encoding, SendAt: req.SendAt})
+}
+
+func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) error {
+	o := workers.SendOptions{MessageID: id, Channel: req.Channel, Priority: req.Priority,
+		MaxAttempts: s.opts.MaxAttempts, Timeout: s.opts.AttemptTimeout}
+	if req.SendAt != nil {
+		o.SendAt = *req.SendAt
+	}
+	t, err := workers.NewSendTask(o)
+	if err != nil {
+		return err
+	}
+	_, err = s.opts.Queue.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil // already queued
+	}
+	return err
+}
+
+// replay answers a request whose Idempotency-Key was seen before with the
+// original message, and queues nothing new.
+func (s *Server) replay(c *fiber.Ctx, tenant, id string, v *ValidMessage) error {
+	ctx := c.Context()
+	m, err := s.opts.Ledger.Get(ctx, tenant, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		// The first request claimed the key but its record is not there yet
+		// (in flight, or it died before writing): finish its work under its id.
+		req := ledger.Request{Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority,
+			SendAt: v.SendAt, Metadata: v.Metadata, CallbackURL: v.CallbackURL, CreatedAt: s.opts.Now().UTC()}
+		if v.Channel == "sms" {
+			req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
+		}
+		if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
+			return s.unavailable(err)
+		}
+		if m, err = s.opts.Ledger.Get(ctx, tenant, id); err != nil {
+			return s.unavailable(err)
+		}
+	} else if err != nil {
+		return s.unavailable(err)
+	}
+	if m.Status == ledger.StatusQueued {
+		// Make sure it is queued (the first request may have died between
+		// writing the record and queueing it); the task id makes this a no-op
+		// when it is.
+		if err := s.enqueue(ctx, id, m.Request); err != nil {
+			return s.unavailable(err)
+		}
+	}
+	c.Set("Idempotent-Replayed", "true")
+	return c.Status(fiber.StatusOK).JSON(acceptedJSON{ID: m.ID, Status: string(m.Status), Channel: m.Channel,
+		Priority: m.Priority, Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt})
+}
+
+func (s *Server) unavailable(err error) error {
+	s.log.Error("storage unavailable", "err", err)
+	return problem(503, "unavailable", "the message store is unavailable; nothing was queued, retry with the same Idempotency-Key")
+}
+
+// messageJSON is the API view of a message: the recipient masked, no body.
+type messageJSON struct {
+	ID         string            `json:"id"`
+	Status     ledger.Status     `json:"status"`
+	Channel    string            `json:"channel"`
+	Priority   string            `json:"priority"`
+	To         map[string]string `json:"to"`
+	Segments   int               `json:"segments,omitempty"`
+	Encoding   string            `json:"encoding,omitempty"`
+	SendAt     *time.Time        `json:"send_at,omitempty"`
+	Metadata   json.RawMessage   `json:"metadata,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+	Attempts   int               `json:"attempts"`
+	ProviderID *string           `json:"provider_id"`
+	Error      *ledger.ErrorInfo `json:"error"`
+	Events     []ledger.Event    `json:"events"`
+}
+
+func viewOf(m *ledger.Message) messageJSON {
+	v := messageJSON{ID: m.ID, Status: m.Status, Channel: m.Channel, Priority: m.Priority, To: map[string]string{},
+		Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt, Metadata: m.Metadata, CreatedAt: m.CreatedAt,
+		UpdatedAt: m.UpdatedAt, Attempts: m.Attempts, Error: m.Error, Events: m.Events}
+	if m.To.Phone != "" {
+		v.To["phone"] = redact.Phone(m.To.Phone)
+	}
+	if m.ProviderID != "" {
+		v.ProviderID = &m.ProviderID
+	}
+	if v.Events == nil {
+		v.Events = []ledger.Event{}
+	}
+	return v
+}
+
+func (s *Server) getMessage(c *fiber.Ctx) error {
+	m, err := s.opts.Ledger.Get(c.Context(), tenantOf(c), c.Params("id"))
+	if errors.Is(err, ledger.ErrNotFound) {
+		return problem(404, "not-found", "no message with this id for your API key")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(viewOf(m))
+}
+
+func (s *Server) listMessages(c *fiber.Ctx) error {
+	limit := 50
+	if q := c.Query("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 100 {
+			return problem(400, "bad-query", "limit must be a whole number from 1 to 100")
+		}
+		limit = n
+	}
+	tenant := tenantOf(c)
+	ids, err := s.opts.Ledger.List(c.Context(), tenant, c.Query("before"), limit)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return problem(400, "bad-query", "before must be a message id")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	out := struct {
+		Messages []messageJSON `json:"messages"`
+		Next     string        `json:"next,omitempty"`
+	}{Messages: []messageJSON{}}
+	for _, id := range ids {
+		m, err := s.opts.Ledger.Get(c.Context(), tenant, id)
+		if errors.Is(err, ledger.ErrNotFound) {
+			continue // expired between the index read and now
+		}
+		if err != nil {
+			return s.unavailable(err)
+		}
+		v := viewOf(m)
+		v.Events = nil
+		out.Messages = append(out.Messages, v)
+	}
+	if len(ids) == limit {
+		out.Next = ids[len(ids)-1]
+	}
+	return c.JSON(out)
+}
+
+func (s *Server) cancelMessage(c *fiber.Ctx) error {
+	tenant, id := tenantOf(c), c.Params("id")
+	err := s.opts.Ledger.Cancel(c.Context(), tenant, id)
+	var ce *ledger.ConflictError
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return problem(404, "not-found", "no message with this id for your API key")
+	case errors.As(err, &ce):
+		return problem(409, "not-cancelable", "cannot cancel: "+ce.Error())
+	case err != nil:
+		return s.unavailable(err)
+	}
+	m, err := s.opts.Ledger.Get(c.Context(), tenant, id)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	// The ledger is authoritative (a worker that picks the task up sees
+	// "canceled" and sends nothing); removing the task just frees the queue.
+	if err := s.opts.Tasks.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+		s.log.Debug("canceled message's task not deleted", "msg_id", id, "err", err)
+	}
+	return c.JSON(viewOf(m))
+}

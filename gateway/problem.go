@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Problem is an RFC 9457 problem details object. Type is a relative URI
+// naming the kind of problem; README.md lists them.
+type Problem struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError points at one bad field of a request.
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
+
+func problem(status int, slug, detail string) *Problem {
+	return &Problem{Type: "/problems/" + slug, Title: http.StatusText(status), Status: status, Detail: detail}
+}
+
+func validationProblem(errs []FieldError) *Problem {
+	p := problem(http.StatusUnprocessableEntity, "validation", errs[0].Field+": "+errs[0].Detail)
+	if len(errs) > 1 {
+		p.Detail += " (and more: see errors)"
+	}
+	p.Errors = errs
+	return p
+}
+
+// ProblemContentType is the media type of error answers.
+const ProblemContentType = "application/problem+json"
+
+func writeProblem(c *fiber.Ctx, p *Problem) error {
+	b, _ := json.Marshal(p)
+	c.Status(p.Status)
+	c.Set(fiber.HeaderContentType, ProblemContentType)
+	if p.Status == http.StatusUnauthorized {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gateway"`)
+	}
+	return c.Send(b)
+}
+
+// errorHandler turns every error Fiber sees into problem+json.
+func errorHandler(c *fiber.Ctx, err error) error {
+	var p *Problem
+	if errors.As(err, &p) {
+		return writeProblem(c, p)
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		switch fe.Code {
+		case fiber.StatusRequestEntityTooLarge:
+			return writeProblem(c, problem(fe.Code, "too-large", "the request body is larger than this gateway accepts (GATEWAY_MAX_REQUEST_BYTES)"))
+		case fiber.StatusNotFound:
+			return writeProblem(c, problem(fe.Code, "not-found", "no such endpoint: "+c.Method()+" "+c.Path()))
+		case fiber.StatusMethodNotAllowed:
+			return writeProblem(c, problem(fe.Code, "method-not-allowed", c.Method()+" is not allowed on "+c.Path()))
+		}
+		if fe.Code < 500 {
+			return writeProblem(c, problem(fe.Code, "bad-request", fe.Message))
+		}
+	}
+	return writeProblem(c, problem(http.StatusInternalServerError, "internal", "the gateway failed to handle the request; it was logged"))
+}

@@ -1,0 +1,434 @@
+// Package ledger is the gateway's record of every message: what was asked,
+// where it stands, and what happened to it. Records live in Redis, are
+// written before a message is queued, and expire after the retention period.
+// Every status change goes through a Lua script so that workers, API
+// processes and provider callbacks never race each other.
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors the ledger returns; match them with errors.Is.
+var (
+	ErrNotFound            = errors.New("message not found")
+	ErrConflict            = errors.New("message can no longer be changed")
+	ErrIdempotencyMismatch = errors.New("idempotency key was used with a different request")
+	ErrProviderMismatch    = errors.New("provider id does not match the message")
+)
+
+// Recipient is where a message goes. Only one address is set per channel.
+type Recipient struct {
+	Phone string `json:"phone,omitempty"`
+}
+
+// ErrorInfo is the last error of a message, as the provider gave it.
+type ErrorInfo struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Event is one entry of a message's history.
+type Event struct {
+	Status         Status     `json:"status"`
+	At             time.Time  `json:"at"`
+	Attempt        int        `json:"attempt,omitempty"`
+	ProviderStatus string     `json:"provider_status,omitempty"`
+	Error          *ErrorInfo `json:"error,omitempty"`
+	RetryAt        *time.Time `json:"retry_at,omitempty"`
+	Detail         string     `json:"detail,omitempty"`
+}
+
+// Request is the immutable part of a message: what the API accepted.
+type Request struct {
+	Tenant      string          `json:"tenant"`
+	Channel     string          `json:"channel"`
+	To          Recipient       `json:"to"`
+	Body        string          `json:"body"`
+	Priority    string          `json:"priority"`
+	SendAt      *time.Time      `json:"send_at,omitempty"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	CallbackURL string          `json:"callback_url,omitempty"`
+	Segments    int             `json:"segments,omitempty"`
+	Encoding    string          `json:"encoding,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+}
+
+// Message is a ledger record.
+type Message struct {
+	ID string
+	Request
+	Status     Status
+	UpdatedAt  time.Time
+	Attempts   int
+	ProviderID string
+	Error      *ErrorInfo
+	Events     []Event
+}
+
+// Ledger reads and writes message records.
+type Ledger struct {
+	rdb       redis.UniversalClient
+	retention time.Duration
+	now       func() time.Time
+}
+
+// New returns a ledger keeping records for retention.
+func New(rdb redis.UniversalClient, retention time.Duration) *Ledger {
+	return &Ledger{rdb: rdb, retention: retention, now: time.Now}
+}
+
+// NewID returns a new message id: a ULID, so ids sort by creation time.
+func NewID() string { return ulid.Make().String() }
+
+func msgKey(id string) string             { return "gw:m:{" + id + "}" }
+func eventsKey(id string) string          { return "gw:m:{" + id + "}:ev" }
+func providerKey(ch, pid string) string   { return "gw:pid:" + ch + ":" + pid }
+func tenantIndexKey(tenant string) string { return "gw:t:{" + tenant + "}:msgs" }
+func idemKey(tenant, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "gw:idem:{" + tenant + "}:" + hex.EncodeToString(sum[:16])
+}
+
+func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+func eventJSON(e Event) string {
+	b, _ := json.Marshal(e)
+	return string(b)
+}
+
+// Create writes a new record with status queued. It returns false when a
+// record with that id already exists (a replayed idempotent request).
+func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, error) {
+	if req.CreatedAt.IsZero() {
+		req.CreatedAt = l.now().UTC()
+	}
+	doc, err := json.Marshal(req)
+	if err != nil {
+		return false, err
+	}
+	ttl := l.retention
+	if req.SendAt != nil && req.SendAt.After(req.CreatedAt) {
+		ttl += req.SendAt.Sub(req.CreatedAt)
+	}
+	ev := eventJSON(Event{Status: StatusQueued, At: req.CreatedAt})
+	n, err := createScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
+		doc, req.Tenant, string(StatusQueued), StatusQueued.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev).Int()
+	if err != nil || n == 0 {
+		return false, err
+	}
+	idx := tenantIndexKey(req.Tenant)
+	pipe := l.rdb.Pipeline()
+	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(req.CreatedAt.UnixMilli()), Member: id})
+	pipe.ZRemRangeByScore(ctx, idx, "-inf", "("+ms(req.CreatedAt.Add(-l.retention)))
+	pipe.PExpire(ctx, idx, ttl)
+	_, err = pipe.Exec(ctx)
+	return true, err
+}
+
+// Delete removes a record that could not be queued, so no ghost stays "queued".
+func (l *Ledger) Delete(ctx context.Context, tenant, id string) error {
+	pipe := l.rdb.Pipeline()
+	pipe.Del(ctx, msgKey(id), eventsKey(id))
+	pipe.ZRem(ctx, tenantIndexKey(tenant), id)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Get returns a record. With a non-empty tenant, a record of another tenant
+// is reported as ErrNotFound.
+func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	pipe := l.rdb.Pipeline()
+	hget := pipe.HGetAll(ctx, msgKey(id))
+	evs := pipe.LRange(ctx, eventsKey(id), 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	h := hget.Val()
+	if len(h) == 0 || (tenant != "" && h["tenant"] != tenant) {
+		return nil, ErrNotFound
+	}
+	m := &Message{ID: id}
+	if err := json.Unmarshal([]byte(h["doc"]), &m.Request); err != nil {
+		return nil, fmt.Errorf("ledger: record %s: %w", id, err)
+	}
+	m.Status = Status(h["status"])
+	m.Attempts, _ = strconv.Atoi(h["attempts"])
+	m.ProviderID = h["provider_id"]
+	if u, err := strconv.ParseInt(h["updated_at"], 10, 64); err == nil {
+		m.UpdatedAt = time.UnixMilli(u).UTC()
+	}
+	if h["err_code"] != "" || h["err_msg"] != "" {
+		m.Error = &ErrorInfo{Code: h["err_code"], Message: h["err_msg"]}
+	}
+	for _, raw := range evs.Val() {
+		var e Event
+		if json.Unmarshal([]byte(raw), &e) == nil {
+			m.Events = append(m.Events, e)
+		}
+	}
+	return m, nil
+}
+
+// List returns a tenant's message ids, newest first, created before the
+// given id (all when empty), at most limit.
+func (l *Ledger) List(ctx context.Context, tenant, before string, limit int) ([]string, error) {
+	max := "+inf"
+	if before != "" {
+		u, err := ulid.ParseStrict(before)
+		if err != nil {
+			return nil, ErrNotFound
+		}
+		max = "(" + strconv.FormatUint(u.Time(), 10)
+	}
+	return l.rdb.ZRevRangeByScore(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: max, Min: "-inf", Count: int64(limit)}).Result()
+}
+
+func validID(id string) bool {
+	_, err := ulid.ParseStrict(id)
+	return err == nil
+}
+
+// ClaimOutcome says what a worker should do with a message.
+type ClaimOutcome string
+
+// Claim outcomes.
+const (
+	ClaimSend        ClaimOutcome = "go"          // call the provider now
+	ClaimMissing     ClaimOutcome = "missing"     // the record is gone
+	ClaimFinal       ClaimOutcome = "final"       // already final (canceled, failed, …)
+	ClaimAccepted    ClaimOutcome = "accepted"    // the provider already has it: do not send again
+	ClaimUnconfirmed ClaimOutcome = "unconfirmed" // an earlier attempt may have reached the provider: wait
+)
+
+// Claim is the ledger's answer to a worker about to call the provider.
+type Claim struct {
+	Outcome    ClaimOutcome
+	Attempt    int
+	Status     Status
+	ProviderID string
+	Wait       time.Duration
+	Message    *Message
+}
+
+// Claim atomically checks that a message may be sent and, if so, marks an
+// attempt in flight. An attempt whose outcome is unknown (the worker died or
+// timed out mid-call) blocks new attempts for grace, giving the provider's
+// status callback time to reveal that it did accept the message.
+func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Claim, error) {
+	now := l.now().UTC()
+	ev := eventJSON(Event{Status: StatusSending, At: now})
+	res, err := claimScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, ms(now), grace.Milliseconds(), ev).StringSlice()
+	if err != nil {
+		return Claim{}, err
+	}
+	c := Claim{Outcome: ClaimOutcome(res[0])}
+	switch c.Outcome {
+	case ClaimFinal:
+		c.Status = Status(res[1])
+	case ClaimAccepted:
+		c.ProviderID = res[1]
+	case ClaimUnconfirmed:
+		w, _ := strconv.ParseInt(res[1], 10, 64)
+		c.Wait = time.Duration(w) * time.Millisecond
+	case ClaimSend:
+		c.Attempt, _ = strconv.Atoi(res[1])
+		c.Status = StatusSending
+		m := &Message{ID: id, Status: StatusSending, Attempts: c.Attempt}
+		if err := json.Unmarshal([]byte(res[3]), &m.Request); err != nil {
+			return Claim{}, fmt.Errorf("ledger: record %s: %w", id, err)
+		}
+		c.Message = m
+	}
+	return c, nil
+}
+
+// RecordAccepted stores the provider's id for the message: from then on no
+// worker will send it again.
+func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID string) error {
+	now := l.now().UTC()
+	ev := eventJSON(Event{Status: StatusSent, At: now, Detail: "accepted by provider"})
+	n, err := acceptedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id), providerKey(channel, providerID)},
+		providerID, ms(now), ev, id).Int()
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		return ErrNotFound
+	case n < 0:
+		return ErrProviderMismatch
+	}
+	return nil
+}
+
+// Failure describes a failed provider attempt.
+type Failure struct {
+	Code    string
+	Message string
+	// Final marks the message failed; otherwise it will be retried at RetryAt.
+	Final   bool
+	RetryAt time.Time
+	// Unconfirmed means the request may have reached the provider (a timeout):
+	// the next attempt waits for the grace period first.
+	Unconfirmed bool
+	Attempt     int
+}
+
+// RecordFailure stores a failed attempt, and the failed status when Final.
+func (l *Ledger) RecordFailure(ctx context.Context, id string, f Failure) error {
+	now := l.now().UTC()
+	e := Event{Status: StatusSending, At: now, Attempt: f.Attempt, Error: &ErrorInfo{Code: f.Code, Message: f.Message}}
+	if f.Final {
+		e.Status = StatusFailed
+	} else if !f.RetryAt.IsZero() {
+		r := f.RetryAt.UTC()
+		e.RetryAt = &r
+		e.Detail = "will retry"
+	}
+	_, err := attemptFailedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
+		ms(now), f.Code, f.Message, b01(f.Final), b01(f.Unconfirmed), eventJSON(e)).Result()
+	return err
+}
+
+func b01(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// ProviderUpdate is a status the provider reported for a message.
+type ProviderUpdate struct {
+	Channel        string
+	ProviderID     string
+	Status         Status
+	ProviderStatus string
+	ErrorCode      string
+	ErrorMessage   string
+}
+
+// Applied says what a provider update did.
+type Applied int
+
+// Outcomes of ApplyProviderUpdate.
+const (
+	AppliedUnknown   Applied = 0 // no such message
+	AppliedChanged   Applied = 1 // the status moved forward
+	AppliedEventOnly Applied = 2 // recorded in the history; the status stays (never backwards)
+	AppliedDuplicate Applied = 3 // the same report was applied before
+)
+
+// ApplyProviderUpdate records a provider status report idempotently. The
+// status moves only forward; a report that would move it backwards is kept
+// as an event. A report that carries the provider id of a message whose
+// acceptance was never recorded (the worker died mid-call) records it now.
+func (l *Ledger) ApplyProviderUpdate(ctx context.Context, id string, u ProviderUpdate) (Applied, error) {
+	if !validID(id) || !u.Status.Valid() {
+		return AppliedUnknown, nil
+	}
+	now := l.now().UTC()
+	e := Event{Status: u.Status, At: now, ProviderStatus: u.ProviderStatus}
+	if u.ErrorCode != "" {
+		e.Error = &ErrorInfo{Code: u.ErrorCode, Message: u.ErrorMessage}
+	}
+	n, err := providerStatusScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id), providerKey(u.Channel, u.ProviderID)},
+		u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e), id).Int()
+	if err != nil {
+		return AppliedUnknown, err
+	}
+	if n < 0 {
+		return AppliedUnknown, ErrProviderMismatch
+	}
+	return Applied(n), nil
+}
+
+// MessageIDByProvider finds a message by the provider's id.
+func (l *Ledger) MessageIDByProvider(ctx context.Context, channel, providerID string) (string, error) {
+	id, err := l.rdb.Get(ctx, providerKey(channel, providerID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	return id, err
+}
+
+// ConflictError explains why a message could not be changed.
+type ConflictError struct {
+	Status Status
+	Reason string // final, handed (the provider has it), inflight (being handed over now)
+}
+
+func (e *ConflictError) Error() string {
+	switch e.Reason {
+	case "handed":
+		return "the message was already handed to the provider (status " + string(e.Status) + ")"
+	case "inflight":
+		return "the message is being handed to the provider right now"
+	}
+	return "the message is already " + string(e.Status)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Cancel marks a tenant's message canceled unless a provider may already
+// have it. It returns ErrNotFound or a *ConflictError.
+func (l *Ledger) Cancel(ctx context.Context, tenant, id string) error {
+	return l.finish(ctx, tenant, id, StatusCanceled, "canceled by API request", false)
+}
+
+// Suppress marks a message suppressed (never sent) with the reason.
+func (l *Ledger) Suppress(ctx context.Context, id, reason string) error {
+	return l.finish(ctx, "", id, StatusSuppressed, reason, true)
+}
+
+func (l *Ledger) finish(ctx context.Context, tenant, id string, st Status, detail string, allowInflight bool) error {
+	if !validID(id) {
+		return ErrNotFound
+	}
+	now := l.now().UTC()
+	res, err := finishScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
+		tenant, string(st), ms(now), eventJSON(Event{Status: st, At: now, Detail: detail}), b01(allowInflight)).StringSlice()
+	if err != nil {
+		return err
+	}
+	switch res[0] {
+	case "missing":
+		return ErrNotFound
+	case "conflict":
+		return &ConflictError{Status: Status(res[1]), Reason: res[2]}
+	}
+	return nil
+}
+
+// ClaimIdempotencyKey remembers (tenant, key) → id for ttl. It returns the id
+// of the first request that used the key — id itself when this is the first
+// — or ErrIdempotencyMismatch when the key was used with a different body.
+func (l *Ledger) ClaimIdempotencyKey(ctx context.Context, tenant, key, bodyHash, id string, ttl time.Duration) (string, error) {
+	res, err := idemScript.Run(ctx, l.rdb, []string{idemKey(tenant, key)}, id, bodyHash, ttl.Milliseconds()).StringSlice()
+	if err != nil {
+		return "", err
+	}
+	if res[1] != bodyHash {
+		return res[0], ErrIdempotencyMismatch
+	}
+	return res[0], nil
+}
+
+// ReleaseIdempotencyKey forgets a key whose request could not be queued, so
+// the client's retry is treated as new.
+func (l *Ledger) ReleaseIdempotencyKey(ctx context.Context, tenant, key string) error {
+	return l.rdb.Del(ctx, idemKey(tenant, key)).Err()
+}

@@ -1,0 +1,131 @@
+package ledger
+
+import "github.com/redis/go-redis/v9"
+
+// All keys of one message share the hash tag {id}, so every script below
+// touches one Redis Cluster slot. Fields of the message hash:
+//   doc         JSON of the immutable request (tenant, channel, to, body, …)
+//   tenant      owning tenant
+//   status      current Status; rank its Rank()
+//   attempts    provider attempts started
+//   provider_id the provider's id once it accepted the message
+//   inflight_at ms timestamp of an attempt whose outcome is not yet known
+//   err_code, err_msg  the last error
+//   ps:<status> marks a provider status already applied (callback replays)
+//   updated_at  ms timestamp
+
+// createScript: KEYS msg, events, pidKey(optional unused) ARGV doc, tenant, status, rank, now, ttlms, event
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'tenant', ARGV[2], 'status', ARGV[3], 'rank', ARGV[4],
+  'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5])
+redis.call('RPUSH', KEYS[2], ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+`)
+
+// claimScript decides whether a worker may call the provider now.
+// KEYS msg, events  ARGV now, grace_ms, event_json_prefix
+// Returns {outcome, a, b, doc}:
+//
+//	{"missing"}                      the record expired or never existed
+//	{"final", status}                nothing to do
+//	{"accepted", provider_id}        the provider already has it: never send again
+//	{"unconfirmed", wait_ms}         an earlier attempt's outcome is unknown: wait for its callback
+//	{"go", attempts, status, doc}    the caller owns this attempt
+var claimScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc')
+if not h[1] then return {'missing'} end
+if tonumber(h[2]) >= 3 then return {'final', h[1]} end
+if h[3] and h[3] ~= '' then return {'accepted', h[3]} end
+local now = tonumber(ARGV[1])
+if h[4] and h[4] ~= '' then
+  local waited = now - tonumber(h[4])
+  if waited < tonumber(ARGV[2]) then return {'unconfirmed', tostring(tonumber(ARGV[2]) - waited)} end
+end
+local attempts = tonumber(h[5]) + 1
+redis.call('HSET', KEYS[1], 'status', 'sending', 'rank', 1, 'attempts', attempts, 'inflight_at', ARGV[1], 'updated_at', ARGV[1])
+local ev = cjson.decode(ARGV[3])
+ev['attempt'] = attempts
+if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
+redis.call('RPUSH', KEYS[2], cjson.encode(ev))
+return {'go', tostring(attempts), h[1], h[6]}
+`)
+
+// acceptedScript records the provider's id. KEYS msg, events, pid
+// ARGV provider_id, now, event, msg_id
+var acceptedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
+if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '', 'updated_at', ARGV[2])
+if tonumber(h[1]) < 2 then redis.call('HSET', KEYS[1], 'status', 'sent', 'rank', 2) end
+if not h[2] or h[2] == '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) end
+return 1
+`)
+
+// attemptFailedScript records a failed attempt. KEYS msg, events
+// ARGV now, code, message, final(0/1), keep_inflight(0/1), event
+var attemptFailedScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
+if not h[1] then return 0 end
+if tonumber(h[1]) >= 3 or (h[2] and h[2] ~= '') then return 0 end
+redis.call('HSET', KEYS[1], 'err_code', ARGV[2], 'err_msg', ARGV[3], 'updated_at', ARGV[1])
+if ARGV[5] == '0' then redis.call('HSET', KEYS[1], 'inflight_at', '') end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'status', 'failed', 'rank', 3, 'inflight_at', '') end
+redis.call('RPUSH', KEYS[2], ARGV[6])
+return 1
+`)
+
+// providerStatusScript applies a provider's status report. KEYS msg, events, pid
+// ARGV provider_id, status, rank, provider_status, code, message, now, event, msg_id
+// Returns 0 unknown message, -1 provider id mismatch, 1 status changed,
+// 2 recorded as an event only (late or out of order), 3 duplicate ignored.
+var providerStatusScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
+if not h[1] then return 0 end
+if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
+local mark = 'ps:' .. ARGV[4]
+if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return 3 end
+if not h[2] or h[2] == '' then
+  redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '')
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('SET', KEYS[3], ARGV[9], 'PX', ttl) end
+end
+redis.call('RPUSH', KEYS[2], ARGV[8])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[7])
+if tonumber(h[1]) < 3 and tonumber(ARGV[3]) > tonumber(h[1]) then
+  redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', ARGV[3])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'err_code', ARGV[5], 'err_msg', ARGV[6]) end
+  return 1
+end
+return 2
+`)
+
+// finishScript moves a message that the provider does not have to a final
+// status of the gateway's own (canceled, suppressed). KEYS msg, events
+// ARGV tenant, status, now, event, allow_inflight(0/1)
+// Returns {"ok"} or {"conflict", status, reason} or {"missing"}.
+var finishScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'tenant', 'status', 'rank', 'provider_id', 'inflight_at')
+if not h[1] or (ARGV[1] ~= '' and h[1] ~= ARGV[1]) then return {'missing'} end
+if tonumber(h[3]) >= 3 then return {'conflict', h[2], 'final'} end
+if h[4] and h[4] ~= '' then return {'conflict', h[2], 'handed'} end
+if ARGV[5] == '0' and h[5] and h[5] ~= '' then return {'conflict', h[2], 'inflight'} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', 3, 'inflight_at', '', 'updated_at', ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[4])
+return {'ok'}
+`)
+
+// idemScript claims an idempotency key. KEYS idem ARGV id, body_hash, ttl_ms
+// Returns {id, hash} of the first claim (which may be this one).
+var idemScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'id', 'hash')
+if cur[1] then return cur end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'hash', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {ARGV[1], ARGV[2]}
+`)

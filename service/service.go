@@ -1,0 +1,176 @@
+// Package service assembles the gateway from its configuration: Redis, the
+// ledger, the channels, the HTTP API and the workers. The command, the
+// end-to-end tests and the benchmark all start the gateway through it.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/config"
+	"github.com/patientmsg/gateway/gateway"
+	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// Options are what the configuration does not hold.
+type Options struct {
+	Logger *slog.Logger
+	// Transport carries provider API calls; http.DefaultTransport when nil.
+	// Tests pass one that refuses non-loopback hosts.
+	Transport http.RoundTripper
+	// Listener, when set, is used instead of listening on Config.Addr.
+	Listener net.Listener
+}
+
+// Service is a running gateway process (API, workers, or both).
+type Service struct {
+	Config   config.Config
+	Role     config.Role
+	Redis    redis.UniversalClient
+	Ledger   *ledger.Ledger
+	Channels *channels.Registry
+	API      *gateway.Server
+	Workers  *workers.Server
+
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	ln        net.Listener
+	serveErr  chan error
+	log       *slog.Logger
+}
+
+// New validates the configuration and builds the parts the role needs.
+func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
+	if err := cfg.Validate(role); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ropt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropt)
+	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), log: o.Logger, ln: o.Listener}
+
+	sms, err := twilio.NewSMS(twilio.Config{
+		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
+		MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
+		Timeout: cfg.Worker.ProviderTimeout, Transport: o.Transport, Logger: o.Logger,
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	s.Channels = channels.NewRegistry(sms)
+
+	if role&config.RoleAPI != 0 {
+		s.client = asynq.NewClientFromRedisClient(rdb)
+		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
+		s.API = gateway.New(gateway.Options{
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels,
+			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
+			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
+			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
+		})
+	}
+	if role&config.RoleWorker != 0 {
+		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
+			MaxAttempts: cfg.Worker.MaxAttempts, Logger: o.Logger.With("comp", "worker")}
+		s.Workers = workers.NewServer(rdb, h, s.Channels.Names(), workers.ServerConfig{
+			Concurrency: cfg.Worker.Concurrency, CrisisConcurrency: cfg.Worker.CrisisConcurrency,
+			ShutdownTimeout: cfg.ShutdownTimeout, PollInterval: cfg.Worker.PollInterval,
+			DelayedPollInterval: cfg.Worker.DelayedPollInterval, Logger: o.Logger,
+		})
+	}
+	return s, nil
+}
+
+// AttemptTimeout bounds one send attempt: the provider call plus ledger writes.
+func AttemptTimeout(cfg config.Config) time.Duration { return cfg.Worker.ProviderTimeout + 15*time.Second }
+
+// Start checks Redis, then starts the workers and the API listener.
+func (s *Service) Start(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.Redis.Ping(pctx).Err(); err != nil {
+		return fmt.Errorf("redis at REDIS_URL is not reachable: %w", err)
+	}
+	if s.Workers != nil {
+		if err := s.Workers.Start(); err != nil {
+			return fmt.Errorf("workers: %w", err)
+		}
+	}
+	if s.API != nil {
+		if s.ln == nil {
+			ln, err := net.Listen("tcp", s.Config.Addr)
+			if err != nil {
+				if s.Workers != nil {
+					s.Workers.Shutdown()
+				}
+				return fmt.Errorf("GATEWAY_ADDR %s: %w", s.Config.Addr, err)
+			}
+			s.ln = ln
+		}
+		s.serveErr = make(chan error, 1)
+		go func() { s.serveErr <- s.API.Serve(s.ln) }()
+	}
+	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr())
+	return nil
+}
+
+// Addr is the API's listening address ("" without an API).
+func (s *Service) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Run starts the service and blocks until ctx is done (SIGTERM), then
+// shuts down gracefully.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.serveErr:
+		err = fmt.Errorf("API listener stopped: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.Config.ShutdownTimeout+5*time.Second)
+	defer cancel()
+	return errors.Join(err, s.Shutdown(sctx))
+}
+
+// Shutdown stops taking requests and tasks, lets in-flight work finish
+// (bounded by GATEWAY_SHUTDOWN_TIMEOUT) and closes Redis.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down: no new requests or tasks; finishing in-flight sends")
+	var errs []error
+	if s.API != nil && s.serveErr != nil {
+		errs = append(errs, s.API.Shutdown(ctx))
+	}
+	if s.Workers != nil {
+		s.Workers.Shutdown()
+	}
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+	errs = append(errs, s.Redis.Close())
+	s.log.Info("shut down")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,152 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/ledger"
+)
+
+// SendHandler delivers send tasks through the channel registry, with the
+// ledger as the single source of truth about what was already sent.
+type SendHandler struct {
+	Ledger   *ledger.Ledger
+	Channels *channels.Registry
+	// Grace is how long to wait for a provider callback after an attempt
+	// whose outcome is unknown before sending again.
+	Grace time.Duration
+	// MaxAttempts is the provider-attempt budget per message, counted in the
+	// ledger (Asynq's own retry count also includes waits and Redis trouble).
+	MaxAttempts int
+	Logger      *slog.Logger
+}
+
+// waitError asks Asynq to retry after a set delay (see RetryDelay).
+type waitError struct {
+	reason string
+	after  time.Duration
+}
+
+func (e *waitError) Error() string { return e.reason }
+
+// ProcessTask implements asynq.Handler.
+func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p SendPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.MessageID == "" {
+		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
+	}
+	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
+	claim, err := h.Ledger.Claim(ctx, p.MessageID, h.Grace)
+	if err != nil {
+		return fmt.Errorf("ledger claim: %w", err) // Redis trouble: retry
+	}
+	switch claim.Outcome {
+	case ledger.ClaimMissing:
+		log.Warn("message record not found (expired or deleted); nothing sent")
+		return nil
+	case ledger.ClaimFinal:
+		log.Info("message already final; nothing sent", "status", claim.Status)
+		return nil
+	case ledger.ClaimAccepted:
+		log.Info("provider already accepted this message; not sending again", "provider_id", claim.ProviderID)
+		return nil
+	case ledger.ClaimUnconfirmed:
+		log.Warn("earlier attempt unconfirmed; waiting for the provider's callback before resending", "wait", claim.Wait)
+		return &waitError{reason: "previous attempt unconfirmed", after: claim.Wait}
+	}
+	m := claim.Message
+	if claim.Attempt > h.MaxAttempts {
+		// Only reachable after a last attempt whose outcome stayed unknown
+		// through the grace period: do not exceed the attempt budget.
+		_ = h.Ledger.RecordFailure(ctx, m.ID, ledger.Failure{Code: "unconfirmed", Final: true, Attempt: claim.Attempt,
+			Message: "the provider never confirmed the last attempt and the attempt budget is spent"})
+		return fmt.Errorf("attempts exhausted: %w", asynq.SkipRetry)
+	}
+	ch, ok := h.Channels.Get(m.Channel)
+	if !ok {
+		_ = h.Ledger.RecordFailure(ctx, m.ID, ledger.Failure{Code: "channel_unavailable", Final: true, Attempt: claim.Attempt,
+			Message: "channel " + m.Channel + " is not configured on the workers"})
+		return fmt.Errorf("channel %q not configured: %w", m.Channel, asynq.SkipRetry)
+	}
+	log = log.With("channel", m.Channel, "attempt", claim.Attempt)
+	start := time.Now()
+	res, sendErr := ch.Send(ctx, channels.Message{ID: m.ID, Tenant: m.Tenant, To: m.To, Body: m.Body})
+	if sendErr == nil {
+		// Record with a context of its own: the provider has the message now,
+		// and the record must survive a shutdown that cancels ctx.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := h.Ledger.RecordAccepted(rctx, m.ID, m.Channel, res.ProviderID); err != nil {
+			// The status callback carries the provider id too; until it
+			// arrives, the unconfirmed-attempt guard prevents a second send.
+			log.Error("provider accepted but the ledger write failed", "provider_id", res.ProviderID, "err", err)
+			return fmt.Errorf("record acceptance: %w", err)
+		}
+		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	se := channels.AsSendError(sendErr)
+	retried, _ := asynq.GetRetryCount(ctx)
+	lastTry := claim.Attempt >= h.MaxAttempts
+	final := !se.Retryable() || (lastTry && !se.Unconfirmed)
+	f := ledger.Failure{Code: se.Code, Message: se.Message, Final: final, Unconfirmed: se.Unconfirmed && !final, Attempt: claim.Attempt}
+	if !final {
+		f.RetryAt = time.Now().Add(retryDelay(retried, se))
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := h.Ledger.RecordFailure(rctx, m.ID, f); err != nil {
+		log.Error("could not record failed attempt", "err", err)
+	}
+	log.Warn("send failed", "class", se.Class.String(), "code", se.Code, "http_status", se.HTTPStatus, "final", final)
+	switch {
+	case !se.Retryable():
+		return fmt.Errorf("%w: %w", se, asynq.SkipRetry)
+	case lastTry && se.Unconfirmed:
+		// The provider may have the message: wait for its callback rather
+		// than fail it; the next claim decides (see the attempt check above).
+		return &waitError{reason: se.Error(), after: h.Grace}
+	}
+	return se
+}
+
+// IsFailure is the Asynq IsFailure func: waiting for a provider callback
+// does not spend an attempt.
+func IsFailure(err error) bool {
+	var we *waitError
+	return !errors.As(err, &we)
+}
+
+// RetryDelay is the Asynq RetryDelayFunc: the provider's Retry-After when
+// it gave one, the wait for an unconfirmed attempt's callback, otherwise
+// exponential backoff with full jitter.
+func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var we *waitError
+	if errors.As(err, &we) {
+		return max(we.after, time.Second)
+	}
+	return retryDelay(n, channels.AsSendError(err))
+}
+
+func retryDelay(n int, se *channels.SendError) time.Duration {
+	if se.RetryAfter > 0 {
+		return se.RetryAfter
+	}
+	return Backoff(n)
+}
+
+// Backoff is exponential (2s·2ⁿ, capped at 10 min) with jitter in
+// [d/2, d], so retries of a burst spread out.
+func Backoff(n int) time.Duration {
+	d := 2 * time.Second << min(n, 9)
+	d = min(d, 10*time.Minute)
+	return d/2 + rand.N(d/2+1)
+}

@@ -1,0 +1,111 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// ServerConfig sizes the worker pools.
+type ServerConfig struct {
+	// Concurrency serves all queues, crisis weighted highest.
+	Concurrency int
+	// CrisisConcurrency serves only the crisis queue, so crisis traffic
+	// never waits for a worker busy with other priorities.
+	CrisisConcurrency   int
+	ShutdownTimeout     time.Duration
+	PollInterval        time.Duration
+	DelayedPollInterval time.Duration
+	Logger              *slog.Logger
+}
+
+// Server runs the send handlers: a crisis-only pool and a weighted pool.
+// (Asynq offers strict or weighted priority per server, not both; two
+// servers give crisis strict precedence and the rest weighted shares.)
+type Server struct {
+	pools []*asynq.Server
+	mux   *asynq.ServeMux
+}
+
+// NewServer builds the worker server; channelNames are the channels it sends on.
+func NewServer(rdb redis.UniversalClient, h asynq.Handler, channelNames []string, cfg ServerConfig) *Server {
+	log := cfg.Logger.With("comp", "worker")
+	mux := asynq.NewServeMux()
+	for _, name := range channelNames {
+		mux.Handle(TypeSend(name), h)
+	}
+	mux.Use(recoverMiddleware(log))
+	base := asynq.Config{
+		RetryDelayFunc:           RetryDelay,
+		IsFailure:                IsFailure,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.DelayedPollInterval,
+		Logger:                   asynqLogger{log},
+		LogLevel:                 asynq.WarnLevel,
+	}
+	crisis := base
+	crisis.Concurrency = cfg.CrisisConcurrency
+	crisis.Queues = map[string]int{QueueFor(PriorityCrisis): 1}
+	main := base
+	main.Concurrency = cfg.Concurrency
+	main.Queues = weightedQueues
+	return &Server{mux: mux, pools: []*asynq.Server{
+		asynq.NewServerFromRedisClient(rdb, crisis),
+		asynq.NewServerFromRedisClient(rdb, main),
+	}}
+}
+
+// Start starts both pools.
+func (s *Server) Start() error {
+	for i, p := range s.pools {
+		if err := p.Start(s.mux); err != nil {
+			for _, started := range s.pools[:i] {
+				started.Shutdown()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Shutdown stops taking tasks, lets in-flight sends finish within the
+// shutdown timeout, and puts unfinished tasks back in their queue.
+func (s *Server) Shutdown() {
+	done := make(chan struct{}, len(s.pools))
+	for _, p := range s.pools {
+		go func() { p.Shutdown(); done <- struct{}{} }()
+	}
+	for range s.pools {
+		<-done
+	}
+}
+
+func recoverMiddleware(log *slog.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					log.Error("send handler panicked", "task", t.Type(), "panic", fmt.Sprint(r))
+					err = errors.New("handler panic")
+				}
+			}()
+			return next.ProcessTask(ctx, t)
+		})
+	}
+}
+
+// asynqLogger routes Asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)); os.Exit(1) }

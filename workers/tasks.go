@@ -1,0 +1,89 @@
+// Package workers holds the Asynq task types and their handlers: one send
+// task per channel ("send:sms"), queues per priority, retry policy, and the
+// worker server that runs them.
+package workers
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Priorities, highest first.
+const (
+	PriorityCrisis = "crisis"
+	PriorityHigh   = "high"
+	PriorityNormal = "normal"
+	PriorityBulk   = "bulk"
+)
+
+// Priorities lists the valid priorities, highest first.
+var Priorities = []string{PriorityCrisis, PriorityHigh, PriorityNormal, PriorityBulk}
+
+// QueueFor names the Asynq queue of a priority.
+func QueueFor(priority string) string { return "gw:" + priority }
+
+// weightedQueues are served by the main pool, crisis weighted far above the
+// rest; crisis also has a pool of its own (see Server).
+var weightedQueues = map[string]int{
+	QueueFor(PriorityCrisis): 20,
+	QueueFor(PriorityHigh):   6,
+	QueueFor(PriorityNormal): 3,
+	QueueFor(PriorityBulk):   1,
+}
+
+// TypeSendPrefix starts every send task type: "send:" + channel name.
+const TypeSendPrefix = "send:"
+
+// TypeSend returns the task type that sends over a channel, e.g. "send:sms".
+func TypeSend(channel string) string { return TypeSendPrefix + channel }
+
+// SendPayload is the task payload: only the message id. The ledger holds the
+// message, so a queued task costs little Redis memory and carries no
+// personal data.
+type SendPayload struct {
+	MessageID string `json:"id"`
+}
+
+// asynqRetryMargin lets a task outlive Redis outages or ledger errors that
+// are not provider attempts.
+const asynqRetryMargin = 20
+
+// SendOptions describes how to queue a send.
+type SendOptions struct {
+	MessageID   string
+	Channel     string
+	Priority    string
+	SendAt      time.Time // zero: now
+	MaxAttempts int
+	// Timeout bounds one attempt (the provider call plus ledger writes).
+	Timeout time.Duration
+}
+
+// NewSendTask builds the task for a message; its Asynq task id is the
+// message id, so a message can never be queued twice.
+func NewSendTask(o SendOptions) (*asynq.Task, error) {
+	if o.MessageID == "" || o.Channel == "" {
+		return nil, fmt.Errorf("workers: message id and channel are required")
+	}
+	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID})
+	if err != nil {
+		return nil, err
+	}
+	opts := []asynq.Option{
+		asynq.TaskID(o.MessageID),
+		asynq.Queue(QueueFor(o.Priority)),
+		// The attempt budget is enforced by the handler from the ledger; Asynq's
+		// retries also cover waits for callbacks and Redis outages.
+		asynq.MaxRetry(o.MaxAttempts + asynqRetryMargin),
+	}
+	if o.Timeout > 0 {
+		opts = append(opts, asynq.Timeout(o.Timeout))
+	}
+	if !o.SendAt.IsZero() && o.SendAt.After(time.Now()) {
+		opts = append(opts, asynq.ProcessAt(o.SendAt))
+	}
+	return asynq.NewTask(TypeSend(o.Channel), payload, opts...), nil
+}
