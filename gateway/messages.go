@@ -159,7 +159,7 @@ type messageJSON struct {
 	Attempts   int               `json:"attempts"`
 	ProviderID *string           `json:"provider_id"`
 	Error      *ledger.ErrorInfo `json:"error"`
-	Events     []ledger.Event    `json:"events"`
+	Events     []ledger.Event    `json:"events,omitempty"` // omitted in lists
 }
 
 func viewOf(m *ledger.Message) messageJSON {

@@ -61,6 +61,9 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, problem(400, "malformed-json", "the request body is empty; send a JSON object")
 	}
+	if !utf8.Valid(body) {
+		return nil, problem(400, "malformed-json", "the request body is not valid UTF-8")
+	}
 	var req MessageRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

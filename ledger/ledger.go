@@ -129,8 +129,12 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	}
 	idx := tenantIndexKey(req.Tenant)
 	pipe := l.rdb.Pipeline()
-	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(req.CreatedAt.UnixMilli()), Member: id})
-	pipe.ZRemRangeByScore(ctx, idx, "-inf", "("+ms(req.CreatedAt.Add(-l.retention)))
+	// Every member has score 0 and ids are ULIDs, so the set is ordered by
+	// creation time lexicographically, ties included.
+	pipe.ZAdd(ctx, idx, redis.Z{Score: 0, Member: id})
+	cutoff := ulid.ULID{}
+	_ = cutoff.SetTime(ulid.Timestamp(req.CreatedAt.Add(-l.retention)))
+	pipe.ZRemRangeByLex(ctx, idx, "-", "("+cutoff.String())
 	pipe.PExpire(ctx, idx, ttl)
 	_, err = pipe.Exec(ctx)
 	return true, err
@@ -186,15 +190,14 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 // List returns a tenant's message ids, newest first, created before the
 // given id (all when empty), at most limit.
 func (l *Ledger) List(ctx context.Context, tenant, before string, limit int) ([]string, error) {
-	max := "+inf"
+	max := "+"
 	if before != "" {
-		u, err := ulid.ParseStrict(before)
-		if err != nil {
+		if !validID(before) {
 			return nil, ErrNotFound
 		}
-		max = "(" + strconv.FormatUint(u.Time(), 10)
+		max = "(" + before
 	}
-	return l.rdb.ZRevRangeByScore(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: max, Min: "-inf", Count: int64(limit)}).Result()
+	return l.rdb.ZRevRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: max, Min: "-", Count: int64(limit)}).Result()
 }
 
 func validID(id string) bool {

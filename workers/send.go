@@ -138,7 +138,9 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 
 func retryDelay(n int, se *channels.SendError) time.Duration {
 	if se.RetryAfter > 0 {
-		return se.RetryAfter
+		// Asynq schedules retries with one-second precision (it truncates);
+		// rounding up keeps the retry from coming before the provider allows.
+		return se.RetryAfter + time.Second
 	}
 	return Backoff(n)
 }

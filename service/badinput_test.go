@@ -1,0 +1,88 @@
+package service_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/patientmsg/gateway/config"
+)
+
+func TestBadInputGetsAClearProblemAndNothingIsQueued(t *testing.T) {
+	e := start(t, config.RoleAPI, func(c *config.Config) { c.MaxRequestBytes = 16 << 10 })
+	long := strings.Repeat("a", 1601)
+	cases := []struct {
+		name, body string
+		headers    []string
+		status     int
+		mention    string // the detail must name what is wrong
+	}{
+		{"an empty body", "", []string{"Content-Type", "application/json"}, 400, "empty"},
+		{"malformed JSON", `{"channel":"sms",`, nil, 400, "JSON"},
+		{"a JSON array instead of an object", `[1,2]`, nil, 400, "object"},
+		{"two JSON objects", `{"channel":"sms"}{"channel":"sms"}`, nil, 400, "after"},
+		{"an unknown field", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","colour":"red"}`, nil, 400, "colour"},
+		{"an unknown field inside to", `{"channel":"sms","to":{"phone":"+14155550100","fax":"1"},"body":"x"}`, nil, 400, "fax"},
+		{"a number where a string belongs", `{"channel":"sms","to":{"phone":"+14155550100"},"body":42}`, nil, 400, "body"},
+		{"a missing channel", `{"to":{"phone":"+14155550100"},"body":"x"}`, nil, 422, "channel"},
+		{"an unknown channel", `{"channel":"fax","to":{"phone":"+14155550100"},"body":"x"}`, nil, 422, "fax"},
+		{"a missing recipient", `{"channel":"sms","body":"x"}`, nil, 422, "to"},
+		{"a recipient without a phone", `{"channel":"sms","to":{},"body":"x"}`, nil, 422, "to.phone"},
+		{"an unparseable phone number", `{"channel":"sms","to":{"phone":"call me"},"body":"x"}`, nil, 422, "to.phone"},
+		{"a national number without country code", `{"channel":"sms","to":{"phone":"4155550100"},"body":"x"}`, nil, 422, "to.phone"},
+		{"a number that cannot exist", `{"channel":"sms","to":{"phone":"+1555"},"body":"x"}`, nil, 422, "to.phone"},
+		{"a missing body", `{"channel":"sms","to":{"phone":"+14155550100"}}`, nil, 422, "body"},
+		{"a blank body", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"   "}`, nil, 422, "body"},
+		{"a body over 1,600 characters", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"` + long + `"}`, nil, 422, "1600"},
+		{"an unknown priority", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","priority":"urgent"}`, nil, 422, "priority"},
+		{"a send_at that is not RFC 3339", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","send_at":"tomorrow 10am"}`, nil, 422, "send_at"},
+		{"a send_at in the past", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","send_at":"2020-01-01T10:00:00Z"}`, nil, 422, "past"},
+		{"a send_at years ahead", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","send_at":"2099-01-01T10:00:00Z"}`, nil, 422, "365"},
+		{"metadata that is not an object", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","metadata":[1]}`, nil, 422, "metadata"},
+		{"metadata over 4 KiB", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","metadata":{"n":"` + strings.Repeat("m", 4100) + `"}}`, nil, 422, "metadata"},
+		{"a relative callback URL", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","callback_url":"/hook"}`, nil, 422, "callback_url"},
+		{"a callback URL with credentials", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","callback_url":"https://u:p@example.org/h"}`, nil, 422, "credentials"},
+		{"a form-encoded body", `channel=sms`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "JSON"},
+		{"an oversized request", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"` + strings.Repeat("b", 20<<10) + `"}`, nil, 413, "larger"},
+		{"an idempotency key over 255 characters", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 300)}, 400, "255"},
+		{"invalid UTF-8 in the body", "{\"channel\":\"sms\",\"to\":{\"phone\":\"+14155550100\"},\"body\":\"\xff\xfe\"}", nil, 400, "UTF-8"},
+		{"several mistakes at once are all listed", `{"channel":"sms","to":{"phone":"nope"},"priority":"x"}`, nil, 422, "to.phone"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := e.do(http.MethodPost, "/v1/messages", keyA, c.body, c.headers...)
+			if a.Status != c.status {
+				t.Fatalf("status %d, want %d: %s", a.Status, c.status, a.Raw)
+			}
+			if ct := a.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Fatalf("content type %q", ct)
+			}
+			detail, _ := a.Body["detail"].(string)
+			if a.Body["status"] != float64(c.status) || a.Body["type"] == nil || a.Body["title"] == nil {
+				t.Fatalf("not a problem document: %s", a.Raw)
+			}
+			if !strings.Contains(a.Raw, c.mention) {
+				t.Fatalf("the problem does not mention %q: %s", c.mention, a.Raw)
+			}
+			if detail == "" {
+				t.Fatalf("no detail: %s", a.Raw)
+			}
+		})
+	}
+	if a := e.do("GET", "/v1/messages", keyA, ""); strings.Contains(a.Raw, `"id"`) {
+		t.Fatalf("a rejected request left a message behind: %s", a.Raw)
+	}
+	if a := e.do("GET", "/v1/nowhere", keyA, ""); a.Status != 404 || a.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("unknown route = %d %s", a.Status, a.Raw)
+	}
+	if a := e.do("GET", "/v1/messages/not-an-id", keyA, ""); a.Status != 404 {
+		t.Fatalf("malformed id = %d", a.Status)
+	}
+	if a := e.do("GET", "/v1/messages?limit=1000", keyA, ""); a.Status != 400 {
+		t.Fatalf("limit=1000 = %d", a.Status)
+	}
+	multi := e.do(http.MethodPost, "/v1/messages", keyA, `{"channel":"sms","to":{"phone":"nope"},"priority":"x"}`)
+	if errs, _ := multi.Body["errors"].([]any); len(errs) != 3 {
+		t.Fatalf("want 3 field errors (to.phone, body, priority): %s", multi.Raw)
+	}
+}
