@@ -7,7 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
-	"unicode/utf16"
+
+	"github.com/patientmsg/gateway/sms"
 )
 
 // maxFormBytes bounds a message-create request body.
@@ -302,53 +303,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(b)
 }
 
-// gsmBasic and gsmExtended are the GSM 03.38 default alphabet and its
-// extension table (whose characters take two septets).
-const (
-	gsmBasic = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?" +
-		"¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-	gsmExtended = "\f^{}\\[~]|€"
-)
-
-var gsmSeptets = func() map[rune]int {
-	m := make(map[rune]int, len(gsmBasic)+len(gsmExtended))
-	for _, c := range gsmBasic {
-		m[c] = 1
-	}
-	for _, c := range gsmExtended {
-		m[c] = 2
-	}
-	return m
-}()
-
-// Segments approximates how many SMS segments Twilio bills for body: GSM-7
-// text takes 160 septets in one segment or 153 per segment when split;
-// anything else is UCS-2 with 70 UTF-16 units in one segment or 67 per
-// segment. An empty body counts as one segment.
+// Segments is how many SMS segments Twilio bills for body (the project's
+// own counting, package sms). An empty body counts as one segment.
 func Segments(body string) int {
-	septets, gsm := 0, true
-	for _, c := range body {
-		n, ok := gsmSeptets[c]
-		if !ok {
-			gsm = false
-			break
-		}
-		septets += n
-	}
-	if gsm {
-		return split(septets, 160, 153)
-	}
-	units := 0
-	for _, c := range body {
-		units += utf16.RuneLen(c)
-	}
-	return split(units, 70, 67)
-}
-
-// split returns how many segments n units take.
-func split(n, single, multi int) int {
-	if n <= single {
-		return 1
-	}
-	return (n + multi - 1) / multi
+	return max(sms.Analyze(body).Segments, 1)
 }
