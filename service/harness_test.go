@@ -142,7 +142,8 @@ func (e *env) send(key, body string, headers ...string) string {
 	return a.Body["id"].(string)
 }
 
-// waitFor polls the ledger until the message reaches status.
+// waitFor polls the ledger until the message reaches status (or, for a
+// status that is not final, any later one).
 func (e *env) waitFor(id string, want ledger.Status, within time.Duration) *ledger.Message {
 	e.t.Helper()
 	deadline := time.Now().Add(within)
@@ -150,7 +151,7 @@ func (e *env) waitFor(id string, want ledger.Status, within time.Duration) *ledg
 	for time.Now().Before(deadline) {
 		var err error
 		m, err = e.svc.Ledger.Get(context.Background(), "", id)
-		if err == nil && m.Status == want {
+		if err == nil && (m.Status == want || (!want.Final() && m.Status.Rank() > want.Rank())) {
 			return m
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -1,0 +1,75 @@
+package workers
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/channels"
+)
+
+func TestRetryDelay(t *testing.T) {
+	cases := []struct {
+		name     string
+		n        int
+		err      error
+		min, max time.Duration
+	}{
+		{"the provider's Retry-After wins, rounded up past Asynq's one-second precision", 0,
+			&channels.SendError{Class: channels.Throttled, RetryAfter: 30 * time.Second}, 31 * time.Second, 31 * time.Second},
+		{"a wait for an unconfirmed attempt uses the remaining grace", 3, &waitError{after: 45 * time.Second}, 45 * time.Second, 45 * time.Second},
+		{"a first retry backs off 1-2 s", 0, &channels.SendError{Class: channels.Retryable}, time.Second, 2 * time.Second},
+		{"a fourth retry backs off 8-16 s", 3, &channels.SendError{Class: channels.Retryable}, 8 * time.Second, 16 * time.Second},
+		{"backoff is capped at 10 minutes", 30, &channels.SendError{Class: channels.Retryable}, 5 * time.Minute, 10 * time.Minute},
+		{"an unclassified error backs off too", 0, errors.New("boom"), time.Second, 2 * time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for i := 0; i < 50; i++ {
+				d := RetryDelay(c.n, c.err, nil)
+				if d < c.min || d > c.max {
+					t.Fatalf("RetryDelay = %s, want within [%s, %s]", d, c.min, c.max)
+				}
+			}
+		})
+	}
+}
+
+func TestWaitingForACallbackIsNotAFailedAttempt(t *testing.T) {
+	if IsFailure(&waitError{after: time.Second}) {
+		t.Fatal("a wait must not count as a failure")
+	}
+	if !IsFailure(&channels.SendError{Class: channels.Retryable}) {
+		t.Fatal("a send error is a failure")
+	}
+}
+
+func TestSendTaskIsKeyedByMessageAndQueuedByPriority(t *testing.T) {
+	at := time.Now().Add(time.Hour)
+	task, err := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityCrisis, SendAt: at, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Type() != "send:sms" || string(task.Payload()) != `{"id":"01JD"}` {
+		t.Fatalf("task %s %s", task.Type(), task.Payload())
+	}
+	if _, err := NewSendTask(SendOptions{Channel: "sms"}); err == nil {
+		t.Fatal("a task without a message id must be refused")
+	}
+	if QueueFor(PriorityCrisis) != "gw:crisis" {
+		t.Fatal(QueueFor(PriorityCrisis))
+	}
+	for _, p := range Priorities {
+		if weightedQueues[QueueFor(p)] == 0 {
+			t.Fatalf("priority %s has no queue weight", p)
+		}
+	}
+	if weightedQueues[QueueFor(PriorityCrisis)] <= weightedQueues[QueueFor(PriorityHigh)] ||
+		weightedQueues[QueueFor(PriorityHigh)] <= weightedQueues[QueueFor(PriorityNormal)] ||
+		weightedQueues[QueueFor(PriorityNormal)] <= weightedQueues[QueueFor(PriorityBulk)] {
+		t.Fatalf("weights must fall with priority: %v", weightedQueues)
+	}
+	var _ asynq.Handler = (*SendHandler)(nil)
+}
