@@ -289,6 +289,11 @@ func (c Config) Validate(role Role) error {
 	if c.Retention < time.Hour {
 		bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
 	}
+	if c.IdempotencyTTL > c.Retention {
+		// A key that outlived its message could not return the original and
+		// would let a retried request send the message again.
+		bad("GATEWAY_IDEMPOTENCY_TTL=%s: must not exceed GATEWAY_RETENTION (%s)", c.IdempotencyTTL, c.Retention)
+	}
 	if c.Worker.MaxAttempts > 50 {
 		bad("DELIVERY_MAX_ATTEMPTS=%d: at most 50", c.Worker.MaxAttempts)
 	}

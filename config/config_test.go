@@ -69,6 +69,7 @@ func TestBadSettingsAreNamedAtStartUp(t *testing.T) {
 		{"no sender", with("TWILIO_FROM", ""), RoleWorker, "TWILIO_MESSAGING_SERVICE_SID"},
 		{"a malformed account SID", with("TWILIO_ACCOUNT_SID", "nope"), RoleWorker, "TWILIO_ACCOUNT_SID"},
 		{"no channel at all", map[string]string{"GATEWAY_PUBLIC_URL": "https://x.test", "GATEWAY_API_KEYS": good["GATEWAY_API_KEYS"]}, RoleAll, "no channel"},
+		{"idempotency keys outliving their messages", with("GATEWAY_RETENTION", "2h"), RoleAPI, "GATEWAY_IDEMPOTENCY_TTL"},
 		{"an unknown log level", with("LOG_LEVEL", "loud"), RoleAll, "LOG_LEVEL"},
 	}
 	for _, c := range cases {

@@ -179,7 +179,7 @@ func viewOf(m *ledger.Message) messageJSON {
 }
 
 func (s *Server) getMessage(c *fiber.Ctx) error {
-	m, err := s.opts.Ledger.Get(c.Context(), tenantOf(c), c.Params("id"))
+	m, err := s.opts.Ledger.Get(c.Context(), tenantOf(c), messageID(c))
 	if errors.Is(err, ledger.ErrNotFound) {
 		return problem(404, "not-found", "no message with this id for your API key")
 	}
@@ -199,7 +199,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 		limit = n
 	}
 	tenant := tenantOf(c)
-	ids, err := s.opts.Ledger.List(c.Context(), tenant, c.Query("before"), limit)
+	ids, err := s.opts.Ledger.List(c.Context(), tenant, strings.ToUpper(c.Query("before")), limit)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return problem(400, "bad-query", "before must be a message id")
 	}
@@ -229,7 +229,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 }
 
 func (s *Server) cancelMessage(c *fiber.Ctx) error {
-	tenant, id := tenantOf(c), c.Params("id")
+	tenant, id := tenantOf(c), messageID(c)
 	err := s.opts.Ledger.Cancel(c.Context(), tenant, id)
 	var ce *ledger.ConflictError
 	switch {
@@ -251,3 +251,6 @@ func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	}
 	return c.JSON(viewOf(m))
 }
+
+// messageID reads the id path parameter; ULIDs are case-insensitive.
+func messageID(c *fiber.Ctx) string { return strings.ToUpper(c.Params("id")) }

@@ -149,7 +149,7 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 		case len(*req.CallbackURL) > MaxCallbackURL:
 			bad("callback_url", "is longer than %d characters", MaxCallbackURL)
 		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-			bad("callback_url", "must be an absolute https:// URL")
+			bad("callback_url", "must be an absolute http(s) URL, e.g. https://ehr.example-clinic.org/hooks/messages")
 		case u.User != nil:
 			bad("callback_url", "must not contain credentials")
 		default:

@@ -200,9 +200,11 @@ func (l *Ledger) List(ctx context.Context, tenant, before string, limit int) ([]
 	return l.rdb.ZRevRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: max, Min: "-", Count: int64(limit)}).Result()
 }
 
+// validID accepts canonical (upper-case) ULIDs only; the API upper-cases
+// ids it is given, since ULIDs are case-insensitive.
 func validID(id string) bool {
-	_, err := ulid.ParseStrict(id)
-	return err == nil
+	u, err := ulid.ParseStrict(id)
+	return err == nil && u.String() == id
 }
 
 // ClaimOutcome says what a worker should do with a message.
@@ -264,26 +266,33 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Cla
 func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID string) error {
 	now := l.now().UTC()
 	ev := eventJSON(Event{Status: StatusSent, At: now, Detail: "accepted by provider"})
-	n, err := acceptedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id), providerKey(channel, providerID)},
-		providerID, ms(now), ev, id).Int()
+	ttl, err := acceptedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, providerID, ms(now), ev).Int64()
 	switch {
 	case err != nil:
 		return err
-	case n == 0:
+	case ttl == 0:
 		return ErrNotFound
-	case n < 0:
+	case ttl < 0:
 		return ErrProviderMismatch
 	}
-	return nil
+	return l.indexProvider(ctx, channel, providerID, id, ttl)
+}
+
+// indexProvider maps the provider's id to the message for as long as the record lives.
+func (l *Ledger) indexProvider(ctx context.Context, channel, providerID, id string, ttlMS int64) error {
+	return l.rdb.Set(ctx, providerKey(channel, providerID), id, time.Duration(ttlMS)*time.Millisecond).Err()
 }
 
 // Failure describes a failed provider attempt.
 type Failure struct {
 	Code    string
 	Message string
-	// Final marks the message failed; otherwise it will be retried at RetryAt.
-	Final   bool
-	RetryAt time.Time
+	// Final ends the message (failed, or FinalStatus); otherwise it will be
+	// retried at RetryAt.
+	Final bool
+	// FinalStatus is the status a final failure ends in; StatusFailed when empty.
+	FinalStatus Status
+	RetryAt     time.Time
 	// Unconfirmed means the request may have reached the provider (a timeout):
 	// the next attempt waits for the grace period first.
 	Unconfirmed bool
@@ -294,15 +303,20 @@ type Failure struct {
 func (l *Ledger) RecordFailure(ctx context.Context, id string, f Failure) error {
 	now := l.now().UTC()
 	e := Event{Status: StatusSending, At: now, Attempt: f.Attempt, Error: &ErrorInfo{Code: f.Code, Message: f.Message}}
+	final := ""
 	if f.Final {
 		e.Status = StatusFailed
+		if f.FinalStatus != "" {
+			e.Status = f.FinalStatus
+		}
+		final = string(e.Status)
 	} else if !f.RetryAt.IsZero() {
 		r := f.RetryAt.UTC()
 		e.RetryAt = &r
 		e.Detail = "will retry"
 	}
 	_, err := attemptFailedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		ms(now), f.Code, f.Message, b01(f.Final), b01(f.Unconfirmed), eventJSON(e)).Result()
+		ms(now), f.Code, f.Message, final, b01(f.Unconfirmed), eventJSON(e)).Result()
 	return err
 }
 
@@ -347,15 +361,20 @@ func (l *Ledger) ApplyProviderUpdate(ctx context.Context, id string, u ProviderU
 	if u.ErrorCode != "" {
 		e.Error = &ErrorInfo{Code: u.ErrorCode, Message: u.ErrorMessage}
 	}
-	n, err := providerStatusScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id), providerKey(u.Channel, u.ProviderID)},
-		u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e), id).Int()
+	res, err := providerStatusScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
+		u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e)).Int64Slice()
 	if err != nil {
 		return AppliedUnknown, err
 	}
-	if n < 0 {
+	if res[0] < 0 {
 		return AppliedUnknown, ErrProviderMismatch
 	}
-	return Applied(n), nil
+	if res[1] > 0 {
+		if err := l.indexProvider(ctx, u.Channel, u.ProviderID, id, res[1]); err != nil {
+			return Applied(res[0]), err
+		}
+	}
+	return Applied(res[0]), nil
 }
 
 // MessageIDByProvider finds a message by the provider's id.
@@ -389,21 +408,12 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 // Cancel marks a tenant's message canceled unless a provider may already
 // have it. It returns ErrNotFound or a *ConflictError.
 func (l *Ledger) Cancel(ctx context.Context, tenant, id string) error {
-	return l.finish(ctx, tenant, id, StatusCanceled, "canceled by API request", false)
-}
-
-// Suppress marks a message suppressed (never sent) with the reason.
-func (l *Ledger) Suppress(ctx context.Context, id, reason string) error {
-	return l.finish(ctx, "", id, StatusSuppressed, reason, true)
-}
-
-func (l *Ledger) finish(ctx context.Context, tenant, id string, st Status, detail string, allowInflight bool) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
 	now := l.now().UTC()
-	res, err := finishScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		tenant, string(st), ms(now), eventJSON(Event{Status: st, At: now, Detail: detail}), b01(allowInflight)).StringSlice()
+	ev := eventJSON(Event{Status: StatusCanceled, At: now, Detail: "canceled by API request"})
+	res, err := cancelScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, tenant, ms(now), ev).StringSlice()
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,8 @@ package ledger
 import "github.com/redis/go-redis/v9"
 
 // All keys of one message share the hash tag {id}, so every script below
-// touches one Redis Cluster slot. Fields of the message hash:
+// touches one Redis Cluster slot; the provider-id index (keyed by the
+// provider's id) and the tenant index are written by separate commands. Fields of the message hash:
 //   doc         JSON of the immutable request (tenant, channel, to, body, …)
 //   tenant      owning tenant
 //   status      current Status; rank its Rank()
@@ -53,8 +54,10 @@ redis.call('RPUSH', KEYS[2], cjson.encode(ev))
 return {'go', tostring(attempts), h[1], h[6]}
 `)
 
-// acceptedScript records the provider's id. KEYS msg, events, pid
-// ARGV provider_id, now, event, msg_id
+// acceptedScript records the provider's id. KEYS msg, events
+// ARGV provider_id, now, event
+// Returns 0 unknown message, -1 another provider id is recorded, otherwise
+// the record's remaining TTL in ms (at least 1), for the provider index.
 var acceptedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
@@ -62,61 +65,60 @@ if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '', 'updated_at', ARGV[2])
 if tonumber(h[1]) < 2 then redis.call('HSET', KEYS[1], 'status', 'sent', 'rank', 2) end
 if not h[2] or h[2] == '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) end
-return 1
+return math.max(redis.call('PTTL', KEYS[1]), 1)
 `)
 
 // attemptFailedScript records a failed attempt. KEYS msg, events
-// ARGV now, code, message, final(0/1), keep_inflight(0/1), event
+// ARGV now, code, message, final_status (” while retries remain), keep_inflight(0/1), event
 var attemptFailedScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if not h[1] then return 0 end
 if tonumber(h[1]) >= 3 or (h[2] and h[2] ~= '') then return 0 end
 redis.call('HSET', KEYS[1], 'err_code', ARGV[2], 'err_msg', ARGV[3], 'updated_at', ARGV[1])
 if ARGV[5] == '0' then redis.call('HSET', KEYS[1], 'inflight_at', '') end
-if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'status', 'failed', 'rank', 3, 'inflight_at', '') end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[4], 'rank', 3, 'inflight_at', '') end
 redis.call('RPUSH', KEYS[2], ARGV[6])
 return 1
 `)
 
-// providerStatusScript applies a provider's status report. KEYS msg, events, pid
-// ARGV provider_id, status, rank, provider_status, code, message, now, event, msg_id
-// Returns 0 unknown message, -1 provider id mismatch, 1 status changed,
-// 2 recorded as an event only (late or out of order), 3 duplicate ignored.
+// providerStatusScript applies a provider's status report. KEYS msg, events
+// ARGV provider_id, status, rank, provider_status, code, message, now, event
+// Returns {outcome, ttl}: outcome 0 unknown message, -1 provider id
+// mismatch, 1 status changed, 2 recorded as an event only (late or out of
+// order), 3 duplicate ignored; ttl > 0 when this report revealed the
+// provider id (the caller then writes the provider index).
 var providerStatusScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
-if not h[1] then return 0 end
-if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
+if not h[1] then return {0, 0} end
+if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {-1, 0} end
 local mark = 'ps:' .. ARGV[4]
-if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return 3 end
+if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0} end
+local ttl = 0
 if not h[2] or h[2] == '' then
   redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '')
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('SET', KEYS[3], ARGV[9], 'PX', ttl) end
+  ttl = math.max(redis.call('PTTL', KEYS[1]), 1)
 end
 redis.call('RPUSH', KEYS[2], ARGV[8])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[7])
 if tonumber(h[1]) < 3 and tonumber(ARGV[3]) > tonumber(h[1]) then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', ARGV[3])
   if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'err_code', ARGV[5], 'err_msg', ARGV[6]) end
-  return 1
+  return {1, ttl}
 end
-return 2
+return {2, ttl}
 `)
 
-// finishScript moves a message that the provider does not have to a final
-// status of the gateway's own (canceled, suppressed). KEYS msg, events
-// ARGV tenant, status, now, event, allow_inflight(0/1)
-// Returns {"ok"} or {"conflict", status, reason} or {"missing"}.
-var finishScript = redis.NewScript(`
+// cancelScript cancels a tenant's message the provider does not have.
+// KEYS msg, events  ARGV tenant, now, event
+// Returns {"ok"}, {"missing"} or {"conflict", status, reason}.
+var cancelScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'tenant', 'status', 'rank', 'provider_id', 'inflight_at')
-if not h[1] or (ARGV[1] ~= '' and h[1] ~= ARGV[1]) then return {'missing'} end
+if not h[1] or h[1] ~= ARGV[1] then return {'missing'} end
 if tonumber(h[3]) >= 3 then return {'conflict', h[2], 'final'} end
 if h[4] and h[4] ~= '' then return {'conflict', h[2], 'handed'} end
-if ARGV[5] == '0' and h[5] and h[5] ~= '' then return {'conflict', h[2], 'inflight'} end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', 3, 'inflight_at', '', 'updated_at', ARGV[3])
-redis.call('RPUSH', KEYS[2], ARGV[4])
+if h[5] and h[5] ~= '' then return {'conflict', h[2], 'inflight'} end
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'rank', 3, 'updated_at', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
 return {'ok'}
 `)
 

@@ -128,14 +128,19 @@ func TestAServerErrorIsRetriedThenDelivered(t *testing.T) {
 	if m.Attempts != 2 || len(e.sim.Requests()) != 2 {
 		t.Fatalf("attempts %d, provider requests %d; want 2 and 2", m.Attempts, len(e.sim.Requests()))
 	}
-	var retried bool
+	var retryAt *time.Time
 	for _, ev := range m.Events {
-		if ev.Error != nil && ev.Error.Code == "20500" && ev.RetryAt != nil {
-			retried = true
+		if ev.Error != nil && ev.Error.Code == "20500" {
+			retryAt = ev.RetryAt
 		}
 	}
-	if !retried {
+	if retryAt == nil {
 		t.Fatalf("no retry event in %+v", m.Events)
+	}
+	// The history tells the truth about when the retry happens.
+	second := e.sim.Requests()[1].At
+	if second.Before(*retryAt) || second.After(retryAt.Add(time.Second)) {
+		t.Fatalf("retry_at %s but the retry reached Twilio at %s", retryAt, second)
 	}
 }
 
@@ -169,6 +174,15 @@ func TestAPermanentErrorFailsAtOnceWithTheProviderCode(t *testing.T) {
 	a := e.do("GET", "/v1/messages/"+id, keyA, "")
 	if errObj, _ := a.Body["error"].(map[string]any); errObj["code"] != "21614" {
 		t.Fatalf("API error %s", a.Raw)
+	}
+}
+
+func TestARecipientWhoOptedOutAtTwilioIsSuppressedNotRetried(t *testing.T) {
+	e := start(t, config.RoleAll)
+	id := e.send(keyA, smsBody(twiliosim.MagicToUnsubscribed, "hi"))
+	m := e.waitFor(id, ledger.StatusSuppressed, 10*time.Second)
+	if m.Error == nil || m.Error.Code != "21610" || len(e.sim.Requests()) != 1 {
+		t.Fatalf("record %+v, %d requests", m, len(e.sim.Requests()))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -99,7 +100,9 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 }
 
 // AttemptTimeout bounds one send attempt: the provider call plus ledger writes.
-func AttemptTimeout(cfg config.Config) time.Duration { return cfg.Worker.ProviderTimeout + 15*time.Second }
+func AttemptTimeout(cfg config.Config) time.Duration {
+	return cfg.Worker.ProviderTimeout + 15*time.Second
+}
 
 // Start checks Redis, then starts the workers and the API listener.
 func (s *Service) Start(ctx context.Context) error {
@@ -160,13 +163,18 @@ func (s *Service) Run(ctx context.Context) error {
 // (bounded by GATEWAY_SHUTDOWN_TIMEOUT) and closes Redis.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down: no new requests or tasks; finishing in-flight sends")
+	// The API and the workers drain at the same time, so a process running
+	// both stops within one shutdown timeout.
 	var errs []error
+	var wg sync.WaitGroup
+	if s.Workers != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Workers.Shutdown() }()
+	}
 	if s.API != nil && s.serveErr != nil {
 		errs = append(errs, s.API.Shutdown(ctx))
 	}
-	if s.Workers != nil {
-		s.Workers.Shutdown()
-	}
+	wg.Wait()
 	if s.client != nil {
 		_ = s.client.Close()
 	}

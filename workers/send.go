@@ -98,8 +98,15 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	lastTry := claim.Attempt >= h.MaxAttempts
 	final := !se.Retryable() || (lastTry && !se.Unconfirmed)
 	f := ledger.Failure{Code: se.Code, Message: se.Message, Final: final, Unconfirmed: se.Unconfirmed && !final, Attempt: claim.Attempt}
+	if se.Class == channels.OptedOut {
+		f.FinalStatus = ledger.StatusSuppressed
+	}
+	// Asynq schedules with one-second precision (it truncates): aim at a
+	// whole second so the retry happens when the history says, and never
+	// before a provider's Retry-After.
+	retryAt := ceilSecond(time.Now().Add(retryDelay(retried, se)))
 	if !final {
-		f.RetryAt = time.Now().Add(retryDelay(retried, se))
+		f.RetryAt = retryAt
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -115,8 +122,24 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// than fail it; the next claim decides (see the attempt check above).
 		return &waitError{reason: se.Error(), after: h.Grace}
 	}
-	return se
+	return &retryError{SendError: se, after: time.Until(retryAt)}
 }
+
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
+}
+
+// retryError carries the delay the handler chose and recorded in the
+// ledger, so Asynq retries exactly when the message history says.
+type retryError struct {
+	*channels.SendError
+	after time.Duration
+}
+
+func (e *retryError) Unwrap() error { return e.SendError }
 
 // IsFailure is the Asynq IsFailure func: waiting for a provider callback
 // does not spend an attempt.
@@ -133,14 +156,16 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.As(err, &we) {
 		return max(we.after, time.Second)
 	}
+	var re *retryError
+	if errors.As(err, &re) {
+		return re.after
+	}
 	return retryDelay(n, channels.AsSendError(err))
 }
 
 func retryDelay(n int, se *channels.SendError) time.Duration {
 	if se.RetryAfter > 0 {
-		// Asynq schedules retries with one-second precision (it truncates);
-		// rounding up keeps the retry from coming before the provider allows.
-		return se.RetryAfter + time.Second
+		return se.RetryAfter
 	}
 	return Backoff(n)
 }

@@ -17,8 +17,10 @@ func TestRetryDelay(t *testing.T) {
 		err      error
 		min, max time.Duration
 	}{
-		{"the provider's Retry-After wins, rounded up past Asynq's one-second precision", 0,
-			&channels.SendError{Class: channels.Throttled, RetryAfter: 30 * time.Second}, 31 * time.Second, 31 * time.Second},
+		{"the provider's Retry-After wins", 0,
+			&channels.SendError{Class: channels.Throttled, RetryAfter: 30 * time.Second}, 30 * time.Second, 30 * time.Second},
+		{"the delay the handler recorded is the one used", 5,
+			&retryError{SendError: &channels.SendError{Class: channels.Retryable}, after: 1500 * time.Millisecond}, 1500 * time.Millisecond, 1500 * time.Millisecond},
 		{"a wait for an unconfirmed attempt uses the remaining grace", 3, &waitError{after: 45 * time.Second}, 45 * time.Second, 45 * time.Second},
 		{"a first retry backs off 1-2 s", 0, &channels.SendError{Class: channels.Retryable}, time.Second, 2 * time.Second},
 		{"a fourth retry backs off 8-16 s", 3, &channels.SendError{Class: channels.Retryable}, 8 * time.Second, 16 * time.Second},
@@ -34,6 +36,16 @@ func TestRetryDelay(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRetriesAimAtWholeSeconds(t *testing.T) {
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	if got := ceilSecond(base.Add(1200 * time.Millisecond)); !got.Equal(base.Add(2 * time.Second)) {
+		t.Fatalf("ceil = %s", got)
+	}
+	if got := ceilSecond(base.Add(3 * time.Second)); !got.Equal(base.Add(3 * time.Second)) {
+		t.Fatalf("a whole second must stay: %s", got)
 	}
 }
 

@@ -140,7 +140,9 @@ var errorClasses = map[int]channels.Class{
 	20429: channels.Throttled, // too many requests
 	30001: channels.Throttled, // queue overflow: back off
 	21610: channels.OptedOut,  // the recipient replied STOP
-	20003: channels.Permanent, // authentication failed: bad credentials
+	// Rejected credentials are the gateway's configuration, not the message:
+	// retry with backoff (and log loudly) so messages go out once fixed.
+	20003: channels.Retryable,
 	21211: channels.Permanent, // invalid To number
 	21408: channels.Permanent, // region not enabled
 	21606: channels.Permanent, // From is not a valid number of this account

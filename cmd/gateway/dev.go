@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -62,8 +63,8 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	cfg.Twilio = config.TwilioConfig{AccountSID: sim.AccountSID(), AuthToken: sim.AuthToken(),
 		From: "+15005550006", APIURL: sim.URL()}
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond
-	if base.LogFormat == "json" && base.LogLevel == "info" {
-		cfg.LogFormat = "text"
+	if os.Getenv("LOG_FORMAT") == "" {
+		cfg.LogFormat = "text" // easier on the eyes in a terminal
 	}
 	log := newLogger(cfg, stderr)
 	svc, err := service.New(cfg, config.RoleAll, service.Options{Logger: log, Listener: ln})
