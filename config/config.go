@@ -27,8 +27,16 @@ type Config struct {
 	PublicURL string
 	// APIKeys maps an API key to its tenant (GATEWAY_API_KEYS "tenant:key,…").
 	APIKeys map[string]string
-	// RedisURL is the Redis to use (REDIS_URL).
+	// RedisURL is the Redis to use (REDIS_URL). In cluster mode it names the
+	// seed nodes ("redis://a:6379?addr=b:6379&addr=c:6379"); with Sentinel it
+	// gives the password and database of the monitored primary.
 	RedisURL string
+	// RedisCluster selects Redis Cluster (REDIS_CLUSTER=true).
+	RedisCluster bool
+	// RedisSentinelMaster and RedisSentinelAddrs select Redis Sentinel
+	// (REDIS_SENTINEL_MASTER, REDIS_SENTINEL_ADDRS "host:port,host:port").
+	RedisSentinelMaster string
+	RedisSentinelAddrs  []string
 	// Retention is how long message records stay queryable (GATEWAY_RETENTION).
 	Retention time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key is remembered
@@ -111,6 +119,7 @@ func NewDefaultConfig() Config {
 // Vars lists every environment variable the loader reads, for --help and docs.
 var Vars = []string{
 	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
+	"REDIS_CLUSTER", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS",
 	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_SHUTDOWN_TIMEOUT",
 	"LOG_LEVEL", "LOG_FORMAT",
 	"WORKER_CONCURRENCY", "WORKER_CRISIS_CONCURRENCY", "DELIVERY_MAX_ATTEMPTS", "PROVIDER_TIMEOUT",
@@ -173,6 +182,19 @@ func Load(getenv func(string) string) (Config, error) {
 	str("GATEWAY_PUBLIC_URL", &c.PublicURL)
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	str("REDIS_URL", &c.RedisURL)
+	switch v := strings.ToLower(strings.TrimSpace(getenv("REDIS_CLUSTER"))); v {
+	case "", "false", "0", "no":
+	case "true", "1", "yes":
+		c.RedisCluster = true
+	default:
+		errs = append(errs, fmt.Errorf("REDIS_CLUSTER=%q: want true or false", v))
+	}
+	str("REDIS_SENTINEL_MASTER", &c.RedisSentinelMaster)
+	for _, a := range strings.Split(getenv("REDIS_SENTINEL_ADDRS"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.RedisSentinelAddrs = append(c.RedisSentinelAddrs, a)
+		}
+	}
 	dur("GATEWAY_RETENTION", &c.Retention)
 	dur("GATEWAY_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
 	num("GATEWAY_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
@@ -273,7 +295,15 @@ func (c Config) Validate(role Role) error {
 		bad("GATEWAY_PUBLIC_URL=%q: want an absolute http(s) URL with no path or query", c.PublicURL)
 	}
 	if _, err := parseRedisURL(c.RedisURL); err != nil {
-		bad("REDIS_URL=%q: %v", c.RedisURL, err)
+		bad("REDIS_URL: %v", err) // the URL may hold a password: not echoed
+	}
+	switch {
+	case c.RedisCluster && c.RedisSentinelMaster != "":
+		bad("REDIS_CLUSTER and REDIS_SENTINEL_MASTER exclude each other")
+	case c.RedisSentinelMaster != "" && len(c.RedisSentinelAddrs) == 0:
+		bad("REDIS_SENTINEL_ADDRS is required with REDIS_SENTINEL_MASTER: the sentinels as host:port,host:port")
+	case c.RedisSentinelMaster == "" && len(c.RedisSentinelAddrs) > 0:
+		bad("REDIS_SENTINEL_ADDRS is set but REDIS_SENTINEL_MASTER (the monitored primary's name) is not")
 	}
 	if role&RoleAPI != 0 {
 		if c.Addr == "" {

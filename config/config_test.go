@@ -70,6 +70,9 @@ func TestBadSettingsAreNamedAtStartUp(t *testing.T) {
 		{"a malformed account SID", with("TWILIO_ACCOUNT_SID", "nope"), RoleWorker, "TWILIO_ACCOUNT_SID"},
 		{"no channel at all", map[string]string{"GATEWAY_PUBLIC_URL": "https://x.test", "GATEWAY_API_KEYS": good["GATEWAY_API_KEYS"]}, RoleAll, "no channel"},
 		{"idempotency keys outliving their messages", with("GATEWAY_RETENTION", "2h"), RoleAPI, "GATEWAY_IDEMPOTENCY_TTL"},
+		{"cluster and sentinel at once", with("REDIS_CLUSTER", "true", "REDIS_SENTINEL_MASTER", "m", "REDIS_SENTINEL_ADDRS", "127.0.0.1:26379"), RoleAll, "exclude"},
+		{"a sentinel master without sentinels", with("REDIS_SENTINEL_MASTER", "m"), RoleAll, "REDIS_SENTINEL_ADDRS is required"},
+		{"a REDIS_CLUSTER that is not a boolean", with("REDIS_CLUSTER", "maybe"), RoleAll, "REDIS_CLUSTER"},
 		{"an unknown log level", with("LOG_LEVEL", "loud"), RoleAll, "LOG_LEVEL"},
 	}
 	for _, c := range cases {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ type Server struct {
 	port int
 	dir  string
 	mini *miniredis.Miniredis
+	// cluster starts the server with cluster mode enabled.
+	cluster bool
 }
 
 // Start returns a Redis for the test, stopped when the test ends. A
@@ -82,6 +85,74 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartCluster returns a one-node Redis Cluster owning every slot, so tests
+// meet Cluster's rules (a script or transaction may only touch keys of one
+// slot: CROSSSLOT otherwise). It skips the test without a redis-server binary.
+func StartCluster(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redistest: a Redis Cluster needs a redis-server binary")
+	}
+	s := &Server{t: t, Kind: KindProcess, dir: t.TempDir(), cluster: true}
+	s.startProcess(bin, 0)
+	t.Cleanup(s.Stop)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatalf("redistest: cluster slots: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		info, _ := c.ClusterInfo(ctx).Result()
+		if strings.Contains(info, "cluster_state:ok") {
+			return s
+		}
+	}
+	t.Fatal("redistest: the cluster did not become ready")
+	return nil
+}
+
+// Sentinel is a Redis Sentinel watching a primary started by StartSentinel.
+type Sentinel struct {
+	Primary    *Server
+	Addr       string
+	MasterName string
+}
+
+// StartSentinel starts a primary and one sentinel monitoring it under the
+// name "gateway". It skips the test without a redis-server binary.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redistest: Sentinel needs a redis-server binary")
+	}
+	primary := Start(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor gateway 127.0.0.1 %d 1\n", port, dir, primary.port)
+	path := dir + "/sentinel.conf"
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, path, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redistest: start sentinel: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if a, err := c.GetMasterAddrByName(context.Background(), "gateway").Result(); err == nil && len(a) == 2 {
+			return &Sentinel{Primary: primary, Addr: addr, MasterName: "gateway"}
+		}
+	}
+	t.Fatal("redistest: the sentinel did not report the primary")
+	return nil
+}
+
 func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -99,10 +170,13 @@ func (s *Server) startProcess(bin string, port int) {
 		if p == 0 {
 			p = freePort(t)
 		}
-		cmd := exec.Command(bin,
-			"--port", strconv.Itoa(p), "--bind", "127.0.0.1",
+		args := []string{"--port", strconv.Itoa(p), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", s.dir,
-			"--protected-mode", "yes", "--loglevel", "warning")
+			"--protected-mode", "yes", "--loglevel", "warning"}
+		if s.cluster {
+			args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+strconv.Itoa(p)+".conf")
+		}
+		cmd := exec.Command(bin, args...)
 		stdout, _ := cmd.StdoutPipe()
 		cmd.Stderr = cmd.Stdout
 		if err := cmd.Start(); err != nil {

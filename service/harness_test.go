@@ -59,7 +59,13 @@ type env struct {
 // throwaway Redis with the Twilio simulator, all on loopback.
 func start(t *testing.T, role config.Role, mutate ...func(*config.Config)) *env {
 	t.Helper()
-	e := &env{t: t, redis: redistest.Start(t), logs: &logBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
+	return startOn(t, redistest.Start(t), role, mutate...)
+}
+
+// startOn is start on a given Redis.
+func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...func(*config.Config)) *env {
+	t.Helper()
+	e := &env{t: t, redis: rs, logs: &logBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
 	e.sim = twiliosim.New(twiliosim.Options{})
 	t.Cleanup(e.sim.Close)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

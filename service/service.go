@@ -59,11 +59,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	ropt, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := NewRedis(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, err
 	}
-	rdb := redis.NewClient(ropt)
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), log: o.Logger, ln: o.Listener}
 
 	sms, err := twilio.NewSMS(twilio.Config{

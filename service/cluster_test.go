@@ -1,0 +1,56 @@
+package service_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patientmsg/gateway/config"
+	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/redistest"
+)
+
+func TestTheGatewayRunsOnRedisCluster(t *testing.T) {
+	rs := redistest.StartCluster(t)
+	// The test is only worth something if the server enforces slots.
+	if err := rs.Client().Eval(t.Context(), "return 1", []string{"a", "b"}).Err(); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("the test cluster does not refuse a cross-slot script: %v", err)
+	}
+	e := startOn(t, rs, config.RoleAll, func(c *config.Config) { c.RedisCluster = true })
+
+	id := e.send(keyA, smsBody(patientPhone, "hi"), "Idempotency-Key", "k-1")
+	m := e.waitFor(id, ledger.StatusDelivered, 10*time.Second)
+	if again := e.do("POST", "/v1/messages", keyA, smsBody(patientPhone, "hi"), "Idempotency-Key", "k-1"); again.Status != 200 || again.Body["id"] != id {
+		t.Fatalf("idempotent replay on Cluster: %d %s", again.Status, again.Raw)
+	}
+	if got, err := e.svc.Ledger.MessageIDByProvider(t.Context(), "sms", m.ProviderID); err != nil || got != id {
+		t.Fatalf("provider index: %q %v", got, err)
+	}
+
+	e.sim.Script(twiliosim500())
+	retried := e.send(keyA, smsBody(patientPhone, "again"))
+	e.waitFor(retried, ledger.StatusDelivered, 15*time.Second)
+
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	sched := e.send(keyA, smsBody(patientPhone, "later", "send_at", later))
+	if a := e.do("POST", "/v1/messages/"+sched+"/cancel", keyA, ""); a.Status != 200 {
+		t.Fatalf("cancel on Cluster: %d %s", a.Status, a.Raw)
+	}
+	if a := e.do("GET", "/v1/messages", keyA, ""); a.Status != 200 || len(a.Body["messages"].([]any)) != 3 {
+		t.Fatalf("list on Cluster: %s", a.Raw)
+	}
+	if logs := e.logs.String(); containsAny(logs, "CROSSSLOT", "MOVED") {
+		t.Fatalf("cluster errors in the logs:\n%s", logs)
+	}
+}
+
+func TestTheGatewayFindsItsPrimaryThroughSentinel(t *testing.T) {
+	sen := redistest.StartSentinel(t)
+	e := startOn(t, sen.Primary, config.RoleAll, func(c *config.Config) {
+		c.RedisURL = "redis://ignored-host:1/0" // with Sentinel only the password and database are read
+		c.RedisSentinelMaster = sen.MasterName
+		c.RedisSentinelAddrs = []string{sen.Addr}
+	})
+	id := e.send(keyA, smsBody(patientPhone, "hi"))
+	e.waitFor(id, ledger.StatusDelivered, 10*time.Second)
+}
