@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/service"
 )
@@ -91,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	redis.SetLogger(redisLogger{log.With("comp", "redis")})
 	svc, err := service.New(cfg, roles[cmd], service.Options{Logger: log})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -101,6 +104,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// redisLogger routes go-redis' own messages (reconnects, Sentinel
+// failovers; addresses only) into the structured log.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Warn(fmt.Sprintf(format, v...))
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
