@@ -21,6 +21,9 @@ import (
 type Config struct {
 	// Addr is where the HTTP API listens (GATEWAY_ADDR).
 	Addr string
+	// HealthAddr is where a worker-only process answers /healthz and
+	// /readyz (GATEWAY_HEALTH_ADDR); empty turns it off.
+	HealthAddr string
 	// PublicURL is the base URL providers use to call back (GATEWAY_PUBLIC_URL),
 	// without a trailing slash. Callback URLs are built from it and webhook
 	// signatures are checked against it.
@@ -96,6 +99,7 @@ func (t TwilioConfig) Enabled() bool {
 func NewDefaultConfig() Config {
 	return Config{
 		Addr:            ":8080",
+		HealthAddr:      ":8081",
 		RedisURL:        "redis://127.0.0.1:6379/0",
 		Retention:       30 * 24 * time.Hour,
 		IdempotencyTTL:  24 * time.Hour,
@@ -118,7 +122,7 @@ func NewDefaultConfig() Config {
 
 // Vars lists every environment variable the loader reads, for --help and docs.
 var Vars = []string{
-	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
+	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_HEALTH_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
 	"REDIS_CLUSTER", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS",
 	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_SHUTDOWN_TIMEOUT",
 	"LOG_LEVEL", "LOG_FORMAT",
@@ -179,6 +183,12 @@ func Load(getenv func(string) string) (Config, error) {
 		*dst = n
 	}
 	str("GATEWAY_ADDR", &c.Addr)
+	if v, ok := lookup(getenv, "GATEWAY_HEALTH_ADDR"); ok {
+		c.HealthAddr = v // "off" or empty disables it
+		if v == "off" {
+			c.HealthAddr = ""
+		}
+	}
 	str("GATEWAY_PUBLIC_URL", &c.PublicURL)
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	str("REDIS_URL", &c.RedisURL)
@@ -222,6 +232,11 @@ func Load(getenv func(string) string) (Config, error) {
 		c.APIKeys = keys
 	}
 	return c, errors.Join(errs...)
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := strings.TrimSpace(getenv(name))
+	return v, v != ""
 }
 
 // ParseAPIKeys parses "tenant:key,tenant:key". A key may appear once only.

@@ -54,3 +54,31 @@ func TestTheGatewayFindsItsPrimaryThroughSentinel(t *testing.T) {
 	id := e.send(keyA, smsBody(patientPhone, "hi"))
 	e.waitFor(id, ledger.StatusDelivered, 10*time.Second)
 }
+
+func TestAWorkerOnlyProcessAnswersHealthProbes(t *testing.T) {
+	e := start(t, config.RoleWorker, func(c *config.Config) { c.HealthAddr = "127.0.0.1:0" })
+	base := "http://" + e.svc.HealthAddr()
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		resp, err := e.http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s = %d", path, resp.StatusCode)
+		}
+	}
+	if !e.redis.CanRestart() {
+		return
+	}
+	e.redis.Stop()
+	resp, err := e.http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("/readyz without Redis = %d", resp.StatusCode)
+	}
+	e.redis.Restart()
+}

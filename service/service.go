@@ -44,11 +44,13 @@ type Service struct {
 	API      *gateway.Server
 	Workers  *workers.Server
 
-	client    *asynq.Client
-	inspector *asynq.Inspector
-	ln        net.Listener
-	serveErr  chan error
-	log       *slog.Logger
+	client     *asynq.Client
+	inspector  *asynq.Inspector
+	ln         net.Listener
+	serveErr   chan error
+	health     *http.Server
+	healthAddr string
+	log        *slog.Logger
 }
 
 // New validates the configuration and builds the parts the role needs.
@@ -115,6 +117,12 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("workers: %w", err)
 		}
 	}
+	if s.API == nil && s.Config.HealthAddr != "" {
+		if err := s.startHealth(); err != nil {
+			s.Workers.Shutdown()
+			return err
+		}
+	}
 	if s.API != nil {
 		if s.ln == nil {
 			ln, err := net.Listen("tcp", s.Config.Addr)
@@ -132,6 +140,39 @@ func (s *Service) Start(ctx context.Context) error {
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr())
 	return nil
 }
+
+// startHealth serves /healthz and /readyz for a worker-only process, so an
+// orchestrator can probe it like the API.
+func (s *Service) startHealth() error {
+	ln, err := net.Listen("tcp", s.Config.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_HEALTH_ADDR %s: %w", s.Config.HealthAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := s.Redis.Ping(ctx).Err(); err != nil {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"type":"/problems/not-ready","title":"Service Unavailable","status":503,"detail":"Redis is not reachable"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ready"}`))
+	})
+	s.health = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.healthAddr = ln.Addr().String()
+	go func() { _ = s.health.Serve(ln) }()
+	return nil
+}
+
+// HealthAddr is the worker health listener's address ("" when none).
+func (s *Service) HealthAddr() string { return s.healthAddr }
 
 // Addr is the API's listening address ("" without an API).
 func (s *Service) Addr() string {
@@ -172,6 +213,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.API != nil && s.serveErr != nil {
 		errs = append(errs, s.API.Shutdown(ctx))
+	}
+	if s.health != nil {
+		errs = append(errs, s.health.Shutdown(ctx))
 	}
 	wg.Wait()
 	if s.client != nil {
