@@ -81,6 +81,8 @@ func New(o Options) *Server {
 		IdleTimeout:           60 * time.Second,
 		ReadBufferSize:        8192,
 	})
+	// Answer "Connection: close" while shutting down.
+	s.app.Server().CloseOnShutdown = true
 	s.app.Use(s.recover, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)

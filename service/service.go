@@ -100,6 +100,9 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	return s, nil
 }
 
+// APIDrain is how long a stopping API waits for open requests.
+const APIDrain = 3 * time.Second
+
 // AttemptTimeout bounds one send attempt: the provider call plus ledger writes.
 func AttemptTimeout(cfg config.Config) time.Duration {
 	return cfg.Worker.ProviderTimeout + 15*time.Second
@@ -212,7 +215,14 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		go func() { defer wg.Done(); s.Workers.Shutdown() }()
 	}
 	if s.API != nil && s.serveErr != nil {
-		errs = append(errs, s.API.Shutdown(ctx))
+		// API requests take milliseconds: give them APIDrain, then drop
+		// connections that are idle or never sent a request (the HTTP server
+		// would otherwise wait for its read timeout on them).
+		actx, cancel := context.WithTimeout(ctx, APIDrain)
+		if err := s.API.Shutdown(actx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+		cancel()
 	}
 	if s.health != nil {
 		errs = append(errs, s.health.Shutdown(ctx))

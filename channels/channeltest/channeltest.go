@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,14 +33,7 @@ func LoopbackOnly(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.Proxy = nil
-		dialer := &net.Dialer{Timeout: 5 * time.Second}
-		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil || !IsLoopback(host) {
-				return nil, fmt.Errorf("%w: %s", ErrNotLoopback, addr)
-			}
-			return dialer.DialContext(ctx, network, addr)
-		}
+		t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, Control: DialControl}).DialContext
 		base = t
 	}
 	return loopbackRT{base}
@@ -52,6 +46,17 @@ func (l loopbackRT) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotLoopback, r.URL.Host)
 	}
 	return l.base.RoundTrip(r)
+}
+
+// DialControl is a net.Dialer Control hook that refuses any address that is
+// not loopback once names are resolved (so "localhost" pointing elsewhere
+// is refused too).
+func DialControl(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%w: %s", ErrNotLoopback, address)
+	}
+	return nil
 }
 
 // IsLoopback reports whether host is localhost or a loopback IP.
