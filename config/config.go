@@ -61,7 +61,7 @@ type Config struct {
 // WorkerConfig tunes delivery.
 type WorkerConfig struct {
 	// Concurrency is the number of sends in flight for high, normal and bulk
-	// traffic (WORKER_CONCURRENCY).
+	// traffic, shared 6:3:1 under contention (WORKER_CONCURRENCY).
 	Concurrency int
 	// CrisisConcurrency is a pool reserved for crisis traffic, so it never
 	// waits behind other priorities (WORKER_CRISIS_CONCURRENCY).
@@ -109,7 +109,7 @@ func NewDefaultConfig() Config {
 		LogFormat:       "json",
 		Worker: WorkerConfig{
 			Concurrency:         20,
-			CrisisConcurrency:   5,
+			CrisisConcurrency:   10,
 			MaxAttempts:         8,
 			ProviderTimeout:     10 * time.Second,
 			UnconfirmedGrace:    time.Minute,

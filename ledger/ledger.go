@@ -122,22 +122,37 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 		ttl += req.SendAt.Sub(req.CreatedAt)
 	}
 	ev := eventJSON(Event{Status: StatusQueued, At: req.CreatedAt})
-	n, err := createScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		doc, req.Tenant, string(StatusQueued), StatusQueued.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev).Int()
-	if err != nil || n == 0 {
-		return false, err
-	}
+	keys := []string{msgKey(id), eventsKey(id)}
+	args := []any{doc, req.Tenant, string(StatusQueued), StatusQueued.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev}
+	// One round trip: the record script and the tenant index (another slot
+	// on Cluster, so not inside the script). Indexing an existing record
+	// again is harmless.
 	idx := tenantIndexKey(req.Tenant)
 	pipe := l.rdb.Pipeline()
+	create := createScript.EvalSha(ctx, pipe, keys, args...)
 	// Every member has score 0 and ids are ULIDs, so the set is ordered by
 	// creation time lexicographically, ties included.
-	pipe.ZAdd(ctx, idx, redis.Z{Score: 0, Member: id})
+	indexed := pipe.ZAdd(ctx, idx, redis.Z{Score: 0, Member: id})
 	cutoff := ulid.ULID{}
 	_ = cutoff.SetTime(ulid.Timestamp(req.CreatedAt.Add(-l.retention)))
 	pipe.ZRemRangeByLex(ctx, idx, "-", "("+cutoff.String())
 	pipe.PExpire(ctx, idx, ttl)
-	_, err = pipe.Exec(ctx)
-	return true, err
+	_, _ = pipe.Exec(ctx)
+	n, err := scriptResult(ctx, l.rdb, create, createScript, keys, args).Int()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, indexed.Err()
+}
+
+// scriptResult returns a pipelined EVALSHA's command, or, when Redis did
+// not have the script cached (after a restart or failover), the result of
+// running it again with the script loaded.
+func scriptResult(ctx context.Context, rdb redis.UniversalClient, cmd *redis.Cmd, s *redis.Script, keys []string, args []any) *redis.Cmd {
+	if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return s.Run(ctx, rdb, keys, args...)
+	}
+	return cmd
 }
 
 // Delete removes a record that could not be queued, so no ghost stays "queued".
@@ -266,16 +281,24 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Cla
 func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID string) error {
 	now := l.now().UTC()
 	ev := eventJSON(Event{Status: StatusSent, At: now, Detail: "accepted by provider"})
-	ttl, err := acceptedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, providerID, ms(now), ev).Int64()
+	keys := []string{msgKey(id), eventsKey(id)}
+	args := []any{providerID, ms(now), ev}
+	// One round trip: the script and the provider index (another slot on
+	// Cluster). The index lives for the retention, as long as any record.
+	pipe := l.rdb.Pipeline()
+	accepted := acceptedScript.EvalSha(ctx, pipe, keys, args...)
+	indexed := pipe.Set(ctx, providerKey(channel, providerID), id, l.retention)
+	_, _ = pipe.Exec(ctx)
+	n, err := scriptResult(ctx, l.rdb, accepted, acceptedScript, keys, args).Int64()
 	switch {
 	case err != nil:
 		return err
-	case ttl == 0:
+	case n == 0:
 		return ErrNotFound
-	case ttl < 0:
+	case n < 0:
 		return ErrProviderMismatch
 	}
-	return l.indexProvider(ctx, channel, providerID, id, ttl)
+	return indexed.Err()
 }
 
 // indexProvider maps the provider's id to the message for as long as the record lives.

@@ -285,3 +285,30 @@ func TestStatusOrder(t *testing.T) {
 		t.Fatal("unknown status must be invalid")
 	}
 }
+
+func TestScriptsSurviveARedisThatForgotThem(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	l := ledger.New(rdb, time.Hour)
+	create(t, l, "c") // caches the scripts
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id := create(t, l, "c")
+	if _, err := l.Claim(ctx, id, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RecordAccepted(ctx, id, "sms", "SM7"); err != nil {
+		t.Fatalf("RecordAccepted after SCRIPT FLUSH: %v", err)
+	}
+	if got, _ := l.MessageIDByProvider(ctx, "sms", "SM7"); got != id || status(t, l, id).Status != ledger.StatusSent {
+		t.Fatalf("provider index %q, status %s", got, status(t, l, id).Status)
+	}
+	ids, _ := l.List(ctx, "c", "", 10)
+	if len(ids) != 2 {
+		t.Fatalf("tenant index %v", ids)
+	}
+}

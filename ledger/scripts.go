@@ -56,8 +56,7 @@ return {'go', tostring(attempts), h[1], h[6]}
 
 // acceptedScript records the provider's id. KEYS msg, events
 // ARGV provider_id, now, event
-// Returns 0 unknown message, -1 another provider id is recorded, otherwise
-// the record's remaining TTL in ms (at least 1), for the provider index.
+// Returns 0 unknown message, -1 another provider id is recorded, 1 recorded.
 var acceptedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
@@ -65,7 +64,7 @@ if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '', 'updated_at', ARGV[2])
 if tonumber(h[1]) < 2 then redis.call('HSET', KEYS[1], 'status', 'sent', 'rank', 2) end
 if not h[2] or h[2] == '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
-return math.max(redis.call('PTTL', KEYS[1]), 1)
+return 1
 `)
 
 // attemptFailedScript records a failed attempt. KEYS msg, events

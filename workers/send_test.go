@@ -73,13 +73,15 @@ func TestSendTaskIsKeyedByMessageAndQueuedByPriority(t *testing.T) {
 	if QueueFor(PriorityCrisis) != "gw:crisis" {
 		t.Fatal(QueueFor(PriorityCrisis))
 	}
-	for _, p := range Priorities {
+	for _, p := range Priorities[1:] {
 		if weightedQueues[QueueFor(p)] == 0 {
 			t.Fatalf("priority %s has no queue weight", p)
 		}
 	}
-	if weightedQueues[QueueFor(PriorityCrisis)] <= weightedQueues[QueueFor(PriorityHigh)] ||
-		weightedQueues[QueueFor(PriorityHigh)] <= weightedQueues[QueueFor(PriorityNormal)] ||
+	if _, shared := weightedQueues[QueueFor(PriorityCrisis)]; shared {
+		t.Fatal("crisis has a pool of its own")
+	}
+	if weightedQueues[QueueFor(PriorityHigh)] <= weightedQueues[QueueFor(PriorityNormal)] ||
 		weightedQueues[QueueFor(PriorityNormal)] <= weightedQueues[QueueFor(PriorityBulk)] {
 		t.Fatalf("weights must fall with priority: %v", weightedQueues)
 	}

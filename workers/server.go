@@ -14,7 +14,7 @@ import (
 
 // ServerConfig sizes the worker pools.
 type ServerConfig struct {
-	// Concurrency serves all queues, crisis weighted highest.
+	// Concurrency serves high, normal and bulk, weighted 6:3:1.
 	Concurrency int
 	// CrisisConcurrency serves only the crisis queue, so crisis traffic
 	// never waits for a worker busy with other priorities.
@@ -25,9 +25,10 @@ type ServerConfig struct {
 	Logger              *slog.Logger
 }
 
-// Server runs the send handlers: a crisis-only pool and a weighted pool.
-// (Asynq offers strict or weighted priority per server, not both; two
-// servers give crisis strict precedence and the rest weighted shares.)
+// Server runs the send handlers: a crisis-only pool and a weighted pool for
+// the other priorities. (Asynq offers strict or weighted priority per
+// server, not both; two servers give crisis precedence over everything and
+// the rest weighted shares.)
 type Server struct {
 	pools []*asynq.Server
 	mux   *asynq.ServeMux
