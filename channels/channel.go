@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -18,10 +19,23 @@ import (
 
 // Message is what a worker asks a channel to deliver.
 type Message struct {
-	ID     string
-	Tenant string
-	To     ledger.Recipient
-	Body   string
+	ID       string
+	Tenant   string
+	To       ledger.Recipient
+	Body     string
+	Priority string
+	// Locale is the recipient's language (BCP 47), "" when unknown.
+	Locale  string
+	Subject string // email
+	HTML    string // email, optional
+	WeChat  *ledger.WeChatOptions
+	Voice   *ledger.VoiceOptions
+}
+
+// MessageOf turns a ledger record into what a channel sends.
+func MessageOf(m *ledger.Message) Message {
+	return Message{ID: m.ID, Tenant: m.Tenant, To: m.To, Body: m.Body, Priority: m.Priority, Locale: m.Locale,
+		Subject: m.Subject, HTML: m.HTML, WeChat: m.WeChat, Voice: m.Voice}
 }
 
 // Result is the provider's acceptance of a message.
@@ -64,10 +78,35 @@ type Route struct {
 }
 
 // Receiver is told what inbound webhooks report; the gateway implements it
-// on top of the ledger.
+// on top of the ledger and the queue.
 type Receiver interface {
 	// ProviderStatus records a provider's delivery report for a message.
+	// messageID may be empty: the provider id then finds the message.
 	ProviderStatus(ctx context.Context, messageID string, u ledger.ProviderUpdate) (ledger.Applied, error)
+	// Message returns a message's record (a call's TwiML is built from it).
+	Message(ctx context.Context, messageID string) (*ledger.Message, error)
+	// Answer records what the patient answered (keypad digits, a
+	// recording); a recording is then fetched from recordingURL into the
+	// blob store by a worker.
+	Answer(ctx context.Context, messageID string, a ledger.Answer, recordingURL string) error
+	// Redial schedules a new attempt after `after` for a message whose
+	// provider attempt (a call) was busy or not answered, at most
+	// maxRedials times; past that the message ends undelivered.
+	Redial(ctx context.Context, messageID, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error
+}
+
+// RateLimited is implemented by channels whose sender takes only so many
+// messages per second. The worker asks before claiming a message; a wait
+// reschedules the task without spending an attempt.
+type RateLimited interface {
+	// Reserve takes a slot for one message, or says how long to wait.
+	Reserve(ctx context.Context, m Message) (wait time.Duration, err error)
+}
+
+// RecordingFetcher is implemented by channels whose provider keeps call
+// recordings: it downloads one for the blob store.
+type RecordingFetcher interface {
+	FetchRecording(ctx context.Context, recordingURL string) (body io.ReadCloser, contentType string, err error)
 }
 
 // Inbound is implemented by channels that take provider webhooks.

@@ -9,14 +9,16 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/workers"
 )
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{l: s.opts.Ledger}
+	rcv := receiver{l: s.opts.Ledger, q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
 	}
@@ -50,8 +52,66 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 	}
 }
 
-// receiver applies what webhooks report to the ledger.
-type receiver struct{ l *ledger.Ledger }
+// receiver applies what webhooks report to the ledger and queues the work
+// that follows (fetching a recording, calling again).
+type receiver struct {
+	l           *ledger.Ledger
+	q           Enqueuer
+	maxAttempts int
+	timeout     time.Duration
+}
+
+func (r receiver) Message(ctx context.Context, id string) (*ledger.Message, error) {
+	return r.l.Get(ctx, "", id)
+}
+
+func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, recordingURL string) error {
+	if err := r.l.RecordAnswer(ctx, id, a); err != nil {
+		return err
+	}
+	if recordingURL == "" {
+		return nil
+	}
+	m, err := r.l.Get(ctx, "", id)
+	if err != nil {
+		return err
+	}
+	t, err := workers.NewFetchRecordingTask(workers.FetchRecordingPayload{MessageID: id, Channel: m.Channel,
+		RecordingSID: a.RecordingSID, URL: recordingURL, Duration: a.Duration})
+	if err != nil {
+		return err
+	}
+	_, err = r.q.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil // the provider repeated its callback
+	}
+	return err
+}
+
+func (r receiver) Redial(ctx context.Context, id, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error {
+	at := time.Now().Add(after)
+	again, err := r.l.Redial(ctx, id, providerID, maxRedials, at, reason)
+	if err != nil || !again {
+		if errors.Is(err, ledger.ErrNotFound) {
+			return nil // a report for a call that is not the message's current one
+		}
+		return err
+	}
+	m, err := r.l.Get(ctx, "", id)
+	if err != nil {
+		return err
+	}
+	t, err := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: m.Channel, Priority: m.Priority,
+		SendAt: at, MaxAttempts: r.maxAttempts, Timeout: r.timeout})
+	if err != nil {
+		return err
+	}
+	_, err = r.q.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
 
 func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error) {
 	if id == "" {

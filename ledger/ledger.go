@@ -27,9 +27,62 @@ var (
 	ErrProviderMismatch    = errors.New("provider id does not match the message")
 )
 
-// Recipient is where a message goes. Only one address is set per channel.
+// Recipient is where a message goes: the address its channel uses.
 type Recipient struct {
-	Phone string `json:"phone,omitempty"`
+	Phone        string `json:"phone,omitempty"`         // sms, voice: E.164
+	Email        string `json:"email,omitempty"`         // email
+	WeChatOpenID string `json:"wechat_openid,omitempty"` // wechat: the user's openid for the official account
+}
+
+// WeChatOptions choose how a WeChat message is sent.
+type WeChatOptions struct {
+	// Kind is "auto" (customer-service text inside the user's window with
+	// quota left, the template message otherwise), "custom" or "template".
+	Kind string `json:"kind,omitempty"`
+	// TemplateID, Data (template field → value) and URL make the template message.
+	TemplateID string            `json:"template_id,omitempty"`
+	Data       map[string]string `json:"data,omitempty"`
+	URL        string            `json:"url,omitempty"`
+}
+
+// VoiceOptions shape a follow-up call after the spoken message.
+type VoiceOptions struct {
+	Gather *Gather `json:"gather,omitempty"`
+	Record *Record `json:"record,omitempty"`
+}
+
+// Gather asks a keypad question.
+type Gather struct {
+	Prompt string `json:"prompt"`
+	// Digits are the accepted keys, e.g. "123".
+	Digits string `json:"digits"`
+	// Timeout is how long to wait for a key, in seconds.
+	Timeout int `json:"timeout,omitempty"`
+}
+
+// Record records the patient's spoken answer.
+type Record struct {
+	Prompt string `json:"prompt"`
+	// MaxLength is the longest recording, in seconds.
+	MaxLength int `json:"max_length,omitempty"`
+}
+
+// Answer is what a patient answered on a call: keypad digits or a recording.
+type Answer struct {
+	Digits       string `json:"digits,omitempty"`
+	RecordingSID string `json:"recording_sid,omitempty"`
+	// Duration of the recording, in seconds.
+	Duration int `json:"duration,omitempty"`
+}
+
+// Recording is a stored call recording.
+type Recording struct {
+	SID         string    `json:"sid"`
+	Key         string    `json:"key"` // blob key
+	ContentType string    `json:"content_type"`
+	Size        int64     `json:"size"`
+	Duration    int       `json:"duration,omitempty"`
+	StoredAt    time.Time `json:"stored_at"`
 }
 
 // ErrorInfo is the last error of a message, as the provider gave it.
@@ -46,6 +99,7 @@ type Event struct {
 	ProviderStatus string     `json:"provider_status,omitempty"`
 	Error          *ErrorInfo `json:"error,omitempty"`
 	RetryAt        *time.Time `json:"retry_at,omitempty"`
+	Answer         *Answer    `json:"answer,omitempty"`
 	Detail         string     `json:"detail,omitempty"`
 }
 
@@ -61,7 +115,14 @@ type Request struct {
 	CallbackURL string          `json:"callback_url,omitempty"`
 	Segments    int             `json:"segments,omitempty"`
 	Encoding    string          `json:"encoding,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
+	// Locale is the recipient's language (BCP 47), e.g. for the voice of a call.
+	Locale string `json:"locale,omitempty"`
+	// Subject and HTML are for email.
+	Subject   string         `json:"subject,omitempty"`
+	HTML      string         `json:"html,omitempty"`
+	WeChat    *WeChatOptions `json:"wechat,omitempty"`
+	Voice     *VoiceOptions  `json:"voice,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
 }
 
 // Message is a ledger record.
@@ -74,6 +135,7 @@ type Message struct {
 	ProviderID string
 	Error      *ErrorInfo
 	Events     []Event
+	Recording  *Recording
 }
 
 // Ledger reads and writes message records.
@@ -192,6 +254,12 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 	}
 	if h["err_code"] != "" || h["err_msg"] != "" {
 		m.Error = &ErrorInfo{Code: h["err_code"], Message: h["err_msg"]}
+	}
+	if r := h["recording"]; r != "" {
+		m.Recording = &Recording{}
+		if err := json.Unmarshal([]byte(r), m.Recording); err != nil {
+			return nil, fmt.Errorf("ledger: record %s recording: %w", id, err)
+		}
 	}
 	for _, raw := range evs.Val() {
 		var e Event
@@ -467,4 +535,58 @@ func (l *Ledger) ClaimIdempotencyKey(ctx context.Context, tenant, key, bodyHash,
 // the client's retry is treated as new.
 func (l *Ledger) ReleaseIdempotencyKey(ctx context.Context, tenant, key string) error {
 	return l.rdb.Del(ctx, idemKey(tenant, key)).Err()
+}
+
+// Redial retires the provider attempt (a call that was busy or not
+// answered) so the message can be sent again, at most maxRedials times; the
+// caller queues the new attempt. It returns false when no redial is left:
+// the message is then undelivered.
+func (l *Ledger) Redial(ctx context.Context, id, providerID string, maxRedials int, retryAt time.Time, reason ErrorInfo) (bool, error) {
+	now := l.now().UTC()
+	r := retryAt.UTC()
+	retry := eventJSON(Event{Status: StatusSent, At: now, Error: &reason, RetryAt: &r, Detail: "not answered; calling again"})
+	final := eventJSON(Event{Status: StatusUndelivered, At: now, Error: &reason, Detail: "not answered; no calls left"})
+	n, err := redialScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, providerID, maxRedials, ms(now), retry, final).Int()
+	switch {
+	case err != nil:
+		return false, err
+	case n < 0:
+		return false, ErrNotFound
+	}
+	return n == 1, nil
+}
+
+// RecordAnswer adds a patient's answer (keypad digits, a recording) to the
+// message's history.
+func (l *Ledger) RecordAnswer(ctx context.Context, id string, a Answer) error {
+	m, err := l.rdb.HGet(ctx, msgKey(id), "status").Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	return l.note(ctx, id, Event{Status: Status(m), At: l.now().UTC(), Answer: &a, Detail: "answer"}, "", "")
+}
+
+// SetRecording links a stored recording to the message.
+func (l *Ledger) SetRecording(ctx context.Context, id string, r Recording) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	st, err := l.rdb.HGet(ctx, msgKey(id), "status").Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	return l.note(ctx, id, Event{Status: Status(st), At: l.now().UTC(), Detail: "recording stored"}, "recording", string(b))
+}
+
+func (l *Ledger) note(ctx context.Context, id string, e Event, field, value string) error {
+	n, err := noteScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, eventJSON(e), field, value).Int()
+	if err == nil && n == 0 {
+		return ErrNotFound
+	}
+	return err
 }

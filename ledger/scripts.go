@@ -46,7 +46,8 @@ if h[4] and h[4] ~= '' then
   if waited < tonumber(ARGV[2]) then return {'unconfirmed', tostring(tonumber(ARGV[2]) - waited)} end
 end
 local attempts = tonumber(h[5]) + 1
-redis.call('HSET', KEYS[1], 'status', 'sending', 'rank', 1, 'attempts', attempts, 'inflight_at', ARGV[1], 'updated_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'attempts', attempts, 'inflight_at', ARGV[1], 'updated_at', ARGV[1])
+if tonumber(h[2]) < 1 then redis.call('HSET', KEYS[1], 'status', 'sending', 'rank', 1) end
 local ev = cjson.decode(ARGV[3])
 ev['attempt'] = attempts
 if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
@@ -90,7 +91,12 @@ var providerStatusScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if not h[1] then return {0, 0} end
 if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {-1, 0} end
-local mark = 'ps:' .. ARGV[4]
+if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then
+  -- a late report about an earlier call that was redialled: history only
+  redis.call('RPUSH', KEYS[2], ARGV[8])
+  return {2, 0}
+end
+local mark = 'ps:' .. ARGV[1] .. ':' .. ARGV[4]
 if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0} end
 local ttl = 0
 if not h[2] or h[2] == '' then
@@ -119,6 +125,37 @@ if h[5] and h[5] ~= '' then return {'conflict', h[2], 'inflight'} end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'rank', 3, 'updated_at', ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 return {'ok'}
+`)
+
+// redialScript retires the provider attempt of a message whose call was
+// not answered, so the message can be sent again (a new call). KEYS msg,
+// events  ARGV provider_id, max_redials, now, event_retry, event_final
+// Returns 1 redial scheduled, 0 no redials left (the message is now
+// undelivered), -1 unknown message or another provider id, 2 duplicate.
+var redialScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'redials')
+if not h[1] then return -1 end
+if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then return 2 end
+if h[2] ~= ARGV[1] then return -1 end
+if tonumber(h[1]) >= 3 then return 2 end
+local n = tonumber(h[3] or '0')
+if n >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'status', 'undelivered', 'rank', 3, 'updated_at', ARGV[3])
+  redis.call('RPUSH', KEYS[2], ARGV[5])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'redials', n + 1, 'provider_id', '', 'retired:' .. ARGV[1], 1, 'updated_at', ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[4])
+return 1
+`)
+
+// noteScript appends an event, and stores a field when given. KEYS msg, events
+// ARGV event, field, value. Returns 0 for an unknown message.
+var noteScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+return 1
 `)
 
 // idemScript claims an idempotency key. KEYS idem ARGV id, body_hash, ttl_ms

@@ -88,3 +88,29 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 	}
 	return asynq.NewTask(TypeSend(o.Channel), payload, opts...), nil
 }
+
+// TypeFetchRecording downloads a call recording into the blob store.
+const TypeFetchRecording = "recording:fetch"
+
+// FetchRecordingPayload says which recording to fetch for which message.
+type FetchRecordingPayload struct {
+	MessageID    string `json:"id"`
+	Channel      string `json:"channel"`
+	RecordingSID string `json:"recording_sid"`
+	URL          string `json:"url"`
+	Duration     int    `json:"duration,omitempty"`
+}
+
+// NewFetchRecordingTask builds the task; its id is derived from the
+// recording, so a repeated provider callback queues it once.
+func NewFetchRecordingTask(p FetchRecordingPayload) (*asynq.Task, error) {
+	if p.MessageID == "" || p.RecordingSID == "" || p.URL == "" {
+		return nil, fmt.Errorf("workers: message id, recording sid and url are required")
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return asynq.NewTask(TypeFetchRecording, payload, asynq.TaskID("rec:"+p.RecordingSID),
+		asynq.Queue(QueueFor(PriorityHigh)), asynq.MaxRetry(10), asynq.Timeout(5*time.Minute)), nil
+}

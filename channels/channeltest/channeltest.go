@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -230,12 +231,66 @@ type Update struct {
 	ledger.ProviderUpdate
 }
 
+// AnswerCall is an answer a webhook reported.
+type AnswerCall struct {
+	MessageID    string
+	Answer       ledger.Answer
+	RecordingURL string
+}
+
+// RedialCall is a redial a webhook asked for.
+type RedialCall struct {
+	MessageID, ProviderID string
+	After                 time.Duration
+	MaxRedials            int
+	Reason                ledger.ErrorInfo
+}
+
 // RecordingReceiver is a channels.Receiver that remembers what it was told.
 type RecordingReceiver struct {
 	mu      sync.Mutex
 	Updates []Update
+	Answers []AnswerCall
+	Redials []RedialCall
+	// Messages are the records Message returns.
+	Messages map[string]*ledger.Message
 	// Err, when set, is returned (to test storage outages).
 	Err error
+}
+
+// Message returns a record from Messages.
+func (r *RecordingReceiver) Message(_ context.Context, id string) (*ledger.Message, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	if m, ok := r.Messages[id]; ok {
+		return m, nil
+	}
+	return nil, ledger.ErrNotFound
+}
+
+// Answer records the answer.
+func (r *RecordingReceiver) Answer(_ context.Context, id string, a ledger.Answer, recordingURL string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Err != nil {
+		return r.Err
+	}
+	r.Answers = append(r.Answers, AnswerCall{MessageID: id, Answer: a, RecordingURL: recordingURL})
+	return nil
+}
+
+// Redial records the redial.
+func (r *RecordingReceiver) Redial(_ context.Context, id, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Err != nil {
+		return r.Err
+	}
+	r.Redials = append(r.Redials, RedialCall{MessageID: id, ProviderID: providerID, After: after, MaxRedials: maxRedials, Reason: reason})
+	return nil
 }
 
 // ProviderStatus records the update.
@@ -254,18 +309,26 @@ type InboundCase struct {
 	Label  string
 	Method string
 	// Path with query, as the provider calls it (e.g. "/webhooks/twilio/status?m=01H…").
-	Path   string
-	Form   url.Values
+	Path string
+	Form url.Values
+	// Body is the raw body (XML, JSON); the encoded Form when nil.
+	Body   []byte
 	Header map[string]string
 	// Signed signs the request with the channel's scheme; otherwise Header may
 	// carry a forged signature or none.
 	Signed bool
 	// ReceiverErr makes the receiver fail (storage outage).
 	ReceiverErr error
+	// Messages are the records the receiver knows.
+	Messages map[string]*ledger.Message
 
-	ExpectedStatus  int
-	ExpectedBody    string
-	ExpectedUpdates []Update
+	ExpectedStatus int
+	// ExpectedBody is the exact answer; ExpectedBodyContains parts of it.
+	ExpectedBody         string
+	ExpectedBodyContains []string
+	ExpectedUpdates      []Update
+	ExpectedAnswers      []AnswerCall
+	ExpectedRedials      []RedialCall
 }
 
 // Signer computes a provider signature for a full URL and form.
@@ -276,7 +339,7 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.Label, func(t *testing.T) {
-			rcv := &RecordingReceiver{Err: tc.ReceiverErr}
+			rcv := &RecordingReceiver{Err: tc.ReceiverErr, Messages: tc.Messages}
 			u, err := url.Parse(tc.Path)
 			if err != nil {
 				t.Fatal(err)
@@ -290,11 +353,13 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 			if route == nil {
 				t.Fatalf("the channel declares no route %s %s", tc.Method, u.Path)
 			}
-			req := channels.WebhookRequest{URL: publicURL + tc.Path, Header: http.Header{}, Query: u.Query(), Form: tc.Form}
+			req := channels.WebhookRequest{URL: publicURL + tc.Path, Header: http.Header{}, Query: u.Query(), Form: tc.Form, Body: tc.Body}
 			if req.Form == nil {
 				req.Form = url.Values{}
 			}
-			req.Body = []byte(req.Form.Encode())
+			if req.Body == nil {
+				req.Body = []byte(req.Form.Encode())
+			}
 			for k, v := range tc.Header {
 				req.Header.Set(k, v)
 			}
@@ -309,10 +374,21 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 			if tc.ExpectedBody != "" && string(resp.Body) != tc.ExpectedBody {
 				t.Errorf("body %q, want %q", resp.Body, tc.ExpectedBody)
 			}
+			for _, part := range tc.ExpectedBodyContains {
+				if !strings.Contains(string(resp.Body), part) {
+					t.Errorf("body %q lacks %q", resp.Body, part)
+				}
+			}
 			rcv.mu.Lock()
 			defer rcv.mu.Unlock()
 			if fmt.Sprintf("%+v", rcv.Updates) != fmt.Sprintf("%+v", tc.ExpectedUpdates) {
 				t.Errorf("updates\n got %+v\nwant %+v", rcv.Updates, tc.ExpectedUpdates)
+			}
+			if fmt.Sprintf("%+v", rcv.Answers) != fmt.Sprintf("%+v", tc.ExpectedAnswers) {
+				t.Errorf("answers\n got %+v\nwant %+v", rcv.Answers, tc.ExpectedAnswers)
+			}
+			if fmt.Sprintf("%+v", rcv.Redials) != fmt.Sprintf("%+v", tc.ExpectedRedials) {
+				t.Errorf("redials\n got %+v\nwant %+v", rcv.Redials, tc.ExpectedRedials)
 			}
 		})
 	}
