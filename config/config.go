@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net/mail"
 	"net/url"
 	"os"
 	"strconv"
@@ -56,7 +57,51 @@ type Config struct {
 
 	Worker WorkerConfig
 	Twilio TwilioConfig
+	Voice  VoiceConfig
+	WeChat WeChatConfig
+	Email  EmailConfig
+
+	// BlobURL is the blob store for call recordings (BLOB_URL): file:// or s3://.
+	BlobURL string
+	// RecordingRetention is how long call recordings are kept (RECORDING_RETENTION).
+	RecordingRetention time.Duration
 }
+
+// VoiceConfig is the voice channel: calls through the Twilio account.
+type VoiceConfig struct {
+	// From is the calling number (TWILIO_VOICE_FROM, default TWILIO_FROM).
+	From string
+	// CallsPerSecond limits call creation per from-number across all
+	// workers (VOICE_CALLS_PER_SECOND).
+	CallsPerSecond float64
+	// MaxCalls is how many calls a message gets when the line is busy or
+	// nobody answers (VOICE_MAX_CALLS), RedialDelay the wait between them
+	// (VOICE_REDIAL_DELAY).
+	MaxCalls    int
+	RedialDelay time.Duration
+}
+
+// WeChatConfig is a WeChat official account.
+type WeChatConfig struct {
+	AppID          string // WECHAT_APP_ID
+	AppSecret      string // WECHAT_APP_SECRET
+	Token          string // WECHAT_TOKEN (verifies inbound pushes)
+	EncodingAESKey string // WECHAT_ENCODING_AES_KEY (safe mode)
+	APIURL         string // WECHAT_API_URL
+}
+
+// Enabled reports whether WeChat is configured.
+func (w WeChatConfig) Enabled() bool { return w.AppID != "" || w.AppSecret != "" }
+
+// EmailConfig is the SMTP relay.
+type EmailConfig struct {
+	SMTPURL  string // SMTP_URL
+	From     string // EMAIL_FROM
+	PoolSize int    // SMTP_POOL_SIZE
+}
+
+// Enabled reports whether email is configured.
+func (e EmailConfig) Enabled() bool { return e.SMTPURL != "" || e.From != "" }
 
 // WorkerConfig tunes delivery.
 type WorkerConfig struct {
@@ -116,7 +161,11 @@ func NewDefaultConfig() Config {
 			PollInterval:        100 * time.Millisecond,
 			DelayedPollInterval: time.Second,
 		},
-		Twilio: TwilioConfig{APIURL: "https://api.twilio.com"},
+		Twilio:             TwilioConfig{APIURL: "https://api.twilio.com"},
+		Voice:              VoiceConfig{CallsPerSecond: 1, MaxCalls: 3, RedialDelay: 30 * time.Minute},
+		WeChat:             WeChatConfig{APIURL: "https://api.weixin.qq.com"},
+		Email:              EmailConfig{PoolSize: 4},
+		RecordingRetention: 90 * 24 * time.Hour,
 	}
 }
 
@@ -129,6 +178,10 @@ var Vars = []string{
 	"WORKER_CONCURRENCY", "WORKER_CRISIS_CONCURRENCY", "DELIVERY_MAX_ATTEMPTS", "PROVIDER_TIMEOUT",
 	"DELIVERY_UNCONFIRMED_GRACE", "WORKER_POLL_INTERVAL", "WORKER_DELAYED_POLL_INTERVAL",
 	"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_URL",
+	"TWILIO_VOICE_FROM", "VOICE_CALLS_PER_SECOND", "VOICE_MAX_CALLS", "VOICE_REDIAL_DELAY",
+	"WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_API_URL",
+	"SMTP_URL", "EMAIL_FROM", "SMTP_POOL_SIZE",
+	"BLOB_URL", "RECORDING_RETENTION",
 }
 
 // Load reads the environment (through getenv, os.Getenv when nil) over the
@@ -224,6 +277,36 @@ func Load(getenv func(string) string) (Config, error) {
 	str("TWILIO_MESSAGING_SERVICE_SID", &c.Twilio.MessagingServiceSID)
 	str("TWILIO_API_URL", &c.Twilio.APIURL)
 	c.Twilio.APIURL = strings.TrimRight(c.Twilio.APIURL, "/")
+	str("TWILIO_VOICE_FROM", &c.Voice.From)
+	if c.Voice.From == "" {
+		c.Voice.From = c.Twilio.From
+	}
+	if v := strings.TrimSpace(getenv("VOICE_CALLS_PER_SECOND")); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 100 {
+			errs = append(errs, fmt.Errorf("VOICE_CALLS_PER_SECOND=%q: want a number above 0, at most 100 (e.g. 1 or 0.5)", v))
+		} else {
+			c.Voice.CallsPerSecond = f
+		}
+	}
+	num("VOICE_MAX_CALLS", &c.Voice.MaxCalls)
+	dur("VOICE_REDIAL_DELAY", &c.Voice.RedialDelay)
+	str("WECHAT_APP_ID", &c.WeChat.AppID)
+	str("WECHAT_APP_SECRET", &c.WeChat.AppSecret)
+	str("WECHAT_TOKEN", &c.WeChat.Token)
+	str("WECHAT_ENCODING_AES_KEY", &c.WeChat.EncodingAESKey)
+	str("WECHAT_API_URL", &c.WeChat.APIURL)
+	c.WeChat.APIURL = strings.TrimRight(c.WeChat.APIURL, "/")
+	str("SMTP_URL", &c.Email.SMTPURL)
+	str("EMAIL_FROM", &c.Email.From)
+	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
+	str("BLOB_URL", &c.BlobURL)
+	if c.BlobURL == "" {
+		if wd, err := os.Getwd(); err == nil {
+			c.BlobURL = "file://" + wd + "/data/blobs?create_dir=true"
+		}
+	}
+	dur("RECORDING_RETENTION", &c.RecordingRetention)
 	if v := strings.TrimSpace(getenv("GATEWAY_API_KEYS")); v != "" {
 		keys, err := ParseAPIKeys(v)
 		if err != nil {
@@ -352,9 +435,43 @@ func (c Config) Validate(role Role) error {
 	default:
 		bad("LOG_FORMAT=%q: want json or text", c.LogFormat)
 	}
-	if !c.Twilio.Enabled() {
-		bad("no channel is configured: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
-	} else {
+	if !c.Twilio.Enabled() && !c.WeChat.Enabled() && !c.Email.Enabled() {
+		bad("no channel is configured: set the Twilio settings (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM), WECHAT_APP_ID and WECHAT_APP_SECRET, or SMTP_URL and EMAIL_FROM")
+	}
+	if c.WeChat.Enabled() {
+		w := c.WeChat
+		if w.AppID == "" || w.AppSecret == "" {
+			bad("WECHAT_APP_ID and WECHAT_APP_SECRET are both required for WeChat")
+		}
+		if w.EncodingAESKey != "" && len(w.EncodingAESKey) != 43 {
+			bad("WECHAT_ENCODING_AES_KEY: want the 43-character EncodingAESKey of the official account")
+		}
+		if u, err := url.Parse(w.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("WECHAT_API_URL=%q: want an absolute http(s) URL", w.APIURL)
+		}
+	}
+	if c.Email.Enabled() {
+		if c.Email.SMTPURL == "" || c.Email.From == "" {
+			bad("SMTP_URL and EMAIL_FROM are both required for email")
+		} else if _, err := mail.ParseAddress(c.Email.From); err != nil {
+			bad("EMAIL_FROM=%q: want an address such as \"Clinic <noreply@example-clinic.org>\"", c.Email.From)
+		}
+		if u, err := url.Parse(c.Email.SMTPURL); c.Email.SMTPURL != "" && (err != nil || u.Host == "") {
+			bad("SMTP_URL: want smtp://user:password@host:587 or smtps://user:password@host:465")
+		}
+	}
+	if v := c.Voice.From; v != "" && v != c.Twilio.From {
+		if n, err := phonenumbers.Parse(v, ""); err != nil || !phonenumbers.IsValidNumber(n) || phonenumbers.Format(n, phonenumbers.E164) != v {
+			bad("TWILIO_VOICE_FROM=%q: want an E.164 number such as +14155550100", v)
+		}
+	}
+	if c.Voice.MaxCalls > 10 {
+		bad("VOICE_MAX_CALLS=%d: at most 10", c.Voice.MaxCalls)
+	}
+	if u, err := url.Parse(c.BlobURL); c.BlobURL == "" || err != nil || u.Scheme == "" {
+		bad("BLOB_URL: want file:///absolute/path or s3://bucket?region=…")
+	}
+	if c.Twilio.Enabled() {
 		t := c.Twilio
 		if !strings.HasPrefix(t.AccountSID, "AC") || len(t.AccountSID) != 34 {
 			bad("TWILIO_ACCOUNT_SID: want the 34-character account SID starting with AC")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/recordings"
 )
 
 // Enqueuer queues tasks (an *asynq.Client).
@@ -37,6 +38,8 @@ type Options struct {
 	Queue    Enqueuer
 	Tasks    TaskDeleter
 	Channels *channels.Registry
+	// Recordings is the blob store of call recordings (nil: none).
+	Recordings *recordings.Store
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.
@@ -91,6 +94,7 @@ func New(o Options) *Server {
 	v1.Get("/messages", s.listMessages)
 	v1.Get("/messages/:id", s.getMessage)
 	v1.Post("/messages/:id/cancel", s.cancelMessage)
+	v1.Get("/messages/:id/recording", s.getRecording)
 	s.mountWebhooks()
 	return s
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/redact"
 	"github.com/patientmsg/gateway/workers"
 )
@@ -58,13 +59,7 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 			return s.replay(c, tenant, first, v)
 		}
 	}
-	req := ledger.Request{
-		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
-		Metadata: v.Metadata, CallbackURL: v.CallbackURL, CreatedAt: s.opts.Now().UTC(),
-	}
-	if v.Channel == "sms" {
-		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
-	}
+	req := s.requestOf(tenant, v)
 	if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
 		if idemKey != "" {
 			_ = s.opts.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idemKey)
@@ -84,6 +79,19 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 	s.log.Debug("message queued", "tenant", tenant, "msg_id", id, "channel", v.Channel, "priority", v.Priority)
 	return c.Status(fiber.StatusAccepted).JSON(acceptedJSON{ID: id, Status: string(ledger.StatusQueued), Channel: req.Channel,
 		Priority: req.Priority, Segments: req.Segments, Encoding: req.Encoding, SendAt: req.SendAt})
+}
+
+// requestOf is the ledger record of a validated request.
+func (s *Server) requestOf(tenant string, v *ValidMessage) ledger.Request {
+	req := ledger.Request{
+		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
+		Metadata: v.Metadata, CallbackURL: v.CallbackURL, Locale: v.Locale, Subject: v.Subject, HTML: v.HTML,
+		WeChat: v.WeChat, Voice: v.Voice, CreatedAt: s.opts.Now().UTC(),
+	}
+	if v.Channel == "sms" {
+		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
+	}
+	return req
 }
 
 func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) error {
@@ -111,12 +119,7 @@ func (s *Server) replay(c *fiber.Ctx, tenant, id string, v *ValidMessage) error 
 	if errors.Is(err, ledger.ErrNotFound) {
 		// The first request claimed the key but its record is not there yet
 		// (in flight, or it died before writing): finish its work under its id.
-		req := ledger.Request{Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority,
-			SendAt: v.SendAt, Metadata: v.Metadata, CallbackURL: v.CallbackURL, CreatedAt: s.opts.Now().UTC()}
-		if v.Channel == "sms" {
-			req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
-		}
-		if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
+		if _, err := s.opts.Ledger.Create(ctx, id, s.requestOf(tenant, v)); err != nil {
 			return s.unavailable(err)
 		}
 		if m, err = s.opts.Ledger.Get(ctx, tenant, id); err != nil {
@@ -159,7 +162,16 @@ type messageJSON struct {
 	Attempts   int               `json:"attempts"`
 	ProviderID *string           `json:"provider_id"`
 	Error      *ledger.ErrorInfo `json:"error"`
+	Recording  *recordingJSON    `json:"recording,omitempty"`
 	Events     []ledger.Event    `json:"events,omitempty"` // omitted in lists
+}
+
+// recordingJSON describes a stored call recording (GET …/recording streams it).
+type recordingJSON struct {
+	ContentType string    `json:"content_type"`
+	Size        int64     `json:"size"`
+	Duration    int       `json:"duration,omitempty"`
+	StoredAt    time.Time `json:"stored_at"`
 }
 
 func viewOf(m *ledger.Message) messageJSON {
@@ -168,6 +180,15 @@ func viewOf(m *ledger.Message) messageJSON {
 		UpdatedAt: m.UpdatedAt, Attempts: m.Attempts, Error: m.Error, Events: m.Events}
 	if m.To.Phone != "" {
 		v.To["phone"] = redact.Phone(m.To.Phone)
+	}
+	if m.To.Email != "" {
+		v.To["email"] = redact.Email(m.To.Email)
+	}
+	if m.To.WeChatOpenID != "" {
+		v.To["wechat_openid"] = redact.Secret(m.To.WeChatOpenID)
+	}
+	if r := m.Recording; r != nil {
+		v.Recording = &recordingJSON{ContentType: r.ContentType, Size: r.Size, Duration: r.Duration, StoredAt: r.StoredAt}
 	}
 	if m.ProviderID != "" {
 		v.ProviderID = &m.ProviderID
@@ -254,3 +275,36 @@ func (s *Server) cancelMessage(c *fiber.Ctx) error {
 
 // messageID reads the id path parameter; ULIDs are case-insensitive.
 func messageID(c *fiber.Ctx) string { return strings.ToUpper(c.Params("id")) }
+
+// getRecording streams a message's call recording to its tenant.
+func (s *Server) getRecording(c *fiber.Ctx) error {
+	m, err := s.opts.Ledger.Get(c.Context(), tenantOf(c), messageID(c))
+	if errors.Is(err, ledger.ErrNotFound) {
+		return problem(404, "not-found", "no message with this id for your API key")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	if m.Recording == nil || s.opts.Recordings == nil {
+		return problem(404, "no-recording", "this message has no stored recording (yet): only voice messages with a record step have one, once the patient answered")
+	}
+	r, size, err := s.opts.Recordings.Open(c.Context(), m.Recording.Key)
+	if errors.Is(err, recordings.ErrNotFound) {
+		return problem(404, "no-recording", "the recording is no longer kept (past its retention)")
+	}
+	if err != nil {
+		s.log.Error("recording store unavailable", "msg_id", m.ID, "err", err)
+		return problem(503, "unavailable", "the recording store is unavailable; try again")
+	}
+	c.Set(fiber.HeaderContentType, m.Recording.ContentType)
+	c.Set(fiber.HeaderCacheControl, "private, no-store")
+	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+m.ID+recordingExt(m.Recording.Key)+`"`)
+	return c.SendStream(r, int(size))
+}
+
+func recordingExt(key string) string {
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		return key[i:]
+	}
+	return ""
+}

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/mail"
 	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
+	"golang.org/x/text/language"
 
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/sms"
@@ -27,6 +29,16 @@ const (
 	PastSendAtTolerance = 5 * time.Minute
 )
 
+// Per-channel limits of a request.
+const (
+	MaxVoiceChars   = 4000   // what one <Say> may speak
+	MaxWeChatChars  = 2000   // a customer-service text message
+	MaxEmailChars   = 100000 // the text part of an email
+	MaxSubjectChars = 250
+	MaxRecordLength = 300 // seconds of a recorded answer
+	MaxTemplateData = 20  // fields of a WeChat template message
+)
+
 // MessageRequest is the body of POST /v1/messages.
 type MessageRequest struct {
 	Channel     string          `json:"channel"`
@@ -36,11 +48,27 @@ type MessageRequest struct {
 	SendAt      *string         `json:"send_at"`
 	Metadata    json.RawMessage `json:"metadata"`
 	CallbackURL *string         `json:"callback_url"`
+	Locale      *string         `json:"locale"`
+	Subject     *string         `json:"subject"`
+	HTML        *string         `json:"html"`
+	Gather      *ledger.Gather  `json:"gather"`
+	Record      *ledger.Record  `json:"record"`
+	WeChat      *WeChatIn       `json:"wechat"`
 }
 
 // RecipientIn is the "to" object.
 type RecipientIn struct {
-	Phone *string `json:"phone"`
+	Phone        *string `json:"phone"`
+	Email        *string `json:"email"`
+	WeChatOpenID *string `json:"wechat_openid"`
+}
+
+// WeChatIn is the "wechat" object.
+type WeChatIn struct {
+	Kind       string            `json:"kind"`
+	TemplateID string            `json:"template_id"`
+	Data       map[string]string `json:"data"`
+	URL        string            `json:"url"`
 }
 
 // ValidMessage is a decoded, validated and normalised message request.
@@ -52,6 +80,11 @@ type ValidMessage struct {
 	SendAt      *time.Time
 	Metadata    json.RawMessage
 	CallbackURL string
+	Locale      string
+	Subject     string
+	HTML        string
+	WeChat      *ledger.WeChatOptions
+	Voice       *ledger.VoiceOptions
 	SMS         sms.Info
 }
 
@@ -88,28 +121,10 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 
 	if req.To == nil {
 		bad("to", "is required: the recipient, e.g. {\"phone\": \"+14155550100\"}")
-	} else if v.Channel == "sms" {
-		if req.To.Phone == nil || strings.TrimSpace(*req.To.Phone) == "" {
-			bad("to.phone", "is required for the sms channel")
-		} else if e164, ok := normalisePhone(*req.To.Phone); !ok {
-			bad("to.phone", "is not a valid phone number; give it in international form with the country code, e.g. +14155550100")
-		} else {
-			v.To.Phone = e164
-		}
+	} else {
+		decodeRecipient(v.Channel, req.To, &v.To, bad)
 	}
-
-	switch {
-	case req.Body == nil || strings.TrimSpace(*req.Body) == "":
-		bad("body", "is required and must not be blank")
-	case !utf8.ValidString(*req.Body):
-		bad("body", "is not valid UTF-8")
-	default:
-		v.Body = *req.Body
-		v.SMS = sms.Analyze(v.Body)
-		if v.SMS.Chars > sms.MaxChars {
-			bad("body", "has %d characters; the limit is %d", v.SMS.Chars, sms.MaxChars)
-		}
-	}
+	decodeChannelFields(&req, v, bad)
 
 	if v.Priority == "" {
 		v.Priority = workers.PriorityNormal
@@ -160,6 +175,192 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 		return nil, validationProblem(errs)
 	}
 	return v, nil
+}
+
+// decodeRecipient checks that "to" has the address the channel needs, and
+// only that.
+func decodeRecipient(channel string, to *RecipientIn, out *ledger.Recipient, bad func(field, format string, a ...any)) {
+	need := map[string]string{"sms": "phone", "voice": "phone", "email": "email", "wechat": "wechat_openid"}[channel]
+	given := map[string]*string{"phone": to.Phone, "email": to.Email, "wechat_openid": to.WeChatOpenID}
+	for _, name := range []string{"phone", "email", "wechat_openid"} {
+		if given[name] != nil && need != "" && name != need {
+			bad("to."+name, "does not apply to the %s channel, which needs to.%s", channel, need)
+		}
+	}
+	if need == "" {
+		return // the channel itself was refused
+	}
+	val := given[need]
+	if val == nil || strings.TrimSpace(*val) == "" {
+		bad("to."+need, "is required for the %s channel", channel)
+		return
+	}
+	switch need {
+	case "phone":
+		if e164, ok := normalisePhone(*val); ok {
+			out.Phone = e164
+		} else {
+			bad("to.phone", "is not a valid phone number; give it in international form with the country code, e.g. +14155550100")
+		}
+	case "email":
+		if addr, ok := normaliseEmail(*val); ok {
+			out.Email = addr
+		} else {
+			bad("to.email", "is not a valid email address such as patient@example.org")
+		}
+	case "wechat_openid":
+		if id := strings.TrimSpace(*val); validOpenID(id) {
+			out.WeChatOpenID = id
+		} else {
+			bad("to.wechat_openid", "is not a WeChat openid (letters, digits, '-' and '_', at most 64)")
+		}
+	}
+}
+
+// decodeChannelFields checks the body and the fields that belong to one channel.
+func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, format string, a ...any)) {
+	only := func(field string, present bool, channel string) bool {
+		if present && v.Channel != channel && v.Channel != "" {
+			bad(field, "only applies to the %s channel", channel)
+			return false
+		}
+		return present
+	}
+	if req.Locale != nil {
+		tag, err := language.Parse(*req.Locale)
+		if err != nil || len(*req.Locale) > 35 {
+			bad("locale", "is not a language tag such as en-US or zh-CN")
+		} else {
+			v.Locale = tag.String()
+		}
+	}
+
+	bodyOptional := v.Channel == "wechat" && req.WeChat != nil && req.WeChat.Kind == "template"
+	switch {
+	case req.Body == nil || strings.TrimSpace(*req.Body) == "":
+		if !bodyOptional {
+			bad("body", "is required and must not be blank")
+		}
+	case !utf8.ValidString(*req.Body):
+		bad("body", "is not valid UTF-8")
+	default:
+		v.Body = *req.Body
+		chars := utf8.RuneCountInString(v.Body)
+		limit := map[string]int{"sms": sms.MaxChars, "voice": MaxVoiceChars, "wechat": MaxWeChatChars, "email": MaxEmailChars}[v.Channel]
+		if v.Channel == "sms" {
+			v.SMS = sms.Analyze(v.Body)
+		}
+		if limit > 0 && chars > limit {
+			bad("body", "has %d characters; the limit for %s is %d", chars, v.Channel, limit)
+		}
+	}
+
+	if only("subject", req.Subject != nil, "email") {
+		switch subj := strings.TrimSpace(*req.Subject); {
+		case subj == "":
+			bad("subject", "must not be blank")
+		case utf8.RuneCountInString(subj) > MaxSubjectChars || strings.ContainsAny(subj, "\r\n"):
+			bad("subject", "must be one line of at most %d characters", MaxSubjectChars)
+		default:
+			v.Subject = subj
+		}
+	} else if v.Channel == "email" {
+		bad("subject", "is required for the email channel")
+	}
+	if only("html", req.HTML != nil, "email") {
+		v.HTML = *req.HTML
+	}
+
+	gather, record := only("gather", req.Gather != nil, "voice"), only("record", req.Record != nil, "voice")
+	if gather || record {
+		v.Voice = &ledger.VoiceOptions{}
+	}
+	if gather {
+		g := *req.Gather
+		switch {
+		case strings.TrimSpace(g.Prompt) == "":
+			bad("gather.prompt", "is required: the question the patient answers with a key")
+		case g.Digits == "" || strings.Trim(g.Digits, "0123456789*#") != "":
+			bad("gather.digits", "must list the accepted keys, e.g. \"123\"")
+		case g.Timeout < 0 || g.Timeout > 60:
+			bad("gather.timeout", "must be from 1 to 60 seconds")
+		default:
+			if g.Timeout == 0 {
+				g.Timeout = 5
+			}
+			v.Voice.Gather = &g
+		}
+	}
+	if record {
+		r := *req.Record
+		switch {
+		case strings.TrimSpace(r.Prompt) == "":
+			bad("record.prompt", "is required: what the patient is asked to say")
+		case r.MaxLength < 0 || r.MaxLength > MaxRecordLength:
+			bad("record.max_length", "must be from 1 to %d seconds", MaxRecordLength)
+		default:
+			if r.MaxLength == 0 {
+				r.MaxLength = 60
+			}
+			v.Voice.Record = &r
+		}
+	}
+
+	if only("wechat", req.WeChat != nil, "wechat") {
+		w := req.WeChat
+		o := &ledger.WeChatOptions{Kind: w.Kind, TemplateID: strings.TrimSpace(w.TemplateID), Data: w.Data, URL: w.URL}
+		if o.Kind == "" {
+			o.Kind = "auto"
+		}
+		switch {
+		case o.Kind != "auto" && o.Kind != "custom" && o.Kind != "template":
+			bad("wechat.kind", "must be auto, custom or template")
+		case o.Kind == "template" && o.TemplateID == "":
+			bad("wechat.template_id", "is required for a template message")
+		case len(o.Data) > MaxTemplateData:
+			bad("wechat.data", "has more than %d fields", MaxTemplateData)
+		case o.Kind == "custom" && (o.TemplateID != "" || len(o.Data) > 0):
+			bad("wechat", "template_id and data only apply to template messages")
+		}
+		for k, val := range o.Data {
+			if k == "" || len(k) > 32 || utf8.RuneCountInString(val) > 200 || !utf8.ValidString(val) {
+				bad("wechat.data", "field names must be 1-32 characters and values at most 200 characters")
+				break
+			}
+		}
+		if o.URL != "" {
+			if u, err := url.Parse(o.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad("wechat.url", "must be an absolute http(s) URL")
+			}
+		}
+		v.WeChat = o
+	}
+}
+
+// normaliseEmail accepts a bare address (no display name) and lower-cases its domain.
+func normaliseEmail(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || len(s) > 254 || a.Name != "" {
+		return "", false
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at < 1 || !strings.Contains(s[at:], ".") {
+		return "", false
+	}
+	return s[:at] + strings.ToLower(s[at:]), true
+}
+
+func validOpenID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // normalisePhone parses an international number into E.164.

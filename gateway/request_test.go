@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +62,58 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("metadata too large accepted")
 		}
 	})
+}
+
+func TestEachChannelNeedsItsOwnRecipientAndFields(t *testing.T) {
+	all := []string{"email", "sms", "voice", "wechat"}
+	cases := []struct {
+		name, body string
+		field      string // the field the problem must name; "" means accepted
+	}{
+		{"a WeChat message without openid", `{"channel":"wechat","to":{},"body":"x"}`, "to.wechat_openid"},
+		{"a WeChat message to a phone", `{"channel":"wechat","to":{"phone":"+14155550100","wechat_openid":"oABC"},"body":"x"}`, "to.phone"},
+		{"a malformed openid", `{"channel":"wechat","to":{"wechat_openid":"o ABC!"},"body":"x"}`, "to.wechat_openid"},
+		{"a WeChat template without template_id", `{"channel":"wechat","to":{"wechat_openid":"oABC"},"wechat":{"kind":"template"}}`, "wechat.template_id"},
+		{"an unknown WeChat kind", `{"channel":"wechat","to":{"wechat_openid":"oABC"},"body":"x","wechat":{"kind":"news"}}`, "wechat.kind"},
+		{"a WeChat template needs no body", `{"channel":"wechat","to":{"wechat_openid":"oABC"},"wechat":{"kind":"template","template_id":"T1","data":{"name":"王"}}}`, ""},
+		{"an invalid email address", `{"channel":"email","to":{"email":"not-an-address"},"subject":"s","body":"x"}`, "to.email"},
+		{"an email address with a display name", `{"channel":"email","to":{"email":"Jane <jane@example.org>"},"subject":"s","body":"x"}`, "to.email"},
+		{"an email without subject", `{"channel":"email","to":{"email":"jane@example.org"},"body":"x"}`, "subject"},
+		{"a two-line subject", `{"channel":"email","to":{"email":"jane@example.org"},"subject":"a\nBcc: x@y.z","body":"x"}`, "subject"},
+		{"a subject on an SMS", `{"channel":"sms","to":{"phone":"+14155550100"},"subject":"s","body":"x"}`, "subject"},
+		{"a voice call without phone", `{"channel":"voice","to":{"email":"jane@example.org"},"body":"x"}`, "to.phone"},
+		{"a keypad question on an SMS", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","gather":{"prompt":"p","digits":"12"}}`, "gather"},
+		{"a keypad question without keys", `{"channel":"voice","to":{"phone":"+14155550100"},"body":"x","gather":{"prompt":"p","digits":""}}`, "gather.digits"},
+		{"a keypad question with letters", `{"channel":"voice","to":{"phone":"+14155550100"},"body":"x","gather":{"prompt":"p","digits":"1a"}}`, "gather.digits"},
+		{"a recording too long", `{"channel":"voice","to":{"phone":"+14155550100"},"body":"x","record":{"prompt":"p","max_length":3600}}`, "record.max_length"},
+		{"a recording without prompt", `{"channel":"voice","to":{"phone":"+14155550100"},"body":"x","record":{"max_length":30}}`, "record.prompt"},
+		{"a bad locale", `{"channel":"voice","to":{"phone":"+14155550100"},"body":"x","locale":"not a locale"}`, "locale"},
+		{"a complete follow-up call", `{"channel":"voice","to":{"phone":"+8613800138000"},"body":"您好","locale":"zh-CN","gather":{"prompt":"按1","digits":"123"},"record":{"prompt":"请说"}}`, ""},
+		{"a complete email", `{"channel":"email","to":{"email":"Jane@Example.ORG"},"subject":"检查结果","body":"x","html":"<p>x</p>"}`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v, p := DecodeMessage([]byte(c.body), all, now)
+			if c.field == "" {
+				if p != nil {
+					t.Fatalf("refused: %+v", p)
+				}
+				return
+			}
+			if p == nil {
+				t.Fatalf("accepted %+v", v)
+			}
+			if p.Status != 422 || !strings.Contains(p.Detail+fmt.Sprint(p.Errors), c.field) {
+				t.Fatalf("problem %d %q %v does not name %s", p.Status, p.Detail, p.Errors, c.field)
+			}
+		})
+	}
+	v, _ := DecodeMessage([]byte(`{"channel":"email","to":{"email":"Jane@Example.ORG"},"subject":"s","body":"x"}`), all, now)
+	if v.To.Email != "Jane@example.org" {
+		t.Fatalf("the domain is case-insensitive and lower-cased, the local part kept: %q", v.To.Email)
+	}
+	v, _ = DecodeMessage([]byte(`{"channel":"voice","to":{"phone":"+14155550100"},"body":"x","gather":{"prompt":"p","digits":"12"},"record":{"prompt":"r"}}`), all, now)
+	if v.Voice.Gather.Timeout != 5 || v.Voice.Record.MaxLength != 60 {
+		t.Fatalf("voice defaults %+v %+v", v.Voice.Gather, v.Voice.Record)
+	}
 }

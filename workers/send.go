@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -44,6 +45,19 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
 	}
 	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
+	if ch, ok := h.Channels.Get(strings.TrimPrefix(t.Type(), TypeSendPrefix)); ok {
+		if rl, ok := ch.(channels.RateLimited); ok {
+			// The sender's rate is checked before the claim, so a wait
+			// spends no attempt and holds no worker.
+			wait, err := rl.Reserve(ctx, channels.Message{ID: p.MessageID})
+			if err != nil {
+				return fmt.Errorf("rate limit: %w", err)
+			}
+			if wait > 0 {
+				return &waitError{reason: "sender rate limit", after: wait}
+			}
+		}
+	}
 	claim, err := h.Ledger.Claim(ctx, p.MessageID, h.Grace)
 	if err != nil {
 		return fmt.Errorf("ledger claim: %w", err) // Redis trouble: retry
@@ -78,7 +92,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log = log.With("channel", m.Channel, "attempt", claim.Attempt)
 	start := time.Now()
-	res, sendErr := ch.Send(ctx, channels.Message{ID: m.ID, Tenant: m.Tenant, To: m.To, Body: m.Body})
+	res, sendErr := ch.Send(ctx, channels.MessageOf(m))
 	if sendErr == nil {
 		// Record with a context of its own: the provider has the message now,
 		// and the record must survive a shutdown that cancels ctx.
@@ -154,7 +168,7 @@ func IsFailure(err error) bool {
 func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var we *waitError
 	if errors.As(err, &we) {
-		return max(we.after, time.Second)
+		return ceilSecond(time.Now().Add(max(we.after, 10*time.Millisecond))).Sub(time.Now())
 	}
 	var re *retryError
 	if errors.As(err, &re) {

@@ -34,12 +34,22 @@ type Server struct {
 	mux   *asynq.ServeMux
 }
 
+// Handlers are the task handlers a worker server runs.
+type Handlers struct {
+	Send asynq.Handler
+	// Recording fetches call recordings; nil when no blob store is set up.
+	Recording asynq.Handler
+}
+
 // NewServer builds the worker server; channelNames are the channels it sends on.
-func NewServer(rdb redis.UniversalClient, h asynq.Handler, channelNames []string, cfg ServerConfig) *Server {
+func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg ServerConfig) *Server {
 	log := cfg.Logger.With("comp", "worker")
 	mux := asynq.NewServeMux()
 	for _, name := range channelNames {
-		mux.Handle(TypeSend(name), h)
+		mux.Handle(TypeSend(name), h.Send)
+	}
+	if h.Recording != nil {
+		mux.Handle(TypeFetchRecording, h.Recording)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

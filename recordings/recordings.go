@@ -1,0 +1,109 @@
+// Package recordings keeps call recordings in the blob store
+// (gocloud.dev/blob: file:// by default, s3:// in production), under
+// recordings/<tenant>/<message id>/<recording sid><ext>, and deletes them
+// after their retention.
+package recordings
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob" // file:// buckets
+	_ "gocloud.dev/blob/s3blob"   // s3:// buckets
+	"gocloud.dev/gcerrors"
+)
+
+// ErrNotFound is returned for a recording the store does not have.
+var ErrNotFound = errors.New("recording not found")
+
+// MaxSize bounds one recording (Twilio recordings are at most a few MB at
+// the lengths a follow-up call asks for).
+const MaxSize = 64 << 20
+
+// Store is a bucket of recordings.
+type Store struct {
+	b *blob.Bucket
+}
+
+// Open opens the bucket at url (BLOB_URL).
+func Open(ctx context.Context, url string) (*Store, error) {
+	b, err := blob.OpenBucket(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("BLOB_URL: %w", err)
+	}
+	return &Store{b: b}, nil
+}
+
+// Close releases the bucket.
+func (s *Store) Close() error { return s.b.Close() }
+
+// Key is where a recording is kept.
+func Key(tenant, messageID, recordingSID, contentType string) string {
+	ext := ".bin"
+	switch contentType {
+	case "audio/mpeg":
+		ext = ".mp3"
+	case "audio/wav", "audio/x-wav":
+		ext = ".wav"
+	}
+	return "recordings/" + tenant + "/" + messageID + "/" + recordingSID + ext
+}
+
+// Put stores a recording and returns its size.
+func (s *Store) Put(ctx context.Context, key, contentType string, r io.Reader) (int64, error) {
+	w, err := s.b.NewWriter(ctx, key, &blob.WriterOptions{ContentType: contentType})
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(w, io.LimitReader(r, MaxSize+1))
+	if err == nil && n > MaxSize {
+		err = fmt.Errorf("recording larger than %d bytes", MaxSize)
+	}
+	if err != nil {
+		_ = w.Close()
+		_ = s.b.Delete(context.WithoutCancel(ctx), key)
+		return 0, err
+	}
+	return n, w.Close()
+}
+
+// Open reads a recording.
+func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, int64, error) {
+	r, err := s.b.NewReader(ctx, key, nil)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, r.Size(), nil
+}
+
+// Sweep deletes recordings stored more than retention ago and returns how
+// many it deleted. Several workers may sweep at once: deletes are idempotent.
+func (s *Store) Sweep(ctx context.Context, retention time.Duration, now time.Time) (int, error) {
+	cutoff := now.Add(-retention)
+	it := s.b.List(&blob.ListOptions{Prefix: "recordings/"})
+	n := 0
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if obj.IsDir || !obj.ModTime.Before(cutoff) || !strings.HasPrefix(obj.Key, "recordings/") {
+			continue
+		}
+		if err := s.b.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+			return n, err
+		}
+		n++
+	}
+}
