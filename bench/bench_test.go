@@ -28,7 +28,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/ledger"
@@ -72,6 +74,7 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	var r report
 	r.n, r.m, r.concurrency, r.mainPool, r.crisisPool = n, m, concurrency, def.Concurrency, def.CrisisConcurrency
 	r.asynq, r.asynqUse = e.runAsynq(n, concurrency)
+	r.asynq2, r.asynq2Use = e.runAsynqSameWork(n, concurrency)
 	r.gateway, r.accepted, r.gwUse = e.runGateway(n)
 	r.lat = e.runLatency(rate, rateSecs)
 	r.gwMem = e.gatewayMemory(m)
@@ -87,6 +90,8 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	b.ReportMetric(rateOf(n, r.asynq), "asynq_msgs/s")
 	b.ReportMetric(rateOf(n, r.gateway), "gateway_msgs/s")
 	b.ReportMetric(rateOf(n, r.gateway)/rateOf(n, r.asynq), "ratio")
+	b.ReportMetric(rateOf(n, r.asynq2), "asynq_same_work_msgs/s")
+	b.ReportMetric(rateOf(n, r.gateway)/rateOf(n, r.asynq2), "ratio_same_work")
 	b.ReportMetric(ms(r.lat.p50), "accept_p50_ms")
 	b.ReportMetric(ms(r.lat.p99), "accept_p99_ms")
 	b.ReportMetric(r.gwMem.perMsg, "gw_redis_B/msg")
@@ -150,6 +155,148 @@ func (e *env) runAsynq(n, concurrency int) (time.Duration, usage) {
 		b.Fatalf("bare asynq: only %d of %d tasks processed after %s", processed.Load(), n, timeout)
 	}
 	return 0, usage{}
+}
+
+// ---------------------------------------------------------------------------
+// (a2) bare Asynq doing the same provider work
+
+// a2Task is the payload of an (a2) task: what the handler needs to send the
+// message, so it reads nothing else.
+type a2Task struct {
+	ID   string `json:"id"`
+	To   string `json:"to"`
+	Body string `json:"body"`
+}
+
+// runAsynqSameWork is (a) with the provider work of (b): each task's handler
+// sends one SMS through the real twilio-go client (the real SMS channel, on
+// the benchmark's loopback-guarded transport) to a fresh simulator, whose
+// signed status callbacks go to a bare net/http receiver that only counts
+// them. It returns the time from the first enqueue until the simulator has
+// delivered 2n callbacks.
+func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
+	b := e.b
+	e.reset()
+	rdb := e.newRedis()
+	defer rdb.Close()
+	tally := newRedisTally()
+	rdb.AddHook(tally)
+
+	var sim *twiliosim.Server
+	labelled("simulator", func() { sim = twiliosim.New(twiliosim.Options{NoRecord: true}) })
+	defer sim.Close()
+	// Runs first: the provider transport's spare connections that never
+	// carried a request would hold up sim.Close (net/http's Shutdown waits 5s
+	// for such "new" connections before it counts them idle).
+	defer e.guard.base.CloseIdleConnections()
+
+	// The callback receiver: counts and answers 204, nothing else.
+	var received atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatalf("same-work asynq: listen: %v", err)
+	}
+	rcv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			received.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	labelled("callback-receiver", func() { go rcv.Serve(ln) })
+	defer rcv.Close()
+
+	// Built as service.New builds the gateway's channel, from the same
+	// configuration (b) uses, with the receiver as the public URL.
+	cfg := e.baseConfig(sim)
+	cfg.PublicURL = "http://" + ln.Addr().String()
+	sms, err := twilio.NewSMS(twilio.Config{
+		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
+		MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
+		Timeout: cfg.Worker.ProviderTimeout, Transport: e.guard, Logger: e.log,
+	})
+	if err != nil {
+		b.Fatalf("same-work asynq: twilio.NewSMS: %v", err)
+	}
+
+	var sendErrs atomic.Int64
+	var firstSendErr atomic.Value
+	h := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		var p a2Task
+		err := json.Unmarshal(t.Payload(), &p)
+		if err == nil {
+			_, err = sms.Send(ctx, channels.Message{ID: p.ID, Tenant: tenant, To: ledger.Recipient{Phone: p.To}, Body: p.Body})
+		}
+		if err != nil {
+			sendErrs.Add(1)
+			firstSendErr.CompareAndSwap(nil, err.Error())
+		}
+		return err
+	})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   map[string]int{"bench": 1},
+		TaskCheckInterval:        pollInterval,
+		DelayedTaskCheckInterval: delayedPollInterval,
+		Logger:                   nopLogger{},
+		LogLevel:                 asynq.ErrorLevel,
+	})
+	labelled("asynq-server", func() { err = srv.Start(h) })
+	if err != nil {
+		b.Fatalf("same-work asynq: start server: %v", err)
+	}
+	defer srv.Shutdown()
+	cl := asynq.NewClientFromRedisClient(rdb)
+	defer cl.Close()
+
+	var msg struct {
+		To   struct{ Phone string }
+		Body string
+	}
+	if err := json.Unmarshal(msgJSON, &msg); err != nil {
+		b.Fatalf("same-work asynq: %v", err)
+	}
+
+	ctx := context.Background()
+	meter := e.startMeter(tally, "asynq-same-work")
+	start := time.Now()
+	failed, firstErr := parallel(n, httpClients, func(int) error {
+		payload, err := json.Marshal(a2Task{ID: ledger.NewID(), To: msg.To.Phone, Body: msg.Body})
+		if err != nil {
+			return err
+		}
+		_, err = cl.EnqueueContext(ctx, asynq.NewTask("bench:sms", payload, asynq.Queue("bench")))
+		return err
+	})
+	if failed > 0 {
+		b.Fatalf("same-work asynq: %d of %d enqueues failed; first: %v", failed, n, firstErr)
+	}
+	timeout := timeoutFor(n)
+	deadline := time.Now().Add(timeout)
+	var end time.Time
+	for {
+		st := sim.Stats()
+		if st.CallbackErrors > 0 || sendErrs.Load() > 0 {
+			b.Fatalf("same-work asynq: %d sends failed (first: %v), %d status callbacks failed (sim stats %+v)",
+				sendErrs.Load(), firstSendErr.Load(), st.CallbackErrors, st)
+		}
+		if st.Callbacks >= 2*n {
+			end = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("same-work asynq: after %s the simulator accepted %d of %d messages and made %d of %d callbacks",
+				timeout, st.Accepted, n, st.Callbacks, 2*n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	use := meter.stop(end.Sub(start))
+	if st := sim.Stats(); st.Accepted != n || st.Callbacks != 2*n || received.Load() != int64(2*n) {
+		b.Fatalf("same-work asynq: want %d messages and %d callbacks; simulator accepted %d and made %d callbacks, receiver counted %d",
+			n, 2*n, st.Accepted, st.Callbacks, received.Load())
+	}
+	return end.Sub(start), use
 }
 
 // ---------------------------------------------------------------------------
@@ -689,15 +836,15 @@ func (t *loopbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 type report struct {
 	n, m, concurrency, mainPool, crisisPool int
 	redisVersion, loadBefore, loadAfter     string
-	asynq, gateway, accepted                time.Duration
-	asynqUse, gwUse                         usage
+	asynq, asynq2, gateway, accepted        time.Duration
+	asynqUse, asynq2Use, gwUse              usage
 	lat                                     latency
 	gwMem, asynqMem                         memory
 }
 
 func (r report) print(w io.Writer) {
-	asynqRate, gwRate := rateOf(r.n, r.asynq), rateOf(r.n, r.gateway)
-	ratio := gwRate / asynqRate
+	asynqRate, asynq2Rate, gwRate := rateOf(r.n, r.asynq), rateOf(r.n, r.asynq2), rateOf(r.n, r.gateway)
+	ratio, ratio2 := gwRate/asynqRate, gwRate/asynq2Rate
 	verdict := "OK"
 	if ratio < targetRatio {
 		verdict = "BELOW TARGET"
@@ -710,17 +857,19 @@ func (r report) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "phase\tmessages\ttime\tmsgs/s\n")
 	fmt.Fprintf(tw, "(a) bare Asynq, no-op handler (first enqueue → last processed)\t%d\t%s\t%.0f\n", r.n, r.asynq.Round(time.Millisecond), asynqRate)
+	fmt.Fprintf(tw, "(a2) bare Asynq, same provider work (first enqueue → 2N callbacks received)\t%d\t%s\t%.0f\n", r.n, r.asynq2.Round(time.Millisecond), asynq2Rate)
 	fmt.Fprintf(tw, "(b) gateway end to end (first POST → last delivered in ledger)\t%d\t%s\t%.0f\n", r.n, r.gateway.Round(time.Millisecond), gwRate)
 	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", r.n, r.accepted.Round(time.Millisecond), rateOf(r.n, r.accepted))
 	tw.Flush()
-	fmt.Fprintf(w, "\nratio (b)/(a) = %.2f   (target ≥ %.1f)   %s\n", ratio, targetRatio, verdict)
+	fmt.Fprintf(w, "\nratio (b)/(a)  = %.2f   vs a no-op Asynq task (the target ≥ %.1f)   %s\n", ratio, targetRatio, verdict)
+	fmt.Fprintf(w, "ratio (b)/(a2) = %.2f   vs Asynq doing the same provider work, without the gateway's ledger, API and guarantees\n", ratio2)
 	fmt.Fprintf(w, "\nwhere it goes (per message; 'bench process' is client + gateway + simulator, one process):\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "    \tRedis round trips\tredis-server CPU\tbench process CPU\tCPU busy (of %d cores)\tprovider connections opened\n", runtime.NumCPU())
 	for _, u := range []struct {
 		name string
 		u    usage
-	}{{"(a) bare Asynq", r.asynqUse}, {"(b) gateway", r.gwUse}} {
+	}{{"(a) bare Asynq", r.asynqUse}, {"(a2) Asynq, same work", r.asynq2Use}, {"(b) gateway", r.gwUse}} {
 		fmt.Fprintf(tw, "    %s\t%.1f\t%.0fµs\t%.0fµs\t%.0f%%\t%.2f\n", u.name, float64(u.u.trips)/float64(r.n),
 			u.u.redisCPU.Seconds()*1e6/float64(r.n), u.u.procCPU.Seconds()*1e6/float64(r.n),
 			100*(u.u.redisCPU+u.u.procCPU).Seconds()/u.u.wall.Seconds()/float64(runtime.NumCPU()),
@@ -730,7 +879,7 @@ func (r report) print(w io.Writer) {
 	for _, u := range []struct {
 		name string
 		u    usage
-	}{{"(a) bare Asynq", r.asynqUse}, {"(b) gateway", r.gwUse}} {
+	}{{"(a) bare Asynq", r.asynqUse}, {"(a2) Asynq, same work", r.asynq2Use}, {"(b) gateway", r.gwUse}} {
 		u.u.printCallers(w, u.name, r.n)
 	}
 	l := r.lat
