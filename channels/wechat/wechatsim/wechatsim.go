@@ -1,0 +1,504 @@
+// Package wechatsim is a loopback simulator of the WeChat official account
+// API the gateway uses. It speaks WeChat's real wire format (JSON, with the
+// error inside an HTTP 200 answer as {"errcode":N,"errmsg":"…"}), so
+// silenceper/wechat works against it end to end without credentials or
+// network access.
+//
+// It serves:
+//
+//	GET  /cgi-bin/token?grant_type=client_credential&appid=&secret=
+//	POST /cgi-bin/stable_token
+//	POST /cgi-bin/message/custom/send?access_token=
+//	POST /cgi-bin/message/template/send?access_token=
+//
+// It checks the app credentials (40013, 40125), rejects unknown tokens
+// (40001) and expired ones (42001), counts token fetches, records every
+// request with its decoded JSON, and can be scripted to answer the next
+// sends with given errcodes. Optionally it enforces the customer-service
+// window itself (off by default). It listens on 127.0.0.1 only, is meant
+// for tests and local development, and logs nothing.
+package wechatsim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// Paths the simulator serves.
+const (
+	TokenPath        = "/cgi-bin/token"
+	StableTokenPath  = "/cgi-bin/stable_token"
+	CustomSendPath   = "/cgi-bin/message/custom/send"
+	TemplateSendPath = "/cgi-bin/message/template/send"
+)
+
+// WeChat errcodes the simulator answers with.
+const (
+	CodeSystemBusy        = -1
+	CodeInvalidCredential = 40001 // unknown access token
+	CodeInvalidGrantType  = 40002
+	CodeInvalidOpenID     = 40003
+	CodeInvalidMsgType    = 40008
+	CodeInvalidAppID      = 40013
+	CodeInvalidTemplateID = 40037
+	CodeInvalidAppSecret  = 40125
+	CodeTokenMissing      = 41001
+	CodeTokenExpired      = 42001
+	CodeNotFollowing      = 43004
+	CodeEmptyContent      = 44004
+	CodeDailyQuota        = 45009
+	CodeOutOfTimeLimit    = 45015
+	CodeOverQuota         = 45047
+	CodeBadJSON           = 47001
+)
+
+var errmsgs = map[int]string{
+	CodeSystemBusy:        "system error",
+	CodeInvalidCredential: "invalid credential, access_token is invalid or not latest",
+	CodeInvalidGrantType:  "invalid grant_type",
+	CodeInvalidOpenID:     "invalid openid",
+	CodeInvalidMsgType:    "invalid message type",
+	CodeInvalidAppID:      "invalid appid",
+	CodeInvalidTemplateID: "invalid template_id",
+	CodeInvalidAppSecret:  "invalid appsecret",
+	CodeTokenMissing:      "access_token missing",
+	CodeTokenExpired:      "access_token expired",
+	CodeNotFollowing:      "require subscribe",
+	CodeEmptyContent:      "empty content",
+	CodeDailyQuota:        "reach max api daily quota limit",
+	CodeOutOfTimeLimit:    "response out of time limit or subscription is canceled",
+	CodeOverQuota:         "out of response count limit",
+	CodeBadJSON:           "data format error",
+}
+
+// Errmsg is the errmsg the simulator answers for a code.
+func Errmsg(code int) string {
+	if m, ok := errmsgs[code]; ok {
+		return m
+	}
+	return "simulated error"
+}
+
+// Options configure a simulator.
+type Options struct {
+	// AppID and AppSecret are the credentials the token endpoint accepts;
+	// random when empty (read them back with AppID and AppSecret).
+	AppID, AppSecret string
+	// TokenLifetime is the expires_in of issued tokens; 7,200 s when zero.
+	TokenLifetime time.Duration
+	// EnforceWindow makes customer-service sends obey the windows opened
+	// with Interact: 45015 outside one, 45047 once its quota is used.
+	EnforceWindow bool
+	// Now is the simulator's clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Request is a request the simulator received.
+type Request struct {
+	Method string
+	Path   string
+	Query  url.Values
+	// JSON is the decoded body of a POST (nil when it was not a JSON object).
+	JSON map[string]any
+	// ErrCode is the errcode the simulator answered.
+	ErrCode int
+}
+
+// Server is a running simulator.
+type Server struct {
+	appID, appSecret string
+	lifetime         time.Duration
+	enforce          bool
+	now              func() time.Time
+	url              string
+	srv              *http.Server
+	serveDone        chan struct{}
+	closeOnce        sync.Once
+
+	mu       sync.Mutex
+	tokens   map[string]time.Time // token → expiry
+	stable   string               // the current stable token
+	fetches  int
+	script   []int
+	latency  time.Duration
+	requests []Request
+	windows  map[string]*window
+	custom   int
+	template int
+	msgID    int64
+}
+
+type window struct {
+	exp  time.Time
+	left int
+}
+
+// New starts a simulator on a free 127.0.0.1 port.
+func New(opts Options) *Server {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("wechatsim: listen on loopback: %v", err))
+	}
+	s := &Server{
+		appID: opts.AppID, appSecret: opts.AppSecret, lifetime: opts.TokenLifetime,
+		enforce: opts.EnforceWindow, now: opts.Now,
+		url:       "http://" + ln.Addr().String(),
+		serveDone: make(chan struct{}),
+		tokens:    map[string]time.Time{},
+		windows:   map[string]*window{},
+		msgID:     4_000_000_000_000_000_000,
+	}
+	if s.appID == "" {
+		s.appID = "wx" + randHex(8)
+	}
+	if s.appSecret == "" {
+		s.appSecret = randHex(16)
+	}
+	if s.lifetime <= 0 {
+		s.lifetime = 7200 * time.Second
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+TokenPath, s.token)
+	mux.HandleFunc("POST "+StableTokenPath, s.stableToken)
+	mux.HandleFunc("POST "+CustomSendPath, s.customSend)
+	mux.HandleFunc("POST "+TemplateSendPath, s.templateSend)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.serveDone)
+		_ = s.srv.Serve(ln)
+	}()
+	return s
+}
+
+// URL returns the simulator's base URL, http://127.0.0.1:port.
+func (s *Server) URL() string { return s.url }
+
+// AppID returns the app id the simulator accepts.
+func (s *Server) AppID() string { return s.appID }
+
+// AppSecret returns the app secret the simulator accepts.
+func (s *Server) AppSecret() string { return s.appSecret }
+
+// Close stops the simulator.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.srv.Shutdown(ctx)
+		<-s.serveDone
+	})
+}
+
+// Script makes the next sends (custom or template, in arrival order, after
+// the token check) answer these errcodes; 0 lets a send through as usual.
+func (s *Server) Script(errcodes ...int) {
+	s.mu.Lock()
+	s.script = append(s.script, errcodes...)
+	s.mu.Unlock()
+}
+
+// SetLatency holds every answer back by d.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	s.latency = d
+	s.mu.Unlock()
+}
+
+// ExpireTokens makes every token issued so far expired (42001).
+func (s *Server) ExpireTokens() {
+	s.mu.Lock()
+	now := s.now()
+	for t := range s.tokens {
+		s.tokens[t] = now
+	}
+	s.mu.Unlock()
+}
+
+// TokenFetches is how many token requests were made (both endpoints).
+func (s *Server) TokenFetches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fetches
+}
+
+// Tokens returns the tokens issued so far.
+func (s *Server) Tokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.tokens))
+	for t := range s.tokens {
+		out = append(out, t)
+	}
+	return out
+}
+
+// Requests returns the requests received so far.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Accepted returns how many customer-service and template messages were
+// accepted.
+func (s *Server) Accepted() (custom, template int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.custom, s.template
+}
+
+// Interact opens a customer-service window for openid, as a user
+// interaction would: quota messages until now+d. It matters only with
+// Options.EnforceWindow.
+func (s *Server) Interact(openid string, quota int, d time.Duration) {
+	s.mu.Lock()
+	s.windows[openid] = &window{exp: s.now().Add(d), left: quota}
+	s.mu.Unlock()
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	s.answerToken(w, r, q.Get("grant_type"), q.Get("appid"), q.Get("secret"), nil)
+}
+
+func (s *Server) stableToken(w http.ResponseWriter, r *http.Request) {
+	obj := readJSON(r)
+	if obj == nil {
+		s.mu.Lock()
+		s.fetches++
+		s.mu.Unlock()
+		s.record(r, nil, CodeBadJSON)
+		s.reply(w, r, map[string]any{"errcode": CodeBadJSON, "errmsg": Errmsg(CodeBadJSON)})
+		return
+	}
+	grant, _ := obj["grant_type"].(string)
+	appid, _ := obj["appid"].(string)
+	secret, _ := obj["secret"].(string)
+	s.answerToken(w, r, grant, appid, secret, obj)
+}
+
+// answerToken issues a token; a stable token (obj != nil) is reused while
+// valid unless force_refresh is set, as WeChat does.
+func (s *Server) answerToken(w http.ResponseWriter, r *http.Request, grant, appid, secret string, obj map[string]any) {
+	s.mu.Lock()
+	s.fetches++
+	s.mu.Unlock()
+	code := 0
+	switch {
+	case grant != "client_credential":
+		code = CodeInvalidGrantType
+	case appid != s.appID:
+		code = CodeInvalidAppID
+	case secret != s.appSecret:
+		code = CodeInvalidAppSecret
+	}
+	s.record(r, obj, code)
+	if code != 0 {
+		s.reply(w, r, map[string]any{"errcode": code, "errmsg": Errmsg(code)})
+		return
+	}
+	s.mu.Lock()
+	now := s.now()
+	force, _ := obj["force_refresh"].(bool)
+	tok := s.stable
+	if exp, ok := s.tokens[tok]; obj == nil || force || !ok || !now.Before(exp) {
+		tok = randHex(32)
+		s.tokens[tok] = now.Add(s.lifetime)
+		if obj != nil {
+			s.stable = tok
+		}
+	}
+	left := s.tokens[tok].Sub(now)
+	s.mu.Unlock()
+	s.reply(w, r, map[string]any{"access_token": tok, "expires_in": int(left / time.Second)})
+}
+
+// checkToken returns the errcode for the request's access token (0: valid).
+func (s *Server) checkToken(r *http.Request) int {
+	tok := r.URL.Query().Get("access_token")
+	if tok == "" {
+		return CodeTokenMissing
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.tokens[tok]
+	switch {
+	case !ok:
+		return CodeInvalidCredential
+	case !s.now().Before(exp):
+		return CodeTokenExpired
+	}
+	return 0
+}
+
+// scripted pops the next scripted errcode; ok is false when none is left.
+func (s *Server) scripted() (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.script) == 0 {
+		return 0, false
+	}
+	c := s.script[0]
+	s.script = s.script[1:]
+	return c, true
+}
+
+func (s *Server) customSend(w http.ResponseWriter, r *http.Request) {
+	obj := readJSON(r)
+	code := s.checkToken(r)
+	if code == 0 {
+		if c, ok := s.scripted(); ok {
+			code = c
+		}
+	}
+	if code == 0 {
+		code = validateCustom(obj)
+	}
+	if code == 0 && s.enforce {
+		code = s.useWindow(obj["touser"].(string))
+	}
+	s.record(r, obj, code)
+	if code == 0 {
+		s.mu.Lock()
+		s.custom++
+		s.mu.Unlock()
+	}
+	s.reply(w, r, map[string]any{"errcode": code, "errmsg": errmsgOrOK(code)})
+}
+
+func validateCustom(obj map[string]any) int {
+	if obj == nil {
+		return CodeBadJSON
+	}
+	if to, _ := obj["touser"].(string); to == "" {
+		return CodeInvalidOpenID
+	}
+	switch obj["msgtype"] {
+	case "text":
+		text, _ := obj["text"].(map[string]any)
+		if content, _ := text["content"].(string); content == "" {
+			return CodeEmptyContent
+		}
+	case "image", "voice", "video", "music", "news", "mpnews", "mpnewsarticle", "msgmenu", "wxcard", "miniprogrampage":
+	default:
+		return CodeInvalidMsgType
+	}
+	return 0
+}
+
+func (s *Server) useWindow(openid string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	win, ok := s.windows[openid]
+	switch {
+	case !ok || !s.now().Before(win.exp):
+		return CodeOutOfTimeLimit
+	case win.left <= 0:
+		return CodeOverQuota
+	}
+	win.left--
+	return 0
+}
+
+func (s *Server) templateSend(w http.ResponseWriter, r *http.Request) {
+	obj := readJSON(r)
+	code := s.checkToken(r)
+	if code == 0 {
+		if c, ok := s.scripted(); ok {
+			code = c
+		}
+	}
+	if code == 0 {
+		code = validateTemplate(obj)
+	}
+	s.record(r, obj, code)
+	if code != 0 {
+		s.reply(w, r, map[string]any{"errcode": code, "errmsg": Errmsg(code)})
+		return
+	}
+	s.mu.Lock()
+	s.template++
+	s.msgID++
+	id := s.msgID
+	s.mu.Unlock()
+	s.reply(w, r, map[string]any{"errcode": 0, "errmsg": "ok", "msgid": id})
+}
+
+func validateTemplate(obj map[string]any) int {
+	if obj == nil {
+		return CodeBadJSON
+	}
+	if to, _ := obj["touser"].(string); to == "" {
+		return CodeInvalidOpenID
+	}
+	if id, _ := obj["template_id"].(string); id == "" {
+		return CodeInvalidTemplateID
+	}
+	if d, ok := obj["data"]; ok && d != nil {
+		if _, isObj := d.(map[string]any); !isObj {
+			return CodeBadJSON
+		}
+	}
+	return 0
+}
+
+func errmsgOrOK(code int) string {
+	if code == 0 {
+		return "ok"
+	}
+	return Errmsg(code)
+}
+
+// readJSON decodes a JSON object body; nil when it is not one.
+func readJSON(r *http.Request) map[string]any {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil
+	}
+	var obj map[string]any
+	if json.Unmarshal(body, &obj) != nil {
+		return nil
+	}
+	return obj
+}
+
+func (s *Server) record(r *http.Request, obj map[string]any, code int) {
+	s.mu.Lock()
+	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), JSON: obj, ErrCode: code})
+	s.mu.Unlock()
+}
+
+// reply answers as WeChat does: HTTP 200 with a JSON body, errors included.
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, v map[string]any) {
+	s.mu.Lock()
+	d := s.latency
+	s.mu.Unlock()
+	if d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json; encoding=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
