@@ -74,16 +74,24 @@ func NewSMS(cfg Config) (*SMS, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &SMS{cfg: cfg, validator: client.NewRequestValidator(cfg.AuthToken),
-		log: cfg.Logger.With("comp", "channel", "channel", "sms")}
-	if cfg.APIURL != DefaultAPIURL {
-		u, err := url.Parse(cfg.APIURL)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("twilio: API URL %q is not an absolute URL", cfg.APIURL)
-		}
-		s.target = u
+	target, err := apiTarget(cfg.APIURL)
+	if err != nil {
+		return nil, err
 	}
-	return s, nil
+	return &SMS{cfg: cfg, target: target, validator: client.NewRequestValidator(cfg.AuthToken),
+		log: cfg.Logger.With("comp", "channel", "channel", "sms")}, nil
+}
+
+// apiTarget returns the host API calls are rerouted to, nil for Twilio's own.
+func apiTarget(apiURL string) (*url.URL, error) {
+	if apiURL == DefaultAPIURL {
+		return nil, nil
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("twilio: API URL %q is not an absolute URL", apiURL)
+	}
+	return u, nil
 }
 
 // Name is the channel's API name.
@@ -120,17 +128,22 @@ func (s *SMS) Send(ctx context.Context, m channels.Message) (channels.Result, er
 }
 
 func (s *SMS) client(tr http.RoundTripper) *client.Client {
+	return newAPIClient(s.cfg.AccountSID, s.cfg.AuthToken, s.cfg.Timeout, tr)
+}
+
+// newAPIClient returns a twilio-go client for one API call over tr.
+func newAPIClient(accountSID, authToken string, timeout time.Duration, tr http.RoundTripper) *client.Client {
 	c := &client.Client{
-		Credentials: client.NewCredentials(s.cfg.AccountSID, s.cfg.AuthToken),
+		Credentials: client.NewCredentials(accountSID, authToken),
 		HTTPClient: &http.Client{
 			Transport: tr,
-			Timeout:   s.cfg.Timeout,
+			Timeout:   timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},
 		},
 	}
-	c.SetAccountSid(s.cfg.AccountSID)
+	c.SetAccountSid(accountSID)
 	return c
 }
 
@@ -161,6 +174,12 @@ var errorClasses = map[int]channels.Class{
 var numberLike = regexp.MustCompile(`\+?\d[\d\s().-]{5,}\d`)
 
 func classify(err error, tr *callTransport) *channels.SendError {
+	return classifyWith(err, tr, nil)
+}
+
+// classifyWith classifies like classify, looking a Twilio error code up in
+// extra (a channel's own codes) before errorClasses.
+func classifyWith(err error, tr *callTransport, extra map[int]channels.Class) *channels.SendError {
 	var te *client.TwilioRestError
 	if errors.As(err, &te) {
 		status := te.Status
@@ -169,7 +188,11 @@ func classify(err error, tr *callTransport) *channels.SendError {
 		}
 		se := &channels.SendError{Code: strconv.Itoa(te.Code), HTTPStatus: status,
 			Message: numberLike.ReplaceAllString(te.Message, "[number]"), Err: err}
-		if c, ok := errorClasses[te.Code]; ok {
+		c, ok := extra[te.Code]
+		if !ok {
+			c, ok = errorClasses[te.Code]
+		}
+		if ok {
 			se.Class = c
 		} else {
 			switch {

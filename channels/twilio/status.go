@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/twilio/twilio-go/client"
+
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/ledger"
 )
@@ -103,6 +105,11 @@ func validSid(s, prefix string) bool {
 
 // ValidSignature checks X-Twilio-Signature against the public URL Twilio called.
 func (s *SMS) ValidSignature(r channels.WebhookRequest) bool {
+	return validSignature(s.validator, r)
+}
+
+// validSignature checks a webhook's X-Twilio-Signature with validator.
+func validSignature(validator client.RequestValidator, r channels.WebhookRequest) bool {
 	sig := r.Header.Get("X-Twilio-Signature")
 	if sig == "" {
 		return false
@@ -114,7 +121,7 @@ func (s *SMS) ValidSignature(r channels.WebhookRequest) bool {
 		}
 		params[k] = v[0]
 	}
-	return s.validator.Validate(r.URL, params, sig)
+	return validator.Validate(r.URL, params, sig)
 }
 
 // Routes declares the status callback webhook.

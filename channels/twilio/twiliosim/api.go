@@ -57,6 +57,9 @@ type outbound struct {
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Messages.json", s.handleCreate)
+	if s.voiceOn {
+		s.voiceRoutes(mux)
+	}
 	mux.HandleFunc("/", s.handleNotFound)
 	return mux
 }

@@ -10,6 +10,10 @@
 // callbacks (sent, then delivered/undelivered/failed) to loopback
 // StatusCallback URLs. It never contacts a non-loopback address.
 //
+// With Options.Voice it also serves the Calls API (Calls.json): it calls
+// back like Twilio's voice platform, fetching the call's TwiML, pressing
+// programmed keys, making recordings it serves as WAV media (see voice.go).
+//
 // It is meant for tests, benchmarks and the local dev command. It logs
 // neither phone numbers nor message bodies.
 package twiliosim
@@ -126,6 +130,10 @@ type Options struct {
 	// NoRecord keeps only counters (see Stats): Requests, Callbacks and
 	// MessagesTo then report nothing. Use it for long benchmarks.
 	NoRecord bool
+	// Voice serves the Calls API too (see voice.go): Calls.json, the
+	// calls' webhooks and recording media. Without it those paths answer
+	// 404 like every resource the simulator does not implement.
+	Voice bool
 }
 
 // Server is a running Twilio simulator. All methods are safe for
@@ -137,6 +145,7 @@ type Server struct {
 	cbDelay    time.Duration
 	log        *slog.Logger
 	noRecord   bool
+	voiceOn    bool
 
 	srv       *http.Server
 	serveDone chan struct{}
@@ -162,6 +171,7 @@ type Server struct {
 	inFlight  int
 	pending   int
 	idle      chan struct{} // closed whenever pending == 0
+	voice     voiceState
 }
 
 // Request is one HTTP request the simulator answered, as recorded for
@@ -182,7 +192,8 @@ type Request struct {
 	Reply int
 	// Code is the Twilio error code answered, 0 on success.
 	Code int
-	// SID is the message SID created, empty unless Reply is 201.
+	// SID is the message SID created, empty unless Reply is 201 (with
+	// Options.Voice: the call SID created, or the recording SID served).
 	SID string
 }
 
@@ -212,7 +223,7 @@ type Stats struct {
 	Requests int
 	// Accepted counts messages created (201 answers).
 	Accepted int
-	// Rejected counts every non-201 answer.
+	// Rejected counts every error answer (4xx and 5xx).
 	Rejected int
 	// Callbacks counts status callbacks attempted.
 	Callbacks int
@@ -223,6 +234,13 @@ type Stats struct {
 	// right now (for instance waiting out their latency). Reset leaves it
 	// alone.
 	InFlight int
+	// Calls counts calls created (201 answers of Calls.json).
+	Calls int
+	// CallWebhooks counts requests made for calls (progress callbacks,
+	// TwiML fetches, actions, recording callbacks); CallWebhookErrors
+	// those refused, failed, or answered with a non-2xx status.
+	CallWebhooks      int
+	CallWebhookErrors int
 }
 
 // errNonLoopback is reported for callbacks whose host is not loopback.
@@ -242,6 +260,8 @@ func New(opts Options) *Server {
 		cbDelay:    opts.CallbackDelay,
 		log:        opts.Logger,
 		noRecord:   opts.NoRecord,
+		voiceOn:    opts.Voice,
+		voice:      voiceState{calls: map[string]*CallRecord{}, recordings: map[string]int{}},
 		serveDone:  make(chan struct{}),
 		closing:    make(chan struct{}),
 		final:      StatusDelivered,
@@ -401,7 +421,7 @@ func (s *Server) MessagesTo(to string) int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, r := range s.requests {
-		if r.Reply == http.StatusCreated && r.Form.Get("To") == to {
+		if r.Reply == http.StatusCreated && strings.HasPrefix(r.SID, "SM") && r.Form.Get("To") == to {
 			n++
 		}
 	}
@@ -433,6 +453,8 @@ func (s *Server) Reset() {
 	s.mu.Lock()
 	s.requests, s.callbacks, s.script = nil, nil, nil
 	s.stats = Stats{}
+	s.voice.plans, s.voice.order = nil, nil
+	s.voice.calls = map[string]*CallRecord{} // calls still running are no longer recorded
 	s.mu.Unlock()
 }
 
