@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -166,7 +167,17 @@ func NewDefaultConfig() Config {
 		WeChat:             WeChatConfig{APIURL: "https://api.weixin.qq.com"},
 		Email:              EmailConfig{PoolSize: 4},
 		RecordingRetention: 90 * 24 * time.Hour,
+		BlobURL:            defaultBlobURL(),
 	}
+}
+
+// defaultBlobURL is data/blobs under the working directory.
+func defaultBlobURL() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		wd = os.TempDir()
+	}
+	return "file://" + filepath.ToSlash(wd) + "/data/blobs?create_dir=true"
 }
 
 // Vars lists every environment variable the loader reads, for --help and docs.
@@ -301,11 +312,6 @@ func Load(getenv func(string) string) (Config, error) {
 	str("EMAIL_FROM", &c.Email.From)
 	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
 	str("BLOB_URL", &c.BlobURL)
-	if c.BlobURL == "" {
-		if wd, err := os.Getwd(); err == nil {
-			c.BlobURL = "file://" + wd + "/data/blobs?create_dir=true"
-		}
-	}
 	dur("RECORDING_RETENTION", &c.RecordingRetention)
 	if v := strings.TrimSpace(getenv("GATEWAY_API_KEYS")); v != "" {
 		keys, err := ParseAPIKeys(v)

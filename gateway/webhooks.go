@@ -89,7 +89,9 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 }
 
 func (r receiver) Redial(ctx context.Context, id, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error {
-	at := time.Now().Add(after)
+	// Asynq schedules in whole seconds (truncating): aim at one, so the call
+	// is not placed before the time the history gives.
+	at := time.Now().Add(after).Truncate(time.Second).Add(time.Second)
 	again, err := r.l.Redial(ctx, id, providerID, maxRedials, at, reason)
 	if err != nil || !again {
 		if errors.Is(err, ledger.ErrNotFound) {

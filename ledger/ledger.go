@@ -546,7 +546,8 @@ func (l *Ledger) Redial(ctx context.Context, id, providerID string, maxRedials i
 	r := retryAt.UTC()
 	retry := eventJSON(Event{Status: StatusSent, At: now, Error: &reason, RetryAt: &r, Detail: "not answered; calling again"})
 	final := eventJSON(Event{Status: StatusUndelivered, At: now, Error: &reason, Detail: "not answered; no calls left"})
-	n, err := redialScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, providerID, maxRedials, ms(now), retry, final).Int()
+	n, err := redialScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, providerID, maxRedials, ms(now), retry, final,
+		reason.Code, reason.Message).Int()
 	switch {
 	case err != nil:
 		return false, err

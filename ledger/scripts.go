@@ -129,7 +129,7 @@ return {'ok'}
 
 // redialScript retires the provider attempt of a message whose call was
 // not answered, so the message can be sent again (a new call). KEYS msg,
-// events  ARGV provider_id, max_redials, now, event_retry, event_final
+// events  ARGV provider_id, max_redials, now, event_retry, event_final, err_code, err_msg
 // Returns 1 redial scheduled, 0 no redials left (the message is now
 // undelivered), -1 unknown message or another provider id, 2 duplicate.
 var redialScript = redis.NewScript(`
@@ -139,6 +139,7 @@ if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then return 2 end
 if h[2] ~= ARGV[1] then return -1 end
 if tonumber(h[1]) >= 3 then return 2 end
 local n = tonumber(h[3] or '0')
+redis.call('HSET', KEYS[1], 'err_code', ARGV[6], 'err_msg', ARGV[7])
 if n >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'status', 'undelivered', 'rank', 3, 'updated_at', ARGV[3])
   redis.call('RPUSH', KEYS[2], ARGV[5])

@@ -15,6 +15,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/redistest"
@@ -48,6 +49,7 @@ type env struct {
 	t     *testing.T
 	redis *redistest.Server
 	sim   *twiliosim.Server
+	wsim  *wechatsim.Server
 	svc   *service.Service
 	cfg   config.Config
 	base  string
@@ -66,8 +68,10 @@ func start(t *testing.T, role config.Role, mutate ...func(*config.Config)) *env 
 func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...func(*config.Config)) *env {
 	t.Helper()
 	e := &env{t: t, redis: rs, logs: &logBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
-	e.sim = twiliosim.New(twiliosim.Options{})
+	e.sim = twiliosim.New(twiliosim.Options{Voice: true})
 	t.Cleanup(e.sim.Close)
+	e.wsim = wechatsim.New(wechatsim.Options{})
+	t.Cleanup(e.wsim.Close)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +82,10 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	cfg.RedisURL = e.redis.URL
 	cfg.APIKeys = map[string]string{keyA: "clinic-a", keyB: "clinic-b"}
 	cfg.Twilio = config.TwilioConfig{AccountSID: e.sim.AccountSID(), AuthToken: e.sim.AuthToken(), From: "+15005550006", APIURL: e.sim.URL()}
+	cfg.Voice.From = "+15005550006"
+	cfg.Voice.CallsPerSecond = 50
+	cfg.WeChat = config.WeChatConfig{AppID: e.wsim.AppID(), AppSecret: e.wsim.AppSecret(), APIURL: e.wsim.URL()}
+	cfg.BlobURL = "file://" + t.TempDir() + "?create_dir=true"
 	cfg.Worker.PollInterval = 20 * time.Millisecond
 	cfg.Worker.DelayedPollInterval = 100 * time.Millisecond
 	cfg.Worker.ProviderTimeout = 2 * time.Second

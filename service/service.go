@@ -5,6 +5,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +18,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -32,6 +33,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Listener, when set, is used instead of listening on Config.Addr.
 	Listener net.Listener
+	// EmailTLS, when set, is the TLS configuration of SMTP connections
+	// (tests trust their own certificate authority with it).
+	EmailTLS *tls.Config
 }
 
 // Service is a running gateway process (API, workers, or both).
@@ -41,11 +45,15 @@ type Service struct {
 	Redis    redis.UniversalClient
 	Ledger   *ledger.Ledger
 	Channels *channels.Registry
-	API      *gateway.Server
-	Workers  *workers.Server
+	// Recordings is the blob store of call recordings (nil without voice).
+	Recordings *recordings.Store
+	API        *gateway.Server
+	Workers    *workers.Server
 
 	client     *asynq.Client
 	inspector  *asynq.Inspector
+	closers    []func() error
+	stopSweep  context.CancelFunc
 	ln         net.Listener
 	serveErr   chan error
 	health     *http.Server
@@ -67,22 +75,28 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), log: o.Logger, ln: o.Listener}
 
-	sms, err := twilio.NewSMS(twilio.Config{
-		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
-		MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
-		Timeout: cfg.Worker.ProviderTimeout, Transport: o.Transport, Logger: o.Logger,
-	})
+	chs, closers, err := buildChannels(cfg, rdb, o)
 	if err != nil {
 		rdb.Close()
 		return nil, err
 	}
-	s.Channels = channels.NewRegistry(sms)
+	s.closers = closers
+	s.Channels = channels.NewRegistry(chs...)
+	if hasRecordings(chs) {
+		store, err := recordings.Open(context.Background(), cfg.BlobURL)
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
+		s.Recordings = store
+		s.closers = append(s.closers, store.Close)
+	}
 
 	if role&config.RoleAPI != 0 {
 		s.client = asynq.NewClientFromRedisClient(rdb)
 		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels,
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
@@ -91,7 +105,12 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Logger: o.Logger.With("comp", "worker")}
-		s.Workers = workers.NewServer(rdb, h, s.Channels.Names(), workers.ServerConfig{
+		hs := workers.Handlers{Send: h}
+		if s.Recordings != nil {
+			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
+				Logger: o.Logger.With("comp", "worker")}
+		}
+		s.Workers = workers.NewServer(rdb, hs, s.Channels.Names(), workers.ServerConfig{
 			Concurrency: cfg.Worker.Concurrency, CrisisConcurrency: cfg.Worker.CrisisConcurrency,
 			ShutdownTimeout: cfg.ShutdownTimeout, PollInterval: cfg.Worker.PollInterval,
 			DelayedPollInterval: cfg.Worker.DelayedPollInterval, Logger: o.Logger,
@@ -118,6 +137,11 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.Workers != nil {
 		if err := s.Workers.Start(); err != nil {
 			return fmt.Errorf("workers: %w", err)
+		}
+		if s.Recordings != nil {
+			var sctx context.Context
+			sctx, s.stopSweep = context.WithCancel(context.Background())
+			go workers.SweepRecordings(sctx, s.Recordings, s.Config.RecordingRetention, time.Hour, s.log.With("comp", "worker"))
 		}
 	}
 	if s.API == nil && s.Config.HealthAddr != "" {
@@ -228,6 +252,12 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		errs = append(errs, s.health.Shutdown(ctx))
 	}
 	wg.Wait()
+	if s.stopSweep != nil {
+		s.stopSweep()
+	}
+	for _, c := range s.closers {
+		errs = append(errs, c())
+	}
 	if s.client != nil {
 		_ = s.client.Close()
 	}

@@ -144,6 +144,8 @@ type Hook struct {
 // CallRecord is a created call and everything the simulator did for it.
 type CallRecord struct {
 	SID string
+	// Created is when the create request was accepted.
+	Created time.Time
 	// Form is the create request.
 	Form url.Values
 	Plan CallPlan
@@ -453,7 +455,7 @@ func (s *Server) recordVoiceRequest(r *http.Request, form url.Values, status int
 func (s *Server) startCall(j callJob) {
 	s.mu.Lock()
 	if !s.noRecord {
-		s.voice.calls[j.sid] = &CallRecord{SID: j.sid, Form: j.form, Plan: j.plan, Status: CallQueued}
+		s.voice.calls[j.sid] = &CallRecord{SID: j.sid, Form: j.form, Plan: j.plan, Status: CallQueued, Created: time.Now()}
 		s.voice.order = append(s.voice.order, j.sid)
 	}
 	if s.closed {
