@@ -46,6 +46,12 @@ func TestBadInputGetsAClearProblemAndNothingIsQueued(t *testing.T) {
 		{"an oversized request", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"` + strings.Repeat("b", 20<<10) + `"}`, nil, 413, "larger"},
 		{"an idempotency key over 255 characters", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 300)}, 400, "255"},
 		{"invalid UTF-8 in the body", "{\"channel\":\"sms\",\"to\":{\"phone\":\"+14155550100\"},\"body\":\"\xff\xfe\"}", nil, 400, "UTF-8"},
+		{"a WeChat message without openid", `{"channel":"wechat","to":{},"body":"x"}`, nil, 422, "to.wechat_openid"},
+		{"an email to an invalid address", `{"channel":"email","to":{"email":"nobody"},"subject":"s","body":"x"}`, nil, 422, "to.email"},
+		{"an email without subject", `{"channel":"email","to":{"email":"a@example.org"},"body":"x"}`, nil, 422, "subject"},
+		{"a voice call without phone", `{"channel":"voice","to":{"email":"a@example.org"},"body":"x"}`, nil, 422, "to.phone"},
+		{"a keypad question on an SMS", `{"channel":"sms","to":{"phone":"+14155550100"},"body":"x","gather":{"prompt":"p","digits":"1"}}`, nil, 422, "gather"},
+		{"a WeChat template without template_id", `{"channel":"wechat","to":{"wechat_openid":"oA"},"wechat":{"kind":"template"}}`, nil, 422, "wechat.template_id"},
 		{"several mistakes at once are all listed", `{"channel":"sms","to":{"phone":"nope"},"priority":"x"}`, nil, 422, "to.phone"},
 	}
 	for _, c := range cases {

@@ -140,3 +140,44 @@ func TestAWeChatMessageUsesCustomerServiceTextInsideTheWindow(t *testing.T) {
 		t.Fatalf("inside the window the customer-service text must be used; provider id %q", m.ProviderID)
 	}
 }
+
+func TestAnEmailIsSentOverTLSWithItsSubjectAndBothParts(t *testing.T) {
+	e := start(t, config.RoleAll)
+	body := `{"channel":"email","to":{"email":"patient.wang@example.org"},"subject":"您的检查结果已出","locale":"zh-CN",
+		"body":"请登录患者门户查看。","html":"<p>请登录<b>患者门户</b>查看。</p>","priority":"bulk"}`
+	id := e.send(keyA, body)
+	m := e.waitFor(id, ledger.StatusSent, 10*time.Second)
+	got, err := e.smtp.WaitFor(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got[0]
+	if !r.TLS || r.User != "gateway" || len(r.To) != 1 || r.To[0] != "patient.wang@example.org" {
+		t.Fatalf("envelope: TLS %v, user %q, to %v", r.TLS, r.User, r.To)
+	}
+	if r.Subject != "您的检查结果已出" || !strings.Contains(r.Text, "患者门户") || !strings.Contains(r.HTML, "<b>患者门户</b>") {
+		t.Fatalf("message: subject %q, text %q, html %q", r.Subject, r.Text, r.HTML)
+	}
+	if !strings.Contains(r.Header.Get("Message-Id"), m.ProviderID) || r.Header.Get("List-Unsubscribe") == "" {
+		t.Fatalf("headers: Message-Id %q (provider id %q), List-Unsubscribe %q", r.Header.Get("Message-Id"), m.ProviderID, r.Header.Get("List-Unsubscribe"))
+	}
+	view := e.do("GET", "/v1/messages/"+id, keyA, "")
+	if to := view.Body["to"].(map[string]any)["email"]; to != "p•••@example.org" {
+		t.Fatalf("the API must mask the address: %v", to)
+	}
+	for _, secret := range []string{"patient.wang", "检查结果", "患者门户", smtpPassword} {
+		if strings.Contains(e.logs.String(), secret) {
+			t.Fatalf("logs contain %q", secret)
+		}
+	}
+}
+
+func TestAnEmailRefusedForTheRecipientFailsAtOnce(t *testing.T) {
+	e := start(t, config.RoleAll)
+	e.smtp.Reject(550, "5.1.1 mailbox unavailable")
+	id := e.send(keyA, `{"channel":"email","to":{"email":"gone@example.org"},"subject":"Reminder","body":"x"}`)
+	m := e.waitFor(id, ledger.StatusFailed, 10*time.Second)
+	if m.Error == nil || m.Error.Code != "smtp_550" || m.Attempts != 1 || strings.Contains(m.Error.Message, "gone@example.org") {
+		t.Fatalf("record %+v", m.Error)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/config"
@@ -23,8 +24,9 @@ import (
 )
 
 const (
-	keyA = "clinic-a-key-0123456789"
-	keyB = "clinic-b-key-0123456789"
+	smtpPassword = "smtp-secret-123"
+	keyA         = "clinic-a-key-0123456789"
+	keyB         = "clinic-b-key-0123456789"
 )
 
 // logBuffer collects every log line of a run, for the privacy scan.
@@ -50,6 +52,7 @@ type env struct {
 	redis *redistest.Server
 	sim   *twiliosim.Server
 	wsim  *wechatsim.Server
+	smtp  *smtpsim.Server
 	svc   *service.Service
 	cfg   config.Config
 	base  string
@@ -72,6 +75,8 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	t.Cleanup(e.sim.Close)
 	e.wsim = wechatsim.New(wechatsim.Options{})
 	t.Cleanup(e.wsim.Close)
+	e.smtp = smtpsim.New(smtpsim.Options{Username: "gateway", Password: smtpPassword, TLS: true})
+	t.Cleanup(func() { _ = e.smtp.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +91,7 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	cfg.Voice.CallsPerSecond = 50
 	cfg.WeChat = config.WeChatConfig{AppID: e.wsim.AppID(), AppSecret: e.wsim.AppSecret(), APIURL: e.wsim.URL()}
 	cfg.BlobURL = "file://" + t.TempDir() + "?create_dir=true"
+	cfg.Email = config.EmailConfig{SMTPURL: e.smtp.URL(), From: "Riverside Clinic <noreply@example-clinic.test>", PoolSize: 2}
 	cfg.Worker.PollInterval = 20 * time.Millisecond
 	cfg.Worker.DelayedPollInterval = 100 * time.Millisecond
 	cfg.Worker.ProviderTimeout = 2 * time.Second
@@ -98,7 +104,8 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	}
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc, err := service.New(cfg, role, service.Options{Logger: log, Listener: ln, Transport: channeltest.LoopbackOnly(nil)})
+	svc, err := service.New(cfg, role, service.Options{Logger: log, Listener: ln, Transport: channeltest.LoopbackOnly(nil),
+		EmailTLS: e.smtp.ClientTLSConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
