@@ -8,11 +8,15 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/service"
 )
@@ -46,8 +50,18 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	sim := twiliosim.New(twiliosim.Options{CallbackDelay: 300 * time.Millisecond})
+	sim := twiliosim.New(twiliosim.Options{CallbackDelay: 300 * time.Millisecond, Voice: true})
 	defer sim.Close()
+	sim.SetCallPlan(twiliosim.CallPlan{Digits: []string{"1"}, RecordSeconds: 2})
+	wsim := wechatsim.New(wechatsim.Options{})
+	defer wsim.Close()
+	mail := smtpsim.New(smtpsim.Options{})
+	defer mail.Close()
+	dataDir, err := os.MkdirTemp("", "gateway-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataDir)
 
 	ln, err := net.Listen("tcp", base.Addr)
 	if err != nil {
@@ -62,6 +76,10 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	cfg.APIKeys = map[string]string{key: "dev-clinic"}
 	cfg.Twilio = config.TwilioConfig{AccountSID: sim.AccountSID(), AuthToken: sim.AuthToken(),
 		From: "+15005550006", APIURL: sim.URL()}
+	cfg.Voice.From = "+15005550006"
+	cfg.WeChat = config.WeChatConfig{AppID: wsim.AppID(), AppSecret: wsim.AppSecret(), APIURL: wsim.URL()}
+	cfg.Email = config.EmailConfig{SMTPURL: mail.URL(), From: "Dev Clinic <noreply@dev-clinic.test>", PoolSize: 2}
+	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond
 	if os.Getenv("LOG_FORMAT") == "" {
 		cfg.LogFormat = "text" // easier on the eyes in a terminal
@@ -73,24 +91,41 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	api := cfg.PublicURL
+	auth := "-H 'Authorization: Bearer " + key + "' -H 'Content-Type: application/json'"
+	post := func(body string) string {
+		return "  curl -s -X POST " + api + "/v1/messages " + auth + " \\\n    -d '" + body + "'\n"
+	}
 	fmt.Fprintf(stdout, `
 Patient messaging gateway — development mode
   API             %s
   API key         %s   (tenant dev-clinic)
   Redis           embedded (in-process; nothing is kept after exit)
-  Twilio          built-in simulator at %s (real twilio-go client, signed callbacks)
+  Twilio          simulator at %s (real twilio-go client; SMS and calls; signed callbacks)
+  WeChat          simulator at %s (real silenceper/wechat client)
+  SMTP            in-process server at %s (real go-mail client); received mail is printed below
   Magic numbers   %s invalid · %s not mobile · %s opted out
 
-Send a message:
-  curl -s -X POST %s/v1/messages \
-    -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' \
-    -d '{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}'
-
-Then follow it to "delivered":
+Send an SMS:
+%s
+Place a follow-up call (the simulated patient presses 1 and records an answer):
+%s
+Send a WeChat template message:
+%s
+Send an email:
+%s
+Then follow a message to "delivered" (or "sent" for WeChat and email):
   curl -s %s/v1/messages/<id> -H 'Authorization: Bearer %s'
+and fetch a call's recorded answer:
+  curl -s -o answer.wav %s/v1/messages/<id>/recording -H 'Authorization: Bearer %s'
 
 Stop with Ctrl-C.
-`, api, key, sim.URL(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed, api, key, api, key)
+`, api, key, sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
+		post(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}`),
+		post(`{"channel":"voice","to":{"phone":"+14155550100"},"locale":"en-US","body":"This is Riverside Clinic calling about your discharge.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"},"record":{"prompt":"After the tone, tell us how you are.","max_length":30}}`),
+		post(`{"channel":"wechat","to":{"wechat_openid":"oDevPatient000000000000001"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`),
+		post(`{"channel":"email","to":{"email":"patient@example.org"},"subject":"Your results are ready","body":"Please sign in to the patient portal.","html":"<p>Please sign in to the <b>patient portal</b>.</p>"}`),
+		api, key, api, key)
+	go showMail(ctx, mail, stdout)
 	return svc.Run(ctx)
 }
 
@@ -98,4 +133,24 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// showMail prints each message the dev SMTP server receives (the dev
+// server only ever sees the example addresses typed in).
+func showMail(ctx context.Context, mail *smtpsim.Server, w io.Writer) {
+	seen := 0
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		msgs := mail.Messages()
+		for _, m := range msgs[seen:] {
+			fmt.Fprintf(w, "dev SMTP: received mail to %s, subject %q (%d bytes)\n", strings.Join(m.To, ","), m.Subject, len(m.Raw))
+		}
+		seen = len(msgs)
+	}
 }

@@ -46,36 +46,27 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 		t.Fatalf("dev printed no API address and key:\n%s\n%s", out.String(), logs.String())
 	}
 	api, key := m[1], m[2]
-	// The body of the printed curl command.
-	body := regexp.MustCompile(`-d '([^']+)'`).FindStringSubmatch(out.String())[1]
-	req, _ := http.NewRequest("POST", api+"/v1/messages", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// Every printed example reaches its channel's final success.
+	bodies := regexp.MustCompile(`-d '([^']+)'`).FindAllStringSubmatch(out.String(), -1)
+	if len(bodies) != 4 {
+		t.Fatalf("want an example per channel, found %d", len(bodies))
 	}
-	var acc struct{ ID string }
-	_ = json.NewDecoder(resp.Body).Decode(&acc)
-	resp.Body.Close()
-	if resp.StatusCode != 202 || acc.ID == "" {
-		t.Fatalf("POST = %d", resp.StatusCode)
-	}
-	status := ""
-	for deadline := time.Now().Add(10 * time.Second); status != "delivered" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		req, _ := http.NewRequest("GET", api+"/v1/messages/"+acc.ID, nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+	want := map[string]string{"sms": "delivered", "voice": "delivered", "wechat": "sent", "email": "sent"}
+	for _, b := range bodies {
+		var ex struct{ Channel string }
+		_ = json.Unmarshal([]byte(b[1]), &ex)
+		id := postExample(t, api, key, b[1])
+		if got := waitStatus(t, api, key, id, want[ex.Channel]); got != want[ex.Channel] {
+			t.Fatalf("the %s example ended %q, want %q\n%s", ex.Channel, got, want[ex.Channel], logs.String())
 		}
-		var v struct{ Status string }
-		_ = json.NewDecoder(resp.Body).Decode(&v)
-		resp.Body.Close()
-		status = v.Status
 	}
-	if status != "delivered" {
-		t.Fatalf("the dev example ended %q, want delivered\n%s", status, logs.String())
+	if !strings.Contains(out.String(), "dev SMTP: received mail") {
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !strings.Contains(out.String(), "dev SMTP: received mail"); {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(out.String(), "dev SMTP: received mail") {
+			t.Fatal("dev mode did not show the received mail")
+		}
 	}
 	cancel()
 	select {
@@ -86,4 +77,40 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("dev did not stop")
 	}
+}
+
+func postExample(t *testing.T, api, key, body string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", api+"/v1/messages", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var acc struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&acc)
+	if resp.StatusCode != 202 || acc.ID == "" {
+		t.Fatalf("POST %s = %d", body, resp.StatusCode)
+	}
+	return acc.ID
+}
+
+func waitStatus(t *testing.T, api, key, id, want string) string {
+	t.Helper()
+	status := ""
+	for deadline := time.Now().Add(15 * time.Second); status != want && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", api+"/v1/messages/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct{ Status string }
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		status = v.Status
+	}
+	return status
 }
