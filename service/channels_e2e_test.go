@@ -181,3 +181,27 @@ func TestAnEmailRefusedForTheRecipientFailsAtOnce(t *testing.T) {
 		t.Fatalf("record %+v", m.Error)
 	}
 }
+
+func TestCallsFromOneNumberAreSpacedByTheCallRate(t *testing.T) {
+	e := start(t, config.RoleAll, func(c *config.Config) { c.Voice.CallsPerSecond = 1 })
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, e.send(keyA, `{"channel":"voice","to":{"phone":"`+patientPhone+`"},"body":"Reminder: your appointment is tomorrow."}`))
+	}
+	for _, id := range ids {
+		m := e.waitFor(id, ledger.StatusDelivered, 15*time.Second)
+		if m.Attempts != 1 {
+			t.Fatalf("waiting for the rate limit must not spend attempts: %d", m.Attempts)
+		}
+	}
+	calls := e.sim.Calls()
+	if len(calls) != 3 {
+		t.Fatalf("calls %d", len(calls))
+	}
+	for i := 1; i < len(calls); i++ {
+		// 1 call/s per from-number (less a little for clock reading on two hosts).
+		if gap := calls[i].Created.Sub(calls[i-1].Created); gap < 950*time.Millisecond {
+			t.Fatalf("calls %d and %d were %s apart at 1 call/s", i-1, i, gap)
+		}
+	}
+}
