@@ -108,7 +108,16 @@ func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 // Shutdown stops accepting connections and waits for open requests, up to ctx.
 func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
 
+// RequestTimeout bounds the storage work of one API request.
+const RequestTimeout = 10 * time.Second
+
+// recover turns a panic into a 500 problem, and gives the request a
+// context of its own: fasthttp's request context is not safe to derive
+// contexts from while the server shuts down.
 func (s *Server) recover(c *fiber.Ctx) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
+	defer cancel()
+	c.SetUserContext(ctx)
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("panic in request handler", "method", c.Method(), "route", c.Route().Path)
@@ -144,7 +153,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 	if t, ok := c.Locals(tenantKey).(string); ok {
 		attrs = append(attrs, "tenant", t)
 	}
-	s.log.Log(c.Context(), lvl, "http request", attrs...)
+	s.log.Log(c.UserContext(), lvl, "http request", attrs...)
 	return err
 }
 
@@ -173,7 +182,7 @@ func (s *Server) healthz(c *fiber.Ctx) error {
 }
 
 func (s *Server) readyz(c *fiber.Ctx) error {
-	ctx, cancel := context.WithTimeout(c.Context(), time.Second)
+	ctx, cancel := context.WithTimeout(c.UserContext(), time.Second)
 	defer cancel()
 	if err := s.opts.Redis.Ping(ctx).Err(); err != nil {
 		return problem(503, "not-ready", "Redis is not reachable")

@@ -45,7 +45,7 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 	if p != nil {
 		return p
 	}
-	ctx := c.Context()
+	ctx := c.UserContext()
 	id := ledger.NewID()
 	if idemKey != "" {
 		first, err := s.opts.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, hashBody(body), id, s.opts.IdempotencyTTL)
@@ -114,7 +114,7 @@ func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) err
 // replay answers a request whose Idempotency-Key was seen before with the
 // original message, and queues nothing new.
 func (s *Server) replay(c *fiber.Ctx, tenant, id string, v *ValidMessage) error {
-	ctx := c.Context()
+	ctx := c.UserContext()
 	m, err := s.opts.Ledger.Get(ctx, tenant, id)
 	if errors.Is(err, ledger.ErrNotFound) {
 		// The first request claimed the key but its record is not there yet
@@ -200,7 +200,7 @@ func viewOf(m *ledger.Message) messageJSON {
 }
 
 func (s *Server) getMessage(c *fiber.Ctx) error {
-	m, err := s.opts.Ledger.Get(c.Context(), tenantOf(c), messageID(c))
+	m, err := s.opts.Ledger.Get(c.UserContext(), tenantOf(c), messageID(c))
 	if errors.Is(err, ledger.ErrNotFound) {
 		return problem(404, "not-found", "no message with this id for your API key")
 	}
@@ -220,7 +220,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 		limit = n
 	}
 	tenant := tenantOf(c)
-	ids, err := s.opts.Ledger.List(c.Context(), tenant, strings.ToUpper(c.Query("before")), limit)
+	ids, err := s.opts.Ledger.List(c.UserContext(), tenant, strings.ToUpper(c.Query("before")), limit)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return problem(400, "bad-query", "before must be a message id")
 	}
@@ -232,7 +232,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 		Next     string        `json:"next,omitempty"`
 	}{Messages: []messageJSON{}}
 	for _, id := range ids {
-		m, err := s.opts.Ledger.Get(c.Context(), tenant, id)
+		m, err := s.opts.Ledger.Get(c.UserContext(), tenant, id)
 		if errors.Is(err, ledger.ErrNotFound) {
 			continue // expired between the index read and now
 		}
@@ -251,7 +251,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 
 func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	tenant, id := tenantOf(c), messageID(c)
-	err := s.opts.Ledger.Cancel(c.Context(), tenant, id)
+	err := s.opts.Ledger.Cancel(c.UserContext(), tenant, id)
 	var ce *ledger.ConflictError
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
@@ -261,7 +261,7 @@ func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	case err != nil:
 		return s.unavailable(err)
 	}
-	m, err := s.opts.Ledger.Get(c.Context(), tenant, id)
+	m, err := s.opts.Ledger.Get(c.UserContext(), tenant, id)
 	if err != nil {
 		return s.unavailable(err)
 	}
@@ -278,7 +278,7 @@ func messageID(c *fiber.Ctx) string { return strings.ToUpper(c.Params("id")) }
 
 // getRecording streams a message's call recording to its tenant.
 func (s *Server) getRecording(c *fiber.Ctx) error {
-	m, err := s.opts.Ledger.Get(c.Context(), tenantOf(c), messageID(c))
+	m, err := s.opts.Ledger.Get(c.UserContext(), tenantOf(c), messageID(c))
 	if errors.Is(err, ledger.ErrNotFound) {
 		return problem(404, "not-found", "no message with this id for your API key")
 	}
@@ -288,7 +288,7 @@ func (s *Server) getRecording(c *fiber.Ctx) error {
 	if m.Recording == nil || s.opts.Recordings == nil {
 		return problem(404, "no-recording", "this message has no stored recording (yet): only voice messages with a record step have one, once the patient answered")
 	}
-	r, size, err := s.opts.Recordings.Open(c.Context(), m.Recording.Key)
+	r, size, err := s.opts.Recordings.Open(c.UserContext(), m.Recording.Key)
 	if errors.Is(err, recordings.ErrNotFound) {
 		return problem(404, "no-recording", "the recording is no longer kept (past its retention)")
 	}

@@ -67,20 +67,31 @@ func openAPIOperations(t *testing.T, doc map[string]any) map[string]map[string]a
 
 // openAPITestServer builds the API with only what registering its routes needs:
 // New does not touch Redis or the ledger, and the webhook routes come from
-// the real Twilio SMS channel.
+// the real Twilio SMS and voice channels.
 func openAPITestServer(t *testing.T) *Server {
 	t.Helper()
+	accountSID := "AC" + strings.Repeat("0123456789abcdef", 2)
+	authToken := strings.Repeat("fedcba9876543210", 2)
 	sms, err := twilio.NewSMS(twilio.Config{
-		AccountSID: "AC" + strings.Repeat("0123456789abcdef", 2),
-		AuthToken:  strings.Repeat("fedcba9876543210", 2),
+		AccountSID: accountSID,
+		AuthToken:  authToken,
 		From:       "+15005550006",
 		PublicURL:  "http://127.0.0.1:1",
 	})
 	if err != nil {
 		t.Fatalf("twilio.NewSMS: %v", err)
 	}
+	voice, err := twilio.NewVoice(twilio.VoiceConfig{
+		AccountSID: accountSID,
+		AuthToken:  authToken,
+		From:       "+15005550006",
+		PublicURL:  "http://127.0.0.1:1",
+	})
+	if err != nil {
+		t.Fatalf("twilio.NewVoice: %v", err)
+	}
 	return New(Options{
-		Channels:        channels.NewRegistry(sms),
+		Channels:        channels.NewRegistry(sms, voice),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,
