@@ -30,8 +30,10 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/redistest"
@@ -64,6 +66,7 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	m := envInt(b, "BENCH_M", 5000)
 	rate := envInt(b, "BENCH_RATE", 500)
 	rateSecs := envInt(b, "BENCH_RATE_SECONDS", 4)
+	nVoice := envInt(b, "BENCH_N_VOICE", 500)
 
 	e := newEnv(b)
 	def := e.baseConfig(nil).Worker
@@ -76,6 +79,9 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	r.asynq, r.asynqUse = e.runAsynq(n, concurrency)
 	r.asynq2, r.asynq2Use = e.runAsynqSameWork(n, concurrency)
 	r.gateway, r.accepted, r.gwUse = e.runGateway(n)
+	r.voice = e.runVoice(nVoice)
+	r.wechat = e.runWeChat(n)
+	r.email = e.runEmail(n)
 	r.lat = e.runLatency(rate, rateSecs)
 	r.gwMem = e.gatewayMemory(m)
 	r.asynqMem = e.asynqMemory(m)
@@ -92,6 +98,14 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	b.ReportMetric(rateOf(n, r.gateway)/rateOf(n, r.asynq), "ratio")
 	b.ReportMetric(rateOf(n, r.asynq2), "asynq_same_work_msgs/s")
 	b.ReportMetric(rateOf(n, r.gateway)/rateOf(n, r.asynq2), "ratio_same_work")
+	for _, c := range []struct {
+		name string
+		r    chanResult
+	}{{"voice", r.voice}, {"wechat", r.wechat}, {"email", r.email}} {
+		b.ReportMetric(rateOf(c.r.n, c.r.total), c.name+"_msgs/s")
+		b.ReportMetric(rateOf(c.r.n, c.r.total)/rateOf(n, r.asynq), c.name+"_ratio")
+	}
+	b.ReportMetric(r.voice.recordings.Seconds(), "voice_recordings_stored_s")
 	b.ReportMetric(ms(r.lat.p50), "accept_p50_ms")
 	b.ReportMetric(ms(r.lat.p99), "accept_p99_ms")
 	b.ReportMetric(r.gwMem.perMsg, "gw_redis_B/msg")
@@ -315,7 +329,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage) {
 	meter := e.startMeter(tally, "gateway")
 	start := time.Now()
 	failed, firstErr := parallel(n, httpClients, func(i int) error {
-		id, err := e.post(g.base)
+		id, err := e.post(g.base, msgJSON)
 		ids[i] = id
 		return err
 	})
@@ -348,7 +362,7 @@ func (e *env) waitCallbacks(g *gateway, ids []string) time.Time {
 		st := g.sim.Stats()
 		if st.CallbackErrors > 0 {
 			b.Fatalf("gateway: %d status callbacks failed or were refused (sim stats %+v); ledger: %s",
-				st.CallbackErrors, st, e.statuses(g, ids))
+				st.CallbackErrors, st, e.statuses(ids))
 		}
 		if st.Callbacks >= 2*n {
 			end = time.Now()
@@ -356,7 +370,7 @@ func (e *env) waitCallbacks(g *gateway, ids []string) time.Time {
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("gateway: not all %d messages delivered after %s: simulator accepted %d, callbacks %d of %d; ledger: %s",
-				n, timeout, st.Accepted, st.Callbacks, 2*n, e.statuses(g, ids))
+				n, timeout, st.Accepted, st.Callbacks, 2*n, e.statuses(ids))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -367,7 +381,7 @@ func (e *env) waitCallbacks(g *gateway, ids []string) time.Time {
 // and that the simulator took each exactly once.
 func (e *env) verifyDelivered(g *gateway, ids []string) {
 	b, n := e.b, len(ids)
-	h := e.statuses(g, ids)
+	h := e.statuses(ids)
 	if h.counts[ledger.StatusDelivered] != n {
 		b.Fatalf("gateway: %d callbacks arrived but only %d of %d messages are delivered in the ledger: %s",
 			g.sim.Stats().Callbacks, h.counts[ledger.StatusDelivered], n, h)
@@ -410,13 +424,21 @@ func (h histogram) String() string {
 }
 
 // statuses reads every message's ledger status.
-func (e *env) statuses(g *gateway, ids []string) histogram {
+func (e *env) statuses(ids []string) histogram {
+	_, h := e.messages(ids)
+	return h
+}
+
+// messages reads every message's ledger record (nil where it could not be
+// read) over the benchmark's own Redis client, and counts their statuses.
+func (e *env) messages(ids []string) ([]*ledger.Message, histogram) {
 	h := histogram{counts: map[ledger.Status]int{}}
+	msgs := make([]*ledger.Message, len(ids))
 	var mu sync.Mutex
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	parallel(len(ids), 16, func(i int) error {
-		msg, err := g.svc.Ledger.Get(ctx, tenant, ids[i])
+		msg, err := e.ledger.Get(ctx, tenant, ids[i])
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -428,11 +450,405 @@ func (e *env) statuses(g *gateway, ids []string) histogram {
 				h.first = err
 			}
 		default:
+			msgs[i] = msg
 			h.counts[msg.Status]++
 		}
 		return nil
 	})
-	return h
+	return msgs, h
+}
+
+// ---------------------------------------------------------------------------
+// (b-voice), (b-wechat), (b-email): the gateway end to end on its other
+// channels
+
+// voiceCallsPerSecond is VOICE_CALLS_PER_SECOND in the channel phases,
+// high enough that the per-caller-id limit does not pace the phase. The
+// limiter has a burst of 1 and a call that must wait is put back to the
+// next whole second, so the spacing has to be shorter than two
+// reservations can follow each other in Redis: at 100000/s (10µs) a few
+// calls per run still waited and each added up to a second to the phase;
+// at 1µs none can. The report counts the reservations that waited.
+const voiceCallsPerSecond = 1_000_000
+
+// voicePlan is how every simulated call goes: answered, the patient presses
+// 1 at the question and speaks for 1 s at the recording prompt.
+var voicePlan = twiliosim.CallPlan{Digits: []string{"1"}, RecordSeconds: 1}
+
+const (
+	smtpUser     = "gateway"
+	smtpPassword = "bench-smtp-secret"
+	emailFrom    = "Bench Clinic <noreply@example-clinic.org>"
+	templateID   = "TPL-bench-reminder"
+)
+
+// voiceBody is call i: a message, a one-key question and a recording.
+func voiceBody(i int) []byte {
+	return fmt.Appendf(nil, `{"channel":"voice","to":{"phone":"+1415555%04d"},`+
+		`"body":"Hello, this is the clinic calling about your visit last week.",`+
+		`"gather":{"prompt":"If you feel better, press 1. If not, press 2.","digits":"12"},`+
+		`"record":{"prompt":"After the tone, tell us how you are feeling.","max_length":30}}`, i%10000)
+}
+
+// wechatBody is WeChat message i: a template message (no customer-service
+// window needed).
+func wechatBody(i int) []byte {
+	return fmt.Appendf(nil, `{"channel":"wechat","to":{"wechat_openid":"oBench%08d-abcdefghijklmn"},`+
+		`"body":"Your follow-up visit is tomorrow at 10:00.",`+
+		`"wechat":{"kind":"template","template_id":%q,"data":{"time":"tomorrow 10:00","clinic":"Bench Clinic"}}}`, i, templateID)
+}
+
+// emailBody is email i: a subject and a text part.
+func emailBody(i int) []byte {
+	return fmt.Appendf(nil, `{"channel":"email","to":{"email":"patient-%d@example.org"},`+
+		`"subject":"Appointment reminder",`+
+		`"body":"Reminder: your appointment at the clinic is tomorrow at 10:00. Please arrive 15 minutes early."}`, i)
+}
+
+// chanResult is one channel phase.
+type chanResult struct {
+	n      int
+	final  ledger.Status
+	total  time.Duration // first POST → last message final in the ledger (by the ledger's own event times)
+	accept time.Duration // first POST → last 202
+	use    usage
+	// voice only: first POST → last recording stored (blob store and ledger)
+	recordings time.Duration
+	notes      []string
+}
+
+// postAll POSTs the bodies from httpClients goroutines and returns the ids,
+// when the first POST went out and how long until the last was answered.
+func (e *env) postAll(g *gateway, phase string, bodies [][]byte) ([]string, time.Time, time.Duration) {
+	n := len(bodies)
+	ids := make([]string, n)
+	start := time.Now()
+	failed, firstErr := parallel(n, httpClients, func(i int) error {
+		id, err := e.post(g.base, bodies[i])
+		ids[i] = id
+		return err
+	})
+	accept := time.Since(start)
+	if failed > 0 {
+		e.b.Fatalf("%s: %d of %d POST /v1/messages failed; first: %v", phase, failed, n, firstErr)
+	}
+	return ids, start, accept
+}
+
+// runVoice places n calls through the API: each is answered, plays its
+// TwiML, takes the key 1 at the question and a 1 s recording, and reports
+// back on its status callbacks; the recording is then fetched into the blob
+// store by a worker task. It returns when every message is delivered in the
+// ledger and every recording is stored.
+func (e *env) runVoice(n int) chanResult {
+	b := e.b
+	e.reset()
+	tally, lim := newRedisTally(), &limiterTally{}
+	g := e.startAllChannels(tally, lim)
+	defer e.stopGateway(g)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = voiceBody(i)
+	}
+
+	meter := e.startMeter(tally, "gateway-voice")
+	ids, start, accept := e.postAll(g, "voice", bodies)
+	// Wait on the simulator's counters (cheap): every call created and
+	// played to its end (the completed callback answered, so the ledger has
+	// it), then every recording downloaded. The ledger is read afterwards.
+	deadline := time.Now().Add(timeoutFor(n))
+	var st twiliosim.Stats
+	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		st = g.sim.Stats()
+		if st.CallWebhookErrors > 0 || st.Rejected > 0 {
+			b.Fatalf("voice: %d call webhooks failed or were refused, %d API requests rejected (sim stats %+v); ledger: %s",
+				st.CallWebhookErrors, st.Rejected, st, e.statuses(ids))
+		}
+		if time.Now().After(nextCheck) {
+			e.failOnTroubledTasks("voice", ids, false)
+			nextCheck = time.Now().Add(100 * time.Millisecond)
+		}
+		if downloads := st.Requests - st.Calls - st.Rejected; st.Calls >= n && downloads >= n && simIdle(g.sim) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("voice: after %s the simulator created %d of %d calls (%d webhooks, %d recording downloads); ledger: %s",
+				timeoutFor(n), st.Calls, n, st.CallWebhooks, st.Requests-st.Calls-st.Rejected, e.statuses(ids))
+		}
+	}
+	use := meter.stop(time.Since(start))
+
+	msgs := e.waitLedger("voice", ids, deadline, "delivered with the recording stored", func(m *ledger.Message) bool {
+		return m.Status == ledger.StatusDelivered && m.Recording != nil
+	})
+	var delivered, stored time.Time
+	var answered, recorded int
+	wav := int64(len(twiliosim.ToneWAV(voicePlan.RecordSeconds)))
+	for _, m := range msgs {
+		delivered = later(delivered, eventAt(m, ledger.StatusDelivered))
+		stored = later(stored, m.Recording.StoredAt)
+		if m.Recording.Size == wav && m.Recording.Duration == voicePlan.RecordSeconds {
+			recorded++
+		}
+		for _, ev := range m.Events {
+			if ev.Answer != nil && ev.Answer.Digits == voicePlan.Digits[0] {
+				answered++
+				break
+			}
+		}
+	}
+	if answered != n || recorded != n || st.Calls != n {
+		b.Fatalf("voice: %d calls placed for %d messages; %d have the keypad answer %q, %d a %d-byte %ds recording",
+			st.Calls, n, answered, voicePlan.Digits[0], recorded, wav, voicePlan.RecordSeconds)
+	}
+	res := chanResult{n: n, final: ledger.StatusDelivered, total: delivered.Sub(start), accept: accept, use: use,
+		recordings: stored.Sub(start)}
+	res.notes = append(res.notes,
+		fmt.Sprintf("%.1f simulator requests to the gateway per call (TwiML, gather and record actions, recording and status callbacks), none failed", float64(st.CallWebhooks)/float64(n)),
+		fmt.Sprintf("VOICE_CALLS_PER_SECOND=%d so the limit does not pace the phase: %d reservations, %d had to wait (each such call goes back to the next whole second)",
+			voiceCallsPerSecond, lim.reserves.Load(), lim.waits.Load()))
+	return res
+}
+
+// runWeChat sends n WeChat template messages through the API. WeChat sends
+// no delivery report: "sent" (the API accepted the message, errcode 0) is
+// the last status a WeChat message reaches, so it is success here.
+func (e *env) runWeChat(n int) chanResult {
+	b := e.b
+	e.reset()
+	tally := newRedisTally()
+	g := e.startAllChannels(tally)
+	defer e.stopGateway(g)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = wechatBody(i)
+	}
+
+	meter := e.startMeter(tally, "gateway-wechat")
+	ids, start, accept := e.postAll(g, "wechat", bodies)
+	deadline := time.Now().Add(timeoutFor(n))
+	var custom, template int
+	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		if custom, template = g.wsim.Accepted(); custom+template >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("wechat: after %s the simulator accepted %d template and %d customer-service messages of %d; ledger: %s",
+				timeoutFor(n), template, custom, n, e.statuses(ids))
+		}
+		if time.Now().After(nextCheck) {
+			e.failOnTroubledTasks("wechat", ids, true)
+			nextCheck = time.Now().Add(100 * time.Millisecond)
+		}
+	}
+	use := meter.stop(time.Since(start))
+
+	msgs := e.waitLedger("wechat", ids, deadline, "sent", func(m *ledger.Message) bool { return m.Status == ledger.StatusSent })
+	var end time.Time
+	templates := 0
+	for _, m := range msgs {
+		end = later(end, eventAt(m, ledger.StatusSent))
+		if strings.HasPrefix(m.ProviderID, "tmpl:") {
+			templates++
+		}
+	}
+	if custom, template = g.wsim.Accepted(); template != n || custom != 0 || templates != n {
+		b.Fatalf("wechat: the simulator accepted %d template and %d customer-service messages for %d requests; %d ledger records have a template provider id",
+			template, custom, n, templates)
+	}
+	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
+	res.notes = append(res.notes, fmt.Sprintf("template messages, access token fetched %d time(s); 'sent' is final: WeChat reports no delivery", g.wsim.TokenFetches()))
+	return res
+}
+
+// runEmail sends n emails through the API to the in-process SMTP server.
+// Email has no delivery report either: "sent" means the SMTP server
+// accepted the message (250 after DATA).
+func (e *env) runEmail(n int) chanResult {
+	b := e.b
+	e.reset()
+	tally := newRedisTally()
+	g := e.startAllChannels(tally)
+	defer e.stopGateway(g)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = emailBody(i)
+	}
+
+	meter := e.startMeter(tally, "gateway-email")
+	ids, start, accept := e.postAll(g, "email", bodies)
+	// smtpsim.WaitFor copies every message received so far each time one
+	// arrives, too costly to run during the phase: wait for the gateway's
+	// queues to drain (every send task done), then ask the server once.
+	deadline := time.Now().Add(timeoutFor(n))
+	for nextCheck := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		if left := e.unfinishedTasks(); left == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatalf("email: after %s %d send tasks are unfinished and the SMTP server received %d of %d messages; ledger: %s",
+				timeoutFor(n), left, len(g.smtp.Messages()), n, e.statuses(ids))
+		}
+		if time.Now().After(nextCheck) {
+			e.failOnTroubledTasks("email", ids, true)
+			nextCheck = time.Now().Add(100 * time.Millisecond)
+		}
+	}
+	use := meter.stop(time.Since(start))
+	use.dials = int64(g.smtp.Connections()) // SMTP, not the HTTP provider transport
+	if got, err := g.smtp.WaitFor(n, 5*time.Second); err != nil {
+		b.Fatalf("email: every send task is done but the SMTP server received %d of %d messages (%v); ledger: %s",
+			len(got), n, err, e.statuses(ids))
+	}
+
+	msgs := e.waitLedger("email", ids, deadline, "sent", func(m *ledger.Message) bool { return m.Status == ledger.StatusSent })
+	var end time.Time
+	for _, m := range msgs {
+		end = later(end, eventAt(m, ledger.StatusSent))
+	}
+	// Every message arrived exactly once, each the one the gateway sent.
+	want := make(map[string]bool, n)
+	for _, id := range ids {
+		want[id] = true
+	}
+	got := g.smtp.Messages()
+	matched := 0
+	for _, r := range got {
+		if id := r.Header.Get("X-Gateway-Message-Id"); want[id] && r.ParseErr == "" {
+			delete(want, id)
+			matched++
+		}
+	}
+	if len(got) != n || matched != n {
+		b.Fatalf("email: the SMTP server received %d messages for %d requests; %d match a request exactly once", len(got), n, matched)
+	}
+	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
+	res.notes = append(res.notes, fmt.Sprintf("STARTTLS and AUTH PLAIN, SMTP_POOL_SIZE=%d, %d SMTP connections opened; 'sent' is final: SMTP acceptance, no delivery report",
+		g.svc.Config.Email.PoolSize, g.smtp.Connections()))
+	return res
+}
+
+// simIdle reports whether every call the simulator created has ended and
+// made all its requests (waiting 1ms at most).
+func simIdle(sim *twiliosim.Server) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	return sim.WaitCallbacks(ctx) == nil
+}
+
+// unfinishedTasks counts the gateway's tasks not yet done (pending,
+// running, waiting for a retry, scheduled) over every priority queue, in
+// one round trip.
+func (e *env) unfinishedTasks() int64 {
+	ctx := context.Background()
+	pipe := e.rdb.Pipeline()
+	var counts []*redis.IntCmd
+	for _, p := range workers.Priorities {
+		q := "asynq:{" + workers.QueueFor(p) + "}"
+		counts = append(counts, pipe.LLen(ctx, q+":pending"), pipe.LLen(ctx, q+":active"),
+			pipe.ZCard(ctx, q+":retry"), pipe.ZCard(ctx, q+":scheduled"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		e.b.Fatalf("reading the queues: %v", err)
+	}
+	var left int64
+	for _, c := range counts {
+		left += c.Val()
+	}
+	return left
+}
+
+// failOnTroubledTasks fails the phase as soon as a task was archived (a
+// message failed for good) or, with noRetries, put back for a retry (a send
+// failed; these channels never wait for a rate limit). It costs one Redis
+// round trip.
+func (e *env) failOnTroubledTasks(phase string, ids []string, noRetries bool) {
+	ctx := context.Background()
+	pipe := e.rdb.Pipeline()
+	var retry, archived []*redis.IntCmd
+	for _, p := range workers.Priorities {
+		q := "asynq:{" + workers.QueueFor(p) + "}"
+		retry = append(retry, pipe.ZCard(ctx, q+":retry"))
+		archived = append(archived, pipe.ZCard(ctx, q+":archived"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		e.b.Fatalf("%s: reading the queues: %v", phase, err)
+	}
+	var r, a int64
+	for i := range retry {
+		r += retry[i].Val()
+		a += archived[i].Val()
+	}
+	if a > 0 || (noRetries && r > 0) {
+		e.b.Fatalf("%s: %d tasks archived (failed for good), %d waiting for a retry; ledger: %s", phase, a, r, e.statuses(ids))
+	}
+}
+
+// waitLedger reads every message until ok holds for all of them, or fails
+// the phase at the deadline with the ledger's counts.
+func (e *env) waitLedger(phase string, ids []string, deadline time.Time, want string, ok func(*ledger.Message) bool) []*ledger.Message {
+	for {
+		msgs, h := e.messages(ids)
+		good := 0
+		for _, m := range msgs {
+			if m != nil && ok(m) {
+				good++
+			}
+		}
+		if good == len(ids) {
+			return msgs
+		}
+		if time.Now().After(deadline) {
+			e.b.Fatalf("%s: %d of %d messages are %s in the ledger: %s", phase, good, len(ids), want, h)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// eventAt is when the message's history first shows status: the ledger's
+// own time of the transition, taken as the gateway wrote it.
+func eventAt(m *ledger.Message, status ledger.Status) time.Time {
+	for _, ev := range m.Events {
+		if ev.Status == status {
+			return ev.At
+		}
+	}
+	return time.Time{}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// limiterTally is a go-redis hook counting the voice rate limiter's
+// reservations and those that had to wait.
+type limiterTally struct{ reserves, waits atomic.Int64 }
+
+func (t *limiterTally) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (t *limiterTally) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if err != nil || len(args) < 4 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+			return err
+		}
+		if key, _ := args[3].(string); strings.HasPrefix(key, "gw:rl:") {
+			t.reserves.Add(1)
+			if c, ok := cmd.(*redis.Cmd); ok {
+				if v, err := c.Int64Slice(); err == nil && len(v) > 0 && v[0] == 0 {
+					t.waits.Add(1)
+				}
+			}
+		}
+		return err
+	}
+}
+
+func (t *limiterTally) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // ---------------------------------------------------------------------------
@@ -473,7 +889,7 @@ func (e *env) runLatency(rate, secs int) latency {
 		go pprof.Do(ctx, pprof.Labels(), func(context.Context) {
 			defer wg.Done()
 			t0 := time.Now()
-			id, err := e.post(g.base)
+			id, err := e.post(g.base, msgJSON)
 			lat[i] = time.Since(t0)
 			ids[i] = id
 			if err != nil {
@@ -513,7 +929,7 @@ func (e *env) gatewayMemory(m int) memory {
 	post := func(count int) []string {
 		ids := make([]string, count)
 		failed, firstErr := parallel(count, httpClients, func(i int) error {
-			id, err := e.post(g.base)
+			id, err := e.post(g.base, msgJSON)
 			ids[i] = id
 			return err
 		})
@@ -581,9 +997,13 @@ type env struct {
 	b     *testing.B
 	redis *redistest.Server
 	rdb   *redis.Client // the benchmark's own: FLUSHALL, INFO, MEMORY USAGE
-	guard *loopbackTransport
-	http  *http.Client
-	log   *slog.Logger
+	// ledger reads message records over rdb, so the reads are not counted
+	// as the gateway's round trips (the channel phases read it while
+	// their meter runs).
+	ledger *ledger.Ledger
+	guard  *loopbackTransport
+	http   *http.Client
+	log    *slog.Logger
 }
 
 func newEnv(b *testing.B) *env {
@@ -592,6 +1012,7 @@ func newEnv(b *testing.B) *env {
 		b.Logf("note: Redis is %s, not a throwaway redis-server; numbers are not comparable", rs)
 	}
 	e := &env{b: b, redis: rs, rdb: rs.Client(), log: slog.New(slog.DiscardHandler)}
+	e.ledger = ledger.New(e.rdb, config.NewDefaultConfig().Retention)
 	e.guard = newLoopbackTransport()
 	b.Cleanup(e.guard.base.CloseIdleConnections)
 	tr := &http.Transport{
@@ -648,32 +1069,67 @@ func (e *env) config(ln net.Listener, sim *twiliosim.Server) config.Config {
 	return cfg
 }
 
-// gateway is a running gateway and the simulator it sends to.
+// gateway is a running gateway and the simulators it sends to.
 type gateway struct {
 	svc  *service.Service
 	sim  *twiliosim.Server
-	base string // http://127.0.0.1:port
+	wsim *wechatsim.Server // nil unless every channel is configured
+	smtp *smtpsim.Server   // nil unless every channel is configured
+	base string            // http://127.0.0.1:port
 }
 
 // startGateway starts a simulator (callbacks on, default 2ms delay, counters
-// only) and a gateway of the given role on a fresh loopback listener. hooks
-// are added to the gateway's Redis client, which its API and workers share.
+// only) and a gateway of the given role on a fresh loopback listener, with
+// the SMS channel only. hooks are added to the gateway's Redis client, which
+// its API and workers share.
 func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *gateway {
+	return e.launch(role, false, hooks...)
+}
+
+// startAllChannels starts a gateway (API and workers) with every channel
+// configured, as service.New builds them: SMS and voice on the Twilio
+// simulator (Calls API on, counters only, every call answered with
+// voicePlan), WeChat on its simulator, email on an in-process SMTP server
+// (STARTTLS and AUTH, as smtp:// requires) and call recordings in a
+// file:// blob store in a temporary directory.
+func (e *env) startAllChannels(hooks ...redis.Hook) *gateway {
+	return e.launch(config.RoleAll, true, hooks...)
+}
+
+func (e *env) launch(role config.Role, all bool, hooks ...redis.Hook) *gateway {
 	b := e.b
 	g := &gateway{}
-	labelled("simulator", func() { g.sim = twiliosim.New(twiliosim.Options{NoRecord: true}) })
+	labelled("simulator", func() {
+		g.sim = twiliosim.New(twiliosim.Options{NoRecord: true, Voice: all})
+		if all {
+			g.sim.SetCallPlan(voicePlan)
+			g.wsim = wechatsim.New(wechatsim.Options{})
+			g.smtp = smtpsim.New(smtpsim.Options{Username: smtpUser, Password: smtpPassword, TLS: true})
+		}
+	})
+	fail := func(format string, args ...any) {
+		e.closeSimulators(g)
+		b.Fatalf(format, args...)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		g.sim.Close()
-		b.Fatalf("listen: %v", err)
+		fail("listen: %v", err)
 	}
 	cfg := e.config(ln, g.sim)
+	opts := service.Options{Listener: ln, Logger: e.log, Transport: e.guard}
+	if all {
+		cfg.Voice.From = cfg.Twilio.From
+		cfg.Voice.CallsPerSecond = voiceCallsPerSecond
+		cfg.WeChat = config.WeChatConfig{AppID: g.wsim.AppID(), AppSecret: g.wsim.AppSecret(), APIURL: g.wsim.URL()}
+		cfg.Email.SMTPURL, cfg.Email.From = g.smtp.URL(), emailFrom
+		cfg.BlobURL = "file://" + b.TempDir() + "?create_dir=true"
+		opts.EmailTLS = g.smtp.ClientTLSConfig()
+	}
 	g.base = cfg.PublicURL
-	g.svc, err = service.New(cfg, role, service.Options{Listener: ln, Logger: e.log, Transport: e.guard})
+	g.svc, err = service.New(cfg, role, opts)
 	if err != nil {
 		ln.Close()
-		g.sim.Close()
-		b.Fatalf("service.New: %v", err)
+		fail("service.New: %v", err)
 	}
 	for _, h := range hooks {
 		g.svc.Redis.AddHook(h) // before Start
@@ -681,18 +1137,32 @@ func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *gateway {
 	labelled("gateway", func() { err = g.svc.Start(context.Background()) })
 	if err != nil {
 		ln.Close()
-		g.sim.Close()
-		b.Fatalf("service.Start: %v", err)
+		fail("service.Start: %v", err)
 	}
 	return g
 }
 
-// stopGateway closes the simulator and the benchmark's idle connections
+// closeSimulators closes the provider transport's idle connections, then
+// the simulators: net/http's Shutdown waits 5s for connections that never
+// carried a request before it counts them idle, and the transport dials
+// such spare connections under load.
+func (e *env) closeSimulators(g *gateway) {
+	e.guard.base.CloseIdleConnections()
+	g.sim.Close()
+	if g.wsim != nil {
+		g.wsim.Close()
+	}
+	if g.smtp != nil {
+		_ = g.smtp.Close()
+	}
+}
+
+// stopGateway closes the simulators and the benchmark's idle connections
 // first: fasthttp's graceful shutdown waits (up to its 15s ReadTimeout) for
 // connections that never carried a request, and net/http clients dial such
 // spare connections under load.
 func (e *env) stopGateway(g *gateway) {
-	g.sim.Close()
+	e.closeSimulators(g)
 	e.http.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -705,9 +1175,9 @@ func (e *env) stopGateway(g *gateway) {
 	}
 }
 
-// post sends one message and returns its id.
-func (e *env) post(base string) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, base+"/v1/messages", bytes.NewReader(msgJSON))
+// post sends one message (msg is its JSON) and returns its id.
+func (e *env) post(base string, msg []byte) (string, error) {
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/messages", bytes.NewReader(msg))
 	if err != nil {
 		return "", err
 	}
@@ -798,10 +1268,10 @@ func parallel(n, w int, fn func(i int) error) (int, error) {
 
 // loopbackTransport carries provider calls and refuses any request whose
 // host is not loopback; its dialer refuses non-loopback addresses as well
-// (after name resolution). Otherwise it is http.DefaultTransport's
-// configuration — what the gateway uses in production when
-// service.Options.Transport is nil — so connection reuse is measured as
-// deployed.
+// (after name resolution). Otherwise it is what the gateway uses in
+// production when service.Options.Transport is nil — http.DefaultTransport's
+// configuration with 256 idle connections, 128 per host (service
+// buildChannels) — so connection reuse is measured as deployed.
 type loopbackTransport struct {
 	base    *http.Transport
 	refused atomic.Int64
@@ -811,6 +1281,7 @@ type loopbackTransport struct {
 func newLoopbackTransport() *loopbackTransport {
 	t := &loopbackTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
 	t.base.Proxy = nil
+	t.base.MaxIdleConns, t.base.MaxIdleConnsPerHost = 256, 128
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: channeltest.DialControl}
 	t.base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		t.dials.Add(1)
@@ -838,6 +1309,7 @@ type report struct {
 	redisVersion, loadBefore, loadAfter     string
 	asynq, asynq2, gateway, accepted        time.Duration
 	asynqUse, asynq2Use, gwUse              usage
+	voice, wechat, email                    chanResult
 	lat                                     latency
 	gwMem, asynqMem                         memory
 }
@@ -860,27 +1332,62 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(tw, "(a2) bare Asynq, same provider work (first enqueue → 2N callbacks received)\t%d\t%s\t%.0f\n", r.n, r.asynq2.Round(time.Millisecond), asynq2Rate)
 	fmt.Fprintf(tw, "(b) gateway end to end (first POST → last delivered in ledger)\t%d\t%s\t%.0f\n", r.n, r.gateway.Round(time.Millisecond), gwRate)
 	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", r.n, r.accepted.Round(time.Millisecond), rateOf(r.n, r.accepted))
+	v, wc, em := r.voice, r.wechat, r.email
+	fmt.Fprintf(tw, "(b-voice) gateway, calls with a question and a recording (first POST → last delivered in ledger)\t%d\t%s\t%.0f\n", v.n, v.total.Round(time.Millisecond), rateOf(v.n, v.total))
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", v.n, v.accept.Round(time.Millisecond), rateOf(v.n, v.accept))
+	fmt.Fprintf(tw, "    and: all recordings stored (first POST → last in blob store and ledger)\t%d\t%s\t%.0f\n", v.n, v.recordings.Round(time.Millisecond), rateOf(v.n, v.recordings))
+	fmt.Fprintf(tw, "(b-wechat) gateway, WeChat template messages (first POST → last sent in ledger)\t%d\t%s\t%.0f\n", wc.n, wc.total.Round(time.Millisecond), rateOf(wc.n, wc.total))
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", wc.n, wc.accept.Round(time.Millisecond), rateOf(wc.n, wc.accept))
+	fmt.Fprintf(tw, "(b-email) gateway, email over SMTP (first POST → last sent in ledger; SMTP server got all N)\t%d\t%s\t%.0f\n", em.n, em.total.Round(time.Millisecond), rateOf(em.n, em.total))
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", em.n, em.accept.Round(time.Millisecond), rateOf(em.n, em.accept))
 	tw.Flush()
 	fmt.Fprintf(w, "\nratio (b)/(a)  = %.2f   vs a no-op Asynq task (the target ≥ %.1f)   %s\n", ratio, targetRatio, verdict)
 	fmt.Fprintf(w, "ratio (b)/(a2) = %.2f   vs Asynq doing the same provider work, without the gateway's ledger, API and guarantees\n", ratio2)
-	fmt.Fprintf(w, "\nwhere it goes (per message; 'bench process' is client + gateway + simulator, one process):\n")
+
+	fmt.Fprintf(w, "\nper channel, gateway end to end, same run and Redis (Redis flushed and a fresh gateway with every channel configured per phase):\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "    \tRedis round trips\tredis-server CPU\tbench process CPU\tCPU busy (of %d cores)\tprovider connections opened\n", runtime.NumCPU())
-	for _, u := range []struct {
+	fmt.Fprintf(tw, "    \tmessages\tmsgs/s\tvs (a) no-op Asynq\tvs (a2) Asynq+SMS work\tvs (b) SMS\tsuccess is\n")
+	fmt.Fprintf(tw, "    (b) sms\t%d\t%.0f\t%.2f\t%.2f\t1.00\tdelivered\n", r.n, gwRate, ratio, ratio2)
+	for _, c := range []struct {
 		name string
-		u    usage
-	}{{"(a) bare Asynq", r.asynqUse}, {"(a2) Asynq, same work", r.asynq2Use}, {"(b) gateway", r.gwUse}} {
-		fmt.Fprintf(tw, "    %s\t%.1f\t%.0fµs\t%.0fµs\t%.0f%%\t%.2f\n", u.name, float64(u.u.trips)/float64(r.n),
-			u.u.redisCPU.Seconds()*1e6/float64(r.n), u.u.procCPU.Seconds()*1e6/float64(r.n),
-			100*(u.u.redisCPU+u.u.procCPU).Seconds()/u.u.wall.Seconds()/float64(runtime.NumCPU()),
-			float64(u.u.dials)/float64(r.n))
+		r    chanResult
+	}{{"(b-voice) voice", v}, {"(b-wechat) wechat", wc}, {"(b-email) email", em}} {
+		rate := rateOf(c.r.n, c.r.total)
+		fmt.Fprintf(tw, "    %s\t%d\t%.0f\t%.2f\t—\t%.2f\t%s\n", c.name, c.r.n, rate, rate/asynqRate, rate/gwRate, c.r.final)
 	}
 	tw.Flush()
-	for _, u := range []struct {
+	fmt.Fprintf(w, "    (a2) sends SMS through Twilio; no bare-Asynq floor with call, WeChat or SMTP work is measured, so only SMS has a (b)/(a2) ratio.\n")
+	fmt.Fprintf(w, "    The end of each channel phase is the latest time the ledger stamped on a final event; the waits watch simulator counters (email: the gateway's queues), then read the ledger once.\n")
+	fmt.Fprintf(w, "    voice: recordings stored %s after the last delivery (a worker task downloads each; not in the voice msgs/s)\n",
+		(v.recordings - v.total).Round(time.Millisecond))
+	for _, c := range []struct {
+		name string
+		r    chanResult
+	}{{"voice", v}, {"wechat", wc}, {"email", em}} {
+		for _, note := range c.r.notes {
+			fmt.Fprintf(w, "    %s: %s\n", c.name, note)
+		}
+	}
+
+	fmt.Fprintf(w, "\nwhere it goes (per message; 'bench process' is client + gateway + simulators, one process):\n")
+	rows := []struct {
 		name string
 		u    usage
-	}{{"(a) bare Asynq", r.asynqUse}, {"(a2) Asynq, same work", r.asynq2Use}, {"(b) gateway", r.gwUse}} {
-		u.u.printCallers(w, u.name, r.n)
+		n    int
+	}{{"(a) bare Asynq", r.asynqUse, r.n}, {"(a2) Asynq, same work", r.asynq2Use, r.n}, {"(b) gateway", r.gwUse, r.n},
+		{"(b-voice) gateway, voice", v.use, v.n}, {"(b-wechat) gateway, WeChat", wc.use, wc.n}, {"(b-email) gateway, email", em.use, em.n}}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "    \tRedis round trips\tredis-server CPU\tbench process CPU\tCPU busy (of %d cores)\tprovider connections opened\n", runtime.NumCPU())
+	for _, u := range rows {
+		fmt.Fprintf(tw, "    %s\t%.1f\t%.0fµs\t%.0fµs\t%.0f%%\t%.2f\n", u.name, float64(u.u.trips)/float64(u.n),
+			u.u.redisCPU.Seconds()*1e6/float64(u.n), u.u.procCPU.Seconds()*1e6/float64(u.n),
+			100*(u.u.redisCPU+u.u.procCPU).Seconds()/u.u.wall.Seconds()/float64(runtime.NumCPU()),
+			float64(u.u.dials)/float64(u.n))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "    (the voice row runs until every recording is stored; email's connections are SMTP connections)\n")
+	for _, u := range rows {
+		u.u.printCallers(w, u.name, u.n)
 	}
 	l := r.lat
 	fmt.Fprintf(w, "\n(c) API accept latency, POST /v1/messages at %d req/s for %ds, open loop, workers running\n", l.rate, l.secs)

@@ -2,7 +2,7 @@
 // bench). It has no code of its own outside its test file.
 //
 // BenchmarkGatewayVsAsynq starts one throwaway redis-server on a loopback
-// port and the loopback Twilio simulator, then measures, one phase after the
+// port and loopback provider simulators, then measures, one phase after the
 // other and with Redis flushed between phases:
 //
 //   - (a) bare Asynq: N no-op tasks enqueued with asynq.Client and processed
@@ -30,33 +30,80 @@
 //     number and the target is at least 0.6; (b)/(a2), against Asynq doing
 //     the same provider work, shows what the gateway's ledger, API and
 //     delivery guarantees cost on top of that work.
+//   - (b-voice), (b-wechat), (b-email): the gateway end to end on its other
+//     channels, each phase with a fresh gateway that has every channel
+//     configured as service.New builds them (SMS and voice on the Twilio
+//     simulator with its Calls API on, WeChat on wechatsim, email on smtpsim
+//     over STARTTLS with AUTH PLAIN and the default SMTP_POOL_SIZE, call
+//     recordings in a file:// blob store in a temporary directory). Each is
+//     reported in msgs/s and as a ratio against (a) and against (b)'s SMS
+//     figure. (a2) sends SMS through Twilio, and no bare-Asynq floor with
+//     call, WeChat or SMTP work is measured, so only SMS has a (b)/(a2) ratio.
+//     The end of a channel phase is the latest time the ledger stamped on a
+//     message's final event (taken by the gateway as it wrote it); the phase
+//     waits on cheap signals (simulator counters, or the gateway's queues
+//     draining) and reads the ledger once afterwards.
+//   - (b-voice): BENCH_N_VOICE calls (default 500; calls are chattier) through
+//     POST /v1/messages, each with a one-key question (gather) and a spoken
+//     answer (record). The simulator answers every call, presses 1 and speaks
+//     for 1 s, so each call makes 8 signed requests to the gateway: three
+//     progress callbacks, the TwiML fetch, the gather and record actions, the
+//     recording callback and the completed callback. The figure is first POST
+//     → every message "delivered" in the ledger. Recordings are not skipped: a
+//     worker task downloads each from the simulator into the blob store after
+//     the recording callback, so they may lag the deliveries; the report gives
+//     first POST → last recording stored separately, and the phase fails
+//     unless every message has the keypad answer and a stored 1 s recording.
+//     VOICE_CALLS_PER_SECOND is 1000000 so the per-caller-id rate limit does
+//     not pace the phase: the limiter has a burst of 1 and puts a call that
+//     must wait back to the next whole second, and at 100000/s (10µs spacing)
+//     a few reservations per run still waited, adding up to a second each.
+//     The report counts reservations and waits.
+//   - (b-wechat): N template messages (no customer-service window needed)
+//     until every message is "sent" in the ledger. WeChat sends no delivery
+//     report, so "sent" (the API accepted the message) is a WeChat message's
+//     final success here. The phase checks the simulator accepted exactly N
+//     template messages and no customer-service ones.
+//   - (b-email): N emails until every message is "sent" in the ledger (the SMTP
+//     server answered 250 after DATA; email has no delivery report either) and
+//     smtpsim has received all N, each matching one request exactly once (by
+//     its X-Gateway-Message-Id header). smtpsim.WaitFor is called once at the
+//     end (it copies every message received at each arrival); the phase waits
+//     for the gateway's queues to drain first.
 //   - (c) API accept latency (p50/p90/p99/max of POST /v1/messages) at a
 //     fixed, open-loop request rate with the workers running.
 //   - (d) Redis memory per queued message (used_memory from INFO memory,
 //     after minus before, divided by M) with an API-only gateway, so messages
 //     stay queued; and the same for bare Asynq tasks with a tiny payload.
 //
-// For (a), (a2) and (b) the report also says where the time goes, per
-// message: Redis round trips (counted by a go-redis hook on the client the
-// phase uses), redis-server CPU (INFO cpu), this process' CPU (getrusage; it
-// holds the load generator, the gateway or bare Asynq, the simulator and
-// (a2)'s callback receiver), how busy the machine's cores were, and how many
-// connections the provider client opened.
+// For (a), (a2), (b) and the channel phases the report also says where the
+// time goes, per message: Redis round trips (counted by a go-redis hook on
+// the client the phase uses), redis-server CPU (INFO cpu), this process' CPU
+// (getrusage; it holds the load generator, the gateway or bare Asynq, the
+// simulators and (a2)'s callback receiver), how busy the machine's cores
+// were, and how many connections the provider client opened (for email, the
+// SMTP connections). The voice row runs until every recording is stored.
+// Any failed call webhook, rejected API request, archived task or (except
+// for voice, whose rate-limit waits are retries) task put back for a retry
+// fails the benchmark at once with the ledger's counts.
 //
 // Everything runs on 127.0.0.1: provider calls go through a RoundTripper
-// that refuses non-loopback hosts. Environment variables:
+// that refuses non-loopback hosts, configured otherwise as the gateway's
+// default provider transport (256 idle connections, 128 per host).
+// Environment variables:
 //
-//   - BENCH_N (default 5000), BENCH_M (default 5000), BENCH_RATE (requests/s,
-//     default 500) and BENCH_RATE_SECONDS (default 4) change the sizes.
-//   - BENCH_REDIS_CALLERS=1 attributes every Redis round trip of (a), (a2)
-//     and (b) to its caller (ledger.(*Ledger).Claim,
+//   - BENCH_N (default 5000; also the WeChat and email phases), BENCH_N_VOICE
+//     (default 500), BENCH_M (default 5000), BENCH_RATE (requests/s, default
+//     500) and BENCH_RATE_SECONDS (default 4) change the sizes.
+//   - BENCH_REDIS_CALLERS=1 attributes every Redis round trip of (a), (a2),
+//     (b) and the channel phases to its caller (ledger.(*Ledger).Claim,
 //     rdb.(*RDB).Dequeue [gw:high], …) and prints the count per message, the
 //     mean latency and the sum as a share of the phase's wall time (a share
 //     near 100% for Dequeue means Asynq's single fetch loop is saturated). It
 //     costs some CPU.
-//   - BENCH_PROFILE_DIR=dir writes a CPU profile of phases (a), (a2) and (b)
-//     to dir/asynq.cpu.pprof, dir/asynq-same-work.cpu.pprof and
-//     dir/gateway.cpu.pprof. Samples carry the label
+//   - BENCH_PROFILE_DIR=dir writes a CPU profile of phases (a), (a2), (b) and
+//     the channel phases to dir/asynq.cpu.pprof, dir/asynq-same-work.cpu.pprof,
+//     dir/gateway.cpu.pprof and dir/gateway-{voice,wechat,email}.cpu.pprof. Samples carry the label
 //     side=gateway|simulator|load-generator|asynq-server|callback-receiver, so
 //     "go tool pprof -tags" splits the CPU and -tagfocus=side=gateway keeps
 //     the gateway's own. Build the test binary with -o to symbolise them.
