@@ -64,13 +64,15 @@ type Config struct {
 
 	// BlobURL is the blob store for call recordings (BLOB_URL): file:// or s3://.
 	BlobURL string
-	// RecordingRetention is how long call recordings are kept (RECORDING_RETENTION).
+	// RecordingRetention is how long call recordings are kept
+	// (RECORDING_RETENTION, default GATEWAY_RETENTION; never longer).
 	RecordingRetention time.Duration
 }
 
 // VoiceConfig is the voice channel: calls through the Twilio account.
 type VoiceConfig struct {
-	// From is the calling number (TWILIO_VOICE_FROM, default TWILIO_FROM).
+	// From is the calling number (TWILIO_VOICE_FROM); setting it turns the
+	// voice channel on (it needs the blob store for recordings).
 	From string
 	// CallsPerSecond limits call creation per from-number across all
 	// workers (VOICE_CALLS_PER_SECOND).
@@ -166,7 +168,7 @@ func NewDefaultConfig() Config {
 		Voice:              VoiceConfig{CallsPerSecond: 1, MaxCalls: 3, RedialDelay: 30 * time.Minute},
 		WeChat:             WeChatConfig{APIURL: "https://api.weixin.qq.com"},
 		Email:              EmailConfig{PoolSize: 4},
-		RecordingRetention: 90 * 24 * time.Hour,
+		RecordingRetention: 30 * 24 * time.Hour,
 		BlobURL:            defaultBlobURL(),
 	}
 }
@@ -177,7 +179,7 @@ func defaultBlobURL() string {
 	if err != nil {
 		wd = os.TempDir()
 	}
-	return "file://" + filepath.ToSlash(wd) + "/data/blobs?create_dir=true"
+	return "file://" + filepath.ToSlash(wd) + "/data/blobs?create_dir=true&no_tmp_dir=true"
 }
 
 // Vars lists every environment variable the loader reads, for --help and docs.
@@ -289,9 +291,6 @@ func Load(getenv func(string) string) (Config, error) {
 	str("TWILIO_API_URL", &c.Twilio.APIURL)
 	c.Twilio.APIURL = strings.TrimRight(c.Twilio.APIURL, "/")
 	str("TWILIO_VOICE_FROM", &c.Voice.From)
-	if c.Voice.From == "" {
-		c.Voice.From = c.Twilio.From
-	}
 	if v := strings.TrimSpace(getenv("VOICE_CALLS_PER_SECOND")); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f <= 0 || f > 100 {
@@ -312,6 +311,7 @@ func Load(getenv func(string) string) (Config, error) {
 	str("EMAIL_FROM", &c.Email.From)
 	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
 	str("BLOB_URL", &c.BlobURL)
+	c.RecordingRetention = c.Retention // unless set: as long as the messages
 	dur("RECORDING_RETENTION", &c.RecordingRetention)
 	if v := strings.TrimSpace(getenv("GATEWAY_API_KEYS")); v != "" {
 		keys, err := ParseAPIKeys(v)
@@ -423,6 +423,11 @@ func (c Config) Validate(role Role) error {
 	if c.Retention < time.Hour {
 		bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
 	}
+	if c.RecordingRetention > c.Retention {
+		// A recording is reached through its message: kept longer, it could
+		// no longer be read through the API, only leak.
+		bad("RECORDING_RETENTION=%s: must not exceed GATEWAY_RETENTION (%s)", c.RecordingRetention, c.Retention)
+	}
 	if c.IdempotencyTTL > c.Retention {
 		// A key that outlived its message could not return the original and
 		// would let a retried request send the message again.
@@ -466,7 +471,10 @@ func (c Config) Validate(role Role) error {
 			bad("SMTP_URL: want smtp://user:password@host:587 or smtps://user:password@host:465")
 		}
 	}
-	if v := c.Voice.From; v != "" && v != c.Twilio.From {
+	if c.Voice.From != "" && !c.Twilio.Enabled() {
+		bad("TWILIO_VOICE_FROM needs the Twilio account settings (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)")
+	}
+	if v := c.Voice.From; v != "" {
 		if n, err := phonenumbers.Parse(v, ""); err != nil || !phonenumbers.IsValidNumber(n) || phonenumbers.Format(n, phonenumbers.E164) != v {
 			bad("TWILIO_VOICE_FROM=%q: want an E.164 number such as +14155550100", v)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -288,18 +289,36 @@ func (s *Server) getRecording(c *fiber.Ctx) error {
 	if m.Recording == nil || s.opts.Recordings == nil {
 		return problem(404, "no-recording", "this message has no stored recording (yet): only voice messages with a record step have one, once the patient answered")
 	}
-	r, size, err := s.opts.Recordings.Open(c.UserContext(), m.Recording.Key)
-	if errors.Is(err, recordings.ErrNotFound) {
-		return problem(404, "no-recording", "the recording is no longer kept (past its retention)")
-	}
+	// The body streams after the handler returns, so the read gets a
+	// context of its own, ended when the stream is closed.
+	rctx, cancel := context.WithTimeout(context.Background(), RecordingStreamTimeout)
+	r, size, err := s.opts.Recordings.Open(rctx, m.Recording.Key)
 	if err != nil {
+		cancel()
+		if errors.Is(err, recordings.ErrNotFound) {
+			return problem(404, "no-recording", "the recording is no longer kept (past its retention)")
+		}
 		s.log.Error("recording store unavailable", "msg_id", m.ID, "err", err)
 		return problem(503, "unavailable", "the recording store is unavailable; try again")
 	}
 	c.Set(fiber.HeaderContentType, m.Recording.ContentType)
 	c.Set(fiber.HeaderCacheControl, "private, no-store")
 	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+m.ID+recordingExt(m.Recording.Key)+`"`)
-	return c.SendStream(r, int(size))
+	return c.SendStream(cancelOnClose{ReadCloser: r, cancel: cancel}, int(size))
+}
+
+// RecordingStreamTimeout bounds the download of one recording.
+const RecordingStreamTimeout = 5 * time.Minute
+
+// cancelOnClose ends a stream's context when the stream is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	defer c.cancel()
+	return c.ReadCloser.Close()
 }
 
 func recordingExt(key string) string {

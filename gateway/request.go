@@ -280,10 +280,12 @@ func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, f
 		switch {
 		case strings.TrimSpace(g.Prompt) == "":
 			bad("gather.prompt", "is required: the question the patient answers with a key")
-		case g.Digits == "" || strings.Trim(g.Digits, "0123456789*#") != "":
-			bad("gather.digits", "must list the accepted keys, e.g. \"123\"")
+		case utf8.RuneCountInString(g.Prompt) > MaxVoiceChars:
+			bad("gather.prompt", "is longer than %d characters", MaxVoiceChars)
+		case g.Digits == "" || strings.Trim(g.Digits, "0123456789*#") != "" || len(g.Digits) > 12:
+			bad("gather.digits", "must list 1 to 12 accepted keys of 0-9, * and #, e.g. \"123\"")
 		case g.Timeout < 0 || g.Timeout > 60:
-			bad("gather.timeout", "must be from 1 to 60 seconds")
+			bad("gather.timeout", "must be from 1 to 60 seconds (0 or absent: 5)")
 		default:
 			if g.Timeout == 0 {
 				g.Timeout = 5
@@ -296,8 +298,10 @@ func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, f
 		switch {
 		case strings.TrimSpace(r.Prompt) == "":
 			bad("record.prompt", "is required: what the patient is asked to say")
+		case utf8.RuneCountInString(r.Prompt) > MaxVoiceChars:
+			bad("record.prompt", "is longer than %d characters", MaxVoiceChars)
 		case r.MaxLength < 0 || r.MaxLength > MaxRecordLength:
-			bad("record.max_length", "must be from 1 to %d seconds", MaxRecordLength)
+			bad("record.max_length", "must be from 1 to %d seconds (0 or absent: 60)", MaxRecordLength)
 		default:
 			if r.MaxLength == 0 {
 				r.MaxLength = 60

@@ -304,8 +304,11 @@ const (
 
 // Claim is the ledger's answer to a worker about to call the provider.
 type Claim struct {
-	Outcome    ClaimOutcome
+	Outcome ClaimOutcome
+	// Attempt counts every provider attempt; Redials how many of those
+	// began again after an unanswered call (they have their own budget).
 	Attempt    int
+	Redials    int
 	Status     Status
 	ProviderID string
 	Wait       time.Duration
@@ -334,6 +337,7 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Cla
 		c.Wait = time.Duration(w) * time.Millisecond
 	case ClaimSend:
 		c.Attempt, _ = strconv.Atoi(res[1])
+		c.Redials, _ = strconv.Atoi(res[4])
 		c.Status = StatusSending
 		m := &Message{ID: id, Status: StatusSending, Attempts: c.Attempt}
 		if err := json.Unmarshal([]byte(res[3]), &m.Request); err != nil {

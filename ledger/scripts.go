@@ -36,7 +36,7 @@ return 1
 //	{"unconfirmed", wait_ms}         an earlier attempt's outcome is unknown: wait for its callback
 //	{"go", attempts, status, doc}    the caller owns this attempt
 var claimScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc')
+local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc', 'redials')
 if not h[1] then return {'missing'} end
 if tonumber(h[2]) >= 3 then return {'final', h[1]} end
 if h[3] and h[3] ~= '' then return {'accepted', h[3]} end
@@ -52,7 +52,7 @@ local ev = cjson.decode(ARGV[3])
 ev['attempt'] = attempts
 if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
 redis.call('RPUSH', KEYS[2], cjson.encode(ev))
-return {'go', tostring(attempts), h[1], h[6]}
+return {'go', tostring(attempts), h[1], h[6], h[7] or '0'}
 `)
 
 // acceptedScript records the provider's id. KEYS msg, events

@@ -77,7 +77,10 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return &waitError{reason: "previous attempt unconfirmed", after: claim.Wait}
 	}
 	m := claim.Message
-	if claim.Attempt > h.MaxAttempts {
+	// Calls placed again after no answer have a budget of their own
+	// (VOICE_MAX_CALLS); this one is for failed attempts.
+	attempt := claim.Attempt - claim.Redials
+	if attempt > h.MaxAttempts {
 		// Only reachable after a last attempt whose outcome stayed unknown
 		// through the grace period: do not exceed the attempt budget.
 		_ = h.Ledger.RecordFailure(ctx, m.ID, ledger.Failure{Code: "unconfirmed", Final: true, Attempt: claim.Attempt,
@@ -109,7 +112,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	se := channels.AsSendError(sendErr)
 	retried, _ := asynq.GetRetryCount(ctx)
-	lastTry := claim.Attempt >= h.MaxAttempts
+	lastTry := attempt >= h.MaxAttempts
 	final := !se.Retryable() || (lastTry && !se.Unconfirmed)
 	f := ledger.Failure{Code: se.Code, Message: se.Message, Final: final, Unconfirmed: se.Unconfirmed && !final, Attempt: claim.Attempt}
 	if se.Class == channels.OptedOut {
