@@ -93,6 +93,29 @@ type Receiver interface {
 	// provider attempt (a call) was busy or not answered, at most
 	// maxRedials times; past that the message ends undelivered.
 	Redial(ctx context.Context, messageID, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error
+	// Inbound takes a message a patient sent (a reply, STOP, HELP…) and
+	// says what to answer at once. It is idempotent per provider id: the
+	// provider's retries of the same message are processed once.
+	Inbound(ctx context.Context, in InboundMessage) (InboundResult, error)
+}
+
+// InboundMessage is a message a patient sent.
+type InboundMessage struct {
+	Channel    string
+	ProviderID string // Twilio MessageSid, WeChat MsgId
+	From       ledger.Recipient
+	// To is the address it was sent to (our number, our official account).
+	To   string
+	Body string
+}
+
+// InboundResult says what the gateway made of an inbound message.
+type InboundResult struct {
+	// Duplicate is set when the provider id was seen before.
+	Duplicate bool
+	// Reply is the text to answer with at once ("" for none): the one
+	// confirmation of an opt-out, opt-in or help request.
+	Reply string
 }
 
 // RateLimited is implemented by channels whose sender takes only so many

@@ -62,6 +62,12 @@ type Config struct {
 	WeChat WeChatConfig
 	Email  EmailConfig
 
+	// CrisisOptOutExempt lists tenants whose crisis messages are sent even to
+	// recipients who opted out (GATEWAY_CRISIS_OPTOUT_EXEMPT, tenant names
+	// separated by commas; empty by default). Every such send is noted in
+	// the message's history.
+	CrisisOptOutExempt []string
+
 	// BlobURL is the blob store for call recordings (BLOB_URL): file:// or s3://.
 	BlobURL string
 	// RecordingRetention is how long call recordings are kept
@@ -194,7 +200,7 @@ var Vars = []string{
 	"TWILIO_VOICE_FROM", "VOICE_CALLS_PER_SECOND", "VOICE_MAX_CALLS", "VOICE_REDIAL_DELAY",
 	"WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_API_URL",
 	"SMTP_URL", "EMAIL_FROM", "SMTP_POOL_SIZE",
-	"BLOB_URL", "RECORDING_RETENTION",
+	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT",
 }
 
 // Load reads the environment (through getenv, os.Getenv when nil) over the
@@ -311,6 +317,11 @@ func Load(getenv func(string) string) (Config, error) {
 	str("EMAIL_FROM", &c.Email.From)
 	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
 	str("BLOB_URL", &c.BlobURL)
+	for _, t := range strings.Split(getenv("GATEWAY_CRISIS_OPTOUT_EXEMPT"), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			c.CrisisOptOutExempt = append(c.CrisisOptOutExempt, t)
+		}
+	}
 	c.RecordingRetention = c.Retention // unless set: as long as the messages
 	dur("RECORDING_RETENTION", &c.RecordingRetention)
 	if v := strings.TrimSpace(getenv("GATEWAY_API_KEYS")); v != "" {

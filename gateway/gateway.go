@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
 )
@@ -38,6 +39,8 @@ type Options struct {
 	Queue    Enqueuer
 	Tasks    TaskDeleter
 	Channels *channels.Registry
+	// Consent is the consent ledger inbound keywords change (nil: none).
+	Consent *consent.Ledger
 	// Recordings is the blob store of call recordings (nil: none).
 	Recordings *recordings.Store
 	// APIKeys maps API key → tenant.

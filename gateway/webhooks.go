@@ -5,20 +5,24 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/workers"
 )
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{l: s.opts.Ledger, q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
+	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, tenants: s.tenants(),
+		q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
 	}
@@ -56,6 +60,9 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 // that follows (fetching a recording, calling again).
 type receiver struct {
 	l           *ledger.Ledger
+	rdb         redis.UniversalClient
+	consent     *consent.Ledger
+	tenants     []string
 	q           Enqueuer
 	maxAttempts int
 	timeout     time.Duration
@@ -127,4 +134,18 @@ func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provid
 		id = found
 	}
 	return r.l.ApplyProviderUpdate(ctx, id, u)
+}
+
+// tenants lists the tenants of the API keys, sorted, once each.
+func (s *Server) tenants() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range s.opts.APIKeys {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

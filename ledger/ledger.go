@@ -595,3 +595,15 @@ func (l *Ledger) note(ctx context.Context, id string, e Event, field, value stri
 	}
 	return err
 }
+
+// Note adds an event with a detail to the message's history (an audit
+// entry that changes nothing).
+func (l *Ledger) Note(ctx context.Context, id, detail string) error {
+	st, err := l.rdb.HGet(ctx, msgKey(id), "status").Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	return l.note(ctx, id, Event{Status: Status(st), At: l.now().UTC(), Detail: detail}, "", "")
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/config"
+	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
@@ -44,6 +45,7 @@ type Service struct {
 	Role     config.Role
 	Redis    redis.UniversalClient
 	Ledger   *ledger.Ledger
+	Consent  *consent.Ledger
 	Channels *channels.Registry
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
@@ -73,7 +75,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), log: o.Logger, ln: o.Listener}
+	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
+		log: o.Logger, ln: o.Listener}
 
 	chs, closers, err := buildChannels(cfg, rdb, o)
 	if err != nil {
@@ -96,7 +99,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		s.client = asynq.NewClientFromRedisClient(rdb)
 		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings,
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
@@ -104,7 +107,11 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
-			MaxAttempts: cfg.Worker.MaxAttempts, Logger: o.Logger.With("comp", "worker")}
+			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{},
+			Logger: o.Logger.With("comp", "worker")}
+		for _, t := range cfg.CrisisOptOutExempt {
+			h.CrisisExempt[t] = true
+		}
 		hs := workers.Handlers{Send: h}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
 )
 
@@ -27,7 +28,23 @@ type SendHandler struct {
 	// MaxAttempts is the provider-attempt budget per message, counted in the
 	// ledger (Asynq's own retry count also includes waits and Redis trouble).
 	MaxAttempts int
-	Logger      *slog.Logger
+	// Consent is checked right before every provider call (nil: no check).
+	Consent *consent.Ledger
+	// CrisisExempt lists tenants whose crisis messages are sent despite an
+	// opt-out (an explicit, audited emergency exemption; empty by default).
+	CrisisExempt map[string]bool
+	Logger       *slog.Logger
+}
+
+// IdentityOf is the consent identity a message is sent to.
+func IdentityOf(channel string, to ledger.Recipient) consent.Identity {
+	switch channel {
+	case "wechat":
+		return consent.Identity{Kind: consent.WeChat, Value: to.WeChatOpenID}
+	case "email":
+		return consent.Normalise(consent.Identity{Kind: consent.Email, Value: to.Email})
+	}
+	return consent.Identity{Kind: consent.Phone, Value: to.Phone}
 }
 
 // waitError asks Asynq to retry after a set delay (see RetryDelay).
@@ -94,6 +111,9 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("channel %q not configured: %w", m.Channel, asynq.SkipRetry)
 	}
 	log = log.With("channel", m.Channel, "attempt", claim.Attempt)
+	if suppressed, err := h.checkConsent(ctx, m, claim.Attempt, log); err != nil || suppressed {
+		return err
+	}
 	start := time.Now()
 	res, sendErr := ch.Send(ctx, channels.MessageOf(m))
 	if sendErr == nil {
@@ -111,6 +131,14 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	se := channels.AsSendError(sendErr)
+	if se.Class == channels.OptedOut && h.Consent != nil {
+		// The provider knows the recipient opted out: record it so later
+		// messages are suppressed before they reach the provider.
+		if _, err := h.Consent.Set(context.WithoutCancel(ctx), m.Tenant, IdentityOf(m.Channel, m.To), true,
+			consent.SourceProvider, m.Channel+" error "+se.Code+" on message "+m.ID); err != nil {
+			log.Error("could not record the provider's opt-out", "err", err)
+		}
+	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	lastTry := attempt >= h.MaxAttempts
 	final := !se.Retryable() || (lastTry && !se.Unconfirmed)
@@ -157,6 +185,33 @@ type retryError struct {
 }
 
 func (e *retryError) Unwrap() error { return e.SendError }
+
+// checkConsent ends the message suppressed when its recipient opted out,
+// unless the tenant's crisis exemption applies (then the history says so).
+func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attempt int, log *slog.Logger) (bool, error) {
+	if h.Consent == nil {
+		return false, nil
+	}
+	out, err := h.Consent.OptedOut(ctx, m.Tenant, IdentityOf(m.Channel, m.To))
+	if err != nil {
+		return false, fmt.Errorf("consent check: %w", err) // never send unchecked: retry
+	}
+	if !out {
+		return false, nil
+	}
+	if m.Priority == PriorityCrisis && h.CrisisExempt[m.Tenant] {
+		log.Warn("recipient opted out; crisis message sent under the tenant's emergency exemption")
+		return false, h.Ledger.Note(ctx, m.ID, "recipient opted out; sent under the tenant's crisis emergency exemption")
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := h.Ledger.RecordFailure(rctx, m.ID, ledger.Failure{Code: "opted_out", Final: true, FinalStatus: ledger.StatusSuppressed,
+		Attempt: attempt, Message: "the recipient opted out; the message was not sent"}); err != nil {
+		return false, err
+	}
+	log.Info("recipient opted out: message suppressed before the provider call")
+	return true, nil
+}
 
 // IsFailure is the Asynq IsFailure func: waiting for a provider callback
 // does not spend an attempt.

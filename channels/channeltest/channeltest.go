@@ -248,10 +248,13 @@ type RedialCall struct {
 
 // RecordingReceiver is a channels.Receiver that remembers what it was told.
 type RecordingReceiver struct {
-	mu      sync.Mutex
-	Updates []Update
-	Answers []AnswerCall
-	Redials []RedialCall
+	mu       sync.Mutex
+	Updates  []Update
+	Answers  []AnswerCall
+	Redials  []RedialCall
+	Inbounds []channels.InboundMessage
+	// InboundReply is what Inbound answers with.
+	InboundReply string
 	// Messages are the records Message returns.
 	Messages map[string]*ledger.Message
 	// Err, when set, is returned (to test storage outages).
@@ -280,6 +283,23 @@ func (r *RecordingReceiver) Answer(_ context.Context, id string, a ledger.Answer
 	}
 	r.Answers = append(r.Answers, AnswerCall{MessageID: id, Answer: a, RecordingURL: recordingURL})
 	return nil
+}
+
+// Inbound records the inbound message; a repeated provider id is a
+// duplicate. InboundReply is the reply it answers with.
+func (r *RecordingReceiver) Inbound(_ context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Err != nil {
+		return channels.InboundResult{}, r.Err
+	}
+	for _, seen := range r.Inbounds {
+		if seen.ProviderID == in.ProviderID {
+			return channels.InboundResult{Duplicate: true}, nil
+		}
+	}
+	r.Inbounds = append(r.Inbounds, in)
+	return channels.InboundResult{Reply: r.InboundReply}, nil
 }
 
 // Redial records the redial.
@@ -321,6 +341,9 @@ type InboundCase struct {
 	ReceiverErr error
 	// Messages are the records the receiver knows.
 	Messages map[string]*ledger.Message
+	// InboundReply is what the receiver answers an inbound message with.
+	InboundReply     string
+	ExpectedInbounds []channels.InboundMessage
 
 	ExpectedStatus int
 	// ExpectedBody is the exact answer; ExpectedBodyContains parts of it.
@@ -339,7 +362,7 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.Label, func(t *testing.T) {
-			rcv := &RecordingReceiver{Err: tc.ReceiverErr, Messages: tc.Messages}
+			rcv := &RecordingReceiver{Err: tc.ReceiverErr, Messages: tc.Messages, InboundReply: tc.InboundReply}
 			u, err := url.Parse(tc.Path)
 			if err != nil {
 				t.Fatal(err)
@@ -386,6 +409,9 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 			}
 			if fmt.Sprintf("%+v", rcv.Answers) != fmt.Sprintf("%+v", tc.ExpectedAnswers) {
 				t.Errorf("answers\n got %+v\nwant %+v", rcv.Answers, tc.ExpectedAnswers)
+			}
+			if fmt.Sprintf("%+v", rcv.Inbounds) != fmt.Sprintf("%+v", tc.ExpectedInbounds) {
+				t.Errorf("inbound\n got %+v\nwant %+v", rcv.Inbounds, tc.ExpectedInbounds)
 			}
 			if fmt.Sprintf("%+v", rcv.Redials) != fmt.Sprintf("%+v", tc.ExpectedRedials) {
 				t.Errorf("redials\n got %+v\nwant %+v", rcv.Redials, tc.ExpectedRedials)

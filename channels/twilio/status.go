@@ -126,9 +126,14 @@ func validSignature(validator client.RequestValidator, r channels.WebhookRequest
 
 // Routes declares the status callback webhook.
 func (s *SMS) Routes(rcv channels.Receiver) []channels.Route {
-	return []channels.Route{{Method: http.MethodPost, Path: StatusPath, Handle: func(ctx context.Context, r channels.WebhookRequest) channels.WebhookResponse {
-		return s.handleStatus(ctx, rcv, r)
-	}}}
+	return []channels.Route{
+		{Method: http.MethodPost, Path: StatusPath, Handle: func(ctx context.Context, r channels.WebhookRequest) channels.WebhookResponse {
+			return s.handleStatus(ctx, rcv, r)
+		}},
+		{Method: http.MethodPost, Path: InboundPath, Handle: func(ctx context.Context, r channels.WebhookRequest) channels.WebhookResponse {
+			return s.handleInbound(ctx, rcv, r)
+		}},
+	}
 }
 
 var (

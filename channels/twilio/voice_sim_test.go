@@ -53,6 +53,12 @@ func (s *syncReceiver) Redial(ctx context.Context, id, providerID string, after 
 	return s.r.Redial(ctx, id, providerID, after, maxRedials, reason)
 }
 
+func (s *syncReceiver) Inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.r.Inbound(ctx, in)
+}
+
 func (s *syncReceiver) recorded() ([]channeltest.Update, []channeltest.AnswerCall, []channeltest.RedialCall) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// InboundDedupeWindow is how long a provider's message id is remembered to
+// drop its retries (Twilio retries for minutes, WeChat three times in 15 s).
+const InboundDedupeWindow = 7 * 24 * time.Hour
+
+// Inbound handles a message a patient sent. Opt-out and opt-in keywords
+// change consent for every tenant of this gateway: the sending number or
+// account is shared, and a patient who wrote STOP to it must hear from
+// none of them (the carrier would block them anyway). Each change is
+// confirmed once; a repeated STOP gets no second reply. START, UNSTOP and
+// YES opt back in only a patient who opted out: otherwise YES is an
+// ordinary answer.
+func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
+	first, err := r.rdb.SetNX(ctx, "gw:in:"+in.Channel+":"+in.ProviderID, 1, InboundDedupeWindow).Result()
+	if err != nil {
+		return channels.InboundResult{}, err
+	}
+	if !first {
+		return channels.InboundResult{Duplicate: true}, nil
+	}
+	action, lang := consent.Keyword(in.Body)
+	if action == consent.NoKeyword || r.consent == nil {
+		return channels.InboundResult{}, nil
+	}
+	id := workers.IdentityOf(in.Channel, in.From)
+	evidence := in.Channel + " inbound message " + in.ProviderID
+	changed := false
+	for _, tenant := range r.tenants {
+		var c bool
+		switch action {
+		case consent.OptOut:
+			c, err = r.consent.Set(ctx, tenant, id, true, consent.SourceKeyword, evidence)
+		case consent.OptIn:
+			out, gerr := r.consent.OptedOut(ctx, tenant, id)
+			if gerr != nil {
+				err = gerr
+			} else if out {
+				c, err = r.consent.Set(ctx, tenant, id, false, consent.SourceKeyword, evidence)
+			}
+		}
+		if err != nil {
+			// Forget the message id so the provider's retry is processed again.
+			r.rdb.Del(context.WithoutCancel(ctx), "gw:in:"+in.Channel+":"+in.ProviderID)
+			return channels.InboundResult{}, err
+		}
+		changed = changed || c
+	}
+	if action == consent.Help || changed {
+		return channels.InboundResult{Reply: consent.Replies[action][lang]}, nil
+	}
+	return channels.InboundResult{}, nil
+}

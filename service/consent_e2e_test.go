@@ -1,0 +1,176 @@
+package service_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/config"
+	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/ledger"
+)
+
+var sidN int
+
+// inbound posts Twilio's incoming-message webhook signed with token ("" unsigned).
+func (e *env) inbound(from, body, token string) (int, string) {
+	e.t.Helper()
+	sidN++
+	sid := "SM" + strings.Repeat("0", 30-len(itoa(sidN))) + itoa(sidN) + "ab"
+	return e.inboundSid(sid, from, body, token)
+}
+
+func (e *env) inboundSid(sid, from, body, token string) (int, string) {
+	e.t.Helper()
+	form := url.Values{"MessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {e.sim.AccountSID()}, "From": {from},
+		"To": {"+15005550006"}, "Body": {body}, "NumSegments": {"1"}}
+	u := e.base + twilio.InboundPath
+	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if token != "" {
+		req.Header.Set("X-Twilio-Signature", twiliosim.Sign(token, u, form))
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var d []byte
+	for ; n > 0; n /= 10 {
+		d = append([]byte{byte('0' + n%10)}, d...)
+	}
+	return string(d)
+}
+
+func TestStopIsHonouredForQueuedMessagesAndStartRestores(t *testing.T) {
+	e := start(t, config.RoleAll)
+	later := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
+	scheduled := e.send(keyA, smsBody(patientPhone, "Your day-7 check-in", "send_at", later))
+
+	code, twiml := e.inbound(patientPhone, " Stop ", e.sim.AuthToken())
+	if code != 200 || !strings.Contains(twiml, "<Message>You are unsubscribed") {
+		t.Fatalf("STOP answered %d %s", code, twiml)
+	}
+	code, twiml = e.inbound(patientPhone, "STOP", e.sim.AuthToken())
+	if code != 200 || strings.Contains(twiml, "<Message>") {
+		t.Fatalf("a second STOP must get no second confirmation: %d %s", code, twiml)
+	}
+
+	m := e.waitFor(scheduled, ledger.StatusSuppressed, 10*time.Second)
+	now := e.send(keyB, smsBody(patientPhone, "Reminder from another clinic on this number"))
+	e.waitFor(now, ledger.StatusSuppressed, 10*time.Second)
+	crisis := e.send(keyA, smsBody(patientPhone, "Evacuate", "priority", "crisis"))
+	e.waitFor(crisis, ledger.StatusSuppressed, 10*time.Second)
+	if n := e.sim.MessagesTo(patientPhone); n != 0 {
+		t.Fatalf("Twilio got %d messages for an opted-out patient", n)
+	}
+	if m.Error == nil || m.Error.Code != "opted_out" {
+		t.Fatalf("suppressed message error %+v", m.Error)
+	}
+
+	st, _ := e.svc.Consent.Get(context.Background(), "clinic-a", consent.Identity{Kind: consent.Phone, Value: patientPhone})
+	if !st.OptedOut || len(st.Changes) != 1 || st.Changes[0].Source != consent.SourceKeyword || !strings.HasPrefix(st.Changes[0].Evidence, "sms inbound message SM") {
+		t.Fatalf("consent ledger %+v", st)
+	}
+
+	code, twiml = e.inbound(patientPhone, "start", e.sim.AuthToken())
+	if code != 200 || !strings.Contains(twiml, "subscribed again") {
+		t.Fatalf("START answered %d %s", code, twiml)
+	}
+	again := e.send(keyA, smsBody(patientPhone, "Welcome back"))
+	e.waitFor(again, ledger.StatusDelivered, 10*time.Second)
+}
+
+func TestInboundMessagesAreVerifiedAndProcessedOnce(t *testing.T) {
+	e := start(t, config.RoleAll)
+	if code, _ := e.inbound(patientPhone, "STOP", ""); code != 403 {
+		t.Fatalf("unsigned inbound answered %d, want 403", code)
+	}
+	if code, _ := e.inbound(patientPhone, "STOP", "00000000000000000000000000000000"); code != 403 {
+		t.Fatalf("forged inbound answered %d, want 403", code)
+	}
+	if out, _ := e.svc.Consent.OptedOut(context.Background(), "clinic-a", consent.Identity{Kind: consent.Phone, Value: patientPhone}); out {
+		t.Fatal("a forged STOP changed consent")
+	}
+	sid := "SMffffffffffffffffffffffffffffff01"
+	_, first := e.inboundSid(sid, patientPhone, "HELP", e.sim.AuthToken())
+	_, retry := e.inboundSid(sid, patientPhone, "HELP", e.sim.AuthToken())
+	if !strings.Contains(first, "<Message>") || strings.Contains(retry, "<Message>") {
+		t.Fatalf("Twilio's retry of the same MessageSid must be processed once: %s / %s", first, retry)
+	}
+	// YES from someone who never opted out is an answer, not an opt-in.
+	if _, twiml := e.inbound(patientPhone, "YES", e.sim.AuthToken()); strings.Contains(twiml, "<Message>") {
+		t.Fatalf("YES got a consent confirmation: %s", twiml)
+	}
+	if st, _ := e.svc.Consent.Get(context.Background(), "clinic-a", consent.Identity{Kind: consent.Phone, Value: patientPhone}); len(st.Changes) != 0 {
+		t.Fatalf("YES recorded a consent change: %+v", st)
+	}
+	if strings.Contains(e.logs.String(), "4155550123") {
+		t.Fatal("the inbound number appears in the logs")
+	}
+}
+
+func TestAnOptOutReportedByTwilioSuppressesLaterMessagesBeforeTheProvider(t *testing.T) {
+	e := start(t, config.RoleAll)
+	first := e.send(keyA, smsBody(twiliosim.MagicToUnsubscribed, "hi"))
+	e.waitFor(first, ledger.StatusSuppressed, 10*time.Second)
+	second := e.send(keyA, smsBody(twiliosim.MagicToUnsubscribed, "hi again"))
+	m := e.waitFor(second, ledger.StatusSuppressed, 10*time.Second)
+	n := 0
+	for _, r := range e.sim.Requests() {
+		if r.Form.Get("To") == twiliosim.MagicToUnsubscribed {
+			n++
+		}
+	}
+	if n != 1 || m.Error.Code != "opted_out" {
+		t.Fatalf("the provider saw %d messages (want 1); second error %+v", n, m.Error)
+	}
+	st, _ := e.svc.Consent.Get(context.Background(), "clinic-a", consent.Identity{Kind: consent.Phone, Value: twiliosim.MagicToUnsubscribed})
+	if !st.OptedOut || st.Changes[0].Source != consent.SourceProvider || !strings.Contains(st.Changes[0].Evidence, "21610") {
+		t.Fatalf("consent %+v", st)
+	}
+}
+
+func TestACrisisExemptionIsExplicitAndAudited(t *testing.T) {
+	e := start(t, config.RoleAll, func(c *config.Config) { c.CrisisOptOutExempt = []string{"clinic-a"} })
+	id := consent.Identity{Kind: consent.Phone, Value: patientPhone}
+	for _, tenant := range []string{"clinic-a", "clinic-b"} {
+		if _, err := e.svc.Consent.Set(context.Background(), tenant, id, true, consent.SourceAPI, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exempt := e.send(keyA, smsBody(patientPhone, "Evacuate ward 3", "priority", "crisis"))
+	m := e.waitFor(exempt, ledger.StatusDelivered, 10*time.Second)
+	audited := false
+	for _, ev := range m.Events {
+		audited = audited || strings.Contains(ev.Detail, "exemption")
+	}
+	if !audited {
+		t.Fatalf("the exempt send is not noted in the history: %+v", m.Events)
+	}
+	normal := e.send(keyA, smsBody(patientPhone, "Routine reminder"))
+	e.waitFor(normal, ledger.StatusSuppressed, 10*time.Second)
+	other := e.send(keyB, smsBody(patientPhone, "Evacuate", "priority", "crisis"))
+	e.waitFor(other, ledger.StatusSuppressed, 10*time.Second)
+}
