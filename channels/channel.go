@@ -97,6 +97,10 @@ type Receiver interface {
 	// says what to answer at once. It is idempotent per provider id: the
 	// provider's retries of the same message are processed once.
 	Inbound(ctx context.Context, in InboundMessage) (InboundResult, error)
+	// OptOut records that an identity stopped accepting messages on a
+	// channel through the provider (a WeChat unfollow), for every tenant.
+	// evidence names the provider event.
+	OptOut(ctx context.Context, channel string, who ledger.Recipient, evidence string) error
 }
 
 // InboundMessage is a message a patient sent.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -59,4 +60,19 @@ func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (chan
 		return channels.InboundResult{Reply: consent.Replies[action][lang]}, nil
 	}
 	return channels.InboundResult{}, nil
+}
+
+// OptOut records an opt-out the provider reported (a WeChat unfollow) for
+// every tenant, as a keyword opt-out is.
+func (r receiver) OptOut(ctx context.Context, channel string, who ledger.Recipient, evidence string) error {
+	if r.consent == nil {
+		return nil
+	}
+	id := workers.IdentityOf(channel, who)
+	for _, tenant := range r.tenants {
+		if _, err := r.consent.Set(ctx, tenant, id, true, consent.SourceUnsubscribe, evidence); err != nil {
+			return err
+		}
+	}
+	return nil
 }

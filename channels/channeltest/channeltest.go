@@ -253,6 +253,7 @@ type RecordingReceiver struct {
 	Answers  []AnswerCall
 	Redials  []RedialCall
 	Inbounds []channels.InboundMessage
+	OptOuts  []OptOutCall
 	// InboundReply is what Inbound answers with.
 	InboundReply string
 	// Messages are the records Message returns.
@@ -302,6 +303,24 @@ func (r *RecordingReceiver) Inbound(_ context.Context, in channels.InboundMessag
 	return channels.InboundResult{Reply: r.InboundReply}, nil
 }
 
+// OptOutCall is an opt-out a webhook reported.
+type OptOutCall struct {
+	Channel  string
+	Who      ledger.Recipient
+	Evidence string
+}
+
+// OptOut records the opt-out.
+func (r *RecordingReceiver) OptOut(_ context.Context, channel string, who ledger.Recipient, evidence string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Err != nil {
+		return r.Err
+	}
+	r.OptOuts = append(r.OptOuts, OptOutCall{Channel: channel, Who: who, Evidence: evidence})
+	return nil
+}
+
 // Redial records the redial.
 func (r *RecordingReceiver) Redial(_ context.Context, id, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error {
 	r.mu.Lock()
@@ -344,6 +363,7 @@ type InboundCase struct {
 	// InboundReply is what the receiver answers an inbound message with.
 	InboundReply     string
 	ExpectedInbounds []channels.InboundMessage
+	ExpectedOptOuts  []OptOutCall
 
 	ExpectedStatus int
 	// ExpectedBody is the exact answer; ExpectedBodyContains parts of it.
@@ -409,6 +429,9 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 			}
 			if fmt.Sprintf("%+v", rcv.Answers) != fmt.Sprintf("%+v", tc.ExpectedAnswers) {
 				t.Errorf("answers\n got %+v\nwant %+v", rcv.Answers, tc.ExpectedAnswers)
+			}
+			if fmt.Sprintf("%+v", rcv.OptOuts) != fmt.Sprintf("%+v", tc.ExpectedOptOuts) {
+				t.Errorf("opt-outs\n got %+v\nwant %+v", rcv.OptOuts, tc.ExpectedOptOuts)
 			}
 			if fmt.Sprintf("%+v", rcv.Inbounds) != fmt.Sprintf("%+v", tc.ExpectedInbounds) {
 				t.Errorf("inbound\n got %+v\nwant %+v", rcv.Inbounds, tc.ExpectedInbounds)

@@ -34,7 +34,11 @@ func TestInboundMessagesAreVerifiedAndAnsweredWithTwiML(t *testing.T) {
 			InboundReply: "a < b & c", ExpectedStatus: 200, ExpectedBodyContains: []string{"a &lt; b &amp; c"},
 			ExpectedInbounds: []channels.InboundMessage{{Channel: "sms", ProviderID: sid, From: ledger.Recipient{Phone: "+14155550123"}, To: testFrom, Body: "HELP"}}},
 		{Label: "a message for another account is ignored", Method: "POST", Path: twilio.InboundPath,
-			Form: func() url.Values { f := incoming("STOP"); f.Set("AccountSid", "ACffffffffffffffffffffffffffffffff"); return f }(), Signed: true,
+			Form: func() url.Values {
+				f := incoming("STOP")
+				f.Set("AccountSid", "ACffffffffffffffffffffffffffffffff")
+				return f
+			}(), Signed: true,
 			ExpectedStatus: 200},
 		{Label: "a storage outage answers 503 so Twilio retries", Method: "POST", Path: twilio.InboundPath, Form: incoming("STOP"), Signed: true,
 			ReceiverErr: errors.New("redis down"), ExpectedStatus: 503},

@@ -59,6 +59,12 @@ func (s *syncReceiver) Inbound(ctx context.Context, in channels.InboundMessage) 
 	return s.r.Inbound(ctx, in)
 }
 
+func (s *syncReceiver) OptOut(ctx context.Context, channel string, who ledger.Recipient, evidence string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.r.OptOut(ctx, channel, who, evidence)
+}
+
 func (s *syncReceiver) recorded() ([]channeltest.Update, []channeltest.AnswerCall, []channeltest.RedialCall) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
