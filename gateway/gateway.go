@@ -18,6 +18,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
 )
@@ -41,6 +42,8 @@ type Options struct {
 	Channels *channels.Registry
 	// Consent is the consent ledger inbound keywords change (nil: none).
 	Consent *consent.Ledger
+	// Contacts are the tenants' patients (nil: no contacts API).
+	Contacts *contacts.Store
 	// Recordings is the blob store of call recordings (nil: none).
 	Recordings *recordings.Store
 	// APIKeys maps API key → tenant.
@@ -98,6 +101,14 @@ func New(o Options) *Server {
 	v1.Get("/messages/:id", s.getMessage)
 	v1.Post("/messages/:id/cancel", s.cancelMessage)
 	v1.Get("/messages/:id/recording", s.getRecording)
+	if o.Contacts != nil && o.Consent != nil {
+		v1.Get("/contacts", s.findContact)
+		v1.Put("/contacts/:id", s.putContact)
+		v1.Get("/contacts/:id", s.getContact)
+		v1.Get("/contacts/:id/consent", s.getConsent)
+		v1.Put("/contacts/:id/consent", s.putConsent)
+		v1.Get("/consent/export", s.exportConsent)
+	}
 	s.mountWebhooks()
 	return s
 }

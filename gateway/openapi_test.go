@@ -17,6 +17,8 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/contacts"
 )
 
 // openAPIMethods are the operation keys of an OpenAPI path item.
@@ -92,6 +94,8 @@ func openAPITestServer(t *testing.T) *Server {
 	}
 	return New(Options{
 		Channels:        channels.NewRegistry(sms, voice),
+		Consent:         consent.New(nil),
+		Contacts:        contacts.New(nil),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

@@ -227,11 +227,10 @@ func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, f
 		return present
 	}
 	if req.Locale != nil {
-		tag, err := language.Parse(*req.Locale)
-		if err != nil || len(*req.Locale) > 35 {
-			bad("locale", "is not a language tag such as en-US or zh-CN")
+		if tag, ok := normaliseLocale(*req.Locale); ok {
+			v.Locale = tag
 		} else {
-			v.Locale = tag.String()
+			bad("locale", "is not a language tag such as en-US or zh-CN")
 		}
 	}
 
@@ -340,6 +339,17 @@ func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, f
 		v.WeChat = o
 	}
 }
+
+// normaliseLocale parses a BCP 47 language tag.
+func normaliseLocale(s string) (string, bool) {
+	tag, err := language.Parse(s)
+	if err != nil || len(s) > 35 {
+		return "", false
+	}
+	return tag.String(), true
+}
+
+func sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
 
 // normaliseEmail accepts a bare address (no display name) and lower-cases its domain.
 func normaliseEmail(s string) (string, bool) {

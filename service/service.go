@@ -20,6 +20,7 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
@@ -99,7 +100,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		s.client = asynq.NewClientFromRedisClient(rdb)
 		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent,
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb),
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,

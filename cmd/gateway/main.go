@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	_ "time/tzdata" // contacts' time zones work on hosts without a zoneinfo database
 
 	"github.com/redis/go-redis/v9"
 

@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/contacts"
+)
+
+// contactIn is the body of PUT /v1/contacts/{id}.
+type contactIn struct {
+	Phone        *string `json:"phone"`
+	Email        *string `json:"email"`
+	WeChatOpenID *string `json:"wechat_openid"`
+	Locale       *string `json:"locale"`
+	TimeZone     *string `json:"timezone"`
+}
+
+// contactJSON is a contact as the API shows it to its own tenant.
+type contactJSON struct {
+	ID           string    `json:"id"`
+	Phone        string    `json:"phone,omitempty"`
+	Email        string    `json:"email,omitempty"`
+	WeChatOpenID string    `json:"wechat_openid,omitempty"`
+	Locale       string    `json:"locale,omitempty"`
+	TimeZone     string    `json:"timezone,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+func contactView(c contacts.Contact) contactJSON {
+	v := contactJSON{ID: c.ID, Locale: c.Locale, TimeZone: c.TimeZone, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+	for _, i := range c.Identities {
+		switch i.Kind {
+		case consent.Phone:
+			v.Phone = i.Value
+		case consent.Email:
+			v.Email = i.Value
+		case consent.WeChat:
+			v.WeChatOpenID = i.Value
+		}
+	}
+	return v
+}
+
+func validContactID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeStrict decodes one JSON object with no unknown fields.
+func decodeStrict(body []byte, v any) *Problem {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return problem(400, "malformed-json", "the request body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonProblem(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return problem(400, "malformed-json", "the request body has data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Server) putContact(c *fiber.Ctx) error {
+	tenant, id := tenantOf(c), c.Params("id")
+	if !validContactID(id) {
+		return problem(400, "bad-contact-id", "a contact id is 1-64 letters, digits, '-', '_' or '.', e.g. your medical record number")
+	}
+	var in contactIn
+	if p := decodeStrict(c.Body(), &in); p != nil {
+		return p
+	}
+	var errs []FieldError
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, FieldError{Field: field, Detail: sprintf(format, a...)})
+	}
+	ct := contacts.Contact{ID: id}
+	if in.Phone != nil {
+		if e164, ok := normalisePhone(*in.Phone); ok {
+			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Phone, Value: e164})
+		} else {
+			bad("phone", "is not a valid phone number; give it in international form, e.g. +14155550100")
+		}
+	}
+	if in.Email != nil {
+		if addr, ok := normaliseEmail(*in.Email); ok {
+			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Email, Value: addr})
+		} else {
+			bad("email", "is not a valid email address such as patient@example.org")
+		}
+	}
+	if in.WeChatOpenID != nil {
+		if validOpenID(*in.WeChatOpenID) {
+			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.WeChat, Value: *in.WeChatOpenID})
+		} else {
+			bad("wechat_openid", "is not a WeChat openid")
+		}
+	}
+	if in.Phone == nil && in.Email == nil && in.WeChatOpenID == nil {
+		bad("phone", "a contact needs at least one of phone, email or wechat_openid")
+	}
+	if in.Locale != nil {
+		if v, ok := normaliseLocale(*in.Locale); ok {
+			ct.Locale = v
+		} else {
+			bad("locale", "is not a language tag such as en-US or zh-CN")
+		}
+	}
+	if in.TimeZone != nil {
+		if _, err := time.LoadLocation(*in.TimeZone); err != nil || *in.TimeZone == "" || strings.EqualFold(*in.TimeZone, "local") {
+			bad("timezone", "is not an IANA time zone such as Asia/Shanghai or America/New_York")
+		} else {
+			ct.TimeZone = *in.TimeZone
+		}
+	}
+	if len(errs) > 0 {
+		return validationProblem(errs)
+	}
+	saved, err := s.opts.Contacts.Put(c.UserContext(), tenant, ct)
+	var taken *contacts.IdentityTakenError
+	if errors.As(err, &taken) {
+		return problem(409, "identity-taken", "the "+string(taken.Identity.Kind)+" already belongs to contact "+taken.Owner+"; remove it there first")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(contactView(saved))
+}
+
+func (s *Server) getContact(c *fiber.Ctx) error {
+	ct, err := s.opts.Contacts.Get(c.UserContext(), tenantOf(c), c.Params("id"))
+	if errors.Is(err, contacts.ErrNotFound) {
+		return problem(404, "not-found", "no contact with this id for your API key")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(contactView(ct))
+}
+
+// findContact looks a contact up by exactly one identity.
+func (s *Server) findContact(c *fiber.Ctx) error {
+	var ids []consent.Identity
+	if v := c.Query("phone"); v != "" {
+		e164, ok := normalisePhone(v)
+		if !ok {
+			return problem(400, "bad-query", "phone is not a valid international number")
+		}
+		ids = append(ids, consent.Identity{Kind: consent.Phone, Value: e164})
+	}
+	if v := c.Query("email"); v != "" {
+		addr, ok := normaliseEmail(v)
+		if !ok {
+			return problem(400, "bad-query", "email is not a valid address")
+		}
+		ids = append(ids, consent.Identity{Kind: consent.Email, Value: addr})
+	}
+	if v := c.Query("wechat_openid"); v != "" {
+		ids = append(ids, consent.Identity{Kind: consent.WeChat, Value: v})
+	}
+	if len(ids) != 1 {
+		return problem(400, "bad-query", "give exactly one of phone, email or wechat_openid")
+	}
+	ct, err := s.opts.Contacts.Find(c.UserContext(), tenantOf(c), ids[0])
+	if errors.Is(err, contacts.ErrNotFound) {
+		return problem(404, "not-found", "no contact has this identity")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(contactView(ct))
+}
+
+type consentJSON struct {
+	Contact    string          `json:"contact"`
+	Identities []consent.State `json:"identities"`
+}
+
+func (s *Server) contactConsent(c *fiber.Ctx, ct contacts.Contact) error {
+	out := consentJSON{Contact: ct.ID, Identities: []consent.State{}}
+	for _, id := range ct.Identities {
+		st, err := s.opts.Consent.Get(c.UserContext(), tenantOf(c), id)
+		if err != nil {
+			return s.unavailable(err)
+		}
+		out.Identities = append(out.Identities, st)
+	}
+	return c.JSON(out)
+}
+
+func (s *Server) getConsent(c *fiber.Ctx) error {
+	ct, err := s.opts.Contacts.Get(c.UserContext(), tenantOf(c), c.Params("id"))
+	if errors.Is(err, contacts.ErrNotFound) {
+		return problem(404, "not-found", "no contact with this id for your API key")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return s.contactConsent(c, ct)
+}
+
+// consentIn is the body of PUT /v1/contacts/{id}/consent.
+type consentIn struct {
+	OptedOut *bool  `json:"opted_out"`
+	Evidence string `json:"evidence"`
+	// Identity limits the change to one kind (phone, email, wechat); all when empty.
+	Identity string `json:"identity"`
+}
+
+func (s *Server) putConsent(c *fiber.Ctx) error {
+	tenant := tenantOf(c)
+	ct, err := s.opts.Contacts.Get(c.UserContext(), tenant, c.Params("id"))
+	if errors.Is(err, contacts.ErrNotFound) {
+		return problem(404, "not-found", "no contact with this id for your API key")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	var in consentIn
+	if p := decodeStrict(c.Body(), &in); p != nil {
+		return p
+	}
+	var errs []FieldError
+	if in.OptedOut == nil {
+		errs = append(errs, FieldError{Field: "opted_out", Detail: "is required: true records an opt-out, false an opt-in"})
+	}
+	if strings.TrimSpace(in.Evidence) == "" || len(in.Evidence) > 1000 {
+		errs = append(errs, FieldError{Field: "evidence", Detail: "is required (at most 1000 characters): what shows the patient's choice, e.g. \"signed consent form, visit 2026-11-20\""})
+	}
+	if in.Identity != "" && in.Identity != string(consent.Phone) && in.Identity != string(consent.Email) && in.Identity != string(consent.WeChat) {
+		errs = append(errs, FieldError{Field: "identity", Detail: "must be phone, email or wechat"})
+	}
+	if len(errs) > 0 {
+		return validationProblem(errs)
+	}
+	for _, id := range ct.Identities {
+		if in.Identity != "" && string(id.Kind) != in.Identity {
+			continue
+		}
+		if _, err := s.opts.Consent.Set(c.UserContext(), tenant, id, *in.OptedOut, consent.SourceAPI, in.Evidence); err != nil {
+			return s.unavailable(err)
+		}
+	}
+	return s.contactConsent(c, ct)
+}
+
+// exportConsent streams every recorded consent state of the tenant as JSON lines.
+func (s *Server) exportConsent(c *fiber.Ctx) error {
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	enc := json.NewEncoder(w)
+	if err := s.opts.Consent.Export(c.UserContext(), tenantOf(c), func(st consent.State) error { return enc.Encode(st) }); err != nil {
+		return s.unavailable(err)
+	}
+	_ = w.Flush()
+	c.Set(fiber.HeaderContentType, "application/x-ndjson")
+	c.Set(fiber.HeaderCacheControl, "private, no-store")
+	return c.Send(buf.Bytes())
+}
