@@ -21,6 +21,7 @@ import (
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
+	"github.com/patientmsg/gateway/replies"
 )
 
 // Enqueuer queues tasks (an *asynq.Client).
@@ -44,6 +45,8 @@ type Options struct {
 	Consent *consent.Ledger
 	// Contacts are the tenants' patients (nil: no contacts API).
 	Contacts *contacts.Store
+	// Replies is the reply feed (nil: replies are not kept).
+	Replies *replies.Store
 	// Recordings is the blob store of call recordings (nil: none).
 	Recordings *recordings.Store
 	// APIKeys maps API key → tenant.
@@ -108,6 +111,9 @@ func New(o Options) *Server {
 		v1.Get("/contacts/:id/consent", s.getConsent)
 		v1.Put("/contacts/:id/consent", s.putConsent)
 		v1.Get("/consent/export", s.exportConsent)
+	}
+	if o.Replies != nil {
+		v1.Get("/replies", s.listReplies)
 	}
 	s.mountWebhooks()
 	return s

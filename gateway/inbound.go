@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -31,7 +33,7 @@ func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (chan
 	}
 	action, lang := consent.Keyword(in.Body)
 	if action == consent.NoKeyword || r.consent == nil {
-		return channels.InboundResult{}, nil
+		return channels.InboundResult{}, r.reply(ctx, in)
 	}
 	id := workers.IdentityOf(in.Channel, in.From)
 	evidence := in.Channel + " inbound message " + in.ProviderID
@@ -59,7 +61,38 @@ func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (chan
 	if action == consent.Help || changed {
 		return channels.InboundResult{Reply: consent.Replies[action][lang]}, nil
 	}
+	if action == consent.OptIn {
+		// YES from a patient who never opted out answers a question.
+		return channels.InboundResult{}, r.reply(ctx, in)
+	}
 	return channels.InboundResult{}, nil
+}
+
+// reply files an answer in the feed of the tenant whose message last went
+// to the sender, and notes it in that message's history. An answer from
+// someone no tenant wrote to recently is logged (ids only) and dropped:
+// there is no one it could be shown to.
+func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
+	if r.replies == nil {
+		return nil
+	}
+	id := workers.IdentityOf(in.Channel, in.From)
+	tenant, msgID, err := r.replies.Last(ctx, id)
+	if err != nil {
+		return err
+	}
+	if tenant == "" {
+		r.log.Info("reply from a sender no tenant has written to recently; not kept", "channel", in.Channel, "provider_id", in.ProviderID)
+		return nil
+	}
+	if _, err := r.replies.Add(ctx, tenant, replies.Reply{Channel: in.Channel, From: id, Body: in.Body,
+		ReceivedAt: time.Now(), InReplyTo: msgID, ProviderID: in.ProviderID}); err != nil {
+		return err
+	}
+	if err := r.l.Note(ctx, msgID, "the patient replied (see GET /v1/replies)"); err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // OptOut records an opt-out the provider reported (a WeChat unfollow) for

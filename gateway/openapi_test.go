@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
+	"github.com/patientmsg/gateway/replies"
 )
 
 // openAPIMethods are the operation keys of an OpenAPI path item.
@@ -96,6 +98,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Channels:        channels.NewRegistry(sms, voice),
 		Consent:         consent.New(nil),
 		Contacts:        contacts.New(nil),
+		Replies:         replies.New(nil, time.Hour),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"sort"
@@ -16,12 +17,13 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/workers"
 )
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, tenants: s.tenants(),
+	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, log: s.log, tenants: s.tenants(),
 		q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
@@ -62,6 +64,8 @@ type receiver struct {
 	l           *ledger.Ledger
 	rdb         redis.UniversalClient
 	consent     *consent.Ledger
+	replies     *replies.Store
+	log         *slog.Logger
 	tenants     []string
 	q           Enqueuer
 	maxAttempts int

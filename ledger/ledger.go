@@ -143,6 +143,9 @@ type Ledger struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
 	now       func() time.Time
+	// OnCreate, when set, adds commands to the pipeline that writes a new
+	// record (other indexes of the message, in the same round trip).
+	OnCreate func(ctx context.Context, pipe redis.Pipeliner, id string, req Request)
 }
 
 // New returns a ledger keeping records for retention.
@@ -199,6 +202,9 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	_ = cutoff.SetTime(ulid.Timestamp(req.CreatedAt.Add(-l.retention)))
 	pipe.ZRemRangeByLex(ctx, idx, "-", "("+cutoff.String())
 	pipe.PExpire(ctx, idx, ttl)
+	if l.OnCreate != nil {
+		l.OnCreate(ctx, pipe, id, req)
+	}
 	_, _ = pipe.Exec(ctx)
 	n, err := scriptResult(ctx, l.rdb, create, createScript, keys, args).Int()
 	if err != nil {

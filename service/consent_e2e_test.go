@@ -174,3 +174,41 @@ func TestACrisisExemptionIsExplicitAndAudited(t *testing.T) {
 	other := e.send(keyB, smsBody(patientPhone, "Evacuate", "priority", "crisis"))
 	e.waitFor(other, ledger.StatusSuppressed, 10*time.Second)
 }
+
+func TestARepliedAnswerReachesTheTenantThatAsked(t *testing.T) {
+	e := start(t, config.RoleAll)
+	asked := e.send(keyA, smsBody(patientPhone, "Day 7 check: reply 1 if you feel better, 2 if not"))
+	e.waitFor(asked, ledger.StatusDelivered, 10*time.Second)
+
+	if code, twiml := e.inbound(patientPhone, "2 - still short of breath", e.sim.AuthToken()); code != 200 || strings.Contains(twiml, "<Message>") {
+		t.Fatalf("reply answered %d %s", code, twiml)
+	}
+	e.inbound(patientPhone, "YES", e.sim.AuthToken()) // an answer, not an opt-in
+	feed := e.do("GET", "/v1/replies", keyA, "")
+	list, _ := feed.Body["replies"].([]any)
+	if feed.Status != 200 || len(list) != 2 {
+		t.Fatalf("feed = %d %s", feed.Status, feed.Raw)
+	}
+	first := list[0].(map[string]any)
+	if first["body"] != "2 - still short of breath" || first["in_reply_to"] != asked || first["channel"] != "sms" {
+		t.Fatalf("reply %v", first)
+	}
+	next := feed.Body["next"].(string)
+	if more := e.do("GET", "/v1/replies?after="+next, keyA, ""); !strings.Contains(more.Raw, `"replies":[]`) {
+		t.Fatalf("nothing after the last cursor: %s", more.Raw)
+	}
+	if other := e.do("GET", "/v1/replies", keyB, ""); !strings.Contains(other.Raw, `"replies":[]`) {
+		t.Fatalf("another tenant sees the reply: %s", other.Raw)
+	}
+	m, _ := e.svc.Ledger.Get(context.Background(), "", asked)
+	noted := false
+	for _, ev := range m.Events {
+		noted = noted || strings.Contains(ev.Detail, "replied")
+	}
+	if !noted {
+		t.Fatalf("the asked message's history does not show the reply: %+v", m.Events)
+	}
+	if strings.Contains(e.logs.String(), "short of breath") {
+		t.Fatal("a reply body appears in the logs")
+	}
+}

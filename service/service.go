@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
+	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -47,6 +48,7 @@ type Service struct {
 	Redis    redis.UniversalClient
 	Ledger   *ledger.Ledger
 	Consent  *consent.Ledger
+	Replies  *replies.Store
 	Channels *channels.Registry
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
@@ -79,6 +81,12 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
 		log: o.Logger, ln: o.Listener}
 
+	s.Replies = replies.New(rdb, cfg.Retention)
+	// Remember, with each new message, that it is the last one to its
+	// recipient: a reply from that address is filed with its tenant.
+	s.Ledger.OnCreate = func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
+		pipe.Set(ctx, replies.LastKey(workers.IdentityOf(req.Channel, req.To)), replies.LastValue(req.Tenant, id), cfg.Retention)
+	}
 	chs, closers, err := buildChannels(cfg, rdb, o)
 	if err != nil {
 		rdb.Close()
@@ -100,7 +108,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		s.client = asynq.NewClientFromRedisClient(rdb)
 		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb),
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,

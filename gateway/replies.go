@@ -1,0 +1,61 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/contacts"
+	"github.com/patientmsg/gateway/replies"
+)
+
+// replyJSON is a patient's answer as its tenant sees it.
+type replyJSON struct {
+	ID         string           `json:"id"`
+	Channel    string           `json:"channel"`
+	From       consent.Identity `json:"from"`
+	Contact    string           `json:"contact,omitempty"`
+	Body       string           `json:"body"`
+	ReceivedAt time.Time        `json:"received_at"`
+	InReplyTo  string           `json:"in_reply_to"`
+}
+
+// listReplies is the pollable reply feed: GET /v1/replies?after=<cursor>.
+func (s *Server) listReplies(c *fiber.Ctx) error {
+	limit := 100
+	if q := c.Query("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 500 {
+			return problem(400, "bad-query", "limit must be a whole number from 1 to 500")
+		}
+		limit = n
+	}
+	tenant := tenantOf(c)
+	list, err := s.opts.Replies.List(c.UserContext(), tenant, c.Query("after"), limit)
+	if errors.Is(err, replies.ErrBadCursor) {
+		return problem(400, "bad-query", "after must be the id of a reply this feed returned")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	out := struct {
+		Replies []replyJSON `json:"replies"`
+		Next    string      `json:"next,omitempty"`
+	}{Replies: []replyJSON{}, Next: c.Query("after")}
+	for _, r := range list {
+		v := replyJSON{ID: r.ID, Channel: r.Channel, From: r.From, Body: r.Body, ReceivedAt: r.ReceivedAt, InReplyTo: r.InReplyTo}
+		if s.opts.Contacts != nil {
+			if ct, err := s.opts.Contacts.Find(c.UserContext(), tenant, r.From); err == nil {
+				v.Contact = ct.ID
+			} else if !errors.Is(err, contacts.ErrNotFound) {
+				return s.unavailable(err)
+			}
+		}
+		out.Replies = append(out.Replies, v)
+		out.Next = r.ID
+	}
+	return c.JSON(out)
+}

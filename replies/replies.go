@@ -1,0 +1,119 @@
+// Package replies keeps what patients answer: each inbound message that is
+// not a keyword is linked to the tenant and the message that last went to
+// its sender, and appended to that tenant's reply feed (a Redis stream
+// trimmed to the retention), which clinics poll with a cursor.
+package replies
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/consent"
+)
+
+// ErrBadCursor is returned for a cursor that is not one this feed gave.
+var ErrBadCursor = errors.New("replies: bad cursor")
+
+// Reply is one answer of a patient.
+type Reply struct {
+	// ID is the feed cursor of this reply.
+	ID         string           `json:"id"`
+	Channel    string           `json:"channel"`
+	From       consent.Identity `json:"from"`
+	Body       string           `json:"body"`
+	ReceivedAt time.Time        `json:"received_at"`
+	// InReplyTo is the message last sent to the patient by the tenant.
+	InReplyTo  string `json:"in_reply_to"`
+	ProviderID string `json:"provider_id"`
+}
+
+// Store links outbound messages to their recipients and keeps replies.
+type Store struct {
+	rdb       redis.UniversalClient
+	retention time.Duration
+}
+
+// New returns the store; replies are kept for retention.
+func New(rdb redis.UniversalClient, retention time.Duration) *Store {
+	return &Store{rdb: rdb, retention: retention}
+}
+
+// LastKey is where the last outbound message to an identity is remembered
+// (hashed: no address in key names).
+func LastKey(id consent.Identity) string {
+	sum := sha256.Sum256([]byte(id.String()))
+	return "gw:last:" + hex.EncodeToString(sum[:16])
+}
+
+// LastValue is what LastKey holds: "tenant message-id".
+func LastValue(tenant, messageID string) string { return tenant + " " + messageID }
+
+// Remember records that messageID of tenant is the last message to id.
+func (s *Store) Remember(ctx context.Context, id consent.Identity, tenant, messageID string) error {
+	return s.rdb.Set(ctx, LastKey(id), LastValue(tenant, messageID), s.retention).Err()
+}
+
+// Last returns the tenant and message last sent to id.
+func (s *Store) Last(ctx context.Context, id consent.Identity) (tenant, messageID string, err error) {
+	v, err := s.rdb.Get(ctx, LastKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	tenant, messageID, _ = strings.Cut(v, " ")
+	return tenant, messageID, nil
+}
+
+func feedKey(tenant string) string { return "gw:replies:{" + tenant + "}" }
+
+// Add appends a reply to the tenant's feed and returns its cursor.
+func (s *Store) Add(ctx context.Context, tenant string, r Reply) (string, error) {
+	minID := strconv.FormatInt(time.Now().Add(-s.retention).UnixMilli(), 10)
+	return s.rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: feedKey(tenant), MinID: minID, Approx: true,
+		Values: []any{"channel", r.Channel, "kind", string(r.From.Kind), "from", r.From.Value, "body", r.Body,
+			"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID},
+	}).Result()
+}
+
+// List returns up to limit replies after the cursor ("" for the oldest kept).
+func (s *Store) List(ctx context.Context, tenant, after string, limit int) ([]Reply, error) {
+	start := "-"
+	if after != "" {
+		if !validCursor(after) {
+			return nil, ErrBadCursor
+		}
+		start = "(" + after
+	}
+	msgs, err := s.rdb.XRangeN(ctx, feedKey(tenant), start, "+", int64(limit)).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Reply, 0, len(msgs))
+	for _, m := range msgs {
+		str := func(k string) string { v, _ := m.Values[k].(string); return v }
+		at, _ := time.Parse(time.RFC3339Nano, str("at"))
+		out = append(out, Reply{ID: m.ID, Channel: str("channel"), From: consent.Identity{Kind: consent.Kind(str("kind")), Value: str("from")},
+			Body: str("body"), ReceivedAt: at, InReplyTo: str("in_reply_to"), ProviderID: str("provider_id")})
+	}
+	return out, nil
+}
+
+func validCursor(c string) bool {
+	ms, seq, ok := strings.Cut(c, "-")
+	if !ok {
+		return false
+	}
+	_, err1 := strconv.ParseUint(ms, 10, 64)
+	_, err2 := strconv.ParseUint(seq, 10, 64)
+	return err1 == nil && err2 == nil
+}
