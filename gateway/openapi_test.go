@@ -16,8 +16,11 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/replies"
@@ -94,8 +97,14 @@ func openAPITestServer(t *testing.T) *Server {
 	if err != nil {
 		t.Fatalf("twilio.NewVoice: %v", err)
 	}
+	// WeChat only declares its webhook with a Token; its Redis is never dialled here.
+	wc, err := wechat.New(wechat.Config{AppID: "wx0123456789abcdef", AppSecret: "secret", Token: "token",
+		Redis: redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("wechat.New: %v", err)
+	}
 	return New(Options{
-		Channels:        channels.NewRegistry(sms, voice),
+		Channels:        channels.NewRegistry(sms, voice, wc),
 		Consent:         consent.New(nil),
 		Contacts:        contacts.New(nil),
 		Replies:         replies.New(nil, time.Hour),

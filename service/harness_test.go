@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,28 +22,12 @@ import (
 )
 
 const (
+	wechatToken  = "wechatServerToken2026"
+	wechatAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 	smtpPassword = "smtp-secret-123"
 	keyA         = "clinic-a-key-0123456789"
 	keyB         = "clinic-b-key-0123456789"
 )
-
-// logBuffer collects every log line of a run, for the privacy scan.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 type env struct {
 	t     *testing.T
@@ -56,7 +38,7 @@ type env struct {
 	svc   *service.Service
 	cfg   config.Config
 	base  string
-	logs  *logBuffer
+	logs  *channeltest.LogBuffer
 	http  *http.Client
 }
 
@@ -70,7 +52,7 @@ func start(t *testing.T, role config.Role, mutate ...func(*config.Config)) *env 
 // startOn is start on a given Redis.
 func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...func(*config.Config)) *env {
 	t.Helper()
-	e := &env{t: t, redis: rs, logs: &logBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
+	e := &env{t: t, redis: rs, logs: &channeltest.LogBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
 	e.sim = twiliosim.New(twiliosim.Options{Voice: true})
 	t.Cleanup(e.sim.Close)
 	e.wsim = wechatsim.New(wechatsim.Options{})
@@ -89,7 +71,8 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	cfg.Twilio = config.TwilioConfig{AccountSID: e.sim.AccountSID(), AuthToken: e.sim.AuthToken(), From: "+15005550006", APIURL: e.sim.URL()}
 	cfg.Voice.From = "+15005550006"
 	cfg.Voice.CallsPerSecond = 50
-	cfg.WeChat = config.WeChatConfig{AppID: e.wsim.AppID(), AppSecret: e.wsim.AppSecret(), APIURL: e.wsim.URL()}
+	cfg.WeChat = config.WeChatConfig{AppID: e.wsim.AppID(), AppSecret: e.wsim.AppSecret(), APIURL: e.wsim.URL(),
+		Token: wechatToken, EncodingAESKey: wechatAESKey}
 	cfg.BlobURL = "file://" + t.TempDir() + "?create_dir=true"
 	cfg.Email = config.EmailConfig{SMTPURL: e.smtp.URL(), From: "Riverside Clinic <noreply@example-clinic.test>", PoolSize: 2}
 	cfg.Worker.PollInterval = 20 * time.Millisecond

@@ -442,3 +442,24 @@ func RunInbound(t *testing.T, ch channels.Inbound, publicURL string, sign Signer
 		})
 	}
 }
+
+// LogBuffer collects log output for assertions (the privacy scans); safe
+// for concurrent writers.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+// Write appends p.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/ledger"
@@ -29,29 +30,11 @@ const (
 	subjectZH = "您的预约已确认：明天上午十点，请提前十五分钟到达诊所"
 )
 
-// logBuffer collects a channel's log for assertions; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newChannel builds the channel for a server URL. Every test's log is
 // checked afterwards: no clear address, body or password may appear in it.
-func newChannel(t *testing.T, url string, mod func(*email.Config)) (*email.Channel, *logBuffer) {
+func newChannel(t *testing.T, url string, mod func(*email.Config)) (*email.Channel, *channeltest.LogBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &channeltest.LogBuffer{}
 	cfg := email.Config{URL: url, From: from, Timeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mod != nil {
