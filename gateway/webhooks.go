@@ -80,6 +80,18 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 	if err := r.l.RecordAnswer(ctx, id, a); err != nil {
 		return err
 	}
+	if a.Digits != "" && r.replies != nil {
+		// A key pressed on a call answers that call: it joins the reply
+		// feed like a text answer ("2"), with the call's id.
+		m, err := r.l.Get(ctx, "", id)
+		if err != nil {
+			return err
+		}
+		if _, err := r.replies.Add(ctx, m.Tenant, replies.Reply{Channel: m.Channel, From: workers.IdentityOf(m.Channel, m.To),
+			Body: a.Digits, ReceivedAt: time.Now(), InReplyTo: id}); err != nil {
+			return err
+		}
+	}
 	if recordingURL == "" {
 		return nil
 	}
