@@ -62,6 +62,10 @@ type Config struct {
 	WeChat WeChatConfig
 	Email  EmailConfig
 
+	// WebhookAttempts is how often an event is offered to a clinic's
+	// endpoint before it is dead-lettered (GATEWAY_WEBHOOK_ATTEMPTS).
+	WebhookAttempts int
+
 	// CrisisOptOutExempt lists tenants whose crisis messages are sent even to
 	// recipients who opted out (GATEWAY_CRISIS_OPTOUT_EXEMPT, tenant names
 	// separated by commas; empty by default). Every such send is noted in
@@ -176,6 +180,7 @@ func NewDefaultConfig() Config {
 		Email:              EmailConfig{PoolSize: 4},
 		RecordingRetention: 30 * 24 * time.Hour,
 		BlobURL:            defaultBlobURL(),
+		WebhookAttempts:    10,
 	}
 }
 
@@ -200,7 +205,7 @@ var Vars = []string{
 	"TWILIO_VOICE_FROM", "VOICE_CALLS_PER_SECOND", "VOICE_MAX_CALLS", "VOICE_REDIAL_DELAY",
 	"WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_API_URL",
 	"SMTP_URL", "EMAIL_FROM", "SMTP_POOL_SIZE",
-	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT",
+	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS",
 }
 
 // Load reads the environment (through getenv, os.Getenv when nil) over the
@@ -317,6 +322,7 @@ func Load(getenv func(string) string) (Config, error) {
 	str("EMAIL_FROM", &c.Email.From)
 	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
 	str("BLOB_URL", &c.BlobURL)
+	num("GATEWAY_WEBHOOK_ATTEMPTS", &c.WebhookAttempts)
 	for _, t := range strings.Split(getenv("GATEWAY_CRISIS_OPTOUT_EXEMPT"), ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			c.CrisisOptOutExempt = append(c.CrisisOptOutExempt, t)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
+	"github.com/patientmsg/gateway/webhooks"
 )
 
 // contactIn is the body of PUT /v1/contacts/{id}.
@@ -255,8 +256,16 @@ func (s *Server) putConsent(c *fiber.Ctx) error {
 		if in.Identity != "" && string(id.Kind) != in.Identity {
 			continue
 		}
-		if _, err := s.opts.Consent.Set(c.UserContext(), tenant, id, *in.OptedOut, consent.SourceAPI, in.Evidence); err != nil {
+		changed, err := s.opts.Consent.Set(c.UserContext(), tenant, id, *in.OptedOut, consent.SourceAPI, in.Evidence)
+		if err != nil {
 			return s.unavailable(err)
+		}
+		if changed {
+			typ := webhooks.ContactOptedIn
+			if *in.OptedOut {
+				typ = webhooks.ContactOptedOut
+			}
+			s.opts.Events.Publish(c.UserContext(), tenant, typ, map[string]any{"contact": ct.ID, "identity": id, "source": consent.SourceAPI}, "")
 		}
 	}
 	return s.contactConsent(c, ct)

@@ -22,6 +22,7 @@ import (
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/webhooks"
 )
 
 // Enqueuer queues tasks (an *asynq.Client).
@@ -47,6 +48,9 @@ type Options struct {
 	Contacts *contacts.Store
 	// Replies is the reply feed (nil: replies are not kept).
 	Replies *replies.Store
+	// Webhooks are the tenants' endpoints, Events publishes to them (nil: none).
+	Webhooks *webhooks.Store
+	Events   *webhooks.Publisher
 	// Recordings is the blob store of call recordings (nil: none).
 	Recordings *recordings.Store
 	// APIKeys maps API key → tenant.
@@ -114,6 +118,11 @@ func New(o Options) *Server {
 	}
 	if o.Replies != nil {
 		v1.Get("/replies", s.listReplies)
+	}
+	if o.Webhooks != nil {
+		v1.Put("/webhook", s.putWebhook)
+		v1.Get("/webhook", s.getWebhook)
+		v1.Get("/webhook/dead", s.deadWebhooks)
 	}
 	s.mountWebhooks()
 	return s

@@ -9,6 +9,7 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/webhooks"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -57,6 +58,13 @@ func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (chan
 			return channels.InboundResult{}, err
 		}
 		changed = changed || c
+		if c {
+			typ := webhooks.ContactOptedOut
+			if action == consent.OptIn {
+				typ = webhooks.ContactOptedIn
+			}
+			r.events.Publish(ctx, tenant, typ, map[string]any{"identity": id, "source": consent.SourceKeyword, "evidence": evidence}, "")
+		}
 	}
 	if action == consent.Help || changed {
 		return channels.InboundResult{Reply: consent.Replies[action][lang]}, nil
@@ -85,10 +93,11 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 		r.log.Info("reply from a sender no tenant has written to recently; not kept", "channel", in.Channel, "provider_id", in.ProviderID)
 		return nil
 	}
-	if _, err := r.replies.Add(ctx, tenant, replies.Reply{Channel: in.Channel, From: id, Body: in.Body,
-		ReceivedAt: time.Now(), InReplyTo: msgID, ProviderID: in.ProviderID}); err != nil {
+	rep := replies.Reply{Channel: in.Channel, From: id, Body: in.Body, ReceivedAt: time.Now(), InReplyTo: msgID, ProviderID: in.ProviderID}
+	if rep.ID, err = r.replies.Add(ctx, tenant, rep); err != nil {
 		return err
 	}
+	r.events.Publish(ctx, tenant, webhooks.MessageReply, rep, "")
 	if err := r.l.Note(ctx, msgID, "the patient replied (see GET /v1/replies)"); err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
@@ -103,8 +112,12 @@ func (r receiver) OptOut(ctx context.Context, channel string, who ledger.Recipie
 	}
 	id := workers.IdentityOf(channel, who)
 	for _, tenant := range r.tenants {
-		if _, err := r.consent.Set(ctx, tenant, id, true, consent.SourceUnsubscribe, evidence); err != nil {
+		changed, err := r.consent.Set(ctx, tenant, id, true, consent.SourceUnsubscribe, evidence)
+		if err != nil {
 			return err
+		}
+		if changed {
+			r.events.Publish(ctx, tenant, webhooks.ContactOptedOut, map[string]any{"identity": id, "source": consent.SourceUnsubscribe, "evidence": evidence}, "")
 		}
 	}
 	return nil

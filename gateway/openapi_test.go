@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/webhooks"
 )
 
 // openAPIMethods are the operation keys of an OpenAPI path item.
@@ -108,6 +109,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Consent:         consent.New(nil),
 		Contacts:        contacts.New(nil),
 		Replies:         replies.New(nil, time.Hour),
+		Webhooks:        webhooks.NewStore(nil),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

@@ -18,12 +18,13 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/webhooks"
 	"github.com/patientmsg/gateway/workers"
 )
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, log: s.log, tenants: s.tenants(),
+	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, log: s.log, tenants: s.tenants(),
 		q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
@@ -65,6 +66,7 @@ type receiver struct {
 	rdb         redis.UniversalClient
 	consent     *consent.Ledger
 	replies     *replies.Store
+	events      *webhooks.Publisher
 	log         *slog.Logger
 	tenants     []string
 	q           Enqueuer
@@ -87,10 +89,11 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 		if err != nil {
 			return err
 		}
-		if _, err := r.replies.Add(ctx, m.Tenant, replies.Reply{Channel: m.Channel, From: workers.IdentityOf(m.Channel, m.To),
-			Body: a.Digits, ReceivedAt: time.Now(), InReplyTo: id}); err != nil {
+		rep := replies.Reply{Channel: m.Channel, From: workers.IdentityOf(m.Channel, m.To), Body: a.Digits, ReceivedAt: time.Now(), InReplyTo: id}
+		if rep.ID, err = r.replies.Add(ctx, m.Tenant, rep); err != nil {
 			return err
 		}
+		r.events.Publish(ctx, m.Tenant, webhooks.MessageReply, rep, "")
 	}
 	if recordingURL == "" {
 		return nil
@@ -139,6 +142,16 @@ func (r receiver) Redial(ctx context.Context, id, providerID string, after time.
 }
 
 func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error) {
+	applied, err := r.providerStatus(ctx, &id, u)
+	if err == nil && applied == ledger.AppliedChanged {
+		r.events.MessageStatus(ctx, r.l, id)
+	}
+	return applied, err
+}
+
+func (r receiver) providerStatus(ctx context.Context, idp *string, u ledger.ProviderUpdate) (ledger.Applied, error) {
+	id := *idp
+	defer func() { *idp = id }()
 	if id == "" {
 		found, err := r.l.MessageIDByProvider(ctx, u.Channel, u.ProviderID)
 		if errors.Is(err, ledger.ErrNotFound) {

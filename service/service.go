@@ -25,6 +25,7 @@ import (
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/webhooks"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -49,6 +50,8 @@ type Service struct {
 	Ledger   *ledger.Ledger
 	Consent  *consent.Ledger
 	Replies  *replies.Store
+	Webhooks *webhooks.Store
+	Events   *webhooks.Publisher
 	Channels *channels.Registry
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
@@ -82,6 +85,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		log: o.Logger, ln: o.Listener}
 
 	s.Replies = replies.New(rdb, cfg.Retention)
+	s.Webhooks = webhooks.NewStore(rdb)
+	s.client = asynq.NewClientFromRedisClient(rdb)
+	s.Events = &webhooks.Publisher{Store: s.Webhooks, Queue: s.client, Log: o.Logger.With("comp", "webhooks"),
+		Attempts: cfg.WebhookAttempts}
 	// Remember, with each new message, that it is the last one to its
 	// recipient: a reply from that address is filed with its tenant.
 	s.Ledger.OnCreate = func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
@@ -105,10 +112,9 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 
 	if role&config.RoleAPI != 0 {
-		s.client = asynq.NewClientFromRedisClient(rdb)
 		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies,
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
@@ -116,12 +122,13 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
-			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{},
+			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker")}
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}
-		hs := workers.Handlers{Send: h}
+		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
+			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -280,4 +287,12 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	errs = append(errs, s.Redis.Close())
 	s.log.Info("shut down")
 	return errors.Join(errs...)
+}
+
+// webhookTransport carries deliveries to the clinics' endpoints.
+func webhookTransport(tr http.RoundTripper) http.RoundTripper {
+	if tr != nil {
+		return tr
+	}
+	return http.DefaultTransport
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/webhooks"
 )
 
 // SendHandler delivers send tasks through the channel registry, with the
@@ -30,6 +31,8 @@ type SendHandler struct {
 	MaxAttempts int
 	// Consent is checked right before every provider call (nil: no check).
 	Consent *consent.Ledger
+	// Events publishes message.status to the clinics' endpoints (nil: none).
+	Events *webhooks.Publisher
 	// CrisisExempt lists tenants whose crisis messages are sent despite an
 	// opt-out (an explicit, audited emergency exemption; empty by default).
 	CrisisExempt map[string]bool
@@ -128,6 +131,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return fmt.Errorf("record acceptance: %w", err)
 		}
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
+		h.Events.MessageStatus(rctx, h.Ledger, m.ID)
 		return nil
 	}
 	se := channels.AsSendError(sendErr)
@@ -159,6 +163,9 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Error("could not record failed attempt", "err", err)
 	}
 	log.Warn("send failed", "class", se.Class.String(), "code", se.Code, "http_status", se.HTTPStatus, "final", final)
+	if final {
+		h.Events.MessageStatus(rctx, h.Ledger, m.ID)
+	}
 	switch {
 	case !se.Retryable():
 		return fmt.Errorf("%w: %w", se, asynq.SkipRetry)
@@ -210,6 +217,7 @@ func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attem
 		return false, err
 	}
 	log.Info("recipient opted out: message suppressed before the provider call")
+	h.Events.MessageStatus(rctx, h.Ledger, m.ID)
 	return true, nil
 }
 

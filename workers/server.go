@@ -39,6 +39,8 @@ type Handlers struct {
 	Send asynq.Handler
 	// Recording fetches call recordings; nil when no blob store is set up.
 	Recording asynq.Handler
+	// Webhook delivers events to the clinics' endpoints (nil: none).
+	Webhook asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -50,6 +52,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Recording != nil {
 		mux.Handle(TypeFetchRecording, h.Recording)
+	}
+	if h.Webhook != nil {
+		mux.Handle("webhook:deliver", h.Webhook)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

@@ -1,0 +1,60 @@
+package gateway
+
+import (
+	"errors"
+	"net/url"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+type webhookIn struct {
+	URL    string `json:"url"`
+	Rotate bool   `json:"rotate_secret"`
+}
+
+// putWebhook registers the tenant's endpoint and answers its signing secret.
+func (s *Server) putWebhook(c *fiber.Ctx) error {
+	var in webhookIn
+	if p := decodeStrict(c.Body(), &in); p != nil {
+		return p
+	}
+	u, err := url.Parse(in.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || len(in.URL) > MaxCallbackURL {
+		return validationProblem([]FieldError{{Field: "url", Detail: "must be an absolute http(s) URL without credentials, e.g. https://ehr.example-clinic.org/hooks/gateway"}})
+	}
+	ep, err := s.opts.Webhooks.Put(c.UserContext(), tenantOf(c), u.String(), in.Rotate)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	s.opts.Events.Forget(tenantOf(c))
+	return c.JSON(ep)
+}
+
+func (s *Server) getWebhook(c *fiber.Ctx) error {
+	ep, err := s.opts.Webhooks.Get(c.UserContext(), tenantOf(c))
+	if errors.Is(err, redis.Nil) {
+		return problem(404, "not-found", "no webhook endpoint is registered; PUT /v1/webhook registers one")
+	}
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(fiber.Map{"url": ep.URL}) // the secret is shown only when set
+}
+
+func (s *Server) deadWebhooks(c *fiber.Ctx) error {
+	limit := 100
+	if q := c.Query("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 1000 {
+			return problem(400, "bad-query", "limit must be a whole number from 1 to 1000")
+		}
+		limit = n
+	}
+	dead, err := s.opts.Webhooks.Dead(c.UserContext(), tenantOf(c), limit)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(fiber.Map{"dead": dead})
+}
