@@ -144,7 +144,7 @@ func (r receiver) Redial(ctx context.Context, id, providerID string, after time.
 func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error) {
 	applied, err := r.providerStatus(ctx, &id, u)
 	if err == nil && applied == ledger.AppliedChanged {
-		r.events.MessageStatus(ctx, r.l, id)
+		r.events.MessageStatus(ctx, r.l, "", id)
 	}
 	return applied, err
 }

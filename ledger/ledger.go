@@ -613,3 +613,12 @@ func (l *Ledger) Note(ctx context.Context, id, detail string) error {
 	}
 	return l.note(ctx, id, Event{Status: Status(st), At: l.now().UTC(), Detail: detail}, "", "")
 }
+
+// TenantOf returns the tenant of a message.
+func (l *Ledger) TenantOf(ctx context.Context, id string) (string, error) {
+	t, err := l.rdb.HGet(ctx, msgKey(id), "tenant").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	return t, err
+}

@@ -342,13 +342,24 @@ func (d *Deliverer) post(ctx context.Context, url, secret string, ev Event, body
 }
 
 // MessageStatus sends a message.status event for a message's current
-// status to its tenant's endpoint and its callback_url.
-func (p *Publisher) MessageStatus(ctx context.Context, l *ledger.Ledger, id string) {
+// status to its tenant's endpoint and its callback_url. tenant may be ""
+// when the caller does not know it. The record is read only for a tenant
+// with an endpoint.
+func (p *Publisher) MessageStatus(ctx context.Context, l *ledger.Ledger, tenant, id string) {
 	if p == nil {
 		return
 	}
-	m, err := l.Get(ctx, "", id)
-	if err != nil || !p.Enabled(ctx, m.Tenant) {
+	if tenant == "" {
+		var err error
+		if tenant, err = l.TenantOf(ctx, id); err != nil {
+			return
+		}
+	}
+	if !p.Enabled(ctx, tenant) {
+		return
+	}
+	m, err := l.Get(ctx, tenant, id)
+	if err != nil {
 		return
 	}
 	p.Publish(ctx, m.Tenant, MessageStatus, map[string]any{

@@ -131,7 +131,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return fmt.Errorf("record acceptance: %w", err)
 		}
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
-		h.Events.MessageStatus(rctx, h.Ledger, m.ID)
+		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 		return nil
 	}
 	se := channels.AsSendError(sendErr)
@@ -164,7 +164,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log.Warn("send failed", "class", se.Class.String(), "code", se.Code, "http_status", se.HTTPStatus, "final", final)
 	if final {
-		h.Events.MessageStatus(rctx, h.Ledger, m.ID)
+		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 	}
 	switch {
 	case !se.Retryable():
@@ -217,7 +217,7 @@ func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attem
 		return false, err
 	}
 	log.Info("recipient opted out: message suppressed before the provider call")
-	h.Events.MessageStatus(rctx, h.Ledger, m.ID)
+	h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 	return true, nil
 }
 
