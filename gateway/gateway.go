@@ -19,6 +19,7 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
+	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/replies"
@@ -51,6 +52,8 @@ type Options struct {
 	// Webhooks are the tenants' endpoints, Events publishes to them (nil: none).
 	Webhooks *webhooks.Store
 	Events   *webhooks.Publisher
+	// Escalator flags urgent replies and escalates them (nil: none).
+	Escalator *escalation.Escalator
 	// Recordings is the blob store of call recordings (nil: none).
 	Recordings *recordings.Store
 	// APIKeys maps API key → tenant.
@@ -118,6 +121,12 @@ func New(o Options) *Server {
 	}
 	if o.Replies != nil {
 		v1.Get("/replies", s.listReplies)
+	}
+	if o.Escalator != nil {
+		v1.Put("/escalation-rules", s.putEscalationRules)
+		v1.Get("/escalation-rules", s.getEscalationRules)
+		v1.Get("/escalations", s.listEscalations)
+		v1.Post("/escalations/:id/ack", s.ackEscalation)
 	}
 	if o.Webhooks != nil {
 		v1.Put("/webhook", s.putWebhook)

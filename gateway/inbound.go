@@ -25,13 +25,25 @@ const InboundDedupeWindow = 7 * 24 * time.Hour
 // YES opt back in only a patient who opted out: otherwise YES is an
 // ordinary answer.
 func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
-	first, err := r.rdb.SetNX(ctx, "gw:in:"+in.Channel+":"+in.ProviderID, 1, InboundDedupeWindow).Result()
+	key := "gw:in:" + in.Channel + ":" + in.ProviderID
+	first, err := r.rdb.SetNX(ctx, key, 1, InboundDedupeWindow).Result()
 	if err != nil {
 		return channels.InboundResult{}, err
 	}
 	if !first {
 		return channels.InboundResult{Duplicate: true}, nil
 	}
+	res, err := r.inbound(ctx, in)
+	if err != nil {
+		// Forget the message id so the provider's retry is processed again:
+		// a reply filed twice is better than an urgent reply lost.
+		r.rdb.Del(context.WithoutCancel(ctx), key)
+	}
+	return res, err
+}
+
+func (r receiver) inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
+	var err error
 	action, lang := consent.Keyword(in.Body)
 	if action == consent.NoKeyword || r.consent == nil {
 		return channels.InboundResult{}, r.reply(ctx, in)
@@ -53,8 +65,6 @@ func (r receiver) Inbound(ctx context.Context, in channels.InboundMessage) (chan
 			}
 		}
 		if err != nil {
-			// Forget the message id so the provider's retry is processed again.
-			r.rdb.Del(context.WithoutCancel(ctx), "gw:in:"+in.Channel+":"+in.ProviderID)
 			return channels.InboundResult{}, err
 		}
 		changed = changed || c
@@ -98,6 +108,12 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 		return err
 	}
 	r.events.Publish(ctx, tenant, webhooks.MessageReply, rep, "")
+	if r.escalator != nil {
+		if _, err := r.escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body); err != nil {
+			r.log.Error("urgent-reply check failed; the provider will retry", "provider_id", in.ProviderID, "err", err)
+			return err
+		}
+	}
 	if err := r.l.Note(ctx, msgID, "the patient replied (see GET /v1/replies)"); err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}

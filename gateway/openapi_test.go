@@ -23,6 +23,7 @@ import (
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
+	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/webhooks"
 )
@@ -110,6 +111,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Contacts:        contacts.New(nil),
 		Replies:         replies.New(nil, time.Hour),
 		Webhooks:        webhooks.NewStore(nil),
+		Escalator:       &escalation.Escalator{},
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

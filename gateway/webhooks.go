@@ -16,6 +16,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/webhooks"
@@ -24,7 +25,7 @@ import (
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, log: s.log, tenants: s.tenants(),
+	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, escalator: s.opts.Escalator, log: s.log, tenants: s.tenants(),
 		q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
@@ -67,6 +68,7 @@ type receiver struct {
 	consent     *consent.Ledger
 	replies     *replies.Store
 	events      *webhooks.Publisher
+	escalator   *escalation.Escalator
 	log         *slog.Logger
 	tenants     []string
 	q           Enqueuer

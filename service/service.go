@@ -21,6 +21,7 @@ import (
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
+	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
@@ -52,7 +53,9 @@ type Service struct {
 	Replies  *replies.Store
 	Webhooks *webhooks.Store
 	Events   *webhooks.Publisher
-	Channels *channels.Registry
+	// Escalator flags urgent replies and notifies the on-call targets.
+	Escalator *escalation.Escalator
+	Channels  *channels.Registry
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
 	API        *gateway.Server
@@ -94,6 +97,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s.Ledger.OnCreate = func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
 		pipe.Set(ctx, replies.LastKey(workers.IdentityOf(req.Channel, req.To)), replies.LastValue(req.Tenant, id), cfg.Retention)
 	}
+	s.Escalator = &escalation.Escalator{Redis: rdb, Queue: s.client, Events: s.Events, Log: o.Logger.With("comp", "escalation"),
+		Send: s.sendNotification}
 	chs, closers, err := buildChannels(cfg, rdb, o)
 	if err != nil {
 		rdb.Close()
@@ -114,7 +119,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	if role&config.RoleAPI != 0 {
 		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events,
+			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
@@ -128,7 +133,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			h.CrisisExempt[t] = true
 		}
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
-			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")}}
+			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")},
+			Escalation: s.Escalator}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -295,4 +301,27 @@ func webhookTransport(tr http.RoundTripper) http.RoundTripper {
 		return tr
 	}
 	return http.DefaultTransport
+}
+
+// sendNotification queues a crisis-priority message to an on-call target,
+// through the ledger like any message.
+func (s *Service) sendNotification(ctx context.Context, tenant string, t escalation.Target, text string) (string, error) {
+	if _, ok := s.Channels.Get(t.Channel); !ok {
+		return "", fmt.Errorf("on-call channel %s is not configured", t.Channel)
+	}
+	id := ledger.NewID()
+	req := ledger.Request{Tenant: tenant, Channel: t.Channel, To: ledger.Recipient{Phone: t.Phone}, Body: text,
+		Priority: workers.PriorityCrisis, CreatedAt: time.Now().UTC()}
+	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
+		return "", err
+	}
+	task, err := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: t.Channel, Priority: workers.PriorityCrisis,
+		MaxAttempts: s.Config.Worker.MaxAttempts, Timeout: AttemptTimeout(s.Config)})
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.client.EnqueueContext(ctx, task); err != nil {
+		return "", err
+	}
+	return id, nil
 }

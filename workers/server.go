@@ -41,6 +41,8 @@ type Handlers struct {
 	Recording asynq.Handler
 	// Webhook delivers events to the clinics' endpoints (nil: none).
 	Webhook asynq.Handler
+	// Escalation re-escalates unacknowledged urgent replies (nil: none).
+	Escalation asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -55,6 +57,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Webhook != nil {
 		mux.Handle("webhook:deliver", h.Webhook)
+	}
+	if h.Escalation != nil {
+		mux.Handle("escalation:check", h.Escalation)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

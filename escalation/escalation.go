@@ -1,0 +1,299 @@
+// Package escalation flags urgent patient replies ("chest pain", "胸痛",
+// "can't breathe"…) by per-tenant rules and escalates them to the tenant's
+// on-call targets until someone acknowledges: each target is notified in
+// turn, every AckTimeout, and the last one again and again — an urgent
+// reply is never dropped silently.
+package escalation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// TypeCheck is the task that escalates an unacknowledged escalation.
+const TypeCheck = "escalation:check"
+
+// Errors.
+var (
+	ErrNotFound = errors.New("escalation not found")
+	ErrNoRules  = errors.New("no escalation rules")
+)
+
+// Target is someone on call: a phone number to text or call.
+type Target struct {
+	Channel string `json:"channel"` // sms or voice
+	Phone   string `json:"phone"`
+}
+
+// Rules are a tenant's urgent-reply rules.
+type Rules struct {
+	// Keywords match anywhere in a reply, case-insensitively ("chest pain", "胸痛").
+	Keywords []string `json:"keywords"`
+	// Patterns are regular expressions (RE2 syntax), matched case-insensitively.
+	Patterns []string `json:"patterns,omitempty"`
+	OnCall   []Target `json:"on_call"`
+	// AckTimeout is how long a target has to acknowledge before the next
+	// is notified, in seconds (default 600).
+	AckTimeout int `json:"ack_timeout_seconds,omitempty"`
+
+	compiled []*regexp.Regexp
+}
+
+// Compile checks the rules and prepares the patterns.
+func (r *Rules) Compile() error {
+	if len(r.OnCall) == 0 {
+		return errors.New("on_call: at least one target is required")
+	}
+	for i, t := range r.OnCall {
+		if t.Channel != "sms" && t.Channel != "voice" {
+			return fmt.Errorf("on_call[%d].channel: sms or voice", i)
+		}
+	}
+	if len(r.Keywords) == 0 && len(r.Patterns) == 0 {
+		return errors.New("keywords or patterns: at least one is required")
+	}
+	r.compiled = r.compiled[:0]
+	for i, p := range r.Patterns {
+		re, err := regexp.Compile("(?i)" + p)
+		if err != nil {
+			return fmt.Errorf("patterns[%d]: %v", i, err)
+		}
+		r.compiled = append(r.compiled, re)
+	}
+	if r.AckTimeout <= 0 {
+		r.AckTimeout = 600
+	}
+	return nil
+}
+
+// Match reports whether a reply is urgent, and by which rule.
+func (r *Rules) Match(body string) (bool, string) {
+	low := strings.ToLower(body)
+	for _, k := range r.Keywords {
+		if k != "" && strings.Contains(low, strings.ToLower(k)) {
+			return true, "keyword"
+		}
+	}
+	for _, re := range r.compiled {
+		if re.MatchString(body) {
+			return true, "pattern"
+		}
+	}
+	return false, ""
+}
+
+// Escalation is one urgent reply and who was told.
+type Escalation struct {
+	ID        string     `json:"id"`
+	State     string     `json:"state"` // open, acknowledged
+	ReplyID   string     `json:"reply_id"`
+	MessageID string     `json:"message_id"` // the message the patient answered
+	Channel   string     `json:"channel"`
+	Level     int        `json:"level"` // notifications sent so far
+	Notified  []Notified `json:"notified"`
+	CreatedAt time.Time  `json:"created_at"`
+	AckedAt   *time.Time `json:"acknowledged_at,omitempty"`
+	AckedBy   string     `json:"acknowledged_by,omitempty"`
+}
+
+// Notified is one notification of an on-call target.
+type Notified struct {
+	Target    Target    `json:"target"`
+	MessageID string    `json:"message_id"`
+	At        time.Time `json:"at"`
+}
+
+// Sender sends a notification (a crisis-priority message) and returns its id.
+type Sender func(ctx context.Context, tenant string, t Target, text string) (string, error)
+
+// Events publishes escalation.opened / escalation.acknowledged.
+type Events interface {
+	Publish(ctx context.Context, tenant, typ string, data any, callbackURL string)
+}
+
+// Escalator opens, escalates and acknowledges escalations.
+type Escalator struct {
+	Redis redis.UniversalClient
+	Queue interface {
+		EnqueueContext(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error)
+	}
+	Send   Sender
+	Events Events
+	Log    *slog.Logger
+}
+
+func rulesKey(tenant string) string   { return "gw:esc:{" + tenant + "}:rules" }
+func escKey(tenant, id string) string { return "gw:esc:{" + tenant + "}:" + id }
+func openKey(tenant string) string    { return "gw:esc:{" + tenant + "}:open" }
+
+// PutRules stores a tenant's rules after checking them.
+func (e *Escalator) PutRules(ctx context.Context, tenant string, r Rules) error {
+	if err := r.Compile(); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(r)
+	return e.Redis.Set(ctx, rulesKey(tenant), b, 0).Err()
+}
+
+// GetRules returns a tenant's rules, compiled.
+func (e *Escalator) GetRules(ctx context.Context, tenant string) (*Rules, error) {
+	raw, err := e.Redis.Get(ctx, rulesKey(tenant)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNoRules
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r Rules
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return nil, err
+	}
+	return &r, r.Compile()
+}
+
+// Consider checks a reply against the tenant's rules and, when urgent,
+// opens an escalation and notifies the first on-call target at once.
+func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, channel, body string) (*Escalation, error) {
+	r, err := e.GetRules(ctx, tenant)
+	if errors.Is(err, ErrNoRules) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	urgent, by := r.Match(body)
+	if !urgent {
+		return nil, nil
+	}
+	esc := &Escalation{ID: ulid.Make().String(), State: "open", ReplyID: replyID, MessageID: messageID, Channel: channel,
+		CreatedAt: time.Now().UTC(), Notified: []Notified{}}
+	if err := e.save(ctx, tenant, esc); err != nil {
+		return nil, err
+	}
+	if err := e.Redis.ZAdd(ctx, openKey(tenant), redis.Z{Score: float64(esc.CreatedAt.UnixMilli()), Member: esc.ID}).Err(); err != nil {
+		return nil, err
+	}
+	e.Log.Warn("urgent reply: escalation opened", "escalation_id", esc.ID, "msg_id", messageID, "matched_by", by)
+	e.Events.Publish(ctx, tenant, "escalation.opened", esc, "")
+	return esc, e.notify(ctx, tenant, esc, r)
+}
+
+// notify tells the next on-call target and schedules the next check.
+func (e *Escalator) notify(ctx context.Context, tenant string, esc *Escalation, r *Rules) error {
+	t := r.OnCall[min(esc.Level, len(r.OnCall)-1)]
+	text := fmt.Sprintf("URGENT: a patient's reply needs attention now (escalation %s, about message %s). Acknowledge it in your clinic system or with POST /v1/escalations/%s/ack.",
+		esc.ID, esc.MessageID, esc.ID)
+	id, err := e.Send(ctx, tenant, t, text)
+	if err != nil {
+		return fmt.Errorf("notify on-call: %w", err)
+	}
+	esc.Notified = append(esc.Notified, Notified{Target: t, MessageID: id, At: time.Now().UTC()})
+	esc.Level++
+	if err := e.save(ctx, tenant, esc); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(checkPayload{Tenant: tenant, ID: esc.ID, Level: esc.Level})
+	task := asynq.NewTask(TypeCheck, b, asynq.TaskID("esc:"+esc.ID+":"+fmt.Sprint(esc.Level)), asynq.Queue("gw:crisis"),
+		asynq.ProcessIn(time.Duration(r.AckTimeout)*time.Second), asynq.MaxRetry(20))
+	_, err = e.Queue.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		err = nil
+	}
+	return err
+}
+
+type checkPayload struct {
+	Tenant string `json:"tenant"`
+	ID     string `json:"id"`
+	Level  int    `json:"level"`
+}
+
+// ProcessTask escalates to the next target when no one acknowledged.
+func (e *Escalator) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p checkPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("bad escalation payload: %w", asynq.SkipRetry)
+	}
+	esc, err := e.Get(ctx, p.Tenant, p.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if esc.State != "open" || esc.Level != p.Level {
+		return nil // acknowledged, or this check was overtaken
+	}
+	r, err := e.GetRules(ctx, p.Tenant)
+	if err != nil {
+		return err // without rules there is no one to tell: keep retrying, loudly
+	}
+	e.Log.Warn("escalation not acknowledged in time: notifying the next on-call target", "escalation_id", esc.ID, "level", esc.Level)
+	return e.notify(ctx, p.Tenant, esc, r)
+}
+
+// Ack acknowledges an escalation; further notifications stop.
+func (e *Escalator) Ack(ctx context.Context, tenant, id, by string) (*Escalation, error) {
+	esc, err := e.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	if esc.State == "open" {
+		now := time.Now().UTC()
+		esc.State, esc.AckedAt, esc.AckedBy = "acknowledged", &now, by
+		if err := e.save(ctx, tenant, esc); err != nil {
+			return nil, err
+		}
+		e.Redis.ZRem(ctx, openKey(tenant), id)
+		e.Events.Publish(ctx, tenant, "escalation.acknowledged", esc, "")
+	}
+	return esc, nil
+}
+
+// Get returns an escalation.
+func (e *Escalator) Get(ctx context.Context, tenant, id string) (*Escalation, error) {
+	raw, err := e.Redis.Get(ctx, escKey(tenant, id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var esc Escalation
+	return &esc, json.Unmarshal([]byte(raw), &esc)
+}
+
+// Open lists the open escalations, oldest first.
+func (e *Escalator) Open(ctx context.Context, tenant string) ([]*Escalation, error) {
+	ids, err := e.Redis.ZRange(ctx, openKey(tenant), 0, 999).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := []*Escalation{}
+	for _, id := range ids {
+		esc, err := e.Get(ctx, tenant, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, esc)
+	}
+	return out, nil
+}
+
+func (e *Escalator) save(ctx context.Context, tenant string, esc *Escalation) error {
+	b, _ := json.Marshal(esc)
+	return e.Redis.Set(ctx, escKey(tenant, esc.ID), b, 90*24*time.Hour).Err()
+}

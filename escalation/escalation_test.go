@@ -1,0 +1,42 @@
+package escalation
+
+import "testing"
+
+func TestRulesMatchKeywordsInAnyLanguageAndPatterns(t *testing.T) {
+	r := Rules{Keywords: []string{"Chest Pain", "胸痛", "can't breathe"}, Patterns: []string{`\bsuicid`},
+		OnCall: []Target{{Channel: "sms", Phone: "+14155550177"}}}
+	if err := r.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		body   string
+		urgent bool
+	}{
+		{"I have CHEST PAIN since this morning", true},
+		{"我胸痛", true},
+		{"I can't breathe", true},
+		{"thinking about suicide", true},
+		{"feeling better, thanks", false},
+		{"chest x-ray tomorrow?", false},
+		{"", false},
+	}
+	for _, c := range cases {
+		if got, _ := r.Match(c.body); got != c.urgent {
+			t.Errorf("Match(%q) = %v, want %v", c.body, got, c.urgent)
+		}
+	}
+	if r.AckTimeout != 600 {
+		t.Fatalf("default ack timeout %d", r.AckTimeout)
+	}
+	bad := []Rules{
+		{Keywords: []string{"x"}},
+		{Keywords: []string{"x"}, OnCall: []Target{{Channel: "fax", Phone: "+1"}}},
+		{OnCall: []Target{{Channel: "sms", Phone: "+1"}}},
+		{Patterns: []string{"("}, OnCall: []Target{{Channel: "sms", Phone: "+1"}}},
+	}
+	for i, b := range bad {
+		if err := b.Compile(); err == nil {
+			t.Errorf("rules %d should be refused", i)
+		}
+	}
+}
