@@ -95,7 +95,7 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 		return nil
 	}
 	id := workers.IdentityOf(in.Channel, in.From)
-	tenant, msgID, err := r.replies.Last(ctx, id)
+	tenant, msgID, option, err := r.matchReply(ctx, id, in.Body)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,8 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 		r.log.Info("reply from a sender no tenant has written to recently; not kept", "channel", in.Channel, "provider_id", in.ProviderID)
 		return nil
 	}
-	rep := replies.Reply{Channel: in.Channel, From: id, Body: in.Body, ReceivedAt: time.Now(), InReplyTo: msgID, ProviderID: in.ProviderID}
+	rep := replies.Reply{Channel: in.Channel, From: id, Body: in.Body, ReceivedAt: time.Now(), InReplyTo: msgID,
+		ProviderID: in.ProviderID, Option: option}
 	if rep.ID, err = r.replies.Add(ctx, tenant, rep); err != nil {
 		return err
 	}
@@ -114,7 +115,11 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 			return err
 		}
 	}
-	if err := r.l.Note(ctx, msgID, "the patient replied (see GET /v1/replies)"); err != nil && !errors.Is(err, ledger.ErrNotFound) {
+	note := "the patient replied (see GET /v1/replies)"
+	if option != "" {
+		note = "the patient answered: " + option
+	}
+	if err := r.l.Note(ctx, msgID, note); err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
 	return nil
@@ -137,4 +142,37 @@ func (r receiver) OptOut(ctx context.Context, channel string, who ledger.Recipie
 		}
 	}
 	return nil
+}
+
+// matchReply finds what a reply answers: one of the sender's open
+// questions (expect_reply), matched by replies.Match, or else the message
+// last sent to the sender. An answered question is closed.
+func (r receiver) matchReply(ctx context.Context, id consent.Identity, body string) (tenant, msgID, option string, err error) {
+	prompts, err := r.replies.OpenPrompts(ctx, id, time.Now())
+	if err != nil {
+		return "", "", "", err
+	}
+	var qs []replies.Question
+	for _, p := range prompts {
+		m, err := r.l.Get(ctx, p.Tenant, p.MessageID)
+		if errors.Is(err, ledger.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", "", "", err
+		}
+		if m.ExpectReply != nil && m.Status != ledger.StatusCanceled && m.Status != ledger.StatusSuppressed {
+			qs = append(qs, replies.Question{Prompt: p, Options: m.ExpectReply.Options, Code: m.ExpectReply.Code})
+		}
+	}
+	if q, opt := replies.Match(body, qs); q != nil {
+		if opt != "" {
+			if err := r.replies.ClosePrompt(ctx, id, q.Prompt); err != nil {
+				return "", "", "", err
+			}
+		}
+		return q.Tenant, q.MessageID, opt, nil
+	}
+	tenant, msgID, err = r.replies.Last(ctx, id)
+	return tenant, msgID, "", err
 }

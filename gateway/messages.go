@@ -87,7 +87,7 @@ func (s *Server) requestOf(tenant string, v *ValidMessage) ledger.Request {
 	req := ledger.Request{
 		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
 		Metadata: v.Metadata, CallbackURL: v.CallbackURL, Locale: v.Locale, Subject: v.Subject, HTML: v.HTML,
-		WeChat: v.WeChat, Voice: v.Voice, CreatedAt: s.opts.Now().UTC(),
+		WeChat: v.WeChat, Voice: v.Voice, ExpectReply: v.ExpectReply, CreatedAt: s.opts.Now().UTC(),
 	}
 	if v.Channel == "sms" {
 		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)

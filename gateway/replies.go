@@ -21,6 +21,9 @@ type replyJSON struct {
 	Body       string           `json:"body"`
 	ReceivedAt time.Time        `json:"received_at"`
 	InReplyTo  string           `json:"in_reply_to"`
+	// Option is the meaning of the answer when it matched an option of the
+	// question's expect_reply ("confirm"); absent for free text.
+	Option string `json:"option,omitempty"`
 }
 
 // listReplies is the pollable reply feed: GET /v1/replies?after=<cursor>.
@@ -46,7 +49,7 @@ func (s *Server) listReplies(c *fiber.Ctx) error {
 		Next    string      `json:"next,omitempty"`
 	}{Replies: []replyJSON{}, Next: c.Query("after")}
 	for _, r := range list {
-		v := replyJSON{ID: r.ID, Channel: r.Channel, From: r.From, Body: r.Body, ReceivedAt: r.ReceivedAt, InReplyTo: r.InReplyTo}
+		v := replyJSON{ID: r.ID, Channel: r.Channel, From: r.From, Body: r.Body, ReceivedAt: r.ReceivedAt, InReplyTo: r.InReplyTo, Option: r.Option}
 		if s.opts.Contacts != nil {
 			if ct, err := s.opts.Contacts.Find(c.UserContext(), tenant, r.From); err == nil {
 				v.Contact = ct.ID

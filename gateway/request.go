@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/mail"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -54,6 +55,14 @@ type MessageRequest struct {
 	Gather      *ledger.Gather  `json:"gather"`
 	Record      *ledger.Record  `json:"record"`
 	WeChat      *WeChatIn       `json:"wechat"`
+	ExpectReply *ExpectReplyIn  `json:"expect_reply"`
+}
+
+// ExpectReplyIn is the "expect_reply" object: the answers a message asks for.
+type ExpectReplyIn struct {
+	Options map[string]string `json:"options"`
+	Within  string            `json:"within"`
+	Code    string            `json:"code"`
 }
 
 // RecipientIn is the "to" object.
@@ -85,6 +94,7 @@ type ValidMessage struct {
 	HTML        string
 	WeChat      *ledger.WeChatOptions
 	Voice       *ledger.VoiceOptions
+	ExpectReply *ledger.ExpectReply
 	SMS         sms.Info
 }
 
@@ -309,6 +319,10 @@ func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, f
 		}
 	}
 
+	if req.ExpectReply != nil {
+		v.ExpectReply = decodeExpectReply(req.ExpectReply, bad)
+	}
+
 	if only("wechat", req.WeChat != nil, "wechat") {
 		w := req.WeChat
 		o := &ledger.WeChatOptions{Kind: w.Kind, TemplateID: strings.TrimSpace(w.TemplateID), Data: w.Data, URL: w.URL}
@@ -338,6 +352,37 @@ func decodeChannelFields(req *MessageRequest, v *ValidMessage, bad func(field, f
 		}
 		v.WeChat = o
 	}
+}
+
+// decodeExpectReply checks the answers a question asks for.
+func decodeExpectReply(in *ExpectReplyIn, bad func(field, format string, a ...any)) *ledger.ExpectReply {
+	out := &ledger.ExpectReply{Options: map[string]string{}, Within: 48 * 3600, Code: in.Code}
+	if len(in.Options) == 0 || len(in.Options) > 20 {
+		bad("expect_reply.options", "must map 1 to 20 answers to their meaning, e.g. {\"1\": \"confirm\", \"2\": \"reschedule\"}")
+	}
+	for k, v := range in.Options {
+		if k == "" || len(k) > 16 || strings.ContainsAny(k, " \t\n") || v == "" || utf8.RuneCountInString(v) > 64 {
+			bad("expect_reply.options", "keys are 1-16 characters without spaces; meanings 1-64 characters")
+			break
+		}
+		out.Options[k] = v
+	}
+	if in.Within != "" {
+		d, err := time.ParseDuration(in.Within)
+		if days, ok := strings.CutSuffix(in.Within, "d"); ok {
+			n, perr := strconv.Atoi(days)
+			d, err = time.Duration(n)*24*time.Hour, perr
+		}
+		if err != nil || d < time.Minute || d > 30*24*time.Hour {
+			bad("expect_reply.within", "must be a duration from 1m to 30d, e.g. 48h")
+		} else {
+			out.Within = int(d / time.Second)
+		}
+	}
+	if in.Code != "" && (len(in.Code) > 8 || strings.Trim(strings.ToUpper(in.Code), "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "") {
+		bad("expect_reply.code", "must be 1-8 letters or digits")
+	}
+	return out
 }
 
 // normaliseLocale parses a BCP 47 language tag.

@@ -45,6 +45,17 @@ type WeChatOptions struct {
 	URL        string            `json:"url,omitempty"`
 }
 
+// ExpectReply describes the answers a message asks for.
+type ExpectReply struct {
+	// Options map what the patient types ("1") to what it means ("confirm").
+	Options map[string]string `json:"options"`
+	// Within is how long the question stays open, in seconds.
+	Within int `json:"within"`
+	// Code tells questions apart when several open ones share options:
+	// "K3 1" answers the question with code K3.
+	Code string `json:"code,omitempty"`
+}
+
 // VoiceOptions shape a follow-up call after the spoken message.
 type VoiceOptions struct {
 	Gather *Gather `json:"gather,omitempty"`
@@ -118,11 +129,13 @@ type Request struct {
 	// Locale is the recipient's language (BCP 47), e.g. for the voice of a call.
 	Locale string `json:"locale,omitempty"`
 	// Subject and HTML are for email.
-	Subject   string         `json:"subject,omitempty"`
-	HTML      string         `json:"html,omitempty"`
-	WeChat    *WeChatOptions `json:"wechat,omitempty"`
-	Voice     *VoiceOptions  `json:"voice,omitempty"`
-	CreatedAt time.Time      `json:"created_at"`
+	Subject string         `json:"subject,omitempty"`
+	HTML    string         `json:"html,omitempty"`
+	WeChat  *WeChatOptions `json:"wechat,omitempty"`
+	Voice   *VoiceOptions  `json:"voice,omitempty"`
+	// ExpectReply makes the message a question whose answers are matched.
+	ExpectReply *ExpectReply `json:"expect_reply,omitempty"`
+	CreatedAt   time.Time    `json:"created_at"`
 }
 
 // Message is a ledger record.

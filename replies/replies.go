@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type Reply struct {
 	// InReplyTo is the message last sent to the patient by the tenant.
 	InReplyTo  string `json:"in_reply_to"`
 	ProviderID string `json:"provider_id"`
+	// Option is the meaning of the answer ("confirm") when it matched an
+	// option of the question it answers; "" for free text.
+	Option string `json:"option,omitempty"`
 }
 
 // Store links outbound messages to their recipients and keeps replies.
@@ -81,7 +85,8 @@ func (s *Store) Add(ctx context.Context, tenant string, r Reply) (string, error)
 	return s.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: feedKey(tenant), MinID: minID, Approx: true,
 		Values: []any{"channel", r.Channel, "kind", string(r.From.Kind), "from", r.From.Value, "body", r.Body,
-			"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID},
+			"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID,
+			"option", r.Option},
 	}).Result()
 }
 
@@ -103,7 +108,7 @@ func (s *Store) List(ctx context.Context, tenant, after string, limit int) ([]Re
 		str := func(k string) string { v, _ := m.Values[k].(string); return v }
 		at, _ := time.Parse(time.RFC3339Nano, str("at"))
 		out = append(out, Reply{ID: m.ID, Channel: str("channel"), From: consent.Identity{Kind: consent.Kind(str("kind")), Value: str("from")},
-			Body: str("body"), ReceivedAt: at, InReplyTo: str("in_reply_to"), ProviderID: str("provider_id")})
+			Body: str("body"), ReceivedAt: at, InReplyTo: str("in_reply_to"), ProviderID: str("provider_id"), Option: str("option")})
 	}
 	return out, nil
 }
@@ -116,4 +121,39 @@ func validCursor(c string) bool {
 	_, err1 := strconv.ParseUint(ms, 10, 64)
 	_, err2 := strconv.ParseUint(seq, 10, 64)
 	return err1 == nil && err2 == nil
+}
+
+// PromptsKey holds the open questions to an identity: members are
+// "tenant message-id", scored by when they close (unix ms).
+func PromptsKey(id consent.Identity) string {
+	sum := sha256.Sum256([]byte(id.String()))
+	return "gw:prompts:" + hex.EncodeToString(sum[:16])
+}
+
+// Prompt is an open question to an identity.
+type Prompt struct {
+	Tenant, MessageID string
+}
+
+// OpenPrompts lists the questions still open for id, most recent first.
+func (s *Store) OpenPrompts(ctx context.Context, id consent.Identity, now time.Time) ([]Prompt, error) {
+	key := PromptsKey(id)
+	members, err := s.rdb.ZRevRangeByScore(ctx, key, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, err
+	}
+	s.rdb.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
+	out := make([]Prompt, 0, len(members))
+	for _, m := range members {
+		t, id, _ := strings.Cut(m, " ")
+		out = append(out, Prompt{Tenant: t, MessageID: id})
+	}
+	// Scores are closing times; order by the message ids (ULIDs), newest first.
+	sort.Slice(out, func(i, j int) bool { return out[i].MessageID > out[j].MessageID })
+	return out, nil
+}
+
+// ClosePrompt removes an answered question.
+func (s *Store) ClosePrompt(ctx context.Context, id consent.Identity, p Prompt) error {
+	return s.rdb.ZRem(ctx, PromptsKey(id), p.Tenant+" "+p.MessageID).Err()
 }

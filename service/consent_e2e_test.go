@@ -212,3 +212,43 @@ func TestARepliedAnswerReachesTheTenantThatAsked(t *testing.T) {
 		t.Fatal("a reply body appears in the logs")
 	}
 }
+
+func TestTwoOpenQuestionsGetTheirOwnAnswers(t *testing.T) {
+	e := start(t, config.RoleAll)
+	day7 := e.send(keyA, `{"channel":"sms","to":{"phone":"`+patientPhone+`"},"body":"Day 7 (D7): reply 1 better, 2 worse",
+		"expect_reply":{"options":{"1":"better","2":"worse"},"within":"48h","code":"D7"}}`)
+	meds := e.send(keyB, `{"channel":"sms","to":{"phone":"`+patientPhone+`"},"body":"Did you take your tablets? 1 yes, 2 no",
+		"expect_reply":{"options":{"1":"taken","2":"missed"},"within":"2h"}}`)
+	e.waitFor(day7, ledger.StatusDelivered, 10*time.Second)
+	e.waitFor(meds, ledger.StatusDelivered, 10*time.Second)
+
+	e.inbound(patientPhone, "d7 2", e.sim.AuthToken()) // the code picks the day-7 question
+	e.inbound(patientPhone, "1", e.sim.AuthToken())    // shared key: the most recent open question
+	a := e.do("GET", "/v1/replies", keyA, "")
+	b := e.do("GET", "/v1/replies", keyB, "")
+	if !strings.Contains(a.Raw, `"option":"worse"`) || !strings.Contains(a.Raw, `"in_reply_to":"`+day7+`"`) {
+		t.Fatalf("clinic A's feed: %s", a.Raw)
+	}
+	if !strings.Contains(b.Raw, `"option":"taken"`) || !strings.Contains(b.Raw, `"in_reply_to":"`+meds+`"`) {
+		t.Fatalf("clinic B's feed: %s", b.Raw)
+	}
+	if strings.Contains(a.Raw, "taken") || strings.Contains(b.Raw, "worse") {
+		t.Fatal("an answer reached the other clinic")
+	}
+	m, _ := e.svc.Ledger.Get(context.Background(), "", day7)
+	answered := false
+	for _, ev := range m.Events {
+		answered = answered || ev.Detail == "the patient answered: worse"
+	}
+	if !answered {
+		t.Fatalf("the day-7 message's history lacks the answer: %+v", m.Events)
+	}
+	// Both questions are answered and closed: free text now goes to the last message sent.
+	e.inbound(patientPhone, "thank you", e.sim.AuthToken())
+	if b2 := e.do("GET", "/v1/replies", keyB, ""); !strings.Contains(b2.Raw, "thank you") {
+		t.Fatalf("free text after the answers: %s", b2.Raw)
+	}
+	if bad := e.do("POST", "/v1/messages", keyA, `{"channel":"sms","to":{"phone":"`+patientPhone+`"},"body":"x","expect_reply":{"options":{}}}`); bad.Status != 422 {
+		t.Fatalf("expect_reply without options = %d", bad.Status)
+	}
+}

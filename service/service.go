@@ -94,8 +94,23 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Attempts: cfg.WebhookAttempts}
 	// Remember, with each new message, that it is the last one to its
 	// recipient: a reply from that address is filed with its tenant.
+	// A question (expect_reply) is also an open prompt of its recipient
+	// until it closes.
 	s.Ledger.OnCreate = func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
-		pipe.Set(ctx, replies.LastKey(workers.IdentityOf(req.Channel, req.To)), replies.LastValue(req.Tenant, id), cfg.Retention)
+		who := workers.IdentityOf(req.Channel, req.To)
+		pipe.Set(ctx, replies.LastKey(who), replies.LastValue(req.Tenant, id), cfg.Retention)
+		if er := req.ExpectReply; er != nil {
+			opens := req.CreatedAt
+			if req.SendAt != nil {
+				opens = *req.SendAt
+			}
+			closes := opens.Add(time.Duration(er.Within) * time.Second)
+			key := replies.PromptsKey(who)
+			pipe.ZAdd(ctx, key, redis.Z{Score: float64(closes.UnixMilli()), Member: replies.LastValue(req.Tenant, id)})
+			ttl := time.Until(closes) + time.Minute
+			pipe.ExpireNX(ctx, key, ttl) // a new set
+			pipe.ExpireGT(ctx, key, ttl) // never shorten the life of other open questions
+		}
 	}
 	s.Escalator = &escalation.Escalator{Redis: rdb, Queue: s.client, Events: s.Events, Log: o.Logger.With("comp", "escalation"),
 		Send: s.sendNotification}
