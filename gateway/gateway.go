@@ -118,6 +118,9 @@ func New(o Options) *Server {
 		v1.Get("/contacts/:id/consent", s.getConsent)
 		v1.Put("/contacts/:id/consent", s.putConsent)
 		v1.Get("/consent/export", s.exportConsent)
+		if o.Replies != nil && o.Ledger != nil {
+			v1.Get("/contacts/:id/conversation", s.getConversation)
+		}
 	}
 	if o.Replies != nil {
 		v1.Get("/replies", s.listReplies)

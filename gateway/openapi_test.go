@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/escalation"
+	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/webhooks"
 )
@@ -111,6 +112,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Contacts:        contacts.New(nil),
 		Replies:         replies.New(nil, time.Hour),
 		Webhooks:        webhooks.NewStore(nil),
+		Ledger:          ledger.New(nil, time.Hour),
 		Escalator:       &escalation.Escalator{},
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",

@@ -79,15 +79,26 @@ func (s *Store) Last(ctx context.Context, id consent.Identity) (tenant, messageI
 
 func feedKey(tenant string) string { return "gw:replies:{" + tenant + "}" }
 
-// Add appends a reply to the tenant's feed and returns its cursor.
+// Add appends a reply to the tenant's feed and its conversation with the
+// sender, and returns its cursor.
 func (s *Store) Add(ctx context.Context, tenant string, r Reply) (string, error) {
 	minID := strconv.FormatInt(time.Now().Add(-s.retention).UnixMilli(), 10)
-	return s.rdb.XAdd(ctx, &redis.XAddArgs{
+	id, err := s.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: feedKey(tenant), MinID: minID, Approx: true,
 		Values: []any{"channel", r.Channel, "kind", string(r.From.Kind), "from", r.From.Value, "body", r.Body,
 			"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID,
 			"option", r.Option},
 	}).Result()
+	if err != nil {
+		return "", err
+	}
+	key := ConversationKey(tenant, r.From)
+	pipe := s.rdb.Pipeline()
+	pipe.ZAdd(ctx, key, redis.Z{Score: float64(r.ReceivedAt.UnixMilli()), Member: "r:" + id})
+	pipe.ZRemRangeByScore(ctx, key, "-inf", "("+minID)
+	pipe.Expire(ctx, key, s.retention)
+	_, err = pipe.Exec(ctx)
+	return id, err
 }
 
 // List returns up to limit replies after the cursor ("" for the oldest kept).
@@ -105,10 +116,7 @@ func (s *Store) List(ctx context.Context, tenant, after string, limit int) ([]Re
 	}
 	out := make([]Reply, 0, len(msgs))
 	for _, m := range msgs {
-		str := func(k string) string { v, _ := m.Values[k].(string); return v }
-		at, _ := time.Parse(time.RFC3339Nano, str("at"))
-		out = append(out, Reply{ID: m.ID, Channel: str("channel"), From: consent.Identity{Kind: consent.Kind(str("kind")), Value: str("from")},
-			Body: str("body"), ReceivedAt: at, InReplyTo: str("in_reply_to"), ProviderID: str("provider_id"), Option: str("option")})
+		out = append(out, replyOf(m))
 	}
 	return out, nil
 }
@@ -156,4 +164,59 @@ func (s *Store) OpenPrompts(ctx context.Context, id consent.Identity, now time.T
 // ClosePrompt removes an answered question.
 func (s *Store) ClosePrompt(ctx context.Context, id consent.Identity, p Prompt) error {
 	return s.rdb.ZRem(ctx, PromptsKey(id), p.Tenant+" "+p.MessageID).Err()
+}
+
+// ConversationKey lists a tenant's messages to an identity and its replies
+// ("m:<message id>", "r:<reply id>"), scored by time (unix ms).
+func ConversationKey(tenant string, id consent.Identity) string {
+	sum := sha256.Sum256([]byte(id.String()))
+	return "gw:conv:{" + tenant + "}:" + hex.EncodeToString(sum[:16])
+}
+
+// Entry is one line of a conversation: a message or a reply.
+type Entry struct {
+	Kind string // "message" or "reply"
+	ID   string
+	At   time.Time
+}
+
+// Conversation returns the last limit entries with an identity, oldest first.
+func (s *Store) Conversation(ctx context.Context, tenant string, id consent.Identity, limit int) ([]Entry, error) {
+	zs, err := s.rdb.ZRevRangeWithScores(ctx, ConversationKey(tenant, id), 0, int64(limit-1)).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(zs))
+	for i := len(zs) - 1; i >= 0; i-- {
+		m, _ := zs[i].Member.(string)
+		kind, ref, _ := strings.Cut(m, ":")
+		e := Entry{ID: ref, At: time.UnixMilli(int64(zs[i].Score)).UTC(), Kind: "message"}
+		if kind == "r" {
+			e.Kind = "reply"
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Get returns one reply of a tenant's feed (ErrBadCursor when it is not there).
+func (s *Store) Get(ctx context.Context, tenant, replyID string) (Reply, error) {
+	if !validCursor(replyID) {
+		return Reply{}, ErrBadCursor
+	}
+	list, err := s.rdb.XRangeN(ctx, feedKey(tenant), replyID, replyID, 1).Result()
+	if err != nil {
+		return Reply{}, err
+	}
+	if len(list) == 0 {
+		return Reply{}, ErrBadCursor
+	}
+	return replyOf(list[0]), nil
+}
+
+func replyOf(m redis.XMessage) Reply {
+	str := func(k string) string { v, _ := m.Values[k].(string); return v }
+	at, _ := time.Parse(time.RFC3339Nano, str("at"))
+	return Reply{ID: m.ID, Channel: str("channel"), From: consent.Identity{Kind: consent.Kind(str("kind")), Value: str("from")},
+		Body: str("body"), ReceivedAt: at, InReplyTo: str("in_reply_to"), ProviderID: str("provider_id"), Option: str("option")}
 }

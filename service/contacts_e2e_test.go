@@ -59,6 +59,20 @@ func TestContactsAndTheirConsentAreManagedByAPI(t *testing.T) {
 	mail := e.send(keyA, `{"channel":"email","to":{"email":"Wang@example.org"},"subject":"s","body":"x"}`)
 	e.waitFor(mail, ledger.StatusSent, 10*time.Second)
 
+	e.inbound(patientPhone, "is my appointment still on?", e.sim.AuthToken())
+	conv := e.do("GET", "/v1/contacts/mrn-1001/conversation", keyA, "")
+	var cv struct {
+		Entries []struct{ Kind, ID, Body, Channel string }
+	}
+	_ = json.Unmarshal([]byte(conv.Raw), &cv)
+	if conv.Status != 200 || len(cv.Entries) != 3 || cv.Entries[0].ID != id || cv.Entries[1].ID != mail ||
+		cv.Entries[2].Kind != "reply" || cv.Entries[2].Body != "is my appointment still on?" {
+		t.Fatalf("conversation = %d %s", conv.Status, conv.Raw)
+	}
+	if other := e.do("GET", "/v1/contacts/mrn-1001/conversation", keyB, ""); other.Status != 404 {
+		t.Fatalf("another tenant read the conversation: %d", other.Status)
+	}
+
 	exp := e.do("GET", "/v1/consent/export", keyA, "")
 	lines := strings.Split(strings.TrimSpace(exp.Raw), "\n")
 	if exp.Status != 200 || exp.Header.Get("Content-Type") != "application/x-ndjson" || len(lines) != 1 || !strings.Contains(lines[0], `"opted_out":true`) {

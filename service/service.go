@@ -99,6 +99,9 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s.Ledger.OnCreate = func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
 		who := workers.IdentityOf(req.Channel, req.To)
 		pipe.Set(ctx, replies.LastKey(who), replies.LastValue(req.Tenant, id), cfg.Retention)
+		conv := replies.ConversationKey(req.Tenant, who)
+		pipe.ZAdd(ctx, conv, redis.Z{Score: float64(req.CreatedAt.UnixMilli()), Member: "m:" + id})
+		pipe.Expire(ctx, conv, cfg.Retention)
 		if er := req.ExpectReply; er != nil {
 			opens := req.CreatedAt
 			if req.SendAt != nil {
