@@ -41,7 +41,10 @@ type Rules struct {
 	Keywords []string `json:"keywords"`
 	// Patterns are regular expressions (RE2 syntax), matched case-insensitively.
 	Patterns []string `json:"patterns,omitempty"`
-	OnCall   []Target `json:"on_call"`
+	// Options are answer meanings of questions (expect_reply) that are
+	// urgent in themselves, e.g. "need_help".
+	Options []string `json:"options,omitempty"`
+	OnCall  []Target `json:"on_call"`
 	// AckTimeout is how long a target has to acknowledge before the next
 	// is notified, in seconds (default 600).
 	AckTimeout int `json:"ack_timeout_seconds,omitempty"`
@@ -59,8 +62,8 @@ func (r *Rules) Compile() error {
 			return fmt.Errorf("on_call[%d].channel: sms or voice", i)
 		}
 	}
-	if len(r.Keywords) == 0 && len(r.Patterns) == 0 {
-		return errors.New("keywords or patterns: at least one is required")
+	if len(r.Keywords) == 0 && len(r.Patterns) == 0 && len(r.Options) == 0 {
+		return errors.New("keywords, patterns or options: at least one is required")
 	}
 	r.compiled = r.compiled[:0]
 	for i, p := range r.Patterns {
@@ -76,8 +79,14 @@ func (r *Rules) Compile() error {
 	return nil
 }
 
-// Match reports whether a reply is urgent, and by which rule.
-func (r *Rules) Match(body string) (bool, string) {
+// Match reports whether a reply is urgent, and by which rule. option is
+// the meaning of the answer when it matched a question's options.
+func (r *Rules) Match(body, option string) (bool, string) {
+	for _, o := range r.Options {
+		if option != "" && strings.EqualFold(o, option) {
+			return true, "option"
+		}
+	}
 	low := strings.ToLower(body)
 	for _, k := range r.Keywords {
 		if k != "" && strings.Contains(low, strings.ToLower(k)) {
@@ -163,7 +172,7 @@ func (e *Escalator) GetRules(ctx context.Context, tenant string) (*Rules, error)
 
 // Consider checks a reply against the tenant's rules and, when urgent,
 // opens an escalation and notifies the first on-call target at once.
-func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, channel, body string) (*Escalation, error) {
+func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, channel, body, option string) (*Escalation, error) {
 	r, err := e.GetRules(ctx, tenant)
 	if errors.Is(err, ErrNoRules) {
 		return nil, nil
@@ -171,7 +180,7 @@ func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, ch
 	if err != nil {
 		return nil, err
 	}
-	urgent, by := r.Match(body)
+	urgent, by := r.Match(body, option)
 	if !urgent {
 		return nil, nil
 	}

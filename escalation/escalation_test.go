@@ -3,7 +3,7 @@ package escalation
 import "testing"
 
 func TestRulesMatchKeywordsInAnyLanguageAndPatterns(t *testing.T) {
-	r := Rules{Keywords: []string{"Chest Pain", "胸痛", "can't breathe"}, Patterns: []string{`\bsuicid`},
+	r := Rules{Keywords: []string{"Chest Pain", "胸痛", "can't breathe"}, Patterns: []string{`\bsuicid`}, Options: []string{"need_help"},
 		OnCall: []Target{{Channel: "sms", Phone: "+14155550177"}}}
 	if err := r.Compile(); err != nil {
 		t.Fatal(err)
@@ -21,9 +21,15 @@ func TestRulesMatchKeywordsInAnyLanguageAndPatterns(t *testing.T) {
 		{"", false},
 	}
 	for _, c := range cases {
-		if got, _ := r.Match(c.body); got != c.urgent {
+		if got, _ := r.Match(c.body, ""); got != c.urgent {
 			t.Errorf("Match(%q) = %v, want %v", c.body, got, c.urgent)
 		}
+	}
+	if got, by := r.Match("3", "need_help"); !got || by != "option" {
+		t.Fatal("an urgent option must escalate whatever its key")
+	}
+	if got, _ := r.Match("1", "safe"); got {
+		t.Fatal("another option must not escalate")
 	}
 	if r.AckTimeout != 600 {
 		t.Fatalf("default ack timeout %d", r.AckTimeout)

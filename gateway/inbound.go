@@ -110,7 +110,7 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 	}
 	r.events.Publish(ctx, tenant, webhooks.MessageReply, rep, "")
 	if r.escalator != nil {
-		if _, err := r.escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body); err != nil {
+		if _, err := r.escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body, option); err != nil {
 			r.log.Error("urgent-reply check failed; the provider will retry", "provider_id", in.ProviderID, "err", err)
 			return err
 		}

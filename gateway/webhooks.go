@@ -96,6 +96,12 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 			return err
 		}
 		r.events.Publish(ctx, m.Tenant, webhooks.MessageReply, rep, "")
+		if r.escalator != nil {
+			// A key pressed on a call can be urgent too ("3 to talk to a nurse").
+			if _, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, ""); err != nil {
+				return err
+			}
+		}
 	}
 	if recordingURL == "" {
 		return nil

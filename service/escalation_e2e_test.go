@@ -68,3 +68,16 @@ func TestAnUrgentReplyEscalatesUntilAcknowledged(t *testing.T) {
 		t.Fatal("the urgent reply appears in the logs")
 	}
 }
+
+func TestAnUrgentAnswerOptionEscalates(t *testing.T) {
+	e := start(t, config.RoleAll)
+	const nurse = "+14155550177"
+	if a := e.do("PUT", "/v1/escalation-rules", keyA, `{"options":["need_help"],"on_call":[{"channel":"sms","phone":"`+nurse+`"}]}`); a.Status != 200 {
+		t.Fatalf("PUT rules = %d %s", a.Status, a.Raw)
+	}
+	poll := e.send(keyA, `{"channel":"sms","to":{"phone":"`+patientPhone+`"},"body":"Flood warning. Reply 1 if safe, 2 if you need help.",
+		"priority":"crisis","expect_reply":{"options":{"1":"safe","2":"need_help"}}}`)
+	e.waitFor(poll, ledger.StatusDelivered, 10*time.Second)
+	e.inbound(patientPhone, "2", e.sim.AuthToken())
+	waitUntil(t, 10*time.Second, "the on-call notification", func() bool { return e.sim.MessagesTo(nurse) == 1 })
+}
