@@ -52,6 +52,18 @@ func (c *clinicEndpoint) types() []string {
 	return out
 }
 
+// has reports whether an event whose data contains part was received.
+func (c *clinicEndpoint) has(part string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ev := range c.events {
+		if strings.Contains(string(ev.Data), part) {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *env) registerWebhook(url string) string {
 	e.t.Helper()
 	a := e.do("PUT", "/v1/webhook", keyA, `{"url":"`+url+`"}`)
@@ -85,9 +97,9 @@ func TestClinicWebhooksReceiveSignedStatusReplyAndOptOutEvents(t *testing.T) {
 	e.inbound(patientPhone, "better, thanks", e.sim.AuthToken())
 	e.inbound(patientPhone, "STOP", e.sim.AuthToken())
 
-	waitUntil(t, 15*time.Second, "status, reply and opt-out events", func() bool {
+	waitUntil(t, 15*time.Second, "delivered status, reply and opt-out events", func() bool {
 		got := strings.Join(ep.types(), ",")
-		return strings.Contains(got, "message.status") && strings.Contains(got, "message.reply") && strings.Contains(got, "contact.opted_out")
+		return ep.has(`"status":"delivered"`) && strings.Contains(got, "message.reply") && strings.Contains(got, "contact.opted_out")
 	})
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
