@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/consent"
@@ -61,13 +63,18 @@ func identityKey(tenant string, i consent.Identity) string {
 
 // putScript replaces a contact and its identity index atomically.
 // KEYS contact, new identity keys (n_new of them), old identity keys
-// ARGV id, doc, n_new. Returns "" or the id of another contact owning one
-// of the new identities.
+// ARGV id, doc, n_new, contact key prefix. Returns "" or the id of another
+// managed contact owning one of the new identities; a contact the gateway
+// created implicitly ("auto-…") gives its identity up and is removed.
 var putScript = redis.NewScript(`
 local nnew = tonumber(ARGV[3])
 for i = 2, 1 + nnew do
   local owner = redis.call('GET', KEYS[i])
-  if owner and owner ~= ARGV[1] then return owner end
+  if owner and owner ~= ARGV[1] and string.sub(owner, 1, 5) ~= 'auto-' then return owner end
+end
+for i = 2, 1 + nnew do
+  local owner = redis.call('GET', KEYS[i])
+  if owner and string.sub(owner, 1, 5) == 'auto-' then redis.call('DEL', ARGV[4] .. owner) end
 end
 for i = 2 + nnew, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
@@ -97,7 +104,7 @@ func (s *Store) Put(ctx context.Context, tenant string, c Contact) (Contact, err
 	for _, i := range old.Identities {
 		keys = append(keys, identityKey(tenant, i))
 	}
-	owner, err := putScript.Run(ctx, s.rdb, keys, c.ID, doc, len(c.Identities)).Text()
+	owner, err := putScript.Run(ctx, s.rdb, keys, c.ID, doc, len(c.Identities), contactKey(tenant, "")).Text()
 	if err != nil {
 		return Contact{}, err
 	}
@@ -138,4 +145,25 @@ func (s *Store) Find(ctx context.Context, tenant string, i consent.Identity) (Co
 		return Contact{}, err
 	}
 	return s.Get(ctx, tenant, id)
+}
+
+// ensureSrc creates a contact for an identity no contact has yet.
+// KEYS identity index, contact ARGV id, doc
+const ensureSrc = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+`
+
+// EnsureIn queues, on pipe, the creation of a contact for an identity that
+// belongs to none yet: sends and replies create contacts implicitly, with
+// an id "auto-<ULID>" the tenant can look up by identity (and replace
+// with PUT under its own id after removing the identity here).
+func EnsureIn(ctx context.Context, pipe redis.Pipeliner, tenant string, i consent.Identity, locale string, now time.Time) {
+	id := "auto-" + strings.ToLower(ulid.Make().String())
+	doc, _ := json.Marshal(Contact{ID: id, Identities: []consent.Identity{i}, Locale: locale, CreatedAt: now.UTC(), UpdatedAt: now.UTC()})
+	// EVAL rather than EVALSHA: a pipeline cannot recover from NOSCRIPT,
+	// and the script is short.
+	pipe.Eval(ctx, ensureSrc, []string{identityKey(tenant, i), contactKey(tenant, id)}, id, doc)
 }

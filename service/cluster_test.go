@@ -39,6 +39,10 @@ func TestTheGatewayRunsOnRedisCluster(t *testing.T) {
 	if a := e.do("GET", "/v1/messages", keyA, ""); a.Status != 200 || len(a.Body["messages"].([]any)) != 3 {
 		t.Fatalf("list on Cluster: %s", a.Raw)
 	}
+	// Sends created an implicit contact; the clinic adopts its phone.
+	if a := e.do("PUT", "/v1/contacts/mrn-9", keyA, `{"phone":"`+patientPhone+`"}`); a.Status != 200 {
+		t.Fatalf("adopting an implicit contact on Cluster: %d %s", a.Status, a.Raw)
+	}
 	if logs := e.logs.String(); containsAny(logs, "CROSSSLOT", "MOVED") {
 		t.Fatalf("cluster errors in the logs:\n%s", logs)
 	}
