@@ -131,6 +131,7 @@ func New(o Options) *Server {
 		v1.Get("/escalations", s.listEscalations)
 		v1.Post("/escalations/:id/ack", s.ackEscalation)
 	}
+	v1.Put("/help-text", s.putHelpText)
 	if o.Webhooks != nil {
 		v1.Put("/webhook", s.putWebhook)
 		v1.Get("/webhook", s.getWebhook)

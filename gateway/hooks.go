@@ -58,3 +58,25 @@ func (s *Server) deadWebhooks(c *fiber.Ctx) error {
 	}
 	return c.JSON(fiber.Map{"dead": dead})
 }
+
+// putHelpText sets the tenant's answer to HELP/INFO, per language ("en", "zh").
+func (s *Server) putHelpText(c *fiber.Ctx) error {
+	var in map[string]string
+	if p := decodeStrict(c.Body(), &in); p != nil {
+		return p
+	}
+	args := []any{}
+	for lang, text := range in {
+		if (lang != "en" && lang != "zh") || text == "" || len([]rune(text)) > 300 {
+			return validationProblem([]FieldError{{Field: lang, Detail: "languages are en and zh; a help text is 1-300 characters"}})
+		}
+		args = append(args, lang, text)
+	}
+	if len(args) == 0 {
+		return validationProblem([]FieldError{{Field: "en", Detail: "give at least one help text, e.g. {\"en\": \"Riverside Clinic: call 555-0100. Reply STOP to opt out.\"}"}})
+	}
+	if err := s.opts.Redis.HSet(c.UserContext(), helpTextKey(tenantOf(c)), args...).Err(); err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(in)
+}

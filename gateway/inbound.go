@@ -76,7 +76,10 @@ func (r receiver) inbound(ctx context.Context, in channels.InboundMessage) (chan
 			r.events.Publish(ctx, tenant, typ, map[string]any{"identity": id, "source": consent.SourceKeyword, "evidence": evidence}, "")
 		}
 	}
-	if action == consent.Help || changed {
+	if action == consent.Help {
+		return channels.InboundResult{Reply: r.helpText(ctx, id, lang)}, nil
+	}
+	if changed {
 		return channels.InboundResult{Reply: consent.Replies[action][lang]}, nil
 	}
 	if action == consent.OptIn {
@@ -175,4 +178,20 @@ func (r receiver) matchReply(ctx context.Context, id consent.Identity, body stri
 	}
 	tenant, msgID, err = r.replies.Last(ctx, id)
 	return tenant, msgID, "", err
+}
+
+// helpTextKey holds a tenant's help texts by language.
+func helpTextKey(tenant string) string { return "gw:help:{" + tenant + "}" }
+
+// helpText is the help text of the tenant that last wrote to the sender,
+// in the keyword's language, or the gateway's default.
+func (r receiver) helpText(ctx context.Context, id consent.Identity, lang string) string {
+	if r.replies != nil {
+		if tenant, _, err := r.replies.Last(ctx, id); err == nil && tenant != "" {
+			if t, err := r.rdb.HGet(ctx, helpTextKey(tenant), lang).Result(); err == nil && t != "" {
+				return t
+			}
+		}
+	}
+	return consent.Replies[consent.Help][lang]
 }

@@ -252,3 +252,21 @@ func TestTwoOpenQuestionsGetTheirOwnAnswers(t *testing.T) {
 		t.Fatalf("expect_reply without options = %d", bad.Status)
 	}
 }
+
+func TestHelpGetsTheTenantsOwnText(t *testing.T) {
+	e := start(t, config.RoleAll)
+	if a := e.do("PUT", "/v1/help-text", keyA, `{"en":"Riverside Clinic: call 555-0100. Reply STOP to opt out."}`); a.Status != 200 {
+		t.Fatalf("PUT help text = %d %s", a.Status, a.Raw)
+	}
+	if a := e.do("PUT", "/v1/help-text", keyA, `{"fr":"x"}`); a.Status != 422 {
+		t.Fatalf("an unknown language = %d", a.Status)
+	}
+	if _, twiml := e.inbound(patientPhone, "HELP", e.sim.AuthToken()); !strings.Contains(twiml, "care team") {
+		t.Fatalf("a stranger gets the default help: %s", twiml)
+	}
+	id := e.send(keyA, smsBody(patientPhone, "Your results are ready"))
+	e.waitFor(id, ledger.StatusDelivered, 10*time.Second)
+	if _, twiml := e.inbound(patientPhone, "help", e.sim.AuthToken()); !strings.Contains(twiml, "Riverside Clinic: call 555-0100") {
+		t.Fatalf("the patient of clinic A gets its help text: %s", twiml)
+	}
+}
