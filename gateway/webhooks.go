@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -109,6 +110,16 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 	m, err := r.l.Get(ctx, "", id)
 	if err != nil {
 		return err
+	}
+	if r.replies != nil && a.RecordingSID != "" {
+		// A recorded answer joins the feed too; its audio is fetched into
+		// the blob store and served by GET /v1/messages/{id}/recording.
+		rep := replies.Reply{Channel: m.Channel, From: workers.IdentityOf(m.Channel, m.To), ReceivedAt: time.Now(), InReplyTo: id,
+			ProviderID: a.RecordingSID, Body: fmt.Sprintf("(recorded answer, %d s: GET /v1/messages/%s/recording)", a.Duration, id)}
+		if rep.ID, err = r.replies.Add(ctx, m.Tenant, rep); err != nil {
+			return err
+		}
+		r.events.Publish(ctx, m.Tenant, webhooks.MessageReply, rep, "")
 	}
 	t, err := workers.NewFetchRecordingTask(workers.FetchRecordingPayload{MessageID: id, Channel: m.Channel,
 		RecordingSID: a.RecordingSID, URL: recordingURL, Duration: a.Duration})

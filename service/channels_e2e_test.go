@@ -45,6 +45,9 @@ func TestAFollowUpCallSpeaksAsksRecordsAndKeepsTheAnswer(t *testing.T) {
 	if feed := e.do("GET", "/v1/replies", keyA, ""); !strings.Contains(feed.Raw, `"body":"2"`) || !strings.Contains(feed.Raw, `"in_reply_to":"`+id+`"`) {
 		t.Fatalf("the keypad answer is not in the reply feed: %s", feed.Raw)
 	}
+	if feed := e.do("GET", "/v1/replies", keyA, ""); !strings.Contains(feed.Raw, "recorded answer, 3 s") {
+		t.Fatalf("the recorded answer is not in the reply feed: %s", feed.Raw)
+	}
 	calls := e.sim.Calls()
 	if len(calls) != 1 || e.sim.MessagesTo(patientPhone) != 0 {
 		t.Fatalf("calls %d, SMS %d", len(calls), e.sim.MessagesTo(patientPhone))
