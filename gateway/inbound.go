@@ -2,11 +2,17 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
+	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/replies"
 	"github.com/patientmsg/gateway/webhooks"
@@ -46,7 +52,7 @@ func (r receiver) inbound(ctx context.Context, in channels.InboundMessage) (chan
 	var err error
 	action, lang := consent.Keyword(in.Body)
 	if action == consent.NoKeyword || r.consent == nil {
-		return channels.InboundResult{}, r.reply(ctx, in)
+		return channels.InboundResult{}, r.queueReply(ctx, in)
 	}
 	id := workers.IdentityOf(in.Channel, in.From)
 	evidence := in.Channel + " inbound message " + in.ProviderID
@@ -84,7 +90,7 @@ func (r receiver) inbound(ctx context.Context, in channels.InboundMessage) (chan
 	}
 	if action == consent.OptIn {
 		// YES from a patient who never opted out answers a question.
-		return channels.InboundResult{}, r.reply(ctx, in)
+		return channels.InboundResult{}, r.queueReply(ctx, in)
 	}
 	return channels.InboundResult{}, nil
 }
@@ -194,4 +200,45 @@ func (r receiver) helpText(ctx context.Context, id consent.Identity, lang string
 		}
 	}
 	return consent.Replies[consent.Help][lang]
+}
+
+// TypeInboundReply is the task that files a patient's answer: matching it
+// to the question it answers, the reply feed, the clinic webhook and the
+// urgent-reply check run in the workers, off the provider's webhook.
+const TypeInboundReply = "inbound:reply"
+
+// queueReply queues an answer for the workers. It goes to the crisis
+// queue, whose pool is never busy with other traffic: an urgent reply must
+// not wait behind a bulk backlog. The provider id keeps it queued once.
+func (r receiver) queueReply(ctx context.Context, in channels.InboundMessage) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	t := asynq.NewTask(TypeInboundReply, b, asynq.TaskID("in:"+in.Channel+":"+in.ProviderID),
+		asynq.Queue(workers.QueueFor(workers.PriorityCrisis)), asynq.MaxRetry(25), asynq.Timeout(time.Minute))
+	_, err = r.q.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// Inbox files queued answers (the TypeInboundReply handler of the workers).
+type Inbox struct {
+	Ledger    *ledger.Ledger
+	Replies   *replies.Store
+	Escalator *escalation.Escalator
+	Events    *webhooks.Publisher
+	Logger    *slog.Logger
+}
+
+// ProcessTask implements asynq.Handler.
+func (b *Inbox) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var in channels.InboundMessage
+	if err := json.Unmarshal(t.Payload(), &in); err != nil {
+		return fmt.Errorf("bad inbound payload: %w", asynq.SkipRetry)
+	}
+	r := receiver{l: b.Ledger, replies: b.Replies, escalator: b.Escalator, events: b.Events, log: b.Logger}
+	return r.reply(ctx, in)
 }

@@ -184,6 +184,7 @@ func TestARepliedAnswerReachesTheTenantThatAsked(t *testing.T) {
 		t.Fatalf("reply answered %d %s", code, twiml)
 	}
 	e.inbound(patientPhone, "YES", e.sim.AuthToken()) // an answer, not an opt-in
+	e.waitFeed(keyA, `"body":"YES"`)
 	feed := e.do("GET", "/v1/replies", keyA, "")
 	list, _ := feed.Body["replies"].([]any)
 	if feed.Status != 200 || len(list) != 2 {
@@ -224,8 +225,8 @@ func TestTwoOpenQuestionsGetTheirOwnAnswers(t *testing.T) {
 
 	e.inbound(patientPhone, "d7 2", e.sim.AuthToken()) // the code picks the day-7 question
 	e.inbound(patientPhone, "1", e.sim.AuthToken())    // shared key: the most recent open question
-	a := e.do("GET", "/v1/replies", keyA, "")
-	b := e.do("GET", "/v1/replies", keyB, "")
+	a := e.waitFeed(keyA, `"option"`)
+	b := e.waitFeed(keyB, `"option"`)
 	if !strings.Contains(a.Raw, `"option":"worse"`) || !strings.Contains(a.Raw, `"in_reply_to":"`+day7+`"`) {
 		t.Fatalf("clinic A's feed: %s", a.Raw)
 	}
@@ -245,9 +246,7 @@ func TestTwoOpenQuestionsGetTheirOwnAnswers(t *testing.T) {
 	}
 	// Both questions are answered and closed: free text now goes to the last message sent.
 	e.inbound(patientPhone, "thank you", e.sim.AuthToken())
-	if b2 := e.do("GET", "/v1/replies", keyB, ""); !strings.Contains(b2.Raw, "thank you") {
-		t.Fatalf("free text after the answers: %s", b2.Raw)
-	}
+	e.waitFeed(keyB, "thank you")
 	if bad := e.do("POST", "/v1/messages", keyA, `{"channel":"sms","to":{"phone":"`+patientPhone+`"},"body":"x","expect_reply":{"options":{}}}`); bad.Status != 422 {
 		t.Fatalf("expect_reply without options = %d", bad.Status)
 	}
@@ -269,4 +268,16 @@ func TestHelpGetsTheTenantsOwnText(t *testing.T) {
 	if _, twiml := e.inbound(patientPhone, "help", e.sim.AuthToken()); !strings.Contains(twiml, "Riverside Clinic: call 555-0100") {
 		t.Fatalf("the patient of clinic A gets its help text: %s", twiml)
 	}
+}
+
+// waitFeed polls the tenant's reply feed until it contains part (answers
+// are filed by the workers, a moment after the webhook).
+func (e *env) waitFeed(key, part string) answer {
+	e.t.Helper()
+	var a answer
+	waitUntil(e.t, 10*time.Second, "a reply containing "+part, func() bool {
+		a = e.do("GET", "/v1/replies", key, "")
+		return strings.Contains(a.Raw, part)
+	})
+	return a
 }

@@ -60,6 +60,7 @@ func TestContactsAndTheirConsentAreManagedByAPI(t *testing.T) {
 	e.waitFor(mail, ledger.StatusSent, 10*time.Second)
 
 	e.inbound(patientPhone, "is my appointment still on?", e.sim.AuthToken())
+	e.waitFeed(keyA, "is my appointment still on?")
 	conv := e.do("GET", "/v1/contacts/mrn-1001/conversation", keyA, "")
 	var cv struct {
 		Entries []struct{ Kind, ID, Body, Channel string }

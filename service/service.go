@@ -153,7 +153,9 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		}
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
 			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")},
-			Escalation: s.Escalator}
+			Escalation: s.Escalator,
+			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
+				Logger: o.Logger.With("comp", "inbound")}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}

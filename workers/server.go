@@ -43,6 +43,8 @@ type Handlers struct {
 	Webhook asynq.Handler
 	// Escalation re-escalates unacknowledged urgent replies (nil: none).
 	Escalation asynq.Handler
+	// Inbound files patients' answers (nil: none).
+	Inbound asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -60,6 +62,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Escalation != nil {
 		mux.Handle("escalation:check", h.Escalation)
+	}
+	if h.Inbound != nil {
+		mux.Handle("inbound:reply", h.Inbound)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{
