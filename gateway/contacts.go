@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"sort"
 	"strings"
@@ -94,7 +95,7 @@ func (s *Server) putContact(c *fiber.Ctx) error {
 	}
 	var errs []FieldError
 	bad := func(field, format string, a ...any) {
-		errs = append(errs, FieldError{Field: field, Detail: sprintf(format, a...)})
+		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
 	}
 	ct := contacts.Contact{ID: id}
 	if in.Phone != nil {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -16,7 +17,7 @@ func (s *Server) putEscalationRules(c *fiber.Ctx) error {
 	for i, t := range r.OnCall {
 		e164, ok := normalisePhone(t.Phone)
 		if !ok {
-			return validationProblem([]FieldError{{Field: "on_call[" + itoa(i) + "].phone", Detail: "is not a valid international phone number"}})
+			return validationProblem([]FieldError{{Field: "on_call[" + strconv.Itoa(i) + "].phone", Detail: "is not a valid international phone number"}})
 		}
 		r.OnCall[i].Phone = e164
 	}
@@ -69,5 +70,3 @@ func (s *Server) ackEscalation(c *fiber.Ctx) error {
 	}
 	return c.JSON(esc)
 }
-
-func itoa(i int) string { return sprintf("%d", i) }

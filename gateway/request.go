@@ -394,8 +394,6 @@ func normaliseLocale(s string) (string, bool) {
 	return tag.String(), true
 }
 
-func sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
-
 // normaliseEmail accepts a bare address (no display name) and lower-cases its domain.
 func normaliseEmail(s string) (string, bool) {
 	s = strings.TrimSpace(s)

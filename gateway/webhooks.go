@@ -161,16 +161,6 @@ func (r receiver) Redial(ctx context.Context, id, providerID string, after time.
 }
 
 func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error) {
-	applied, err := r.providerStatus(ctx, &id, u)
-	if err == nil && applied == ledger.AppliedChanged {
-		r.events.MessageStatus(ctx, r.l, "", id)
-	}
-	return applied, err
-}
-
-func (r receiver) providerStatus(ctx context.Context, idp *string, u ledger.ProviderUpdate) (ledger.Applied, error) {
-	id := *idp
-	defer func() { *idp = id }()
 	if id == "" {
 		found, err := r.l.MessageIDByProvider(ctx, u.Channel, u.ProviderID)
 		if errors.Is(err, ledger.ErrNotFound) {
@@ -181,7 +171,11 @@ func (r receiver) providerStatus(ctx context.Context, idp *string, u ledger.Prov
 		}
 		id = found
 	}
-	return r.l.ApplyProviderUpdate(ctx, id, u)
+	applied, err := r.l.ApplyProviderUpdate(ctx, id, u)
+	if err == nil && applied == ledger.AppliedChanged {
+		r.events.MessageStatus(ctx, r.l, "", id)
+	}
+	return applied, err
 }
 
 // tenants lists the tenants of the API keys, sorted, once each.

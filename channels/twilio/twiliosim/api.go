@@ -72,27 +72,10 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 
 // handleCreate implements POST /2010-04-01/Accounts/{AccountSid}/Messages.json.
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		s.reject(w, r, nil, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed", "")
+	form, ok := s.createForm(w, r)
+	if !ok {
 		return
 	}
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
-		s.reject(w, r, nil, http.StatusUnauthorized, CodeAuthenticate, "Authenticate", "")
-		return
-	}
-	if r.PathValue("AccountSid") != s.accountSID {
-		s.reject(w, r, nil, http.StatusNotFound, CodeNotFound,
-			"The requested resource "+r.URL.Path+" was not found", "")
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
-		s.reject(w, r, nil, http.StatusBadRequest, CodeBadRequest, "Unable to parse request body", "")
-		return
-	}
-	form := r.PostForm
 	to, from := form.Get("To"), form.Get("From")
 	mss, body := form.Get("MessagingServiceSid"), form.Get("Body")
 	switch {
@@ -310,4 +293,31 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // own counting, package sms). An empty body counts as one segment.
 func Segments(body string) int {
 	return max(sms.Analyze(body).Segments, 1)
+}
+
+// createForm checks what every create request needs, as Twilio does and in
+// its order (method, credentials, account, form), and answers the error
+// itself; ok is false when it did.
+func (s *Server) createForm(w http.ResponseWriter, r *http.Request) (form url.Values, ok bool) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		s.reject(w, r, nil, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed", "")
+		return nil, false
+	}
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
+		s.reject(w, r, nil, http.StatusUnauthorized, CodeAuthenticate, "Authenticate", "")
+		return nil, false
+	}
+	if r.PathValue("AccountSid") != s.accountSID {
+		s.reject(w, r, nil, http.StatusNotFound, CodeNotFound,
+			"The requested resource "+r.URL.Path+" was not found", "")
+		return nil, false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		s.reject(w, r, nil, http.StatusBadRequest, CodeBadRequest, "Unable to parse request body", "")
+		return nil, false
+	}
+	return r.PostForm, true
 }

@@ -362,26 +362,10 @@ func (s *Server) nextCallPlan() CallPlan {
 
 // handleCallCreate implements POST /2010-04-01/Accounts/{AccountSid}/Calls.json.
 func (s *Server) handleCallCreate(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		s.reject(w, r, nil, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed", "")
+	form, ok := s.createForm(w, r)
+	if !ok {
 		return
 	}
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
-		s.reject(w, r, nil, http.StatusUnauthorized, CodeAuthenticate, "Authenticate", "")
-		return
-	}
-	if r.PathValue("AccountSid") != s.accountSID {
-		s.reject(w, r, nil, http.StatusNotFound, CodeNotFound, "The requested resource "+r.URL.Path+" was not found", "")
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
-		s.reject(w, r, nil, http.StatusBadRequest, CodeBadRequest, "Unable to parse request body", "")
-		return
-	}
-	form := r.PostForm
 	switch {
 	case form.Get("To") == "":
 		s.reject(w, r, form, http.StatusBadRequest, CodeCallToRequired, "No 'To' number is specified", "")
