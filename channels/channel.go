@@ -122,14 +122,6 @@ type InboundResult struct {
 	Reply string
 }
 
-// RateLimited is implemented by channels whose sender takes only so many
-// messages per second. The worker asks before claiming a message; a wait
-// reschedules the task without spending an attempt.
-type RateLimited interface {
-	// Reserve takes a slot for one message, or says how long to wait.
-	Reserve(ctx context.Context, m Message) (wait time.Duration, err error)
-}
-
 // RecordingFetcher is implemented by channels whose provider keeps call
 // recordings: it downloads one for the blob store.
 type RecordingFetcher interface {

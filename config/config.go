@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/nyaruka/phonenumbers"
+	"golang.org/x/text/language"
+
+	"github.com/patientmsg/gateway/schedule"
 )
 
 // Config is everything the API and the workers need.
@@ -72,6 +75,13 @@ type Config struct {
 	// the message's history.
 	CrisisOptOutExempt []string
 
+	// Senders are the per-sender rate limits (see SenderLimits).
+	Senders SenderLimits
+	// Quiet is the quiet-hours default of every tenant (see QuietConfig).
+	Quiet QuietConfig
+	// Templates configures template rendering (see TemplateConfig).
+	Templates TemplateConfig
+
 	// BlobURL is the blob store for call recordings (BLOB_URL): file:// or s3://.
 	BlobURL string
 	// RecordingRetention is how long call recordings are kept
@@ -92,6 +102,46 @@ type VoiceConfig struct {
 	// (VOICE_REDIAL_DELAY).
 	MaxCalls    int
 	RedialDelay time.Duration
+}
+
+// SenderLimits are the rates each sender may send at, enforced across all
+// worker processes, and its daily quota (0: none). Providers filter or
+// refuse senders that go faster: a US long code takes 1 SMS segment/s, a
+// toll-free number 3, a short code 100; voice 1 call/s; a WeChat account
+// about 100,000 template messages a day.
+type SenderLimits struct {
+	SMSPerSecond    float64 // SMS_SEGMENTS_PER_SECOND (segments, not messages)
+	SMSPerDay       int64   // SMS_DAILY_LIMIT (segments)
+	WeChatPerSecond float64 // WECHAT_MESSAGES_PER_SECOND
+	WeChatPerDay    int64   // WECHAT_DAILY_LIMIT (resets at midnight China time)
+	EmailPerSecond  float64 // EMAIL_MESSAGES_PER_SECOND
+	EmailPerDay     int64   // EMAIL_DAILY_LIMIT
+	// Recovery is how long a sender slowed by the provider (429, Twilio
+	// 20429/30001, WeChat 45009) takes to climb back to its configured rate
+	// (SENDER_RECOVERY).
+	Recovery time.Duration
+}
+
+// QuietConfig is the default quiet window of tenants; each tenant can set
+// its own (PUT /v1/settings).
+type QuietConfig struct {
+	// Window is QUIET_HOURS ("21:00-08:00", or "off").
+	Window string
+	// Crisis is QUIET_HOURS_CRISIS: "send" (crisis passes) or "defer".
+	Crisis string
+	// TimeZone is GATEWAY_DEFAULT_TIMEZONE: the recipients' zone when
+	// neither their contact, the request nor their phone number tells.
+	TimeZone string
+}
+
+// TemplateConfig configures template rendering.
+type TemplateConfig struct {
+	// DefaultLocale ends every locale fallback chain (TEMPLATE_DEFAULT_LOCALE).
+	DefaultLocale string
+	// Fallbacks adds steps to the chain (TEMPLATE_LOCALE_FALLBACKS,
+	// "zh-HK=zh-TW;zh-MO=zh-HK"); a locale always falls back to its base
+	// language, then to DefaultLocale.
+	Fallbacks string
 }
 
 // WeChatConfig is a WeChat official account.
@@ -181,6 +231,10 @@ func NewDefaultConfig() Config {
 		RecordingRetention: 30 * 24 * time.Hour,
 		BlobURL:            defaultBlobURL(),
 		WebhookAttempts:    10,
+		Senders: SenderLimits{SMSPerSecond: 1, WeChatPerSecond: 20, WeChatPerDay: 100000, EmailPerSecond: 5,
+			Recovery: time.Minute},
+		Quiet:     QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
+		Templates: TemplateConfig{DefaultLocale: "en"},
 	}
 }
 
@@ -206,6 +260,9 @@ var Vars = []string{
 	"WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_API_URL",
 	"SMTP_URL", "EMAIL_FROM", "SMTP_POOL_SIZE",
 	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS",
+	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
+	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
+	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS",
 }
 
 // Load reads the environment (through getenv, os.Getenv when nil) over the
@@ -302,14 +359,43 @@ func Load(getenv func(string) string) (Config, error) {
 	str("TWILIO_API_URL", &c.Twilio.APIURL)
 	c.Twilio.APIURL = strings.TrimRight(c.Twilio.APIURL, "/")
 	str("TWILIO_VOICE_FROM", &c.Voice.From)
-	if v := strings.TrimSpace(getenv("VOICE_CALLS_PER_SECOND")); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f > 100 {
-			errs = append(errs, fmt.Errorf("VOICE_CALLS_PER_SECOND=%q: want a number above 0, at most 100 (e.g. 1 or 0.5)", v))
-		} else {
-			c.Voice.CallsPerSecond = f
+	rate := func(name string, dst *float64, most float64) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return
 		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > most {
+			errs = append(errs, fmt.Errorf("%s=%q: want a number above 0, at most %g (e.g. 1 or 0.5)", name, v, most))
+			return
+		}
+		*dst = f
 	}
+	daily := func(name string, dst *int64) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a whole number, 0 for no daily limit", name, v))
+			return
+		}
+		*dst = n
+	}
+	rate("VOICE_CALLS_PER_SECOND", &c.Voice.CallsPerSecond, 100)
+	rate("SMS_SEGMENTS_PER_SECOND", &c.Senders.SMSPerSecond, 10000)
+	daily("SMS_DAILY_LIMIT", &c.Senders.SMSPerDay)
+	rate("WECHAT_MESSAGES_PER_SECOND", &c.Senders.WeChatPerSecond, 10000)
+	daily("WECHAT_DAILY_LIMIT", &c.Senders.WeChatPerDay)
+	rate("EMAIL_MESSAGES_PER_SECOND", &c.Senders.EmailPerSecond, 10000)
+	daily("EMAIL_DAILY_LIMIT", &c.Senders.EmailPerDay)
+	dur("SENDER_RECOVERY", &c.Senders.Recovery)
+	str("QUIET_HOURS", &c.Quiet.Window)
+	str("QUIET_HOURS_CRISIS", &c.Quiet.Crisis)
+	str("GATEWAY_DEFAULT_TIMEZONE", &c.Quiet.TimeZone)
+	str("TEMPLATE_DEFAULT_LOCALE", &c.Templates.DefaultLocale)
+	str("TEMPLATE_LOCALE_FALLBACKS", &c.Templates.Fallbacks)
 	num("VOICE_MAX_CALLS", &c.Voice.MaxCalls)
 	dur("VOICE_REDIAL_DELAY", &c.Voice.RedialDelay)
 	str("WECHAT_APP_ID", &c.WeChat.AppID)
@@ -498,6 +584,18 @@ func (c Config) Validate(role Role) error {
 	}
 	if c.Voice.MaxCalls > 10 {
 		bad("VOICE_MAX_CALLS=%d: at most 10", c.Voice.MaxCalls)
+	}
+	if _, err := schedule.ParseWindow(c.Quiet.Window); err != nil {
+		bad("QUIET_HOURS=%q: %v (e.g. 21:00-08:00, or off)", c.Quiet.Window, err)
+	}
+	if c.Quiet.Crisis != "send" && c.Quiet.Crisis != "defer" {
+		bad("QUIET_HOURS_CRISIS=%q: want send (crisis messages pass quiet hours) or defer", c.Quiet.Crisis)
+	}
+	if _, err := schedule.LoadZone(c.Quiet.TimeZone); err != nil {
+		bad("GATEWAY_DEFAULT_TIMEZONE=%q: want an IANA time zone such as Asia/Shanghai or America/New_York", c.Quiet.TimeZone)
+	}
+	if _, err := language.Parse(c.Templates.DefaultLocale); err != nil {
+		bad("TEMPLATE_DEFAULT_LOCALE=%q: want a language tag such as en or zh-CN", c.Templates.DefaultLocale)
 	}
 	if u, err := url.Parse(c.BlobURL); c.BlobURL == "" || err != nil || u.Scheme == "" {
 		bad("BLOB_URL: want file:///absolute/path or s3://bucket?region=…")

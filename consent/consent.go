@@ -72,6 +72,9 @@ type State struct {
 type Ledger struct {
 	rdb redis.UniversalClient
 	now func() time.Time
+	// OnChange, when set, is told of every recorded change (after it is
+	// recorded), e.g. to stop the follow-up plans of a patient who opted out.
+	OnChange func(ctx context.Context, tenant string, id Identity, optedOut bool)
 }
 
 // New returns the consent ledger. Consent never expires: it is evidence.
@@ -114,6 +117,9 @@ func (l *Ledger) Set(ctx context.Context, tenant string, id Identity, optedOut b
 		v = "1"
 	}
 	n, err := changeScript.Run(ctx, l.rdb, []string{stateKey(tenant, id), indexKey(tenant)}, v, ch, ident, now.UnixMilli()).Int()
+	if n == 1 && err == nil && l.OnChange != nil {
+		l.OnChange(ctx, tenant, id, optedOut)
+	}
 	return n == 1, err
 }
 

@@ -20,9 +20,13 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/escalation"
+	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/templates"
+	"github.com/patientmsg/gateway/tenants"
 	"github.com/patientmsg/gateway/webhooks"
 )
 
@@ -56,6 +60,21 @@ type Options struct {
 	Escalator *escalation.Escalator
 	// Recordings is the blob store of call recordings (nil: none).
 	Recordings *recordings.Store
+	// Tenants holds each tenant's delivery settings (nil: no quiet hours).
+	Tenants *tenants.Store
+	// Templates are the built-in and tenants' templates (nil: none), rendered
+	// with TemplateChain's locale fallbacks.
+	Templates     *templates.Store
+	TemplateChain templates.Chain
+	// DefaultZone is the recipients' time zone when nothing else tells.
+	DefaultZone string
+	// OnReply is told of every reply filed by the API process (keypad
+	// answers of calls); nil: nobody.
+	OnReply ReplyHook
+	// Followups stores follow-up plans (nil: no plans API).
+	Followups *followups.Store
+	// Senders are the paced senders GET /v1/senders shows (nil: none).
+	Senders *ratelimit.Senders
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.
@@ -111,6 +130,21 @@ func New(o Options) *Server {
 	v1.Get("/messages/:id", s.getMessage)
 	v1.Post("/messages/:id/cancel", s.cancelMessage)
 	v1.Get("/messages/:id/recording", s.getRecording)
+	v1.Get("/settings", s.getSettings)
+	v1.Put("/settings", s.putSettings)
+	v1.Get("/senders", s.listSenders)
+	if o.Followups != nil {
+		v1.Post("/followups", s.createFollowup)
+		v1.Get("/followups/:id", s.getFollowup)
+		v1.Post("/followups/:id/cancel", s.cancelFollowup)
+	}
+	if o.Templates != nil {
+		v1.Get("/templates", s.listTemplates)
+		v1.Get("/templates/:name", s.getTemplate)
+		v1.Put("/templates/:name", s.putTemplate)
+		v1.Delete("/templates/:name", s.deleteTemplate)
+		v1.Post("/templates/:name/preview", s.previewTemplate)
+	}
 	if o.Contacts != nil && o.Consent != nil {
 		v1.Get("/contacts", s.findContact)
 		v1.Put("/contacts/:id", s.putContact)

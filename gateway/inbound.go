@@ -118,12 +118,14 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 		return err
 	}
 	r.events.Publish(ctx, tenant, webhooks.MessageReply, rep, "")
+	var esc *escalation.Escalation
 	if r.escalator != nil {
-		if _, err := r.escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body, option); err != nil {
+		if esc, err = r.escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body, option); err != nil {
 			r.log.Error("urgent-reply check failed; the provider will retry", "provider_id", in.ProviderID, "err", err)
 			return err
 		}
 	}
+	r.replied(ctx, tenant, id, esc)
 	note := "the patient replied (see GET /v1/replies)"
 	if option != "" {
 		note = "the patient answered: " + option
@@ -231,6 +233,8 @@ type Inbox struct {
 	Escalator *escalation.Escalator
 	Events    *webhooks.Publisher
 	Logger    *slog.Logger
+	// OnReply is told of every reply filed (nil: nobody).
+	OnReply ReplyHook
 }
 
 // ProcessTask implements asynq.Handler.
@@ -239,6 +243,6 @@ func (b *Inbox) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &in); err != nil {
 		return fmt.Errorf("bad inbound payload: %w", asynq.SkipRetry)
 	}
-	r := receiver{l: b.Ledger, replies: b.Replies, escalator: b.Escalator, events: b.Events, log: b.Logger}
+	r := receiver{l: b.Ledger, replies: b.Replies, escalator: b.Escalator, events: b.Events, log: b.Logger, onReply: b.OnReply}
 	return r.reply(ctx, in)
 }

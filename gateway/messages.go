@@ -30,6 +30,11 @@ type acceptedJSON struct {
 	Segments int        `json:"segments"`
 	Encoding string     `json:"encoding"`
 	SendAt   *time.Time `json:"send_at,omitempty"`
+	// Deferred says why send_at is later than asked (quiet hours).
+	Deferred       string `json:"deferred,omitempty"`
+	Template       string `json:"template,omitempty"`
+	TemplateLocale string `json:"template_locale,omitempty"`
+	TimeZone       string `json:"timezone,omitempty"`
 }
 
 func (s *Server) createMessage(c *fiber.Ctx) error {
@@ -42,11 +47,15 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 		return problem(400, "bad-idempotency-key", "Idempotency-Key is longer than 255 characters")
 	}
 	body := c.Body()
-	v, p := DecodeMessage(body, s.opts.Channels.Names(), s.opts.Now())
+	parsed, p := ParseMessageRequest(body)
 	if p != nil {
 		return p
 	}
 	ctx := c.UserContext()
+	req, err := s.prepare(ctx, tenant, parsed)
+	if err != nil {
+		return err
+	}
 	id := ledger.NewID()
 	if idemKey != "" {
 		first, err := s.opts.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, hashBody(body), id, s.opts.IdempotencyTTL)
@@ -57,33 +66,56 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 			return s.unavailable(err)
 		}
 		if first != id {
-			return s.replay(c, tenant, first, v)
+			return s.replay(c, tenant, first, req)
 		}
 	}
-	req := s.requestOf(tenant, v)
-	if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
+	if err := s.submit(ctx, id, req); err != nil {
 		if idemKey != "" {
+			// Free the key so the client's retry is a new attempt.
 			_ = s.opts.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idemKey)
 		}
 		return s.unavailable(err)
 	}
-	if err := s.enqueue(ctx, id, req); err != nil {
-		// Not queued: remove the record so no message sits "queued" forever,
-		// and free the key so the client's retry is a new attempt.
-		bg := context.Background()
-		_ = s.opts.Ledger.Delete(bg, tenant, id)
-		if idemKey != "" {
-			_ = s.opts.Ledger.ReleaseIdempotencyKey(bg, tenant, idemKey)
-		}
-		return s.unavailable(err)
+	s.log.Debug("message queued", "tenant", tenant, "msg_id", id, "channel", req.Channel, "priority", req.Priority)
+	status := ledger.StatusQueued
+	if req.SendAt != nil {
+		status = ledger.StatusScheduled
 	}
-	s.log.Debug("message queued", "tenant", tenant, "msg_id", id, "channel", v.Channel, "priority", v.Priority)
-	return c.Status(fiber.StatusAccepted).JSON(acceptedJSON{ID: id, Status: string(ledger.StatusQueued), Channel: req.Channel,
-		Priority: req.Priority, Segments: req.Segments, Encoding: req.Encoding, SendAt: req.SendAt})
+	return c.Status(fiber.StatusAccepted).JSON(acceptedJSON{ID: id, Status: string(status), Channel: req.Channel,
+		Priority: req.Priority, Segments: req.Segments, Encoding: req.Encoding, SendAt: req.SendAt, Deferred: req.Deferred,
+		Template: req.Template, TemplateLocale: req.TemplateLocale, TimeZone: req.TimeZone})
 }
 
-// requestOf is the ledger record of a validated request.
-func (s *Server) requestOf(tenant string, v *ValidMessage) ledger.Request {
+// prepare turns a parsed request into the ledger record to write: the
+// template rendered, the request validated, quiet hours applied.
+func (s *Server) prepare(ctx context.Context, tenant string, parsed *MessageRequest) (ledger.Request, error) {
+	comp, err := s.compose(ctx, tenant, parsed)
+	if err != nil {
+		return ledger.Request{}, err
+	}
+	v, p := parsed.Validate(s.opts.Channels.Names(), s.opts.Now())
+	if p != nil {
+		return ledger.Request{}, p
+	}
+	return s.requestOf(tenant, v, comp), nil
+}
+
+// submit writes the record, then queues its send. When the queueing fails
+// the record is removed, so no message sits "queued" forever.
+func (s *Server) submit(ctx context.Context, id string, req ledger.Request) error {
+	if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
+		return err
+	}
+	if err := s.enqueue(ctx, id, req); err != nil {
+		_ = s.opts.Ledger.Delete(context.Background(), req.Tenant, id)
+		return err
+	}
+	return nil
+}
+
+// requestOf is the ledger record of a validated request, its quiet hours
+// applied.
+func (s *Server) requestOf(tenant string, v *ValidMessage, c *composed) ledger.Request {
 	req := ledger.Request{
 		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
 		Metadata: v.Metadata, CallbackURL: v.CallbackURL, Locale: v.Locale, Subject: v.Subject, HTML: v.HTML,
@@ -92,16 +124,13 @@ func (s *Server) requestOf(tenant string, v *ValidMessage) ledger.Request {
 	if v.Channel == "sms" {
 		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
 	}
+	req.Template, req.TemplateLocale = c.template, c.locale
+	s.applyQuietHours(&req, c, v.TimeZone)
 	return req
 }
 
 func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) error {
-	o := workers.SendOptions{MessageID: id, Channel: req.Channel, Priority: req.Priority,
-		MaxAttempts: s.opts.MaxAttempts, Timeout: s.opts.AttemptTimeout}
-	if req.SendAt != nil {
-		o.SendAt = *req.SendAt
-	}
-	t, err := workers.NewSendTask(o)
+	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.opts.MaxAttempts, s.opts.AttemptTimeout))
 	if err != nil {
 		return err
 	}
@@ -114,13 +143,13 @@ func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) err
 
 // replay answers a request whose Idempotency-Key was seen before with the
 // original message, and queues nothing new.
-func (s *Server) replay(c *fiber.Ctx, tenant, id string, v *ValidMessage) error {
+func (s *Server) replay(c *fiber.Ctx, tenant, id string, req ledger.Request) error {
 	ctx := c.UserContext()
 	m, err := s.opts.Ledger.Get(ctx, tenant, id)
 	if errors.Is(err, ledger.ErrNotFound) {
 		// The first request claimed the key but its record is not there yet
 		// (in flight, or it died before writing): finish its work under its id.
-		if _, err := s.opts.Ledger.Create(ctx, id, s.requestOf(tenant, v)); err != nil {
+		if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
 			return s.unavailable(err)
 		}
 		if m, err = s.opts.Ledger.Get(ctx, tenant, id); err != nil {
@@ -129,7 +158,7 @@ func (s *Server) replay(c *fiber.Ctx, tenant, id string, v *ValidMessage) error 
 	} else if err != nil {
 		return s.unavailable(err)
 	}
-	if m.Status == ledger.StatusQueued {
+	if m.Status.Rank() == 0 {
 		// Make sure it is queued (the first request may have died between
 		// writing the record and queueing it); the task id makes this a no-op
 		// when it is.
@@ -139,7 +168,8 @@ func (s *Server) replay(c *fiber.Ctx, tenant, id string, v *ValidMessage) error 
 	}
 	c.Set("Idempotent-Replayed", "true")
 	return c.Status(fiber.StatusOK).JSON(acceptedJSON{ID: m.ID, Status: string(m.Status), Channel: m.Channel,
-		Priority: m.Priority, Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt})
+		Priority: m.Priority, Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt, Deferred: m.Deferred,
+		Template: m.Template, TemplateLocale: m.TemplateLocale, TimeZone: m.TimeZone})
 }
 
 func (s *Server) unavailable(err error) error {
@@ -252,7 +282,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 
 func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	tenant, id := tenantOf(c), messageID(c)
-	err := s.opts.Ledger.Cancel(c.UserContext(), tenant, id)
+	m, err := s.cancel(c.UserContext(), tenant, id)
 	var ce *ledger.ConflictError
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
@@ -262,16 +292,25 @@ func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	case err != nil:
 		return s.unavailable(err)
 	}
-	m, err := s.opts.Ledger.Get(c.UserContext(), tenant, id)
+	return c.JSON(viewOf(m))
+}
+
+// cancel cancels a tenant's message the provider does not have yet and
+// removes its queued task.
+func (s *Server) cancel(ctx context.Context, tenant, id string) (*ledger.Message, error) {
+	if err := s.opts.Ledger.Cancel(ctx, tenant, id); err != nil {
+		return nil, err
+	}
+	m, err := s.opts.Ledger.Get(ctx, tenant, id)
 	if err != nil {
-		return s.unavailable(err)
+		return nil, err
 	}
 	// The ledger is authoritative (a worker that picks the task up sees
 	// "canceled" and sends nothing); removing the task just frees the queue.
 	if err := s.opts.Tasks.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 		s.log.Debug("canceled message's task not deleted", "msg_id", id, "err", err)
 	}
-	return c.JSON(viewOf(m))
+	return m, nil
 }
 
 // messageID reads the id path parameter; ULIDs are case-insensitive.

@@ -24,8 +24,10 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/escalation"
+	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/webhooks"
 )
 
@@ -114,6 +116,8 @@ func openAPITestServer(t *testing.T) *Server {
 		Webhooks:        webhooks.NewStore(nil),
 		Ledger:          ledger.New(nil, time.Hour),
 		Escalator:       &escalation.Escalator{},
+		Templates:       templates.NewStore(nil, nil),
+		Followups:       followups.NewStore(nil, time.Hour),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

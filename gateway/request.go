@@ -17,6 +17,7 @@ import (
 	"golang.org/x/text/language"
 
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/schedule"
 	"github.com/patientmsg/gateway/sms"
 	"github.com/patientmsg/gateway/workers"
 )
@@ -25,7 +26,9 @@ import (
 const (
 	MaxMetadataBytes = 4 << 10
 	MaxCallbackURL   = 2048
-	MaxScheduleAhead = 365 * 24 * time.Hour
+	// MaxScheduleAhead bounds send_at: far enough for any follow-up plan
+	// (a 5-year check), near enough to catch a mistyped year.
+	MaxScheduleAhead = 5 * 366 * 24 * time.Hour
 	// PastSendAtTolerance: a send_at this little in the past (clock skew) means now.
 	PastSendAtTolerance = 5 * time.Minute
 )
@@ -56,6 +59,10 @@ type MessageRequest struct {
 	Record      *ledger.Record  `json:"record"`
 	WeChat      *WeChatIn       `json:"wechat"`
 	ExpectReply *ExpectReplyIn  `json:"expect_reply"`
+	// Template names a template to render the channel's texts from, with
+	// Vars; it replaces body, subject, html, gather, record and wechat.
+	Template *string           `json:"template"`
+	Vars     map[string]string `json:"vars"`
 }
 
 // ExpectReplyIn is the "expect_reply" object: the answers a message asks for.
@@ -70,6 +77,8 @@ type RecipientIn struct {
 	Phone        *string `json:"phone"`
 	Email        *string `json:"email"`
 	WeChatOpenID *string `json:"wechat_openid"`
+	// TimeZone is the recipient's IANA time zone, for quiet hours.
+	TimeZone *string `json:"timezone"`
 }
 
 // WeChatIn is the "wechat" object.
@@ -96,11 +105,23 @@ type ValidMessage struct {
 	Voice       *ledger.VoiceOptions
 	ExpectReply *ledger.ExpectReply
 	SMS         sms.Info
+	// TimeZone is the recipient's zone the request gave ("" when none).
+	TimeZone string
 }
 
 // DecodeMessage parses and validates a POST /v1/messages body. channels are
 // the configured channel names. It never panics; every failure is a 4xx Problem.
 func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage, *Problem) {
+	req, p := ParseMessageRequest(body)
+	if p != nil {
+		return nil, p
+	}
+	return req.Validate(channels, now)
+}
+
+// ParseMessageRequest parses a POST /v1/messages body without validating
+// its values (a template is expanded between the two steps).
+func ParseMessageRequest(body []byte) (*MessageRequest, *Problem) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, problem(400, "malformed-json", "the request body is empty; send a JSON object")
 	}
@@ -116,6 +137,12 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, problem(400, "malformed-json", "the request body has data after the JSON object")
 	}
+	return &req, nil
+}
+
+// Validate checks and normalises a parsed request; channels are the
+// configured channel names. Every failure is a 4xx Problem.
+func (req *MessageRequest) Validate(channels []string, now time.Time) (*ValidMessage, *Problem) {
 	var errs []FieldError
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
@@ -133,8 +160,18 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 		bad("to", "is required: the recipient, e.g. {\"phone\": \"+14155550100\"}")
 	} else {
 		decodeRecipient(v.Channel, req.To, &v.To, bad)
+		if tz := req.To.TimeZone; tz != nil {
+			if _, err := schedule.LoadZone(strings.TrimSpace(*tz)); err != nil {
+				bad("to.timezone", "is not an IANA time zone such as Asia/Shanghai or America/New_York")
+			} else {
+				v.TimeZone = strings.TrimSpace(*tz)
+			}
+		}
 	}
-	decodeChannelFields(&req, v, bad)
+	if req.Vars != nil && req.Template == nil {
+		bad("vars", "only apply with a template; give the template's name in template")
+	}
+	decodeChannelFields(req, v, bad)
 
 	if v.Priority == "" {
 		v.Priority = workers.PriorityNormal
@@ -150,7 +187,7 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 		case t.Before(now.Add(-PastSendAtTolerance)):
 			bad("send_at", "is in the past")
 		case t.After(now.Add(MaxScheduleAhead)):
-			bad("send_at", "is more than 365 days ahead")
+			bad("send_at", "is more than %d days ahead", int(MaxScheduleAhead/(24*time.Hour)))
 		case t.After(now):
 			u := t.UTC()
 			v.SendAt = &u

@@ -26,7 +26,7 @@ import (
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, escalator: s.opts.Escalator, log: s.log, tenants: s.tenants(),
+	rcv := receiver{onReply: s.opts.OnReply, l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, escalator: s.opts.Escalator, log: s.log, tenants: s.tenants(),
 		q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
@@ -75,6 +75,17 @@ type receiver struct {
 	q           Enqueuer
 	maxAttempts int
 	timeout     time.Duration
+	onReply     ReplyHook
+}
+
+// ReplyHook is told of every reply a tenant received, and whether it opened
+// an urgent-reply escalation (follow-up plans stop on it).
+type ReplyHook func(ctx context.Context, tenant string, from consent.Identity, urgent bool)
+
+func (r receiver) replied(ctx context.Context, tenant string, from consent.Identity, esc *escalation.Escalation) {
+	if r.onReply != nil {
+		r.onReply(ctx, tenant, from, esc != nil)
+	}
 }
 
 func (r receiver) Message(ctx context.Context, id string) (*ledger.Message, error) {
@@ -99,9 +110,13 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 		r.events.Publish(ctx, m.Tenant, webhooks.MessageReply, rep, "")
 		if r.escalator != nil {
 			// A key pressed on a call can be urgent too ("3 to talk to a nurse").
-			if _, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, ""); err != nil {
+			esc, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, "")
+			if err != nil {
 				return err
 			}
+			r.replied(ctx, m.Tenant, rep.From, esc)
+		} else {
+			r.replied(ctx, m.Tenant, rep.From, nil)
 		}
 	}
 	if recordingURL == "" {
@@ -148,8 +163,9 @@ func (r receiver) Redial(ctx context.Context, id, providerID string, after time.
 	if err != nil {
 		return err
 	}
-	t, err := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: m.Channel, Priority: m.Priority,
-		SendAt: at, MaxAttempts: r.maxAttempts, Timeout: r.timeout})
+	o := workers.SendOptionsOf(id, m.Request, r.maxAttempts, r.timeout)
+	o.SendAt = at
+	t, err := workers.NewSendTask(o)
 	if err != nil {
 		return err
 	}

@@ -135,7 +135,20 @@ type Request struct {
 	Voice   *VoiceOptions  `json:"voice,omitempty"`
 	// ExpectReply makes the message a question whose answers are matched.
 	ExpectReply *ExpectReply `json:"expect_reply,omitempty"`
-	CreatedAt   time.Time    `json:"created_at"`
+	// TimeZone is the recipient's IANA zone the gateway resolved, and
+	// ZoneSource what decided it (contact, request, phone, tenant, default).
+	TimeZone   string `json:"timezone,omitempty"`
+	ZoneSource string `json:"zone_source,omitempty"`
+	// QuietHours is the quiet window ("21:00-08:00") that holds this
+	// message back in the recipient's zone; empty when none applies.
+	QuietHours string `json:"quiet_hours,omitempty"`
+	// Deferred says why SendAt is later than asked ("quiet hours …").
+	Deferred string `json:"deferred,omitempty"`
+	// Template and TemplateLocale name the template the body was rendered
+	// from, and the locale variant used.
+	Template       string    `json:"template,omitempty"`
+	TemplateLocale string    `json:"template_locale,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // Message is a ledger record.
@@ -199,9 +212,18 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	if req.SendAt != nil && req.SendAt.After(req.CreatedAt) {
 		ttl += req.SendAt.Sub(req.CreatedAt)
 	}
-	ev := eventJSON(Event{Status: StatusQueued, At: req.CreatedAt})
+	first := Event{Status: StatusQueued, At: req.CreatedAt}
+	if req.SendAt != nil && req.SendAt.After(req.CreatedAt) {
+		first.Status = StatusScheduled
+		first.RetryAt = req.SendAt
+		first.Detail = "scheduled for send_at"
+		if req.Deferred != "" {
+			first.Detail = req.Deferred
+		}
+	}
+	ev := eventJSON(first)
 	keys := []string{msgKey(id), eventsKey(id)}
-	args := []any{doc, req.Tenant, string(StatusQueued), StatusQueued.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev}
+	args := []any{doc, req.Tenant, string(first.Status), first.Status.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev}
 	// One round trip: the record script and the tenant index (another slot
 	// on Cluster, so not inside the script). Indexing an existing record
 	// again is harmless.
@@ -326,8 +348,11 @@ type Claim struct {
 	Outcome ClaimOutcome
 	// Attempt counts every provider attempt; Redials how many of those
 	// began again after an unanswered call (they have their own budget).
-	Attempt    int
-	Redials    int
+	Attempt int
+	Redials int
+	// Throttles counts attempts the provider refused only to slow the
+	// sender down.
+	Throttles  int
 	Status     Status
 	ProviderID string
 	Wait       time.Duration
@@ -357,6 +382,7 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Cla
 	case ClaimSend:
 		c.Attempt, _ = strconv.Atoi(res[1])
 		c.Redials, _ = strconv.Atoi(res[4])
+		c.Throttles, _ = strconv.Atoi(res[5])
 		c.Status = StatusSending
 		m := &Message{ID: id, Status: StatusSending, Attempts: c.Attempt}
 		if err := json.Unmarshal([]byte(res[3]), &m.Request); err != nil {
@@ -410,7 +436,10 @@ type Failure struct {
 	// Unconfirmed means the request may have reached the provider (a timeout):
 	// the next attempt waits for the grace period first.
 	Unconfirmed bool
-	Attempt     int
+	// Throttled means the provider refused the attempt to slow the sender
+	// down (429): it is counted apart (Claim.Throttles), not as a failure.
+	Throttled bool
+	Attempt   int
 }
 
 // RecordFailure stores a failed attempt, and the failed status when Final.
@@ -428,9 +457,12 @@ func (l *Ledger) RecordFailure(ctx context.Context, id string, f Failure) error 
 		r := f.RetryAt.UTC()
 		e.RetryAt = &r
 		e.Detail = "will retry"
+		if f.Throttled {
+			e.Detail = "the provider asked to slow down; will retry"
+		}
 	}
 	_, err := attemptFailedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		ms(now), f.Code, f.Message, final, b01(f.Unconfirmed), eventJSON(e)).Result()
+		ms(now), f.Code, f.Message, final, b01(f.Unconfirmed), eventJSON(e), b01(f.Throttled)).Result()
 	return err
 }
 
@@ -625,6 +657,19 @@ func (l *Ledger) Note(ctx context.Context, id, detail string) error {
 		return err
 	}
 	return l.note(ctx, id, Event{Status: Status(st), At: l.now().UTC(), Detail: detail}, "", "")
+}
+
+// Defer records that a message waits until a later time (quiet hours in
+// the recipient's zone) before its next attempt: a queued message becomes
+// scheduled, a call to be placed again keeps its status; the history says
+// why. It returns false when the message is final, the provider has it, or
+// an attempt is in flight.
+func (l *Ledger) Defer(ctx context.Context, id string, until time.Time, reason string) (bool, error) {
+	now := l.now().UTC()
+	u := until.UTC()
+	ev := eventJSON(Event{Status: StatusScheduled, At: now, RetryAt: &u, Detail: reason})
+	n, err := deferScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, ms(now), ms(u), ev).Int()
+	return n == 1, err
 }
 
 // TenantOf returns the tenant of a message.

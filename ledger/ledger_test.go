@@ -312,3 +312,54 @@ func TestScriptsSurviveARedisThatForgotThem(t *testing.T) {
 		t.Fatalf("tenant index %v", ids)
 	}
 }
+
+func TestScheduledAndDeferredMessagesSayWhyTheyWait(t *testing.T) {
+	l, _ := newLedger(t)
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	id := ledger.NewID()
+	if _, err := l.Create(ctx, id, ledger.Request{Tenant: "clinic-a", Channel: "sms", SendAt: &at,
+		Deferred: "quiet hours 21:00-08:00 in Asia/Shanghai: deferred to 08:00"}); err != nil {
+		t.Fatal(err)
+	}
+	m := status(t, l, id)
+	if m.Status != ledger.StatusScheduled || m.Events[0].Detail == "" || !m.Events[0].RetryAt.Equal(at) {
+		t.Fatalf("scheduled record = %s %+v", m.Status, m.Events)
+	}
+	// A queued message that a worker holds back becomes scheduled, once per deferral.
+	q := create(t, l, "clinic-a")
+	until := time.Now().Add(9 * time.Hour).UTC().Truncate(time.Millisecond)
+	for i := 0; i < 2; i++ {
+		if ok, err := l.Defer(ctx, q, until, "quiet hours"); !ok || err != nil {
+			t.Fatalf("Defer = %v, %v", ok, err)
+		}
+	}
+	if m := status(t, l, q); m.Status != ledger.StatusScheduled || len(m.Events) != 2 || !m.Events[1].RetryAt.Equal(until) {
+		t.Fatalf("deferred record = %s %+v", m.Status, m.Events)
+	}
+	// The claim moves it on; a message the provider has is never deferred.
+	if c, err := l.Claim(ctx, q, time.Minute); err != nil || c.Outcome != ledger.ClaimSend {
+		t.Fatalf("Claim = %+v, %v", c, err)
+	}
+	if ok, _ := l.Defer(ctx, q, until.Add(time.Hour), "quiet hours"); ok {
+		t.Fatal("a message with an attempt in flight was deferred")
+	}
+	// A retry that would fall into quiet hours waits, its status kept.
+	if err := l.RecordFailure(ctx, q, ledger.Failure{Code: "20500", Attempt: 1, RetryAt: time.Now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.Defer(ctx, q, until.Add(time.Hour), "quiet hours"); !ok || err != nil {
+		t.Fatalf("Defer of a retry = %v, %v", ok, err)
+	}
+	if m := status(t, l, q); m.Status != ledger.StatusSending || m.Events[len(m.Events)-1].Status != ledger.StatusSending {
+		t.Fatalf("a deferred retry = %s %+v", m.Status, m.Events[len(m.Events)-1])
+	}
+	if err := l.RecordAccepted(ctx, q, "sms", "SM1"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := l.Defer(ctx, q, until.Add(time.Hour), "quiet hours"); ok {
+		t.Fatal("a message the provider has was deferred")
+	}
+	if err := l.Cancel(ctx, "clinic-a", id); err != nil {
+		t.Fatalf("a scheduled message could not be canceled: %v", err)
+	}
+}

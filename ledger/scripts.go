@@ -36,7 +36,7 @@ return 1
 //	{"unconfirmed", wait_ms}         an earlier attempt's outcome is unknown: wait for its callback
 //	{"go", attempts, status, doc}    the caller owns this attempt
 var claimScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc', 'redials')
+local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc', 'redials', 'throttles')
 if not h[1] then return {'missing'} end
 if tonumber(h[2]) >= 3 then return {'final', h[1]} end
 if h[3] and h[3] ~= '' then return {'accepted', h[3]} end
@@ -52,7 +52,7 @@ local ev = cjson.decode(ARGV[3])
 ev['attempt'] = attempts
 if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
 redis.call('RPUSH', KEYS[2], cjson.encode(ev))
-return {'go', tostring(attempts), h[1], h[6], h[7] or '0'}
+return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0'}
 `)
 
 // acceptedScript records the provider's id. KEYS msg, events
@@ -69,7 +69,7 @@ return 1
 `)
 
 // attemptFailedScript records a failed attempt. KEYS msg, events
-// ARGV now, code, message, final_status (” while retries remain), keep_inflight(0/1), event
+// ARGV now, code, message, final_status (” while retries remain), keep_inflight(0/1), event, throttled(0/1)
 var attemptFailedScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if not h[1] then return 0 end
@@ -78,6 +78,7 @@ redis.call('HSET', KEYS[1], 'err_code', ARGV[2], 'err_msg', ARGV[3], 'updated_at
 if ARGV[5] == '0' then redis.call('HSET', KEYS[1], 'inflight_at', '') end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[4], 'rank', 3, 'inflight_at', '') end
 redis.call('RPUSH', KEYS[2], ARGV[6])
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'throttles', 1) end
 return 1
 `)
 
@@ -125,6 +126,29 @@ if h[5] and h[5] ~= '' then return {'conflict', h[2], 'inflight'} end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'rank', 3, 'updated_at', ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 return {'ok'}
+`)
+
+// deferScript holds back a message no provider has (or a call to be
+// placed again): KEYS msg, events
+// ARGV now, until, event. Returns 1 deferred, 0 final, handed over or unknown.
+var deferScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'inflight_at', 'deferred_until', 'status')
+if not h[1] then return 0 end
+if tonumber(h[1]) >= 3 or (h[2] and h[2] ~= '') or (h[3] and h[3] ~= '') then return 0 end
+if h[4] == ARGV[2] then return 1 end
+-- a queued message becomes scheduled; a retry, or a call to be placed
+-- again after no answer, keeps its status: the event says why it waits
+local ev = ARGV[3]
+if tonumber(h[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'scheduled')
+else
+  local e = cjson.decode(ev)
+  e['status'] = h[5]
+  ev = cjson.encode(e)
+end
+redis.call('HSET', KEYS[1], 'deferred_until', ARGV[2], 'updated_at', ARGV[1])
+redis.call('RPUSH', KEYS[2], ev)
+return 1
 `)
 
 // redialScript retires the provider attempt of a message whose call was

@@ -7,7 +7,8 @@ type Status string
 
 // The statuses of a message.
 const (
-	StatusQueued      Status = "queued"      // accepted by the API, waiting for a worker or its send_at
+	StatusQueued      Status = "queued"      // accepted by the API, waiting for a worker
+	StatusScheduled   Status = "scheduled"   // waiting for its send_at, or deferred (quiet hours)
 	StatusSending     Status = "sending"     // a worker is handing it to the provider (or retrying)
 	StatusSent        Status = "sent"        // the provider accepted it
 	StatusDelivered   Status = "delivered"   // the provider reports delivery to the handset
@@ -20,7 +21,7 @@ const (
 // Rank orders statuses; final statuses share the top rank.
 func (s Status) Rank() int {
 	switch s {
-	case StatusQueued:
+	case StatusQueued, StatusScheduled:
 		return 0
 	case StatusSending:
 		return 1

@@ -11,7 +11,6 @@ import (
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/config"
-	"github.com/patientmsg/gateway/ratelimit"
 )
 
 // buildChannels makes every configured channel; closers release their
@@ -37,15 +36,11 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 		}
 		chs = append(chs, sms)
 		if cfg.Voice.From != "" {
-			lim, err := ratelimit.New(rdb, cfg.Voice.CallsPerSecond, 1)
-			if err != nil {
-				return nil, nil, err
-			}
 			voice, err := twilio.NewVoice(twilio.VoiceConfig{
 				AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Voice.From,
 				APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL, Timeout: cfg.Worker.ProviderTimeout,
 				Transport: tr, Logger: o.Logger, MaxRedials: max(cfg.Voice.MaxCalls-1, 0),
-				RedialDelay: cfg.Voice.RedialDelay, Limiter: lim,
+				RedialDelay: cfg.Voice.RedialDelay,
 			})
 			if err != nil {
 				return nil, nil, err

@@ -80,6 +80,11 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	cfg.Worker.ProviderTimeout = 2 * time.Second
 	cfg.Worker.UnconfirmedGrace = 3 * time.Second
 	cfg.Worker.MaxAttempts = 3
+	// Senders fast enough that pacing never slows a functional test, and no
+	// quiet hours, so a test does not depend on the time of day; the
+	// delivery-control tests set their own.
+	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = 1000, 1000, 1000
+	cfg.Quiet.Window = "off"
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.LogLevel = "debug"
 	for _, m := range mutate {

@@ -22,10 +22,14 @@ import (
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/escalation"
+	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/templates"
+	"github.com/patientmsg/gateway/tenants"
 	"github.com/patientmsg/gateway/webhooks"
 	"github.com/patientmsg/gateway/workers"
 )
@@ -56,6 +60,10 @@ type Service struct {
 	// Escalator flags urgent replies and notifies the on-call targets.
 	Escalator *escalation.Escalator
 	Channels  *channels.Registry
+	// Followups are the follow-up plans.
+	Followups *followups.Store
+	// Senders paces each channel's sender across all processes.
+	Senders *ratelimit.Senders
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
 	API        *gateway.Server
@@ -116,6 +124,22 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			pipe.ExpireGT(ctx, key, ttl) // never shorten the life of other open questions
 		}
 	}
+	s.Followups = followups.NewStore(rdb, cfg.Retention)
+	s.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	// A patient who opts out, or replies, stops the follow-up plans that
+	// say so (stop_on), in every process that records it.
+	s.Consent.OnChange = func(ctx context.Context, _ string, id consent.Identity, optedOut bool) {
+		if optedOut {
+			s.stopPlans(ctx, id, followups.StopOnOptOut, "the patient opted out")
+		}
+	}
+	onReply := func(ctx context.Context, _ string, from consent.Identity, urgent bool) {
+		if urgent {
+			s.stopPlans(ctx, from, followups.StopOnUrgentReply, "the patient sent an urgent reply")
+		} else {
+			s.stopPlans(ctx, from, followups.StopOnAnyReply, "the patient replied")
+		}
+	}
 	s.Escalator = &escalation.Escalator{Redis: rdb, Queue: s.client, Events: s.Events, Log: o.Logger.With("comp", "escalation"),
 		Send: s.sendNotification}
 	chs, closers, err := buildChannels(cfg, rdb, o)
@@ -135,19 +159,36 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		s.closers = append(s.closers, store.Close)
 	}
 
+	senders, workerSenders, err := newSenders(cfg, rdb)
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("senders: %w", err)
+	}
+	s.Senders = senders
 	if role&config.RoleAPI != 0 {
-		s.inspector = asynq.NewInspectorFromRedisClient(rdb)
+		tpl, chain, err := newTemplates(cfg, rdb)
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
+		settings, err := tenants.NewStore(rdb, tenants.Settings{QuietHours: cfg.Quiet.Window,
+			CrisisInQuietHours: cfg.Quiet.Crisis, TimeZone: cfg.Quiet.TimeZone})
+		if err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("quiet hours: %w", err)
+		}
 		s.API = gateway.New(gateway.Options{
 			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
+			Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 		})
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
-			Logger: o.Logger.With("comp", "worker")}
+			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders}
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}
@@ -155,7 +196,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")},
 			Escalation: s.Escalator,
 			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
-				Logger: o.Logger.With("comp", "inbound")}}
+				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -167,6 +208,47 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		})
 	}
 	return s, nil
+}
+
+// stopPlans stops the active follow-up plans of an identity whose stop_on
+// holds the condition, canceling their steps not yet sent.
+func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition, reason string) {
+	n, err := s.Followups.StopFor(ctx, id, condition, reason, s.cancelStep)
+	if err != nil {
+		s.log.Error("could not stop follow-up plans", "condition", condition, "err", err)
+	} else if n > 0 {
+		s.log.Info("follow-up plans stopped", "condition", condition, "plans", n)
+	}
+}
+
+// cancelStep cancels a plan step's message and removes its queued task; a
+// message the provider has (or whose record expired) is already sent.
+func (s *Service) cancelStep(ctx context.Context, tenant, id string) error {
+	err := s.Ledger.Cancel(ctx, tenant, id)
+	if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
+		return fmt.Errorf("%w: %w", followups.ErrAlreadySent, err)
+	} else if err != nil {
+		return err
+	}
+	if m, err := s.Ledger.Get(ctx, tenant, id); err == nil {
+		if err := s.inspector.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			s.log.Debug("canceled step's task not deleted", "msg_id", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// newTemplates loads the built-in templates and the locale fallbacks.
+func newTemplates(cfg config.Config, rdb redis.UniversalClient) (*templates.Store, templates.Chain, error) {
+	builtin, err := templates.Builtin()
+	if err != nil {
+		return nil, templates.Chain{}, fmt.Errorf("built-in templates: %w", err)
+	}
+	fb, err := templates.ParseFallbacks(cfg.Templates.Fallbacks)
+	if err != nil {
+		return nil, templates.Chain{}, fmt.Errorf("TEMPLATE_LOCALE_FALLBACKS: %w", err)
+	}
+	return templates.NewStore(rdb, builtin), templates.NewChain(cfg.Templates.DefaultLocale, fb), nil
 }
 
 // APIDrain is how long a stopping API waits for open requests.
@@ -336,8 +418,7 @@ func (s *Service) sendNotification(ctx context.Context, tenant string, t escalat
 	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
 		return "", err
 	}
-	task, err := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: t.Channel, Priority: workers.PriorityCrisis,
-		MaxAttempts: s.Config.Worker.MaxAttempts, Timeout: AttemptTimeout(s.Config)})
+	task, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.Config.Worker.MaxAttempts, AttemptTimeout(s.Config)))
 	if err != nil {
 		return "", err
 	}

@@ -37,6 +37,24 @@ type SendHandler struct {
 	// opt-out (an explicit, audited emergency exemption; empty by default).
 	CrisisExempt map[string]bool
 	Logger       *slog.Logger
+	// Senders paces every sender across all workers (nil: unpaced).
+	Senders *Senders
+	// Now is the clock (time.Now when nil); tests move it.
+	Now func() time.Time
+}
+
+func (h *SendHandler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func firstErr(err error, wait *waitError) error {
+	if err != nil {
+		return err
+	}
+	return wait
 }
 
 // IdentityOf is the consent identity a message is sent to.
@@ -65,18 +83,15 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
 	}
 	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
-	if ch, ok := h.Channels.Get(strings.TrimPrefix(t.Type(), TypeSendPrefix)); ok {
-		if rl, ok := ch.(channels.RateLimited); ok {
-			// The sender's rate is checked before the claim, so a wait
-			// spends no attempt and holds no worker.
-			wait, err := rl.Reserve(ctx, channels.Message{ID: p.MessageID})
-			if err != nil {
-				return fmt.Errorf("rate limit: %w", err)
-			}
-			if wait > 0 {
-				return &waitError{reason: "sender rate limit", after: wait}
-			}
-		}
+	channel := strings.TrimPrefix(t.Type(), TypeSendPrefix)
+	if wait, err := h.holdForQuietHours(ctx, p, log); err != nil || wait != nil {
+		return firstErr(err, wait)
+	}
+	// The sender's rate is checked before the claim, so a wait spends no
+	// attempt and holds no worker.
+	sender := h.Senders.KeyFor(channel)
+	if wait, err := h.pace(ctx, sender, p); err != nil || wait != nil {
+		return firstErr(err, wait)
 	}
 	claim, err := h.Ledger.Claim(ctx, p.MessageID, h.Grace)
 	if err != nil {
@@ -99,7 +114,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	m := claim.Message
 	// Calls placed again after no answer have a budget of their own
 	// (VOICE_MAX_CALLS); this one is for failed attempts.
-	attempt := claim.Attempt - claim.Redials
+	attempt := claim.Attempt - claim.Redials - min(claim.Throttles, MaxThrottledAttempts)
 	if attempt > h.MaxAttempts {
 		// Only reachable after a last attempt whose outcome stayed unknown
 		// through the grace period: do not exceed the attempt budget.
@@ -135,6 +150,12 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	se := channels.AsSendError(sendErr)
+	if se.Class == channels.Throttled {
+		// The provider asks the sender to slow down: every worker's pace drops.
+		if err := h.Senders.Throttled(context.WithoutCancel(ctx), sender, se.RetryAfter, se.Code); err != nil {
+			log.Error("could not record the provider's throttle", "err", err)
+		}
+	}
 	if se.Class == channels.OptedOut && h.Consent != nil {
 		// The provider knows the recipient opted out: record it so later
 		// messages are suppressed before they reach the provider.
@@ -144,9 +165,13 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
-	lastTry := attempt >= h.MaxAttempts
+	// A throttled attempt is not a failure of the message (up to
+	// MaxThrottledAttempts of them): the sender slows down and it is retried.
+	throttledFree := se.Class == channels.Throttled && claim.Throttles < MaxThrottledAttempts
+	lastTry := attempt >= h.MaxAttempts && !throttledFree
 	final := !se.Retryable() || (lastTry && !se.Unconfirmed)
-	f := ledger.Failure{Code: se.Code, Message: se.Message, Final: final, Unconfirmed: se.Unconfirmed && !final, Attempt: claim.Attempt}
+	f := ledger.Failure{Code: se.Code, Message: se.Message, Final: final, Unconfirmed: se.Unconfirmed && !final,
+		Attempt: claim.Attempt, Throttled: se.Class == channels.Throttled}
 	if se.Class == channels.OptedOut {
 		f.FinalStatus = ledger.StatusSuppressed
 	}
@@ -173,6 +198,9 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// The provider may have the message: wait for its callback rather
 		// than fail it; the next claim decides (see the attempt check above).
 		return &waitError{reason: se.Error(), after: h.Grace}
+	}
+	if throttledFree {
+		return &waitError{reason: se.Error(), after: time.Until(retryAt)}
 	}
 	return &retryError{SendError: se, after: time.Until(retryAt)}
 }

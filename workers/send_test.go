@@ -61,11 +61,14 @@ func TestWaitingForACallbackIsNotAFailedAttempt(t *testing.T) {
 
 func TestSendTaskIsKeyedByMessageAndQueuedByPriority(t *testing.T) {
 	at := time.Now().Add(time.Hour)
-	task, err := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityCrisis, SendAt: at, MaxAttempts: 3})
+	task, err := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityCrisis, SendAt: at, MaxAttempts: 3,
+		Tenant: "clinic-a", Cost: 2, Quiet: "21:00-08:00", Zone: "Asia/Shanghai"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if task.Type() != "send:sms" || string(task.Payload()) != `{"id":"01JD"}` {
+	// The payload carries what pacing and quiet hours need, never the
+	// recipient or the body.
+	if task.Type() != "send:sms" || string(task.Payload()) != `{"id":"01JD","t":"clinic-a","p":"crisis","c":2,"q":"21:00-08:00","z":"Asia/Shanghai"}` {
 		t.Fatalf("task %s %s", task.Type(), task.Payload())
 	}
 	if _, err := NewSendTask(SendOptions{Channel: "sms"}); err == nil {

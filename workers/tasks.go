@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/ledger"
 )
 
 // Priorities, highest first.
@@ -41,11 +43,21 @@ const TypeSendPrefix = "send:"
 // TypeSend returns the task type that sends over a channel, e.g. "send:sms".
 func TypeSend(channel string) string { return TypeSendPrefix + channel }
 
-// SendPayload is the task payload: only the message id. The ledger holds the
-// message, so a queued task costs little Redis memory and carries no
-// personal data.
+// SendPayload is the task payload: the message id plus what the worker
+// needs to pace and time the send without reading the record first (the
+// tenant, priority, cost in sender capacity, quiet window and recipient
+// zone). The ledger holds the message itself, so a queued task costs little
+// Redis memory and carries no personal data.
 type SendPayload struct {
 	MessageID string `json:"id"`
+	Tenant    string `json:"t,omitempty"`
+	Priority  string `json:"p,omitempty"`
+	// Cost is what the send takes from its sender's rate: SMS segments, else 1.
+	Cost int `json:"c,omitempty"`
+	// Quiet is the quiet window ("21:00-08:00") to respect in Zone, the
+	// recipient's IANA time zone; empty when none applies (crisis).
+	Quiet string `json:"q,omitempty"`
+	Zone  string `json:"z,omitempty"`
 }
 
 // asynqRetryMargin lets a task outlive Redis outages or ledger errors that
@@ -61,6 +73,21 @@ type SendOptions struct {
 	MaxAttempts int
 	// Timeout bounds one attempt (the provider call plus ledger writes).
 	Timeout time.Duration
+	// Tenant, Cost, Quiet and Zone go into the payload (see SendPayload).
+	Tenant string
+	Cost   int
+	Quiet  string
+	Zone   string
+}
+
+// SendOptionsOf describes the send of a ledger record.
+func SendOptionsOf(id string, req ledger.Request, maxAttempts int, timeout time.Duration) SendOptions {
+	o := SendOptions{MessageID: id, Channel: req.Channel, Priority: req.Priority, MaxAttempts: maxAttempts,
+		Timeout: timeout, Tenant: req.Tenant, Cost: max(req.Segments, 1), Quiet: req.QuietHours, Zone: req.TimeZone}
+	if req.SendAt != nil {
+		o.SendAt = *req.SendAt
+	}
+	return o
 }
 
 // NewSendTask builds the task for a message; its Asynq task id is the
@@ -69,7 +96,8 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 	if o.MessageID == "" || o.Channel == "" {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
-	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID})
+	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant, Priority: o.Priority,
+		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone})
 	if err != nil {
 		return nil, err
 	}

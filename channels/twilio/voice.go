@@ -80,21 +80,12 @@ type VoiceConfig struct {
 	MaxRedials int
 	// RedialDelay is the wait before calling again (DefaultRedialDelay when zero).
 	RedialDelay time.Duration
-	// Limiter, when set, paces calls per caller id; nil is unlimited.
-	Limiter Limiter
-}
-
-// Limiter is a rate limit shared by the gateway's workers.
-type Limiter interface {
-	// Reserve takes a slot under key, or says how long to wait for one.
-	Reserve(ctx context.Context, key string) (wait time.Duration, err error)
 }
 
 // The voice channel's parts of the channel contract.
 var (
 	_ channels.Channel          = (*Voice)(nil)
 	_ channels.Inbound          = (*Voice)(nil)
-	_ channels.RateLimited      = (*Voice)(nil)
 	_ channels.RecordingFetcher = (*Voice)(nil)
 )
 
@@ -242,15 +233,6 @@ func checkVoiceMessage(m channels.Message) *channels.SendError {
 		}
 	}
 	return nil
-}
-
-// Reserve takes a slot for one call from the configured Limiter, keyed by
-// caller id; without a Limiter every call may go at once.
-func (v *Voice) Reserve(ctx context.Context, _ channels.Message) (time.Duration, error) {
-	if v.cfg.Limiter == nil {
-		return 0, nil
-	}
-	return v.cfg.Limiter.Reserve(ctx, "voice:"+v.cfg.From)
 }
 
 // recordingPath is the path of a RecordingUrl of the account.

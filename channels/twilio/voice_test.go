@@ -424,34 +424,6 @@ func TestVoiceSpeaksEachLocaleWithAVoiceOfIt(t *testing.T) {
 	}
 }
 
-// limiter records the keys it is asked for.
-type limiter struct {
-	keys []string
-	wait time.Duration
-}
-
-func (l *limiter) Reserve(_ context.Context, key string) (time.Duration, error) {
-	l.keys = append(l.keys, key)
-	return l.wait, nil
-}
-
-func TestVoiceReservesPerCallerID(t *testing.T) {
-	t.Run("without a limiter every call may go at once", func(t *testing.T) {
-		v := newVoice(t, twilio.DefaultAPIURL, nil)
-		if wait, err := v.Reserve(context.Background(), channels.MessageOf(followUp())); wait != 0 || err != nil {
-			t.Fatalf("Reserve = %v, %v", wait, err)
-		}
-	})
-	t.Run("with a limiter the wait comes from the voice:From key", func(t *testing.T) {
-		l := &limiter{wait: 1500 * time.Millisecond}
-		v := newVoice(t, twilio.DefaultAPIURL, nil, func(c *twilio.VoiceConfig) { c.Limiter = l })
-		wait, err := v.Reserve(context.Background(), channels.MessageOf(followUp()))
-		if wait != l.wait || err != nil || !reflect.DeepEqual(l.keys, []string{"voice:" + testFrom}) {
-			t.Fatalf("Reserve = %v, %v; keys %v", wait, err, l.keys)
-		}
-	})
-}
-
 func TestFetchRecordingSendsCredentialsOnlyToThisAccountsRecordings(t *testing.T) {
 	v := newVoice(t, twilio.DefaultAPIURL, channeltest.LoopbackOnly(nil))
 	good := "https://api.twilio.com/2010-04-01/Accounts/" + testSID + "/Recordings/" + recSID

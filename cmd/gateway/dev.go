@@ -104,6 +104,7 @@ Patient messaging gateway — development mode
   WeChat          simulator at %s (real silenceper/wechat client)
   SMTP            in-process server at %s (real go-mail client); received mail is printed below
   Magic numbers   %s invalid · %s not mobile · %s opted out
+  Quiet hours     %s in the recipient's time zone (QUIET_HOURS=off to try night-time sends at once)
 
 Send an SMS:
 %s
@@ -113,6 +114,8 @@ Send a WeChat template message:
 %s
 Send an email:
 %s
+Send a built-in template, or a day 1 / 7 / 30 follow-up plan (see README.md):
+%s
 Then follow a message to "delivered" (or "sent" for WeChat and email):
   curl -s %s/v1/messages/<id> -H 'Authorization: Bearer %s'
 and fetch a call's recorded answer:
@@ -120,10 +123,12 @@ and fetch a call's recorded answer:
 
 Stop with Ctrl-C.
 `, api, key, sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
+		cfg.Quiet.Window,
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}`),
 		post(`{"channel":"voice","to":{"phone":"+14155550100"},"locale":"en-US","body":"This is Riverside Clinic calling about your discharge.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"},"record":{"prompt":"After the tone, tell us how you are.","max_length":30}}`),
 		post(`{"channel":"wechat","to":{"wechat_openid":"oDevPatient000000000000001"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`),
 		post(`{"channel":"email","to":{"email":"patient@example.org"},"subject":"Your results are ready","body":"Please sign in to the patient portal.","html":"<p>Please sign in to the <b>patient portal</b>.</p>"}`),
+		post(`{"channel":"sms","to":{"phone":"+14155550100"},"template":"appointment_reminder","vars":{"clinic_name":"Riverside Clinic","appointment_date":"Tuesday 12 May","appointment_time":"9:30 AM","clinic_phone":"555-0100"}}`),
 		api, key, api, key)
 	go showMail(ctx, mail, stdout)
 	return svc.Run(ctx)

@@ -14,6 +14,9 @@ import (
 
 func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
+	// The examples go out at once whatever the time of day in the
+	// recipient's zone (dev keeps the quiet-hours default otherwise).
+	t.Setenv("QUIET_HOURS", "off")
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, logs channeltest.LogBuffer
 	done := make(chan error, 1)
@@ -31,8 +34,8 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 	api, key := m[1], m[2]
 	// Every printed example reaches its channel's final success.
 	bodies := regexp.MustCompile(`-d '([^']+)'`).FindAllStringSubmatch(out.String(), -1)
-	if len(bodies) != 4 {
-		t.Fatalf("want an example per channel, found %d", len(bodies))
+	if len(bodies) != 5 {
+		t.Fatalf("want an example per channel and a template, found %d", len(bodies))
 	}
 	want := map[string]string{"sms": "delivered", "voice": "delivered", "wechat": "sent", "email": "sent"}
 	for _, b := range bodies {
