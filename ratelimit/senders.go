@@ -71,6 +71,13 @@ type Options struct {
 	// Hold: throttles within Hold of the last decrease do not decrease the
 	// rate again, since those requests were sent at the old rate (default 1s).
 	Hold time.Duration
+	// ReturnEarly is how much earlier than its place in line can be
+	// reached a refused request is told to come back (default 0). With a
+	// task queue that schedules in whole seconds and polls for due tasks,
+	// a request comes back up to a second or so late; one back early only
+	// waits in line (asking again later), while one back late leaves the
+	// sender idle: set about a second there.
+	ReturnEarly time.Duration
 }
 
 // Request asks for capacity on a sender.
@@ -179,7 +186,7 @@ type SenderStatus struct {
 // TAT's time, the slot of its next refused request. A refused request gets
 // the lane's slot, or the current TAT if that is later (or the end of a
 // backoff or of the day, below), and the lane moves on by Cost×interval.
-// Its Wait ends headroom×interval before the slot: the moment the request
+// Its Wait ends headroom×interval (plus Options.ReturnEarly) before the slot: the moment the request
 // is admitted if the TAT has reached the slot, so it is admitted on return
 // even up to that much late. N refused requests of one tenant thus come
 // back one interval apart, each typically admitted, instead of all at
@@ -402,7 +409,7 @@ end
 
 // reserveScript: KEYS state, lanes, day-1, day, day+1, line. ARGV rate,
 // burst, cost, level, lane, minfrac, recovery_us, perday, keep_ms, 4 day
-// starts, request id ("" for none), stale_us.
+// starts, request id ("" for none), stale_us, early_us.
 // Returns {allowed, wait_us, reason} (reason 1 rate, 2 quota, 3 backoff).
 var reserveScript = redis.NewScript(luaCommon + `
 local now = clock()
@@ -498,7 +505,7 @@ if not slot or slot < floor_tat - lead then
 end
 -- come back lead early: the request is admitted as soon as the TAT reaches
 -- its slot, and a return up to lead late still finds it on schedule
-return {0, math.max(math.ceil(slot - lead - now), 1), reason}
+return {0, math.max(math.ceil(slot - lead - tonumber(ARGV[16]) - now), 1), reason}
 `)
 
 // throttleScript: KEYS state. ARGV rate, decrease, minfrac, recovery_us,
@@ -562,7 +569,7 @@ func (s *Senders) Reserve(ctx context.Context, r Request) (Decision, error) {
 	res, err := reserveScript.Run(ctx, s.rdb, keys,
 		c.PerSecond, c.Burst, max(r.Cost, 1), level, levelNames[level]+"|"+r.Tenant,
 		s.opts.MinFraction, s.opts.Recovery.Microseconds(), c.PerDay, stateKeep.Milliseconds(),
-		starts[0], starts[1], starts[2], starts[3], r.ID, lineStale.Microseconds()).Int64Slice()
+		starts[0], starts[1], starts[2], starts[3], r.ID, lineStale.Microseconds(), s.opts.ReturnEarly.Microseconds()).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit: reserve %q: %w", r.Sender, err)
 	}

@@ -20,9 +20,12 @@ func senderConfigs(cfg config.Config) (cfgs []ratelimit.SenderConfig, keys map[s
 	add := func(channel, id string, perSecond float64, perDay int64, day *time.Location) {
 		key := channel + ":" + id
 		keys[channel] = key
-		// A burst of one second's worth: a clinic's short batch goes out at
-		// once, while a backlog is paced at the rate.
-		burst := max(int(math.Ceil(perSecond)), 1)
+		// A burst of two seconds' worth. Refused sends come back through
+		// the task queue, which schedules in whole seconds and polls for
+		// due tasks every WORKER_DELAYED_POLL_INTERVAL: with this headroom
+		// they are back before their slot, so the sender never idles while
+		// a backlog waits. Over any window W at most burst + rate×W go out.
+		burst := SenderBurst(perSecond)
 		cfgs = append(cfgs, ratelimit.SenderConfig{Key: key, Channel: channel, PerSecond: perSecond, Burst: burst,
 			PerDay: perDay, DayZone: day})
 	}
@@ -51,10 +54,16 @@ func senderConfigs(cfg config.Config) (cfgs []ratelimit.SenderConfig, keys map[s
 	return cfgs, keys
 }
 
+// SenderBurst is the burst a sender of the rate gets: two seconds' worth
+// (see senderConfigs).
+func SenderBurst(perSecond float64) int { return max(int(math.Ceil(2*perSecond)), 1) }
+
 // newSenders builds the limiter every worker shares.
 func newSenders(cfg config.Config, rdb redis.UniversalClient) (*ratelimit.Senders, *workers.Senders, error) {
 	cfgs, keys := senderConfigs(cfg)
-	lim, err := ratelimit.NewSenders(rdb, cfgs, ratelimit.Options{Recovery: cfg.Senders.Recovery})
+	// Asynq schedules in whole seconds and polls for due tasks: refused
+	// sends are asked back a second early so none comes back late.
+	lim, err := ratelimit.NewSenders(rdb, cfgs, ratelimit.Options{Recovery: cfg.Senders.Recovery, ReturnEarly: time.Second})
 	if err != nil {
 		return nil, nil, err
 	}
