@@ -271,7 +271,7 @@ func (r deliveryReport) print(out io.Writer) {
 	fmt.Fprintf(w, "rate limit\t%d worker processes, one sender at %d segments/s, %d messages\n", rl.workers, rl.rate, rl.n)
 	fmt.Fprintf(w, "  sent vs allowed\t%d in %s; the limit allows %.0f (burst %d + %d/s): %.1f%% used, %.1f%% above (target: ≥ 98%% used, ≤ 1%% above)\n",
 		rl.n, rl.span.Round(time.Millisecond), rl.allowed, rl.burst, rl.rate, rl.used*100, max(rl.used-1, 0)*100)
-	fmt.Fprintf(w, "  after start-up\tfrom 5 s on, %.1f%% of the limit used\n", rl.steady*100)
+	fmt.Fprintf(w, "  after start-up\tfrom 5 s on, %.1f%% of the rate (above 100%%: the burst left unused while the backlog was first queued, caught up within the bound)\n", rl.steady*100)
 	fmt.Fprintf(w, "  busiest 5 s\t%.0f sends = %.1f%% of 5 s at the limit (after the first second)\n", rl.peak5s, rl.peak5s/float64(rl.rate*5)*100)
 	fmt.Fprintf(w, "  attempts\t%d for %d messages (waiting for the sender spends none)\n", rl.attempts, rl.n)
 	for _, q := range r.backlogs {
