@@ -26,6 +26,10 @@
 // as a duplicate of that row and skipped. Rows whose fields are all empty
 // are blank lines and are skipped silently.
 //
+// A file may have at most 20 MiB, 64 columns, 200,000 recipients (and
+// twice as many rows) and 1 KiB in each field that is read; ParseOptions
+// may change the first and the third.
+//
 // # Privacy
 //
 // Recipients are personal data: this package never logs them, and neither
@@ -55,7 +59,7 @@ import (
 
 // Limits of one recipient's fields.
 const (
-	MaxPhoneLen      = 32  // bytes of a phone number as written
+	MaxPhoneLen      = 32  // characters of a phone number as written
 	MaxEmailLen      = 254 // bytes of an email address (RFC 5321 path limit)
 	MaxOpenIDLen     = 64  // bytes of a WeChat openid
 	MaxLocaleLen     = 35  // bytes of a BCP 47 language tag
@@ -195,21 +199,17 @@ var scientific = regexp.MustCompile(`^[0-9]+([.,][0-9]+)?[eE]\+?[0-9]+$`)
 // normalisePhone returns the E.164 form of a phone number, or a reason why
 // it is not usable.
 func normalisePhone(s, defaultRegion string) (string, string) {
-	if len(s) > MaxPhoneLen {
+	if utf8.RuneCountInString(s) > MaxPhoneLen {
 		return "", fmt.Sprintf("phone %s is not a valid number (longer than %d characters)", quote(s), MaxPhoneLen)
 	}
 	if scientific.MatchString(s) {
 		return "", fmt.Sprintf("phone %s is not a valid number: a spreadsheet turned it into scientific notation; format the column as text and export again", quote(s))
 	}
-	for _, c := range s {
-		// libphonenumber reads letters as keypad digits (1-800-FLOWERS)
-		// and "ext." as an extension; neither belongs in a broadcast list.
-		if unicode.IsLetter(c) {
-			return "", fmt.Sprintf("phone %s is not a valid number", quote(s))
-		}
+	if !phoneShaped(s) {
+		return "", fmt.Sprintf("phone %s is not a valid number", quote(s))
 	}
 	region := ""
-	if !strings.HasPrefix(s, "+") {
+	if !strings.HasPrefix(s, "+") && !strings.HasPrefix(s, "＋") {
 		region = knownRegion(defaultRegion)
 		if region == "" {
 			return "", fmt.Sprintf("phone %s has no country code: write it in international form, starting with + and the country code", quote(s))
@@ -220,6 +220,35 @@ func normalisePhone(s, defaultRegion string) (string, string) {
 		return "", fmt.Sprintf("phone %s is not a valid number", quote(s))
 	}
 	return phonenumbers.Format(n, phonenumbers.E164), ""
+}
+
+// phonePunctuation is what may separate the digits of a phone number, as
+// libphonenumber reads it (ASCII and full-width dashes, slashes, dots,
+// brackets, tildes and invisible spaces).
+const phonePunctuation = "-‐‑‒–—―−ー－/／.．()（）[]［］~⁓∼～\u00ad\u200b\u2060"
+
+// phoneShaped reports whether s has only what a phone number is written
+// with: a leading plus sign, 3 to 17 digits (15 of E.164 after a 2-digit
+// international prefix), spaces and punctuation. Letters are refused:
+// libphonenumber would read them as keypad digits (1-800-FLOWERS) or
+// "ext." as an extension, neither of which belongs in a broadcast list.
+// The check is cheap, so junk is refused before the costly parse.
+func phoneShaped(s string) bool {
+	digits := 0
+	for i, c := range s {
+		switch {
+		case unicode.IsDigit(c):
+			digits++
+		case c == '+' || c == '＋':
+			if i != 0 {
+				return false
+			}
+		case unicode.IsSpace(c) || strings.ContainsRune(phonePunctuation, c):
+		default:
+			return false
+		}
+	}
+	return digits >= 3 && digits <= 17
 }
 
 // knownRegion returns the upper-case region code when libphonenumber knows

@@ -139,11 +139,7 @@ func (s *Store) Save(ctx context.Context, tenant string, res *ParseResult) (*Aud
 	}
 	chunks := make([]any, 0, a.Chunks)
 	for i := 0; i < len(res.Recipients); i += ChunkSize {
-		b, err := json.Marshal(res.Recipients[i:min(i+ChunkSize, len(res.Recipients))])
-		if err != nil {
-			return nil, fmt.Errorf("audiences: save: %w", err)
-		}
-		chunks = append(chunks, b)
+		chunks = append(chunks, encodeChunk(res.Recipients[i:min(i+ChunkSize, len(res.Recipients))]))
 	}
 	errs, _ := json.Marshal(a.Errors)
 	ignored, _ := json.Marshal(a.IgnoredColumns)

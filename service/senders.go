@@ -26,6 +26,11 @@ func senderConfigs(cfg config.Config) (cfgs []ratelimit.SenderConfig, keys map[s
 		// they are back before their slot, so the sender never idles while
 		// a backlog waits. Over any window W at most burst + rate×W go out.
 		burst := SenderBurst(perSecond)
+		if channel == "voice" {
+			// Calls per second are a hard limit of the account: calls are
+			// spaced, one second's worth at most at once.
+			burst = max(int(math.Ceil(perSecond)), 1)
+		}
 		cfgs = append(cfgs, ratelimit.SenderConfig{Key: key, Channel: channel, PerSecond: perSecond, Burst: burst,
 			PerDay: perDay, DayZone: day})
 	}
