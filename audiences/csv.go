@@ -44,7 +44,9 @@ const (
 	ColLocale     = "locale"
 	ColTimeZone   = "timezone"
 	ColExternalID = "external_id"
-	ColName       = "name"
+	// ColName is accepted and ignored (reported in IgnoredColumns, like
+	// unknown columns): names are not needed to reach anyone.
+	ColName = "name"
 )
 
 // RowError is one row of the file that was skipped, with its physical line
@@ -258,7 +260,7 @@ func (p *parser) parse(data []byte) error {
 		} else {
 			line, _ := cr.FieldPos(0)
 			var blank bool
-			if row, blank = p.fields(rec, line+1); blank {
+			if row, blank = p.fields(rec, line); blank {
 				continue
 			}
 		}

@@ -120,13 +120,14 @@ func TestParseCSVDefaultRegion(t *testing.T) {
 
 func TestParseCSVSeparatorsAndLineEnds(t *testing.T) {
 	for name, data := range map[string]string{
-		"LF":           "email,locale\na@example.org,en\n\nb@example.org,fr",
-		"CRLF":         "email,locale\r\na@example.org,en\r\n\r\nb@example.org,fr\r\n",
-		"CR":           "email,locale\ra@example.org,en\r\rb@example.org,fr\r",
-		"semicolon":    "email;locale\na@example.org;en\n\nb@example.org;fr\n",
-		"tab":          "email\tlocale\na@example.org\ten\n\nb@example.org\tfr\n",
-		"blank first":  "\n\nemail,locale\na@example.org,en\nb@example.org,fr\n",
-		"quoted names": "\"email\",\"LOCALE\"\na@example.org,en\n\nb@example.org,fr\n",
+		"LF":            "email,locale\na@example.org,en\n\nb@example.org,fr",
+		"CRLF":          "email,locale\r\na@example.org,en\r\n\r\nb@example.org,fr\r\n",
+		"CR":            "email,locale\ra@example.org,en\r\rb@example.org,fr\r",
+		"semicolon":     "email;locale\na@example.org;en\n\nb@example.org;fr\n",
+		"tab":           "email\tlocale\na@example.org\ten\n\nb@example.org\tfr\n",
+		"blank first":   "\n\nemail,locale\na@example.org,en\nb@example.org,fr\n",
+		"blank first ;": "\r\n\r\nemail;locale\na@example.org;en\nb@example.org;fr\n",
+		"quoted names":  "\"email\",\"LOCALE\"\na@example.org,en\n\nb@example.org,fr\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			res := parse(t, data, ParseOptions{})

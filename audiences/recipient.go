@@ -70,8 +70,8 @@ const (
 // Recipient is one person of an audience. Phone is in E.164 form
 // (+8613800138000), Email has a lower-case domain, Locale is a canonical
 // BCP 47 tag and TimeZone an IANA name. ExternalID is the clinic's own
-// reference for the person (a staff or record number), echoed in delivery
-// events so the clinic can match them. At least one of Phone, Email and
+// reference for the person (a staff or record number), so that delivery
+// reports can be matched to its records. At least one of Phone, Email and
 // WeChatOpenID is set.
 type Recipient struct {
 	Phone        string `json:"phone,omitempty"`
