@@ -137,15 +137,29 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (Contact, error) {
 
 // Find returns the contact an identity belongs to.
 func (s *Store) Find(ctx context.Context, tenant string, i consent.Identity) (Contact, error) {
-	id, err := s.rdb.Get(ctx, identityKey(tenant, i)).Result()
+	// One round trip: the identity's contact id, then the contact (both
+	// keys share the tenant's hash tag).
+	raw, err := findScript.Run(ctx, s.rdb, []string{identityKey(tenant, i)}, contactKey(tenant, "")).Text()
 	if errors.Is(err, redis.Nil) {
 		return Contact{}, ErrNotFound
 	}
 	if err != nil {
 		return Contact{}, err
 	}
-	return s.Get(ctx, tenant, id)
+	var c Contact
+	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+		return Contact{}, fmt.Errorf("contacts: %w", err)
+	}
+	return c, nil
 }
+
+// findScript: KEYS identity index ARGV contact key prefix. Returns the
+// contact's JSON, or nil.
+var findScript = redis.NewScript(`
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. id)
+`)
 
 // ensureSrc creates a contact for an identity no contact has yet.
 // KEYS identity index, contact ARGV id, doc

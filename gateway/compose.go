@@ -42,7 +42,15 @@ func (s *Server) compose(ctx context.Context, tenant string, req *MessageRequest
 		return nil, s.unavailable(err)
 	}
 	c := &composed{settings: set}
-	if s.opts.Contacts != nil && req.To != nil && req.Channel != "" {
+	// The contact is read only when it can tell something the request does
+	// not: the locale of a template, or the time zone for quiet hours.
+	prio := req.Priority
+	if prio == "" {
+		prio = workers.PriorityNormal
+	}
+	needLocale := req.Template != nil && req.Locale == nil
+	needZone := set.QuietFor(prio) != ""
+	if s.opts.Contacts != nil && req.To != nil && req.Channel != "" && (needLocale || needZone) {
 		var to ledger.Recipient
 		decodeRecipient(req.Channel, req.To, &to, func(string, string, ...any) {})
 		if id := workers.IdentityOf(req.Channel, to); id.Value != "" {
