@@ -52,6 +52,12 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// MaxRequestBytes caps an API request body (GATEWAY_MAX_REQUEST_BYTES).
 	MaxRequestBytes int
+	// MaxUploadBytes caps an uploaded audience CSV (GATEWAY_MAX_UPLOAD_BYTES).
+	MaxUploadBytes int
+	// DefaultRegion is the region (ISO 3166 code, e.g. US or CN) of phone
+	// numbers without a country code in uploaded CSVs
+	// (GATEWAY_DEFAULT_REGION); empty requires +country codes.
+	DefaultRegion string
 	// ShutdownTimeout bounds a graceful stop (GATEWAY_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error (LOG_LEVEL).
@@ -212,6 +218,7 @@ func NewDefaultConfig() Config {
 		Retention:       30 * 24 * time.Hour,
 		IdempotencyTTL:  24 * time.Hour,
 		MaxRequestBytes: 64 << 10,
+		MaxUploadBytes:  20 << 20,
 		ShutdownTimeout: 25 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "json",
@@ -251,7 +258,7 @@ func defaultBlobURL() string {
 var Vars = []string{
 	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_HEALTH_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
 	"REDIS_CLUSTER", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS",
-	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_SHUTDOWN_TIMEOUT",
+	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_MAX_UPLOAD_BYTES", "GATEWAY_DEFAULT_REGION", "GATEWAY_SHUTDOWN_TIMEOUT",
 	"LOG_LEVEL", "LOG_FORMAT",
 	"WORKER_CONCURRENCY", "WORKER_CRISIS_CONCURRENCY", "DELIVERY_MAX_ATTEMPTS", "PROVIDER_TIMEOUT",
 	"DELIVERY_UNCONFIRMED_GRACE", "WORKER_POLL_INTERVAL", "WORKER_DELAYED_POLL_INTERVAL",
@@ -342,6 +349,9 @@ func Load(getenv func(string) string) (Config, error) {
 	dur("GATEWAY_RETENTION", &c.Retention)
 	dur("GATEWAY_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
 	num("GATEWAY_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
+	num("GATEWAY_MAX_UPLOAD_BYTES", &c.MaxUploadBytes)
+	str("GATEWAY_DEFAULT_REGION", &c.DefaultRegion)
+	c.DefaultRegion = strings.ToUpper(c.DefaultRegion)
 	dur("GATEWAY_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
 	str("LOG_LEVEL", &c.LogLevel)
 	str("LOG_FORMAT", &c.LogFormat)
@@ -522,6 +532,9 @@ func (c Config) Validate(role Role) error {
 		if c.MaxRequestBytes < 4<<10 {
 			bad("GATEWAY_MAX_REQUEST_BYTES=%d: must be at least 4096", c.MaxRequestBytes)
 		}
+		if c.MaxUploadBytes < c.MaxRequestBytes || c.MaxUploadBytes > 200<<20 {
+			bad("GATEWAY_MAX_UPLOAD_BYTES=%d: must be at least GATEWAY_MAX_REQUEST_BYTES and at most 209715200 (200 MiB)", c.MaxUploadBytes)
+		}
 	}
 	if c.Retention < time.Hour {
 		bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
@@ -593,6 +606,9 @@ func (c Config) Validate(role Role) error {
 	}
 	if _, err := schedule.LoadZone(c.Quiet.TimeZone); err != nil {
 		bad("GATEWAY_DEFAULT_TIMEZONE=%q: want an IANA time zone such as Asia/Shanghai or America/New_York", c.Quiet.TimeZone)
+	}
+	if r := c.DefaultRegion; r != "" && phonenumbers.GetCountryCodeForRegion(r) == 0 {
+		bad("GATEWAY_DEFAULT_REGION=%q: want a region code such as US or CN", r)
 	}
 	if _, err := language.Parse(c.Templates.DefaultLocale); err != nil {
 		bad("TEMPLATE_DEFAULT_LOCALE=%q: want a language tag such as en or zh-CN", c.Templates.DefaultLocale)

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/audiences"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
@@ -80,6 +81,13 @@ type Options struct {
 	// PublicURL is the base URL providers call; webhook signatures cover it.
 	PublicURL       string
 	MaxRequestBytes int
+	// MaxUploadBytes caps an audience CSV upload (the only larger body).
+	MaxUploadBytes int
+	// Audiences keeps uploaded recipient lists (nil: no audiences API).
+	Audiences *audiences.Store
+	// DefaultRegion is the phone region of CSV numbers without a country
+	// code ("" requires +country codes).
+	DefaultRegion string
 	IdempotencyTTL  time.Duration
 	MaxAttempts     int
 	// AttemptTimeout bounds one send attempt (provider call and ledger writes).
@@ -111,7 +119,7 @@ func New(o Options) *Server {
 	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "patient-messaging-gateway",
-		BodyLimit:             o.MaxRequestBytes,
+		BodyLimit:             max(o.MaxRequestBytes, o.MaxUploadBytes),
 		ErrorHandler:          errorHandler,
 		DisableStartupMessage: true,
 		ReadTimeout:           15 * time.Second,
@@ -124,7 +132,7 @@ func New(o Options) *Server {
 	s.app.Use(s.recover, s.accessLog)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
-	v1 := s.app.Group("/v1", s.auth)
+	v1 := s.app.Group("/v1", s.auth, s.limitBody)
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)
 	v1.Get("/messages/:id", s.getMessage)
@@ -133,6 +141,10 @@ func New(o Options) *Server {
 	v1.Get("/settings", s.getSettings)
 	v1.Put("/settings", s.putSettings)
 	v1.Get("/senders", s.listSenders)
+	if o.Audiences != nil {
+		v1.Post("/audiences", s.uploadAudience)
+		v1.Get("/audiences/:id", s.getAudience)
+	}
 	if o.Followups != nil {
 		v1.Post("/followups", s.createFollowup)
 		v1.Get("/followups/:id", s.getFollowup)

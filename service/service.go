@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/audiences"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/consent"
@@ -182,6 +183,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
+			Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
 			Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 		})
 	}
