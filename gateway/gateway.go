@@ -87,9 +87,9 @@ type Options struct {
 	Audiences *audiences.Store
 	// DefaultRegion is the phone region of CSV numbers without a country
 	// code ("" requires +country codes).
-	DefaultRegion string
-	IdempotencyTTL  time.Duration
-	MaxAttempts     int
+	DefaultRegion  string
+	IdempotencyTTL time.Duration
+	MaxAttempts    int
 	// AttemptTimeout bounds one send attempt (provider call and ledger writes).
 	AttemptTimeout time.Duration
 	Logger         *slog.Logger

@@ -76,8 +76,8 @@ func TestAnAudienceCSVIsCheckedRowByRow(t *testing.T) {
 		ct     string
 		body   string
 	}{
-		"no address column":  {422, "text/csv", "locale,timezone\nen,UTC\n"},
-		"no usable row":      {422, "text/csv", "phone\n12ab\n"},
+		"no address column":   {422, "text/csv", "locale,timezone\nen,UTC\n"},
+		"no usable row":       {422, "text/csv", "phone\n12ab\n"},
 		"JSON instead of CSV": {415, "application/json", `{"phone":"+14155550100"}`},
 	} {
 		if got := e.do("POST", "/v1/audiences", keyA, bad.body, "Content-Type", bad.ct); got.Status != bad.status || got.Header.Get("Content-Type") != "application/problem+json" {
