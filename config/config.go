@@ -87,6 +87,9 @@ type Config struct {
 	Quiet QuietConfig
 	// Templates configures template rendering (see TemplateConfig).
 	Templates TemplateConfig
+	// MinAckTimeout is the shortest ack_timeout a broadcast may ask for
+	// before its next channel is tried (BROADCAST_MIN_ACK_TIMEOUT).
+	MinAckTimeout time.Duration
 
 	// BlobURL is the blob store for call recordings (BLOB_URL): file:// or s3://.
 	BlobURL string
@@ -240,8 +243,9 @@ func NewDefaultConfig() Config {
 		WebhookAttempts:    10,
 		Senders: SenderLimits{SMSPerSecond: 1, WeChatPerSecond: 20, WeChatPerDay: 100000, EmailPerSecond: 5,
 			Recovery: time.Minute},
-		Quiet:     QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
-		Templates: TemplateConfig{DefaultLocale: "en"},
+		Quiet:         QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
+		Templates:     TemplateConfig{DefaultLocale: "en"},
+		MinAckTimeout: time.Minute,
 	}
 }
 
@@ -269,7 +273,7 @@ var Vars = []string{
 	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS",
 	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
 	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
-	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS",
+	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS", "BROADCAST_MIN_ACK_TIMEOUT",
 }
 
 // Load reads the environment (through getenv, os.Getenv when nil) over the
@@ -406,6 +410,7 @@ func Load(getenv func(string) string) (Config, error) {
 	str("GATEWAY_DEFAULT_TIMEZONE", &c.Quiet.TimeZone)
 	str("TEMPLATE_DEFAULT_LOCALE", &c.Templates.DefaultLocale)
 	str("TEMPLATE_LOCALE_FALLBACKS", &c.Templates.Fallbacks)
+	dur("BROADCAST_MIN_ACK_TIMEOUT", &c.MinAckTimeout)
 	num("VOICE_MAX_CALLS", &c.Voice.MaxCalls)
 	dur("VOICE_REDIAL_DELAY", &c.Voice.RedialDelay)
 	str("WECHAT_APP_ID", &c.WeChat.AppID)

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/audiences"
+	"github.com/patientmsg/gateway/broadcasts"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/consent"
 	"github.com/patientmsg/gateway/contacts"
@@ -72,6 +73,14 @@ type Options struct {
 	// OnReply is told of every reply filed by the API process (keypad
 	// answers of calls); nil: nobody.
 	OnReply ReplyHook
+	// OnBroadcastStatus and OnBroadcastAnswer follow broadcasts' messages
+	// (provider status callbacks and keypad answers); nil: nobody.
+	OnBroadcastStatus StatusHook
+	OnBroadcastAnswer AnswerHook
+	// MinAckTimeout is the shortest ack_timeout a broadcast may ask for.
+	MinAckTimeout time.Duration
+	// Broadcasts stores crisis broadcasts (nil: no broadcasts API).
+	Broadcasts *broadcasts.Store
 	// Followups stores follow-up plans (nil: no plans API).
 	Followups *followups.Store
 	// Senders are the paced senders GET /v1/senders shows (nil: none).
@@ -144,6 +153,14 @@ func New(o Options) *Server {
 	if o.Audiences != nil {
 		v1.Post("/audiences", s.uploadAudience)
 		v1.Get("/audiences/:id", s.getAudience)
+	}
+	if o.Broadcasts != nil && o.Audiences != nil {
+		v1.Post("/broadcasts", s.createBroadcast)
+		v1.Get("/broadcasts/:id", s.getBroadcast)
+		v1.Get("/broadcasts/:id/recipients", s.broadcastRecipients)
+		v1.Get("/broadcasts/:id/events", s.broadcastEvents)
+		v1.Get("/broadcasts/:id/report.csv", s.broadcastReport)
+		v1.Post("/broadcasts/:id/cancel", s.cancelBroadcast)
 	}
 	if o.Followups != nil {
 		v1.Post("/followups", s.createFollowup)

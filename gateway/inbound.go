@@ -126,6 +126,17 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 		}
 	}
 	r.replied(ctx, tenant, id, esc)
+	if r.onAnswer != nil {
+		link, err := r.l.BroadcastOf(ctx, msgID)
+		if err != nil {
+			return err
+		}
+		if link != "" {
+			if err := r.onAnswer(ctx, link, msgID, in.Channel, option, ""); err != nil {
+				return err
+			}
+		}
+	}
 	note := "the patient replied (see GET /v1/replies)"
 	if option != "" {
 		note = "the patient answered: " + option
@@ -235,6 +246,8 @@ type Inbox struct {
 	Logger    *slog.Logger
 	// OnReply is told of every reply filed (nil: nobody).
 	OnReply ReplyHook
+	// OnAnswer is told of replies to broadcasts' messages (nil: nobody).
+	OnAnswer AnswerHook
 }
 
 // ProcessTask implements asynq.Handler.
@@ -243,6 +256,7 @@ func (b *Inbox) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &in); err != nil {
 		return fmt.Errorf("bad inbound payload: %w", asynq.SkipRetry)
 	}
-	r := receiver{l: b.Ledger, replies: b.Replies, escalator: b.Escalator, events: b.Events, log: b.Logger, onReply: b.OnReply}
+	r := receiver{l: b.Ledger, replies: b.Replies, escalator: b.Escalator, events: b.Events, log: b.Logger, onReply: b.OnReply,
+		onAnswer: b.OnAnswer}
 	return r.reply(ctx, in)
 }

@@ -26,7 +26,7 @@ import (
 
 // mountWebhooks serves every route the channels declare.
 func (s *Server) mountWebhooks() {
-	rcv := receiver{onReply: s.opts.OnReply, l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, escalator: s.opts.Escalator, log: s.log, tenants: s.tenants(),
+	rcv := receiver{onReply: s.opts.OnReply, onStatus: s.opts.OnBroadcastStatus, onAnswer: s.opts.OnBroadcastAnswer, l: s.opts.Ledger, rdb: s.opts.Redis, consent: s.opts.Consent, replies: s.opts.Replies, events: s.opts.Events, escalator: s.opts.Escalator, log: s.log, tenants: s.tenants(),
 		q: s.opts.Queue, maxAttempts: s.opts.MaxAttempts, timeout: s.opts.AttemptTimeout}
 	for _, r := range s.opts.Channels.Routes(rcv) {
 		s.app.Add(r.Method, r.Path, s.webhook(r))
@@ -76,7 +76,17 @@ type receiver struct {
 	maxAttempts int
 	timeout     time.Duration
 	onReply     ReplyHook
+	onStatus    StatusHook
+	onAnswer    AnswerHook
 }
+
+// StatusHook is told when a broadcast's message (link "bc_…:index")
+// changes status.
+type StatusHook func(ctx context.Context, link, messageID string, status ledger.Status) error
+
+// AnswerHook is told of a reply to a broadcast's message: the option's
+// meaning ("safe"; "" for free text) or the keys pressed on a call.
+type AnswerHook func(ctx context.Context, link, messageID, channel, option, digits string) error
 
 // ReplyHook is told of every reply a tenant received, and whether it opened
 // an urgent-reply escalation (follow-up plans stop on it).
@@ -117,6 +127,11 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 			r.replied(ctx, m.Tenant, rep.From, esc)
 		} else {
 			r.replied(ctx, m.Tenant, rep.From, nil)
+		}
+		if m.Broadcast != "" && r.onAnswer != nil {
+			if err := r.onAnswer(ctx, m.Broadcast, id, m.Channel, "", a.Digits); err != nil {
+				return err
+			}
 		}
 	}
 	if recordingURL == "" {
@@ -187,9 +202,14 @@ func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provid
 		}
 		id = found
 	}
-	applied, err := r.l.ApplyProviderUpdate(ctx, id, u)
+	applied, link, err := r.l.ApplyProviderUpdateLinked(ctx, id, u)
 	if err == nil && applied == ledger.AppliedChanged {
 		r.events.MessageStatus(ctx, r.l, "", id)
+		if link != "" && r.onStatus != nil {
+			if err := r.onStatus(ctx, link, id, u.Status); err != nil {
+				return applied, err // the provider retries; the update is idempotent
+			}
+		}
 	}
 	return applied, err
 }

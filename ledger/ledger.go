@@ -146,9 +146,11 @@ type Request struct {
 	Deferred string `json:"deferred,omitempty"`
 	// Template and TemplateLocale name the template the body was rendered
 	// from, and the locale variant used.
-	Template       string    `json:"template,omitempty"`
-	TemplateLocale string    `json:"template_locale,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
+	Template       string `json:"template,omitempty"`
+	TemplateLocale string `json:"template_locale,omitempty"`
+	// Broadcast links a broadcast's message to its person ("bc_…:index").
+	Broadcast string    `json:"broadcast,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Message is a ledger record.
@@ -223,7 +225,7 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	}
 	ev := eventJSON(first)
 	keys := []string{msgKey(id), eventsKey(id)}
-	args := []any{doc, req.Tenant, string(first.Status), first.Status.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev}
+	args := []any{doc, req.Tenant, string(first.Status), first.Status.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev, req.Broadcast}
 	// One round trip: the record script and the tenant index (another slot
 	// on Cluster, so not inside the script). Indexing an existing record
 	// again is harmless.
@@ -499,28 +501,50 @@ const (
 // as an event. A report that carries the provider id of a message whose
 // acceptance was never recorded (the worker died mid-call) records it now.
 func (l *Ledger) ApplyProviderUpdate(ctx context.Context, id string, u ProviderUpdate) (Applied, error) {
+	a, _, err := l.ApplyProviderUpdateLinked(ctx, id, u)
+	return a, err
+}
+
+// ApplyProviderUpdateLinked is ApplyProviderUpdate that also returns the
+// message's broadcast link ("" for none), read in the same script.
+func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u ProviderUpdate) (Applied, string, error) {
 	if !validID(id) || !u.Status.Valid() {
-		return AppliedUnknown, nil
+		return AppliedUnknown, "", nil
 	}
 	now := l.now().UTC()
 	e := Event{Status: u.Status, At: now, ProviderStatus: u.ProviderStatus}
 	if u.ErrorCode != "" {
 		e.Error = &ErrorInfo{Code: u.ErrorCode, Message: u.ErrorMessage}
 	}
-	res, err := providerStatusScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e)).Int64Slice()
+	raw, err := providerStatusScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
+		u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e)).Slice()
 	if err != nil {
-		return AppliedUnknown, err
+		return AppliedUnknown, "", err
 	}
-	if res[0] < 0 {
-		return AppliedUnknown, ErrProviderMismatch
+	outcome, _ := raw[0].(int64)
+	ttl, _ := raw[1].(int64)
+	link := ""
+	if len(raw) > 2 {
+		link, _ = raw[2].(string)
 	}
-	if res[1] > 0 {
-		if err := l.indexProvider(ctx, u.Channel, u.ProviderID, id, res[1]); err != nil {
-			return Applied(res[0]), err
+	if outcome < 0 {
+		return AppliedUnknown, "", ErrProviderMismatch
+	}
+	if ttl > 0 {
+		if err := l.indexProvider(ctx, u.Channel, u.ProviderID, id, ttl); err != nil {
+			return Applied(outcome), link, err
 		}
 	}
-	return Applied(res[0]), nil
+	return Applied(outcome), link, nil
+}
+
+// BroadcastOf returns the broadcast link of a message ("" for none).
+func (l *Ledger) BroadcastOf(ctx context.Context, id string) (string, error) {
+	v, err := l.rdb.HGet(ctx, msgKey(id), "bc").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, err
 }
 
 // MessageIDByProvider finds a message by the provider's id.

@@ -15,11 +15,12 @@ import "github.com/redis/go-redis/v9"
 //   ps:<status> marks a provider status already applied (callback replays)
 //   updated_at  ms timestamp
 
-// createScript: KEYS msg, events, pidKey(optional unused) ARGV doc, tenant, status, rank, now, ttlms, event
+// createScript: KEYS msg, events ARGV doc, tenant, status, rank, now, ttlms, event, broadcast link ("" none)
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'tenant', ARGV[2], 'status', ARGV[3], 'rank', ARGV[4],
   'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5])
+if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'bc', ARGV[8]) end
 redis.call('RPUSH', KEYS[2], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
@@ -89,16 +90,17 @@ return 1
 // order), 3 duplicate ignored; ttl > 0 when this report revealed the
 // provider id (the caller then writes the provider index).
 var providerStatusScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'bc')
 if not h[1] then return {0, 0} end
 if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {-1, 0} end
+local bc = h[3] or ''
 if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then
   -- a late report about an earlier call that was redialled: history only
   redis.call('RPUSH', KEYS[2], ARGV[8])
-  return {2, 0}
+  return {2, 0, bc}
 end
 local mark = 'ps:' .. ARGV[1] .. ':' .. ARGV[4]
-if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0} end
+if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0, bc} end
 local ttl = 0
 if not h[2] or h[2] == '' then
   redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '')
@@ -109,9 +111,9 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[7])
 if tonumber(h[1]) < 3 and tonumber(ARGV[3]) > tonumber(h[1]) then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', ARGV[3])
   if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'err_code', ARGV[5], 'err_msg', ARGV[6]) end
-  return {1, ttl}
+  return {1, ttl, bc}
 end
-return {2, ttl}
+return {2, ttl, bc}
 `)
 
 // cancelScript cancels a tenant's message the provider does not have.

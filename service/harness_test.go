@@ -85,6 +85,7 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	// delivery-control tests set their own.
 	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = 1000, 1000, 1000
 	cfg.Quiet.Window = "off"
+	cfg.MinAckTimeout = time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.LogLevel = "debug"
 	for _, m := range mutate {

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/audiences"
+	"github.com/patientmsg/gateway/broadcasts"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/config"
 	"github.com/patientmsg/gateway/consent"
@@ -166,31 +167,42 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, fmt.Errorf("senders: %w", err)
 	}
 	s.Senders = senders
+	tpl, chain, err := newTemplates(cfg, rdb)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	settings, err := tenants.NewStore(rdb, tenants.Settings{QuietHours: cfg.Quiet.Window,
+		CrisisInQuietHours: cfg.Quiet.Crisis, TimeZone: cfg.Quiet.TimeZone})
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("quiet hours: %w", err)
+	}
+	// The API serves it; workers run broadcasts through the same message
+	// building (templates, quiet hours) without serving it.
+	var engine *gateway.Server
+	engine = gateway.New(gateway.Options{
+		Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
+		APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
+		IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
+		AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
+		Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
+		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), MinAckTimeout: cfg.MinAckTimeout,
+		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
+			return engine.BroadcastStatus(ctx, link, id, st)
+		},
+		OnBroadcastAnswer: func(ctx context.Context, link, id, ch, option, digits string) error {
+			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits)
+		},
+		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+	})
 	if role&config.RoleAPI != 0 {
-		tpl, chain, err := newTemplates(cfg, rdb)
-		if err != nil {
-			rdb.Close()
-			return nil, err
-		}
-		settings, err := tenants.NewStore(rdb, tenants.Settings{QuietHours: cfg.Quiet.Window,
-			CrisisInQuietHours: cfg.Quiet.Crisis, TimeZone: cfg.Quiet.TimeZone})
-		if err != nil {
-			rdb.Close()
-			return nil, fmt.Errorf("quiet hours: %w", err)
-		}
-		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
-			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
-			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
-			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
-			Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
-			Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
-		})
+		s.API = engine
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
-			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders}
+			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus}
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}
@@ -198,7 +210,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")},
 			Escalation: s.Escalator,
 			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
-				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply}}
+				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: engine.BroadcastAnswer},
+			Broadcast: engine.BroadcastHandler()}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}

@@ -39,6 +39,9 @@ type SendHandler struct {
 	Logger       *slog.Logger
 	// Senders paces every sender across all workers (nil: unpaced).
 	Senders *Senders
+	// OnBroadcast is told when a broadcast's message is handed over or
+	// ends without reaching the provider (nil: nobody).
+	OnBroadcast func(ctx context.Context, link, messageID string, status ledger.Status) error
 	// Now is the clock (time.Now when nil); tests move it.
 	Now func() time.Time
 }
@@ -147,6 +150,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
 		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
+		h.broadcast(rctx, m, ledger.StatusSent, log)
 		return nil
 	}
 	se := channels.AsSendError(sendErr)
@@ -190,6 +194,11 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log.Warn("send failed", "class", se.Class.String(), "code", se.Code, "http_status", se.HTTPStatus, "final", final)
 	if final {
 		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
+		st := ledger.StatusFailed
+		if f.FinalStatus != "" {
+			st = f.FinalStatus
+		}
+		h.broadcast(rctx, m, st, log)
 	}
 	switch {
 	case !se.Retryable():
@@ -203,6 +212,18 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return &waitError{reason: se.Error(), after: time.Until(retryAt)}
 	}
 	return &retryError{SendError: se, after: time.Until(retryAt)}
+}
+
+// broadcast tells the broadcast a message belongs to how it went. A
+// failure to record it is logged: the broadcast's own timeout moves the
+// person on to the next channel anyway.
+func (h *SendHandler) broadcast(ctx context.Context, m *ledger.Message, st ledger.Status, log *slog.Logger) {
+	if m.Broadcast == "" || h.OnBroadcast == nil {
+		return
+	}
+	if err := h.OnBroadcast(ctx, m.Broadcast, m.ID, st); err != nil {
+		log.Error("could not record the message's status in its broadcast", "err", err)
+	}
 }
 
 func ceilSecond(t time.Time) time.Time {
@@ -246,6 +267,7 @@ func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attem
 	}
 	log.Info("recipient opted out: message suppressed before the provider call")
 	h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
+	h.broadcast(rctx, m, ledger.StatusSuppressed, log)
 	return true, nil
 }
 

@@ -45,6 +45,9 @@ type Handlers struct {
 	Escalation asynq.Handler
 	// Inbound files patients' answers (nil: none).
 	Inbound asynq.Handler
+	// Broadcast fans broadcasts out and moves people along their cascade
+	// (nil: none).
+	Broadcast asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -65,6 +68,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Inbound != nil {
 		mux.Handle("inbound:reply", h.Inbound)
+	}
+	if h.Broadcast != nil {
+		mux.Handle("broadcast:", h.Broadcast) // fanout, advance, cancel
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

@@ -1,0 +1,508 @@
+// Package broadcasts keeps crisis broadcasts: one message to every person
+// of an audience over a cascade of channels (WeChat, then SMS, then a
+// call), each person tried on their next channel until they acknowledge,
+// and a live roster of who is safe, who needs help and who could not be
+// reached.
+//
+// A broadcast and its people live in Redis under the broadcast's hash tag:
+//
+//	gw:bc:{id}          hash: doc (the Config, JSON), tenant, state, created_at, total, counters
+//	gw:bc:{id}:p        hash: person index → Person (JSON)
+//	gw:bc:{id}:s:<name> set:  person indexes by state and by answer, for listing
+//	gw:bc:{id}:ev       stream: progress events, for Server-Sent Events
+//
+// Every change to a person is a compare-and-set of its JSON that also moves
+// the broadcast's counters by the difference between the old and the new
+// person, so the roster is always the sum of its people: a duplicated or
+// late report changes nothing twice.
+package broadcasts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/audiences"
+)
+
+// Errors of the store.
+var (
+	ErrNotFound  = errors.New("broadcast not found")
+	ErrConflict  = errors.New("the person changed meanwhile")
+	ErrNotActive = errors.New("broadcast is not active")
+)
+
+// Broadcast states.
+const (
+	StateActive   = "active"
+	StateCanceled = "canceled"
+)
+
+// Person states, in the order a person goes through them.
+const (
+	PersonPending      = "pending"      // not sent anything yet
+	PersonQueued       = "queued"       // a message is queued on the current channel
+	PersonSent         = "sent"         // the provider has it
+	PersonDelivered    = "delivered"    // the provider reports delivery (a poll still waits for the answer)
+	PersonAcknowledged = "acknowledged" // answered the poll, or delivered when there is no poll
+	PersonUnreachable  = "unreachable"  // every channel they have failed or was refused
+	PersonSuppressed   = "suppressed"   // opted out on every channel they have
+	PersonCanceled     = "canceled"     // the broadcast was canceled before they were reached
+)
+
+// Config is a broadcast as created: what is sent to whom, how.
+type Config struct {
+	ID         string            `json:"id"`
+	Tenant     string            `json:"tenant"`
+	Name       string            `json:"name"`
+	Channels   []string          `json:"channels"`
+	Template   string            `json:"template,omitempty"`
+	Vars       map[string]string `json:"vars,omitempty"`
+	Body       map[string]string `json:"body,omitempty"` // locale → text
+	Poll       *Poll             `json:"poll,omitempty"`
+	AckTimeout time.Duration     `json:"ack_timeout"`
+	Priority   string            `json:"priority"`
+	SendAt     *time.Time        `json:"send_at,omitempty"`
+	AudienceID string            `json:"audience_id"`
+	FollowUpOf string            `json:"follow_up_of,omitempty"`
+	// OnlyNotSafe sends a follow-up only to those who did not answer safe.
+	OnlyNotSafe bool      `json:"only_not_safe,omitempty"`
+	Total       int       `json:"total"`
+	Chunks      int       `json:"chunks"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Poll is the question of a broadcast: answers ("1") and their meanings
+// ("safe", "need_help").
+type Poll struct {
+	Question string            `json:"question"`
+	Options  map[string]string `json:"options"`
+}
+
+// Try is one message sent to a person.
+type Try struct {
+	Channel   string    `json:"channel"`
+	MessageID string    `json:"message_id"`
+	At        time.Time `json:"at"`
+	Status    string    `json:"status"`
+}
+
+// Person is one recipient of a broadcast and how far they got.
+type Person struct {
+	Index int                 `json:"index"`
+	To    audiences.Recipient `json:"to"`
+	// Channels are the broadcast's channels this person has, in order.
+	Channels []string `json:"channels"`
+	// Step is the index into Channels of the current try (-1: none yet).
+	Step       int        `json:"step"`
+	Tries      []Try      `json:"tries"`
+	State      string     `json:"state"`
+	Answer     string     `json:"answer,omitempty"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
+	AnsweredOn string     `json:"answered_on,omitempty"`
+}
+
+// Current is the person's current try (nil before the first).
+func (p *Person) Current() *Try {
+	if len(p.Tries) == 0 {
+		return nil
+	}
+	return &p.Tries[len(p.Tries)-1]
+}
+
+// TryOf finds the try of a message.
+func (p *Person) TryOf(messageID string) *Try {
+	for i := range p.Tries {
+		if p.Tries[i].MessageID == messageID {
+			return &p.Tries[i]
+		}
+	}
+	return nil
+}
+
+// Done says whether nothing more will be sent to the person.
+func (p *Person) Done() bool {
+	switch p.State {
+	case PersonAcknowledged, PersonUnreachable, PersonSuppressed, PersonCanceled:
+		return true
+	}
+	return false
+}
+
+// counters are what a person adds to the broadcast's counters.
+func (p *Person) counters() map[string]int64 {
+	c := map[string]int64{"st:" + p.State: 1}
+	if p.Answer != "" {
+		c["ans:"+p.Answer]++
+	}
+	for _, t := range p.Tries {
+		c["ch:"+t.Channel+":"+t.Status]++
+	}
+	return c
+}
+
+// sets are the listing sets a person belongs to.
+func (p *Person) sets() []string {
+	s := []string{"st:" + p.State}
+	if p.Answer != "" {
+		s = append(s, "ans:"+p.Answer)
+	}
+	return s
+}
+
+// NewID returns a broadcast id.
+func NewID() string { return "bc_" + ulid.Make().String() }
+
+func validID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "bc_")
+	_, err := ulid.ParseStrict(rest)
+	return ok && err == nil
+}
+
+// Store reads and writes broadcasts.
+type Store struct {
+	rdb       redis.UniversalClient
+	retention time.Duration
+}
+
+// NewStore returns a store keeping broadcasts for retention after their creation.
+func NewStore(rdb redis.UniversalClient, retention time.Duration) *Store {
+	return &Store{rdb: rdb, retention: retention}
+}
+
+func key(id string) string           { return "gw:bc:{" + id + "}" }
+func peopleKey(id string) string     { return key(id) + ":p" }
+func setKey(id, name string) string  { return key(id) + ":s:" + name }
+func eventsKey(id string) string     { return key(id) + ":ev" }
+func tenantKey(tenant string) string { return "gw:bc:t:{" + tenant + "}" }
+
+// Create stores a new broadcast.
+func (s *Store) Create(ctx context.Context, c *Config) error {
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.HSet(ctx, key(c.ID), "doc", doc, "tenant", c.Tenant, "state", StateActive,
+		"created_at", c.CreatedAt.UnixMilli(), "total", c.Total, "fanned", 0)
+	pipe.PExpire(ctx, key(c.ID), s.retention)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	idx := s.rdb.Pipeline()
+	idx.ZAdd(ctx, tenantKey(c.Tenant), redis.Z{Score: float64(c.CreatedAt.UnixMilli()), Member: c.ID})
+	idx.ZRemRangeByScore(ctx, tenantKey(c.Tenant), "-inf", strconv.FormatInt(c.CreatedAt.Add(-s.retention).UnixMilli(), 10))
+	idx.PExpire(ctx, tenantKey(c.Tenant), s.retention)
+	_, err = idx.Exec(ctx)
+	return err
+}
+
+// Summary is a broadcast with its counters.
+type Summary struct {
+	Config
+	State    string
+	Fanned   int
+	Counters map[string]int64
+}
+
+// Get returns a tenant's broadcast ("" tenant: any).
+func (s *Store) Get(ctx context.Context, tenant, id string) (*Summary, error) {
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	h, err := s.rdb.HGetAll(ctx, key(id)).Result()
+	if err != nil {
+		return nil, err
+	}
+	if len(h) == 0 || (tenant != "" && h["tenant"] != tenant) {
+		return nil, ErrNotFound
+	}
+	sum := &Summary{State: h["state"], Counters: map[string]int64{}}
+	if err := json.Unmarshal([]byte(h["doc"]), &sum.Config); err != nil {
+		return nil, fmt.Errorf("broadcasts: %s: %w", id, err)
+	}
+	sum.Fanned, _ = strconv.Atoi(h["fanned"])
+	for k, v := range h {
+		if strings.HasPrefix(k, "st:") || strings.HasPrefix(k, "ans:") || strings.HasPrefix(k, "ch:") {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			sum.Counters[k] = n
+		}
+	}
+	return sum, nil
+}
+
+// SetState sets the broadcast's state; false when it was not active.
+func (s *Store) SetState(ctx context.Context, id, state string) (bool, error) {
+	n, err := setStateScript.Run(ctx, s.rdb, []string{key(id)}, state).Int()
+	return n == 1, err
+}
+
+var setStateScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+return 1
+`)
+
+// ChunkDone counts a fanned-out chunk once (by its number) and returns how
+// many are done.
+func (s *Store) ChunkDone(ctx context.Context, id string, chunk int) (int, error) {
+	n, err := chunkDoneScript.Run(ctx, s.rdb, []string{key(id)}, chunk).Int()
+	return n, err
+}
+
+var chunkDoneScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], 'chunk:' .. ARGV[1], 1) == 1 then
+  return redis.call('HINCRBY', KEYS[1], 'fanned', 1)
+end
+return tonumber(redis.call('HGET', KEYS[1], 'fanned'))
+`)
+
+// AddPeople stores new people (those already stored are kept as they are)
+// and counts them; it returns the people as stored.
+func (s *Store) AddPeople(ctx context.Context, id string, people []*Person) ([]*Person, error) {
+	args := make([]any, 0, 2*len(people))
+	for _, p := range people {
+		doc, _ := json.Marshal(p)
+		args = append(args, p.Index, doc)
+	}
+	res, err := addPeopleScript.Run(ctx, s.rdb, []string{key(id), peopleKey(id), setKey(id, "st:"+PersonPending)}, args...).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Person, len(res))
+	for i, doc := range res {
+		out[i] = &Person{}
+		if err := json.Unmarshal([]byte(doc), out[i]); err != nil {
+			return nil, fmt.Errorf("broadcasts: person: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// addPeopleScript: KEYS broadcast, people, pending set; ARGV index, doc, …
+// New people count as pending. Returns each person's stored doc.
+var addPeopleScript = redis.NewScript(`
+local out, added = {}, 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i+1]) == 1 then
+    added = added + 1
+    redis.call('SADD', KEYS[3], ARGV[i])
+    out[#out+1] = ARGV[i+1]
+  else
+    out[#out+1] = redis.call('HGET', KEYS[2], ARGV[i])
+  end
+end
+if added > 0 then redis.call('HINCRBY', KEYS[1], 'st:pending', added) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return out
+`)
+
+// Person reads one person.
+func (s *Store) Person(ctx context.Context, id string, index int) (*Person, string, error) {
+	doc, err := s.rdb.HGet(ctx, peopleKey(id), strconv.Itoa(index)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, "", ErrNotFound
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	p := &Person{}
+	if err := json.Unmarshal([]byte(doc), p); err != nil {
+		return nil, "", fmt.Errorf("broadcasts: person: %w", err)
+	}
+	return p, doc, nil
+}
+
+// Event is one line of a broadcast's progress stream.
+type Event struct {
+	Type   string `json:"type"` // person
+	Index  int    `json:"index"`
+	State  string `json:"state"`
+	Answer string `json:"answer,omitempty"`
+	// Channel and Status describe the try that changed.
+	Channel string    `json:"channel,omitempty"`
+	Status  string    `json:"status,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Update changes one person with change (which reports whether it changed
+// anything), retrying when another process changed the person meanwhile.
+// The counters, listing sets and the event stream follow.
+func (s *Store) Update(ctx context.Context, id string, index int, change func(p *Person) (*Event, bool)) (*Person, error) {
+	for range 10 {
+		p, old, err := s.Person(ctx, id, index)
+		if err != nil {
+			return nil, err
+		}
+		before := p.counters()
+		oldSets := p.sets()
+		ev, changed := change(p)
+		if !changed {
+			return p, nil
+		}
+		doc, _ := json.Marshal(p)
+		after := p.counters()
+		var deltas []any
+		for _, k := range slices.Sorted(maps.Keys(mergeKeys(before, after))) {
+			if d := after[k] - before[k]; d != 0 {
+				deltas = append(deltas, k, d)
+			}
+		}
+		evDoc := ""
+		if ev != nil {
+			ev.Type, ev.Index, ev.State, ev.Answer = "person", index, p.State, p.Answer
+			if ev.At.IsZero() {
+				ev.At = time.Now().UTC()
+			}
+			b, _ := json.Marshal(ev)
+			evDoc = string(b)
+		}
+		keys := []string{key(id), peopleKey(id), eventsKey(id)}
+		args := []any{index, old, doc, evDoc, len(oldSets), len(deltas) / 2}
+		for _, st := range oldSets {
+			keys = append(keys, setKey(id, st))
+		}
+		for _, st := range p.sets() {
+			keys = append(keys, setKey(id, st))
+		}
+		args = append(args, deltas...)
+		ok, err := updateScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err != nil {
+			return nil, err
+		}
+		if ok == 1 {
+			return p, nil
+		}
+	}
+	return nil, ErrConflict
+}
+
+func mergeKeys(a, b map[string]int64) map[string]int64 {
+	m := maps.Clone(a)
+	for k := range b {
+		m[k] += 0
+	}
+	return m
+}
+
+// updateScript: KEYS broadcast, people, events, old sets…, new sets…
+// ARGV index, old doc, new doc, event ("" none), #old sets, #deltas,
+// field, delta, … Returns 0 when the person changed meanwhile.
+var updateScript = redis.NewScript(`
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local nold, nd = tonumber(ARGV[5]), tonumber(ARGV[6])
+for i = 4, 3 + nold do redis.call('SREM', KEYS[i], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+for i = 4 + nold, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+for i = 0, nd - 1 do redis.call('HINCRBY', KEYS[1], ARGV[7 + 2*i], ARGV[8 + 2*i]) end
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'e', ARGV[4])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
+return 1
+`)
+
+// List returns people of a listing set ("st:acknowledged", "ans:need_help")
+// in index order, from the index after `after`, at most limit.
+func (s *Store) List(ctx context.Context, id, set string, after, limit int) ([]*Person, error) {
+	members, err := s.rdb.SMembers(ctx, setKey(id, set)).Result()
+	if err != nil {
+		return nil, err
+	}
+	var idx []int
+	for _, m := range members {
+		if n, err := strconv.Atoi(m); err == nil && n > after {
+			idx = append(idx, n)
+		}
+	}
+	slices.Sort(idx)
+	if len(idx) > limit {
+		idx = idx[:limit]
+	}
+	return s.People(ctx, id, idx)
+}
+
+// People reads people by index.
+func (s *Store) People(ctx context.Context, id string, idx []int) ([]*Person, error) {
+	if len(idx) == 0 {
+		return []*Person{}, nil
+	}
+	fields := make([]string, len(idx))
+	for i, n := range idx {
+		fields[i] = strconv.Itoa(n)
+	}
+	docs, err := s.rdb.HMGet(ctx, peopleKey(id), fields...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Person, 0, len(docs))
+	for _, d := range docs {
+		str, ok := d.(string)
+		if !ok {
+			continue
+		}
+		p := &Person{}
+		if json.Unmarshal([]byte(str), p) == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Scan calls f for every person, in batches (for cancellation and the
+// report); it stops at f's first error.
+func (s *Store) Scan(ctx context.Context, id string, f func(p *Person) error) error {
+	var cursor uint64
+	for {
+		kv, next, err := s.rdb.HScan(ctx, peopleKey(id), cursor, "", 1000).Result()
+		if err != nil {
+			return err
+		}
+		for i := 1; i < len(kv); i += 2 {
+			p := &Person{}
+			if json.Unmarshal([]byte(kv[i]), p) != nil {
+				continue
+			}
+			if err := f(p); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// Events reads the progress stream after the stream id `after` ("0" for
+// the start), waiting up to block for new ones (0: do not wait).
+func (s *Store) Events(ctx context.Context, id, after string, block time.Duration) ([]redis.XMessage, error) {
+	if block <= 0 {
+		return s.rdb.XRangeN(ctx, eventsKey(id), "("+after, "+", 500).Result()
+	}
+	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{eventsKey(id), after}, Count: 500, Block: block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil || len(res) == 0 {
+		return nil, err
+	}
+	return res[0].Messages, nil
+}

@@ -1,0 +1,757 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/audiences"
+	"github.com/patientmsg/gateway/broadcasts"
+	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/templates"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// Task types of broadcasts (run by the workers).
+const (
+	TypeBroadcastFanout  = "broadcast:fanout"  // one chunk of the audience
+	TypeBroadcastAdvance = "broadcast:advance" // a person's ack timeout
+	TypeBroadcastCancel  = "broadcast:cancel"  // stop what has not been sent
+)
+
+// Broadcast limits.
+const (
+	MaxInlineAudience  = 10000
+	DefaultAckTimeout  = 10 * time.Minute
+	MaxBroadcastOption = 9
+)
+
+// BroadcastRequest is the body of POST /v1/broadcasts.
+type BroadcastRequest struct {
+	Name        string                `json:"name"`
+	Audience    []audiences.Recipient `json:"audience"`
+	AudienceID  string                `json:"audience_csv_upload_id"`
+	Channels    []string              `json:"channels"`
+	Template    *string               `json:"template"`
+	Vars        map[string]string     `json:"vars"`
+	Body        map[string]string     `json:"body"`
+	Poll        *broadcasts.Poll      `json:"poll"`
+	AckTimeout  string                `json:"ack_timeout"`
+	Priority    string                `json:"priority"`
+	SendAt      *string               `json:"send_at"`
+	FollowUpOf  string                `json:"follow_up_of"`
+	OnlyNotSafe bool                  `json:"only_not_safe"`
+}
+
+// POST /v1/broadcasts: validates, stores the broadcast and queues its
+// fan-out in chunks; answers 202 at once, whatever the audience's size.
+func (s *Server) createBroadcast(c *fiber.Ctx) error {
+	var in BroadcastRequest
+	if p := decodeJSON(c, &in); p != nil {
+		return p
+	}
+	ctx, tenant, now := c.UserContext(), tenantOf(c), s.opts.Now().UTC()
+	cfg, audience, p := s.validateBroadcast(c.UserContext(), tenant, &in, now)
+	if p != nil {
+		return p
+	}
+	if audience != nil {
+		a, err := s.opts.Audiences.Save(ctx, tenant, audience)
+		if err != nil {
+			return s.unavailable(err)
+		}
+		cfg.AudienceID, cfg.Total, cfg.Chunks = a.ID, a.Count, a.Chunks
+	}
+	if err := s.opts.Broadcasts.Create(ctx, cfg); err != nil {
+		return s.unavailable(err)
+	}
+	for i := range cfg.Chunks {
+		if err := s.enqueueTask(ctx, TypeBroadcastFanout, fanoutPayload{Broadcast: cfg.ID, Chunk: i},
+			asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(cfg.Priority)), asynq.MaxRetry(50)); err != nil {
+			return s.unavailable(err)
+		}
+	}
+	s.log.Info("broadcast created", "tenant", tenant, "broadcast_id", cfg.ID, "recipients", cfg.Total, "chunks", cfg.Chunks)
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": cfg.ID, "state": broadcasts.StateActive, "recipients": cfg.Total,
+		"channels": cfg.Channels, "priority": cfg.Priority})
+}
+
+func (s *Server) enqueueTask(ctx context.Context, typ string, payload any, opts ...asynq.Option) error {
+	b, _ := json.Marshal(payload)
+	_, err := s.opts.Queue.EnqueueContext(ctx, asynq.NewTask(typ, b, opts...))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// validateBroadcast checks a request and returns the broadcast to create,
+// and the inline audience to store (nil when the audience is an upload or
+// the audience of an earlier broadcast).
+func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *BroadcastRequest, now time.Time) (*broadcasts.Config, *audiences.ParseResult, *Problem) {
+	var errs []FieldError
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
+	}
+	cfg := &broadcasts.Config{ID: broadcasts.NewID(), Tenant: tenant, Name: strings.TrimSpace(in.Name), Vars: in.Vars,
+		Body: in.Body, Poll: in.Poll, Priority: in.Priority, CreatedAt: now, FollowUpOf: in.FollowUpOf}
+	if len(cfg.Name) > 200 {
+		bad("name", "is longer than 200 characters")
+	}
+	configured := s.opts.Channels.Names()
+	if len(in.Channels) == 0 || len(in.Channels) > 4 {
+		bad("channels", "must list 1 to 4 channels, tried in order until the person acknowledges, e.g. [\"wechat\", \"sms\", \"voice\"]")
+	}
+	for i, ch := range in.Channels {
+		switch {
+		case !slices.Contains(configured, ch):
+			bad(fmt.Sprintf("channels[%d]", i), "%q is not a configured channel; configured: %s", clip(ch), strings.Join(configured, ", "))
+		case slices.Contains(cfg.Channels, ch):
+			bad(fmt.Sprintf("channels[%d]", i), "%q is listed twice", ch)
+		default:
+			cfg.Channels = append(cfg.Channels, ch)
+		}
+	}
+	switch cfg.Priority {
+	case "":
+		cfg.Priority = workers.PriorityCrisis
+	case workers.PriorityCrisis, workers.PriorityHigh:
+	default:
+		bad("priority", "must be crisis (the default) or high")
+	}
+	cfg.AckTimeout = DefaultAckTimeout
+	if in.AckTimeout != "" {
+		least := s.opts.MinAckTimeout
+		if least <= 0 {
+			least = time.Minute
+		}
+		d, err := time.ParseDuration(in.AckTimeout)
+		if err != nil || d < least || d > 24*time.Hour {
+			bad("ack_timeout", "must be a duration from %s to 24h, e.g. 10m", least)
+		} else {
+			cfg.AckTimeout = d
+		}
+	}
+	if in.SendAt != nil {
+		t, err := time.Parse(time.RFC3339, *in.SendAt)
+		switch {
+		case err != nil:
+			bad("send_at", "is not an RFC 3339 time such as 2026-11-23T10:00:00+08:00")
+		case t.After(now.Add(MaxScheduleAhead)):
+			bad("send_at", "is too far ahead")
+		case t.After(now):
+			u := t.UTC()
+			cfg.SendAt = &u
+		}
+	}
+	if p := in.Poll; p != nil {
+		if len(p.Options) == 0 || len(p.Options) > MaxBroadcastOption {
+			bad("poll.options", "must map 1 to 9 answers to their meaning, e.g. {\"1\": \"safe\", \"2\": \"need_help\"}")
+		}
+		for k, v := range p.Options {
+			if k == "" || len(k) > 8 || strings.ContainsAny(k, " \t\n") || v == "" || len(v) > 32 || strings.ContainsAny(v, " :\t\n") {
+				bad("poll.options", "answers are 1-8 characters, meanings 1-32 characters without spaces (e.g. need_help)")
+				break
+			}
+		}
+	}
+	switch {
+	case in.Template != nil && in.Body != nil:
+		bad("template", "give either a template or body, not both")
+	case in.Template != nil:
+		cfg.Template = strings.TrimSpace(*in.Template)
+		s.checkBroadcastTemplate(ctx, tenant, cfg, bad)
+	case len(in.Body) > 0:
+		for loc, text := range in.Body {
+			if _, ok := normaliseLocale(loc); !ok && loc != "" {
+				bad("body", "%q is not a locale such as en or zh-CN", clip(loc))
+			}
+			if strings.TrimSpace(text) == "" || len([]rune(text)) > 1600 {
+				bad("body."+clip(loc), "must be 1 to 1,600 characters")
+			}
+		}
+	default:
+		bad("template", "give a template (e.g. crisis_safety_check) or body ({\"en\": \"…\", \"zh-CN\": \"…\"})")
+	}
+	var inline *audiences.ParseResult
+	sources := 0
+	for _, given := range []bool{len(in.Audience) > 0, in.AudienceID != "", in.FollowUpOf != ""} {
+		if given {
+			sources++
+		}
+	}
+	switch {
+	case sources != 1:
+		bad("audience", "give exactly one of audience (a list of recipients), audience_csv_upload_id (POST /v1/audiences) or follow_up_of (an earlier broadcast's id)")
+	case len(in.Audience) > MaxInlineAudience:
+		bad("audience", "lists %d recipients; upload lists over %d as a CSV (POST /v1/audiences)", len(in.Audience), MaxInlineAudience)
+	case len(in.Audience) > 0:
+		inline = &audiences.ParseResult{}
+		seen := map[string]int{}
+		for i, r := range in.Audience {
+			if err := audiences.ValidateRecipient(&r, s.opts.DefaultRegion); err != nil {
+				bad(fmt.Sprintf("audience[%d]", i), "%v", err)
+				continue
+			}
+			dup := false
+			for _, id := range r.Identities() {
+				if j, ok := seen[id.String()]; ok {
+					bad(fmt.Sprintf("audience[%d]", i), "has the same %s as audience[%d]", id.Kind, j)
+					dup = true
+				}
+				seen[id.String()] = i
+			}
+			if !dup {
+				inline.Recipients = append(inline.Recipients, r)
+			}
+		}
+		inline.Rows = len(inline.Recipients)
+	case in.AudienceID != "":
+		a, err := s.opts.Audiences.Get(ctx, tenant, in.AudienceID)
+		if errors.Is(err, audiences.ErrNotFound) {
+			bad("audience_csv_upload_id", "is not an audience of this tenant (uploads are kept 7 days)")
+		} else if err != nil {
+			return nil, nil, s.unavailable(err).(*Problem)
+		} else {
+			cfg.AudienceID, cfg.Total, cfg.Chunks = a.ID, a.Count, a.Chunks
+		}
+	case in.FollowUpOf != "":
+		orig, err := s.opts.Broadcasts.Get(ctx, tenant, in.FollowUpOf)
+		if errors.Is(err, broadcasts.ErrNotFound) {
+			bad("follow_up_of", "is not a broadcast of this tenant")
+		} else if err != nil {
+			return nil, nil, s.unavailable(err).(*Problem)
+		} else {
+			cfg.AudienceID, cfg.Total, cfg.Chunks = orig.AudienceID, orig.Total, orig.Chunks
+			cfg.OnlyNotSafe = in.OnlyNotSafe
+		}
+	}
+	if in.OnlyNotSafe && in.FollowUpOf == "" {
+		bad("only_not_safe", "only applies with follow_up_of")
+	}
+	if len(errs) > 0 {
+		return nil, nil, validationProblem(errs)
+	}
+	return cfg, inline, nil
+}
+
+// checkBroadcastTemplate renders the template on every channel with the
+// given variables, so a mistake is a 422 now rather than a failed fan-out.
+func (s *Server) checkBroadcastTemplate(ctx context.Context, tenant string, cfg *broadcasts.Config, bad func(string, string, ...any)) {
+	if s.opts.Templates == nil {
+		bad("template", "templates are not available on this gateway")
+		return
+	}
+	t, err := s.opts.Templates.Get(ctx, tenant, cfg.Template)
+	if errors.Is(err, templates.ErrNotFound) {
+		bad("template", "%q is not a template of this tenant or a built-in one; GET /v1/templates lists them", clip(cfg.Template))
+		return
+	} else if err != nil {
+		bad("template", "could not be read: try again")
+		return
+	}
+	set, _ := s.settingsOf(ctx, tenant)
+	for _, ch := range cfg.Channels {
+		if _, err := t.Render(s.opts.TemplateChain, ch, "", cfg.Vars, set.AllowPHI); err != nil {
+			for _, fe := range templateProblem(cfg.Template, ch, err).Errors {
+				bad(fe.Field, "%s (channel %s)", fe.Detail, ch)
+			}
+		}
+	}
+}
+
+type fanoutPayload struct {
+	Broadcast string `json:"bc"`
+	Chunk     int    `json:"chunk"`
+}
+
+type advancePayload struct {
+	Broadcast string `json:"bc"`
+	Index     int    `json:"i"`
+	Step      int    `json:"step"`
+}
+
+// configs caches broadcasts' configurations (they never change).
+var configs sync.Map
+
+func (s *Server) broadcastConfig(ctx context.Context, id string) (*broadcasts.Config, error) {
+	if c, ok := configs.Load(id); ok {
+		return c.(*broadcasts.Config), nil
+	}
+	sum, err := s.opts.Broadcasts.Get(ctx, "", id)
+	if err != nil {
+		return nil, err
+	}
+	configs.Store(id, &sum.Config)
+	return &sum.Config, nil
+}
+
+// BroadcastHandler runs a broadcast's worker tasks.
+func (s *Server) BroadcastHandler() asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		switch t.Type() {
+		case TypeBroadcastFanout:
+			var p fanoutPayload
+			if json.Unmarshal(t.Payload(), &p) != nil {
+				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
+			}
+			return s.fanout(ctx, p)
+		case TypeBroadcastAdvance:
+			var p advancePayload
+			if json.Unmarshal(t.Payload(), &p) != nil {
+				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
+			}
+			return s.timeoutPerson(ctx, p)
+		case TypeBroadcastCancel:
+			var p fanoutPayload
+			if json.Unmarshal(t.Payload(), &p) != nil {
+				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
+			}
+			return s.cancelPeople(ctx, p.Broadcast)
+		}
+		return fmt.Errorf("unknown task %s: %w", t.Type(), asynq.SkipRetry)
+	})
+}
+
+// fanout makes the people of one chunk of the audience and sends each the
+// first channel they have. It is safe to run again (after a worker
+// restart): people already made are not made twice, and a message already
+// queued is not queued again.
+func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
+	sum, err := s.opts.Broadcasts.Get(ctx, "", p.Broadcast)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if sum.State != broadcasts.StateActive {
+		return nil
+	}
+	cfg := &sum.Config
+	recips, err := s.opts.Audiences.Chunk(ctx, cfg.Tenant, cfg.AudienceID, p.Chunk)
+	if errors.Is(err, audiences.ErrNotFound) {
+		return nil // the audience expired
+	} else if err != nil {
+		return err
+	}
+	base := p.Chunk * audiences.ChunkSize
+	var skip map[int]bool
+	if cfg.OnlyNotSafe {
+		if skip, err = s.safeIn(ctx, cfg.FollowUpOf, base, len(recips)); err != nil {
+			return err
+		}
+	}
+	people := make([]*broadcasts.Person, 0, len(recips))
+	for j, r := range recips {
+		if skip[base+j] {
+			continue
+		}
+		person := &broadcasts.Person{Index: base + j, To: r, Step: -1, State: broadcasts.PersonPending, Tries: []broadcasts.Try{}}
+		for _, ch := range cfg.Channels {
+			if addressFor(r, ch) != "" {
+				person.Channels = append(person.Channels, ch)
+			}
+		}
+		people = append(people, person)
+	}
+	stored, err := s.opts.Broadcasts.AddPeople(ctx, cfg.ID, people)
+	if err != nil {
+		return err
+	}
+	for n, person := range stored {
+		if n%100 == 0 {
+			if st, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err == nil && st.State != broadcasts.StateActive {
+				return nil // canceled meanwhile
+			}
+		}
+		if cur := person.Current(); cur != nil {
+			// Made before a restart: make sure its current message is queued.
+			if err := s.ensureTry(ctx, cfg, person, cur); err != nil {
+				return err
+			}
+			continue
+		}
+		if person.Step < 0 && !person.Done() {
+			if err := s.advancePerson(ctx, cfg, person.Index, -1); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = s.opts.Broadcasts.ChunkDone(ctx, cfg.ID, p.Chunk)
+	return err
+}
+
+// safeIn returns the people of an earlier broadcast (in an index range)
+// who answered that they are safe.
+func (s *Server) safeIn(ctx context.Context, orig string, base, n int) (map[int]bool, error) {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = base + i
+	}
+	people, err := s.opts.Broadcasts.People(ctx, orig, idx)
+	if err != nil {
+		return nil, err
+	}
+	safe := map[int]bool{}
+	for _, p := range people {
+		if p.Answer == "safe" {
+			safe[p.Index] = true
+		}
+	}
+	return safe, nil
+}
+
+func addressFor(r audiences.Recipient, channel string) string {
+	switch channel {
+	case "sms", "voice":
+		return r.Phone
+	case "email":
+		return r.Email
+	case "wechat":
+		return r.WeChatOpenID
+	}
+	return ""
+}
+
+// advancePerson moves a person from step `from` to their next channel and
+// queues its message; past their last channel they are unreachable (or
+// suppressed, when every channel refused them for an opt-out).
+func (s *Server) advancePerson(ctx context.Context, cfg *broadcasts.Config, index, from int) error {
+	now := s.opts.Now().UTC()
+	var try *broadcasts.Try
+	person, err := s.opts.Broadcasts.Update(ctx, cfg.ID, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+		if p.Done() || p.Step != from {
+			return nil, false
+		}
+		p.Step++
+		if p.Step >= len(p.Channels) {
+			p.State = broadcasts.PersonUnreachable
+			if len(p.Tries) > 0 && allSuppressed(p.Tries) {
+				p.State = broadcasts.PersonSuppressed
+			}
+			return &broadcasts.Event{At: now}, true
+		}
+		p.Tries = append(p.Tries, broadcasts.Try{Channel: p.Channels[p.Step], MessageID: ledger.NewID(), At: now, Status: string(ledger.StatusQueued)})
+		if p.State != broadcasts.PersonDelivered {
+			p.State = broadcasts.PersonQueued
+		}
+		try = p.Current()
+		return &broadcasts.Event{Channel: try.Channel, Status: try.Status, At: now}, true
+	})
+	if err != nil || try == nil {
+		return err
+	}
+	return s.ensureTry(ctx, cfg, person, try)
+}
+
+func allSuppressed(tries []broadcasts.Try) bool {
+	for _, t := range tries {
+		if t.Status != string(ledger.StatusSuppressed) {
+			return false
+		}
+	}
+	return true
+}
+
+// ensureTry queues a try's message (a no-op when it is queued already) and
+// the check that moves the person on when nobody acknowledges in time.
+func (s *Server) ensureTry(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person, t *broadcasts.Try) error {
+	msg := s.broadcastMessage(cfg, p, t.Channel)
+	req, err := s.prepare(ctx, cfg.Tenant, msg)
+	if err != nil {
+		var pr *Problem
+		if errors.As(err, &pr) && pr.Status < 500 {
+			// This channel cannot carry the message to this person (no form
+			// for it, a value it refuses): count it failed and move on.
+			s.log.Warn("broadcast message refused; trying the next channel", "broadcast_id", cfg.ID, "person", p.Index,
+				"channel", t.Channel, "problem", pr.Detail)
+			return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(p.Index), t.MessageID, ledger.StatusFailed)
+		}
+		return err
+	}
+	req.Broadcast = cfg.ID + ":" + strconv.Itoa(p.Index)
+	// Both steps are idempotent (the record and the task are keyed by the
+	// message id), so a fan-out run again after a restart queues nothing twice.
+	if _, err := s.opts.Ledger.Create(ctx, t.MessageID, req); err != nil {
+		return err
+	}
+	if err := s.enqueue(ctx, t.MessageID, req); err != nil {
+		return err
+	}
+	at := s.opts.Now()
+	if req.SendAt != nil && req.SendAt.After(at) {
+		at = *req.SendAt
+	}
+	return s.enqueueTask(ctx, TypeBroadcastAdvance, advancePayload{Broadcast: cfg.ID, Index: p.Index, Step: p.Step},
+		asynq.TaskID(fmt.Sprintf("%s:%d:%d", cfg.ID, p.Index, p.Step)), asynq.ProcessAt(at.Add(cfg.AckTimeout)),
+		asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(20))
+}
+
+// broadcastMessage is the message of a broadcast to a person on a channel.
+func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, channel string) *MessageRequest {
+	addr := addressFor(p.To, channel)
+	to := &RecipientIn{}
+	switch channel {
+	case "sms", "voice":
+		to.Phone = &addr
+	case "email":
+		to.Email = &addr
+	case "wechat":
+		to.WeChatOpenID = &addr
+	}
+	if p.To.TimeZone != "" {
+		tz := p.To.TimeZone
+		to.TimeZone = &tz
+	}
+	meta, _ := json.Marshal(map[string]any{"broadcast_id": cfg.ID, "broadcast_person": p.Index})
+	m := &MessageRequest{Channel: channel, To: to, Priority: cfg.Priority, Metadata: meta}
+	if p.To.Locale != "" {
+		l := p.To.Locale
+		m.Locale = &l
+	}
+	if cfg.SendAt != nil {
+		at := cfg.SendAt.Format(time.RFC3339)
+		m.SendAt = &at
+	}
+	if cfg.Template != "" {
+		t := cfg.Template
+		m.Template, m.Vars = &t, cfg.Vars
+	} else {
+		text := pickText(cfg.Body, p.To.Locale)
+		m.Body = &text
+		if channel == "email" {
+			subj := cfg.Name
+			if subj == "" {
+				subj = "Message from your care team"
+			}
+			m.Subject = &subj
+		}
+	}
+	if cfg.Poll != nil && channel != "email" {
+		// Answers count for three days: people answer late in a crisis.
+		m.ExpectReply = &ExpectReplyIn{Options: cfg.Poll.Options, Within: "72h"}
+		if channel == "voice" && cfg.Template == "" {
+			keys := slices.Sorted(func(yield func(string) bool) {
+				for k := range cfg.Poll.Options {
+					if !yield(k) {
+						return
+					}
+				}
+			})
+			prompt := cfg.Poll.Question
+			if prompt == "" {
+				prompt = "Press a key to answer."
+			}
+			m.Gather = &ledger.Gather{Prompt: prompt, Digits: strings.Join(keys, "")}
+		}
+	}
+	return m
+}
+
+// pickText chooses a body by locale: exactly, by base language, English,
+// then the first in order.
+func pickText(body map[string]string, locale string) string {
+	if t, ok := body[locale]; ok {
+		return t
+	}
+	base, _, _ := strings.Cut(locale, "-")
+	keys := make([]string, 0, len(body))
+	for k := range body {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if b, _, _ := strings.Cut(k, "-"); base != "" && strings.EqualFold(b, base) {
+			return body[k]
+		}
+	}
+	for _, k := range []string{"en", "en-US", "en-GB"} {
+		if t, ok := body[k]; ok {
+			return t
+		}
+	}
+	return body[keys[0]]
+}
+
+// timeoutPerson moves a person on when nobody acknowledged their current
+// try in time: the try's message is canceled if the provider does not have
+// it yet, and the next channel is tried.
+func (s *Server) timeoutPerson(ctx context.Context, p advancePayload) error {
+	cfg, err := s.broadcastConfig(ctx, p.Broadcast)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	person, _, err := s.opts.Broadcasts.Person(ctx, cfg.ID, p.Index)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if person.Done() || person.Step != p.Step {
+		return nil
+	}
+	if sum, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err != nil || sum.State != broadcasts.StateActive {
+		return err
+	}
+	if cur := person.Current(); cur != nil {
+		if _, err := s.cancel(ctx, cfg.Tenant, cur.MessageID); err != nil && !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrNotFound) {
+			return err
+		}
+	}
+	return s.advancePerson(ctx, cfg, p.Index, p.Step)
+}
+
+// parseLink splits "bc_…:index".
+func parseLink(link string) (string, int, bool) {
+	id, idx, ok := strings.Cut(link, ":")
+	n, err := strconv.Atoi(idx)
+	return id, n, ok && err == nil
+}
+
+// BroadcastStatus records a status of a broadcast's message: a message
+// that ends without reaching the person moves them on to their next
+// channel at once; a delivery acknowledges a broadcast without a poll.
+func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st ledger.Status) error {
+	id, index, ok := parseLink(link)
+	if !ok {
+		return nil
+	}
+	cfg, err := s.broadcastConfig(ctx, id)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	failed := false
+	step := 0
+	_, err = s.opts.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+		t := p.TryOf(messageID)
+		if t == nil || ledger.Status(t.Status).Rank() > st.Rank() || t.Status == string(st) {
+			return nil, false
+		}
+		t.Status = string(st)
+		current := p.Current().MessageID == messageID
+		if current && !p.Done() {
+			switch {
+			case st == ledger.StatusSent && (p.State == broadcasts.PersonQueued || p.State == broadcasts.PersonPending):
+				p.State = broadcasts.PersonSent
+			case st == ledger.StatusDelivered && cfg.Poll == nil:
+				p.State = broadcasts.PersonAcknowledged
+			case st == ledger.StatusDelivered:
+				p.State = broadcasts.PersonDelivered
+			case st == ledger.StatusFailed || st == ledger.StatusUndelivered || st == ledger.StatusSuppressed:
+				failed, step = true, p.Step
+			}
+		}
+		return &broadcasts.Event{Channel: t.Channel, Status: t.Status}, true
+	})
+	if err != nil || !failed {
+		return err
+	}
+	if sum, err := s.opts.Broadcasts.Get(ctx, "", id); err != nil || sum.State != broadcasts.StateActive {
+		return err
+	}
+	return s.advancePerson(ctx, cfg, index, step)
+}
+
+// BroadcastAnswer records a person's answer on any channel: they are
+// acknowledged, the poll is tallied by their latest answer, and a message
+// still waiting on another channel is canceled.
+func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, option, digits string) error {
+	id, index, ok := parseLink(link)
+	if !ok {
+		return nil
+	}
+	cfg, err := s.broadcastConfig(ctx, id)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if option == "" && digits != "" && cfg.Poll != nil {
+		option = cfg.Poll.Options[digits]
+	}
+	if cfg.Poll != nil && option != "" && !slices.Contains(mapValues(cfg.Poll.Options), option) {
+		option = ""
+	}
+	now := s.opts.Now().UTC()
+	var pending []string
+	_, err = s.opts.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+		if p.TryOf(messageID) == nil {
+			return nil, false
+		}
+		changed := false
+		if p.State != broadcasts.PersonAcknowledged && p.State != broadcasts.PersonCanceled {
+			p.State, changed = broadcasts.PersonAcknowledged, true
+		}
+		if option != "" && option != p.Answer {
+			p.Answer, p.AnsweredAt, p.AnsweredOn, changed = option, &now, channel, true
+		}
+		pending = pending[:0]
+		for _, t := range p.Tries {
+			if t.MessageID != messageID && ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
+				pending = append(pending, t.MessageID)
+			}
+		}
+		return &broadcasts.Event{Channel: channel, At: now}, changed
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range pending {
+		if _, err := s.cancel(ctx, cfg.Tenant, m); err != nil && !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+func mapValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// cancelPeople cancels what a canceled broadcast has not sent.
+func (s *Server) cancelPeople(ctx context.Context, id string) error {
+	cfg, err := s.broadcastConfig(ctx, id)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return s.opts.Broadcasts.Scan(ctx, id, func(p *broadcasts.Person) error {
+		if p.Done() {
+			return nil
+		}
+		for _, t := range p.Tries {
+			if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
+				if _, err := s.cancel(ctx, cfg.Tenant, t.MessageID); err != nil && !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrNotFound) {
+					return err
+				}
+			}
+		}
+		_, err := s.opts.Broadcasts.Update(ctx, id, p.Index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+			if p.Done() || p.State == broadcasts.PersonSent || p.State == broadcasts.PersonDelivered {
+				return nil, false
+			}
+			p.State = broadcasts.PersonCanceled
+			return &broadcasts.Event{}, true
+		})
+		return err
+	})
+}

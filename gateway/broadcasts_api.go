@@ -1,0 +1,254 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/hibiken/asynq"
+	"github.com/valyala/fasthttp"
+
+	"github.com/patientmsg/gateway/broadcasts"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// rosterJSON is GET /v1/broadcasts/{id}: where every person stands.
+type rosterJSON struct {
+	ID         string                      `json:"id"`
+	Name       string                      `json:"name,omitempty"`
+	State      string                      `json:"state"`
+	Priority   string                      `json:"priority"`
+	Channels   []string                    `json:"channels"`
+	CreatedAt  time.Time                   `json:"created_at"`
+	Recipients int                         `json:"recipients"`
+	FannedOut  int                         `json:"fanned_out"` // people made so far
+	People     map[string]int64            `json:"people"`     // by state
+	ByChannel  map[string]map[string]int64 `json:"by_channel"` // messages by status, per channel
+	Poll       map[string]int64            `json:"poll"`       // tallies by meaning, no_answer_yet, unreachable
+}
+
+func rosterOf(sum *broadcasts.Summary) rosterJSON {
+	r := rosterJSON{ID: sum.ID, Name: sum.Name, State: sum.State, Priority: sum.Priority, Channels: sum.Channels,
+		CreatedAt: sum.CreatedAt, Recipients: sum.Total, People: map[string]int64{}, ByChannel: map[string]map[string]int64{},
+		Poll: map[string]int64{}}
+	for _, st := range []string{broadcasts.PersonPending, broadcasts.PersonQueued, broadcasts.PersonSent, broadcasts.PersonDelivered,
+		broadcasts.PersonAcknowledged, broadcasts.PersonUnreachable, broadcasts.PersonSuppressed, broadcasts.PersonCanceled} {
+		r.People[st] = sum.Counters["st:"+st]
+		r.FannedOut += int(sum.Counters["st:"+st])
+	}
+	for _, ch := range sum.Channels {
+		r.ByChannel[ch] = map[string]int64{}
+	}
+	answered := int64(0)
+	for k, v := range sum.Counters {
+		switch {
+		case strings.HasPrefix(k, "ch:"):
+			ch, st, _ := strings.Cut(strings.TrimPrefix(k, "ch:"), ":")
+			if r.ByChannel[ch] == nil {
+				r.ByChannel[ch] = map[string]int64{}
+			}
+			if v != 0 {
+				r.ByChannel[ch][st] = v
+			}
+		case strings.HasPrefix(k, "ans:"):
+			r.Poll[strings.TrimPrefix(k, "ans:")] = v
+			answered += v
+		}
+	}
+	if sum.Poll != nil {
+		for _, meaning := range sum.Poll.Options {
+			r.Poll[meaning] += 0
+		}
+		gone := r.People[broadcasts.PersonUnreachable] + r.People[broadcasts.PersonSuppressed]
+		r.Poll["unreachable"] = gone
+		r.Poll["no_answer_yet"] = max(int64(sum.Total)-answered-gone-r.People[broadcasts.PersonCanceled], 0)
+	}
+	return r
+}
+
+func (s *Server) broadcastOf(c *fiber.Ctx) (*broadcasts.Summary, error) {
+	sum, err := s.opts.Broadcasts.Get(c.UserContext(), tenantOf(c), c.Params("id"))
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil, problem(404, "not-found", "no broadcast with this id for your API key")
+	} else if err != nil {
+		return nil, s.unavailable(err)
+	}
+	return sum, nil
+}
+
+// GET /v1/broadcasts/{id}
+func (s *Server) getBroadcast(c *fiber.Ctx) error {
+	sum, err := s.broadcastOf(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(rosterOf(sum))
+}
+
+// personJSON is a person as the recipients list shows them: the addresses
+// are shown whole, because the list is there to call people.
+type personJSON struct {
+	*broadcasts.Person
+}
+
+// GET /v1/broadcasts/{id}/recipients?state=need_help&after=<index>&limit=100
+func (s *Server) broadcastRecipients(c *fiber.Ctx) error {
+	sum, err := s.broadcastOf(c)
+	if err != nil {
+		return err
+	}
+	state := c.Query("state")
+	set := ""
+	switch {
+	case slices.Contains([]string{broadcasts.PersonPending, broadcasts.PersonQueued, broadcasts.PersonSent, broadcasts.PersonDelivered,
+		broadcasts.PersonAcknowledged, broadcasts.PersonUnreachable, broadcasts.PersonSuppressed, broadcasts.PersonCanceled}, state):
+		set = "st:" + state
+	case sum.Poll != nil && slices.Contains(mapValues(sum.Poll.Options), state):
+		set = "ans:" + state
+	default:
+		return problem(400, "bad-query", "state must be a person state (pending, queued, sent, delivered, acknowledged, unreachable, suppressed, canceled) or a poll answer's meaning (e.g. need_help)")
+	}
+	after, limit := -1, 100
+	if v := c.Query("after"); v != "" {
+		if after, err = strconv.Atoi(v); err != nil || after < 0 {
+			return problem(400, "bad-query", "after must be a person's index")
+		}
+	}
+	if v := c.Query("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
+			return problem(400, "bad-query", "limit must be 1 to 1000")
+		}
+	}
+	people, err := s.opts.Broadcasts.List(c.UserContext(), sum.ID, set, after, limit)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	out := make([]personJSON, len(people))
+	for i, p := range people {
+		out[i] = personJSON{p}
+	}
+	next := ""
+	if len(people) == limit {
+		next = strconv.Itoa(people[len(people)-1].Index)
+	}
+	return c.JSON(fiber.Map{"recipients": out, "next_after": next})
+}
+
+// POST /v1/broadcasts/{id}/cancel: nothing more is sent; messages not yet
+// handed to a provider are canceled.
+func (s *Server) cancelBroadcast(c *fiber.Ctx) error {
+	sum, err := s.broadcastOf(c)
+	if err != nil {
+		return err
+	}
+	ok, err := s.opts.Broadcasts.SetState(c.UserContext(), sum.ID, broadcasts.StateCanceled)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	if !ok {
+		return problem(409, "not-cancelable", "the broadcast was already canceled")
+	}
+	if err := s.enqueueTask(c.UserContext(), TypeBroadcastCancel, fanoutPayload{Broadcast: sum.ID},
+		asynq.TaskID(sum.ID+":cancel"), asynq.Queue(workers.QueueFor(workers.PriorityCrisis)), asynq.MaxRetry(50)); err != nil {
+		return s.unavailable(err)
+	}
+	sum.State = broadcasts.StateCanceled
+	return c.JSON(rosterOf(sum))
+}
+
+// GET /v1/broadcasts/{id}/events: progress as Server-Sent Events, one
+// "person" event per change (state, answer, the try's channel and status),
+// then the roster every few seconds. Last-Event-ID resumes.
+func (s *Server) broadcastEvents(c *fiber.Ctx) error {
+	sum, err := s.broadcastOf(c)
+	if err != nil {
+		return err
+	}
+	after := c.Get("Last-Event-ID", "0")
+	if after == "" {
+		after = "0"
+	}
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set("X-Accel-Buffering", "no")
+	id, tenant, store := sum.ID, tenantOf(c), s.opts.Broadcasts
+	c.Context().SetBodyStreamWriter(fasthttp.StreamWriter(func(w *bufio.Writer) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		lastRoster := time.Time{}
+		for ctx.Err() == nil {
+			evs, err := store.Events(ctx, id, after, 2*time.Second)
+			if err != nil {
+				return
+			}
+			for _, ev := range evs {
+				fmt.Fprintf(w, "id: %s\nevent: person\ndata: %s\n\n", ev.ID, ev.Values["e"])
+				after = ev.ID
+			}
+			if time.Since(lastRoster) > 2*time.Second {
+				sum, err := store.Get(ctx, tenant, id)
+				if err != nil {
+					return
+				}
+				b, _ := json.Marshal(rosterOf(sum))
+				fmt.Fprintf(w, "event: roster\ndata: %s\n\n", b)
+				lastRoster = time.Now()
+			}
+			if err := w.Flush(); err != nil {
+				return // the client went away
+			}
+		}
+	}))
+	return nil
+}
+
+// GET /v1/broadcasts/{id}/report.csv: the record, one row per person: the
+// channels tried with their times and outcomes, the final state and answer.
+func (s *Server) broadcastReport(c *fiber.Ctx) error {
+	sum, err := s.broadcastOf(c)
+	if err != nil {
+		return err
+	}
+	var people []*broadcasts.Person
+	if err := s.opts.Broadcasts.Scan(c.UserContext(), sum.ID, func(p *broadcasts.Person) error {
+		people = append(people, p)
+		return nil
+	}); err != nil {
+		return s.unavailable(err)
+	}
+	slices.SortFunc(people, func(a, b *broadcasts.Person) int { return a.Index - b.Index })
+	c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
+	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+sum.ID+`-report.csv"`)
+	w := csv.NewWriter(c.Response().BodyWriter())
+	_ = w.Write([]string{"index", "external_id", "phone", "email", "wechat_openid", "state", "answer", "answered_at", "answered_on", "tries"})
+	for _, p := range people {
+		var tries []string
+		for _, t := range p.Tries {
+			tries = append(tries, fmt.Sprintf("%s %s %s %s", t.Channel, t.At.Format(time.RFC3339), t.Status, t.MessageID))
+		}
+		answered := ""
+		if p.AnsweredAt != nil {
+			answered = p.AnsweredAt.Format(time.RFC3339)
+		}
+		_ = w.Write([]string{strconv.Itoa(p.Index), csvSafe(p.To.ExternalID), p.To.Phone, csvSafe(p.To.Email), csvSafe(p.To.WeChatOpenID),
+			p.State, p.Answer, answered, p.AnsweredOn, strings.Join(tries, "; ")})
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// csvSafe keeps a spreadsheet from reading a value as a formula.
+func csvSafe(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
+}

@@ -1,0 +1,166 @@
+package service_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
+	"github.com/patientmsg/gateway/config"
+)
+
+// person returns a broadcast's person by index from the recipients list of a state.
+func (e *env) roster(id string) map[string]any {
+	e.t.Helper()
+	a := e.do("GET", "/v1/broadcasts/"+id, keyA, "")
+	if a.Status != 200 {
+		e.t.Fatalf("GET broadcast = %d %s", a.Status, a.Raw)
+	}
+	return a.Body
+}
+
+func count(m map[string]any, path ...string) float64 {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return 0
+		}
+		cur = mm[p]
+	}
+	f, _ := cur.(float64)
+	return f
+}
+
+// waitRoster polls the roster until ok holds.
+func (e *env) waitRoster(id string, within time.Duration, what string, ok func(r map[string]any) bool) map[string]any {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := e.roster(id)
+		if ok(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("broadcast %s: %s did not happen within %s; roster %v", id, what, within, r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
+	e := start(t, config.RoleAll)
+	const openid = "oCrisisPatient000000000001"
+	body := `{"name":"Flood: are you safe?","channels":["wechat","sms","voice"],
+	  "body":{"en":"Riverside Clinic: flooding near the hospital. Reply 1 if you are safe, 2 if you need help.",
+	          "zh-CN":"仁济医院：医院附近发生洪水。安全请回复1，需要帮助请回复2。"},
+	  "poll":{"question":"Press 1 if you are safe, 2 if you need help.","options":{"1":"safe","2":"need_help"}},
+	  "ack_timeout":"2s","priority":"crisis",
+	  "audience":[{"phone":"+14155550101","wechat_openid":"` + openid + `","locale":"zh-CN","external_id":"MRN-1"},
+	              {"phone":"+14155550102","locale":"en","external_id":"MRN-2"},
+	              {"email":"nochannel@example.org","external_id":"MRN-3"}]}`
+	// The patient wrote to the clinic's account today: WeChat lets the
+	// clinic write back (customer-service text) for 48 hours.
+	if code, _ := e.push(wechatsim.TextMessage("gh_clinic", openid, "你好", 24100000000, time.Now()), openid); code != 200 {
+		t.Fatalf("wechat push = %d", code)
+	}
+	a := e.do("POST", "/v1/broadcasts", keyA, body)
+	if a.Status != 202 || a.Body["recipients"].(float64) != 3 {
+		t.Fatalf("POST /v1/broadcasts = %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["id"].(string)
+
+	// The second person (SMS only) needs help; the third has none of the channels.
+	e.waitRoster(id, 10*time.Second, "the SMS-only person's message", func(r map[string]any) bool {
+		return count(r, "by_channel", "sms", "delivered") >= 1 && count(r, "people", "unreachable") == 1
+	})
+	if code, _ := e.inbound("+14155550102", "2", e.sim.AuthToken()); code != 200 {
+		t.Fatalf("inbound = %d", code)
+	}
+	// The first person does not answer on WeChat: after 2 s the SMS goes,
+	// and their "1" by SMS stops the cascade before the call.
+	e.waitRoster(id, 10*time.Second, "the cascade to SMS", func(r map[string]any) bool {
+		return count(r, "by_channel", "wechat", "sent") == 1 && count(r, "by_channel", "sms", "delivered") == 2
+	})
+	if code, _ := e.inbound("+14155550101", "1", e.sim.AuthToken()); code != 200 {
+		t.Fatalf("inbound = %d", code)
+	}
+	r := e.waitRoster(id, 10*time.Second, "both answers", func(r map[string]any) bool {
+		return count(r, "poll", "safe") == 1 && count(r, "poll", "need_help") == 1
+	})
+	if count(r, "poll", "unreachable") != 1 || count(r, "poll", "no_answer_yet") != 0 || count(r, "people", "acknowledged") != 2 {
+		t.Fatalf("roster %v", r)
+	}
+	// Wait past the next timeout: no call is placed to someone who answered.
+	time.Sleep(3 * time.Second)
+	if calls := e.sim.Calls(); len(calls) != 0 {
+		t.Fatalf("%d calls placed after the answers", len(calls))
+	}
+	// A duplicated answer changes nothing; a later one counts instead.
+	e.inbound("+14155550101", "1", e.sim.AuthToken())
+	code, _ := e.push(wechatsim.TextMessage("gh_clinic", openid, "2", 24100000001, time.Now()), openid)
+	if code != 200 {
+		t.Fatalf("wechat push = %d", code)
+	}
+	r = e.waitRoster(id, 10*time.Second, "the later answer", func(r map[string]any) bool {
+		return count(r, "poll", "need_help") == 2
+	})
+	if count(r, "poll", "safe") != 0 {
+		t.Fatalf("a person counts once, by their latest answer: %v", r["poll"])
+	}
+	help := e.do("GET", "/v1/broadcasts/"+id+"/recipients?state=need_help", keyA, "")
+	if help.Status != 200 || !strings.Contains(help.Raw, "MRN-1") || !strings.Contains(help.Raw, "MRN-2") || strings.Contains(help.Raw, "MRN-3") {
+		t.Fatalf("need_help list = %d %s", help.Status, help.Raw)
+	}
+	rep := e.do("GET", "/v1/broadcasts/"+id+"/report.csv", keyA, "")
+	if rep.Status != 200 || strings.Count(rep.Raw, "\n") != 4 || !strings.Contains(rep.Raw, "MRN-1") || !strings.Contains(rep.Raw, "wechat ") {
+		t.Fatalf("report = %d %s", rep.Status, rep.Raw)
+	}
+	if got := e.do("GET", "/v1/broadcasts/"+id, keyB, ""); got.Status != 404 {
+		t.Fatalf("another tenant's broadcast: %d", got.Status)
+	}
+	// The Chinese speaker got the Chinese text.
+	for _, req := range e.sim.Requests() {
+		if req.Form.Get("To") == "+14155550101" && !strings.Contains(req.Form.Get("Body"), "洪水") {
+			t.Fatalf("zh-CN person got %q", req.Form.Get("Body"))
+		}
+	}
+}
+
+func TestABroadcastCanBeCanceledMidFanOut(t *testing.T) {
+	e := start(t, config.RoleAll, func(c *config.Config) { c.Senders.SMSPerSecond = 50 })
+	var csv strings.Builder
+	csv.WriteString("phone,external_id\n")
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&csv, "+1415556%04d,P%d\n", i, i)
+	}
+	up := e.do("POST", "/v1/audiences", keyA, csv.String(), "Content-Type", "text/csv")
+	if up.Status != 201 {
+		t.Fatalf("upload = %d %s", up.Status, up.Raw)
+	}
+	a := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["sms"],"body":{"en":"The clinic is closed today."},
+	  "audience_csv_upload_id":"`+up.Body["id"].(string)+`"}`)
+	if a.Status != 202 {
+		t.Fatalf("POST = %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["id"].(string)
+	e.waitRoster(id, 10*time.Second, "the first sends", func(r map[string]any) bool {
+		return count(r, "people", "sent")+count(r, "people", "acknowledged") >= 50
+	})
+	if c := e.do("POST", "/v1/broadcasts/"+id+"/cancel", keyA, ""); c.Status != 200 {
+		t.Fatalf("cancel = %d %s", c.Status, c.Raw)
+	}
+	r := e.waitRoster(id, 20*time.Second, "the cancel", func(r map[string]any) bool {
+		return count(r, "people", "queued")+count(r, "people", "pending") == 0
+	})
+	sentAtCancel := e.sim.Accepted()
+	time.Sleep(2 * time.Second)
+	if later := e.sim.Accepted(); later > sentAtCancel+60 {
+		t.Fatalf("%d more messages went out after the cancel was done", later-sentAtCancel)
+	}
+	done := count(r, "people", "acknowledged") + count(r, "people", "sent") + count(r, "people", "delivered")
+	if done >= 3000 || count(r, "people", "canceled") == 0 || done+count(r, "people", "canceled") != count(r, "fanned_out") {
+		t.Fatalf("after cancel: %v", r["people"])
+	}
+}
