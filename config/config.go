@@ -87,6 +87,10 @@ type Config struct {
 	Quiet QuietConfig
 	// Templates configures template rendering (see TemplateConfig).
 	Templates TemplateConfig
+	// Prices estimate a broadcast's cost in its preview (PRICE_CURRENCY,
+	// PRICE_SMS_SEGMENT, PRICE_VOICE_MINUTE, PRICE_WECHAT_MESSAGE,
+	// PRICE_EMAIL_MESSAGE); the defaults are Twilio's US list prices.
+	Prices Prices
 	// MinAckTimeout is the shortest ack_timeout a broadcast may ask for
 	// before its next channel is tried (BROADCAST_MIN_ACK_TIMEOUT).
 	MinAckTimeout time.Duration
@@ -141,6 +145,12 @@ type QuietConfig struct {
 	// TimeZone is GATEWAY_DEFAULT_TIMEZONE: the recipients' zone when
 	// neither their contact, the request nor their phone number tells.
 	TimeZone string
+}
+
+// Prices are what the providers charge, for estimates only.
+type Prices struct {
+	Currency                                      string
+	SMSSegment, VoiceMinute, WeChatMessage, Email float64
 }
 
 // TemplateConfig configures template rendering.
@@ -246,6 +256,7 @@ func NewDefaultConfig() Config {
 		Quiet:         QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
 		Templates:     TemplateConfig{DefaultLocale: "en"},
 		MinAckTimeout: time.Minute,
+		Prices:        Prices{Currency: "USD", SMSSegment: 0.0083, VoiceMinute: 0.014},
 	}
 }
 
@@ -274,6 +285,7 @@ var Vars = []string{
 	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
 	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
 	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS", "BROADCAST_MIN_ACK_TIMEOUT",
+	"PRICE_CURRENCY", "PRICE_SMS_SEGMENT", "PRICE_VOICE_MINUTE", "PRICE_WECHAT_MESSAGE", "PRICE_EMAIL_MESSAGE",
 }
 
 // Load reads the environment (through getenv, os.Getenv when nil) over the
@@ -411,6 +423,23 @@ func Load(getenv func(string) string) (Config, error) {
 	str("TEMPLATE_DEFAULT_LOCALE", &c.Templates.DefaultLocale)
 	str("TEMPLATE_LOCALE_FALLBACKS", &c.Templates.Fallbacks)
 	dur("BROADCAST_MIN_ACK_TIMEOUT", &c.MinAckTimeout)
+	str("PRICE_CURRENCY", &c.Prices.Currency)
+	price := func(name string, dst *float64) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 100 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a price such as 0.0083", name, v))
+			return
+		}
+		*dst = f
+	}
+	price("PRICE_SMS_SEGMENT", &c.Prices.SMSSegment)
+	price("PRICE_VOICE_MINUTE", &c.Prices.VoiceMinute)
+	price("PRICE_WECHAT_MESSAGE", &c.Prices.WeChatMessage)
+	price("PRICE_EMAIL_MESSAGE", &c.Prices.Email)
 	num("VOICE_MAX_CALLS", &c.Voice.MaxCalls)
 	dur("VOICE_REDIAL_DELAY", &c.Voice.RedialDelay)
 	str("WECHAT_APP_ID", &c.WeChat.AppID)

@@ -16,7 +16,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/valyala/fasthttp"
 
+	"github.com/patientmsg/gateway/audiences"
 	"github.com/patientmsg/gateway/broadcasts"
+	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -251,4 +253,81 @@ func csvSafe(v string) string {
 		return "'" + v
 	}
 	return v
+}
+
+// POST /v1/broadcasts/preview: the same body as POST /v1/broadcasts;
+// nothing is stored or sent. Per channel: who gets it first, SMS segments
+// and encoding by locale, the time to send at each sender's current rate
+// and daily quota, and the estimated cost.
+func (s *Server) previewBroadcast(c *fiber.Ctx) error {
+	var in BroadcastRequest
+	if p := decodeJSON(c, &in); p != nil {
+		return p
+	}
+	ctx, tenant := c.UserContext(), tenantOf(c)
+	cfg, inline, p := s.validateBroadcast(ctx, tenant, &in, s.opts.Now().UTC())
+	if p != nil {
+		return p
+	}
+	var recips []audiences.Recipient
+	if inline != nil {
+		recips = inline.Recipients
+	} else {
+		for i := range cfg.Chunks {
+			chunk, err := s.opts.Audiences.Chunk(ctx, tenant, cfg.AudienceID, i)
+			if err != nil {
+				return s.unavailable(err)
+			}
+			recips = append(recips, chunk...)
+		}
+	}
+	est := broadcasts.EstimateInput{Cascade: cfg.Channels, Texts: map[string]map[string]string{},
+		Senders: map[string]broadcasts.SenderCapacity{}, Prices: s.opts.Prices}
+	locales := map[string]bool{}
+	for _, r := range recips {
+		er := broadcasts.EstimateRecipient{Locale: r.Locale}
+		for _, ch := range cfg.Channels {
+			if addressFor(r, ch) != "" {
+				er.Channels = append(er.Channels, ch)
+			}
+		}
+		est.Recipients = append(est.Recipients, er)
+		locales[r.Locale] = true
+	}
+	set, err := s.settingsOf(ctx, tenant)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	var tpl *templates.Template
+	if cfg.Template != "" {
+		if tpl, err = s.opts.Templates.Get(ctx, tenant, cfg.Template); err != nil {
+			return s.unavailable(err)
+		}
+	}
+	for _, ch := range cfg.Channels {
+		est.Texts[ch] = map[string]string{}
+		for loc := range locales {
+			if tpl == nil {
+				est.Texts[ch][loc] = pickText(cfg.Body, loc)
+				continue
+			}
+			if r, err := tpl.Render(s.opts.TemplateChain, ch, loc, cfg.Vars, set.AllowPHI); err == nil {
+				text := r.Body
+				if r.Voice != nil {
+					text = r.Voice.Text
+				}
+				est.Texts[ch][loc] = text
+			}
+		}
+	}
+	if s.opts.Senders != nil {
+		st, err := s.opts.Senders.Status(ctx)
+		if err != nil {
+			return s.unavailable(err)
+		}
+		for _, x := range st {
+			est.Senders[x.Channel] = broadcasts.SenderCapacity{PerSecond: x.EffectivePerSecond, PerDay: x.PerDay, UsedToday: x.UsedToday}
+		}
+	}
+	return c.JSON(broadcasts.EstimateBroadcast(est))
 }

@@ -77,6 +77,8 @@ type Options struct {
 	// (provider status callbacks and keypad answers); nil: nobody.
 	OnBroadcastStatus StatusHook
 	OnBroadcastAnswer AnswerHook
+	// Prices estimate a broadcast's cost in its preview.
+	Prices broadcasts.Prices
 	// MinAckTimeout is the shortest ack_timeout a broadcast may ask for.
 	MinAckTimeout time.Duration
 	// Broadcasts stores crisis broadcasts (nil: no broadcasts API).
@@ -156,6 +158,7 @@ func New(o Options) *Server {
 	}
 	if o.Broadcasts != nil && o.Audiences != nil {
 		v1.Post("/broadcasts", s.createBroadcast)
+		v1.Post("/broadcasts/preview", s.previewBroadcast)
 		v1.Get("/broadcasts/:id", s.getBroadcast)
 		v1.Get("/broadcasts/:id/recipients", s.broadcastRecipients)
 		v1.Get("/broadcasts/:id/events", s.broadcastEvents)

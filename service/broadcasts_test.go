@@ -1,10 +1,14 @@
 package service_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/service"
 
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/config"
@@ -64,6 +68,18 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	// clinic write back (customer-service text) for 48 hours.
 	if code, _ := e.push(wechatsim.TextMessage("gh_clinic", openid, "你好", 24100000000, time.Now()), openid); code != 200 {
 		t.Fatalf("wechat push = %d", code)
+	}
+	// The preview, before sending: who gets which channel first, what the
+	// Chinese text costs, how long it takes.
+	pv := e.do("POST", "/v1/broadcasts/preview", keyA, body)
+	if pv.Status != 200 || pv.Body["recipients"].(float64) != 3 || pv.Body["unreachable"].(float64) != 1 {
+		t.Fatalf("preview = %d %s", pv.Status, pv.Raw)
+	}
+	for _, ch := range pv.Body["channels"].([]any) {
+		c := ch.(map[string]any)
+		if c["channel"] == "sms" && (c["first"].(float64) != 1 || !strings.Contains(fmt.Sprint(c["sms"]), "UCS-2")) {
+			t.Fatalf("preview sms = %v", c)
+		}
 	}
 	a := e.do("POST", "/v1/broadcasts", keyA, body)
 	if a.Status != 202 || a.Body["recipients"].(float64) != 3 {
@@ -162,5 +178,62 @@ func TestABroadcastCanBeCanceledMidFanOut(t *testing.T) {
 	done := count(r, "people", "acknowledged") + count(r, "people", "sent") + count(r, "people", "delivered")
 	if done >= 3000 || count(r, "people", "canceled") == 0 || done+count(r, "people", "canceled") != count(r, "fanned_out") {
 		t.Fatalf("after cancel: %v", r["people"])
+	}
+}
+
+func TestARestartedWorkerLosesAndRepeatsNoRecipient(t *testing.T) {
+	const n = 2500
+	e := start(t, config.RoleAPI)
+	worker := func() *service.Service {
+		cfg := e.cfg
+		cfg.ShutdownTimeout = 100 * time.Millisecond // a worker stopped mid-chunk
+		cfg.HealthAddr = ""
+		w, err := service.New(cfg, config.RoleWorker, service.Options{Logger: discardLogger(), Transport: channeltest.LoopbackOnly(nil),
+			EmailTLS: e.smtp.ClientTLSConfig()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	var csv strings.Builder
+	csv.WriteString("phone\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&csv, "+1415557%04d\n", i)
+	}
+	up := e.do("POST", "/v1/audiences", keyA, csv.String(), "Content-Type", "text/csv")
+	a := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["sms"],"body":{"en":"Clinic closed today."},"audience_csv_upload_id":"`+up.Body["id"].(string)+`"}`)
+	if a.Status != 202 {
+		t.Fatalf("POST = %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["id"].(string)
+	w1 := worker()
+	e.waitRoster(id, 20*time.Second, "a fan-out under way", func(r map[string]any) bool {
+		return count(r, "fanned_out") >= 200
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_ = w1.Shutdown(ctx)
+	cancel()
+	if r := e.roster(id); count(r, "people", "acknowledged") >= n {
+		t.Fatalf("the first worker finished before it was stopped: the restart tested nothing (%v)", r["people"])
+	}
+	w2 := worker()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = w2.Shutdown(ctx)
+	})
+	e.waitRoster(id, 60*time.Second, "every person reached", func(r map[string]any) bool {
+		return count(r, "people", "acknowledged") == n
+	})
+	if got := e.sim.Accepted(); got != n {
+		t.Fatalf("the provider got %d messages for %d people", got, n)
+	}
+	for i := 0; i < n; i += 97 {
+		if c := e.sim.MessagesTo(fmt.Sprintf("+1415557%04d", i)); c != 1 {
+			t.Fatalf("person %d got %d messages", i, c)
+		}
 	}
 }

@@ -188,6 +188,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
 		Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
 		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), MinAckTimeout: cfg.MinAckTimeout,
+		Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
+			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
 		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
 			return engine.BroadcastStatus(ctx, link, id, st)
 		},
