@@ -111,6 +111,8 @@ type InboundMessage struct {
 	// To is the address it was sent to (our number, our official account).
 	To   string
 	Body string
+	// ReceivedAt is when the gateway received it (set when it is queued).
+	ReceivedAt time.Time `json:",omitzero"`
 }
 
 // InboundResult says what the gateway made of an inbound message.

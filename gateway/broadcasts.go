@@ -76,8 +76,10 @@ func (s *Server) createBroadcast(c *fiber.Ctx) error {
 		return s.unavailable(err)
 	}
 	for i := range cfg.Chunks {
+		// The fan-out runs in the main pool, so the crisis pool is free to
+		// send the messages it makes as soon as they are queued.
 		if err := s.enqueueTask(ctx, TypeBroadcastFanout, fanoutPayload{Broadcast: cfg.ID, Chunk: i},
-			asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(cfg.Priority)), asynq.MaxRetry(50)); err != nil {
+			asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50)); err != nil {
 			return s.unavailable(err)
 		}
 	}
@@ -368,27 +370,65 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 	if err != nil {
 		return err
 	}
+	// People are sent to by fanoutParallel goroutines: each send is a few
+	// Redis round trips, which overlap.
+	work := make(chan *broadcasts.Person)
+	errs := make(chan error, fanoutParallel)
+	var wg sync.WaitGroup
+	for range fanoutParallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for person := range work {
+				if err := s.fanoutPerson(ctx, cfg, person); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var ferr error
+feed:
 	for n, person := range stored {
-		if n%100 == 0 {
+		if n%200 == 0 {
 			if st, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err == nil && st.State != broadcasts.StateActive {
-				return nil // canceled meanwhile
+				break // canceled meanwhile
 			}
 		}
-		if cur := person.Current(); cur != nil {
-			// Made before a restart: make sure its current message is queued.
-			if err := s.ensureTry(ctx, cfg, person, cur); err != nil {
-				return err
-			}
-			continue
+		select {
+		case work <- person:
+		case ferr = <-errs:
+			break feed
+		case <-ctx.Done():
+			ferr = ctx.Err()
+			break feed
 		}
-		if person.Step < 0 && !person.Done() {
-			if err := s.advancePerson(ctx, cfg, person.Index, -1); err != nil {
-				return err
-			}
-		}
+	}
+	close(work)
+	wg.Wait()
+	if ferr == nil && len(errs) > 0 {
+		ferr = <-errs
+	}
+	if ferr != nil {
+		return ferr // run again: what was done is not done twice
 	}
 	_, err = s.opts.Broadcasts.ChunkDone(ctx, cfg.ID, p.Chunk)
 	return err
+}
+
+// fanoutParallel is how many people of a chunk are sent to at once.
+const fanoutParallel = 16
+
+// fanoutPerson sends a person their first channel, or, for a person made
+// before a restart, makes sure their current message is queued.
+func (s *Server) fanoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person) error {
+	if cur := person.Current(); cur != nil {
+		return s.ensureTry(ctx, cfg, person, cur)
+	}
+	if person.Step < 0 && !person.Done() {
+		return s.advancePerson(ctx, cfg, person.Index, -1)
+	}
+	return nil
 }
 
 // safeIn returns the people of an earlier broadcast (in an index range)
@@ -669,7 +709,7 @@ func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st
 // BroadcastAnswer records a person's answer on any channel: they are
 // acknowledged, the poll is tallied by their latest answer, and a message
 // still waiting on another channel is canceled.
-func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, option, digits string) error {
+func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, option, digits string, at time.Time) error {
 	id, index, ok := parseLink(link)
 	if !ok {
 		return nil
@@ -687,16 +727,22 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 		option = ""
 	}
 	now := s.opts.Now().UTC()
+	if !at.IsZero() {
+		now = at.UTC()
+	}
 	var pending []string
 	_, err = s.opts.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
-		if p.TryOf(messageID) == nil {
-			return nil, false
+		t := p.TryOf(messageID)
+		if t == nil || (!at.IsZero() && at.Before(t.At)) {
+			return nil, false // not an answer to this broadcast: it came before
 		}
 		changed := false
 		if p.State != broadcasts.PersonAcknowledged && p.State != broadcasts.PersonCanceled {
 			p.State, changed = broadcasts.PersonAcknowledged, true
 		}
-		if option != "" && option != p.Answer {
+		// People count by their latest answer, by when it was received,
+		// whatever order the workers file them in.
+		if option != "" && option != p.Answer && (p.AnsweredAt == nil || !now.Before(*p.AnsweredAt)) {
 			p.Answer, p.AnsweredAt, p.AnsweredOn, changed = option, &now, channel, true
 		}
 		pending = pending[:0]

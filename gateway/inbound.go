@@ -132,7 +132,7 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 			return err
 		}
 		if link != "" {
-			if err := r.onAnswer(ctx, link, msgID, in.Channel, option, ""); err != nil {
+			if err := r.onAnswer(ctx, link, msgID, in.Channel, option, "", in.ReceivedAt); err != nil {
 				return err
 			}
 		}
@@ -224,6 +224,9 @@ const TypeInboundReply = "inbound:reply"
 // queue, whose pool is never busy with other traffic: an urgent reply must
 // not wait behind a bulk backlog. The provider id keeps it queued once.
 func (r receiver) queueReply(ctx context.Context, in channels.InboundMessage) error {
+	if in.ReceivedAt.IsZero() {
+		in.ReceivedAt = time.Now().UTC()
+	}
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/audiences"
+	"github.com/patientmsg/gateway/broadcasts"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/wechat"
@@ -120,6 +121,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Templates:       templates.NewStore(nil, nil),
 		Followups:       followups.NewStore(nil, time.Hour),
 		Audiences:       audiences.NewStore(nil, time.Hour),
+		Broadcasts:      broadcasts.NewStore(nil, time.Hour),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

@@ -86,7 +86,8 @@ type StatusHook func(ctx context.Context, link, messageID string, status ledger.
 
 // AnswerHook is told of a reply to a broadcast's message: the option's
 // meaning ("safe"; "" for free text) or the keys pressed on a call.
-type AnswerHook func(ctx context.Context, link, messageID, channel, option, digits string) error
+// at is when the answer was received (zero: now).
+type AnswerHook func(ctx context.Context, link, messageID, channel, option, digits string, at time.Time) error
 
 // ReplyHook is told of every reply a tenant received, and whether it opened
 // an urgent-reply escalation (follow-up plans stop on it).
@@ -129,7 +130,7 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 			r.replied(ctx, m.Tenant, rep.From, nil)
 		}
 		if m.Broadcast != "" && r.onAnswer != nil {
-			if err := r.onAnswer(ctx, m.Broadcast, id, m.Channel, "", a.Digits); err != nil {
+			if err := r.onAnswer(ctx, m.Broadcast, id, m.Channel, "", a.Digits, time.Now()); err != nil {
 				return err
 			}
 		}

@@ -1,8 +1,11 @@
 package service_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +131,44 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	help := e.do("GET", "/v1/broadcasts/"+id+"/recipients?state=need_help", keyA, "")
 	if help.Status != 200 || !strings.Contains(help.Raw, "MRN-1") || !strings.Contains(help.Raw, "MRN-2") || strings.Contains(help.Raw, "MRN-3") {
 		t.Fatalf("need_help list = %d %s", help.Status, help.Raw)
+	}
+	// An answer filed late but received before the latest one does not
+	// override it (workers may file answers out of order).
+	var list struct {
+		Recipients []struct {
+			Index      int       `json:"index"`
+			AnsweredAt time.Time `json:"answered_at"`
+			Tries      []struct {
+				MessageID string `json:"message_id"`
+			} `json:"tries"`
+		} `json:"recipients"`
+	}
+	_ = json.Unmarshal([]byte(help.Raw), &list)
+	p0 := list.Recipients[0]
+	if err := e.svc.API.BroadcastAnswer(context.Background(), fmt.Sprintf("%s:%d", id, p0.Index), p0.Tries[len(p0.Tries)-1].MessageID,
+		"sms", "safe", "", p0.AnsweredAt.Add(-time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.roster(id); count(r, "poll", "need_help") != 2 || count(r, "poll", "safe") != 0 {
+		t.Fatalf("an older answer filed late changed the tally: %v", r["poll"])
+	}
+	// The progress stream replays the people's changes, then the roster.
+	req, _ := http.NewRequest("GET", e.base+"/v1/broadcasts/"+id+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+keyA)
+	resp, err := e.http.Do(req)
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events = %v %v", resp, err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	seen := map[string]bool{}
+	for sc.Scan() && !(seen["event: person"] && seen["event: roster"]) {
+		if line := sc.Text(); strings.HasPrefix(line, "event: ") {
+			seen[line] = true
+		}
+	}
+	resp.Body.Close()
+	if !seen["event: person"] || !seen["event: roster"] {
+		t.Fatalf("the stream had %v", seen)
 	}
 	rep := e.do("GET", "/v1/broadcasts/"+id+"/report.csv", keyA, "")
 	if rep.Status != 200 || strings.Count(rep.Raw, "\n") != 4 || !strings.Contains(rep.Raw, "MRN-1") || !strings.Contains(rep.Raw, "wechat ") {

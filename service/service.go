@@ -193,8 +193,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
 			return engine.BroadcastStatus(ctx, link, id, st)
 		},
-		OnBroadcastAnswer: func(ctx context.Context, link, id, ch, option, digits string) error {
-			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits)
+		OnBroadcastAnswer: func(ctx context.Context, link, id, ch, option, digits string, at time.Time) error {
+			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
 		},
 		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 	})
