@@ -278,3 +278,47 @@ func TestARestartedWorkerLosesAndRepeatsNoRecipient(t *testing.T) {
 		}
 	}
 }
+
+func TestNeedHelpEscalatesAndAFollowUpSkipsThoseSafe(t *testing.T) {
+	e := start(t, config.RoleAll)
+	const nurse = "+14155550177"
+	rules := `{"options":["need_help"],"on_call":[{"channel":"sms","phone":"` + nurse + `"}],"ack_timeout_seconds":600}`
+	if a := e.do("PUT", "/v1/escalation-rules", keyA, rules); a.Status != 200 {
+		t.Fatalf("rules = %d %s", a.Status, a.Raw)
+	}
+	a := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["sms"],"template":"crisis_safety_check",
+	  "vars":{"clinic_name":"Riverside Clinic","clinic_phone":"555-0100"},
+	  "poll":{"options":{"1":"safe","2":"need_help"}},
+	  "audience":[{"phone":"+14155550201"},{"phone":"+14155550202"},{"phone":"+14155550203"}]}`)
+	if a.Status != 202 {
+		t.Fatalf("POST = %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["id"].(string)
+	e.waitRoster(id, 10*time.Second, "three deliveries", func(r map[string]any) bool {
+		return count(r, "by_channel", "sms", "delivered") == 3
+	})
+	e.inbound("+14155550201", "1", e.sim.AuthToken())
+	e.inbound("+14155550202", "2", e.sim.AuthToken())
+	e.waitRoster(id, 10*time.Second, "the answers", func(r map[string]any) bool {
+		return count(r, "poll", "safe") == 1 && count(r, "poll", "need_help") == 1
+	})
+	// The nurse on call is told about the person who needs help.
+	waitUntil(t, 10*time.Second, "the escalation", func() bool {
+		return e.sim.MessagesTo(nurse) == 1
+	})
+	if open := e.do("GET", "/v1/escalations?state=open", keyA, ""); !strings.Contains(open.Raw, `"state":"open"`) {
+		t.Fatalf("open escalations: %s", open.Raw)
+	}
+	// An update to those not yet safe: the second and third person only.
+	f := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["sms"],"body":{"en":"Update: shelters are open at the school."},
+	  "follow_up_of":"`+id+`","only_not_safe":true}`)
+	if f.Status != 202 {
+		t.Fatalf("follow-up = %d %s", f.Status, f.Raw)
+	}
+	r := e.waitRoster(f.Body["id"].(string), 10*time.Second, "the follow-up", func(r map[string]any) bool {
+		return count(r, "fanned_out") == 2 && count(r, "people", "acknowledged") == 2
+	})
+	if e.sim.MessagesTo("+14155550201") != 1 || e.sim.MessagesTo("+14155550203") != 2 {
+		t.Fatalf("the safe person got the update (or the others did not): %v", r["people"])
+	}
+}
