@@ -195,15 +195,15 @@ func templateProblem(name, channel string, err error) *Problem {
 // back a retry that drifts into it as well.
 func (s *Server) applyQuietHours(req *ledger.Request, c *composed, requestZone string) {
 	window := c.settings.QuietFor(req.Priority)
+	if window == "" {
+		return // nothing holds the message back: no zone needed (crisis traffic, quiet hours off)
+	}
 	contactZone := ""
 	if c.contact != nil {
 		contactZone = c.contact.TimeZone
 	}
 	loc, source := schedule.ResolveZone(contactZone, requestZone, req.To.Phone, c.settings.TimeZone, s.opts.DefaultZone)
 	req.TimeZone, req.ZoneSource = loc.String(), source
-	if window == "" {
-		return
-	}
 	req.QuietHours = window
 	w, _ := schedule.ParseWindow(window)
 	at := req.CreatedAt
