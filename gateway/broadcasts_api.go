@@ -166,6 +166,9 @@ func (s *Server) cancelBroadcast(c *fiber.Ctx) error {
 	return c.JSON(rosterOf(sum))
 }
 
+// eventStreamFor is how long one connection of the event stream lasts.
+const eventStreamFor = 10 * time.Second
+
 // GET /v1/broadcasts/{id}/events: progress as Server-Sent Events, one
 // "person" event per change (state, answer, the try's channel and status),
 // then the roster every few seconds. Last-Event-ID resumes.
@@ -183,8 +186,12 @@ func (s *Server) broadcastEvents(c *fiber.Ctx) error {
 	c.Set("X-Accel-Buffering", "no")
 	id, tenant, store := sum.ID, tenantOf(c), s.opts.Broadcasts
 	c.Context().SetBodyStreamWriter(fasthttp.StreamWriter(func(w *bufio.Writer) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		// A response may take at most the server's write timeout (15 s):
+		// each connection streams for eventStreamFor, and EventSource
+		// clients reconnect after `retry` with Last-Event-ID, losing nothing.
+		ctx, cancel := context.WithTimeout(context.Background(), eventStreamFor)
 		defer cancel()
+		fmt.Fprintf(w, "retry: 1000\n\n")
 		lastRoster := time.Time{}
 		for ctx.Err() == nil {
 			evs, err := store.Events(ctx, id, after, 2*time.Second)

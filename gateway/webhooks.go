@@ -121,7 +121,11 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 		r.events.Publish(ctx, m.Tenant, webhooks.MessageReply, rep, "")
 		if r.escalator != nil {
 			// A key pressed on a call can be urgent too ("3 to talk to a nurse").
-			esc, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, "")
+			option := ""
+			if m.ExpectReply != nil {
+				option = m.ExpectReply.Options[a.Digits] // "2" pressed → need_help
+			}
+			esc, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, option)
 			if err != nil {
 				return err
 			}
@@ -168,10 +172,22 @@ func (r receiver) Redial(ctx context.Context, id, providerID string, after time.
 	// Asynq schedules in whole seconds (truncating): aim at one, so the call
 	// is not placed before the time the history gives.
 	at := time.Now().Add(after).Truncate(time.Second).Add(time.Second)
+	// A broadcast's call is not placed again: the broadcast moves the
+	// person on to their next channel instead, at once.
+	link, err := r.l.BroadcastOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	if link != "" {
+		maxRedials = 0
+	}
 	again, err := r.l.Redial(ctx, id, providerID, maxRedials, at, reason)
 	if err != nil || !again {
 		if errors.Is(err, ledger.ErrNotFound) {
 			return nil // a report for a call that is not the message's current one
+		}
+		if err == nil && link != "" && r.onStatus != nil {
+			return r.onStatus(ctx, link, id, ledger.StatusUndelivered)
 		}
 		return err
 	}

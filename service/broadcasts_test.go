@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/service"
 
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
@@ -321,4 +322,40 @@ func TestNeedHelpEscalatesAndAFollowUpSkipsThoseSafe(t *testing.T) {
 	if e.sim.MessagesTo("+14155550201") != 1 || e.sim.MessagesTo("+14155550203") != 2 {
 		t.Fatalf("the safe person got the update (or the others did not): %v", r["people"])
 	}
+}
+
+func TestACallNobodyAnswersMovesThePersonOnAndAKeyCanAskForHelp(t *testing.T) {
+	e := start(t, config.RoleAll)
+	const nurse = "+14155550177"
+	if a := e.do("PUT", "/v1/escalation-rules", keyA, `{"options":["need_help"],"on_call":[{"channel":"sms","phone":"`+nurse+`"}],"ack_timeout_seconds":600}`); a.Status != 200 {
+		t.Fatalf("rules = %d %s", a.Status, a.Raw)
+	}
+	// The first person does not answer the call: no redial, the SMS goes at
+	// once. The second presses 2 on the call: they need help.
+	e.sim.ScriptCalls(twiliosim.CallPlan{Outcome: twiliosim.CallNoAnswer}, twiliosim.CallPlan{Digits: []string{"2"}})
+	a := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["voice","sms"],"ack_timeout":"1h",
+	  "body":{"en":"This is Riverside Clinic. The hospital is closed because of the flood."},
+	  "poll":{"question":"Press 1 if you are safe, 2 if you need help.","options":{"1":"safe","2":"need_help"}},
+	  "audience":[{"phone":"+14155550301"}]}`)
+	if a.Status != 202 {
+		t.Fatalf("POST = %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["id"].(string)
+	e.waitRoster(id, 10*time.Second, "the SMS after the unanswered call", func(r map[string]any) bool {
+		return count(r, "by_channel", "voice", "undelivered") == 1 && count(r, "by_channel", "sms", "delivered") == 1
+	})
+	if n := len(e.sim.Calls()); n != 1 {
+		t.Fatalf("%d calls: a broadcast's call is placed once", n)
+	}
+	b := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["voice"],
+	  "body":{"en":"This is Riverside Clinic. The hospital is closed because of the flood."},
+	  "poll":{"question":"Press 1 if you are safe, 2 if you need help.","options":{"1":"safe","2":"need_help"}},
+	  "audience":[{"phone":"+14155550302"}]}`)
+	if b.Status != 202 {
+		t.Fatalf("POST = %d %s", b.Status, b.Raw)
+	}
+	e.waitRoster(b.Body["id"].(string), 10*time.Second, "the keypad answer", func(r map[string]any) bool {
+		return count(r, "poll", "need_help") == 1
+	})
+	waitUntil(t, 10*time.Second, "the nurse told", func() bool { return e.sim.MessagesTo(nurse) == 1 })
 }
