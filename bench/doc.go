@@ -107,4 +107,16 @@
 //     side=gateway|simulator|load-generator|asynq-server|callback-receiver, so
 //     "go tool pprof -tags" splits the CPU and -tagfocus=side=gateway keeps
 //     the gateway's own. Build the test binary with -o to symbolise them.
+//
+// BenchmarkDeliveryControl (delivery_test.go) measures the senders' pacing
+// with four worker processes sharing one sender (BENCH_RL_RATE segments/s,
+// default 200, for BENCH_RL_SECONDS, default 30), the latency of crisis
+// messages behind 10,000 and BENCH_BACKLOG (default 1,000,000) queued bulk
+// tasks, normal SMS throughput behind them and Redis memory per queued task.
+//
+// BenchmarkBroadcastFanout (broadcast_test.go) sends a broadcast to
+// BENCH_BROADCAST people (default 100,000) uploaded as a CSV, against bare
+// Asynq enqueueing as many tasks from 8 goroutines: the API's answer, the
+// first message at the simulator, the time until every person's message is
+// queued, and Redis memory per person.
 package bench
