@@ -193,7 +193,7 @@ func (s *Store) Create(ctx context.Context, c *Config) error {
 	}
 	pipe := s.rdb.TxPipeline()
 	pipe.HSet(ctx, key(c.ID), "doc", doc, "tenant", c.Tenant, "state", StateActive,
-		"created_at", c.CreatedAt.UnixMilli(), "total", c.Total, "fanned", 0)
+		"created_at", c.CreatedAt.UnixMilli(), "total", c.Total)
 	pipe.PExpire(ctx, key(c.ID), s.retention)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
@@ -210,7 +210,6 @@ func (s *Store) Create(ctx context.Context, c *Config) error {
 type Summary struct {
 	Config
 	State    string
-	Fanned   int
 	Counters map[string]int64
 }
 
@@ -230,7 +229,6 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Summary, error) {
 	if err := json.Unmarshal([]byte(h["doc"]), &sum.Config); err != nil {
 		return nil, fmt.Errorf("broadcasts: %s: %w", id, err)
 	}
-	sum.Fanned, _ = strconv.Atoi(h["fanned"])
 	for k, v := range h {
 		if strings.HasPrefix(k, "st:") || strings.HasPrefix(k, "ans:") || strings.HasPrefix(k, "ch:") {
 			n, _ := strconv.ParseInt(v, 10, 64)
@@ -250,20 +248,6 @@ var setStateScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 return 1
-`)
-
-// ChunkDone counts a fanned-out chunk once (by its number) and returns how
-// many are done.
-func (s *Store) ChunkDone(ctx context.Context, id string, chunk int) (int, error) {
-	n, err := chunkDoneScript.Run(ctx, s.rdb, []string{key(id)}, chunk).Int()
-	return n, err
-}
-
-var chunkDoneScript = redis.NewScript(`
-if redis.call('HSETNX', KEYS[1], 'chunk:' .. ARGV[1], 1) == 1 then
-  return redis.call('HINCRBY', KEYS[1], 'fanned', 1)
-end
-return tonumber(redis.call('HGET', KEYS[1], 'fanned'))
 `)
 
 // AddPeople stores new people (those already stored are kept as they are)

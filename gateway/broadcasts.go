@@ -409,11 +409,7 @@ feed:
 	if ferr == nil && len(errs) > 0 {
 		ferr = <-errs
 	}
-	if ferr != nil {
-		return ferr // run again: what was done is not done twice
-	}
-	_, err = s.opts.Broadcasts.ChunkDone(ctx, cfg.ID, p.Chunk)
-	return err
+	return ferr // on an error the chunk runs again: what was done is not done twice
 }
 
 // fanoutParallel is how many people of a chunk are sent to at once.

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,17 +13,12 @@ import (
 	"github.com/patientmsg/gateway/templates"
 )
 
-// decodeJSON decodes a JSON request body strictly into dst.
+// decodeJSON decodes a JSON request body strictly into dst (see decodeStrict).
 func decodeJSON(c *fiber.Ctx, dst any) *Problem {
 	if ct := c.Get(fiber.HeaderContentType); !strings.HasPrefix(strings.ToLower(ct), fiber.MIMEApplicationJSON) {
 		return problem(415, "unsupported-media-type", "send JSON with 'Content-Type: application/json'")
 	}
-	dec := json.NewDecoder(strings.NewReader(string(c.Body())))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return jsonProblem(err)
-	}
-	return nil
+	return decodeStrict(c.Body(), dst)
 }
 
 // GET /v1/settings

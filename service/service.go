@@ -73,6 +73,9 @@ type Service struct {
 
 	client     *asynq.Client
 	inspector  *asynq.Inspector
+	// engine builds and cancels messages for broadcasts and plans in every
+	// role (it is the API when the process serves one).
+	engine *gateway.Server
 	closers    []func() error
 	stopSweep  context.CancelFunc
 	ln         net.Listener
@@ -198,6 +201,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		},
 		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 	})
+	s.engine = engine
 	if role&config.RoleAPI != 0 {
 		s.API = engine
 	}
@@ -230,29 +234,12 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 // stopPlans stops the active follow-up plans of an identity whose stop_on
 // holds the condition, canceling their steps not yet sent.
 func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition, reason string) {
-	n, err := s.Followups.StopFor(ctx, id, condition, reason, s.cancelStep)
+	n, err := s.Followups.StopFor(ctx, id, condition, reason, s.engine.CancelStep)
 	if err != nil {
 		s.log.Error("could not stop follow-up plans", "condition", condition, "err", err)
 	} else if n > 0 {
 		s.log.Info("follow-up plans stopped", "condition", condition, "plans", n)
 	}
-}
-
-// cancelStep cancels a plan step's message and removes its queued task; a
-// message the provider has (or whose record expired) is already sent.
-func (s *Service) cancelStep(ctx context.Context, tenant, id string) error {
-	err := s.Ledger.Cancel(ctx, tenant, id)
-	if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
-		return fmt.Errorf("%w: %w", followups.ErrAlreadySent, err)
-	} else if err != nil {
-		return err
-	}
-	if m, err := s.Ledger.Get(ctx, tenant, id); err == nil {
-		if err := s.inspector.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			s.log.Debug("canceled step's task not deleted", "msg_id", id, "err", err)
-		}
-	}
-	return nil
 }
 
 // newTemplates loads the built-in templates and the locale fallbacks.
