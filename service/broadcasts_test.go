@@ -178,6 +178,14 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	if got := e.do("GET", "/v1/broadcasts/"+id, keyB, ""); got.Status != 404 {
 		t.Fatalf("another tenant's broadcast: %d", got.Status)
 	}
+	// Nothing about the people is logged in clear: no number, openid,
+	// external id or text of the broadcast.
+	logs := e.logs.String()
+	for _, secret := range []string{"4155550101", "4155550102", openid, "MRN-1", "nochannel@example.org", "洪水", "flooding near"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("%q appears in the logs", secret)
+		}
+	}
 	// The Chinese speaker got the Chinese text.
 	for _, req := range e.sim.Requests() {
 		if req.Form.Get("To") == "+14155550101" && !strings.Contains(req.Form.Get("Body"), "洪水") {
