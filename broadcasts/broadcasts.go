@@ -238,6 +238,25 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Summary, error) {
 	return sum, nil
 }
 
+// Recent returns a tenant's broadcasts, newest first, at most limit.
+func (s *Store) Recent(ctx context.Context, tenant string, limit int) ([]*Summary, error) {
+	ids, err := s.rdb.ZRevRange(ctx, tenantKey(tenant), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Summary, 0, len(ids))
+	for _, id := range ids {
+		sum, err := s.Get(ctx, tenant, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // expired
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, sum)
+	}
+	return out, nil
+}
+
 // SetState sets the broadcast's state; false when it was not active.
 func (s *Store) SetState(ctx context.Context, id, state string) (bool, error) {
 	n, err := setStateScript.Run(ctx, s.rdb, []string{key(id)}, state).Int()

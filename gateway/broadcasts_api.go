@@ -86,6 +86,28 @@ func (s *Server) broadcastOf(c *fiber.Ctx) (*broadcasts.Summary, error) {
 	return sum, nil
 }
 
+// GET /v1/broadcasts?limit=20: the tenant's broadcasts, newest first,
+// each with its roster.
+func (s *Server) listBroadcasts(c *fiber.Ctx) error {
+	limit := 20
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return problem(400, "bad-query", "limit must be 1 to 100")
+		}
+		limit = n
+	}
+	list, err := s.opts.Broadcasts.Recent(c.UserContext(), tenantOf(c), limit)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	out := make([]rosterJSON, len(list))
+	for i, sum := range list {
+		out[i] = rosterOf(sum)
+	}
+	return c.JSON(fiber.Map{"broadcasts": out})
+}
+
 // GET /v1/broadcasts/{id}
 func (s *Server) getBroadcast(c *fiber.Ctx) error {
 	sum, err := s.broadcastOf(c)

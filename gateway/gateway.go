@@ -158,6 +158,7 @@ func New(o Options) *Server {
 	}
 	if o.Broadcasts != nil && o.Audiences != nil {
 		v1.Post("/broadcasts", s.createBroadcast)
+		v1.Get("/broadcasts", s.listBroadcasts)
 		v1.Post("/broadcasts/preview", s.previewBroadcast)
 		v1.Get("/broadcasts/:id", s.getBroadcast)
 		v1.Get("/broadcasts/:id/recipients", s.broadcastRecipients)

@@ -178,6 +178,12 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	if got := e.do("GET", "/v1/broadcasts/"+id, keyB, ""); got.Status != 404 {
 		t.Fatalf("another tenant's broadcast: %d", got.Status)
 	}
+	if list := e.do("GET", "/v1/broadcasts", keyA, ""); list.Status != 200 || !strings.Contains(list.Raw, id) {
+		t.Fatalf("GET /v1/broadcasts = %d %.300s", list.Status, list.Raw)
+	}
+	if list := e.do("GET", "/v1/broadcasts", keyB, ""); strings.Contains(list.Raw, id) {
+		t.Fatal("another tenant lists the broadcast")
+	}
 	// Nothing about the people is logged in clear: no number, openid,
 	// external id or text of the broadcast.
 	logs := e.logs.String()
