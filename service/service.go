@@ -71,11 +71,11 @@ type Service struct {
 	API        *gateway.Server
 	Workers    *workers.Server
 
-	client     *asynq.Client
-	inspector  *asynq.Inspector
+	client    *asynq.Client
+	inspector *asynq.Inspector
 	// engine builds and cancels messages for broadcasts and plans in every
 	// role (it is the API when the process serves one).
-	engine *gateway.Server
+	engine     *gateway.Server
 	closers    []func() error
 	stopSweep  context.CancelFunc
 	ln         net.Listener
