@@ -10,6 +10,7 @@
 //	gw:bc:{id}:p        hash: person index → Person (JSON)
 //	gw:bc:{id}:s:<name> set:  person indexes by state and by answer, for listing
 //	gw:bc:{id}:ev       stream: progress events, for Server-Sent Events
+//	gw:bc:{id}:dl       sorted set: person index by the deadline of their current try
 //
 // Every change to a person is a compare-and-set of its JSON that also moves
 // the broadcast's counters by the difference between the old and the new
@@ -109,6 +110,9 @@ type Person struct {
 	Answer     string     `json:"answer,omitempty"`
 	AnsweredAt *time.Time `json:"answered_at,omitempty"`
 	AnsweredOn string     `json:"answered_on,omitempty"`
+	// Deadline is when the current try times out if nobody acknowledges
+	// it (nil when the person is done).
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // Current is the person's current try (nil before the first).
@@ -183,6 +187,7 @@ func key(id string) string           { return "gw:bc:{" + id + "}" }
 func peopleKey(id string) string     { return key(id) + ":p" }
 func setKey(id, name string) string  { return key(id) + ":s:" + name }
 func eventsKey(id string) string     { return key(id) + ":ev" }
+func deadlinesKey(id string) string  { return key(id) + ":dl" }
 func tenantKey(tenant string) string { return "gw:bc:t:{" + tenant + "}" }
 
 // Create stores a new broadcast.
@@ -373,8 +378,16 @@ func (s *Store) Update(ctx context.Context, id string, index int, change func(p 
 			b, _ := json.Marshal(ev)
 			evDoc = string(b)
 		}
-		keys := []string{key(id), peopleKey(id), eventsKey(id)}
-		args := []any{index, old, doc, evDoc, len(oldSets), len(deltas) / 2}
+		if p.Done() {
+			p.Deadline = nil
+			doc, _ = json.Marshal(p)
+		}
+		deadline := int64(0)
+		if p.Deadline != nil {
+			deadline = p.Deadline.UnixMilli()
+		}
+		keys := []string{key(id), peopleKey(id), eventsKey(id), deadlinesKey(id)}
+		args := []any{index, old, doc, evDoc, len(oldSets), len(deltas) / 2, deadline}
 		for _, st := range oldSets {
 			keys = append(keys, setKey(id, st))
 		}
@@ -401,20 +414,27 @@ func mergeKeys(a, b map[string]int64) map[string]int64 {
 	return m
 }
 
-// updateScript: KEYS broadcast, people, events, old sets…, new sets…
-// ARGV index, old doc, new doc, event ("" none), #old sets, #deltas,
-// field, delta, … Returns 0 when the person changed meanwhile.
+// updateScript: KEYS broadcast, people, events, deadlines, old sets…, new
+// sets… ARGV index, old doc, new doc, event ("" none), #old sets, #deltas,
+// deadline ms (0: none), field, delta, … Returns 0 when the person changed
+// meanwhile.
 var updateScript = redis.NewScript(`
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local nold, nd = tonumber(ARGV[5]), tonumber(ARGV[6])
-for i = 4, 3 + nold do redis.call('SREM', KEYS[i], ARGV[1]) end
+for i = 5, 4 + nold do redis.call('SREM', KEYS[i], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
-for i = 4 + nold, #KEYS do
+for i = 5 + nold, #KEYS do
   redis.call('SADD', KEYS[i], ARGV[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
-for i = 0, nd - 1 do redis.call('HINCRBY', KEYS[1], ARGV[7 + 2*i], ARGV[8 + 2*i]) end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+else
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+for i = 0, nd - 1 do redis.call('HINCRBY', KEYS[1], ARGV[8 + 2*i], ARGV[9 + 2*i]) end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'e', ARGV[4])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
@@ -492,6 +512,33 @@ func (s *Store) Scan(ctx context.Context, id string, f func(p *Person) error) er
 		}
 		cursor = next
 	}
+}
+
+// Due returns the people whose current try's deadline has passed (at most
+// limit), how many people wait for a deadline at all, and the next
+// deadline after those (zero when none).
+func (s *Store) Due(ctx context.Context, id string, now time.Time, limit int) (due []int, waiting int64, next time.Time, err error) {
+	pipe := s.rdb.Pipeline()
+	r := pipe.ZRangeByScore(ctx, deadlinesKey(id), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit)})
+	n := pipe.ZCard(ctx, deadlinesKey(id))
+	after := pipe.ZRangeByScoreWithScores(ctx, deadlinesKey(id), &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf", Count: 1})
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	for _, m := range r.Val() {
+		if i, err := strconv.Atoi(m); err == nil {
+			due = append(due, i)
+		}
+	}
+	if z := after.Val(); len(z) > 0 {
+		next = time.UnixMilli(int64(z[0].Score))
+	}
+	return due, n.Val(), next, nil
+}
+
+// Made is how many people of a broadcast exist so far.
+func (s *Store) Made(ctx context.Context, id string) (int64, error) {
+	return s.rdb.HLen(ctx, peopleKey(id)).Result()
 }
 
 // Events reads the progress stream after the stream id `after` ("0" for

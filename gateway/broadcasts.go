@@ -24,9 +24,9 @@ import (
 
 // Task types of broadcasts (run by the workers).
 const (
-	TypeBroadcastFanout  = "broadcast:fanout"  // one chunk of the audience
-	TypeBroadcastAdvance = "broadcast:advance" // a person's ack timeout
-	TypeBroadcastCancel  = "broadcast:cancel"  // stop what has not been sent
+	TypeBroadcastFanout = "broadcast:fanout" // one chunk of the audience
+	TypeBroadcastSweep  = "broadcast:sweep"  // people whose try timed out, every second
+	TypeBroadcastCancel = "broadcast:cancel" // stop what has not been sent
 )
 
 // Broadcast limits.
@@ -82,6 +82,9 @@ func (s *Server) createBroadcast(c *fiber.Ctx) error {
 			asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50)); err != nil {
 			return s.unavailable(err)
 		}
+	}
+	if err := s.scheduleSweep(ctx, cfg.ID, s.opts.Now().Add(time.Second)); err != nil {
+		return s.unavailable(err)
 	}
 	s.log.Info("broadcast created", "tenant", tenant, "broadcast_id", cfg.ID, "recipients", cfg.Total, "chunks", cfg.Chunks)
 	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": cfg.ID, "state": broadcasts.StateActive, "recipients": cfg.Total,
@@ -308,12 +311,12 @@ func (s *Server) BroadcastHandler() asynq.Handler {
 				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
 			}
 			return s.fanout(ctx, p)
-		case TypeBroadcastAdvance:
-			var p advancePayload
+		case TypeBroadcastSweep:
+			var p fanoutPayload
 			if json.Unmarshal(t.Payload(), &p) != nil {
 				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
 			}
-			return s.timeoutPerson(ctx, p)
+			return s.sweep(ctx, p.Broadcast)
 		case TypeBroadcastCancel:
 			var p fanoutPayload
 			if json.Unmarshal(t.Payload(), &p) != nil {
@@ -340,6 +343,11 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 		return nil
 	}
 	cfg := &sum.Config
+	// The sweep that times people out runs while anyone waits; should its
+	// chain have broken (a lost task), the fan-out starts it again.
+	if err := s.scheduleSweep(ctx, cfg.ID, s.opts.Now().Add(time.Second)); err != nil {
+		return err
+	}
 	recips, err := s.opts.Audiences.Chunk(ctx, cfg.Tenant, cfg.AudienceID, p.Chunk)
 	if errors.Is(err, audiences.ErrNotFound) {
 		return nil // the audience expired
@@ -478,6 +486,12 @@ func (s *Server) advancePerson(ctx context.Context, cfg *broadcasts.Config, inde
 			return &broadcasts.Event{At: now}, true
 		}
 		p.Tries = append(p.Tries, broadcasts.Try{Channel: p.Channels[p.Step], MessageID: ledger.NewID(), At: now, Status: string(ledger.StatusQueued)})
+		starts := now
+		if cfg.SendAt != nil && cfg.SendAt.After(now) {
+			starts = *cfg.SendAt
+		}
+		deadline := starts.Add(cfg.AckTimeout)
+		p.Deadline = &deadline
 		if p.State != broadcasts.PersonDelivered {
 			p.State = broadcasts.PersonQueued
 		}
@@ -499,8 +513,9 @@ func allSuppressed(tries []broadcasts.Try) bool {
 	return true
 }
 
-// ensureTry queues a try's message (a no-op when it is queued already) and
-// the check that moves the person on when nobody acknowledges in time.
+// ensureTry queues a try's message (a no-op when it is queued already).
+// The broadcast's sweep moves the person on when nobody acknowledges it
+// by the person's deadline.
 func (s *Server) ensureTry(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person, t *broadcasts.Try) error {
 	msg := s.broadcastMessage(cfg, p, t.Channel)
 	req, err := s.prepare(ctx, cfg.Tenant, msg)
@@ -524,13 +539,7 @@ func (s *Server) ensureTry(ctx context.Context, cfg *broadcasts.Config, p *broad
 	if err := s.enqueue(ctx, t.MessageID, req); err != nil {
 		return err
 	}
-	at := s.opts.Now()
-	if req.SendAt != nil && req.SendAt.After(at) {
-		at = *req.SendAt
-	}
-	return s.enqueueTask(ctx, TypeBroadcastAdvance, advancePayload{Broadcast: cfg.ID, Index: p.Index, Step: p.Step},
-		asynq.TaskID(fmt.Sprintf("%s:%d:%d", cfg.ID, p.Index, p.Step)), asynq.ProcessAt(at.Add(cfg.AckTimeout)),
-		asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(20))
+	return nil
 }
 
 // broadcastMessage is the message of a broadcast to a person on a channel.
@@ -617,6 +626,58 @@ func pickText(body map[string]string, locale string) string {
 		}
 	}
 	return body[keys[0]]
+}
+
+// scheduleSweep queues the broadcast's sweep for a time (keyed by the
+// second, so queueing it twice is harmless).
+func (s *Server) scheduleSweep(ctx context.Context, id string, at time.Time) error {
+	return s.enqueueTask(ctx, TypeBroadcastSweep, fanoutPayload{Broadcast: id},
+		asynq.TaskID(fmt.Sprintf("%s:sweep:%d", id, at.Unix())), asynq.ProcessAt(at),
+		asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50))
+}
+
+// sweep moves on the people whose deadline passed, then queues itself a
+// second later while the broadcast is active and someone still waits (or
+// is still to be made).
+func (s *Server) sweep(ctx context.Context, id string) error {
+	sum, err := s.opts.Broadcasts.Get(ctx, "", id)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if sum.State != broadcasts.StateActive {
+		return nil
+	}
+	now := s.opts.Now()
+	due, waiting, next, err := s.opts.Broadcasts.Due(ctx, id, now, 1000)
+	if err != nil {
+		return err
+	}
+	for _, index := range due {
+		person, _, err := s.opts.Broadcasts.Person(ctx, id, index)
+		if err != nil {
+			return err
+		}
+		if person.Done() || person.Deadline == nil || person.Deadline.After(now) {
+			continue
+		}
+		if err := s.timeoutPerson(ctx, advancePayload{Broadcast: id, Index: index, Step: person.Step}); err != nil {
+			return err
+		}
+	}
+	made, err := s.opts.Broadcasts.Made(ctx, id)
+	if err != nil {
+		return err
+	}
+	if waiting == 0 && made >= int64(sum.Total) {
+		return nil // everyone is done
+	}
+	at := now.Add(time.Second)
+	if made >= int64(sum.Total) && len(due) < 1000 && next.After(at) {
+		at = next // everyone is made and nothing is due before the next deadline
+	}
+	return s.scheduleSweep(ctx, id, at)
 }
 
 // timeoutPerson moves a person on when nobody acknowledged their current
