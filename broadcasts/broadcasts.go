@@ -214,8 +214,10 @@ func (s *Store) Create(ctx context.Context, c *Config) error {
 // Summary is a broadcast with its counters.
 type Summary struct {
 	Config
-	State    string
-	Counters map[string]int64
+	State string
+	// ChunksDone is how many chunks of the audience are fanned out.
+	ChunksDone int
+	Counters   map[string]int64
 }
 
 // Get returns a tenant's broadcast ("" tenant: any).
@@ -231,6 +233,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Summary, error) {
 		return nil, ErrNotFound
 	}
 	sum := &Summary{State: h["state"], Counters: map[string]int64{}}
+	sum.ChunksDone, _ = strconv.Atoi(h["chunks_done"])
 	if err := json.Unmarshal([]byte(h["doc"]), &sum.Config); err != nil {
 		return nil, fmt.Errorf("broadcasts: %s: %w", id, err)
 	}
@@ -536,10 +539,18 @@ func (s *Store) Due(ctx context.Context, id string, now time.Time, limit int) (d
 	return due, n.Val(), next, nil
 }
 
-// Made is how many people of a broadcast exist so far.
-func (s *Store) Made(ctx context.Context, id string) (int64, error) {
-	return s.rdb.HLen(ctx, peopleKey(id)).Result()
+// ChunkDone records that a chunk of the audience is fanned out (once per
+// chunk, however often it runs) and returns how many chunks are.
+func (s *Store) ChunkDone(ctx context.Context, id string, chunk int) (int, error) {
+	return chunkDoneScript.Run(ctx, s.rdb, []string{key(id)}, chunk).Int()
 }
+
+var chunkDoneScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], 'chunk:' .. ARGV[1], 1) == 1 then
+  return redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+end
+return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
+`)
 
 // Events reads the progress stream after the stream id `after` ("0" for
 // the start), waiting up to block for new ones (0: do not wait).

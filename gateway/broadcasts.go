@@ -417,7 +417,11 @@ feed:
 	if ferr == nil && len(errs) > 0 {
 		ferr = <-errs
 	}
-	return ferr // on an error the chunk runs again: what was done is not done twice
+	if ferr != nil {
+		return ferr // the chunk runs again: what was done is not done twice
+	}
+	_, err = s.opts.Broadcasts.ChunkDone(ctx, cfg.ID, p.Chunk)
+	return err
 }
 
 // fanoutParallel is how many people of a chunk are sent to at once.
@@ -666,15 +670,12 @@ func (s *Server) sweep(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	made, err := s.opts.Broadcasts.Made(ctx, id)
-	if err != nil {
-		return err
-	}
-	if waiting == 0 && made >= int64(sum.Total) {
+	fannedOut := sum.ChunksDone >= sum.Chunks
+	if waiting == 0 && fannedOut {
 		return nil // everyone is done
 	}
 	at := now.Add(time.Second)
-	if made >= int64(sum.Total) && len(due) < 1000 && next.After(at) {
+	if fannedOut && len(due) < 1000 && next.After(at) {
 		at = next // everyone is made and nothing is due before the next deadline
 	}
 	return s.scheduleSweep(ctx, id, at)

@@ -24,14 +24,16 @@ import (
 
 // rosterJSON is GET /v1/broadcasts/{id}: where every person stands.
 type rosterJSON struct {
-	ID         string                      `json:"id"`
-	Name       string                      `json:"name,omitempty"`
-	State      string                      `json:"state"`
-	Priority   string                      `json:"priority"`
-	Channels   []string                    `json:"channels"`
-	CreatedAt  time.Time                   `json:"created_at"`
-	Recipients int                         `json:"recipients"`
-	FannedOut  int                         `json:"fanned_out"` // people made so far
+	ID         string    `json:"id"`
+	Name       string    `json:"name,omitempty"`
+	State      string    `json:"state"`
+	Priority   string    `json:"priority"`
+	Channels   []string  `json:"channels"`
+	CreatedAt  time.Time `json:"created_at"`
+	Recipients int       `json:"recipients"`
+	FannedOut  int       `json:"fanned_out"` // people made so far
+	// FanOutDone says every chunk of the audience has been fanned out.
+	FanOutDone bool                        `json:"fan_out_done"`
 	People     map[string]int64            `json:"people"`     // by state
 	ByChannel  map[string]map[string]int64 `json:"by_channel"` // messages by status, per channel
 	Poll       map[string]int64            `json:"poll"`       // tallies by meaning, no_answer_yet, unreachable
@@ -39,7 +41,7 @@ type rosterJSON struct {
 
 func rosterOf(sum *broadcasts.Summary) rosterJSON {
 	r := rosterJSON{ID: sum.ID, Name: sum.Name, State: sum.State, Priority: sum.Priority, Channels: sum.Channels,
-		CreatedAt: sum.CreatedAt, Recipients: sum.Total, People: map[string]int64{}, ByChannel: map[string]map[string]int64{},
+		CreatedAt: sum.CreatedAt, Recipients: sum.Total, FanOutDone: sum.ChunksDone >= sum.Chunks, People: map[string]int64{}, ByChannel: map[string]map[string]int64{},
 		Poll: map[string]int64{}}
 	for _, st := range []string{broadcasts.PersonPending, broadcasts.PersonQueued, broadcasts.PersonSent, broadcasts.PersonDelivered,
 		broadcasts.PersonAcknowledged, broadcasts.PersonUnreachable, broadcasts.PersonSuppressed, broadcasts.PersonCanceled} {
@@ -307,7 +309,18 @@ func (s *Server) previewBroadcast(c *fiber.Ctx) error {
 			if err != nil {
 				return s.unavailable(err)
 			}
-			recips = append(recips, chunk...)
+			var safe map[int]bool
+			if cfg.OnlyNotSafe {
+				// As the fan-out will: leave out those who answered safe.
+				if safe, err = s.safeIn(ctx, cfg.FollowUpOf, i*audiences.ChunkSize, len(chunk)); err != nil {
+					return s.unavailable(err)
+				}
+			}
+			for j, r := range chunk {
+				if !safe[i*audiences.ChunkSize+j] {
+					recips = append(recips, r)
+				}
+			}
 		}
 	}
 	est := broadcasts.EstimateInput{Cascade: cfg.Channels, Texts: map[string]map[string]string{},

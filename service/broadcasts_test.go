@@ -325,8 +325,11 @@ func TestNeedHelpEscalatesAndAFollowUpSkipsThoseSafe(t *testing.T) {
 		t.Fatalf("open escalations: %s", open.Raw)
 	}
 	// An update to those not yet safe: the second and third person only.
-	f := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["sms"],"body":{"en":"Update: shelters are open at the school."},
-	  "follow_up_of":"`+id+`","only_not_safe":true}`)
+	update := `{"channels":["sms"],"body":{"en":"Update: shelters are open at the school."},"follow_up_of":"` + id + `","only_not_safe":true}`
+	if pv := e.do("POST", "/v1/broadcasts/preview", keyA, update); pv.Status != 200 || pv.Body["recipients"].(float64) != 2 {
+		t.Fatalf("the follow-up's preview = %d %s", pv.Status, pv.Raw)
+	}
+	f := e.do("POST", "/v1/broadcasts", keyA, update)
 	if f.Status != 202 {
 		t.Fatalf("follow-up = %d %s", f.Status, f.Raw)
 	}
