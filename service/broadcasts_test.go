@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
-	"github.com/patientmsg/gateway/service"
-
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/config"
+	"github.com/patientmsg/gateway/service"
+	"github.com/patientmsg/gateway/workers"
 )
 
 // person returns a broadcast's person by index from the recipients list of a state.
@@ -339,6 +341,17 @@ func TestNeedHelpEscalatesAndAFollowUpSkipsThoseSafe(t *testing.T) {
 	if e.sim.MessagesTo("+14155550201") != 1 || e.sim.MessagesTo("+14155550203") != 2 {
 		t.Fatalf("the safe person got the update (or the others did not): %v", r["people"])
 	}
+	// With everyone acknowledged, the broadcast's timeout sweep stops.
+	insp := asynq.NewInspectorFromRedisClient(e.redis.Client())
+	waitUntil(t, 5*time.Second, "the sweep to stop", func() bool {
+		tasks, _ := insp.ListScheduledTasks(workers.QueueFor(workers.PriorityHigh), asynq.PageSize(1000))
+		for _, task := range tasks {
+			if strings.HasPrefix(task.ID, f.Body["id"].(string)+":sweep") {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestACallNobodyAnswersMovesThePersonOnAndAKeyCanAskForHelp(t *testing.T) {
