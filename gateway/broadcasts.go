@@ -704,11 +704,24 @@ func (s *Server) timeoutPerson(ctx context.Context, p advancePayload) error {
 		return err
 	}
 	if cur := person.Current(); cur != nil {
-		if _, err := s.cancel(ctx, cfg.Tenant, cur.MessageID); err != nil && !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrNotFound) {
+		if err := s.cancelTry(ctx, cfg, p.Index, cur.MessageID); err != nil {
 			return err
 		}
 	}
 	return s.advancePerson(ctx, cfg, p.Index, p.Step)
+}
+
+// cancelTry cancels a try's message unless the provider has it already,
+// and records the cancellation in the person's tries.
+func (s *Server) cancelTry(ctx context.Context, cfg *broadcasts.Config, index int, messageID string) error {
+	_, err := s.cancel(ctx, cfg.Tenant, messageID)
+	switch {
+	case errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound):
+		return nil // with the provider (or gone): it runs its course
+	case err != nil:
+		return err
+	}
+	return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
 }
 
 // parseLink splits "bc_…:index".
@@ -815,7 +828,7 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 		return err
 	}
 	for _, m := range pending {
-		if _, err := s.cancel(ctx, cfg.Tenant, m); err != nil && !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrNotFound) {
+		if err := s.cancelTry(ctx, cfg, index, m); err != nil {
 			return err
 		}
 	}
@@ -844,7 +857,7 @@ func (s *Server) cancelPeople(ctx context.Context, id string) error {
 		}
 		for _, t := range p.Tries {
 			if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
-				if _, err := s.cancel(ctx, cfg.Tenant, t.MessageID); err != nil && !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrNotFound) {
+				if err := s.cancelTry(ctx, cfg, p.Index, t.MessageID); err != nil {
 					return err
 				}
 			}

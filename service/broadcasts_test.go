@@ -237,6 +237,10 @@ func TestABroadcastCanBeCanceledMidFanOut(t *testing.T) {
 	if done >= 3000 || count(r, "people", "canceled") == 0 || done+count(r, "people", "canceled") != count(r, "fanned_out") {
 		t.Fatalf("after cancel: %v", r["people"])
 	}
+	// The messages canceled before they reached the provider say so.
+	if count(r, "by_channel", "sms", "canceled") == 0 || count(r, "by_channel", "sms", "queued") != 0 {
+		t.Fatalf("messages after cancel: %v", r["by_channel"])
+	}
 }
 
 func TestARestartedWorkerLosesAndRepeatsNoRecipient(t *testing.T) {
