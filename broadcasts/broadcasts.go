@@ -278,8 +278,8 @@ return 1
 `)
 
 // AddPeople stores new people (those already stored are kept as they are)
-// and counts them; it returns the people as stored.
-func (s *Store) AddPeople(ctx context.Context, id string, people []*Person) ([]*Person, error) {
+// and counts them; it returns the people as stored, and their JSON.
+func (s *Store) AddPeople(ctx context.Context, id string, people []*Person) ([]*Person, []string, error) {
 	args := make([]any, 0, 2*len(people))
 	for _, p := range people {
 		doc, _ := json.Marshal(p)
@@ -287,16 +287,16 @@ func (s *Store) AddPeople(ctx context.Context, id string, people []*Person) ([]*
 	}
 	res, err := addPeopleScript.Run(ctx, s.rdb, []string{key(id), peopleKey(id), setKey(id, "st:"+PersonPending)}, args...).StringSlice()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]*Person, len(res))
 	for i, doc := range res {
 		out[i] = &Person{}
 		if err := json.Unmarshal([]byte(doc), out[i]); err != nil {
-			return nil, fmt.Errorf("broadcasts: person: %w", err)
+			return nil, nil, fmt.Errorf("broadcasts: person: %w", err)
 		}
 	}
-	return out, nil
+	return out, res, nil
 }
 
 // addPeopleScript: KEYS broadcast, people, pending set; ARGV index, doc, …
@@ -353,8 +353,23 @@ type Event struct {
 // anything), retrying when another process changed the person meanwhile.
 // The counters, listing sets and the event stream follow.
 func (s *Store) Update(ctx context.Context, id string, index int, change func(p *Person) (*Event, bool)) (*Person, error) {
+	return s.UpdateKnown(ctx, id, index, "", change)
+}
+
+// UpdateKnown is Update starting from a person's stored JSON the caller
+// already has (as AddPeople returns it), saving a read; "" reads it.
+func (s *Store) UpdateKnown(ctx context.Context, id string, index int, known string, change func(p *Person) (*Event, bool)) (*Person, error) {
 	for range 10 {
-		p, old, err := s.Person(ctx, id, index)
+		var p *Person
+		var old string
+		var err error
+		if known != "" {
+			old, known = known, ""
+			p = &Person{}
+			err = json.Unmarshal([]byte(old), p)
+		} else {
+			p, old, err = s.Person(ctx, id, index)
+		}
 		if err != nil {
 			return nil, err
 		}

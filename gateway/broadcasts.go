@@ -374,21 +374,25 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 		}
 		people = append(people, person)
 	}
-	stored, err := s.opts.Broadcasts.AddPeople(ctx, cfg.ID, people)
+	stored, docs, err := s.opts.Broadcasts.AddPeople(ctx, cfg.ID, people)
 	if err != nil {
 		return err
 	}
 	// People are sent to by fanoutParallel goroutines: each send is a few
 	// Redis round trips, which overlap.
-	work := make(chan *broadcasts.Person)
+	type job struct {
+		person *broadcasts.Person
+		doc    string
+	}
+	work := make(chan job)
 	errs := make(chan error, fanoutParallel)
 	var wg sync.WaitGroup
 	for range fanoutParallel {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for person := range work {
-				if err := s.fanoutPerson(ctx, cfg, person); err != nil {
+			for j := range work {
+				if err := s.fanoutPerson(ctx, cfg, j.person, j.doc); err != nil {
 					errs <- err
 					return
 				}
@@ -404,7 +408,7 @@ feed:
 			}
 		}
 		select {
-		case work <- person:
+		case work <- job{person, docs[n]}:
 		case ferr = <-errs:
 			break feed
 		case <-ctx.Done():
@@ -429,12 +433,12 @@ const fanoutParallel = 16
 
 // fanoutPerson sends a person their first channel, or, for a person made
 // before a restart, makes sure their current message is queued.
-func (s *Server) fanoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person) error {
+func (s *Server) fanoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person, doc string) error {
 	if cur := person.Current(); cur != nil {
 		return s.ensureTry(ctx, cfg, person, cur)
 	}
 	if person.Step < 0 && !person.Done() {
-		return s.advancePerson(ctx, cfg, person.Index, -1)
+		return s.advancePersonFrom(ctx, cfg, person.Index, -1, doc)
 	}
 	return nil
 }
@@ -475,9 +479,15 @@ func addressFor(r audiences.Recipient, channel string) string {
 // queues its message; past their last channel they are unreachable (or
 // suppressed, when every channel refused them for an opt-out).
 func (s *Server) advancePerson(ctx context.Context, cfg *broadcasts.Config, index, from int) error {
+	return s.advancePersonFrom(ctx, cfg, index, from, "")
+}
+
+// advancePersonFrom is advancePerson from the person's stored JSON when the
+// caller has it ("" reads it).
+func (s *Server) advancePersonFrom(ctx context.Context, cfg *broadcasts.Config, index, from int, known string) error {
 	now := s.opts.Now().UTC()
 	var try *broadcasts.Try
-	person, err := s.opts.Broadcasts.Update(ctx, cfg.ID, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+	person, err := s.opts.Broadcasts.UpdateKnown(ctx, cfg.ID, index, known, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
 		if p.Done() || p.Step != from {
 			return nil, false
 		}
