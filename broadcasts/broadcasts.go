@@ -480,6 +480,11 @@ func (s *Store) List(ctx context.Context, id, set string, after, limit int) ([]*
 	return s.People(ctx, id, idx)
 }
 
+// Count is how many people a listing set holds ("ans:safe").
+func (s *Store) Count(ctx context.Context, id, set string) (int64, error) {
+	return s.rdb.SCard(ctx, setKey(id, set)).Result()
+}
+
 // People reads people by index.
 func (s *Store) People(ctx context.Context, id string, idx []int) ([]*Person, error) {
 	if len(idx) == 0 {

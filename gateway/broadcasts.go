@@ -239,6 +239,14 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 		} else {
 			cfg.AudienceID, cfg.Total, cfg.Chunks = orig.AudienceID, orig.Total, orig.Chunks
 			cfg.OnlyNotSafe = in.OnlyNotSafe
+			if in.OnlyNotSafe {
+				// Those safe now are left out (the fan-out checks again).
+				safe, err := s.opts.Broadcasts.Count(ctx, orig.ID, "ans:safe")
+				if err != nil {
+					return nil, nil, s.unavailable(err).(*Problem)
+				}
+				cfg.Total = max(cfg.Total-int(safe), 0)
+			}
 		}
 	}
 	if in.OnlyNotSafe && in.FollowUpOf == "" {

@@ -339,6 +339,9 @@ func TestNeedHelpEscalatesAndAFollowUpSkipsThoseSafe(t *testing.T) {
 	if f.Status != 202 {
 		t.Fatalf("follow-up = %d %s", f.Status, f.Raw)
 	}
+	if f.Body["recipients"].(float64) != 2 {
+		t.Fatalf("the follow-up counts %v recipients, want the 2 not safe", f.Body["recipients"])
+	}
 	r := e.waitRoster(f.Body["id"].(string), 10*time.Second, "the follow-up", func(r map[string]any) bool {
 		return count(r, "fanned_out") == 2 && count(r, "people", "acknowledged") == 2
 	})
