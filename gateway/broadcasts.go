@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -286,12 +287,6 @@ func (s *Server) checkBroadcastTemplate(ctx context.Context, tenant string, cfg 
 type fanoutPayload struct {
 	Broadcast string `json:"bc"`
 	Chunk     int    `json:"chunk"`
-}
-
-type advancePayload struct {
-	Broadcast string `json:"bc"`
-	Index     int    `json:"i"`
-	Step      int    `json:"step"`
 }
 
 // configs caches broadcasts' configurations (they never change).
@@ -608,13 +603,7 @@ func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, 
 		// Answers count for three days: people answer late in a crisis.
 		m.ExpectReply = &ExpectReplyIn{Options: cfg.Poll.Options, Within: "72h"}
 		if channel == "voice" && cfg.Template == "" {
-			keys := slices.Sorted(func(yield func(string) bool) {
-				for k := range cfg.Poll.Options {
-					if !yield(k) {
-						return
-					}
-				}
-			})
+			keys := slices.Sorted(maps.Keys(cfg.Poll.Options))
 			prompt := cfg.Poll.Question
 			if prompt == "" {
 				prompt = "Press a key to answer."
@@ -676,15 +665,15 @@ func (s *Server) sweep(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	for _, index := range due {
-		person, _, err := s.opts.Broadcasts.Person(ctx, id, index)
-		if err != nil {
-			return err
-		}
+	people, err := s.opts.Broadcasts.People(ctx, id, due) // one read for all
+	if err != nil {
+		return err
+	}
+	for _, person := range people {
 		if person.Done() || person.Deadline == nil || person.Deadline.After(now) {
 			continue
 		}
-		if err := s.timeoutPerson(ctx, advancePayload{Broadcast: id, Index: index, Step: person.Step}); err != nil {
+		if err := s.timeoutPerson(ctx, &sum.Config, person); err != nil {
 			return err
 		}
 	}
@@ -702,31 +691,13 @@ func (s *Server) sweep(ctx context.Context, id string) error {
 // timeoutPerson moves a person on when nobody acknowledged their current
 // try in time: the try's message is canceled if the provider does not have
 // it yet, and the next channel is tried.
-func (s *Server) timeoutPerson(ctx context.Context, p advancePayload) error {
-	cfg, err := s.broadcastConfig(ctx, p.Broadcast)
-	if errors.Is(err, broadcasts.ErrNotFound) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	person, _, err := s.opts.Broadcasts.Person(ctx, cfg.ID, p.Index)
-	if errors.Is(err, broadcasts.ErrNotFound) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if person.Done() || person.Step != p.Step {
-		return nil
-	}
-	if sum, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err != nil || sum.State != broadcasts.StateActive {
-		return err
-	}
+func (s *Server) timeoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person) error {
 	if cur := person.Current(); cur != nil {
-		if err := s.cancelTry(ctx, cfg, p.Index, cur.MessageID); err != nil {
+		if err := s.cancelTry(ctx, cfg, person.Index, cur.MessageID); err != nil {
 			return err
 		}
 	}
-	return s.advancePerson(ctx, cfg, p.Index, p.Step)
+	return s.advancePerson(ctx, cfg, person.Index, person.Step)
 }
 
 // cancelTry cancels a try's message unless the provider has it already,
@@ -812,7 +783,7 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 	if option == "" && digits != "" && cfg.Poll != nil {
 		option = cfg.Poll.Options[digits]
 	}
-	if cfg.Poll != nil && option != "" && !slices.Contains(mapValues(cfg.Poll.Options), option) {
+	if cfg.Poll != nil && option != "" && !slices.Contains(slices.Collect(maps.Values(cfg.Poll.Options)), option) {
 		option = ""
 	}
 	now := s.opts.Now().UTC()
@@ -851,14 +822,6 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 		}
 	}
 	return nil
-}
-
-func mapValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // cancelPeople cancels what a canceled broadcast has not sent.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,12 +120,6 @@ func (s *Server) getBroadcast(c *fiber.Ctx) error {
 	return c.JSON(rosterOf(sum))
 }
 
-// personJSON is a person as the recipients list shows them: the addresses
-// are shown whole, because the list is there to call people.
-type personJSON struct {
-	*broadcasts.Person
-}
-
 // GET /v1/broadcasts/{id}/recipients?state=need_help&after=<index>&limit=100
 func (s *Server) broadcastRecipients(c *fiber.Ctx) error {
 	sum, err := s.broadcastOf(c)
@@ -137,7 +132,7 @@ func (s *Server) broadcastRecipients(c *fiber.Ctx) error {
 	case slices.Contains([]string{broadcasts.PersonPending, broadcasts.PersonQueued, broadcasts.PersonSent, broadcasts.PersonDelivered,
 		broadcasts.PersonAcknowledged, broadcasts.PersonUnreachable, broadcasts.PersonSuppressed, broadcasts.PersonCanceled}, state):
 		set = "st:" + state
-	case sum.Poll != nil && slices.Contains(mapValues(sum.Poll.Options), state):
+	case sum.Poll != nil && slices.Contains(slices.Collect(maps.Values(sum.Poll.Options)), state):
 		set = "ans:" + state
 	default:
 		return problem(400, "bad-query", "state must be a person state (pending, queued, sent, delivered, acknowledged, unreachable, suppressed, canceled) or a poll answer's meaning (e.g. need_help)")
@@ -157,15 +152,12 @@ func (s *Server) broadcastRecipients(c *fiber.Ctx) error {
 	if err != nil {
 		return s.unavailable(err)
 	}
-	out := make([]personJSON, len(people))
-	for i, p := range people {
-		out[i] = personJSON{p}
-	}
 	next := ""
 	if len(people) == limit {
 		next = strconv.Itoa(people[len(people)-1].Index)
 	}
-	return c.JSON(fiber.Map{"recipients": out, "next_after": next})
+	// Addresses are shown whole: the list is there to call people.
+	return c.JSON(fiber.Map{"recipients": people, "next_after": next})
 }
 
 // POST /v1/broadcasts/{id}/cancel: nothing more is sent; messages not yet

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -66,20 +65,6 @@ func (h *SendHandler) pace(ctx context.Context, sender string, p SendPayload) (*
 	return &waitError{reason: "sender " + d.Reason, after: d.Wait}, nil
 }
 
-var zones sync.Map // zone name → *time.Location
-
-func loadZone(name string) (*time.Location, error) {
-	if l, ok := zones.Load(name); ok {
-		return l.(*time.Location), nil
-	}
-	l, err := schedule.LoadZone(name)
-	if err != nil {
-		return nil, err
-	}
-	zones.Store(name, l)
-	return l, nil
-}
-
 // holdForQuietHours re-schedules a message that would reach its recipient
 // inside the quiet window of their time zone (a retry or a rate-limit wait
 // can drift into it after the API checked), to the window's end.
@@ -92,7 +77,7 @@ func (h *SendHandler) holdForQuietHours(ctx context.Context, p SendPayload, log 
 		log.Warn("ignoring an unreadable quiet window", "err", err)
 		return nil, nil
 	}
-	loc, err := loadZone(p.Zone)
+	loc, err := schedule.LoadZone(p.Zone) // cached by the schedule package
 	if err != nil {
 		log.Warn("ignoring quiet hours in an unknown time zone", "err", err)
 		return nil, nil
