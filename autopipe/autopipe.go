@@ -1,0 +1,180 @@
+// Package autopipe sends the Redis commands of many goroutines together:
+// each goroutine runs its commands as usual and waits for their results,
+// while a few flushers write whatever commands are waiting as one pipeline.
+//
+// A broadcast's fan-out makes thousands of messages at once, each a few
+// round trips (the person, the ledger record, the Asynq task). One at a
+// time, the round trips cost more than the work: two system calls and a
+// wake-up each, on both sides. Batched, a thousand commands cost about
+// what one does. The Asynq client runs unchanged on a Client, so its own
+// scripts are batched too.
+//
+// Commands keep their order within a goroutine, and a pipelined group of
+// commands (Pipeline, Pipelined) stays together and in order. A
+// transaction (TxPipeline) runs on its own, as it must. WATCH is not
+// supported: its commands would not share a connection.
+package autopipe
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrClosed is the error of a command run after Close.
+var ErrClosed = errors.New("autopipe: client closed")
+
+// Options tune a Client; the zero value is fine.
+type Options struct {
+	// Flushers is how many pipelines may be in flight at once (default 4):
+	// while some wait for Redis, the next batch gathers.
+	Flushers int
+	// MaxBatch bounds the commands of one pipeline (default 1,000); a
+	// group larger than that still goes whole.
+	MaxBatch int
+}
+
+// Client is a redis.UniversalClient whose commands are batched onto rdb.
+// It never opens a connection of its own.
+type Client struct {
+	redis.UniversalClient
+	rdb   redis.UniversalClient
+	max   int
+	queue chan *call
+
+	mu     sync.RWMutex // held to send on queue; taken for writing by Close
+	closed bool
+	wg     sync.WaitGroup
+}
+
+type call struct {
+	cmds []redis.Cmder
+	done chan struct{}
+}
+
+// New returns a Client that runs its commands on rdb. Close stops it; rdb
+// stays open.
+func New(rdb redis.UniversalClient, o Options) *Client {
+	if o.Flushers <= 0 {
+		o.Flushers = 4
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1000
+	}
+	// The front client is only a carrier for the hook below, which answers
+	// every command before it could reach a connection: it never dials.
+	front := redis.NewClient(&redis.Options{Addr: "autopipe.invalid:0", Protocol: 2, MaxRetries: -1})
+	c := &Client{UniversalClient: front, rdb: rdb, max: o.MaxBatch, queue: make(chan *call, o.MaxBatch)}
+	front.AddHook(hook{c})
+	for range o.Flushers {
+		c.wg.Add(1)
+		go c.flush()
+	}
+	return c
+}
+
+// Close stops the flushers once the commands already queued have run.
+// Commands run afterwards fail with ErrClosed. The underlying client stays
+// open.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.queue)
+	c.mu.Unlock()
+	c.wg.Wait()
+	return c.UniversalClient.Close()
+}
+
+// run queues cmds and waits until they have run. The caller's context does
+// not cut the wait short: a queued command may already be on the wire, and
+// the underlying client's timeouts bound how long it takes.
+func (c *Client) run(cmds []redis.Cmder) {
+	cl := &call{cmds: cmds, done: make(chan struct{})}
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		for _, cmd := range cmds {
+			cmd.SetErr(ErrClosed)
+		}
+		return
+	}
+	c.queue <- cl
+	c.mu.RUnlock()
+	<-cl.done
+}
+
+// flush writes what waits as one pipeline, until the queue closes.
+func (c *Client) flush() {
+	defer c.wg.Done()
+	var batch []*call
+	var cmds []redis.Cmder
+	for first := range c.queue {
+		batch = append(batch[:0], first)
+		cmds = append(cmds[:0], first.cmds...)
+	gather:
+		for len(cmds) < c.max {
+			select {
+			case cl, ok := <-c.queue:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, cl)
+				cmds = append(cmds, cl.cmds...)
+			default:
+				break gather
+			}
+		}
+		pipe := c.rdb.Pipeline()
+		_ = pipe.BatchProcess(context.Background(), cmds...)
+		_, _ = pipe.Exec(context.Background()) // each command keeps its own error
+		for _, cl := range batch {
+			close(cl.done)
+		}
+	}
+}
+
+// tx runs a transaction's commands (MULTI … EXEC as the front client
+// wrapped them) as a transaction of their own on the underlying client.
+func (c *Client) tx(ctx context.Context, cmds []redis.Cmder) {
+	inner := cmds[1 : len(cmds)-1]
+	_, _ = c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return p.BatchProcess(ctx, inner...)
+	})
+}
+
+type hook struct{ c *Client }
+
+func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h hook) ProcessHook(redis.ProcessHook) redis.ProcessHook {
+	return func(_ context.Context, cmd redis.Cmder) error {
+		h.c.run([]redis.Cmder{cmd})
+		return cmd.Err()
+	}
+}
+
+func (h hook) ProcessPipelineHook(redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 {
+			return nil
+		}
+		if len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec" {
+			h.c.tx(ctx, cmds)
+			cmds = cmds[1 : len(cmds)-1]
+		} else {
+			h.c.run(cmds)
+		}
+		for _, cmd := range cmds {
+			if err := cmd.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
