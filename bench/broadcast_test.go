@@ -27,7 +27,9 @@ import (
 //   - the time until every person's message is queued (target ≤ 1.5× bare
 //     Asynq's enqueue),
 //   - the time until the first message reaches the simulator (≤ 1 s),
-//   - Redis memory per person.
+//   - Redis memory per person once queued (the person and the send task;
+//     each message's ledger record is written when its turn to send comes,
+//     so the figure also holds the records of the messages sent meanwhile).
 func BenchmarkBroadcastFanout(b *testing.B) {
 	n := envInt(b, "BENCH_BROADCAST", 100_000)
 	e := newEnv(b)
@@ -84,7 +86,7 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	}
 	var first, queued time.Duration
 	deadline := time.Now().Add(10 * time.Minute)
-	for queued == 0 && time.Now().Before(deadline) {
+	for (queued == 0 || first == 0) && time.Now().Before(deadline) {
 		r := e.call(g.base, "GET", "/v1/broadcasts/"+id, "", nil)
 		people, _ := r["people"].(map[string]any)
 		num := func(k string) float64 { f, _ := people[k].(float64); return f }
@@ -92,13 +94,13 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 		if first == 0 && num("sent")+num("delivered")+num("acknowledged") > 0 {
 			first = time.Since(t0)
 		}
-		if int(fanned) == n && num("pending") == 0 {
+		if queued == 0 && int(fanned) == n && num("pending") == 0 {
 			queued = time.Since(t0)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if queued == 0 {
-		b.Fatal("the fan-out did not finish within 10 minutes")
+	if queued == 0 || first == 0 {
+		b.Fatal("the fan-out did not finish, or nothing was sent, within 10 minutes")
 	}
 	perPerson := float64(e.usedMemory()-before) / float64(n)
 	b.StopTimer()
@@ -110,7 +112,7 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	fmt.Fprintf(w, "POST /v1/broadcasts answered 202\t%s\t(target < 1 s)\n", accepted.Round(time.Millisecond))
 	fmt.Fprintf(w, "first message accepted by the simulator\t%s after the call\t(target ≤ 1 s)\n", first.Round(time.Millisecond))
 	fmt.Fprintf(w, "every person's message queued\t%s\t= %.2f× bare Asynq (target ≤ 1.5×)\n", queued.Round(time.Millisecond), queued.Seconds()/bare.Seconds())
-	fmt.Fprintf(w, "Redis memory per person (broadcast, ledger, queued task; meanwhile some were sent)\t%.0f B\n", perPerson)
+	fmt.Fprintf(w, "Redis memory per person once queued (person, send task; ledger records of those sent meanwhile)\t%.0f B\n", perPerson)
 	w.Flush()
 	b.ReportMetric(accepted.Seconds()*1000, "accept_ms")
 	b.ReportMetric(first.Seconds()*1000, "first_msg_ms")

@@ -277,46 +277,140 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1])
 return 1
 `)
 
-// AddPeople stores new people (those already stored are kept as they are)
-// and counts them; it returns the people as stored, and their JSON.
-func (s *Store) AddPeople(ctx context.Context, id string, people []*Person) ([]*Person, []string, error) {
-	args := make([]any, 0, 2*len(people))
-	for _, p := range people {
-		doc, _ := json.Marshal(p)
-		args = append(args, p.Index, doc)
+// StartPeople stores new people as they start: each at their first
+// channel (a try queued, a deadline) or already done (unreachable). Those
+// stored before (a fan-out run again) are kept as they are. It counts the
+// new people, lists them, sets their deadlines and adds one "chunk" event
+// for them all, in one script; it returns the people as stored and which
+// of them are new.
+func (s *Store) StartPeople(ctx context.Context, id string, chunk int, people []*Person) ([]*Person, []bool, error) {
+	keys := []string{key(id), peopleKey(id), deadlinesKey(id), eventsKey(id)}
+	setIdx := map[string]int{}
+	// A profile is the sets and counters a new person joins: people of a
+	// chunk share a few, so the script adds them up.
+	type profile struct{ sets, counters []string }
+	var profiles []profile
+	profileOf := map[string]int{}
+	args := []any{0}
+	var persons []any
+	docs := make([]string, len(people))
+	for i, p := range people {
+		sets := p.sets()
+		counters := slices.Sorted(maps.Keys(p.counters()))
+		sig := strings.Join(sets, ",") + "|" + strings.Join(counters, ",")
+		n, ok := profileOf[sig]
+		if !ok {
+			n = len(profiles)
+			profileOf[sig] = n
+			profiles = append(profiles, profile{sets, counters})
+			for _, st := range sets {
+				if _, ok := setIdx[st]; !ok {
+					keys = append(keys, setKey(id, st))
+					setIdx[st] = len(keys)
+				}
+			}
+		}
+		doc, err := json.Marshal(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		docs[i] = string(doc)
+		deadline := int64(0)
+		if p.Deadline != nil && !p.Done() {
+			deadline = p.Deadline.UnixMilli()
+		}
+		persons = append(persons, p.Index, docs[i], deadline, n+1)
 	}
-	res, err := addPeopleScript.Run(ctx, s.rdb, []string{key(id), peopleKey(id), setKey(id, "st:"+PersonPending)}, args...).StringSlice()
+	args[0] = len(profiles)
+	for _, pr := range profiles {
+		args = append(args, len(pr.sets))
+		for _, st := range pr.sets {
+			args = append(args, setIdx[st])
+		}
+		args = append(args, len(pr.counters))
+		for _, c := range pr.counters {
+			args = append(args, c)
+		}
+	}
+	// The script appends how many people are new.
+	at, _ := json.Marshal(time.Now().UTC())
+	args = append(args, fmt.Sprintf(`{"type":"chunk","chunk":%d,"at":%s,"people":`, chunk, at))
+	args = append(args, persons...)
+	res, err := startPeopleScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return nil, nil, err
 	}
 	out := make([]*Person, len(res))
+	fresh := make([]bool, len(res))
 	for i, doc := range res {
+		if doc == "" {
+			out[i], fresh[i] = people[i], true
+			continue
+		}
 		out[i] = &Person{}
 		if err := json.Unmarshal([]byte(doc), out[i]); err != nil {
 			return nil, nil, fmt.Errorf("broadcasts: person: %w", err)
 		}
 	}
-	return out, res, nil
+	return out, fresh, nil
 }
 
-// addPeopleScript: KEYS broadcast, people, pending set; ARGV index, doc, …
-// New people count as pending. Returns each person's stored doc.
-var addPeopleScript = redis.NewScript(`
-local out, added = {}, 0
-for i = 1, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i+1]) == 1 then
-    added = added + 1
-    redis.call('SADD', KEYS[3], ARGV[i])
-    out[#out+1] = ARGV[i+1]
+// startPeopleScript: KEYS broadcast, people, deadlines, events, sets…;
+// ARGV profiles (count, then each: number of sets, their KEYS indexes,
+// number of counters, the counters), the chunk event's JSON up to its
+// count of new people, then per person
+// index, doc, deadline (ms, 0: none), profile. Returns, per person, ""
+// when new or the doc stored before.
+var startPeopleScript = redis.NewScript(`
+local np, pos = tonumber(ARGV[1]), 2
+local psets, pcounters, padded = {}, {}, {}
+for p = 1, np do
+  local sets, counters = {}, {}
+  for i = 1, tonumber(ARGV[pos]) do sets[i] = KEYS[tonumber(ARGV[pos + i])] end
+  pos = pos + 1 + #sets
+  for i = 1, tonumber(ARGV[pos]) do counters[i] = ARGV[pos + i] end
+  pos = pos + 1 + #counters
+  psets[p], pcounters[p], padded[p] = sets, counters, {}
+end
+local event = ARGV[pos]
+pos = pos + 1
+local out, deadlines, fresh = {}, {}, 0
+while pos <= #ARGV do
+  local idx, doc, dl, p = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  pos = pos + 4
+  if redis.call('HSETNX', KEYS[2], idx, doc) == 1 then
+    local added = padded[p]
+    added[#added + 1] = idx
+    if dl > 0 then
+      deadlines[#deadlines + 1] = dl
+      deadlines[#deadlines + 1] = idx
+    end
+    fresh = fresh + 1
+    out[#out + 1] = ''
   else
-    out[#out+1] = redis.call('HGET', KEYS[2], ARGV[i])
+    out[#out + 1] = redis.call('HGET', KEYS[2], idx)
   end
 end
-if added > 0 then redis.call('HINCRBY', KEYS[1], 'st:pending', added) end
+if fresh == 0 then return out end
 local ttl = redis.call('PTTL', KEYS[1])
+for p = 1, np do
+  local added = padded[p]
+  if #added > 0 then
+    for _, set in ipairs(psets[p]) do
+      redis.call('SADD', set, unpack(added))
+      if ttl > 0 then redis.call('PEXPIRE', set, ttl) end
+    end
+    for _, c in ipairs(pcounters[p]) do redis.call('HINCRBY', KEYS[1], c, #added) end
+  end
+end
+if #deadlines > 0 then
+  redis.call('ZADD', KEYS[3], unpack(deadlines))
+end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 't', 'chunk', 'e', event .. fresh .. '}')
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 return out
 `)
@@ -353,23 +447,8 @@ type Event struct {
 // anything), retrying when another process changed the person meanwhile.
 // The counters, listing sets and the event stream follow.
 func (s *Store) Update(ctx context.Context, id string, index int, change func(p *Person) (*Event, bool)) (*Person, error) {
-	return s.UpdateKnown(ctx, id, index, "", change)
-}
-
-// UpdateKnown is Update starting from a person's stored JSON the caller
-// already has (as AddPeople returns it), saving a read; "" reads it.
-func (s *Store) UpdateKnown(ctx context.Context, id string, index int, known string, change func(p *Person) (*Event, bool)) (*Person, error) {
 	for range 10 {
-		var p *Person
-		var old string
-		var err error
-		if known != "" {
-			old, known = known, ""
-			p = &Person{}
-			err = json.Unmarshal([]byte(old), p)
-		} else {
-			p, old, err = s.Person(ctx, id, index)
-		}
+		p, old, err := s.Person(ctx, id, index)
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/hibiken/asynq"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/patientmsg/gateway/audiences"
 	"github.com/patientmsg/gateway/broadcasts"
@@ -364,84 +365,68 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 			return err
 		}
 	}
+	// Each new person starts at their first channel: a try queued, with the
+	// deadline for an acknowledgement; a person without any of the
+	// broadcast's channels is unreachable from the start.
+	now := s.opts.Now().UTC()
+	starts := now
+	if cfg.SendAt != nil && cfg.SendAt.After(now) {
+		starts = *cfg.SendAt
+	}
+	deadline := starts.Add(cfg.AckTimeout)
 	people := make([]*broadcasts.Person, 0, len(recips))
 	for j, r := range recips {
 		if skip[base+j] {
 			continue
 		}
-		person := &broadcasts.Person{Index: base + j, To: r, Step: -1, State: broadcasts.PersonPending, Tries: []broadcasts.Try{}}
+		person := &broadcasts.Person{Index: base + j, To: r, State: broadcasts.PersonUnreachable, Tries: []broadcasts.Try{}}
 		for _, ch := range cfg.Channels {
 			if addressFor(r, ch) != "" {
 				person.Channels = append(person.Channels, ch)
 			}
 		}
+		if len(person.Channels) > 0 {
+			person.State, person.Deadline = broadcasts.PersonQueued, &deadline
+			person.Tries = append(person.Tries, broadcasts.Try{Channel: person.Channels[0], MessageID: ledger.NewID(),
+				At: now, Status: string(ledger.StatusQueued)})
+		}
 		people = append(people, person)
 	}
-	stored, docs, err := s.opts.Broadcasts.AddPeople(ctx, cfg.ID, people)
+	stored, fresh, err := s.opts.Bulk.Broadcasts.StartPeople(ctx, cfg.ID, p.Chunk, people)
 	if err != nil {
 		return err
 	}
-	// People are sent to by fanoutParallel goroutines: each send is a few
-	// Redis round trips, which overlap.
-	type job struct {
-		person *broadcasts.Person
-		doc    string
-	}
-	work := make(chan job)
-	errs := make(chan error, fanoutParallel)
-	var wg sync.WaitGroup
-	for range fanoutParallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range work {
-				if err := s.fanoutPerson(ctx, cfg, j.person, j.doc); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	var ferr error
-feed:
+	// Each person's send is queued by one of fanoutParallel goroutines:
+	// their round trips to Redis go together (Options.Bulk).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fanoutParallel)
 	for n, person := range stored {
-		if n%200 == 0 {
+		if n > 0 && n%fanoutParallel == 0 {
 			if st, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err == nil && st.State != broadcasts.StateActive {
 				break // canceled meanwhile
 			}
 		}
-		select {
-		case work <- job{person, docs[n]}:
-		case ferr = <-errs:
-			break feed
-		case <-ctx.Done():
-			ferr = ctx.Err()
-			break feed
-		}
+		g.Go(func() error { return s.fanoutPerson(gctx, cfg, person, fresh[n]) })
 	}
-	close(work)
-	wg.Wait()
-	if ferr == nil && len(errs) > 0 {
-		ferr = <-errs
-	}
-	if ferr != nil {
-		return ferr // the chunk runs again: what was done is not done twice
+	if err := g.Wait(); err != nil {
+		return err // the chunk runs again: what was done is not done twice
 	}
 	_, err = s.opts.Broadcasts.ChunkDone(ctx, cfg.ID, p.Chunk)
 	return err
 }
 
 // fanoutParallel is how many people of a chunk are sent to at once.
-const fanoutParallel = 16
+const fanoutParallel = 250
 
-// fanoutPerson sends a person their first channel, or, for a person made
+// fanoutPerson queues a new person's first message, or, for a person made
 // before a restart, makes sure their current message is queued.
-func (s *Server) fanoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person, doc string) error {
-	if cur := person.Current(); cur != nil {
+func (s *Server) fanoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person, fresh bool) error {
+	cur := person.Current()
+	switch {
+	case cur != nil && !person.Done() && (fresh || cur.Status == string(ledger.StatusQueued)):
 		return s.ensureTry(ctx, cfg, person, cur)
-	}
-	if person.Step < 0 && !person.Done() {
-		return s.advancePersonFrom(ctx, cfg, person.Index, -1, doc)
+	case person.Step < 0 && !person.Done():
+		return s.advancePerson(ctx, cfg, person.Index, -1) // made pending by an earlier version
 	}
 	return nil
 }
@@ -482,15 +467,9 @@ func addressFor(r audiences.Recipient, channel string) string {
 // queues its message; past their last channel they are unreachable (or
 // suppressed, when every channel refused them for an opt-out).
 func (s *Server) advancePerson(ctx context.Context, cfg *broadcasts.Config, index, from int) error {
-	return s.advancePersonFrom(ctx, cfg, index, from, "")
-}
-
-// advancePersonFrom is advancePerson from the person's stored JSON when the
-// caller has it ("" reads it).
-func (s *Server) advancePersonFrom(ctx context.Context, cfg *broadcasts.Config, index, from int, known string) error {
 	now := s.opts.Now().UTC()
 	var try *broadcasts.Try
-	person, err := s.opts.Broadcasts.UpdateKnown(ctx, cfg.ID, index, known, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+	person, err := s.opts.Bulk.Broadcasts.Update(ctx, cfg.ID, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
 		if p.Done() || p.Step != from {
 			return nil, false
 		}
@@ -530,33 +509,91 @@ func allSuppressed(tries []broadcasts.Try) bool {
 	return true
 }
 
-// ensureTry queues a try's message (a no-op when it is queued already).
-// The broadcast's sweep moves the person on when nobody acknowledges it
-// by the person's deadline.
+// ensureTry queues a try's send (a no-op when it is queued already). The
+// message's ledger record is written when the send's turn comes
+// (RecordBroadcastMessage): queueing a broadcast then costs about what
+// queueing its tasks does. The broadcast's sweep moves the person on when
+// nobody acknowledges the message by the person's deadline.
 func (s *Server) ensureTry(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person, t *broadcasts.Try) error {
-	msg := s.broadcastMessage(cfg, p, t.Channel)
-	req, err := s.prepare(ctx, cfg.Tenant, msg)
+	req, err := s.tryRequest(ctx, cfg, p, t)
 	if err != nil {
-		var pr *Problem
-		if errors.As(err, &pr) && pr.Status < 500 {
-			// This channel cannot carry the message to this person (no form
-			// for it, a value it refuses): count it failed and move on.
-			s.log.Warn("broadcast message refused; trying the next channel", "broadcast_id", cfg.ID, "person", p.Index,
-				"channel", t.Channel, "problem", pr.Detail)
-			return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(p.Index), t.MessageID, ledger.StatusFailed)
-		}
-		return err
+		return s.refused(ctx, cfg, p.Index, t, err)
+	}
+	// The task is keyed by the message id, so a fan-out run again after a
+	// restart queues nothing twice.
+	return s.enqueueOn(ctx, s.opts.Bulk.Queue, t.MessageID, req)
+}
+
+// tryRequest is the ledger record of a try's message, checked and
+// rendered as any message is.
+func (s *Server) tryRequest(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person, t *broadcasts.Try) (ledger.Request, error) {
+	req, err := s.prepare(ctx, cfg.Tenant, s.broadcastMessage(cfg, p, t.Channel))
+	if err != nil {
+		return req, err
 	}
 	req.Broadcast = cfg.ID + ":" + strconv.Itoa(p.Index)
-	// Both steps are idempotent (the record and the task are keyed by the
-	// message id), so a fan-out run again after a restart queues nothing twice.
-	if _, err := s.opts.Ledger.Create(ctx, t.MessageID, req); err != nil {
+	req.CreatedAt = t.At
+	return req, nil
+}
+
+// refused handles a try whose message cannot be made: when this channel
+// cannot carry it to this person (no form for it, a value it refuses) the
+// try counts as failed and the person moves on; other errors are returned.
+func (s *Server) refused(ctx context.Context, cfg *broadcasts.Config, index int, t *broadcasts.Try, err error) error {
+	var pr *Problem
+	if !errors.As(err, &pr) || pr.Status >= 500 {
 		return err
 	}
-	if err := s.enqueue(ctx, t.MessageID, req); err != nil {
-		return err
+	s.log.Warn("broadcast message refused; trying the next channel", "broadcast_id", cfg.ID, "person", index,
+		"channel", t.Channel, "problem", pr.Detail)
+	return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), t.MessageID, ledger.StatusFailed)
+}
+
+// RecordBroadcastMessage writes the ledger record of a broadcast's message
+// when its send task runs, and says whether it is due. It is due while it
+// is its person's current try and queued; a message its person no longer
+// waits for (they answered, timed out or were canceled meanwhile) gets no
+// record here and is not sent. A message already handed over stays due:
+// its record says what happens next.
+func (s *Server) RecordBroadcastMessage(ctx context.Context, link, messageID string) (bool, error) {
+	id, index, ok := parseLink(link)
+	if !ok {
+		return true, nil
 	}
-	return nil
+	cfg, err := s.broadcastConfig(ctx, id)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return false, nil // expired
+	} else if err != nil {
+		return false, err
+	}
+	p, _, err := s.opts.Bulk.Broadcasts.Person(ctx, id, index)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	t := p.TryOf(messageID)
+	if t == nil {
+		return false, nil
+	}
+	switch st := ledger.Status(t.Status); {
+	case st.Final():
+		return false, nil
+	case st.Rank() > ledger.StatusQueued.Rank():
+		return true, nil // with the provider already: the ledger's claim decides
+	case p.Done() || p.Current().MessageID != messageID:
+		return false, nil
+	}
+	// A task refused by its sender's pace runs again: write the record once.
+	if ok, err := s.opts.Bulk.Ledger.Exists(ctx, messageID); err != nil || ok {
+		return ok, err
+	}
+	req, err := s.tryRequest(ctx, cfg, p, t)
+	if err != nil {
+		return false, s.refused(ctx, cfg, index, t, err)
+	}
+	_, err = s.opts.Bulk.Ledger.Create(ctx, messageID, req)
+	return err == nil, err
 }
 
 // broadcastMessage is the message of a broadcast to a person on a channel.
@@ -565,7 +602,7 @@ func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, 
 	to := &RecipientIn{}
 	switch channel {
 	case "sms", "voice":
-		to.Phone = &addr
+		to.Phone, to.e164 = &addr, true // checked on upload
 	case "email":
 		to.Email = &addr
 	case "wechat":
@@ -701,16 +738,49 @@ func (s *Server) timeoutPerson(ctx context.Context, cfg *broadcasts.Config, pers
 }
 
 // cancelTry cancels a try's message unless the provider has it already,
-// and records the cancellation in the person's tries.
+// and records the cancellation in the person's tries. A message not yet
+// due has no ledger record: it gets one, canceled, so its send task finds
+// it canceled whenever it runs. The task itself stays queued and ends at
+// once: removing it from a long pending list would cost more.
 func (s *Server) cancelTry(ctx context.Context, cfg *broadcasts.Config, index int, messageID string) error {
-	_, err := s.cancel(ctx, cfg.Tenant, messageID)
+	err := s.opts.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		p, _, perr := s.opts.Bulk.Broadcasts.Person(ctx, cfg.ID, index)
+		if perr != nil {
+			return ignoreNotFound(perr)
+		}
+		t := p.TryOf(messageID)
+		if t == nil {
+			return nil
+		}
+		req, rerr := s.tryRequest(ctx, cfg, p, t)
+		if rerr != nil {
+			var pr *Problem
+			if errors.As(rerr, &pr) && pr.Status < 500 {
+				// It could never be sent: nothing to cancel in the ledger.
+				return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
+			}
+			return rerr
+		}
+		if _, err := s.opts.Bulk.Ledger.Create(ctx, messageID, req); err != nil {
+			return err
+		}
+		err = s.opts.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
+	}
 	switch {
 	case errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound):
-		return nil // with the provider (or gone): it runs its course
+		return nil // with the provider (or expired): it runs its course
 	case err != nil:
 		return err
 	}
 	return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // parseLink splits "bc_…:index".
@@ -736,7 +806,7 @@ func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st
 	}
 	failed := false
 	step := 0
-	_, err = s.opts.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+	_, err = s.opts.Bulk.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
 		t := p.TryOf(messageID)
 		if t == nil || ledger.Status(t.Status).Rank() > st.Rank() || t.Status == string(st) {
 			return nil, false
@@ -791,7 +861,7 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 		now = at.UTC()
 	}
 	var pending []string
-	_, err = s.opts.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+	_, err = s.opts.Bulk.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
 		t := p.TryOf(messageID)
 		if t == nil || (!at.IsZero() && at.Before(t.At)) {
 			return nil, false // not an answer to this broadcast: it came before
@@ -832,24 +902,35 @@ func (s *Server) cancelPeople(ctx context.Context, id string) error {
 	} else if err != nil {
 		return err
 	}
-	return s.opts.Broadcasts.Scan(ctx, id, func(p *broadcasts.Person) error {
+	// People are canceled fanoutParallel at a time; their round trips go
+	// together (Options.Bulk).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fanoutParallel)
+	err = s.opts.Broadcasts.Scan(ctx, id, func(p *broadcasts.Person) error {
 		if p.Done() {
 			return nil
 		}
-		for _, t := range p.Tries {
-			if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
-				if err := s.cancelTry(ctx, cfg, p.Index, t.MessageID); err != nil {
-					return err
-				}
+		g.Go(func() error { return s.cancelPerson(gctx, cfg, p) })
+		return gctx.Err()
+	})
+	return errors.Join(g.Wait(), err)
+}
+
+// cancelPerson cancels what still waits to be sent to a person.
+func (s *Server) cancelPerson(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person) error {
+	for _, t := range p.Tries {
+		if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
+			if err := s.cancelTry(ctx, cfg, p.Index, t.MessageID); err != nil {
+				return err
 			}
 		}
-		_, err := s.opts.Broadcasts.Update(ctx, id, p.Index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
-			if p.Done() || p.State == broadcasts.PersonSent || p.State == broadcasts.PersonDelivered {
-				return nil, false
-			}
-			p.State = broadcasts.PersonCanceled
-			return &broadcasts.Event{}, true
-		})
-		return err
+	}
+	_, err := s.opts.Bulk.Broadcasts.Update(ctx, cfg.ID, p.Index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+		if p.Done() || p.State == broadcasts.PersonSent || p.State == broadcasts.PersonDelivered {
+			return nil, false
+		}
+		p.State = broadcasts.PersonCanceled
+		return &broadcasts.Event{}, true
 	})
+	return err
 }

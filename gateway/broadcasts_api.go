@@ -215,7 +215,11 @@ func (s *Server) broadcastEvents(c *fiber.Ctx) error {
 				return
 			}
 			for _, ev := range evs {
-				fmt.Fprintf(w, "id: %s\nevent: person\ndata: %s\n\n", ev.ID, ev.Values["e"])
+				kind, _ := ev.Values["t"].(string) // "chunk": people fanned out
+				if kind == "" {
+					kind = "person"
+				}
+				fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", ev.ID, kind, ev.Values["e"])
 				after = ev.ID
 			}
 			if time.Since(lastRoster) > 2*time.Second {

@@ -83,6 +83,10 @@ type Options struct {
 	MinAckTimeout time.Duration
 	// Broadcasts stores crisis broadcasts (nil: no broadcasts API).
 	Broadcasts *broadcasts.Store
+	// Bulk carries a broadcast's writes for its people: the same stores as
+	// Ledger, Queue and Broadcasts, on a Redis client that sends the round
+	// trips of many people together (package autopipe). Nil: those.
+	Bulk *Bulk
 	// Followups stores follow-up plans (nil: no plans API).
 	Followups *followups.Store
 	// Senders are the paced senders GET /v1/senders shows (nil: none).
@@ -108,6 +112,14 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Bulk are the stores a broadcast's fan-out, sweep and status changes
+// write through.
+type Bulk struct {
+	Ledger     *ledger.Ledger
+	Queue      Enqueuer
+	Broadcasts *broadcasts.Store
+}
+
 // Server is the HTTP API.
 type Server struct {
 	app  *fiber.App
@@ -123,6 +135,9 @@ func New(o Options) *Server {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Bulk == nil {
+		o.Bulk = &Bulk{Ledger: o.Ledger, Queue: o.Queue, Broadcasts: o.Broadcasts}
 	}
 	s := &Server{opts: o, keys: map[[32]byte]string{}, log: o.Logger.With("comp", "api")}
 	for k, tenant := range o.APIKeys {

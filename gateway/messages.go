@@ -130,11 +130,16 @@ func (s *Server) requestOf(tenant string, v *ValidMessage, c *composed) ledger.R
 }
 
 func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) error {
+	return s.enqueueOn(ctx, s.opts.Queue, id, req)
+}
+
+// enqueueOn queues a message's send task on q.
+func (s *Server) enqueueOn(ctx context.Context, q Enqueuer, id string, req ledger.Request) error {
 	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.opts.MaxAttempts, s.opts.AttemptTimeout))
 	if err != nil {
 		return err
 	}
-	_, err = s.opts.Queue.EnqueueContext(ctx, t)
+	_, err = q.EnqueueContext(ctx, t)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil // already queued
 	}

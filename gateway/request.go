@@ -79,6 +79,10 @@ type RecipientIn struct {
 	WeChatOpenID *string `json:"wechat_openid"`
 	// TimeZone is the recipient's IANA time zone, for quiet hours.
 	TimeZone *string `json:"timezone"`
+
+	// e164 says Phone was checked and normalised already (an audience's
+	// recipients are, on upload), so it is not parsed again.
+	e164 bool
 }
 
 // WeChatIn is the "wechat" object.
@@ -244,7 +248,9 @@ func decodeRecipient(channel string, to *RecipientIn, out *ledger.Recipient, bad
 	}
 	switch need {
 	case "phone":
-		if e164, ok := normalisePhone(*val); ok {
+		if to.e164 {
+			out.Phone = *val
+		} else if e164, ok := normalisePhone(*val); ok {
 			out.Phone = e164
 		} else {
 			bad("to.phone", "is not a valid phone number; give it in international form with the country code, e.g. +14155550100")

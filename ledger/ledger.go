@@ -269,6 +269,12 @@ func (l *Ledger) Delete(ctx context.Context, tenant, id string) error {
 	return err
 }
 
+// Exists says whether a message has a record.
+func (l *Ledger) Exists(ctx context.Context, id string) (bool, error) {
+	n, err := l.rdb.Exists(ctx, msgKey(id)).Result()
+	return n == 1, err
+}
+
 // Get returns a record. With a non-empty tenant, a record of another tenant
 // is reported as ErrNotFound.
 func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {

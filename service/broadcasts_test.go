@@ -148,6 +148,13 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	}
 	_ = json.Unmarshal([]byte(help.Raw), &list)
 	p0 := list.Recipients[0]
+	// A message sent is in the message ledger like any other, linked to
+	// its broadcast and person.
+	sent := e.do("GET", "/v1/messages/"+p0.Tries[0].MessageID, keyA, "")
+	if meta, _ := sent.Body["metadata"].(map[string]any); sent.Status != 200 || meta["broadcast_id"] != id ||
+		meta["broadcast_person"] != float64(p0.Index) || sent.Body["status"] == "queued" {
+		t.Fatalf("a broadcast message in the ledger = %d %.400s", sent.Status, sent.Raw)
+	}
 	if err := e.svc.API.BroadcastAnswer(context.Background(), fmt.Sprintf("%s:%d", id, p0.Index), p0.Tries[len(p0.Tries)-1].MessageID,
 		"sms", "safe", "", p0.AnsweredAt.Add(-time.Millisecond)); err != nil {
 		t.Fatal(err)
@@ -240,6 +247,36 @@ func TestABroadcastCanBeCanceledMidFanOut(t *testing.T) {
 	// The messages canceled before they reached the provider say so.
 	if count(r, "by_channel", "sms", "canceled") == 0 || count(r, "by_channel", "sms", "queued") != 0 {
 		t.Fatalf("messages after cancel: %v", r["by_channel"])
+	}
+	// A message canceled before its turn has a record, canceled, though
+	// its record would only have been written when it was sent.
+	list := e.do("GET", "/v1/broadcasts/"+id+"/recipients?state=canceled&limit=5", keyA, "")
+	recips, _ := list.Body["recipients"].([]any)
+	if list.Status != 200 || len(recips) == 0 {
+		t.Fatalf("canceled recipients = %d %.300s", list.Status, list.Raw)
+	}
+	tries := recips[0].(map[string]any)["tries"].([]any)
+	msgID := tries[len(tries)-1].(map[string]any)["message_id"].(string)
+	if m := e.do("GET", "/v1/messages/"+msgID, keyA, ""); m.Status != 200 || m.Body["status"] != "canceled" {
+		t.Fatalf("a canceled person's message = %d %.300s", m.Status, m.Raw)
+	}
+	// Their send tasks end without waiting for the sender: at 50 a second
+	// the thousands canceled would hold it for a minute. (Those the sender
+	// had put back for their turn are made due now.)
+	insp := asynq.NewInspectorFromRedisClient(e.svc.Redis)
+	if _, err := insp.RunAllRetryTasks(workers.QueueFor("crisis")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err := insp.GetQueueInfo(workers.QueueFor("crisis"))
+		if err == nil && q.Pending+q.Retry+q.Active+q.Scheduled == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("canceled messages still queued 10 s after the cancel: %+v %v", q, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/audiences"
+	"github.com/patientmsg/gateway/autopipe"
 	"github.com/patientmsg/gateway/broadcasts"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/config"
@@ -109,7 +110,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	// recipient: a reply from that address is filed with its tenant.
 	// A question (expect_reply) is also an open prompt of its recipient
 	// until it closes.
-	s.Ledger.OnCreate = func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
+	onCreate := func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
 		who := workers.IdentityOf(req.Channel, req.To)
 		pipe.Set(ctx, replies.LastKey(who), replies.LastValue(req.Tenant, id), cfg.Retention)
 		contacts.EnsureIn(ctx, pipe, req.Tenant, who, req.Locale, req.CreatedAt)
@@ -129,6 +130,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			pipe.ExpireGT(ctx, key, ttl) // never shorten the life of other open questions
 		}
 	}
+	s.Ledger.OnCreate = onCreate
 	s.Followups = followups.NewStore(rdb, cfg.Retention)
 	s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 	// A patient who opts out, or replies, stops the follow-up plans that
@@ -152,7 +154,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		rdb.Close()
 		return nil, err
 	}
-	s.closers = closers
+	s.closers = append(s.closers, closers...)
 	s.Channels = channels.NewRegistry(chs...)
 	if hasRecordings(chs) {
 		store, err := recordings.Open(context.Background(), cfg.BlobURL)
@@ -183,6 +185,13 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 	// The API serves it; workers run broadcasts through the same message
 	// building (templates, quiet hours) without serving it.
+	// A broadcast writes for thousands of people at once: through a client
+	// that sends their round trips together.
+	batched := autopipe.New(rdb, autopipe.Options{})
+	s.closers = append(s.closers, batched.Close)
+	bulk := &gateway.Bulk{Ledger: ledger.New(batched, cfg.Retention), Queue: asynq.NewClientFromRedisClient(batched),
+		Broadcasts: broadcasts.NewStore(batched, cfg.Retention)}
+	bulk.Ledger.OnCreate = onCreate
 	var engine *gateway.Server
 	engine = gateway.New(gateway.Options{
 		Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
@@ -190,7 +199,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 		AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
 		Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
-		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), MinAckTimeout: cfg.MinAckTimeout,
+		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), Bulk: bulk, MinAckTimeout: cfg.MinAckTimeout,
 		Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
 		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
@@ -208,7 +217,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
-			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus}
+			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus,
+			RecordBroadcast: engine.RecordBroadcastMessage}
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}

@@ -42,6 +42,11 @@ type SendHandler struct {
 	// OnBroadcast is told when a broadcast's message is handed over or
 	// ends without reaching the provider (nil: nobody).
 	OnBroadcast func(ctx context.Context, link, messageID string, status ledger.Status) error
+	// RecordBroadcast writes the ledger record of a broadcast's message
+	// when its send task runs and says whether the message is still due: a
+	// broadcast queues its people's sends without a record each, so that
+	// 100,000 people are queued in seconds. Nil: the record exists already.
+	RecordBroadcast func(ctx context.Context, link, messageID string) (due bool, err error)
 	// Now is the clock (time.Now when nil); tests move it.
 	Now func() time.Time
 }
@@ -87,6 +92,18 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
 	channel := strings.TrimPrefix(t.Type(), TypeSendPrefix)
+	if p.Broadcast != "" && h.RecordBroadcast != nil {
+		// Before the sender is asked: a message whose person answered or
+		// moved on, or whose broadcast was canceled, takes no sender slot.
+		due, err := h.RecordBroadcast(ctx, p.Broadcast, p.MessageID)
+		if err != nil {
+			return fmt.Errorf("broadcast message record: %w", err) // Redis trouble: retry
+		}
+		if !due {
+			log.Info("broadcast message no longer due (its person answered or moved on, or the broadcast was canceled); nothing sent")
+			return nil
+		}
+	}
 	if wait, err := h.holdForQuietHours(ctx, p, log); err != nil || wait != nil {
 		return firstErr(err, wait)
 	}

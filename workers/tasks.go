@@ -58,6 +58,10 @@ type SendPayload struct {
 	// recipient's IANA time zone; empty when none applies (crisis).
 	Quiet string `json:"q,omitempty"`
 	Zone  string `json:"z,omitempty"`
+	// Broadcast links a broadcast's message to its person ("bc_…:index").
+	// Such a message's ledger record is written when its turn comes (see
+	// SendHandler.RecordBroadcast).
+	Broadcast string `json:"bc,omitempty"`
 }
 
 // asynqRetryMargin lets a task outlive Redis outages or ledger errors that
@@ -73,17 +77,20 @@ type SendOptions struct {
 	MaxAttempts int
 	// Timeout bounds one attempt (the provider call plus ledger writes).
 	Timeout time.Duration
-	// Tenant, Cost, Quiet and Zone go into the payload (see SendPayload).
-	Tenant string
-	Cost   int
-	Quiet  string
-	Zone   string
+	// Tenant, Cost, Quiet, Zone and Broadcast go into the payload (see
+	// SendPayload).
+	Tenant    string
+	Cost      int
+	Quiet     string
+	Zone      string
+	Broadcast string
 }
 
 // SendOptionsOf describes the send of a ledger record.
 func SendOptionsOf(id string, req ledger.Request, maxAttempts int, timeout time.Duration) SendOptions {
 	o := SendOptions{MessageID: id, Channel: req.Channel, Priority: req.Priority, MaxAttempts: maxAttempts,
-		Timeout: timeout, Tenant: req.Tenant, Cost: max(req.Segments, 1), Quiet: req.QuietHours, Zone: req.TimeZone}
+		Timeout: timeout, Tenant: req.Tenant, Cost: max(req.Segments, 1), Quiet: req.QuietHours, Zone: req.TimeZone,
+		Broadcast: req.Broadcast}
 	if req.SendAt != nil {
 		o.SendAt = *req.SendAt
 	}
@@ -97,7 +104,7 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
 	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant, Priority: o.Priority,
-		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone})
+		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast})
 	if err != nil {
 		return nil, err
 	}
