@@ -85,8 +85,36 @@ type Config struct {
 // Poll is the question of a broadcast: answers ("1") and their meanings
 // ("safe", "need_help").
 type Poll struct {
-	Question string            `json:"question"`
+	// Question is spoken on calls with a body, after it.
+	Question Texts             `json:"question,omitempty"`
 	Options  map[string]string `json:"options"`
+}
+
+// Texts is a text for every language ("Press 1 …", kept under the locale
+// "") or one per locale ({"en": "Press 1 …", "zh-CN": "请按1 …"}).
+type Texts map[string]string
+
+// UnmarshalJSON reads a string or an object of locale → text.
+func (t *Texts) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*t = Texts{"": one}
+		return nil
+	}
+	var each map[string]string
+	if err := json.Unmarshal(b, &each); err != nil {
+		return errors.New("must be a text, or an object of texts by locale such as {\"en\": \"Press 1 if you are safe.\"}")
+	}
+	*t = each
+	return nil
+}
+
+// MarshalJSON writes a text for every language as a string.
+func (t Texts) MarshalJSON() ([]byte, error) {
+	if one, ok := t[""]; ok && len(t) == 1 {
+		return json.Marshal(one)
+	}
+	return json.Marshal(map[string]string(t))
 }
 
 // Try is one message sent to a person.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -169,6 +170,13 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 			if k == "" || len(k) > 8 || strings.ContainsAny(k, " \t\n") || v == "" || len(v) > 32 || strings.ContainsAny(v, " :\t\n") {
 				bad("poll.options", "answers are 1-8 characters, meanings 1-32 characters without spaces (e.g. need_help)")
 				break
+			}
+		}
+		for loc, text := range p.Question {
+			if _, ok := normaliseLocale(loc); !ok && loc != "" {
+				bad("poll.question", "%q is not a locale such as en or zh-CN", clip(loc))
+			} else if strings.TrimSpace(text) == "" || utf8.RuneCountInString(text) > MaxPollQuestion {
+				bad("poll.question", "each question is 1 to %d characters", MaxPollQuestion)
 			}
 		}
 	}
@@ -415,6 +423,9 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 	return err
 }
 
+// MaxPollQuestion bounds a poll question (per locale), spoken on calls.
+const MaxPollQuestion = 500
+
 // fanoutParallel is how many people of a chunk are sent to at once.
 const fanoutParallel = 250
 
@@ -641,9 +652,9 @@ func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, 
 		m.ExpectReply = &ExpectReplyIn{Options: cfg.Poll.Options, Within: "72h"}
 		if channel == "voice" && cfg.Template == "" {
 			keys := slices.Sorted(maps.Keys(cfg.Poll.Options))
-			prompt := cfg.Poll.Question
-			if prompt == "" {
-				prompt = "Press a key to answer."
+			prompt := "Press a key to answer."
+			if len(cfg.Poll.Question) > 0 {
+				prompt = pickText(cfg.Poll.Question, p.To.Locale)
 			}
 			m.Gather = &ledger.Gather{Prompt: prompt, Digits: strings.Join(keys, "")}
 		}

@@ -421,15 +421,26 @@ func TestACallNobodyAnswersMovesThePersonOnAndAKeyCanAskForHelp(t *testing.T) {
 	if n := len(e.sim.Calls()); n != 1 {
 		t.Fatalf("%d calls: a broadcast's call is placed once", n)
 	}
+	// The question is asked in the person's language.
 	b := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["voice"],
 	  "body":{"en":"This is Riverside Clinic. The hospital is closed because of the flood."},
-	  "poll":{"question":"Press 1 if you are safe, 2 if you need help.","options":{"1":"safe","2":"need_help"}},
-	  "audience":[{"phone":"+14155550302"}]}`)
+	  "poll":{"question":{"en":"Press 1 if you are safe, 2 if you need help.","zh-CN":"安全请按1，需要帮助请按2。"},
+	    "options":{"1":"safe","2":"need_help"}},
+	  "audience":[{"phone":"+14155550302","locale":"zh-CN"}]}`)
 	if b.Status != 202 {
 		t.Fatalf("POST = %d %s", b.Status, b.Raw)
 	}
 	e.waitRoster(b.Body["id"].(string), 10*time.Second, "the keypad answer", func(r map[string]any) bool {
 		return count(r, "poll", "need_help") == 1
 	})
+	calls := e.sim.Calls()
+	if spoken := fmt.Sprint(calls[len(calls)-1].Hooks); !strings.Contains(spoken, "需要帮助请按2") || strings.Contains(spoken, "Press 1") {
+		t.Fatalf("the zh-CN person's call asked %s", spoken)
+	}
+	if bad := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["voice"],"body":{"en":"Closed."},
+	  "poll":{"question":{"klingon!":"?"},"options":{"1":"safe"}},"audience":[{"phone":"+14155550303"}]}`); bad.Status != 422 ||
+		!strings.Contains(bad.Raw, "poll.question") {
+		t.Fatalf("a question in an unknown locale = %d %s", bad.Status, bad.Raw)
+	}
 	waitUntil(t, 10*time.Second, "the nurse told", func() bool { return e.sim.MessagesTo(nurse) == 1 })
 }
