@@ -78,13 +78,19 @@ func (s *Server) createBroadcast(c *fiber.Ctx) error {
 	if err := s.opts.Broadcasts.Create(ctx, cfg); err != nil {
 		return s.unavailable(err)
 	}
+	// The chunks' tasks are queued together: workers start on the first
+	// while the rest are queued, and must not slow the answer down.
+	g, gctx := errgroup.WithContext(ctx)
 	for i := range cfg.Chunks {
 		// The fan-out runs in the main pool, so the crisis pool is free to
 		// send the messages it makes as soon as they are queued.
-		if err := s.enqueueTask(ctx, TypeBroadcastFanout, fanoutPayload{Broadcast: cfg.ID, Chunk: i},
-			asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50)); err != nil {
-			return s.unavailable(err)
-		}
+		g.Go(func() error {
+			return s.enqueueTaskOn(gctx, s.opts.Bulk.Queue, TypeBroadcastFanout, fanoutPayload{Broadcast: cfg.ID, Chunk: i},
+				asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50))
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return s.unavailable(err)
 	}
 	if err := s.scheduleSweep(ctx, cfg.ID, s.opts.Now().Add(time.Second)); err != nil {
 		return s.unavailable(err)
@@ -95,8 +101,12 @@ func (s *Server) createBroadcast(c *fiber.Ctx) error {
 }
 
 func (s *Server) enqueueTask(ctx context.Context, typ string, payload any, opts ...asynq.Option) error {
+	return s.enqueueTaskOn(ctx, s.opts.Queue, typ, payload, opts...)
+}
+
+func (s *Server) enqueueTaskOn(ctx context.Context, q Enqueuer, typ string, payload any, opts ...asynq.Option) error {
 	b, _ := json.Marshal(payload)
-	_, err := s.opts.Queue.EnqueueContext(ctx, asynq.NewTask(typ, b, opts...))
+	_, err := q.EnqueueContext(ctx, asynq.NewTask(typ, b, opts...))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}
