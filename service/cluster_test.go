@@ -43,6 +43,16 @@ func TestTheGatewayRunsOnRedisCluster(t *testing.T) {
 	if a := e.do("PUT", "/v1/contacts/mrn-9", keyA, `{"phone":"`+patientPhone+`"}`); a.Status != 200 {
 		t.Fatalf("adopting an implicit contact on Cluster: %d %s", a.Status, a.Raw)
 	}
+	// A broadcast: its fan-out script, pipelined sends and records made
+	// at send time keep to one slot each.
+	b := e.do("POST", "/v1/broadcasts", keyA, `{"channels":["sms"],"body":{"en":"The clinic is closed today."},
+	  "audience":[{"phone":"+14155550401"},{"phone":"+14155550402"},{"phone":"+14155550403"}]}`)
+	if b.Status != 202 {
+		t.Fatalf("broadcast on Cluster: %d %s", b.Status, b.Raw)
+	}
+	e.waitRoster(b.Body["id"].(string), 10*time.Second, "the broadcast delivered", func(r map[string]any) bool {
+		return count(r, "people", "acknowledged") == 3
+	})
 	if logs := e.logs.String(); containsAny(logs, "CROSSSLOT", "MOVED") {
 		t.Fatalf("cluster errors in the logs:\n%s", logs)
 	}
