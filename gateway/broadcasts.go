@@ -418,11 +418,20 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 	// their round trips to Redis go together (Options.Bulk).
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(fanoutParallel)
+	canceled := false
 	for n, person := range stored {
-		if n > 0 && n%fanoutParallel == 0 {
+		if n%fanoutParallel == 0 && !canceled {
 			if st, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err == nil && st.State != broadcasts.StateActive {
-				break // canceled meanwhile
+				// Canceled meanwhile: the cancel's own pass may have gone
+				// by before these people were made, so cancel them here.
+				canceled = true
 			}
+		}
+		if canceled {
+			if !person.Done() {
+				g.Go(func() error { return s.cancelPerson(gctx, cfg, person) })
+			}
+			continue
 		}
 		g.Go(func() error { return s.fanoutPerson(gctx, cfg, person, fresh[n]) })
 	}
