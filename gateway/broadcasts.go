@@ -586,16 +586,11 @@ func (s *Server) refused(ctx context.Context, cfg *broadcasts.Config, index int,
 // record here and is not sent. A message already handed over stays due:
 // its record says what happens next.
 func (s *Server) RecordBroadcastMessage(ctx context.Context, link, messageID string) (bool, error) {
-	id, index, ok := parseLink(link)
-	if !ok {
-		return true, nil
+	cfg, index, ok, err := s.linked(ctx, link)
+	if !ok || err != nil {
+		return false, err // not a broadcast's, or the broadcast expired
 	}
-	cfg, err := s.broadcastConfig(ctx, id)
-	if errors.Is(err, broadcasts.ErrNotFound) {
-		return false, nil // expired
-	} else if err != nil {
-		return false, err
-	}
+	id := cfg.ID
 	p, _, err := s.opts.Bulk.Broadcasts.Person(ctx, id, index)
 	if errors.Is(err, broadcasts.ErrNotFound) {
 		return false, nil
@@ -813,6 +808,23 @@ func ignoreNotFound(err error) error {
 	return err
 }
 
+// linked resolves a message's link to its broadcast's configuration and
+// the person's index; ok is false when the link is not a broadcast's or
+// the broadcast has expired.
+func (s *Server) linked(ctx context.Context, link string) (cfg *broadcasts.Config, index int, ok bool, err error) {
+	id, index, ok := parseLink(link)
+	if !ok {
+		return nil, 0, false, nil
+	}
+	cfg, err = s.broadcastConfig(ctx, id)
+	if errors.Is(err, broadcasts.ErrNotFound) {
+		return nil, 0, false, nil
+	} else if err != nil {
+		return nil, 0, false, err
+	}
+	return cfg, index, true, nil
+}
+
 // parseLink splits "bc_…:index".
 func parseLink(link string) (string, int, bool) {
 	id, idx, ok := strings.Cut(link, ":")
@@ -824,16 +836,11 @@ func parseLink(link string) (string, int, bool) {
 // that ends without reaching the person moves them on to their next
 // channel at once; a delivery acknowledges a broadcast without a poll.
 func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st ledger.Status) error {
-	id, index, ok := parseLink(link)
-	if !ok {
-		return nil
-	}
-	cfg, err := s.broadcastConfig(ctx, id)
-	if errors.Is(err, broadcasts.ErrNotFound) {
-		return nil
-	} else if err != nil {
+	cfg, index, ok, err := s.linked(ctx, link)
+	if !ok || err != nil {
 		return err
 	}
+	id := cfg.ID
 	failed := false
 	step := 0
 	_, err = s.opts.Bulk.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
@@ -870,16 +877,11 @@ func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st
 // acknowledged, the poll is tallied by their latest answer, and a message
 // still waiting on another channel is canceled.
 func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, option, digits string, at time.Time) error {
-	id, index, ok := parseLink(link)
-	if !ok {
-		return nil
-	}
-	cfg, err := s.broadcastConfig(ctx, id)
-	if errors.Is(err, broadcasts.ErrNotFound) {
-		return nil
-	} else if err != nil {
+	cfg, index, ok, err := s.linked(ctx, link)
+	if !ok || err != nil {
 		return err
 	}
+	id := cfg.ID
 	if option == "" && digits != "" && cfg.Poll != nil {
 		option = cfg.Poll.Options[digits]
 	}
