@@ -183,8 +183,6 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("quiet hours: %w", err)
 	}
-	// The API serves it; workers run broadcasts through the same message
-	// building (templates, quiet hours) without serving it.
 	// A broadcast writes for thousands of people at once: through a client
 	// that sends their round trips together.
 	batched := autopipe.New(rdb, autopipe.Options{})
@@ -192,6 +190,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	bulk := &gateway.Bulk{Ledger: ledger.New(batched, cfg.Retention), Queue: asynq.NewClientFromRedisClient(batched),
 		Broadcasts: broadcasts.NewStore(batched, cfg.Retention)}
 	bulk.Ledger.OnCreate = onCreate
+	// The API serves it; workers run broadcasts through the same message
+	// building (templates, quiet hours) without serving it.
 	var engine *gateway.Server
 	engine = gateway.New(gateway.Options{
 		Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
