@@ -321,8 +321,7 @@ func (s *Store) StartPeople(ctx context.Context, id string, chunk int, people []
 	profileOf := map[string]int{}
 	args := []any{0}
 	var persons []any
-	docs := make([]string, len(people))
-	for i, p := range people {
+	for _, p := range people {
 		sets := p.sets()
 		counters := slices.Sorted(maps.Keys(p.counters()))
 		sig := strings.Join(sets, ",") + "|" + strings.Join(counters, ",")
@@ -342,12 +341,11 @@ func (s *Store) StartPeople(ctx context.Context, id string, chunk int, people []
 		if err != nil {
 			return nil, nil, err
 		}
-		docs[i] = string(doc)
 		deadline := int64(0)
 		if p.Deadline != nil && !p.Done() {
 			deadline = p.Deadline.UnixMilli()
 		}
-		persons = append(persons, p.Index, docs[i], deadline, n+1)
+		persons = append(persons, p.Index, doc, deadline, n+1)
 	}
 	args[0] = len(profiles)
 	for _, pr := range profiles {
