@@ -12,15 +12,6 @@ import (
 	"github.com/patientmsg/gateway/audiences"
 )
 
-// limitBody refuses bodies over GATEWAY_MAX_REQUEST_BYTES on every route
-// but the audience upload, which may take GATEWAY_MAX_UPLOAD_BYTES.
-func (s *Server) limitBody(c *fiber.Ctx) error {
-	if len(c.Body()) > s.opts.MaxRequestBytes && !(c.Method() == fiber.MethodPost && c.Path() == "/v1/audiences") {
-		return problem(413, "too-large", fmt.Sprintf("the request body is larger than this gateway accepts (GATEWAY_MAX_REQUEST_BYTES, %d bytes)", s.opts.MaxRequestBytes))
-	}
-	return c.Next()
-}
-
 // POST /v1/audiences: a CSV of recipients, as a multipart form's "file"
 // field or as a text/csv body. Bad rows are reported by line and skipped.
 func (s *Server) uploadAudience(c *fiber.Ctx) error {

@@ -155,10 +155,10 @@ func New(o Options) *Server {
 	})
 	// Answer "Connection: close" while shutting down.
 	s.app.Server().CloseOnShutdown = true
-	s.app.Use(s.recover, s.accessLog)
+	s.app.Use(s.recover, s.accessLog, s.readBody)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
-	v1 := s.app.Group("/v1", s.auth, s.limitBody)
+	v1 := s.app.Group("/v1", s.auth)
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)
 	v1.Get("/messages/:id", s.getMessage)

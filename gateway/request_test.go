@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"strings"
 	"testing"
@@ -44,7 +46,21 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte("{\"body\":\"\xff\"}"))
 	f.Add([]byte(`{"channel":"sms","to":{"phone":"+1` + strings.Repeat("9", 40) + `"},"body":"x"}`))
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write([]byte(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"hi"}`))
+	_ = w.Close()
+	f.Add(gz.Bytes())
+	// Bodies arrive as a client sent them: raw, or gzip (and deflate or br)
+	// when the bytes say so, inflated as the API inflates them.
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if bytes.HasPrefix(body, []byte{0x1f, 0x8b}) {
+			inflated, p := inflate("gzip", body, 64<<10)
+			if p != nil {
+				return
+			}
+			body = inflated
+		}
 		v, p := DecodeMessage(body, []string{"sms"}, now)
 		if (v == nil) == (p == nil) {
 			t.Fatalf("want exactly one of a message or a problem: %+v %+v", v, p)
@@ -116,4 +132,37 @@ func TestEachChannelNeedsItsOwnRecipientAndFields(t *testing.T) {
 	if v.Voice.Gather.Timeout != 5 || v.Voice.Record.MaxLength != 60 {
 		t.Fatalf("voice defaults %+v %+v", v.Voice.Gather, v.Voice.Record)
 	}
+}
+
+// FuzzInflate feeds the body inflater every coding header and body: it
+// never yields more than the limit, and refuses with a 4xx problem.
+func FuzzInflate(f *testing.F) {
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write(bytes.Repeat([]byte("a"), 10000))
+	_ = w.Close()
+	f.Add("gzip", gz.Bytes())
+	f.Add("gzip, gzip", gz.Bytes())
+	f.Add("deflate", []byte{0x78, 0x9c, 0x4b, 0x04, 0x00, 0x00, 0x62, 0x00, 0x62})
+	f.Add("br", []byte{0x0b, 0x02, 0x80, 0x68, 0x69, 0x03})
+	f.Add("br", []byte{0x11})
+	f.Add("identity", []byte("{}"))
+	f.Add("x-gzip,identity", gz.Bytes())
+	f.Add("compress", []byte{0x1f, 0x9d})
+	f.Fuzz(func(t *testing.T, coding string, body []byte) {
+		const limit = 4096
+		out, p := inflate(coding, body, limit)
+		if p != nil {
+			if p.Status < 400 || p.Status > 499 || p.Detail == "" {
+				t.Fatalf("problem %+v", p)
+			}
+			if out != nil {
+				t.Fatalf("a body and a problem")
+			}
+			return
+		}
+		if len(out) > limit {
+			t.Fatalf("inflated %d bytes past the %d limit", len(out), limit)
+		}
+	})
 }
