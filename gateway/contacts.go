@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -68,29 +67,13 @@ func validContactID(id string) bool {
 	return true
 }
 
-// decodeStrict decodes one JSON object with no unknown fields.
-func decodeStrict(body []byte, v any) *Problem {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return problem(400, "malformed-json", "the request body is empty; send a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonProblem(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return problem(400, "malformed-json", "the request body has data after the JSON object")
-	}
-	return nil
-}
-
 func (s *Server) putContact(c *fiber.Ctx) error {
 	tenant, id := tenantOf(c), c.Params("id")
 	if !validContactID(id) {
 		return problem(400, "bad-contact-id", "a contact id is 1-64 letters, digits, '-', '_' or '.', e.g. your medical record number")
 	}
 	var in contactIn
-	if p := decodeStrict(c.Body(), &in); p != nil {
+	if p := decodeJSON(c, &in); p != nil {
 		return p
 	}
 	var errs []FieldError
@@ -232,16 +215,16 @@ type consentIn struct {
 
 func (s *Server) putConsent(c *fiber.Ctx) error {
 	tenant := tenantOf(c)
+	var in consentIn
+	if p := decodeJSON(c, &in); p != nil {
+		return p
+	}
 	ct, err := s.opts.Contacts.Get(c.UserContext(), tenant, c.Params("id"))
 	if errors.Is(err, contacts.ErrNotFound) {
 		return problem(404, "not-found", "no contact with this id for your API key")
 	}
 	if err != nil {
 		return s.unavailable(err)
-	}
-	var in consentIn
-	if p := decodeStrict(c.Body(), &in); p != nil {
-		return p
 	}
 	var errs []FieldError
 	if in.OptedOut == nil {

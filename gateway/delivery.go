@@ -13,14 +13,6 @@ import (
 	"github.com/patientmsg/gateway/templates"
 )
 
-// decodeJSON decodes a JSON request body strictly into dst (see decodeStrict).
-func decodeJSON(c *fiber.Ctx, dst any) *Problem {
-	if ct := c.Get(fiber.HeaderContentType); !strings.HasPrefix(strings.ToLower(ct), fiber.MIMEApplicationJSON) {
-		return problem(415, "unsupported-media-type", "send JSON with 'Content-Type: application/json'")
-	}
-	return decodeStrict(c.Body(), dst)
-}
-
 // GET /v1/settings
 func (s *Server) getSettings(c *fiber.Ctx) error {
 	set, err := s.settingsOf(c.UserContext(), tenantOf(c))
@@ -168,14 +160,15 @@ func (s *Server) putTemplate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if ct := c.Get(fiber.HeaderContentType); !strings.HasPrefix(strings.ToLower(ct), fiber.MIMEApplicationJSON) {
-		return problem(415, "unsupported-media-type", "send the template as JSON with 'Content-Type: application/json'")
+	body, p := jsonBody(c)
+	if p != nil {
+		return p
 	}
 	name := c.Params("name")
 	if !templates.ValidName(name) {
 		return validationProblem([]FieldError{{Field: "name", Detail: "a template name is 1-64 lowercase letters, digits and '_'"}})
 	}
-	t, err := st.Put(c.UserContext(), tenantOf(c), name, c.Body())
+	t, err := st.Put(c.UserContext(), tenantOf(c), name, body)
 	switch {
 	case errors.Is(err, templates.ErrTooMany):
 		return problem(409, "too-many-templates", err.Error())
@@ -225,10 +218,8 @@ func (s *Server) previewTemplate(c *fiber.Ctx) error {
 		return err
 	}
 	var req previewRequest
-	if len(c.Body()) > 0 {
-		if p := decodeJSON(c, &req); p != nil {
-			return p
-		}
+	if p := decodeOptionalJSON(c, &req); p != nil {
+		return p
 	}
 	ctx := c.UserContext()
 	t, err := st.Get(ctx, tenantOf(c), c.Params("name"))

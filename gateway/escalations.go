@@ -11,7 +11,7 @@ import (
 
 func (s *Server) putEscalationRules(c *fiber.Ctx) error {
 	var r escalation.Rules
-	if p := decodeStrict(c.Body(), &r); p != nil {
+	if p := decodeJSON(c, &r); p != nil {
 		return p
 	}
 	for i, t := range r.OnCall {
@@ -56,10 +56,8 @@ func (s *Server) ackEscalation(c *fiber.Ctx) error {
 	var in struct {
 		By string `json:"by"`
 	}
-	if len(c.Body()) > 0 {
-		if p := decodeStrict(c.Body(), &in); p != nil {
-			return p
-		}
+	if p := decodeOptionalJSON(c, &in); p != nil {
+		return p
 	}
 	esc, err := s.opts.Escalator.Ack(c.UserContext(), tenantOf(c), c.Params("id"), in.By)
 	if errors.Is(err, escalation.ErrNotFound) {

@@ -158,6 +158,7 @@ func New(o Options) *Server {
 	s.app.Use(s.recover, s.accessLog, s.readBody)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
+	s.app.Get("/openapi.yaml", serveOpenAPI)
 	v1 := s.app.Group("/v1", s.auth)
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)

@@ -17,7 +17,7 @@ type webhookIn struct {
 // putWebhook registers the tenant's endpoint and answers its signing secret.
 func (s *Server) putWebhook(c *fiber.Ctx) error {
 	var in webhookIn
-	if p := decodeStrict(c.Body(), &in); p != nil {
+	if p := decodeJSON(c, &in); p != nil {
 		return p
 	}
 	u, err := url.Parse(in.URL)
@@ -62,7 +62,7 @@ func (s *Server) deadWebhooks(c *fiber.Ctx) error {
 // putHelpText sets the tenant's answer to HELP/INFO, per language ("en", "zh").
 func (s *Server) putHelpText(c *fiber.Ctx) error {
 	var in map[string]string
-	if p := decodeStrict(c.Body(), &in); p != nil {
+	if p := decodeJSON(c, &in); p != nil {
 		return p
 	}
 	args := []any{}

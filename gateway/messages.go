@@ -39,14 +39,14 @@ type acceptedJSON struct {
 
 func (s *Server) createMessage(c *fiber.Ctx) error {
 	tenant := tenantOf(c)
-	if ct := c.Get(fiber.HeaderContentType); !strings.HasPrefix(strings.ToLower(ct), fiber.MIMEApplicationJSON) {
-		return problem(415, "unsupported-media-type", "send the message as JSON with 'Content-Type: application/json'")
+	body, p := jsonBody(c)
+	if p != nil {
+		return p
 	}
 	idemKey := c.Get("Idempotency-Key")
 	if len(idemKey) > MaxIdempotencyKey {
 		return problem(400, "bad-idempotency-key", "Idempotency-Key is longer than 255 characters")
 	}
-	body := c.Body()
 	parsed, p := ParseMessageRequest(body)
 	if p != nil {
 		return p

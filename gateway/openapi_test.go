@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -182,7 +184,7 @@ func TestOpenAPIProblemResponses(t *testing.T) {
 	for _, name := range openAPISortedKeys(ops) {
 		op := ops[name]
 		path := strings.SplitN(name, " ", 2)[1]
-		exempt := path == "/healthz" || path == "/readyz" || strings.HasPrefix(path, "/webhooks/")
+		exempt := path == "/healthz" || path == "/readyz" || path == "/openapi.yaml" || strings.HasPrefix(path, "/webhooks/")
 		responses, ok := op["responses"].(map[string]any)
 		if !ok || len(responses) == 0 {
 			t.Errorf("%s: no responses documented", name)
@@ -335,4 +337,19 @@ func openAPILookupRef(doc map[string]any, ref string) (map[string]any, error) {
 		return nil, fmt.Errorf("$ref %q does not point at an object", ref)
 	}
 	return m, nil
+}
+
+// TestOpenAPIIsServedWithoutAKey: the document is found from the running
+// gateway, not only by reading the repository.
+func TestOpenAPIIsServedWithoutAKey(t *testing.T) {
+	s := openAPITestServer(t)
+	resp, err := s.App().Test(httptest.NewRequest(http.MethodGet, "/openapi.yaml", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	onDisk, _ := os.ReadFile("openapi.yaml")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/yaml" || !bytes.Equal(body, onDisk) {
+		t.Fatalf("GET /openapi.yaml = %d %q, %d bytes (want the %d bytes of openapi.yaml)", resp.StatusCode, resp.Header.Get("Content-Type"), len(body), len(onDisk))
+	}
 }

@@ -126,20 +126,9 @@ func DecodeMessage(body []byte, channels []string, now time.Time) (*ValidMessage
 // ParseMessageRequest parses a POST /v1/messages body without validating
 // its values (a template is expanded between the two steps).
 func ParseMessageRequest(body []byte) (*MessageRequest, *Problem) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, problem(400, "malformed-json", "the request body is empty; send a JSON object")
-	}
-	if !utf8.Valid(body) {
-		return nil, problem(400, "malformed-json", "the request body is not valid UTF-8")
-	}
 	var req MessageRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return nil, jsonProblem(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, problem(400, "malformed-json", "the request body has data after the JSON object")
+	if p := decodeStrict(body, &req); p != nil {
+		return nil, p
 	}
 	return &req, nil
 }

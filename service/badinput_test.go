@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -96,5 +97,79 @@ func TestBadInputGetsAClearProblemAndNothingIsQueued(t *testing.T) {
 	multi := e.do(http.MethodPost, "/v1/messages", keyA, `{"channel":"sms","to":{"phone":"nope"},"priority":"x"}`)
 	if errs, _ := multi.Body["errors"].([]any); len(errs) != 3 {
 		t.Fatalf("want 3 field errors (to.phone, body, priority): %s", multi.Raw)
+	}
+}
+
+// TestEveryJSONRouteRefusesBadBodiesTheSameWay walks the API's routes: every
+// one that takes a JSON body refuses a wrong Content-Type, invalid UTF-8,
+// null and a non-object with the same problem, and changes nothing.
+func TestEveryJSONRouteRefusesBadBodiesTheSameWay(t *testing.T) {
+	e := start(t, config.RoleAPI)
+	// Routes that read no JSON body: the cancels, and the CSV upload (its
+	// own tests cover it).
+	noJSON := map[string]bool{
+		"POST /v1/messages/:id/cancel":   true,
+		"POST /v1/followups/:id/cancel":  true,
+		"POST /v1/broadcasts/:id/cancel": true,
+		"POST /v1/audiences":             true,
+	}
+	cases := []struct {
+		name, contentType, body string
+		status                  int
+		mention                 string
+	}{
+		{"a text/plain body", "text/plain", `{"a":1}`, 415, "application/json"},
+		{"no Content-Type", "", `{"a":1}`, 415, "application/json"},
+		{"a JSON-looking Content-Type", "application/jsonp", `{"a":1}`, 415, "application/json"},
+		{"invalid UTF-8", "application/json", "{\"url\":\"\xff\xfe\"}", 400, "UTF-8"},
+		{"null", "application/json", "null", 400, "null"},
+		{"an array", "application/json", "[]", 400, "object"},
+		{"a string", "application/json", `"x"`, 400, "object"},
+	}
+	var routes int
+	for _, r := range e.svc.API.App().GetRoutes(true) {
+		route := r.Method + " " + r.Path
+		if (r.Method != http.MethodPost && r.Method != http.MethodPut) || !strings.HasPrefix(r.Path, "/v1/") || noJSON[route] {
+			continue
+		}
+		routes++
+		path := strings.NewReplacer(":id", "x", ":name", "appointment_reminder").Replace(r.Path)
+		for _, c := range cases {
+			t.Run(route+"/"+c.name, func(t *testing.T) {
+				req, _ := http.NewRequest(r.Method, e.base+path, strings.NewReader(c.body))
+				req.Header.Set("Authorization", "Bearer "+keyA)
+				if c.contentType != "" {
+					req.Header.Set("Content-Type", c.contentType)
+				}
+				resp, err := e.http.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				raw, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != c.status || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(raw), c.mention) {
+					t.Fatalf("%d %q %s; want %d problem+json mentioning %q", resp.StatusCode, resp.Header.Get("Content-Type"), raw, c.status, c.mention)
+				}
+			})
+		}
+	}
+	if routes < 13 {
+		t.Fatalf("only %d JSON routes found", routes)
+	}
+}
+
+// TestPutSettingsNullChangesNothing: a null body used to reset the
+// tenant's settings to the defaults.
+func TestPutSettingsNullChangesNothing(t *testing.T) {
+	e := start(t, config.RoleAPI)
+	set := e.do("PUT", "/v1/settings", keyA, `{"quiet_hours":"22:00-07:00"}`)
+	if set.Status != 200 {
+		t.Fatalf("PUT /v1/settings = %d %s", set.Status, set.Raw)
+	}
+	if a := e.do("PUT", "/v1/settings", keyA, "null"); a.Status != 400 {
+		t.Fatalf("PUT /v1/settings null = %d %s", a.Status, a.Raw)
+	}
+	if a := e.do("GET", "/v1/settings", keyA, ""); a.Body["quiet_hours"] != "22:00-07:00" {
+		t.Fatalf("settings after a null PUT: %s", a.Raw)
 	}
 }
