@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/nyaruka/phonenumbers"
 	"golang.org/x/text/language"
 
+	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/schedule"
 )
 
@@ -74,6 +76,13 @@ type Config struct {
 	// WebhookAttempts is how often an event is offered to a clinic's
 	// endpoint before it is dead-lettered (GATEWAY_WEBHOOK_ATTEMPTS).
 	WebhookAttempts int
+	// WebhookAllowNetworks are networks that tenants' webhook endpoints and
+	// callback_urls may reach although they are not public
+	// (GATEWAY_WEBHOOK_ALLOW_NETWORKS, CIDR prefixes or single addresses
+	// separated by commas, e.g. "10.20.0.0/16,192.168.5.7/32"). Empty by
+	// default: only public addresses; loopback, link-local (cloud metadata),
+	// private, CGNAT and other special ranges are refused when connecting.
+	WebhookAllowNetworks []netip.Prefix
 
 	// CrisisOptOutExempt lists tenants whose crisis messages are sent even to
 	// recipients who opted out (GATEWAY_CRISIS_OPTOUT_EXEMPT, tenant names
@@ -281,7 +290,7 @@ var Vars = []string{
 	"TWILIO_VOICE_FROM", "VOICE_CALLS_PER_SECOND", "VOICE_MAX_CALLS", "VOICE_REDIAL_DELAY",
 	"WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_API_URL",
 	"SMTP_URL", "EMAIL_FROM", "SMTP_POOL_SIZE",
-	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS",
+	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS", "GATEWAY_WEBHOOK_ALLOW_NETWORKS",
 	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
 	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
 	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS", "BROADCAST_MIN_ACK_TIMEOUT",
@@ -453,6 +462,13 @@ func Load(getenv func(string) string) (Config, error) {
 	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
 	str("BLOB_URL", &c.BlobURL)
 	num("GATEWAY_WEBHOOK_ATTEMPTS", &c.WebhookAttempts)
+	if v := strings.TrimSpace(getenv("GATEWAY_WEBHOOK_ALLOW_NETWORKS")); v != "" {
+		nets, err := egress.ParseNetworks(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("GATEWAY_WEBHOOK_ALLOW_NETWORKS: %w (e.g. 10.20.0.0/16,192.168.5.7/32)", err))
+		}
+		c.WebhookAllowNetworks = nets
+	}
 	for _, t := range strings.Split(getenv("GATEWAY_CRISIS_OPTOUT_EXEMPT"), ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			c.CrisisOptOutExempt = append(c.CrisisOptOutExempt, t)
@@ -582,6 +598,9 @@ func (c Config) Validate(role Role) error {
 		// A key that outlived its message could not return the original and
 		// would let a retried request send the message again.
 		bad("GATEWAY_IDEMPOTENCY_TTL=%s: must not exceed GATEWAY_RETENTION (%s)", c.IdempotencyTTL, c.Retention)
+	}
+	if err := egress.CheckNetworks(c.WebhookAllowNetworks); err != nil {
+		bad("GATEWAY_WEBHOOK_ALLOW_NETWORKS: %v", err)
 	}
 	if c.Worker.MaxAttempts > 50 {
 		bad("DELIVERY_MAX_ATTEMPTS=%d: at most 50", c.Worker.MaxAttempts)

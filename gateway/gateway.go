@@ -23,6 +23,7 @@ import (
 	"github.com/patientmsg/gateway/contacts"
 	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/followups"
+	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
@@ -58,6 +59,9 @@ type Options struct {
 	// Webhooks are the tenants' endpoints, Events publishes to them (nil: none).
 	Webhooks *webhooks.Store
 	Events   *webhooks.Publisher
+	// Outbound says which URLs a tenant may register for them (its
+	// endpoint, a message's callback_url); the zero value: public only.
+	Outbound egress.Policy
 	// Escalator flags urgent replies and escalates them (nil: none).
 	Escalator *escalation.Escalator
 	// Recordings is the blob store of call recordings (nil: none).

@@ -24,12 +24,29 @@ func (s *Server) putWebhook(c *fiber.Ctx) error {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || len(in.URL) > MaxCallbackURL {
 		return validationProblem([]FieldError{{Field: "url", Detail: "must be an absolute http(s) URL without credentials, e.g. https://ehr.example-clinic.org/hooks/gateway"}})
 	}
+	if p := s.clinicURLProblem("url", u.String()); p != nil {
+		return p
+	}
 	ep, err := s.opts.Webhooks.Put(c.UserContext(), tenantOf(c), u.String(), in.Rotate)
 	if err != nil {
 		return s.unavailable(err)
 	}
 	s.opts.Events.Forget(tenantOf(c))
 	return c.JSON(ep)
+}
+
+// clinicURLProblem is the 422 of a URL the gateway will never post to: an
+// address it refuses, localhost and the like (package egress; names are
+// checked again each time they are connected to).
+func (s *Server) clinicURLProblem(field, raw string) *Problem {
+	u, err := url.Parse(raw)
+	if err == nil {
+		err = s.opts.Outbound.CheckURL(u)
+	}
+	if err != nil {
+		return validationProblem([]FieldError{{Field: field, Detail: err.Error()}})
+	}
+	return nil
 }
 
 func (s *Server) getWebhook(c *fiber.Ctx) error {

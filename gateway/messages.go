@@ -97,6 +97,11 @@ func (s *Server) prepare(ctx context.Context, tenant string, parsed *MessageRequ
 	if p != nil {
 		return ledger.Request{}, p
 	}
+	if v.CallbackURL != "" {
+		if p := s.clinicURLProblem("callback_url", v.CallbackURL); p != nil {
+			return ledger.Request{}, p
+		}
+	}
 	return s.requestOf(tenant, v, comp), nil
 }
 

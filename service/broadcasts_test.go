@@ -288,7 +288,7 @@ func TestARestartedWorkerLosesAndRepeatsNoRecipient(t *testing.T) {
 		cfg.ShutdownTimeout = 100 * time.Millisecond // a worker stopped mid-chunk
 		cfg.HealthAddr = ""
 		w, err := service.New(cfg, config.RoleWorker, service.Options{Logger: discardLogger(), Transport: channeltest.LoopbackOnly(nil),
-			EmailTLS: e.smtp.ClientTLSConfig()})
+			WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -71,7 +71,7 @@ func TestASendersLimitHoldsAcrossTwoWorkerProcesses(t *testing.T) {
 	// A second worker process on the same Redis and simulator.
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w2, err := service.New(e.cfg, config.RoleWorker, service.Options{Logger: log, Transport: channeltest.LoopbackOnly(nil),
-		EmailTLS: e.smtp.ClientTLSConfig()})
+		WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}

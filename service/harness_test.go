@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -88,13 +89,16 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	cfg.MinAckTimeout = time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.LogLevel = "debug"
+	// The tests' clinic endpoints listen on loopback, which the gateway
+	// refuses unless the operator allows it.
+	cfg.WebhookAllowNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	for _, m := range mutate {
 		m(&cfg)
 	}
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := service.New(cfg, role, service.Options{Logger: log, Listener: ln, Transport: channeltest.LoopbackOnly(nil),
-		EmailTLS: e.smtp.ClientTLSConfig()})
+		WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/gateway"
+	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
@@ -43,6 +44,11 @@ type Options struct {
 	// Transport carries provider API calls; http.DefaultTransport when nil.
 	// Tests pass one that refuses non-loopback hosts.
 	Transport http.RoundTripper
+	// WebhookGuard, when set, wraps the transport of deliveries to clinics'
+	// URLs, which is package egress's (public addresses and
+	// GATEWAY_WEBHOOK_ALLOW_NETWORKS only) and stays underneath. Tests pass
+	// channeltest.LoopbackOnly, so deliveries never leave the machine.
+	WebhookGuard func(http.RoundTripper) http.RoundTripper
 	// Listener, when set, is used instead of listening on Config.Addr.
 	Listener net.Listener
 	// EmailTLS, when set, is the TLS configuration of SMTP connections
@@ -209,6 +215,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
 		},
 		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+		Outbound: egress.Policy{Allow: cfg.WebhookAllowNetworks},
 	})
 	s.engine = engine
 	if role&config.RoleAPI != 0 {
@@ -223,7 +230,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			h.CrisisExempt[t] = true
 		}
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
-			Client: &http.Client{Transport: webhookTransport(o.Transport), Timeout: 10 * time.Second}, Log: o.Logger.With("comp", "webhooks")},
+			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks")},
 			Escalation: s.Escalator,
 			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
 				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: engine.BroadcastAnswer},
@@ -412,12 +419,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// webhookTransport carries deliveries to the clinics' endpoints.
-func webhookTransport(tr http.RoundTripper) http.RoundTripper {
-	if tr != nil {
-		return tr
+// webhookClient carries deliveries to the clinics' URLs: it connects only
+// to public addresses and the allowed networks, and follows no redirect.
+// Provider APIs do not use it.
+func webhookClient(cfg config.Config, o Options) *http.Client {
+	c := egress.Policy{Allow: cfg.WebhookAllowNetworks}.Client(10 * time.Second)
+	if o.WebhookGuard != nil {
+		c.Transport = o.WebhookGuard(c.Transport)
 	}
-	return http.DefaultTransport
+	return c
 }
 
 // sendNotification queues a crisis-priority message to an on-call target,

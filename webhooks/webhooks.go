@@ -29,6 +29,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/ledger"
 )
 
@@ -276,10 +277,24 @@ func Verify(secret, header string, body []byte, now time.Time, tolerance time.Du
 
 // Deliverer is the Asynq handler that posts events.
 type Deliverer struct {
-	Store  *Store
+	Store *Store
+	// Client posts to the tenants' URLs: an egress client, which connects
+	// only to public addresses (or the operator's allowed networks) and
+	// does not follow redirects. Nil: egress.Policy{}.Client.
 	Client *http.Client
 	Log    *slog.Logger
 }
+
+// deliveryError is a failed post: Error is what the tenant's dead letter
+// and the log say (never the URL, a refused address or an inner
+// service's answer); Unwrap is the cause.
+type deliveryError struct {
+	reason string
+	err    error
+}
+
+func (e *deliveryError) Error() string { return e.reason }
+func (e *deliveryError) Unwrap() error { return e.err }
 
 // ProcessTask posts one event; a non-2xx answer or a transport error is
 // retried by Asynq, and the last failure is dead-lettered.
@@ -322,24 +337,35 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 func (d *Deliverer) post(ctx context.Context, url, secret string, ev Event, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return &deliveryError{reason: "the URL is not valid", err: err} // the error would repeat it
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "patient-messaging-gateway-webhooks")
 	req.Header.Set("X-Gateway-Event", ev.Type)
 	req.Header.Set("X-Gateway-Delivery", ev.ID)
 	req.Header.Set(SignatureHeader, Sign(secret, time.Now(), body))
-	resp, err := d.Client.Do(req)
+	c := d.Client
+	if c == nil {
+		c = defaultClient
+	}
+	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("post: %w", err)
+		return &deliveryError{reason: egress.Reason(err), err: err}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		// Not followed: it would carry the signed event to a URL nobody
+		// registered, possibly inward.
+		return fmt.Errorf("endpoint answered %d; redirects are not followed", resp.StatusCode)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		return fmt.Errorf("endpoint answered %d", resp.StatusCode)
 	}
 	return nil
 }
+
+var defaultClient = egress.Policy{}.Client(10 * time.Second)
 
 // MessageStatus sends a message.status event for a message's current
 // status to its tenant's endpoint and its callback_url. tenant may be ""
