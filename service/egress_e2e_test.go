@@ -67,6 +67,7 @@ func TestClinicURLsTheGatewayWillNeverPostToAreRefusedAtRegistration(t *testing.
 		{"0.0.0.0", "http://0.0.0.0:8080/hooks", "unspecified"},
 		{"IPv4-mapped metadata", "http://[::ffff:169.254.169.254]/", "link-local"},
 		{"a decimal address", "http://2130706433/hooks", "dotted form"},
+		{"plain http to a public host (replies would travel in clear)", "http://ehr.example-clinic.org/hooks", "https://"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -36,7 +36,31 @@ var (
 // notation), localhost (or *.localhost), a numeric host name that is not a
 // plain IP address, or (when no network is allowed) a name only a local
 // network resolves. Other names are checked each time they are connected to.
+//
+// Events carry patients' replies, so the URL must be https://; plain http
+// is taken only for an address in a network the operator allows (an
+// integration engine on the hospital network), where TLS may not be.
 func (p Policy) CheckURL(u *url.URL) error {
+	if err := p.checkURL(u); err != nil {
+		return err
+	}
+	if u.Scheme == "http" && !p.plainHTTPAllowed(strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")) {
+		return &URLError{"must be an https:// URL: events carry patients' replies; plain http is taken only for an IP address in a network the operator allows (GATEWAY_WEBHOOK_ALLOW_NETWORKS)"}
+	}
+	return nil
+}
+
+// plainHTTPAllowed reports whether host is an address (or a loopback name)
+// inside an allowed network.
+func (p Policy) plainHTTPAllowed(host string) bool {
+	if loopbackNames[host] || strings.HasSuffix(host, ".localhost") {
+		return p.allows(loopback4) || p.allows(loopback6)
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && p.allows(a)
+}
+
+func (p Policy) checkURL(u *url.URL) error {
 	switch {
 	case u == nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "":
 		return &URLError{"must be an absolute http(s) URL"}
