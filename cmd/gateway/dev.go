@@ -1,3 +1,5 @@
+//go:build dev
+
 package main
 
 import (
@@ -21,8 +23,12 @@ import (
 	"github.com/patientmsg/gateway/service"
 )
 
-// runDev runs the whole gateway on an in-process Redis with the Twilio
-// simulator, so the real twilio-go client runs end to end locally.
+// This file is built only with the dev tag (go tool task dev): the
+// production binary links no simulator and no miniredis.
+
+// runDev runs the whole gateway on an in-process Redis (miniredis) with the
+// Twilio and WeChat simulators and an SMTP server, so the real clients run
+// end to end locally without credentials.
 func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	base, err := config.Load(nil)
 	if err != nil {

@@ -5,7 +5,7 @@
 //	gateway all      both in one process
 //	gateway dev      both, on an embedded Redis with built-in provider simulators
 //
-// Configuration comes from environment variables (see README.md).
+// Configuration comes from environment variables (see docs/configuration.md).
 package main
 
 import (
@@ -38,10 +38,11 @@ Commands:
   all      run the API and the workers in one process
   dev      run everything on an embedded Redis with built-in Twilio and WeChat
            simulators and an SMTP server; prints an API key and a curl
-           example per channel. Not for production.
+           example per channel. Not for production: only in a build with
+           the dev tag (go tool task dev).
 
 Configuration is read from the environment; every variable is described in
-README.md. Variables: ` + "\n  "
+docs/configuration.md. Variables: ` + "\n  "
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

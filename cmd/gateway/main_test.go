@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -34,5 +35,22 @@ func TestAnInvalidConfigurationStopsWithAClearMessage(t *testing.T) {
 	}
 	if code := run([]string{"launch"}, &out, &errb); code != 2 {
 		t.Fatalf("unknown command exit %d", code)
+	}
+}
+
+// TestTheProductionBinaryLinksNoSimulator: the simulators and the embedded
+// Redis are for `go tool task dev` and the tests, never in what a clinic runs.
+func TestTheProductionBinaryLinksNoSimulator(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasSuffix(dep, "sim") || strings.Contains(dep, "miniredis") || strings.Contains(dep, "channeltest") || strings.Contains(dep, "redistest") {
+			t.Errorf("the production binary links %s", dep)
+		}
+	}
+	if !strings.Contains(string(out), "github.com/patientmsg/gateway/channels/twilio\n") {
+		t.Fatalf("go list -deps does not list the channels; is the check looking at the right thing?\n%s", out)
 	}
 }
