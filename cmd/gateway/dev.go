@@ -120,7 +120,7 @@ Send a WeChat template message:
 %s
 Send an email:
 %s
-Send a built-in template, or a day 1 / 7 / 30 follow-up plan (see README.md):
+Send a built-in template, or a day 1 / 7 / 30 follow-up plan (see docs/templates.md and docs/followups.md):
 %s
 Then follow a message to "delivered" (or "sent" for WeChat and email):
   curl -s %s/v1/messages/<id> -H 'Authorization: Bearer %s'
