@@ -120,17 +120,17 @@ func (s *Server) createFollowup(c *fiber.Ctx) error {
 	var todo []pending
 	for i, st := range in.Steps {
 		field := fmt.Sprintf("steps[%d]", i)
+		// A bad offset or time of day is reported with whatever else is
+		// wrong in the step: its message is checked all the same.
 		off, err := schedule.ParseDuration(st.Offset)
-		if err != nil {
-			bad(field+".offset", "%v (ISO 8601, e.g. P1D, P7D, PT2H)", err)
-			continue
+		if de := (*schedule.DurationError)(nil); errors.As(err, &de) {
+			bad(field+".offset", "is not a valid duration: %s", de.Why)
 		}
 		var at *schedule.Clock
 		if st.At != "" {
 			c, err := schedule.ParseClock(st.At)
 			if err != nil {
 				bad(field+".at", "is not a local time of day such as 10:00")
-				continue
 			}
 			at = &c
 		}

@@ -28,6 +28,18 @@ const (
 	maxDurationDays = MaxDurationYears * 366
 )
 
+// DurationError says why a text is not a duration ParseDuration takes.
+type DurationError struct {
+	Value string
+	// Why completes "the duration is not valid: …", with examples where
+	// they help.
+	Why string
+}
+
+func (e *DurationError) Error() string {
+	return fmt.Sprintf("schedule: duration %q: %s", e.Value, e.Why)
+}
+
 // ParseDuration reads an ISO 8601 duration such as P1D, P7D, P30D, PT2H,
 // P1M or P1DT12H. Designators are upper case and in the order Y M W D, then
 // T and H M S; each at most once. Refused: a sign (negative durations), a
@@ -37,7 +49,7 @@ const (
 // accepted.
 func ParseDuration(s string) (Duration, error) {
 	bad := func(why string) (Duration, error) {
-		return Duration{}, fmt.Errorf("schedule: duration %q: %s", s, why)
+		return Duration{}, &DurationError{Value: s, Why: why}
 	}
 	if len(s) > 64 {
 		return bad("too long")

@@ -173,3 +173,28 @@ func TestPutSettingsNullChangesNothing(t *testing.T) {
 		t.Fatalf("settings after a null PUT: %s", a.Raw)
 	}
 }
+
+// TestAFollowUpStepReportsEveryMistakeAtOnce: a bad offset used to hide
+// the same step's missing variables, and its message gave the examples
+// twice.
+func TestAFollowUpStepReportsEveryMistakeAtOnce(t *testing.T) {
+	e := start(t, config.RoleAPI)
+	a := e.do("POST", "/v1/followups", keyA, `{"contact":{"phone":"+14155550123"},"anchor":"2030-01-01T00:00:00Z",
+	  "steps":[{"offset":"one day","at":"25:00","channel":"sms","template":"post_discharge_day1","vars":{"clinic_name":"Riverside"}}]}`)
+	if a.Status != 422 {
+		t.Fatalf("status %d: %s", a.Status, a.Raw)
+	}
+	fields := map[string]string{}
+	for _, fe := range a.Body["errors"].([]any) {
+		m := fe.(map[string]any)
+		fields[m["field"].(string)] = m["detail"].(string)
+	}
+	for _, want := range []string{"steps[0].offset", "steps[0].at", "steps[0].vars.clinic_phone"} {
+		if _, ok := fields[want]; !ok {
+			t.Errorf("no error for %s: %s", want, a.Raw)
+		}
+	}
+	if d := fields["steps[0].offset"]; strings.Count(d, "P1D,") != 1 || strings.Contains(d, "schedule:") {
+		t.Errorf("offset detail %q: want the examples once, without the package name", d)
+	}
+}
