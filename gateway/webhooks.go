@@ -115,17 +115,17 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 			return err
 		}
 		rep := replies.Reply{Channel: m.Channel, From: workers.IdentityOf(m.Channel, m.To), Body: a.Digits, ReceivedAt: time.Now(), InReplyTo: id}
+		if m.ExpectReply != nil {
+			// The key's meaning, as a texted "2" carries it: "2" → need_help.
+			rep.Option = m.ExpectReply.Options[a.Digits]
+		}
 		if rep.ID, err = r.replies.Add(ctx, m.Tenant, rep); err != nil {
 			return err
 		}
 		r.events.Publish(ctx, m.Tenant, webhooks.MessageReply, rep, "")
 		if r.escalator != nil {
 			// A key pressed on a call can be urgent too ("3 to talk to a nurse").
-			option := ""
-			if m.ExpectReply != nil {
-				option = m.ExpectReply.Options[a.Digits] // "2" pressed → need_help
-			}
-			esc, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, option)
+			esc, err := r.escalator.Consider(ctx, m.Tenant, rep.ID, id, m.Channel, a.Digits, rep.Option)
 			if err != nil {
 				return err
 			}
@@ -134,7 +134,7 @@ func (r receiver) Answer(ctx context.Context, id string, a ledger.Answer, record
 			r.replied(ctx, m.Tenant, rep.From, nil)
 		}
 		if m.Broadcast != "" && r.onAnswer != nil {
-			if err := r.onAnswer(ctx, m.Broadcast, id, m.Channel, "", a.Digits, time.Now()); err != nil {
+			if err := r.onAnswer(ctx, m.Broadcast, id, m.Channel, rep.Option, a.Digits, time.Now()); err != nil {
 				return err
 			}
 		}

@@ -443,4 +443,19 @@ func TestACallNobodyAnswersMovesThePersonOnAndAKeyCanAskForHelp(t *testing.T) {
 		t.Fatalf("a question in an unknown locale = %d %s", bad.Status, bad.Raw)
 	}
 	waitUntil(t, 10*time.Second, "the nurse told", func() bool { return e.sim.MessagesTo(nurse) == 1 })
+	// The pressed key reaches the reply feed with its meaning, as a texted
+	// "2" does.
+	feed := e.do("GET", "/v1/replies", keyA, "")
+	pressed := 0
+	for _, r := range feed.Body["replies"].([]any) {
+		if rep := r.(map[string]any); rep["channel"] == "voice" && rep["body"] == "2" {
+			pressed++
+			if rep["option"] != "need_help" {
+				t.Fatalf("the keypad answer in the feed has no meaning: %v", rep)
+			}
+		}
+	}
+	if pressed != 1 {
+		t.Fatalf("want the pressed 2 once in the reply feed: %s", feed.Raw)
+	}
 }
