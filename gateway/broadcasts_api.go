@@ -324,7 +324,9 @@ func (s *Server) previewBroadcast(c *fiber.Ctx) error {
 	locales := map[string]bool{}
 	for _, r := range recips {
 		er := broadcasts.EstimateRecipient{Locale: r.Locale}
-		for _, ch := range cfg.Channels {
+		// Every channel the person has, in the cascade or not: those out of
+		// it tell the preview which channel would reach the unreachable.
+		for _, ch := range s.opts.Channels.Names() {
 			if addressFor(r, ch) != "" {
 				er.Channels = append(er.Channels, ch)
 			}

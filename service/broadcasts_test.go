@@ -459,3 +459,17 @@ func TestACallNobodyAnswersMovesThePersonOnAndAKeyCanAskForHelp(t *testing.T) {
 		t.Fatalf("want the pressed 2 once in the reply feed: %s", feed.Raw)
 	}
 }
+
+// TestThePreviewNamesAChannelThatWouldReachTheUnreachable: people with no
+// address on the cascade's channels are told apart by what they do have.
+func TestThePreviewNamesAChannelThatWouldReachTheUnreachable(t *testing.T) {
+	e := start(t, config.RoleAPI)
+	pv := e.do("POST", "/v1/broadcasts/preview", keyA, `{"channels":["wechat"],"body":{"en":"Shelter open."},
+	  "audience":[{"wechat_openid":"oAAAA1"},{"phone":"+14155550301"},{"phone":"+14155550302","email":"p@example.org"}]}`)
+	if pv.Status != 200 {
+		t.Fatalf("preview = %d %s", pv.Status, pv.Raw)
+	}
+	if !strings.Contains(pv.Raw, "add to the cascade a channel they have") || !strings.Contains(pv.Raw, "2 sms") {
+		t.Fatalf("the preview does not say which channel would reach the 2 without WeChat: %s", pv.Raw)
+	}
+}
