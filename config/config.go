@@ -83,6 +83,9 @@ type Config struct {
 
 	// Senders are the per-sender rate limits (see SenderLimits).
 	Senders SenderLimits
+	// Admission keeps one tenant from filling the queues and Redis for
+	// every tenant (see AdmissionConfig).
+	Admission AdmissionConfig
 	// Quiet is the quiet-hours default of every tenant (see QuietConfig).
 	Quiet QuietConfig
 	// Templates configures template rendering (see TemplateConfig).
@@ -133,6 +136,44 @@ type SenderLimits struct {
 	// 20429/30001, WeChat 45009) takes to climb back to its configured rate
 	// (SENDER_RECOVERY).
 	Recovery time.Duration
+}
+
+// AdmissionConfig is admission control in front of the queues, shared by
+// every API and worker process through Redis (package internal/admission).
+type AdmissionConfig struct {
+	// TenantRate is every tenant's API request rate
+	// (GATEWAY_TENANT_RATE_LIMIT "RATE[:BURST]": requests per second, and
+	// how many may come at once, two seconds' worth when not given; "off":
+	// none). A request over it gets 429, except crisis messages,
+	// broadcasts and cancellations, which are counted but never refused.
+	TenantRate RateLimit
+	// TenantRates overrides TenantRate for some tenants
+	// (GATEWAY_TENANT_RATE_LIMITS "clinic-a=50,clinic-b=500:1000,lab=off").
+	TenantRates map[string]RateLimit
+	// BacklogHours caps each tenant's queued messages on a channel, of
+	// every priority but crisis, at that many hours of the channel's
+	// sender rate (GATEWAY_TENANT_BACKLOG_HOURS; 0: no cap). A message
+	// beyond it gets 429 (like Twilio's queue overflow, error 30001).
+	BacklogHours float64
+	// MemoryGuard refuses writes (503) as Redis nears its maxmemory
+	// (GATEWAY_REDIS_MEMORY_GUARD "BULK,ROUTINE,URGENT" in percent of
+	// maxmemory; "off").
+	MemoryGuard MemoryGuard
+}
+
+// RateLimit is a request rate with a burst; the zero value is no limit.
+type RateLimit struct {
+	PerSecond float64
+	// Burst is how many requests may come at once (0: two seconds' worth).
+	Burst int
+}
+
+// MemoryGuard holds the fractions of Redis maxmemory at which requests
+// are refused: bulk messages first, then routine messages (normal, high)
+// and other writes, and urgent ones (crisis messages, broadcasts, provider
+// callbacks, patient replies) last. The zero value turns the guard off.
+type MemoryGuard struct {
+	Bulk, Routine, Urgent float64
 }
 
 // QuietConfig is the default quiet window of tenants; each tenant can set
@@ -253,6 +294,8 @@ func NewDefaultConfig() Config {
 		WebhookAttempts:    10,
 		Senders: SenderLimits{SMSPerSecond: 1, WeChatPerSecond: 20, WeChatPerDay: 100000, EmailPerSecond: 5,
 			Recovery: time.Minute},
+		Admission: AdmissionConfig{TenantRate: RateLimit{PerSecond: 100, Burst: 200}, BacklogHours: 4,
+			MemoryGuard: MemoryGuard{Bulk: 0.80, Routine: 0.90, Urgent: 0.97}},
 		Quiet:         QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
 		Templates:     TemplateConfig{DefaultLocale: "en"},
 		MinAckTimeout: time.Minute,
@@ -284,6 +327,7 @@ var Vars = []string{
 	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS",
 	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
 	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
+	"GATEWAY_TENANT_RATE_LIMIT", "GATEWAY_TENANT_RATE_LIMITS", "GATEWAY_TENANT_BACKLOG_HOURS", "GATEWAY_REDIS_MEMORY_GUARD",
 	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS", "BROADCAST_MIN_ACK_TIMEOUT",
 	"PRICE_CURRENCY", "PRICE_SMS_SEGMENT", "PRICE_VOICE_MINUTE", "PRICE_WECHAT_MESSAGE", "PRICE_EMAIL_MESSAGE",
 }
@@ -417,6 +461,34 @@ func Load(getenv func(string) string) (Config, error) {
 	rate("EMAIL_MESSAGES_PER_SECOND", &c.Senders.EmailPerSecond, 10000)
 	daily("EMAIL_DAILY_LIMIT", &c.Senders.EmailPerDay)
 	dur("SENDER_RECOVERY", &c.Senders.Recovery)
+	if v, ok := lookup(getenv, "GATEWAY_TENANT_RATE_LIMIT"); ok {
+		r, err := ParseRateLimit(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("GATEWAY_TENANT_RATE_LIMIT=%q: %v", v, err))
+		}
+		c.Admission.TenantRate = r
+	}
+	if v, ok := lookup(getenv, "GATEWAY_TENANT_RATE_LIMITS"); ok {
+		rs, err := ParseRateLimits(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("GATEWAY_TENANT_RATE_LIMITS: %v", err))
+		}
+		c.Admission.TenantRates = rs
+	}
+	if v, ok := lookup(getenv, "GATEWAY_TENANT_BACKLOG_HOURS"); ok {
+		h, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(h >= 0 && h <= MaxBacklogHours) {
+			errs = append(errs, fmt.Errorf("GATEWAY_TENANT_BACKLOG_HOURS=%q: want hours from 0 (no cap) to %d, e.g. 4 or 0.5", v, MaxBacklogHours))
+		}
+		c.Admission.BacklogHours = h
+	}
+	if v, ok := lookup(getenv, "GATEWAY_REDIS_MEMORY_GUARD"); ok {
+		g, err := ParseMemoryGuard(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("GATEWAY_REDIS_MEMORY_GUARD=%q: %v", v, err))
+		}
+		c.Admission.MemoryGuard = g
+	}
 	str("QUIET_HOURS", &c.Quiet.Window)
 	str("QUIET_HOURS_CRISIS", &c.Quiet.Crisis)
 	str("GATEWAY_DEFAULT_TIMEZONE", &c.Quiet.TimeZone)
@@ -468,6 +540,80 @@ func Load(getenv func(string) string) (Config, error) {
 		c.APIKeys = keys
 	}
 	return c, errors.Join(errs...)
+}
+
+// MaxBacklogHours is the largest GATEWAY_TENANT_BACKLOG_HOURS (a week).
+const MaxBacklogHours = 168
+
+// ParseRateLimit parses "RATE[:BURST]" (requests per second, e.g. 100 or
+// 0.5, and a whole burst) or "off".
+func ParseRateLimit(v string) (RateLimit, error) {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "off") {
+		return RateLimit{}, nil
+	}
+	rate, burst, hasBurst := strings.Cut(v, ":")
+	var r RateLimit
+	f, err := strconv.ParseFloat(strings.TrimSpace(rate), 64)
+	if err != nil || !(f > 0 && f <= 1e6) {
+		return RateLimit{}, errors.New("want RATE or RATE:BURST, requests per second above 0 and at most 1000000 (e.g. 100 or 100:200), or off")
+	}
+	r.PerSecond = f
+	if hasBurst {
+		b, err := strconv.Atoi(strings.TrimSpace(burst))
+		if err != nil || b < 1 || b > 10_000_000 {
+			return RateLimit{}, errors.New("the burst (after ':') must be a whole number from 1 to 10000000")
+		}
+		r.Burst = b
+	}
+	return r, nil
+}
+
+// ParseRateLimits parses "tenant=RATE[:BURST],tenant=off,…".
+func ParseRateLimits(v string) (map[string]RateLimit, error) {
+	out := map[string]RateLimit{}
+	for i, pair := range strings.Split(v, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		tenant, rate, ok := strings.Cut(pair, "=")
+		tenant = strings.TrimSpace(tenant)
+		if !ok || !validTenant(tenant) || tenant == "" {
+			return nil, fmt.Errorf("entry %d: want tenant=RATE[:BURST] or tenant=off (tenant names: letters, digits, '-', '_')", i+1)
+		}
+		if _, dup := out[tenant]; dup {
+			return nil, fmt.Errorf("entry %d: tenant %q is given twice", i+1, tenant)
+		}
+		r, err := ParseRateLimit(rate)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d (tenant %q): %v", i+1, tenant, err)
+		}
+		out[tenant] = r
+	}
+	return out, nil
+}
+
+// ParseMemoryGuard parses "BULK,ROUTINE,URGENT" in percent of maxmemory
+// (e.g. 80,90,97), rising, each above 0 and at most 100; or "off".
+func ParseMemoryGuard(v string) (MemoryGuard, error) {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "off") {
+		return MemoryGuard{}, nil
+	}
+	parts := strings.Split(v, ",")
+	bad := errors.New("want three percentages of Redis maxmemory, BULK,ROUTINE,URGENT, rising, each above 0 and at most 100 (e.g. 80,90,97), or off")
+	if len(parts) != 3 {
+		return MemoryGuard{}, bad
+	}
+	var p [3]float64
+	for i, s := range parts {
+		f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%")), 64)
+		if err != nil || !(f > 0 && f <= 100) || (i > 0 && f < p[i-1]) {
+			return MemoryGuard{}, bad
+		}
+		p[i] = f
+	}
+	return MemoryGuard{Bulk: p[0] / 100, Routine: p[1] / 100, Urgent: p[2] / 100}, nil
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {
@@ -582,6 +728,21 @@ func (c Config) Validate(role Role) error {
 		// A key that outlived its message could not return the original and
 		// would let a retried request send the message again.
 		bad("GATEWAY_IDEMPOTENCY_TTL=%s: must not exceed GATEWAY_RETENTION (%s)", c.IdempotencyTTL, c.Retention)
+	}
+	a := c.Admission
+	for tenant, r := range a.TenantRates {
+		if !validTenant(tenant) || tenant == "" || !(r.PerSecond >= 0 && r.PerSecond <= 1e6) || r.Burst < 0 {
+			bad("GATEWAY_TENANT_RATE_LIMITS: tenant %q: want a rate from 0 (off) to 1000000 per second and a burst of 0 or more", tenant)
+		}
+	}
+	if r := a.TenantRate; !(r.PerSecond >= 0 && r.PerSecond <= 1e6) || r.Burst < 0 {
+		bad("GATEWAY_TENANT_RATE_LIMIT: want a rate from 0 (off) to 1000000 per second and a burst of 0 or more")
+	}
+	if !(a.BacklogHours >= 0 && a.BacklogHours <= MaxBacklogHours) {
+		bad("GATEWAY_TENANT_BACKLOG_HOURS=%g: want hours from 0 (no cap) to %d", a.BacklogHours, MaxBacklogHours)
+	}
+	if g := a.MemoryGuard; g != (MemoryGuard{}) && !(0 < g.Bulk && g.Bulk <= g.Routine && g.Routine <= g.Urgent && g.Urgent <= 1) {
+		bad("GATEWAY_REDIS_MEMORY_GUARD: the bulk, routine and urgent thresholds must rise, each above 0 and at most 100%%")
 	}
 	if c.Worker.MaxAttempts > 50 {
 		bad("DELIVERY_MAX_ATTEMPTS=%d: at most 50", c.Worker.MaxAttempts)
