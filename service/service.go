@@ -27,6 +27,7 @@ import (
 	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/gateway"
+	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
@@ -67,6 +68,8 @@ type Service struct {
 	Followups *followups.Store
 	// Senders paces each channel's sender across all processes.
 	Senders *ratelimit.Senders
+	// Admission is admission control in front of the queues.
+	Admission *admission.Controller
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
 	API        *gateway.Server
@@ -172,6 +175,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, fmt.Errorf("senders: %w", err)
 	}
 	s.Senders = senders
+	if s.Admission, err = newAdmission(cfg, rdb, o.Logger); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("admission: %w", err)
+	}
 	tpl, chain, err := newTemplates(cfg, rdb)
 	if err != nil {
 		rdb.Close()
@@ -209,6 +216,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
 		},
 		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+		Admission: s.Admission,
 	})
 	s.engine = engine
 	if role&config.RoleAPI != 0 {
@@ -219,6 +227,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus,
 			RecordBroadcast: engine.RecordBroadcastMessage}
+		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}
@@ -310,6 +319,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.serveErr = make(chan error, 1)
 		go func() { s.serveErr <- s.API.Serve(s.ln) }()
 	}
+	s.startBacklogSweep()
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr())
 	return nil
 }

@@ -86,7 +86,11 @@ func (c *Controller) Memory(ctx context.Context) (m Memory, ok bool) {
 	if err != nil {
 		// Keep the last reading; try again after the TTL.
 		if !c.failing {
-			c.log.Warn("Redis memory not read: the memory guard uses its last reading", "err", err)
+			if c.known {
+				c.log.Warn("Redis memory not read (INFO memory): the memory guard uses its last reading", "err", err)
+			} else {
+				c.log.Warn("Redis memory cannot be read (INFO memory): the memory guard refuses nothing until it can", "err", err)
+			}
 			c.failing = true
 		}
 		return c.mem, c.known
