@@ -240,7 +240,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWith
 // RequestTimeout bounds the storage work of one API request.
 const RequestTimeout = 10 * time.Second
 
-// recover turns a panic into a 503 problem (internalProblem), and gives the request a
+// recover turns a panic into a 503 problem, and gives the request a
 // context of its own: fasthttp's request context is not safe to derive
 // contexts from while the server shuts down.
 func (s *Server) recover(c *fiber.Ctx) (err error) {
