@@ -63,7 +63,10 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 			}
 		}
 		resp := r.Handle(ctx, req)
-		if resp.Status == http.StatusServiceUnavailable {
+		if resp.Status >= 500 {
+			// Every 5xx is a 503 with Retry-After: the provider tries again
+			// (a push that does not decrypt, a configuration error, too).
+			resp.Status = http.StatusServiceUnavailable
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(seconds(DefaultRetryAfter)))
 		}
 		if resp.ContentType != "" {

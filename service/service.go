@@ -341,6 +341,7 @@ func (s *Service) startHealth() error {
 		defer cancel()
 		if err := s.Redis.Ping(ctx).Err(); err != nil {
 			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "5")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(`{"type":"/problems/not-ready","title":"Service Unavailable","status":503,"detail":"Redis is not reachable"}`))
 			return
