@@ -1059,6 +1059,10 @@ func (e *env) baseConfig(sim *twiliosim.Server) config.Config {
 	// the machine can reach, and no quiet hours hold anything back.
 	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = unpaced, unpaced, unpaced
 	cfg.Quiet.Window = "off"
+	// Nor a tenant's request rate: one tenant posts thousands of messages
+	// a second. Admission control still runs (every request is counted,
+	// every message enters and leaves its tenant's backlog).
+	cfg.Admission.TenantRate = config.RateLimit{PerSecond: unpaced, Burst: unpaced}
 	return cfg
 }
 

@@ -92,6 +92,9 @@ type Config struct {
 
 	// Senders are the per-sender rate limits (see SenderLimits).
 	Senders SenderLimits
+	// Admission keeps one tenant from filling the queues and Redis for
+	// every tenant (see AdmissionConfig).
+	Admission AdmissionConfig
 	// Quiet is the quiet-hours default of every tenant (see QuietConfig).
 	Quiet QuietConfig
 	// Templates configures template rendering (see TemplateConfig).
@@ -262,6 +265,8 @@ func NewDefaultConfig() Config {
 		WebhookAttempts:    10,
 		Senders: SenderLimits{SMSPerSecond: 1, WeChatPerSecond: 20, WeChatPerDay: 100000, EmailPerSecond: 5,
 			Recovery: time.Minute},
+		Admission: AdmissionConfig{TenantRate: RateLimit{PerSecond: 100, Burst: 200}, BacklogHours: 4,
+			MemoryGuard: MemoryGuard{Bulk: 0.80, Routine: 0.90, Urgent: 0.97}},
 		Quiet:         QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
 		Templates:     TemplateConfig{DefaultLocale: "en"},
 		MinAckTimeout: time.Minute,
@@ -293,6 +298,7 @@ var Vars = []string{
 	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS", "GATEWAY_WEBHOOK_ALLOW_NETWORKS",
 	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
 	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
+	"GATEWAY_TENANT_RATE_LIMIT", "GATEWAY_TENANT_RATE_LIMITS", "GATEWAY_TENANT_BACKLOG_HOURS", "GATEWAY_REDIS_MEMORY_GUARD",
 	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS", "BROADCAST_MIN_ACK_TIMEOUT",
 	"PRICE_CURRENCY", "PRICE_SMS_SEGMENT", "PRICE_VOICE_MINUTE", "PRICE_WECHAT_MESSAGE", "PRICE_EMAIL_MESSAGE",
 }
@@ -426,6 +432,7 @@ func Load(getenv func(string) string) (Config, error) {
 	rate("EMAIL_MESSAGES_PER_SECOND", &c.Senders.EmailPerSecond, 10000)
 	daily("EMAIL_DAILY_LIMIT", &c.Senders.EmailPerDay)
 	dur("SENDER_RECOVERY", &c.Senders.Recovery)
+	errs = append(errs, loadAdmission(getenv, &c.Admission)...)
 	str("QUIET_HOURS", &c.Quiet.Window)
 	str("QUIET_HOURS_CRISIS", &c.Quiet.Crisis)
 	str("GATEWAY_DEFAULT_TIMEZONE", &c.Quiet.TimeZone)
@@ -602,6 +609,7 @@ func (c Config) Validate(role Role) error {
 	if err := egress.CheckNetworks(c.WebhookAllowNetworks); err != nil {
 		bad("GATEWAY_WEBHOOK_ALLOW_NETWORKS: %v", err)
 	}
+	errs = append(errs, c.Admission.validate()...)
 	if c.Worker.MaxAttempts > 50 {
 		bad("DELIVERY_MAX_ATTEMPTS=%d: at most 50", c.Worker.MaxAttempts)
 	}

@@ -369,5 +369,9 @@ func (s *Server) previewBroadcast(c *fiber.Ctx) error {
 			est.Senders[x.Channel] = broadcasts.SenderCapacity{PerSecond: x.EffectivePerSecond, PerDay: x.PerDay, UsedToday: x.UsedToday}
 		}
 	}
-	return c.JSON(broadcasts.EstimateBroadcast(est))
+	// How much room Redis has left, for the people this broadcast queues.
+	return c.JSON(struct {
+		broadcasts.Estimate
+		RedisMemory *memoryJSON `json:"redis_memory,omitempty"`
+	}{broadcasts.EstimateBroadcast(est), s.redisMemory(ctx)})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
@@ -95,6 +96,9 @@ type Options struct {
 	Followups *followups.Store
 	// Senders are the paced senders GET /v1/senders shows (nil: none).
 	Senders *ratelimit.Senders
+	// Admission is admission control: tenant request rates, backlog caps
+	// and the Redis memory guard (nil: none).
+	Admission *admission.Controller
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.
@@ -164,6 +168,7 @@ func New(o Options) *Server {
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/openapi.yaml", serveOpenAPI)
 	v1 := s.app.Group("/v1", s.auth)
+	v1.Use(s.admit)
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)
 	v1.Get("/messages/:id", s.getMessage)
@@ -240,7 +245,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWith
 // RequestTimeout bounds the storage work of one API request.
 const RequestTimeout = 10 * time.Second
 
-// recover turns a panic into a 500 problem, and gives the request a
+// recover turns a panic into a 503 problem, and gives the request a
 // context of its own: fasthttp's request context is not safe to derive
 // contexts from while the server shuts down.
 func (s *Server) recover(c *fiber.Ctx) (err error) {
@@ -250,7 +255,7 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("panic in request handler", "method", c.Method(), "route", c.Route().Path)
-			err = writeProblem(c, problem(500, "internal", "the gateway failed to handle the request; it was logged"))
+			err = writeProblem(c, internalProblem())
 		}
 	}()
 	return c.Next()
@@ -315,6 +320,9 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	defer cancel()
 	if err := s.opts.Redis.Ping(ctx).Err(); err != nil {
 		return problem(503, "not-ready", "Redis is not reachable")
+	}
+	if m := s.redisMemory(ctx); m != nil {
+		return c.JSON(fiber.Map{"status": "ready", "redis_memory": m})
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/hibiken/asynq"
 
+	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/recordings"
 	"github.com/patientmsg/gateway/redact"
@@ -51,12 +52,23 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 	if p != nil {
 		return p
 	}
+	// The tenant's rate and the memory guard, before any work: crisis
+	// messages pass the rate, and pass the guard until its last threshold.
+	if err := s.admitMessage(c, tenant, parsed.Priority); err != nil {
+		return err
+	}
 	ctx := c.UserContext()
 	req, err := s.prepare(ctx, tenant, parsed)
 	if err != nil {
 		return err
 	}
 	id := ledger.NewID()
+	// Free the key when nothing is queued, so the client's retry is a new attempt.
+	releaseKey := func() {
+		if idemKey != "" {
+			_ = s.opts.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idemKey)
+		}
+	}
 	if idemKey != "" {
 		first, err := s.opts.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, hashBody(body), id, s.opts.IdempotencyTTL)
 		if errors.Is(err, ledger.ErrIdempotencyMismatch) {
@@ -69,11 +81,17 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 			return s.replay(c, tenant, first, req)
 		}
 	}
+	// The tenant's backlog on the channel (every priority but crisis).
+	counted, err := s.reserve(ctx, id, req)
+	if err != nil {
+		releaseKey()
+		return err
+	}
 	if err := s.submit(ctx, id, req); err != nil {
-		if idemKey != "" {
-			// Free the key so the client's retry is a new attempt.
-			_ = s.opts.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idemKey)
+		if counted {
+			s.release(tenant, req.Channel, req.Priority, id)
 		}
+		releaseKey()
 		return s.unavailable(err)
 	}
 	s.log.Debug("message queued", "tenant", tenant, "msg_id", id, "channel", req.Channel, "priority", req.Priority)
@@ -182,9 +200,18 @@ func (s *Server) replay(c *fiber.Ctx, tenant, id string, req ledger.Request) err
 		Template: m.Template, TemplateLocale: m.TemplateLocale, TimeZone: m.TimeZone})
 }
 
+// unavailable answers a storage error: 503 with Retry-After, as
+// /problems/store-full when Redis refused a write at its maxmemory.
 func (s *Server) unavailable(err error) error {
+	if admission.IsOutOfMemory(err) {
+		s.log.Error("Redis is at its maxmemory: a write was refused", "err", err)
+		return storeFull("the message store (Redis) is full; nothing was queued, retry with the same Idempotency-Key after Retry-After seconds",
+			admission.MemoryRetryAfter)
+	}
 	s.log.Error("storage unavailable", "err", err)
-	return problem(503, "unavailable", "the message store is unavailable; nothing was queued, retry with the same Idempotency-Key")
+	p := problem(503, "unavailable", "the message store is unavailable; nothing was queued, retry with the same Idempotency-Key")
+	p.RetryAfter = DefaultRetryAfter
+	return p
 }
 
 // messageJSON is the API view of a message: the recipient masked, no body.
@@ -320,6 +347,8 @@ func (s *Server) cancel(ctx context.Context, tenant, id string) (*ledger.Message
 	if err := s.opts.Tasks.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 		s.log.Debug("canceled message's task not deleted", "msg_id", id, "err", err)
 	}
+	// No worker may see the task again to take it out of the backlog.
+	s.release(tenant, m.Channel, m.Priority, id)
 	return m, nil
 }
 

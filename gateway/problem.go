@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -16,7 +18,15 @@ type Problem struct {
 	Status int          `json:"status"`
 	Detail string       `json:"detail,omitempty"`
 	Errors []FieldError `json:"errors,omitempty"`
+	// RetryAfter is sent as the Retry-After header of a 429 or 503 (in
+	// whole seconds, rounded up); those without one get
+	// DefaultRetryAfter.
+	RetryAfter time.Duration `json:"-"`
 }
+
+// DefaultRetryAfter is the Retry-After of a 429 or 503 that does not
+// compute its own: every such answer says when to come back.
+const DefaultRetryAfter = 5 * time.Second
 
 // FieldError points at one bad field of a request.
 type FieldError struct {
@@ -46,6 +56,13 @@ func writeProblem(c *fiber.Ctx, p *Problem) error {
 	b, _ := json.Marshal(p)
 	c.Status(p.Status)
 	c.Set(fiber.HeaderContentType, ProblemContentType)
+	if p.Status == http.StatusTooManyRequests || p.Status == http.StatusServiceUnavailable {
+		ra := p.RetryAfter
+		if ra <= 0 {
+			ra = DefaultRetryAfter
+		}
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(max(seconds(ra), 1)))
+	}
 	if p.Status == http.StatusUnauthorized {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gateway"`)
 	}
@@ -72,5 +89,13 @@ func errorHandler(c *fiber.Ctx, err error) error {
 			return writeProblem(c, problem(fe.Code, "bad-request", fe.Message))
 		}
 	}
-	return writeProblem(c, problem(http.StatusInternalServerError, "internal", "the gateway failed to handle the request; it was logged"))
+	return writeProblem(c, internalProblem())
+}
+
+// internalProblem answers a request the gateway failed to handle (an
+// unexpected error or a panic, logged): 503 with Retry-After rather than
+// 500, so that a client tries its crisis message again; no request gets a
+// 5xx other than 503.
+func internalProblem() *Problem {
+	return problem(http.StatusServiceUnavailable, "internal", "the gateway failed to handle the request; it was logged. Retry after Retry-After seconds, with the same Idempotency-Key")
 }

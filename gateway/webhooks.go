@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,12 +54,46 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		// Status callbacks and patients' messages are admitted until Redis'
+		// last few percent; then the provider is asked to try again later.
+		// A call in progress is never cut off by the guard.
+		if !liveCall(r.Path) {
+			if after, refused := s.webhookRefused(ctx); refused {
+				return webhookTryAgain(c, after)
+			}
+		}
 		resp := r.Handle(ctx, req)
+		if resp.Status >= 500 {
+			// Every 5xx is a 503 with Retry-After: the provider tries again
+			// (a push that does not decrypt, a configuration error, too).
+			resp.Status = http.StatusServiceUnavailable
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(seconds(DefaultRetryAfter)))
+		}
 		if resp.ContentType != "" {
 			c.Set(fiber.HeaderContentType, resp.ContentType)
 		}
 		return c.Status(resp.Status).Send(resp.Body)
 	}
+}
+
+// liveCall reports whether a webhook route is a step of a call in
+// progress (its TwiML, a keypad answer, the end of a recording), which
+// the patient is waiting on.
+func liveCall(path string) bool {
+	for _, step := range []string{"/voice/twiml", "/voice/gather", "/voice/record"} {
+		if strings.HasSuffix(path, step) {
+			return true
+		}
+	}
+	return false
+}
+
+// webhookTryAgain answers a provider 503 with Retry-After (as the
+// channels do when Redis is unavailable).
+func webhookTryAgain(c *fiber.Ctx, after time.Duration) error {
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(max(seconds(after), 1)))
+	c.Set(fiber.HeaderContentType, "text/plain")
+	return c.Status(http.StatusServiceUnavailable).SendString("try again\n")
 }
 
 // receiver applies what webhooks report to the ledger and queues the work

@@ -702,6 +702,27 @@ func (l *Ledger) Defer(ctx context.Context, id string, until time.Time, reason s
 	return n == 1, err
 }
 
+// Waiting reports, for each message id, whether the message still waits
+// to be sent: its record exists and it was neither handed to a provider
+// nor ended (queued, scheduled, or sending and to be retried).
+func (l *Ledger) Waiting(ctx context.Context, ids []string) ([]bool, error) {
+	pipe := l.rdb.Pipeline()
+	ranks := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		ranks[i] = pipe.HGet(ctx, msgKey(id), "rank")
+	}
+	_, _ = pipe.Exec(ctx)
+	out := make([]bool, len(ids))
+	for i, c := range ranks {
+		r, err := c.Int()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		out[i] = err == nil && r < StatusSent.Rank()
+	}
+	return out, nil
+}
+
 // TenantOf returns the tenant of a message.
 func (l *Ledger) TenantOf(ctx context.Context, id string) (string, error) {
 	t, err := l.rdb.HGet(ctx, msgKey(id), "tenant").Result()

@@ -363,3 +363,27 @@ func TestScheduledAndDeferredMessagesSayWhyTheyWait(t *testing.T) {
 		t.Fatalf("a scheduled message could not be canceled: %v", err)
 	}
 }
+
+func TestWaitingTellsMessagesStillToSendFromTheRest(t *testing.T) {
+	l, _ := newLedger(t)
+	queued := create(t, l, "c")
+	retrying := create(t, l, "c")
+	_, _ = l.Claim(ctx, retrying, time.Minute)
+	_ = l.RecordFailure(ctx, retrying, ledger.Failure{Code: "20500", RetryAt: time.Now().Add(time.Minute)})
+	sent := create(t, l, "c")
+	_, _ = l.Claim(ctx, sent, time.Minute)
+	_ = l.RecordAccepted(ctx, sent, "sms", "SM-waiting-1")
+	canceled := create(t, l, "c")
+	_ = l.Cancel(ctx, "c", canceled)
+	gone := ledger.NewID()
+	got, err := l.Waiting(ctx, []string{queued, retrying, sent, canceled, gone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{true, true, false, false, false}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("Waiting = %v, want %v (queued, retrying, sent, canceled, gone)", got, want)
+		}
+	}
+}

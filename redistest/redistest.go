@@ -47,6 +47,8 @@ type Server struct {
 	mini *miniredis.Miniredis
 	// cluster starts the server with cluster mode enabled.
 	cluster bool
+	// args are extra redis-server arguments (StartWithArgs).
+	args []string
 }
 
 // Start returns a Redis for the test, stopped when the test ends. A
@@ -82,6 +84,22 @@ func Start(t testing.TB) *Server {
 	t.Log("redistest: no redis-server binary and no REDIS_URL: using in-process miniredis (fault tests will skip)")
 	m := miniredis.RunT(t)
 	s.Kind, s.mini, s.Addr, s.URL = KindMiniredis, m, m.Addr(), "redis://"+m.Addr()
+	return s
+}
+
+// StartWithArgs starts a throwaway redis-server with extra arguments, e.g.
+// "--maxmemory", "32mb", "--maxmemory-policy", "noeviction" (kept on
+// Restart). It skips the test without a redis-server binary: neither
+// REDIS_URL nor miniredis can take them.
+func StartWithArgs(t testing.TB, args ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redistest: custom redis-server arguments need a redis-server binary")
+	}
+	s := &Server{t: t, Kind: KindProcess, dir: t.TempDir(), args: args}
+	s.startProcess(bin, 0)
+	t.Cleanup(s.Stop)
 	return s
 }
 
@@ -176,6 +194,7 @@ func (s *Server) startProcess(bin string, port int) {
 		if s.cluster {
 			args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+strconv.Itoa(p)+".conf")
 		}
+		args = append(args, s.args...)
 		cmd := exec.Command(bin, args...)
 		stdout, _ := cmd.StdoutPipe()
 		cmd.Stderr = cmd.Stdout

@@ -86,6 +86,9 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	// delivery-control tests set their own.
 	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = 1000, 1000, 1000
 	cfg.Quiet.Window = "off"
+	// A tenant request rate no functional test reaches (they post hundreds
+	// of messages at once); the admission tests set their own.
+	cfg.Admission.TenantRate = config.RateLimit{PerSecond: 100_000, Burst: 100_000}
 	cfg.MinAckTimeout = time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.LogLevel = "debug"

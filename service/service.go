@@ -28,6 +28,7 @@ import (
 	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
@@ -73,6 +74,8 @@ type Service struct {
 	Followups *followups.Store
 	// Senders paces each channel's sender across all processes.
 	Senders *ratelimit.Senders
+	// Admission is admission control in front of the queues.
+	Admission *admission.Controller
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
 	API        *gateway.Server
@@ -178,6 +181,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, fmt.Errorf("senders: %w", err)
 	}
 	s.Senders = senders
+	if s.Admission, err = newAdmission(cfg, rdb, o.Logger); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("admission: %w", err)
+	}
 	tpl, chain, err := newTemplates(cfg, rdb)
 	if err != nil {
 		rdb.Close()
@@ -216,6 +223,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		},
 		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 		Outbound: egress.Policy{Allow: cfg.WebhookAllowNetworks},
+		Admission: s.Admission,
 	})
 	s.engine = engine
 	if role&config.RoleAPI != 0 {
@@ -226,6 +234,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus,
 			RecordBroadcast: engine.RecordBroadcastMessage}
+		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}
@@ -317,6 +326,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.serveErr = make(chan error, 1)
 		go func() { s.serveErr <- s.API.Serve(s.ln) }()
 	}
+	s.startBacklogSweep()
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr())
 	return nil
 }
@@ -338,6 +348,7 @@ func (s *Service) startHealth() error {
 		defer cancel()
 		if err := s.Redis.Ping(ctx).Err(); err != nil {
 			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "5")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(`{"type":"/problems/not-ready","title":"Service Unavailable","status":503,"detail":"Redis is not reachable"}`))
 			return

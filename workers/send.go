@@ -47,8 +47,19 @@ type SendHandler struct {
 	// broadcast queues its people's sends without a record each, so that
 	// 100,000 people are queued in seconds. Nil: the record exists already.
 	RecordBroadcast func(ctx context.Context, link, messageID string) (due bool, err error)
+	// Backlog is told when a message leaves its tenant's backlog for good
+	// (see Backlog); nil: no backlog is kept.
+	Backlog Backlog
 	// Now is the clock (time.Now when nil); tests move it.
 	Now func() time.Time
+}
+
+// Backlog keeps each tenant's queued messages per channel (admission
+// control counts them when the API accepts them). Release must be
+// idempotent: a task may end more than once (a duplicate delivery, a
+// crash after the send).
+type Backlog interface {
+	Release(ctx context.Context, tenant, channel, id string) error
 }
 
 func (h *SendHandler) now() time.Time {
@@ -90,8 +101,42 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.MessageID == "" {
 		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
 	}
-	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
 	channel := strings.TrimPrefix(t.Type(), TypeSendPrefix)
+	err := h.process(ctx, t, p, channel)
+	// A crisis message or a broadcast's is never counted in a backlog.
+	if h.Backlog != nil && p.Tenant != "" && p.Priority != PriorityCrisis && p.Broadcast == "" {
+		retried, _ := asynq.GetRetryCount(ctx)
+		most, _ := asynq.GetMaxRetry(ctx)
+		if leavesQueue(err, retried, most) {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if rerr := h.Backlog.Release(rctx, p.Tenant, channel, p.MessageID); rerr != nil {
+				// The API's backlog sweep removes it later.
+				h.Logger.Warn("message not taken out of its tenant's backlog", "msg_id", p.MessageID, "err", rerr)
+			}
+			cancel()
+		}
+	}
+	return err
+}
+
+// leavesQueue says whether a send task that returned err is done for good,
+// so its message leaves its tenant's backlog: it was sent, ended (failed,
+// canceled, suppressed, gone) or Asynq archives it after its last retry.
+// A retry or a wait (for the sender, quiet hours, a provider's callback)
+// keeps it queued.
+func leavesQueue(err error, retried, maxRetry int) bool {
+	if err == nil || errors.Is(err, asynq.SkipRetry) {
+		return true
+	}
+	var we *waitError
+	if errors.As(err, &we) {
+		return false // not a failure: Asynq does not count it (IsFailure)
+	}
+	return retried >= maxRetry
+}
+
+func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload, channel string) error {
+	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
 	if p.Broadcast != "" && h.RecordBroadcast != nil {
 		// Before the sender is asked: a message whose person answered or
 		// moved on, or whose broadcast was canceled, takes no sender slot.

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -90,4 +91,31 @@ func TestSendTaskIsKeyedByMessageAndQueuedByPriority(t *testing.T) {
 		t.Fatalf("weights must fall with priority: %v", weightedQueues)
 	}
 	var _ asynq.Handler = (*SendHandler)(nil)
+}
+
+func TestAMessageLeavesItsBacklogOnlyWhenItsTaskIsDone(t *testing.T) {
+	retryable := &channels.SendError{Class: channels.Retryable}
+	cases := []struct {
+		name           string
+		err            error
+		retried, most  int
+		leavesTheQueue bool
+	}{
+		{"sent, or already final, accepted or gone", nil, 0, 28, true},
+		{"a permanent failure", fmt.Errorf("%w: %w", &channels.SendError{Class: channels.Permanent}, asynq.SkipRetry), 0, 28, true},
+		{"attempts exhausted", fmt.Errorf("attempts exhausted: %w", asynq.SkipRetry), 3, 28, true},
+		{"a failed attempt to be retried", &retryError{SendError: retryable, after: time.Second}, 0, 28, false},
+		{"the same, retried again", &retryError{SendError: retryable, after: time.Second}, 5, 28, false},
+		{"Redis trouble, retried", errors.New("ledger claim: connection refused"), 2, 28, false},
+		{"Redis trouble on the last retry: Asynq archives the task", errors.New("ledger claim: connection refused"), 28, 28, true},
+		{"waiting for the sender", &waitError{reason: "sender rate", after: time.Second}, 0, 28, false},
+		{"waiting for a provider's callback, even after the last retry", &waitError{reason: "unconfirmed", after: time.Minute}, 28, 28, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := leavesQueue(tc.err, tc.retried, tc.most); got != tc.leavesTheQueue {
+				t.Fatalf("leavesQueue = %v, want %v", got, tc.leavesTheQueue)
+			}
+		})
+	}
 }
