@@ -27,8 +27,8 @@ import (
 	"github.com/patientmsg/gateway/escalation"
 	"github.com/patientmsg/gateway/followups"
 	"github.com/patientmsg/gateway/gateway"
-	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/admission"
+	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/ledger"
 	"github.com/patientmsg/gateway/ratelimit"
 	"github.com/patientmsg/gateway/recordings"
@@ -222,7 +222,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
 		},
 		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
-		Outbound: egress.Policy{Allow: cfg.WebhookAllowNetworks},
+		Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 		Admission: s.Admission,
 	})
 	s.engine = engine
