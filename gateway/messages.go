@@ -209,7 +209,10 @@ func (s *Server) unavailable(err error) error {
 			admission.MemoryRetryAfter)
 	}
 	s.log.Error("storage unavailable", "err", err)
-	p := problem(503, "unavailable", "the message store is unavailable; nothing was queued, retry with the same Idempotency-Key")
+	// Redis may have applied the request's writes before the connection
+	// failed, so the outcome is unknown: say so (a retry with the same
+	// Idempotency-Key finds the message if it was queued).
+	p := problem(503, "unavailable", "the message store is unavailable; the request may or may not have taken effect: retry with the same Idempotency-Key, which never makes a second message")
 	p.RetryAfter = DefaultRetryAfter
 	return p
 }

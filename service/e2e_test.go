@@ -378,6 +378,11 @@ func TestRedisOutageAnswers503AndRecovers(t *testing.T) {
 	if a.Status != 503 || a.Header.Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("POST during outage = %d %s", a.Status, a.Raw)
 	}
+	// Redis may have applied a write before it stopped answering: the
+	// problem must not promise that nothing was queued.
+	if strings.Contains(a.Raw, "nothing was queued") || !strings.Contains(a.Raw, "same Idempotency-Key") || a.Header.Get("Retry-After") == "" {
+		t.Fatalf("the outage's problem must say the outcome is unknown and how to retry: %s", a.Raw)
+	}
 	if r := e.do("GET", "/readyz", "", ""); r.Status != 503 {
 		t.Fatalf("readyz during outage = %d", r.Status)
 	}
