@@ -14,7 +14,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // Message is what a worker asks a channel to deliver.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/audiences"
+	"github.com/patientmsg/gateway/internal/audiences"
 )
 
 // POST /v1/audiences: a CSV of recipients, as a multipart form's "file"

@@ -18,9 +18,9 @@ import (
 	"github.com/hibiken/asynq"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/patientmsg/gateway/audiences"
-	"github.com/patientmsg/gateway/broadcasts"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/workers"
 )

@@ -17,8 +17,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/valyala/fasthttp"
 
-	"github.com/patientmsg/gateway/audiences"
-	"github.com/patientmsg/gateway/broadcasts"
+	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/workers"
 )

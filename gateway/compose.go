@@ -7,11 +7,11 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/patientmsg/gateway/contacts"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/schedule"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/schedule"
+	"github.com/patientmsg/gateway/internal/tenants"
 	"github.com/patientmsg/gateway/templates"
-	"github.com/patientmsg/gateway/tenants"
 	"github.com/patientmsg/gateway/workers"
 )
 

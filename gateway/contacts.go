@@ -12,11 +12,11 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/consent"
-	"github.com/patientmsg/gateway/contacts"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/replies"
-	"github.com/patientmsg/gateway/webhooks"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/replies"
+	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
 // contactIn is the body of PUT /v1/contacts/{id}.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/ratelimit"
+	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/templates"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/escalation"
+	"github.com/patientmsg/gateway/internal/escalation"
 )
 
 func (s *Server) putEscalationRules(c *fiber.Ctx) error {

@@ -11,11 +11,11 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/consent"
-	"github.com/patientmsg/gateway/contacts"
-	"github.com/patientmsg/gateway/followups"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/schedule"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/schedule"
 )
 
 // MaxPlanSteps is the most steps a plan may have.

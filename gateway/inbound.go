@@ -11,11 +11,11 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/consent"
-	"github.com/patientmsg/gateway/escalation"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/replies"
-	"github.com/patientmsg/gateway/webhooks"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/replies"
+	"github.com/patientmsg/gateway/internal/webhooks"
 	"github.com/patientmsg/gateway/workers"
 )
 

@@ -13,9 +13,9 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/internal/admission"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/recordings"
-	"github.com/patientmsg/gateway/redact"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/recordings"
+	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/workers"
 )
 

@@ -20,19 +20,19 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/patientmsg/gateway/audiences"
-	"github.com/patientmsg/gateway/broadcasts"
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/wechat"
-	"github.com/patientmsg/gateway/consent"
-	"github.com/patientmsg/gateway/contacts"
-	"github.com/patientmsg/gateway/escalation"
-	"github.com/patientmsg/gateway/followups"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/replies"
+	"github.com/patientmsg/gateway/internal/webhooks"
 	"github.com/patientmsg/gateway/templates"
-	"github.com/patientmsg/gateway/webhooks"
 )
 
 // openAPIMethods are the operation keys of an OpenAPI path item.

@@ -7,9 +7,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/consent"
-	"github.com/patientmsg/gateway/contacts"
-	"github.com/patientmsg/gateway/replies"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/replies"
 )
 
 // replyJSON is a patient's answer as its tenant sees it.

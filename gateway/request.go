@@ -16,9 +16,9 @@ import (
 	"github.com/nyaruka/phonenumbers"
 	"golang.org/x/text/language"
 
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/schedule"
-	"github.com/patientmsg/gateway/sms"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/schedule"
+	"github.com/patientmsg/gateway/internal/sms"
 	"github.com/patientmsg/gateway/workers"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/patientmsg/gateway/sms"
+	"github.com/patientmsg/gateway/internal/sms"
 )
 
 // examples returns the example value of every variable of t.

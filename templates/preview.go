@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/patientmsg/gateway/sms"
+	"github.com/patientmsg/gateway/internal/sms"
 )
 
 // Preview is what a template renders to in every channel it has a form

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/patientmsg/gateway/sms"
+	"github.com/patientmsg/gateway/internal/sms"
 )
 
 // Chinese costs more segments than English for the same message: UCS-2

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/patientmsg/gateway/redistest"
+	"github.com/patientmsg/gateway/internal/redistest"
 )
 
 func newStore(t *testing.T) (*Store, *redistest.Server) {

@@ -83,7 +83,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/patientmsg/gateway/sms"
+	"github.com/patientmsg/gateway/internal/sms"
 )
 
 // Limits of a template document and of what it renders. The per-channel

@@ -9,8 +9,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/patientmsg/gateway/ratelimit"
-	"github.com/patientmsg/gateway/schedule"
+	"github.com/patientmsg/gateway/internal/ratelimit"
+	"github.com/patientmsg/gateway/internal/schedule"
 )
 
 // MaxThrottledAttempts is how many provider throttles (429) a message may

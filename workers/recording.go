@@ -11,8 +11,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/recordings"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/recordings"
 )
 
 // RecordingHandler downloads call recordings from the provider into the

@@ -13,9 +13,9 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/consent"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/webhooks"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
 // SendHandler delivers send tasks through the channel registry, with the

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // ErrNotLoopback is returned by LoopbackOnly for any other destination.

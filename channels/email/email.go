@@ -31,7 +31,7 @@ import (
 	gomail "github.com/wneessen/go-mail"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/redact"
+	"github.com/patientmsg/gateway/internal/redact"
 )
 
 // Defaults for the zero values of Config.

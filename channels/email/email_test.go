@@ -17,7 +17,7 @@ import (
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 const (

@@ -17,7 +17,7 @@ import (
 	mail "github.com/wneessen/go-mail"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/redact"
+	"github.com/patientmsg/gateway/internal/redact"
 )
 
 // Gateway error codes for failures that carry no SMTP reply code. Failures

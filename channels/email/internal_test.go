@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 func TestReplyClassTable(t *testing.T) {

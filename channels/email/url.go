@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/patientmsg/gateway/redact"
+	"github.com/patientmsg/gateway/internal/redact"
 )
 
 // Security is how the connection to the SMTP server is protected.

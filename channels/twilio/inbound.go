@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // InboundPath is where Twilio posts the messages patients send to the

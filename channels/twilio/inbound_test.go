@@ -9,7 +9,7 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/twilio"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 func incoming(body string) url.Values {

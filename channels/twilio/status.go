@@ -10,7 +10,7 @@ import (
 	"github.com/twilio/twilio-go/client"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // StatusCallback is a parsed Twilio message status callback.

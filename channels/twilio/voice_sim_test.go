@@ -19,7 +19,7 @@ import (
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // syncReceiver wraps a RecordingReceiver so the test can read what the

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // CallStatusCallback is a parsed Twilio call progress callback.

@@ -20,8 +20,8 @@ import (
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/redistest"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/redistest"
 )
 
 const (

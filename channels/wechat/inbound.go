@@ -21,7 +21,7 @@ import (
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 // InboundPath is the official account's server URL (服务器地址): configure

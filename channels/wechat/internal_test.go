@@ -15,7 +15,7 @@ import (
 	"github.com/silenceper/wechat/v2/util"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/redistest"
+	"github.com/patientmsg/gateway/internal/redistest"
 )
 
 func newTokenSource(t *testing.T, srv *redistest.Server, fetch func(context.Context) (string, time.Duration, error)) *tokenSource {

@@ -21,8 +21,8 @@ import (
 	"github.com/silenceper/wechat/v2/officialaccount/message"
 
 	"github.com/patientmsg/gateway/channels"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/redact"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/redact"
 )
 
 // DefaultAPIURL is WeChat's API.

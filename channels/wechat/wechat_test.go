@@ -16,7 +16,7 @@ import (
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
-	"github.com/patientmsg/gateway/ledger"
+	"github.com/patientmsg/gateway/internal/ledger"
 )
 
 const (

@@ -12,8 +12,8 @@ import (
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
-	"github.com/patientmsg/gateway/ledger"
-	"github.com/patientmsg/gateway/redistest"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/redistest"
 )
 
 // sendAll sends n auto messages (with a template to fall back on) and

@@ -19,8 +19,8 @@ import (
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
-	"github.com/patientmsg/gateway/config"
-	"github.com/patientmsg/gateway/service"
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/service"
 )
 
 // This file is built only with the dev tag (go tool task dev): the

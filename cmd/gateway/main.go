@@ -23,8 +23,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/patientmsg/gateway/config"
-	"github.com/patientmsg/gateway/service"
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/service"
 )
 
 const usage = `gateway — multi-channel messaging gateway for patient follow-up and crisis broadcast

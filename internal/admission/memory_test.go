@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/patientmsg/gateway/redistest"
+	"github.com/patientmsg/gateway/internal/redistest"
 )
 
 const mb = 1 << 20

@@ -11,7 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/patientmsg/gateway/redistest"
+	"github.com/patientmsg/gateway/internal/redistest"
 )
 
 // clock is a clock tests move instead of sleeping.

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/patientmsg/gateway/sms"
+	"github.com/patientmsg/gateway/internal/sms"
 )
 
 // maxFormBytes bounds a message-create request body.

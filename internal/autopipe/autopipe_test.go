@@ -1,0 +1,230 @@
+package autopipe_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/autopipe"
+	"github.com/patientmsg/gateway/internal/redistest"
+)
+
+// counter counts the round trips the underlying client makes, leaving
+// out the handshake of each new connection.
+type counter struct{ single, pipelines, commands atomic.Int64 }
+
+func handshake(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "client", "auth", "select", "ping":
+		return true
+	}
+	return false
+}
+
+func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !handshake(cmd) {
+			c.single.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := 0
+		for _, cmd := range cmds {
+			if !handshake(cmd) {
+				n++
+			}
+		}
+		if n > 0 {
+			c.pipelines.Add(1)
+			c.commands.Add(int64(n))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func setup(t *testing.T, o autopipe.Options) (*autopipe.Client, *redis.Client, *counter) {
+	t.Helper()
+	rdb := redistest.Start(t).Client()
+	cnt := &counter{}
+	rdb.AddHook(cnt)
+	c := autopipe.New(rdb, o)
+	t.Cleanup(func() { _ = c.Close() })
+	return c, rdb, cnt
+}
+
+func TestManyGoroutinesShareFewRoundTrips(t *testing.T) {
+	c, rdb, cnt := setup(t, autopipe.Options{})
+	ctx := context.Background()
+	const n = 2000
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			k := "k" + strconv.Itoa(i)
+			if err := c.Set(ctx, k, i, 0).Err(); err != nil {
+				errs <- err
+				return
+			}
+			got, err := c.Get(ctx, k).Int()
+			if err != nil || got != i {
+				errs <- fmt.Errorf("GET %s = %d, %v; want %d", k, got, err, i)
+				return
+			}
+			if err := c.Get(ctx, "missing").Err(); !errors.Is(err, redis.Nil) {
+				errs <- fmt.Errorf("GET missing: %v, want redis.Nil", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	single, pipelines, commands := cnt.single.Load(), cnt.pipelines.Load(), cnt.commands.Load()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := rdb.DBSize(ctx).Val(); got != n {
+		t.Fatalf("keys = %d, want %d", got, n)
+	}
+	if single != 0 {
+		t.Errorf("%d commands went alone, want all in pipelines", single)
+	}
+	if commands != 3*n {
+		t.Errorf("%d commands ran, want %d", commands, 3*n)
+	}
+	// 6,000 commands from 2,000 goroutines at once: batches, not one trip each.
+	if pipelines > n/2 {
+		t.Errorf("%d round trips for %d commands: not batched", pipelines, 3*n)
+	}
+	t.Logf("%d commands in %d round trips", commands, pipelines)
+}
+
+func TestAGroupStaysInOrderAndReportsItsFirstError(t *testing.T) {
+	c, _, _ := setup(t, autopipe.Options{})
+	ctx := context.Background()
+	var incr *redis.IntCmd
+	var get *redis.StringCmd
+	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "n", "5", 0)
+		incr = p.Incr(ctx, "n")
+		p.HSet(ctx, "n", "f", "v") // WRONGTYPE
+		get = p.Get(ctx, "n")
+		return nil
+	})
+	if len(cmds) != 4 {
+		t.Fatalf("%d commands, want 4", len(cmds))
+	}
+	if err == nil || !redis.HasErrorPrefix(err, "WRONGTYPE") {
+		t.Fatalf("Exec error = %v, want WRONGTYPE", err)
+	}
+	if incr.Val() != 6 || get.Val() != "6" {
+		t.Fatalf("incr = %d, get = %q; want 6 and \"6\"", incr.Val(), get.Val())
+	}
+}
+
+func TestScriptsLoadThemselvesWhenRedisLacksThem(t *testing.T) {
+	c, rdb, _ := setup(t, autopipe.Options{})
+	ctx := context.Background()
+	s := redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Run(ctx, c, []string{"s"}, 7).Int()
+	if err != nil || n != 7 {
+		t.Fatalf("script = %d, %v; want 7", n, err)
+	}
+}
+
+func TestATransactionRunsOnItsOwn(t *testing.T) {
+	c, rdb, _ := setup(t, autopipe.Options{})
+	ctx := context.Background()
+	var a, b *redis.IntCmd
+	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		a = p.Incr(ctx, "a")
+		b = p.IncrBy(ctx, "a", 10)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Val() != 1 || b.Val() != 11 || rdb.Get(ctx, "a").Val() != "11" {
+		t.Fatalf("a = %d, b = %d, stored %q; want 1, 11, \"11\"", a.Val(), b.Val(), rdb.Get(ctx, "a").Val())
+	}
+}
+
+func TestAsynqEnqueuesThroughIt(t *testing.T) {
+	c, rdb, cnt := setup(t, autopipe.Options{})
+	q := asynq.NewClientFromRedisClient(c)
+	const n = 500
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := q.Enqueue(asynq.NewTask("t", nil), asynq.TaskID("id"+strconv.Itoa(i%250))); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	single := cnt.single.Load()
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Pending != 250 {
+		t.Fatalf("pending = %d, want 250 (each task id once)", info.Pending)
+	}
+	if single != 0 {
+		t.Errorf("%d commands went alone", single)
+	}
+}
+
+func TestAfterCloseCommandsFail(t *testing.T) {
+	c, rdb, _ := setup(t, autopipe.Options{})
+	ctx := context.Background()
+	if err := c.Set(ctx, "x", 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, "x").Err(); !errors.Is(err, autopipe.ErrClosed) {
+		t.Fatalf("after Close: %v, want ErrClosed", err)
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("the underlying client was closed too: %v", err)
+	}
+}
+
+func TestARedisOutageFailsEachCommand(t *testing.T) {
+	srv := redistest.Start(t)
+	if !srv.CanRestart() {
+		t.Skip("needs a redis-server process to stop") // miniredis cannot be stopped mid-test
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	c := autopipe.New(rdb, autopipe.Options{})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Set(ctx, "x", 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if err := c.Get(ctx, "x").Err(); err == nil || errors.Is(err, redis.Nil) {
+		t.Fatalf("GET with Redis down: %v, want a connection error", err)
+	}
+}

@@ -1,0 +1,1671 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/channels/email/smtpsim"
+	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/redistest"
+	"github.com/patientmsg/gateway/internal/service"
+	"github.com/patientmsg/gateway/workers"
+)
+
+const (
+	apiKey = "bench-key-0123456789abcdef"
+	tenant = "bench-clinic"
+	// httpClients is how many goroutines send POSTs (and enqueue bare Asynq
+	// tasks) at once in the throughput and memory phases.
+	httpClients = 32
+	// The gateway's and bare Asynq's poll intervals (asynq TaskCheckInterval
+	// and DelayedTaskCheckInterval).
+	pollInterval        = 20 * time.Millisecond
+	delayedPollInterval = 250 * time.Millisecond
+	// warmup messages are sent before each memory measurement so connection
+	// pools and Lua script caches exist in the "before" figure too.
+	warmup = 64
+	// targetRatio is the goal for gateway throughput / bare Asynq throughput.
+	targetRatio = 0.6
+)
+
+// msgJSON is the body of every POST: one GSM-7 segment, normal priority.
+var msgJSON = []byte(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Reminder: your appointment at the clinic is tomorrow at 10:00. Reply STOP to opt out."}`)
+
+func BenchmarkGatewayVsAsynq(b *testing.B) {
+	n := envInt(b, "BENCH_N", 5000)
+	m := envInt(b, "BENCH_M", 5000)
+	rate := envInt(b, "BENCH_RATE", 500)
+	rateSecs := envInt(b, "BENCH_RATE_SECONDS", 4)
+	nVoice := envInt(b, "BENCH_N_VOICE", 500)
+
+	e := newEnv(b)
+	def := e.baseConfig(nil).Worker
+	concurrency := def.Concurrency + def.CrisisConcurrency
+	load := loadAverage()
+
+	b.ResetTimer()
+	var r report
+	r.n, r.m, r.concurrency, r.mainPool, r.crisisPool = n, m, concurrency, def.Concurrency, def.CrisisConcurrency
+	r.asynq, r.asynqUse = e.runAsynq(n, concurrency)
+	r.asynq2, r.asynq2Use = e.runAsynqSameWork(n, concurrency)
+	r.gateway, r.accepted, r.gwUse = e.runGateway(n)
+	r.voice = e.runVoice(nVoice)
+	r.wechat = e.runWeChat(n)
+	r.email = e.runEmail(n)
+	r.lat = e.runLatency(rate, rateSecs)
+	r.gwMem = e.gatewayMemory(m)
+	r.asynqMem = e.asynqMemory(m)
+	b.StopTimer()
+
+	if refused := e.guard.refused.Load(); refused > 0 {
+		b.Fatalf("the loopback guard refused %d provider calls to non-loopback hosts", refused)
+	}
+	r.redisVersion, r.loadBefore, r.loadAfter = e.redisVersion(), load, loadAverage()
+	r.print(os.Stdout)
+
+	b.ReportMetric(rateOf(n, r.asynq), "asynq_msgs/s")
+	b.ReportMetric(rateOf(n, r.gateway), "gateway_msgs/s")
+	b.ReportMetric(rateOf(n, r.gateway)/rateOf(n, r.asynq), "ratio")
+	b.ReportMetric(rateOf(n, r.asynq2), "asynq_same_work_msgs/s")
+	b.ReportMetric(rateOf(n, r.gateway)/rateOf(n, r.asynq2), "ratio_same_work")
+	for _, c := range []struct {
+		name string
+		r    chanResult
+	}{{"voice", r.voice}, {"wechat", r.wechat}, {"email", r.email}} {
+		b.ReportMetric(rateOf(c.r.n, c.r.total), c.name+"_msgs/s")
+		b.ReportMetric(rateOf(c.r.n, c.r.total)/rateOf(n, r.asynq), c.name+"_ratio")
+	}
+	b.ReportMetric(r.voice.recordings.Seconds(), "voice_recordings_stored_s")
+	b.ReportMetric(ms(r.lat.p50), "accept_p50_ms")
+	b.ReportMetric(ms(r.lat.p99), "accept_p99_ms")
+	b.ReportMetric(r.gwMem.perMsg, "gw_redis_B/msg")
+	b.ReportMetric(r.asynqMem.perMsg, "asynq_redis_B/msg")
+}
+
+// ---------------------------------------------------------------------------
+// (a) bare Asynq
+
+// runAsynq enqueues n no-op tasks from httpClients goroutines into a running
+// asynq.Server of the given concurrency and returns the time from the first
+// enqueue to the last task processed.
+func (e *env) runAsynq(n, concurrency int) (time.Duration, usage) {
+	b := e.b
+	e.reset()
+	rdb := e.newRedis()
+	defer rdb.Close()
+	tally := newRedisTally()
+	rdb.AddHook(tally)
+
+	var processed atomic.Int64
+	last := make(chan time.Time, 1)
+	h := asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		if processed.Add(1) == int64(n) {
+			last <- time.Now()
+		}
+		return nil
+	})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   map[string]int{"bench": 1},
+		TaskCheckInterval:        pollInterval,
+		DelayedTaskCheckInterval: delayedPollInterval,
+		Logger:                   nopLogger{},
+		LogLevel:                 asynq.ErrorLevel,
+	})
+	var err error
+	labelled("asynq-server", func() { err = srv.Start(h) })
+	if err != nil {
+		b.Fatalf("bare asynq: start server: %v", err)
+	}
+	defer srv.Shutdown()
+	cl := asynq.NewClientFromRedisClient(rdb)
+	defer cl.Close()
+
+	ctx := context.Background()
+	meter := e.startMeter(tally, "asynq")
+	start := time.Now()
+	failed, firstErr := parallel(n, httpClients, func(int) error {
+		_, err := cl.EnqueueContext(ctx, asynq.NewTask("bench:noop", []byte(`{"id":"`+ledger.NewID()+`"}`), asynq.Queue("bench")))
+		return err
+	})
+	if failed > 0 {
+		b.Fatalf("bare asynq: %d of %d enqueues failed; first: %v", failed, n, firstErr)
+	}
+	timeout := timeoutFor(n)
+	select {
+	case end := <-last:
+		return end.Sub(start), meter.stop(end.Sub(start))
+	case <-time.After(timeout):
+		b.Fatalf("bare asynq: only %d of %d tasks processed after %s", processed.Load(), n, timeout)
+	}
+	return 0, usage{}
+}
+
+// ---------------------------------------------------------------------------
+// (a2) bare Asynq doing the same provider work
+
+// a2Task is the payload of an (a2) task: what the handler needs to send the
+// message, so it reads nothing else.
+type a2Task struct {
+	ID   string `json:"id"`
+	To   string `json:"to"`
+	Body string `json:"body"`
+}
+
+// runAsynqSameWork is (a) with the provider work of (b): each task's handler
+// sends one SMS through the real twilio-go client (the real SMS channel, on
+// the benchmark's loopback-guarded transport) to a fresh simulator, whose
+// signed status callbacks go to a bare net/http receiver that only counts
+// them. It returns the time from the first enqueue until the simulator has
+// delivered 2n callbacks.
+func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
+	b := e.b
+	e.reset()
+	rdb := e.newRedis()
+	defer rdb.Close()
+	tally := newRedisTally()
+	rdb.AddHook(tally)
+
+	var sim *twiliosim.Server
+	labelled("simulator", func() { sim = twiliosim.New(twiliosim.Options{NoRecord: true}) })
+	defer sim.Close()
+	// Runs first: the provider transport's spare connections that never
+	// carried a request would hold up sim.Close (net/http's Shutdown waits 5s
+	// for such "new" connections before it counts them idle).
+	defer e.guard.base.CloseIdleConnections()
+
+	// The callback receiver: counts and answers 204, nothing else.
+	var received atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatalf("same-work asynq: listen: %v", err)
+	}
+	rcv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			received.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	labelled("callback-receiver", func() { go rcv.Serve(ln) })
+	defer rcv.Close()
+
+	// Built as service.New builds the gateway's channel, from the same
+	// configuration (b) uses, with the receiver as the public URL.
+	cfg := e.baseConfig(sim)
+	cfg.PublicURL = "http://" + ln.Addr().String()
+	sms, err := twilio.NewSMS(twilio.Config{
+		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
+		MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
+		Timeout: cfg.Worker.ProviderTimeout, Transport: e.guard, Logger: e.log,
+	})
+	if err != nil {
+		b.Fatalf("same-work asynq: twilio.NewSMS: %v", err)
+	}
+
+	var sendErrs atomic.Int64
+	var firstSendErr atomic.Value
+	h := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		var p a2Task
+		err := json.Unmarshal(t.Payload(), &p)
+		if err == nil {
+			_, err = sms.Send(ctx, channels.Message{ID: p.ID, Tenant: tenant, To: ledger.Recipient{Phone: p.To}, Body: p.Body})
+		}
+		if err != nil {
+			sendErrs.Add(1)
+			firstSendErr.CompareAndSwap(nil, err.Error())
+		}
+		return err
+	})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   map[string]int{"bench": 1},
+		TaskCheckInterval:        pollInterval,
+		DelayedTaskCheckInterval: delayedPollInterval,
+		Logger:                   nopLogger{},
+		LogLevel:                 asynq.ErrorLevel,
+	})
+	labelled("asynq-server", func() { err = srv.Start(h) })
+	if err != nil {
+		b.Fatalf("same-work asynq: start server: %v", err)
+	}
+	defer srv.Shutdown()
+	cl := asynq.NewClientFromRedisClient(rdb)
+	defer cl.Close()
+
+	var msg struct {
+		To   struct{ Phone string }
+		Body string
+	}
+	if err := json.Unmarshal(msgJSON, &msg); err != nil {
+		b.Fatalf("same-work asynq: %v", err)
+	}
+
+	ctx := context.Background()
+	meter := e.startMeter(tally, "asynq-same-work")
+	start := time.Now()
+	failed, firstErr := parallel(n, httpClients, func(int) error {
+		payload, err := json.Marshal(a2Task{ID: ledger.NewID(), To: msg.To.Phone, Body: msg.Body})
+		if err != nil {
+			return err
+		}
+		_, err = cl.EnqueueContext(ctx, asynq.NewTask("bench:sms", payload, asynq.Queue("bench")))
+		return err
+	})
+	if failed > 0 {
+		b.Fatalf("same-work asynq: %d of %d enqueues failed; first: %v", failed, n, firstErr)
+	}
+	timeout := timeoutFor(n)
+	deadline := time.Now().Add(timeout)
+	var end time.Time
+	for {
+		st := sim.Stats()
+		if st.CallbackErrors > 0 || sendErrs.Load() > 0 {
+			b.Fatalf("same-work asynq: %d sends failed (first: %v), %d status callbacks failed (sim stats %+v)",
+				sendErrs.Load(), firstSendErr.Load(), st.CallbackErrors, st)
+		}
+		if st.Callbacks >= 2*n {
+			end = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("same-work asynq: after %s the simulator accepted %d of %d messages and made %d of %d callbacks",
+				timeout, st.Accepted, n, st.Callbacks, 2*n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	use := meter.stop(end.Sub(start))
+	if st := sim.Stats(); st.Accepted != n || st.Callbacks != 2*n || received.Load() != int64(2*n) {
+		b.Fatalf("same-work asynq: want %d messages and %d callbacks; simulator accepted %d and made %d callbacks, receiver counted %d",
+			n, 2*n, st.Accepted, st.Callbacks, received.Load())
+	}
+	return end.Sub(start), use
+}
+
+// ---------------------------------------------------------------------------
+// (b) the gateway end to end
+
+// runGateway sends n messages and returns the time from the first POST to
+// the last delivery, and to the last 202.
+func (e *env) runGateway(n int) (time.Duration, time.Duration, usage) {
+	b := e.b
+	e.reset()
+	tally := newRedisTally()
+	g := e.startGateway(config.RoleAll, tally)
+	defer e.stopGateway(g)
+
+	ids := make([]string, n)
+	meter := e.startMeter(tally, "gateway")
+	start := time.Now()
+	failed, firstErr := parallel(n, httpClients, func(i int) error {
+		id, err := e.post(g.base, msgJSON)
+		ids[i] = id
+		return err
+	})
+	accept := time.Since(start)
+	if failed > 0 {
+		b.Fatalf("gateway: %d of %d POST /v1/messages failed; first: %v", failed, n, firstErr)
+	}
+	end := e.waitCallbacks(g, ids)
+	use := meter.stop(end.Sub(start))
+	e.verifyDelivered(g, ids)
+	return end.Sub(start), accept, use
+}
+
+// waitDelivered waits for every message's callbacks, then checks the ledger.
+func (e *env) waitDelivered(g *gateway, ids []string) {
+	e.waitCallbacks(g, ids)
+	e.verifyDelivered(g, ids)
+}
+
+// waitCallbacks waits until the simulator has posted both status callbacks
+// ("sent", "delivered") of every message and returns when the last one was
+// counted (the gateway has answered it, so the ledger has it).
+func (e *env) waitCallbacks(g *gateway, ids []string) time.Time {
+	b := e.b
+	n := len(ids)
+	timeout := timeoutFor(n)
+	deadline := time.Now().Add(timeout)
+	var end time.Time
+	for {
+		st := g.sim.Stats()
+		if st.CallbackErrors > 0 {
+			b.Fatalf("gateway: %d status callbacks failed or were refused (sim stats %+v); ledger: %s",
+				st.CallbackErrors, st, e.statuses(ids))
+		}
+		if st.Callbacks >= 2*n {
+			end = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("gateway: not all %d messages delivered after %s: simulator accepted %d, callbacks %d of %d; ledger: %s",
+				n, timeout, st.Accepted, st.Callbacks, 2*n, e.statuses(ids))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return end
+}
+
+// verifyDelivered checks that the ledger says delivered for every message
+// and that the simulator took each exactly once.
+func (e *env) verifyDelivered(g *gateway, ids []string) {
+	b, n := e.b, len(ids)
+	h := e.statuses(ids)
+	if h.counts[ledger.StatusDelivered] != n {
+		b.Fatalf("gateway: %d callbacks arrived but only %d of %d messages are delivered in the ledger: %s",
+			g.sim.Stats().Callbacks, h.counts[ledger.StatusDelivered], n, h)
+	}
+	if acc := g.sim.Stats().Accepted; acc != n {
+		b.Fatalf("gateway: the simulator accepted %d messages for %d requests (duplicate or lost sends)", acc, n)
+	}
+}
+
+// histogram counts ledger statuses.
+type histogram struct {
+	counts  map[ledger.Status]int
+	missing int
+	errs    int
+	first   error
+}
+
+func (h histogram) String() string {
+	statuses := make([]ledger.Status, 0, len(h.counts))
+	for s := range h.counts {
+		statuses = append(statuses, s)
+	}
+	slices.SortFunc(statuses, func(a, b ledger.Status) int {
+		if a.Rank() != b.Rank() {
+			return a.Rank() - b.Rank()
+		}
+		return strings.Compare(string(a), string(b))
+	})
+	var parts []string
+	for _, s := range statuses {
+		parts = append(parts, fmt.Sprintf("%s=%d", s, h.counts[s]))
+	}
+	if h.missing > 0 {
+		parts = append(parts, fmt.Sprintf("missing=%d", h.missing))
+	}
+	if h.errs > 0 {
+		parts = append(parts, fmt.Sprintf("read-errors=%d (first: %v)", h.errs, h.first))
+	}
+	return strings.Join(parts, " ")
+}
+
+// statuses reads every message's ledger status.
+func (e *env) statuses(ids []string) histogram {
+	_, h := e.messages(ids)
+	return h
+}
+
+// messages reads every message's ledger record (nil where it could not be
+// read) over the benchmark's own Redis client, and counts their statuses.
+func (e *env) messages(ids []string) ([]*ledger.Message, histogram) {
+	h := histogram{counts: map[ledger.Status]int{}}
+	msgs := make([]*ledger.Message, len(ids))
+	var mu sync.Mutex
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	parallel(len(ids), 16, func(i int) error {
+		msg, err := e.ledger.Get(ctx, tenant, ids[i])
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+			h.missing++
+		case err != nil:
+			h.errs++
+			if h.first == nil {
+				h.first = err
+			}
+		default:
+			msgs[i] = msg
+			h.counts[msg.Status]++
+		}
+		return nil
+	})
+	return msgs, h
+}
+
+// ---------------------------------------------------------------------------
+// (b-voice), (b-wechat), (b-email): the gateway end to end on its other
+// channels
+
+// voiceCallsPerSecond is VOICE_CALLS_PER_SECOND in the channel phases,
+// high enough that the caller id's limit does not pace the phase (every
+// call still takes its slot, as in production). The report counts the
+// reservations that waited.
+const voiceCallsPerSecond = 1_000_000
+
+// voicePlan is how every simulated call goes: answered, the patient presses
+// 1 at the question and speaks for 1 s at the recording prompt.
+var voicePlan = twiliosim.CallPlan{Digits: []string{"1"}, RecordSeconds: 1}
+
+const (
+	smtpUser     = "gateway"
+	smtpPassword = "bench-smtp-secret"
+	emailFrom    = "Bench Clinic <noreply@example-clinic.org>"
+	templateID   = "TPL-bench-reminder"
+)
+
+// voiceBody is call i: a message, a one-key question and a recording.
+func voiceBody(i int) []byte {
+	return fmt.Appendf(nil, `{"channel":"voice","to":{"phone":"+1415555%04d"},`+
+		`"body":"Hello, this is the clinic calling about your visit last week.",`+
+		`"gather":{"prompt":"If you feel better, press 1. If not, press 2.","digits":"12"},`+
+		`"record":{"prompt":"After the tone, tell us how you are feeling.","max_length":30}}`, i%10000)
+}
+
+// wechatBody is WeChat message i: a template message (no customer-service
+// window needed).
+func wechatBody(i int) []byte {
+	return fmt.Appendf(nil, `{"channel":"wechat","to":{"wechat_openid":"oBench%08d-abcdefghijklmn"},`+
+		`"body":"Your follow-up visit is tomorrow at 10:00.",`+
+		`"wechat":{"kind":"template","template_id":%q,"data":{"time":"tomorrow 10:00","clinic":"Bench Clinic"}}}`, i, templateID)
+}
+
+// emailBody is email i: a subject and a text part.
+func emailBody(i int) []byte {
+	return fmt.Appendf(nil, `{"channel":"email","to":{"email":"patient-%d@example.org"},`+
+		`"subject":"Appointment reminder",`+
+		`"body":"Reminder: your appointment at the clinic is tomorrow at 10:00. Please arrive 15 minutes early."}`, i)
+}
+
+// chanResult is one channel phase.
+type chanResult struct {
+	n      int
+	final  ledger.Status
+	total  time.Duration // first POST → last message final in the ledger (by the ledger's own event times)
+	accept time.Duration // first POST → last 202
+	use    usage
+	// voice only: first POST → last recording stored (blob store and ledger)
+	recordings time.Duration
+	notes      []string
+}
+
+// postAll POSTs the bodies from httpClients goroutines and returns the ids,
+// when the first POST went out and how long until the last was answered.
+func (e *env) postAll(g *gateway, phase string, bodies [][]byte) ([]string, time.Time, time.Duration) {
+	n := len(bodies)
+	ids := make([]string, n)
+	start := time.Now()
+	failed, firstErr := parallel(n, httpClients, func(i int) error {
+		id, err := e.post(g.base, bodies[i])
+		ids[i] = id
+		return err
+	})
+	accept := time.Since(start)
+	if failed > 0 {
+		e.b.Fatalf("%s: %d of %d POST /v1/messages failed; first: %v", phase, failed, n, firstErr)
+	}
+	return ids, start, accept
+}
+
+// runVoice places n calls through the API: each is answered, plays its
+// TwiML, takes the key 1 at the question and a 1 s recording, and reports
+// back on its status callbacks; the recording is then fetched into the blob
+// store by a worker task. It returns when every message is delivered in the
+// ledger and every recording is stored.
+func (e *env) runVoice(n int) chanResult {
+	b := e.b
+	e.reset()
+	tally, lim := newRedisTally(), &limiterTally{}
+	g := e.startAllChannels(tally, lim)
+	defer e.stopGateway(g)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = voiceBody(i)
+	}
+
+	meter := e.startMeter(tally, "gateway-voice")
+	ids, start, accept := e.postAll(g, "voice", bodies)
+	// Wait on the simulator's counters (cheap): every call created and
+	// played to its end (the completed callback answered, so the ledger has
+	// it), then every recording downloaded. The ledger is read afterwards.
+	deadline := time.Now().Add(timeoutFor(n))
+	var st twiliosim.Stats
+	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		st = g.sim.Stats()
+		if st.CallWebhookErrors > 0 || st.Rejected > 0 {
+			b.Fatalf("voice: %d call webhooks failed or were refused, %d API requests rejected (sim stats %+v); ledger: %s",
+				st.CallWebhookErrors, st.Rejected, st, e.statuses(ids))
+		}
+		if time.Now().After(nextCheck) {
+			e.failOnTroubledTasks("voice", ids, false)
+			nextCheck = time.Now().Add(100 * time.Millisecond)
+		}
+		if downloads := st.Requests - st.Calls - st.Rejected; st.Calls >= n && downloads >= n && simIdle(g.sim) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("voice: after %s the simulator created %d of %d calls (%d webhooks, %d recording downloads); ledger: %s",
+				timeoutFor(n), st.Calls, n, st.CallWebhooks, st.Requests-st.Calls-st.Rejected, e.statuses(ids))
+		}
+	}
+	use := meter.stop(time.Since(start))
+
+	msgs := e.waitLedger("voice", ids, deadline, "delivered with the recording stored", func(m *ledger.Message) bool {
+		return m.Status == ledger.StatusDelivered && m.Recording != nil
+	})
+	var delivered, stored time.Time
+	var answered, recorded int
+	wav := int64(len(twiliosim.ToneWAV(voicePlan.RecordSeconds)))
+	for _, m := range msgs {
+		delivered = later(delivered, eventAt(m, ledger.StatusDelivered))
+		stored = later(stored, m.Recording.StoredAt)
+		if m.Recording.Size == wav && m.Recording.Duration == voicePlan.RecordSeconds {
+			recorded++
+		}
+		for _, ev := range m.Events {
+			if ev.Answer != nil && ev.Answer.Digits == voicePlan.Digits[0] {
+				answered++
+				break
+			}
+		}
+	}
+	if answered != n || recorded != n || st.Calls != n {
+		b.Fatalf("voice: %d calls placed for %d messages; %d have the keypad answer %q, %d a %d-byte %ds recording",
+			st.Calls, n, answered, voicePlan.Digits[0], recorded, wav, voicePlan.RecordSeconds)
+	}
+	res := chanResult{n: n, final: ledger.StatusDelivered, total: delivered.Sub(start), accept: accept, use: use,
+		recordings: stored.Sub(start)}
+	res.notes = append(res.notes,
+		fmt.Sprintf("%.1f simulator requests to the gateway per call (TwiML, gather and record actions, recording and status callbacks), none failed", float64(st.CallWebhooks)/float64(n)),
+		fmt.Sprintf("VOICE_CALLS_PER_SECOND=%d so the limit does not pace the phase: %d reservations, %d had to wait (each such call goes back to the next whole second)",
+			voiceCallsPerSecond, lim.reserves.Load(), lim.waits.Load()))
+	return res
+}
+
+// runWeChat sends n WeChat template messages through the API. WeChat sends
+// no delivery report: "sent" (the API accepted the message, errcode 0) is
+// the last status a WeChat message reaches, so it is success here.
+func (e *env) runWeChat(n int) chanResult {
+	b := e.b
+	e.reset()
+	tally := newRedisTally()
+	g := e.startAllChannels(tally)
+	defer e.stopGateway(g)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = wechatBody(i)
+	}
+
+	meter := e.startMeter(tally, "gateway-wechat")
+	ids, start, accept := e.postAll(g, "wechat", bodies)
+	deadline := time.Now().Add(timeoutFor(n))
+	var custom, template int
+	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		if custom, template = g.wsim.Accepted(); custom+template >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("wechat: after %s the simulator accepted %d template and %d customer-service messages of %d; ledger: %s",
+				timeoutFor(n), template, custom, n, e.statuses(ids))
+		}
+		if time.Now().After(nextCheck) {
+			e.failOnTroubledTasks("wechat", ids, true)
+			nextCheck = time.Now().Add(100 * time.Millisecond)
+		}
+	}
+	use := meter.stop(time.Since(start))
+
+	msgs := e.waitLedger("wechat", ids, deadline, "sent", func(m *ledger.Message) bool { return m.Status == ledger.StatusSent })
+	var end time.Time
+	templates := 0
+	for _, m := range msgs {
+		end = later(end, eventAt(m, ledger.StatusSent))
+		if strings.HasPrefix(m.ProviderID, "tmpl:") {
+			templates++
+		}
+	}
+	if custom, template = g.wsim.Accepted(); template != n || custom != 0 || templates != n {
+		b.Fatalf("wechat: the simulator accepted %d template and %d customer-service messages for %d requests; %d ledger records have a template provider id",
+			template, custom, n, templates)
+	}
+	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
+	res.notes = append(res.notes, fmt.Sprintf("template messages, access token fetched %d time(s); 'sent' is final: WeChat reports no delivery", g.wsim.TokenFetches()))
+	return res
+}
+
+// runEmail sends n emails through the API to the in-process SMTP server.
+// Email has no delivery report either: "sent" means the SMTP server
+// accepted the message (250 after DATA).
+func (e *env) runEmail(n int) chanResult {
+	b := e.b
+	e.reset()
+	tally := newRedisTally()
+	g := e.startAllChannels(tally)
+	defer e.stopGateway(g)
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = emailBody(i)
+	}
+
+	meter := e.startMeter(tally, "gateway-email")
+	ids, start, accept := e.postAll(g, "email", bodies)
+	// smtpsim.WaitFor copies every message received so far each time one
+	// arrives, too costly to run during the phase: wait for the gateway's
+	// queues to drain (every send task done), then ask the server once.
+	deadline := time.Now().Add(timeoutFor(n))
+	for nextCheck := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		if left := e.unfinishedTasks(); left == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatalf("email: after %s %d send tasks are unfinished and the SMTP server received %d of %d messages; ledger: %s",
+				timeoutFor(n), left, len(g.smtp.Messages()), n, e.statuses(ids))
+		}
+		if time.Now().After(nextCheck) {
+			e.failOnTroubledTasks("email", ids, true)
+			nextCheck = time.Now().Add(100 * time.Millisecond)
+		}
+	}
+	use := meter.stop(time.Since(start))
+	use.dials = int64(g.smtp.Connections()) // SMTP, not the HTTP provider transport
+	if got, err := g.smtp.WaitFor(n, 5*time.Second); err != nil {
+		b.Fatalf("email: every send task is done but the SMTP server received %d of %d messages (%v); ledger: %s",
+			len(got), n, err, e.statuses(ids))
+	}
+
+	msgs := e.waitLedger("email", ids, deadline, "sent", func(m *ledger.Message) bool { return m.Status == ledger.StatusSent })
+	var end time.Time
+	for _, m := range msgs {
+		end = later(end, eventAt(m, ledger.StatusSent))
+	}
+	// Every message arrived exactly once, each the one the gateway sent.
+	want := make(map[string]bool, n)
+	for _, id := range ids {
+		want[id] = true
+	}
+	got := g.smtp.Messages()
+	matched := 0
+	for _, r := range got {
+		if id := r.Header.Get("X-Gateway-Message-Id"); want[id] && r.ParseErr == "" {
+			delete(want, id)
+			matched++
+		}
+	}
+	if len(got) != n || matched != n {
+		b.Fatalf("email: the SMTP server received %d messages for %d requests; %d match a request exactly once", len(got), n, matched)
+	}
+	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
+	res.notes = append(res.notes, fmt.Sprintf("STARTTLS and AUTH PLAIN, SMTP_POOL_SIZE=%d, %d SMTP connections opened; 'sent' is final: SMTP acceptance, no delivery report",
+		g.svc.Config.Email.PoolSize, g.smtp.Connections()))
+	return res
+}
+
+// simIdle reports whether every call the simulator created has ended and
+// made all its requests (waiting 1ms at most).
+func simIdle(sim *twiliosim.Server) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	return sim.WaitCallbacks(ctx) == nil
+}
+
+// unfinishedTasks counts the gateway's tasks not yet done (pending,
+// running, waiting for a retry, scheduled) over every priority queue, in
+// one round trip.
+func (e *env) unfinishedTasks() int64 {
+	ctx := context.Background()
+	pipe := e.rdb.Pipeline()
+	var counts []*redis.IntCmd
+	for _, p := range workers.Priorities {
+		q := "asynq:{" + workers.QueueFor(p) + "}"
+		counts = append(counts, pipe.LLen(ctx, q+":pending"), pipe.LLen(ctx, q+":active"),
+			pipe.ZCard(ctx, q+":retry"), pipe.ZCard(ctx, q+":scheduled"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		e.b.Fatalf("reading the queues: %v", err)
+	}
+	var left int64
+	for _, c := range counts {
+		left += c.Val()
+	}
+	return left
+}
+
+// failOnTroubledTasks fails the phase as soon as a task was archived (a
+// message failed for good) or, with noRetries, put back for a retry (a send
+// failed; these channels never wait for a rate limit). It costs one Redis
+// round trip.
+func (e *env) failOnTroubledTasks(phase string, ids []string, noRetries bool) {
+	ctx := context.Background()
+	pipe := e.rdb.Pipeline()
+	var retry, archived []*redis.IntCmd
+	for _, p := range workers.Priorities {
+		q := "asynq:{" + workers.QueueFor(p) + "}"
+		retry = append(retry, pipe.ZCard(ctx, q+":retry"))
+		archived = append(archived, pipe.ZCard(ctx, q+":archived"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		e.b.Fatalf("%s: reading the queues: %v", phase, err)
+	}
+	var r, a int64
+	for i := range retry {
+		r += retry[i].Val()
+		a += archived[i].Val()
+	}
+	if a > 0 || (noRetries && r > 0) {
+		e.b.Fatalf("%s: %d tasks archived (failed for good), %d waiting for a retry; ledger: %s", phase, a, r, e.statuses(ids))
+	}
+}
+
+// waitLedger reads every message until ok holds for all of them, or fails
+// the phase at the deadline with the ledger's counts.
+func (e *env) waitLedger(phase string, ids []string, deadline time.Time, want string, ok func(*ledger.Message) bool) []*ledger.Message {
+	for {
+		msgs, h := e.messages(ids)
+		good := 0
+		for _, m := range msgs {
+			if m != nil && ok(m) {
+				good++
+			}
+		}
+		if good == len(ids) {
+			return msgs
+		}
+		if time.Now().After(deadline) {
+			e.b.Fatalf("%s: %d of %d messages are %s in the ledger: %s", phase, good, len(ids), want, h)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// eventAt is when the message's history first shows status: the ledger's
+// own time of the transition, taken as the gateway wrote it.
+func eventAt(m *ledger.Message, status ledger.Status) time.Time {
+	for _, ev := range m.Events {
+		if ev.Status == status {
+			return ev.At
+		}
+	}
+	return time.Time{}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// limiterTally is a go-redis hook counting the voice rate limiter's
+// reservations and those that had to wait.
+type limiterTally struct{ reserves, waits atomic.Int64 }
+
+func (t *limiterTally) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (t *limiterTally) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if err != nil || len(args) < 4 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+			return err
+		}
+		if key, _ := args[3].(string); strings.HasPrefix(key, "gw:snd:{voice:") {
+			t.reserves.Add(1)
+			if c, ok := cmd.(*redis.Cmd); ok {
+				if v, err := c.Int64Slice(); err == nil && len(v) > 0 && v[0] == 0 {
+					t.waits.Add(1)
+				}
+			}
+		}
+		return err
+	}
+}
+
+func (t *limiterTally) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// ---------------------------------------------------------------------------
+// (c) API accept latency at a fixed rate
+
+type latency struct {
+	rate, secs, total int
+	achieved          float64 // requests/s actually issued
+	p50, p90, p99     time.Duration
+	max               time.Duration
+	maxLag            time.Duration // how late the open-loop ticker issued a request, at worst
+}
+
+func (e *env) runLatency(rate, secs int) latency {
+	b := e.b
+	e.reset()
+	g := e.startGateway(config.RoleAll)
+	defer e.stopGateway(g)
+
+	total := rate * secs
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, total)
+	ids := make([]string, total)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	var maxLag time.Duration
+	start := time.Now()
+	ctx := pprof.WithLabels(context.Background(), pprof.Labels("side", "load-generator"))
+	for i := range total {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		} else if -d > maxLag {
+			maxLag = -d
+		}
+		wg.Add(1)
+		go pprof.Do(ctx, pprof.Labels(), func(context.Context) {
+			defer wg.Done()
+			t0 := time.Now()
+			id, err := e.post(g.base, msgJSON)
+			lat[i] = time.Since(t0)
+			ids[i] = id
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	issued := time.Since(start)
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("latency: %d of %d POST /v1/messages failed; first: %v", f, total, firstErr.Load())
+	}
+	e.waitDelivered(g, ids)
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[min(total-1, int(float64(total)*p))] }
+	return latency{rate: rate, secs: secs, total: total, achieved: float64(total) / issued.Seconds(),
+		p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), max: lat[total-1], maxLag: maxLag}
+}
+
+// ---------------------------------------------------------------------------
+// (d) Redis memory per queued message
+
+type memory struct {
+	before, after int64
+	perMsg        float64
+	// per-message key costs (MEMORY USAGE averaged over a sample), gateway only
+	ledgerHash, ledgerEvents, task, index float64
+}
+
+func (e *env) gatewayMemory(m int) memory {
+	b := e.b
+	e.reset()
+	g := e.startGateway(config.RoleAPI) // no workers: messages stay queued
+	defer e.stopGateway(g)
+
+	post := func(count int) []string {
+		ids := make([]string, count)
+		failed, firstErr := parallel(count, httpClients, func(i int) error {
+			id, err := e.post(g.base, msgJSON)
+			ids[i] = id
+			return err
+		})
+		if failed > 0 {
+			b.Fatalf("memory: %d of %d POST /v1/messages failed; first: %v", failed, count, firstErr)
+		}
+		return ids
+	}
+	post(warmup)
+	before := e.usedMemory()
+	ids := post(m)
+	after := e.usedMemory()
+
+	ctx := context.Background()
+	pending := "asynq:{" + workers.QueueFor(workers.PriorityNormal) + "}:pending"
+	if q, err := e.rdb.LLen(ctx, pending).Result(); err != nil || q != int64(warmup+m) {
+		b.Fatalf("memory: want %d tasks pending in %s, found %d (err %v)", warmup+m, pending, q, err)
+	}
+	mem := memory{before: before, after: after, perMsg: float64(after-before) / float64(m)}
+	sample := ids[:min(len(ids), 200)]
+	avg := func(key func(id string) string) float64 {
+		var sum int64
+		for _, id := range sample {
+			sum += e.rdb.MemoryUsage(ctx, key(id), 0).Val()
+		}
+		return float64(sum) / float64(len(sample))
+	}
+	mem.ledgerHash = avg(func(id string) string { return "gw:m:{" + id + "}" })
+	mem.ledgerEvents = avg(func(id string) string { return "gw:m:{" + id + "}:ev" })
+	mem.task = avg(func(id string) string { return "asynq:{" + workers.QueueFor(workers.PriorityNormal) + "}:t:" + id })
+	idx := "gw:t:{" + tenant + "}:msgs"
+	mem.index = float64(e.rdb.MemoryUsage(ctx, idx, 0).Val()) / float64(warmup+m)
+	return mem
+}
+
+func (e *env) asynqMemory(m int) memory {
+	b := e.b
+	e.reset()
+	rdb := e.newRedis()
+	defer rdb.Close()
+	cl := asynq.NewClientFromRedisClient(rdb)
+	defer cl.Close()
+	ctx := context.Background()
+	enqueue := func(count int) {
+		failed, firstErr := parallel(count, httpClients, func(int) error {
+			_, err := cl.EnqueueContext(ctx, asynq.NewTask("bench:noop", []byte("x"), asynq.Queue("bench")))
+			return err
+		})
+		if failed > 0 {
+			b.Fatalf("memory: %d of %d asynq enqueues failed; first: %v", failed, count, firstErr)
+		}
+	}
+	enqueue(warmup)
+	before := e.usedMemory()
+	enqueue(m)
+	after := e.usedMemory()
+	return memory{before: before, after: after, perMsg: float64(after-before) / float64(m)}
+}
+
+// ---------------------------------------------------------------------------
+// the environment: one redis-server, one HTTP client; a gateway and its
+// simulator per phase
+
+type env struct {
+	b     *testing.B
+	redis *redistest.Server
+	rdb   *redis.Client // the benchmark's own: FLUSHALL, INFO, MEMORY USAGE
+	// ledger reads message records over rdb, so the reads are not counted
+	// as the gateway's round trips (the channel phases read it while
+	// their meter runs).
+	ledger *ledger.Ledger
+	guard  *loopbackTransport
+	http   *http.Client
+	log    *slog.Logger
+}
+
+func newEnv(b *testing.B) *env {
+	rs := redistest.Start(b)
+	if rs.Kind != redistest.KindProcess {
+		b.Logf("note: Redis is %s, not a throwaway redis-server; numbers are not comparable", rs)
+	}
+	e := &env{b: b, redis: rs, rdb: rs.Client(), log: slog.New(slog.DiscardHandler)}
+	e.ledger = ledger.New(e.rdb, config.NewDefaultConfig().Retention)
+	e.guard = newLoopbackTransport()
+	b.Cleanup(e.guard.base.CloseIdleConnections)
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, Control: channeltest.DialControl}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	e.http = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return e
+}
+
+// reset flushes Redis, so each phase starts clean.
+func (e *env) reset() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+		e.b.Fatalf("FLUSHALL: %v", err)
+	}
+}
+
+func (e *env) newRedis() *redis.Client {
+	opt, err := redis.ParseURL(e.redis.URL)
+	if err != nil {
+		e.b.Fatalf("redis URL: %v", err)
+	}
+	return redis.NewClient(opt)
+}
+
+// baseConfig is the gateway configuration every phase uses, without the
+// listener's address; sim may be nil when only the worker settings matter.
+func (e *env) baseConfig(sim *twiliosim.Server) config.Config {
+	cfg := config.NewDefaultConfig()
+	cfg.APIKeys = map[string]string{apiKey: tenant}
+	cfg.RedisURL = e.redis.URL
+	cfg.LogLevel = "error"
+	if sim != nil {
+		cfg.Twilio = config.TwilioConfig{AccountSID: sim.AccountSID(), AuthToken: sim.AuthToken(),
+			From: "+15005550006", APIURL: sim.URL()}
+	}
+	cfg.Worker.PollInterval = pollInterval
+	cfg.Worker.DelayedPollInterval = delayedPollInterval
+	// Throughput phases measure the gateway, not a provider's limits: the
+	// senders are paced (every send still takes its slot) far above what
+	// the machine can reach, and no quiet hours hold anything back.
+	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = unpaced, unpaced, unpaced
+	cfg.Quiet.Window = "off"
+	// Nor a tenant's request rate: one tenant posts thousands of messages
+	// a second. Admission control still runs (every request is counted,
+	// every message enters and leaves its tenant's backlog).
+	cfg.Admission.TenantRate = config.RateLimit{PerSecond: unpaced, Burst: unpaced}
+	return cfg
+}
+
+// unpaced is a sender rate no phase reaches.
+const unpaced = 1_000_000
+
+// config is a full gateway configuration on the listener, the benchmark's
+// Redis and the simulator.
+func (e *env) config(ln net.Listener, sim *twiliosim.Server) config.Config {
+	cfg := e.baseConfig(sim)
+	cfg.Addr = ln.Addr().String()
+	cfg.PublicURL = "http://" + ln.Addr().String()
+	return cfg
+}
+
+// gateway is a running gateway and the simulators it sends to.
+type gateway struct {
+	svc  *service.Service
+	sim  *twiliosim.Server
+	wsim *wechatsim.Server // nil unless every channel is configured
+	smtp *smtpsim.Server   // nil unless every channel is configured
+	base string            // http://127.0.0.1:port
+}
+
+// startGateway starts a simulator (callbacks on, default 2ms delay, counters
+// only) and a gateway of the given role on a fresh loopback listener, with
+// the SMS channel only. hooks are added to the gateway's Redis client, which
+// its API and workers share.
+func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *gateway {
+	return e.launch(role, false, hooks...)
+}
+
+// startAllChannels starts a gateway (API and workers) with every channel
+// configured, as service.New builds them: SMS and voice on the Twilio
+// simulator (Calls API on, counters only, every call answered with
+// voicePlan), WeChat on its simulator, email on an in-process SMTP server
+// (STARTTLS and AUTH, as smtp:// requires) and call recordings in a
+// file:// blob store in a temporary directory.
+func (e *env) startAllChannels(hooks ...redis.Hook) *gateway {
+	return e.launch(config.RoleAll, true, hooks...)
+}
+
+func (e *env) launch(role config.Role, all bool, hooks ...redis.Hook) *gateway {
+	b := e.b
+	g := &gateway{}
+	labelled("simulator", func() {
+		g.sim = twiliosim.New(twiliosim.Options{NoRecord: true, Voice: all})
+		if all {
+			g.sim.SetCallPlan(voicePlan)
+			g.wsim = wechatsim.New(wechatsim.Options{})
+			g.smtp = smtpsim.New(smtpsim.Options{Username: smtpUser, Password: smtpPassword, TLS: true})
+		}
+	})
+	fail := func(format string, args ...any) {
+		e.closeSimulators(g)
+		b.Fatalf(format, args...)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail("listen: %v", err)
+	}
+	cfg := e.config(ln, g.sim)
+	opts := service.Options{Listener: ln, Logger: e.log, Transport: e.guard}
+	if all {
+		cfg.Voice.From = cfg.Twilio.From
+		cfg.Voice.CallsPerSecond = voiceCallsPerSecond
+		cfg.WeChat = config.WeChatConfig{AppID: g.wsim.AppID(), AppSecret: g.wsim.AppSecret(), APIURL: g.wsim.URL()}
+		cfg.Email.SMTPURL, cfg.Email.From = g.smtp.URL(), emailFrom
+		cfg.BlobURL = "file://" + b.TempDir() + "?create_dir=true"
+		opts.EmailTLS = g.smtp.ClientTLSConfig()
+	}
+	g.base = cfg.PublicURL
+	g.svc, err = service.New(cfg, role, opts)
+	if err != nil {
+		ln.Close()
+		fail("service.New: %v", err)
+	}
+	for _, h := range hooks {
+		g.svc.Redis.AddHook(h) // before Start
+	}
+	labelled("gateway", func() { err = g.svc.Start(context.Background()) })
+	if err != nil {
+		ln.Close()
+		fail("service.Start: %v", err)
+	}
+	return g
+}
+
+// closeSimulators closes the provider transport's idle connections, then
+// the simulators: net/http's Shutdown waits 5s for connections that never
+// carried a request before it counts them idle, and the transport dials
+// such spare connections under load.
+func (e *env) closeSimulators(g *gateway) {
+	e.guard.base.CloseIdleConnections()
+	g.sim.Close()
+	if g.wsim != nil {
+		g.wsim.Close()
+	}
+	if g.smtp != nil {
+		_ = g.smtp.Close()
+	}
+}
+
+// stopGateway closes the simulators and the benchmark's idle connections
+// first: fasthttp's graceful shutdown waits (up to its 15s ReadTimeout) for
+// connections that never carried a request, and net/http clients dial such
+// spare connections under load.
+func (e *env) stopGateway(g *gateway) {
+	e.closeSimulators(g)
+	e.http.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.svc.Shutdown(ctx); err != nil {
+		e.b.Errorf("service shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		e.b.Logf("note: the gateway took %s to shut down", d.Round(time.Millisecond))
+	}
+}
+
+// post sends one message (msg is its JSON) and returns its id.
+func (e *env) post(base string, msg []byte) (string, error) {
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/messages", bytes.NewReader(msg))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("POST /v1/messages: HTTP %d: %.300s", resp.StatusCode, body)
+	}
+	var a struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil || a.ID == "" {
+		return "", fmt.Errorf("POST /v1/messages: no id in %.300s", body)
+	}
+	return a.ID, nil
+}
+
+// usedMemory is Redis' used_memory.
+func (e *env) usedMemory() int64 {
+	return e.infoField("memory", "used_memory")
+}
+
+func (e *env) redisVersion() string {
+	info, _ := e.rdb.Info(context.Background(), "server").Result()
+	return field(info, "redis_version")
+}
+
+func (e *env) infoField(section, name string) int64 {
+	info, err := e.rdb.Info(context.Background(), section).Result()
+	if err != nil {
+		e.b.Fatalf("INFO %s: %v", section, err)
+	}
+	v, err := strconv.ParseInt(field(info, name), 10, 64)
+	if err != nil {
+		e.b.Fatalf("INFO %s: no %s", section, name)
+	}
+	return v
+}
+
+func field(info, name string) string {
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// parallel runs fn(0..n-1) on w goroutines and returns how many calls
+// failed and the first error.
+func parallel(n, w int, fn func(i int) error) (int, error) {
+	var next, failed atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range min(w, n) {
+		wg.Add(1)
+		go pprof.Do(context.Background(), pprof.Labels("side", "load-generator"), func(context.Context) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					failed.Add(1)
+					first.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	err, _ := first.Load().(error)
+	return int(failed.Load()), err
+}
+
+// ---------------------------------------------------------------------------
+// loopback guard
+
+// loopbackTransport carries provider calls and refuses any request whose
+// host is not loopback; its dialer refuses non-loopback addresses as well
+// (after name resolution). Otherwise it is what the gateway uses in
+// production when service.Options.Transport is nil — http.DefaultTransport's
+// configuration with 256 idle connections, 128 per host (service
+// buildChannels) — so connection reuse is measured as deployed.
+type loopbackTransport struct {
+	base    *http.Transport
+	refused atomic.Int64
+	dials   atomic.Int64 // connections opened to the provider
+}
+
+func newLoopbackTransport() *loopbackTransport {
+	t := &loopbackTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	t.base.Proxy = nil
+	t.base.MaxIdleConns, t.base.MaxIdleConnsPerHost = 256, 128
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: channeltest.DialControl}
+	t.base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		t.dials.Add(1)
+		return dialer.DialContext(ctx, network, addr)
+	}
+	return t
+}
+
+func (t *loopbackTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !channeltest.IsLoopback(req.URL.Hostname()) {
+		t.refused.Add(1)
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("bench: refusing a request to non-loopback host %q", req.URL.Hostname())
+	}
+	return t.base.RoundTrip(req)
+}
+
+// ---------------------------------------------------------------------------
+// report
+
+type report struct {
+	n, m, concurrency, mainPool, crisisPool int
+	redisVersion, loadBefore, loadAfter     string
+	asynq, asynq2, gateway, accepted        time.Duration
+	asynqUse, asynq2Use, gwUse              usage
+	voice, wechat, email                    chanResult
+	lat                                     latency
+	gwMem, asynqMem                         memory
+}
+
+func (r report) print(w io.Writer) {
+	asynqRate, asynq2Rate, gwRate := rateOf(r.n, r.asynq), rateOf(r.n, r.asynq2), rateOf(r.n, r.gateway)
+	ratio, ratio2 := gwRate/asynqRate, gwRate/asynq2Rate
+	verdict := "OK"
+	if ratio < targetRatio {
+		verdict = "BELOW TARGET"
+	}
+	fmt.Fprintf(w, "\n=== gateway vs bare Asynq — redis-server %s on 127.0.0.1, GOMAXPROCS=%d, %d CPUs ===\n",
+		r.redisVersion, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	fmt.Fprintf(w, "load average before %s, after %s (other processes on the machine skew every number)\n", r.loadBefore, r.loadAfter)
+	fmt.Fprintf(w, "N=%d, worker concurrency %d (gateway: %d main + %d crisis-only), poll %s / delayed poll %s, %d client goroutines\n\n",
+		r.n, r.concurrency, r.mainPool, r.crisisPool, pollInterval, delayedPollInterval, httpClients)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "phase\tmessages\ttime\tmsgs/s\n")
+	fmt.Fprintf(tw, "(a) bare Asynq, no-op handler (first enqueue → last processed)\t%d\t%s\t%.0f\n", r.n, r.asynq.Round(time.Millisecond), asynqRate)
+	fmt.Fprintf(tw, "(a2) bare Asynq, same provider work (first enqueue → 2N callbacks received)\t%d\t%s\t%.0f\n", r.n, r.asynq2.Round(time.Millisecond), asynq2Rate)
+	fmt.Fprintf(tw, "(b) gateway end to end (first POST → last delivered in ledger)\t%d\t%s\t%.0f\n", r.n, r.gateway.Round(time.Millisecond), gwRate)
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", r.n, r.accepted.Round(time.Millisecond), rateOf(r.n, r.accepted))
+	v, wc, em := r.voice, r.wechat, r.email
+	fmt.Fprintf(tw, "(b-voice) gateway, calls with a question and a recording (first POST → last delivered in ledger)\t%d\t%s\t%.0f\n", v.n, v.total.Round(time.Millisecond), rateOf(v.n, v.total))
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", v.n, v.accept.Round(time.Millisecond), rateOf(v.n, v.accept))
+	fmt.Fprintf(tw, "    and: all recordings stored (first POST → last in blob store and ledger)\t%d\t%s\t%.0f\n", v.n, v.recordings.Round(time.Millisecond), rateOf(v.n, v.recordings))
+	fmt.Fprintf(tw, "(b-wechat) gateway, WeChat template messages (first POST → last sent in ledger)\t%d\t%s\t%.0f\n", wc.n, wc.total.Round(time.Millisecond), rateOf(wc.n, wc.total))
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", wc.n, wc.accept.Round(time.Millisecond), rateOf(wc.n, wc.accept))
+	fmt.Fprintf(tw, "(b-email) gateway, email over SMTP (first POST → last sent in ledger; SMTP server got all N)\t%d\t%s\t%.0f\n", em.n, em.total.Round(time.Millisecond), rateOf(em.n, em.total))
+	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", em.n, em.accept.Round(time.Millisecond), rateOf(em.n, em.accept))
+	tw.Flush()
+	fmt.Fprintf(w, "\nratio (b)/(a)  = %.2f   vs a no-op Asynq task (the target ≥ %.1f)   %s\n", ratio, targetRatio, verdict)
+	fmt.Fprintf(w, "ratio (b)/(a2) = %.2f   vs Asynq doing the same provider work, without the gateway's ledger, API and guarantees\n", ratio2)
+
+	fmt.Fprintf(w, "\nper channel, gateway end to end, same run and Redis (Redis flushed and a fresh gateway with every channel configured per phase):\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "    \tmessages\tmsgs/s\tvs (a) no-op Asynq\tvs (a2) Asynq+SMS work\tvs (b) SMS\tsuccess is\n")
+	fmt.Fprintf(tw, "    (b) sms\t%d\t%.0f\t%.2f\t%.2f\t1.00\tdelivered\n", r.n, gwRate, ratio, ratio2)
+	for _, c := range []struct {
+		name string
+		r    chanResult
+	}{{"(b-voice) voice", v}, {"(b-wechat) wechat", wc}, {"(b-email) email", em}} {
+		rate := rateOf(c.r.n, c.r.total)
+		fmt.Fprintf(tw, "    %s\t%d\t%.0f\t%.2f\t—\t%.2f\t%s\n", c.name, c.r.n, rate, rate/asynqRate, rate/gwRate, c.r.final)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "    (a2) sends SMS through Twilio; no bare-Asynq floor with call, WeChat or SMTP work is measured, so only SMS has a (b)/(a2) ratio.\n")
+	fmt.Fprintf(w, "    The end of each channel phase is the latest time the ledger stamped on a final event; the waits watch simulator counters (email: the gateway's queues), then read the ledger once.\n")
+	fmt.Fprintf(w, "    voice: recordings stored %s after the last delivery (a worker task downloads each; not in the voice msgs/s)\n",
+		(v.recordings - v.total).Round(time.Millisecond))
+	for _, c := range []struct {
+		name string
+		r    chanResult
+	}{{"voice", v}, {"wechat", wc}, {"email", em}} {
+		for _, note := range c.r.notes {
+			fmt.Fprintf(w, "    %s: %s\n", c.name, note)
+		}
+	}
+
+	fmt.Fprintf(w, "\nwhere it goes (per message; 'bench process' is client + gateway + simulators, one process):\n")
+	rows := []struct {
+		name string
+		u    usage
+		n    int
+	}{{"(a) bare Asynq", r.asynqUse, r.n}, {"(a2) Asynq, same work", r.asynq2Use, r.n}, {"(b) gateway", r.gwUse, r.n},
+		{"(b-voice) gateway, voice", v.use, v.n}, {"(b-wechat) gateway, WeChat", wc.use, wc.n}, {"(b-email) gateway, email", em.use, em.n}}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "    \tRedis round trips\tredis-server CPU\tbench process CPU\tCPU busy (of %d cores)\tprovider connections opened\n", runtime.NumCPU())
+	for _, u := range rows {
+		fmt.Fprintf(tw, "    %s\t%.1f\t%.0fµs\t%.0fµs\t%.0f%%\t%.2f\n", u.name, float64(u.u.trips)/float64(u.n),
+			u.u.redisCPU.Seconds()*1e6/float64(u.n), u.u.procCPU.Seconds()*1e6/float64(u.n),
+			100*(u.u.redisCPU+u.u.procCPU).Seconds()/u.u.wall.Seconds()/float64(runtime.NumCPU()),
+			float64(u.u.dials)/float64(u.n))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "    (the voice row runs until every recording is stored; email's connections are SMTP connections)\n")
+	for _, u := range rows {
+		u.u.printCallers(w, u.name, u.n)
+	}
+	l := r.lat
+	fmt.Fprintf(w, "\n(c) API accept latency, POST /v1/messages at %d req/s for %ds, open loop, workers running\n", l.rate, l.secs)
+	fmt.Fprintf(w, "    %d requests, issued at %.0f req/s (worst ticker lag %s): p50 %s  p90 %s  p99 %s  max %s\n",
+		l.total, l.achieved, l.maxLag.Round(time.Microsecond), fmtDur(l.p50), fmtDur(l.p90), fmtDur(l.p99), fmtDur(l.max))
+	fmt.Fprintf(w, "\n(d) Redis used_memory per queued message, M=%d (INFO memory, after − before)\n", r.m)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	g, a := r.gwMem, r.asynqMem
+	fmt.Fprintf(tw, "    gateway, API only (workers off)\t%.0f B/msg\t(%d → %d bytes)\n", g.perMsg, g.before, g.after)
+	fmt.Fprintf(tw, "      MEMORY USAGE per message:\tledger hash %.0f B, events list %.0f B, asynq task hash %.0f B, tenant index %.0f B\n",
+		g.ledgerHash, g.ledgerEvents, g.task, g.index)
+	fmt.Fprintf(tw, "    bare Asynq, 1-byte payload\t%.0f B/msg\t(%d → %d bytes)\n", a.perMsg, a.before, a.after)
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+// labelled runs f with the pprof label side=<side>; goroutines f starts
+// inherit it, so BENCH_PROFILE_DIR profiles split CPU by side
+// (go tool pprof -tags).
+func labelled(side string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels("side", side), func(context.Context) { f() })
+}
+
+// loadAverage is the 1-minute load average, "?" when unknown.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func rateOf(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func fmtDur(d time.Duration) string { return fmt.Sprintf("%.2fms", ms(d)) }
+
+// timeoutFor bounds waiting for n messages or tasks.
+func timeoutFor(n int) time.Duration { return 60*time.Second + time.Duration(n)*10*time.Millisecond }
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive whole number", name, v)
+	}
+	return n
+}
+
+// nopLogger discards Asynq's logs.
+type nopLogger struct{}
+
+func (nopLogger) Debug(...any) {}
+func (nopLogger) Info(...any)  {}
+func (nopLogger) Warn(...any)  {}
+func (nopLogger) Error(...any) {}
+func (nopLogger) Fatal(...any) {}
+
+// ---------------------------------------------------------------------------
+// where the time goes: Redis round trips, CPU
+
+// usage is what one phase cost.
+type usage struct {
+	wall     time.Duration
+	trips    int64         // Redis round trips (commands and pipelines) by the measured client
+	redisCPU time.Duration // redis-server user+sys CPU
+	procCPU  time.Duration // this process' user+sys CPU
+	dials    int64         // provider (simulator) connections opened
+	rows     []tallyRow    // by caller, with BENCH_REDIS_CALLERS=1; by command otherwise
+}
+
+type meter struct {
+	e        *env
+	tally    *redisTally
+	redisCPU time.Duration
+	procCPU  time.Duration
+	profile  *os.File
+	dials    int64
+}
+
+func (e *env) startMeter(t *redisTally, phase string) *meter {
+	t.reset()
+	m := &meter{e: e, tally: t, redisCPU: e.redisCPU(), procCPU: processCPU(), dials: e.guard.dials.Load()}
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, phase+".cpu.pprof"))
+		if err == nil {
+			if err = pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+			} else {
+				m.profile = f
+			}
+		}
+		if err != nil {
+			e.b.Logf("BENCH_PROFILE_DIR: no profile of phase %s: %v", phase, err)
+		}
+	}
+	return m
+}
+
+func (m *meter) stop(wall time.Duration) usage {
+	if m.profile != nil {
+		pprof.StopCPUProfile()
+		m.profile.Close()
+		m.e.b.Logf("CPU profile of this phase: %s", m.profile.Name())
+	}
+	trips, rows := m.tally.snapshot()
+	return usage{wall: wall, trips: trips, rows: rows, dials: m.e.guard.dials.Load() - m.dials,
+		redisCPU: m.e.redisCPU() - m.redisCPU, procCPU: processCPU() - m.procCPU}
+}
+
+func (u usage) printCallers(w io.Writer, name string, n int) {
+	if len(u.rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "    %s, Redis round trips by %s (mean includes waiting for a pooled connection):\n", name, u.rows[0].kind)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "      \tper msg\tmean\tsum / wall time\n")
+	for _, r := range u.rows {
+		if float64(r.calls)/float64(n) < 0.01 {
+			continue
+		}
+		fmt.Fprintf(tw, "      %s\t%.2f\t%.0fµs\t%.0f%%\n", r.label, float64(r.calls)/float64(n),
+			float64(r.total.Microseconds())/float64(r.calls), 100*r.total.Seconds()/u.wall.Seconds())
+	}
+	tw.Flush()
+}
+
+func (e *env) redisCPU() time.Duration {
+	info, err := e.rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		e.b.Fatalf("INFO cpu: %v", err)
+	}
+	user, _ := strconv.ParseFloat(field(info, "used_cpu_user"), 64)
+	sys, _ := strconv.ParseFloat(field(info, "used_cpu_sys"), 64)
+	return time.Duration((user + sys) * float64(time.Second))
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisTally is a go-redis hook counting round trips. With
+// BENCH_REDIS_CALLERS=1 it attributes each to the first caller outside
+// go-redis (ledger.(*Ledger).Claim, rdb.(*RDB).Dequeue [gw:normal], …) and
+// times it; otherwise it counts by command name only, to stay cheap.
+type redisTally struct {
+	callers bool
+	mu      sync.Mutex
+	trips   int64
+	by      map[string]*tallyRow
+}
+
+type tallyRow struct {
+	kind, label string
+	calls       int64
+	total       time.Duration
+}
+
+func newRedisTally() *redisTally {
+	return &redisTally{callers: os.Getenv("BENCH_REDIS_CALLERS") == "1", by: map[string]*tallyRow{}}
+}
+
+func (t *redisTally) reset() {
+	t.mu.Lock()
+	t.trips, t.by = 0, map[string]*tallyRow{}
+	t.mu.Unlock()
+}
+
+func (t *redisTally) snapshot() (int64, []tallyRow) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rows := make([]tallyRow, 0, len(t.by))
+	for _, r := range t.by {
+		rows = append(rows, *r)
+	}
+	slices.SortFunc(rows, func(a, b tallyRow) int { return int(b.total - a.total) })
+	return t.trips, rows
+}
+
+func (t *redisTally) record(cmdName string, args []any, d time.Duration) {
+	kind, label := "command", cmdName
+	if t.callers {
+		kind, label = "caller", caller()+queueOf(args)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.trips++
+	r := t.by[label]
+	if r == nil {
+		r = &tallyRow{kind: kind, label: label}
+		t.by[label] = r
+	}
+	r.calls++
+	r.total += d
+}
+
+func (t *redisTally) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (t *redisTally) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		t.record(cmd.Name(), cmd.Args(), time.Since(start))
+		return err
+	}
+}
+
+func (t *redisTally) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		names := make([]string, len(cmds))
+		for i, c := range cmds {
+			names[i] = c.Name()
+		}
+		var args []any
+		if len(cmds) > 0 {
+			args = cmds[0].Args()
+		}
+		t.record("pipeline("+strings.Join(names, ",")+")", args, time.Since(start))
+		return err
+	}
+}
+
+// caller names the first function outside go-redis and this file's hook.
+func caller() string {
+	var pcs [48]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs[:])])
+	for {
+		f, more := frames.Next()
+		fn := f.Function
+		if !strings.HasPrefix(fn, "github.com/redis/go-redis/") && !strings.HasPrefix(fn, "runtime.") &&
+			!strings.HasPrefix(fn, "github.com/patientmsg/gateway/internal/bench.(*redisTally)") &&
+			!strings.Contains(fn, "asynq/internal/rdb.(*RDB).runScript") {
+			fn = strings.TrimPrefix(fn, "github.com/")
+			fn = strings.TrimPrefix(fn, "hibiken/asynq/internal/")
+			fn = strings.TrimPrefix(fn, "patientmsg/gateway/")
+			return fn
+		}
+		if !more {
+			return "?"
+		}
+	}
+}
+
+// queueOf returns " [queue]" when the command's first key is an Asynq queue key.
+func queueOf(args []any) string {
+	for _, a := range args {
+		if s, ok := a.(string); ok && strings.HasPrefix(s, "asynq:{") {
+			if q, _, ok := strings.Cut(s[len("asynq:{"):], "}"); ok {
+				return " [" + q + "]"
+			}
+		}
+	}
+	return ""
+}

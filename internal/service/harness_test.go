@@ -1,0 +1,187 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patientmsg/gateway/channels/channeltest"
+	"github.com/patientmsg/gateway/channels/email/smtpsim"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/redistest"
+	"github.com/patientmsg/gateway/internal/service"
+)
+
+const (
+	wechatToken  = "wechatServerToken2026"
+	wechatAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	smtpPassword = "smtp-secret-123"
+	keyA         = "clinic-a-key-0123456789"
+	keyB         = "clinic-b-key-0123456789"
+)
+
+type env struct {
+	t     *testing.T
+	redis *redistest.Server
+	sim   *twiliosim.Server
+	wsim  *wechatsim.Server
+	smtp  *smtpsim.Server
+	svc   *service.Service
+	cfg   config.Config
+	base  string
+	logs  *channeltest.LogBuffer
+	http  *http.Client
+}
+
+// start runs a gateway (API and workers unless role says otherwise) on a
+// throwaway Redis with the Twilio simulator, all on loopback.
+func start(t *testing.T, role config.Role, mutate ...func(*config.Config)) *env {
+	t.Helper()
+	return startOn(t, redistest.Start(t), role, mutate...)
+}
+
+// startOn is start on a given Redis.
+func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...func(*config.Config)) *env {
+	t.Helper()
+	e := &env{t: t, redis: rs, logs: &channeltest.LogBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
+	e.sim = twiliosim.New(twiliosim.Options{Voice: true})
+	t.Cleanup(e.sim.Close)
+	e.wsim = wechatsim.New(wechatsim.Options{})
+	t.Cleanup(e.wsim.Close)
+	e.smtp = smtpsim.New(smtpsim.Options{Username: "gateway", Password: smtpPassword, TLS: true})
+	t.Cleanup(func() { _ = e.smtp.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.base = "http://" + ln.Addr().String()
+	cfg := config.NewDefaultConfig()
+	cfg.PublicURL = e.base
+	cfg.RedisURL = e.redis.URL
+	cfg.APIKeys = map[string]string{keyA: "clinic-a", keyB: "clinic-b"}
+	cfg.Twilio = config.TwilioConfig{AccountSID: e.sim.AccountSID(), AuthToken: e.sim.AuthToken(), From: "+15005550006", APIURL: e.sim.URL()}
+	cfg.Voice.From = "+15005550006"
+	cfg.Voice.CallsPerSecond = 50
+	cfg.WeChat = config.WeChatConfig{AppID: e.wsim.AppID(), AppSecret: e.wsim.AppSecret(), APIURL: e.wsim.URL(),
+		Token: wechatToken, EncodingAESKey: wechatAESKey}
+	cfg.BlobURL = "file://" + t.TempDir() + "?create_dir=true"
+	cfg.Email = config.EmailConfig{SMTPURL: e.smtp.URL(), From: "Riverside Clinic <noreply@example-clinic.test>", PoolSize: 2}
+	cfg.Worker.PollInterval = 20 * time.Millisecond
+	cfg.Worker.DelayedPollInterval = 100 * time.Millisecond
+	cfg.Worker.ProviderTimeout = 2 * time.Second
+	cfg.Worker.UnconfirmedGrace = 3 * time.Second
+	cfg.Worker.MaxAttempts = 3
+	// Senders fast enough that pacing never slows a functional test, and no
+	// quiet hours, so a test does not depend on the time of day; the
+	// delivery-control tests set their own.
+	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = 1000, 1000, 1000
+	cfg.Quiet.Window = "off"
+	// A tenant request rate no functional test reaches (they post hundreds
+	// of messages at once); the admission tests set their own.
+	cfg.Admission.TenantRate = config.RateLimit{PerSecond: 100_000, Burst: 100_000}
+	cfg.MinAckTimeout = time.Second
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.LogLevel = "debug"
+	// The tests' clinic endpoints listen on loopback, which the gateway
+	// refuses unless the operator allows it.
+	cfg.WebhookAllowNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	e.cfg = cfg
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	svc, err := service.New(cfg, role, service.Options{Logger: log, Listener: ln, Transport: channeltest.LoopbackOnly(nil),
+		WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.svc = svc
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = svc.Shutdown(ctx)
+	})
+	return e
+}
+
+type answer struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+	Raw    string
+}
+
+func (e *env) do(method, path, key, body string, headers ...string) answer {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.base+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := answer{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &a.Body)
+	return a
+}
+
+func (e *env) send(key, body string, headers ...string) string {
+	e.t.Helper()
+	a := e.do("POST", "/v1/messages", key, body, headers...)
+	if a.Status != http.StatusAccepted {
+		e.t.Fatalf("POST /v1/messages = %d %s", a.Status, a.Raw)
+	}
+	return a.Body["id"].(string)
+}
+
+// waitFor polls the ledger until the message reaches status (or, for a
+// status that is not final, any later one).
+func (e *env) waitFor(id string, want ledger.Status, within time.Duration) *ledger.Message {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	var m *ledger.Message
+	for time.Now().Before(deadline) {
+		var err error
+		m, err = e.svc.Ledger.Get(context.Background(), "", id)
+		if err == nil && (m.Status == want || (!want.Final() && m.Status.Rank() > want.Rank())) {
+			return m
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("message %s did not reach %s within %s; last: %+v", id, want, within, m)
+	return nil
+}
+
+func smsBody(phone, body string, extra ...string) string {
+	b := map[string]any{"channel": "sms", "to": map[string]string{"phone": phone}, "body": body}
+	for i := 0; i+1 < len(extra); i += 2 {
+		b[extra[i]] = extra[i+1]
+	}
+	out, _ := json.Marshal(b)
+	return string(out)
+}

@@ -1,0 +1,464 @@
+// Package service assembles the gateway from its configuration: Redis, the
+// ledger, the channels, the HTTP API and the workers. The command, the
+// end-to-end tests and the benchmark all start the gateway through it.
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/gateway"
+	"github.com/patientmsg/gateway/internal/admission"
+	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/autopipe"
+	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/ratelimit"
+	"github.com/patientmsg/gateway/internal/recordings"
+	"github.com/patientmsg/gateway/internal/replies"
+	"github.com/patientmsg/gateway/internal/tenants"
+	"github.com/patientmsg/gateway/internal/webhooks"
+	"github.com/patientmsg/gateway/templates"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// Options are what the configuration does not hold.
+type Options struct {
+	Logger *slog.Logger
+	// Transport carries provider API calls; http.DefaultTransport when nil.
+	// Tests pass one that refuses non-loopback hosts.
+	Transport http.RoundTripper
+	// WebhookGuard, when set, wraps the transport of deliveries to clinics'
+	// URLs, which is package egress's (public addresses and
+	// GATEWAY_WEBHOOK_ALLOW_NETWORKS only) and stays underneath. Tests pass
+	// channeltest.LoopbackOnly, so deliveries never leave the machine.
+	WebhookGuard func(http.RoundTripper) http.RoundTripper
+	// Listener, when set, is used instead of listening on Config.Addr.
+	Listener net.Listener
+	// EmailTLS, when set, is the TLS configuration of SMTP connections
+	// (tests trust their own certificate authority with it).
+	EmailTLS *tls.Config
+}
+
+// Service is a running gateway process (API, workers, or both).
+type Service struct {
+	Config   config.Config
+	Role     config.Role
+	Redis    redis.UniversalClient
+	Ledger   *ledger.Ledger
+	Consent  *consent.Ledger
+	Replies  *replies.Store
+	Webhooks *webhooks.Store
+	Events   *webhooks.Publisher
+	// Escalator flags urgent replies and notifies the on-call targets.
+	Escalator *escalation.Escalator
+	Channels  *channels.Registry
+	// Followups are the follow-up plans.
+	Followups *followups.Store
+	// Senders paces each channel's sender across all processes.
+	Senders *ratelimit.Senders
+	// Admission is admission control in front of the queues.
+	Admission *admission.Controller
+	// Recordings is the blob store of call recordings (nil without voice).
+	Recordings *recordings.Store
+	API        *gateway.Server
+	Workers    *workers.Server
+
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	// engine builds and cancels messages for broadcasts and plans in every
+	// role (it is the API when the process serves one).
+	engine     *gateway.Server
+	closers    []func() error
+	stopSweep  context.CancelFunc
+	ln         net.Listener
+	serveErr   chan error
+	health     *http.Server
+	healthAddr string
+	log        *slog.Logger
+}
+
+// New validates the configuration and builds the parts the role needs.
+func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
+	if err := cfg.Validate(role); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	rdb, err := NewRedis(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
+		log: o.Logger, ln: o.Listener}
+
+	s.Replies = replies.New(rdb, cfg.Retention)
+	s.Webhooks = webhooks.NewStore(rdb)
+	s.client = asynq.NewClientFromRedisClient(rdb)
+	s.Events = &webhooks.Publisher{Store: s.Webhooks, Queue: s.client, Log: o.Logger.With("comp", "webhooks"),
+		Attempts: cfg.WebhookAttempts}
+	// Remember, with each new message, that it is the last one to its
+	// recipient: a reply from that address is filed with its tenant.
+	// A question (expect_reply) is also an open prompt of its recipient
+	// until it closes.
+	onCreate := func(ctx context.Context, pipe redis.Pipeliner, id string, req ledger.Request) {
+		who := workers.IdentityOf(req.Channel, req.To)
+		pipe.Set(ctx, replies.LastKey(who), replies.LastValue(req.Tenant, id), cfg.Retention)
+		contacts.EnsureIn(ctx, pipe, req.Tenant, who, req.Locale, req.CreatedAt)
+		conv := replies.ConversationKey(req.Tenant, who)
+		pipe.ZAdd(ctx, conv, redis.Z{Score: float64(req.CreatedAt.UnixMilli()), Member: "m:" + id})
+		pipe.Expire(ctx, conv, cfg.Retention)
+		if er := req.ExpectReply; er != nil {
+			opens := req.CreatedAt
+			if req.SendAt != nil {
+				opens = *req.SendAt
+			}
+			closes := opens.Add(time.Duration(er.Within) * time.Second)
+			key := replies.PromptsKey(who)
+			pipe.ZAdd(ctx, key, redis.Z{Score: float64(closes.UnixMilli()), Member: replies.LastValue(req.Tenant, id)})
+			ttl := time.Until(closes) + time.Minute
+			pipe.ExpireNX(ctx, key, ttl) // a new set
+			pipe.ExpireGT(ctx, key, ttl) // never shorten the life of other open questions
+		}
+	}
+	s.Ledger.OnCreate = onCreate
+	s.Followups = followups.NewStore(rdb, cfg.Retention)
+	s.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	// A patient who opts out, or replies, stops the follow-up plans that
+	// say so (stop_on), in every process that records it.
+	s.Consent.OnChange = func(ctx context.Context, _ string, id consent.Identity, optedOut bool) {
+		if optedOut {
+			s.stopPlans(ctx, id, followups.StopOnOptOut, "the patient opted out")
+		}
+	}
+	onReply := func(ctx context.Context, _ string, from consent.Identity, urgent bool) {
+		if urgent {
+			s.stopPlans(ctx, from, followups.StopOnUrgentReply, "the patient sent an urgent reply")
+		} else {
+			s.stopPlans(ctx, from, followups.StopOnAnyReply, "the patient replied")
+		}
+	}
+	s.Escalator = &escalation.Escalator{Redis: rdb, Queue: s.client, Events: s.Events, Log: o.Logger.With("comp", "escalation"),
+		Send: s.sendNotification}
+	chs, closers, err := buildChannels(cfg, rdb, o)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	s.closers = append(s.closers, closers...)
+	s.Channels = channels.NewRegistry(chs...)
+	if hasRecordings(chs) {
+		store, err := recordings.Open(context.Background(), cfg.BlobURL)
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
+		s.Recordings = store
+		s.closers = append(s.closers, store.Close)
+	}
+
+	senders, workerSenders, err := newSenders(cfg, rdb)
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("senders: %w", err)
+	}
+	s.Senders = senders
+	if s.Admission, err = newAdmission(cfg, rdb, o.Logger); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("admission: %w", err)
+	}
+	tpl, chain, err := newTemplates(cfg, rdb)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	settings, err := tenants.NewStore(rdb, tenants.Settings{QuietHours: cfg.Quiet.Window,
+		CrisisInQuietHours: cfg.Quiet.Crisis, TimeZone: cfg.Quiet.TimeZone})
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("quiet hours: %w", err)
+	}
+	// A broadcast writes for thousands of people at once: through a client
+	// that sends their round trips together.
+	batched := autopipe.New(rdb, autopipe.Options{})
+	s.closers = append(s.closers, batched.Close)
+	bulk := &gateway.Bulk{Ledger: ledger.New(batched, cfg.Retention), Queue: asynq.NewClientFromRedisClient(batched),
+		Broadcasts: broadcasts.NewStore(batched, cfg.Retention)}
+	bulk.Ledger.OnCreate = onCreate
+	// The API serves it; workers run broadcasts through the same message
+	// building (templates, quiet hours) without serving it.
+	var engine *gateway.Server
+	engine = gateway.New(gateway.Options{
+		Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
+		APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
+		IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
+		AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
+		Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
+		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), Bulk: bulk, MinAckTimeout: cfg.MinAckTimeout,
+		Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
+			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
+		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
+			return engine.BroadcastStatus(ctx, link, id, st)
+		},
+		OnBroadcastAnswer: func(ctx context.Context, link, id, ch, option, digits string, at time.Time) error {
+			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
+		},
+		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+		Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
+		Admission: s.Admission,
+	})
+	s.engine = engine
+	if role&config.RoleAPI != 0 {
+		s.API = engine
+	}
+	if role&config.RoleWorker != 0 {
+		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
+			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
+			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus,
+			RecordBroadcast: engine.RecordBroadcastMessage}
+		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
+		for _, t := range cfg.CrisisOptOutExempt {
+			h.CrisisExempt[t] = true
+		}
+		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
+			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks")},
+			Escalation: s.Escalator,
+			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
+				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: engine.BroadcastAnswer},
+			Broadcast: engine.BroadcastHandler()}
+		if s.Recordings != nil {
+			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
+				Logger: o.Logger.With("comp", "worker")}
+		}
+		s.Workers = workers.NewServer(rdb, hs, s.Channels.Names(), workers.ServerConfig{
+			Concurrency: cfg.Worker.Concurrency, CrisisConcurrency: cfg.Worker.CrisisConcurrency,
+			ShutdownTimeout: cfg.ShutdownTimeout, PollInterval: cfg.Worker.PollInterval,
+			DelayedPollInterval: cfg.Worker.DelayedPollInterval, Logger: o.Logger,
+		})
+	}
+	return s, nil
+}
+
+// stopPlans stops the active follow-up plans of an identity whose stop_on
+// holds the condition, canceling their steps not yet sent.
+func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition, reason string) {
+	n, err := s.Followups.StopFor(ctx, id, condition, reason, s.engine.CancelStep)
+	if err != nil {
+		s.log.Error("could not stop follow-up plans", "condition", condition, "err", err)
+	} else if n > 0 {
+		s.log.Info("follow-up plans stopped", "condition", condition, "plans", n)
+	}
+}
+
+// newTemplates loads the built-in templates and the locale fallbacks.
+func newTemplates(cfg config.Config, rdb redis.UniversalClient) (*templates.Store, templates.Chain, error) {
+	builtin, err := templates.Builtin()
+	if err != nil {
+		return nil, templates.Chain{}, fmt.Errorf("built-in templates: %w", err)
+	}
+	fb, err := templates.ParseFallbacks(cfg.Templates.Fallbacks)
+	if err != nil {
+		return nil, templates.Chain{}, fmt.Errorf("TEMPLATE_LOCALE_FALLBACKS: %w", err)
+	}
+	return templates.NewStore(rdb, builtin), templates.NewChain(cfg.Templates.DefaultLocale, fb), nil
+}
+
+// APIDrain is how long a stopping API waits for open requests.
+const APIDrain = 3 * time.Second
+
+// AttemptTimeout bounds one send attempt: the provider call plus ledger writes.
+func AttemptTimeout(cfg config.Config) time.Duration {
+	return cfg.Worker.ProviderTimeout + 15*time.Second
+}
+
+// Start checks Redis, then starts the workers and the API listener.
+func (s *Service) Start(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.Redis.Ping(pctx).Err(); err != nil {
+		return fmt.Errorf("redis at REDIS_URL is not reachable: %w", err)
+	}
+	if s.Workers != nil {
+		if err := s.Workers.Start(); err != nil {
+			return fmt.Errorf("workers: %w", err)
+		}
+		if s.Recordings != nil {
+			var sctx context.Context
+			sctx, s.stopSweep = context.WithCancel(context.Background())
+			go workers.SweepRecordings(sctx, s.Recordings, s.Config.RecordingRetention, time.Hour, s.log.With("comp", "worker"))
+		}
+	}
+	if s.API == nil && s.Config.HealthAddr != "" {
+		if err := s.startHealth(); err != nil {
+			s.Workers.Shutdown()
+			return err
+		}
+	}
+	if s.API != nil {
+		if s.ln == nil {
+			ln, err := net.Listen("tcp", s.Config.Addr)
+			if err != nil {
+				if s.Workers != nil {
+					s.Workers.Shutdown()
+				}
+				return fmt.Errorf("GATEWAY_ADDR %s: %w", s.Config.Addr, err)
+			}
+			s.ln = ln
+		}
+		s.serveErr = make(chan error, 1)
+		go func() { s.serveErr <- s.API.Serve(s.ln) }()
+	}
+	s.startBacklogSweep()
+	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr())
+	return nil
+}
+
+// startHealth serves /healthz and /readyz for a worker-only process, so an
+// orchestrator can probe it like the API.
+func (s *Service) startHealth() error {
+	ln, err := net.Listen("tcp", s.Config.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_HEALTH_ADDR %s: %w", s.Config.HealthAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := s.Redis.Ping(ctx).Err(); err != nil {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"type":"/problems/not-ready","title":"Service Unavailable","status":503,"detail":"Redis is not reachable"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ready"}`))
+	})
+	s.health = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.healthAddr = ln.Addr().String()
+	go func() { _ = s.health.Serve(ln) }()
+	return nil
+}
+
+// HealthAddr is the worker health listener's address ("" when none).
+func (s *Service) HealthAddr() string { return s.healthAddr }
+
+// Addr is the API's listening address ("" without an API).
+func (s *Service) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Run starts the service and blocks until ctx is done (SIGTERM), then
+// shuts down gracefully.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.serveErr:
+		err = fmt.Errorf("API listener stopped: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.Config.ShutdownTimeout+5*time.Second)
+	defer cancel()
+	return errors.Join(err, s.Shutdown(sctx))
+}
+
+// Shutdown stops taking requests and tasks, lets in-flight work finish
+// (bounded by GATEWAY_SHUTDOWN_TIMEOUT) and closes Redis.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down: no new requests or tasks; finishing in-flight sends")
+	// The API and the workers drain at the same time, so a process running
+	// both stops within one shutdown timeout.
+	var errs []error
+	var wg sync.WaitGroup
+	if s.Workers != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Workers.Shutdown() }()
+	}
+	if s.API != nil && s.serveErr != nil {
+		// API requests take milliseconds: give them APIDrain, then drop
+		// connections that are idle or never sent a request (the HTTP server
+		// would otherwise wait for its read timeout on them).
+		actx, cancel := context.WithTimeout(ctx, APIDrain)
+		if err := s.API.Shutdown(actx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if s.health != nil {
+		errs = append(errs, s.health.Shutdown(ctx))
+	}
+	wg.Wait()
+	if s.stopSweep != nil {
+		s.stopSweep()
+	}
+	for _, c := range s.closers {
+		errs = append(errs, c())
+	}
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+	errs = append(errs, s.Redis.Close())
+	s.log.Info("shut down")
+	return errors.Join(errs...)
+}
+
+// webhookClient carries deliveries to the clinics' URLs: it connects only
+// to public addresses and the allowed networks, and follows no redirect.
+// Provider APIs do not use it.
+func webhookClient(cfg config.Config, o Options) *http.Client {
+	c := egress.Policy{Allow: cfg.WebhookAllowNetworks}.Client(10 * time.Second)
+	if o.WebhookGuard != nil {
+		c.Transport = o.WebhookGuard(c.Transport)
+	}
+	return c
+}
+
+// sendNotification queues a crisis-priority message to an on-call target,
+// through the ledger like any message.
+func (s *Service) sendNotification(ctx context.Context, tenant string, t escalation.Target, text string) (string, error) {
+	if _, ok := s.Channels.Get(t.Channel); !ok {
+		return "", fmt.Errorf("on-call channel %s is not configured", t.Channel)
+	}
+	id := ledger.NewID()
+	req := ledger.Request{Tenant: tenant, Channel: t.Channel, To: ledger.Recipient{Phone: t.Phone}, Body: text,
+		Priority: workers.PriorityCrisis, CreatedAt: time.Now().UTC()}
+	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
+		return "", err
+	}
+	task, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.Config.Worker.MaxAttempts, AttemptTimeout(s.Config)))
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.client.EnqueueContext(ctx, task); err != nil {
+		return "", err
+	}
+	return id, nil
+}
