@@ -11,7 +11,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/patientmsg/gateway/internal/admission"
-	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -145,34 +144,6 @@ func (s *Server) admitMessage(c *fiber.Ctx, tenant, priority string) error {
 
 // reserve counts a message in its tenant's backlog before it is queued;
 // it reports whether the message was counted (release it if the message
-// is not queued after all).
-func (s *Server) reserve(ctx context.Context, id string, req ledger.Request) (bool, error) {
-	a := s.opts.Admission
-	if a == nil {
-		return false, nil
-	}
-	m := admission.Message{Tenant: req.Tenant, Channel: req.Channel, ID: id, Priority: req.Priority, Cost: max(req.Segments, 1)}
-	if req.SendAt != nil {
-		m.Due = *req.SendAt
-	}
-	counted, err := a.Reserve(ctx, m)
-	return counted, refusal(err)
-}
-
-// release takes a message that will not be sent (canceled, or not queued
-// after all) out of its tenant's backlog.
-func (s *Server) release(tenant, channel, priority, id string) {
-	a := s.opts.Admission
-	if a == nil || priority == workers.PriorityCrisis {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.Release(ctx, tenant, channel, id); err != nil {
-		// The backlog sweep removes it later.
-		s.log.Warn("message not taken out of its tenant's backlog", "msg_id", id, "err", err)
-	}
-}
 
 // refusal is the problem answer of an admission refusal (nil for nil).
 func refusal(err error) error {

@@ -14,13 +14,9 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/hibiken/asynq"
 	"github.com/valyala/fasthttp"
 
-	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
-	"github.com/patientmsg/gateway/templates"
-	"github.com/patientmsg/gateway/workers"
 )
 
 // rosterJSON is GET /v1/broadcasts/{id}: where every person stands.
@@ -167,15 +163,11 @@ func (s *Server) cancelBroadcast(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.opts.Broadcasts.SetState(c.UserContext(), sum.ID, broadcasts.StateCanceled)
-	if err != nil {
-		return s.unavailable(err)
-	}
-	if !ok {
+	err = s.opts.Broadcast.Cancel(c.UserContext(), sum.ID)
+	if errors.Is(err, broadcasts.ErrAlreadyCanceled) {
 		return problem(409, "not-cancelable", "the broadcast was already canceled")
 	}
-	if err := s.enqueueTask(c.UserContext(), TypeBroadcastCancel, fanoutPayload{Broadcast: sum.ID},
-		asynq.TaskID(sum.ID+":cancel"), asynq.Queue(workers.QueueFor(workers.PriorityCrisis)), asynq.MaxRetry(50)); err != nil {
+	if err != nil {
 		return s.unavailable(err)
 	}
 	sum.State = broadcasts.StateCanceled
@@ -287,91 +279,33 @@ func csvSafe(v string) string {
 // and encoding by locale, the time to send at each sender's current rate
 // and daily quota, and the estimated cost.
 func (s *Server) previewBroadcast(c *fiber.Ctx) error {
-	var in BroadcastRequest
+	var in broadcasts.Request
 	if p := decodeJSON(c, &in); p != nil {
 		return p
 	}
-	ctx, tenant := c.UserContext(), tenantOf(c)
-	cfg, inline, p := s.validateBroadcast(ctx, tenant, &in, s.opts.Now().UTC())
-	if p != nil {
-		return p
-	}
-	var recips []audiences.Recipient
-	if inline != nil {
-		recips = inline.Recipients
-	} else {
-		for i := range cfg.Chunks {
-			chunk, err := s.opts.Audiences.Chunk(ctx, tenant, cfg.AudienceID, i)
-			if err != nil {
-				return s.unavailable(err)
-			}
-			var safe map[int]bool
-			if cfg.OnlyNotSafe {
-				// As the fan-out will: leave out those who answered safe.
-				if safe, err = s.safeIn(ctx, cfg.FollowUpOf, i*audiences.ChunkSize, len(chunk)); err != nil {
-					return s.unavailable(err)
-				}
-			}
-			for j, r := range chunk {
-				if !safe[i*audiences.ChunkSize+j] {
-					recips = append(recips, r)
-				}
-			}
-		}
-	}
-	est := broadcasts.EstimateInput{Cascade: cfg.Channels, Texts: map[string]map[string]string{},
-		Senders: map[string]broadcasts.SenderCapacity{}, Prices: s.opts.Prices}
-	locales := map[string]bool{}
-	for _, r := range recips {
-		er := broadcasts.EstimateRecipient{Locale: r.Locale}
-		// Every channel the person has, in the cascade or not: those out of
-		// it tell the preview which channel would reach the unreachable.
-		for _, ch := range s.opts.Channels.Names() {
-			if addressFor(r, ch) != "" {
-				er.Channels = append(er.Channels, ch)
-			}
-		}
-		est.Recipients = append(est.Recipients, er)
-		locales[r.Locale] = true
-	}
-	set, err := s.settingsOf(ctx, tenant)
+	ctx := c.UserContext()
+	est, err := s.opts.Broadcast.Preview(ctx, tenantOf(c), &in)
 	if err != nil {
-		return s.unavailable(err)
-	}
-	var tpl *templates.Template
-	if cfg.Template != "" {
-		if tpl, err = s.opts.Templates.Get(ctx, tenant, cfg.Template); err != nil {
-			return s.unavailable(err)
-		}
-	}
-	for _, ch := range cfg.Channels {
-		est.Texts[ch] = map[string]string{}
-		for loc := range locales {
-			if tpl == nil {
-				est.Texts[ch][loc] = pickText(cfg.Body, loc)
-				continue
-			}
-			if r, err := tpl.Render(s.opts.TemplateChain, ch, loc, cfg.Vars, set.AllowPHI); err == nil {
-				text := r.Body
-				if r.Voice != nil {
-					text = r.Voice.Text
-				}
-				est.Texts[ch][loc] = text
-			}
-		}
-	}
-	if s.opts.Senders != nil {
-		st, err := s.opts.Senders.Status(ctx)
-		if err != nil {
-			return s.unavailable(err)
-		}
-		for _, x := range st {
-			est.Senders[x.Channel] = broadcasts.SenderCapacity{PerSecond: x.EffectivePerSecond, PerDay: x.PerDay, UsedToday: x.UsedToday}
-		}
+		return s.domainProblem(err)
 	}
 	// How much room Redis has left, for the people this broadcast queues.
 	return c.JSON(struct {
 		broadcasts.Estimate
 		RedisMemory *memoryJSON `json:"redis_memory,omitempty"`
-	}{broadcasts.EstimateBroadcast(est), s.redisMemory(ctx)})
+	}{est, s.redisMemory(ctx)})
+}
+
+// POST /v1/broadcasts: validates, stores the broadcast and queues its
+// fan-out in chunks; answers 202 at once, whatever the audience's size.
+func (s *Server) createBroadcast(c *fiber.Ctx) error {
+	var in broadcasts.Request
+	if p := decodeJSON(c, &in); p != nil {
+		return p
+	}
+	cfg, err := s.opts.Broadcast.Create(c.UserContext(), tenantOf(c), &in)
+	if err != nil {
+		return s.domainProblem(err)
+	}
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": cfg.ID, "state": broadcasts.StateActive, "recipients": cfg.Total,
+		"channels": cfg.Channels, "priority": cfg.Priority})
 }

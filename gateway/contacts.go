@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/ledger"
@@ -82,21 +83,21 @@ func (s *Server) putContact(c *fiber.Ctx) error {
 	}
 	ct := contacts.Contact{ID: id}
 	if in.Phone != nil {
-		if e164, ok := normalisePhone(*in.Phone); ok {
+		if e164, err := address.Phone(*in.Phone, ""); err == nil {
 			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Phone, Value: e164})
 		} else {
 			bad("phone", "is not a valid phone number; give it in international form, e.g. +14155550100")
 		}
 	}
 	if in.Email != nil {
-		if addr, ok := normaliseEmail(*in.Email); ok {
+		if addr, ok := address.Email(*in.Email); ok {
 			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Email, Value: addr})
 		} else {
 			bad("email", "is not a valid email address such as patient@example.org")
 		}
 	}
 	if in.WeChatOpenID != nil {
-		if validOpenID(*in.WeChatOpenID) {
+		if address.OpenID(*in.WeChatOpenID) {
 			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.WeChat, Value: *in.WeChatOpenID})
 		} else {
 			bad("wechat_openid", "is not a WeChat openid")
@@ -106,7 +107,7 @@ func (s *Server) putContact(c *fiber.Ctx) error {
 		bad("phone", "a contact needs at least one of phone, email or wechat_openid")
 	}
 	if in.Locale != nil {
-		if v, ok := normaliseLocale(*in.Locale); ok {
+		if v, ok := address.Locale(*in.Locale); ok {
 			ct.Locale = v
 		} else {
 			bad("locale", "is not a language tag such as en-US or zh-CN")
@@ -148,14 +149,14 @@ func (s *Server) getContact(c *fiber.Ctx) error {
 func (s *Server) findContact(c *fiber.Ctx) error {
 	var ids []consent.Identity
 	if v := c.Query("phone"); v != "" {
-		e164, ok := normalisePhone(v)
-		if !ok {
+		e164, err := address.Phone(v, "")
+		if err != nil {
 			return problem(400, "bad-query", "phone is not a valid international number")
 		}
 		ids = append(ids, consent.Identity{Kind: consent.Phone, Value: e164})
 	}
 	if v := c.Query("email"); v != "" {
-		addr, ok := normaliseEmail(v)
+		addr, ok := address.Email(v)
 		if !ok {
 			return problem(400, "bad-query", "email is not a valid address")
 		}

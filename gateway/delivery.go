@@ -15,7 +15,7 @@ import (
 
 // GET /v1/settings
 func (s *Server) getSettings(c *fiber.Ctx) error {
-	set, err := s.settingsOf(c.UserContext(), tenantOf(c))
+	set, err := s.opts.Messages.SettingsOf(c.UserContext(), tenantOf(c))
 	if err != nil {
 		return s.unavailable(err)
 	}
@@ -228,7 +228,7 @@ func (s *Server) previewTemplate(c *fiber.Ctx) error {
 	} else if err != nil {
 		return s.unavailable(err)
 	}
-	set, err := s.settingsOf(ctx, tenantOf(c))
+	set, err := s.opts.Messages.SettingsOf(ctx, tenantOf(c))
 	if err != nil {
 		return s.unavailable(err)
 	}

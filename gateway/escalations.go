@@ -6,6 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/escalation"
 )
 
@@ -15,8 +16,8 @@ func (s *Server) putEscalationRules(c *fiber.Ctx) error {
 		return p
 	}
 	for i, t := range r.OnCall {
-		e164, ok := normalisePhone(t.Phone)
-		if !ok {
+		e164, err := address.Phone(t.Phone, "")
+		if err != nil {
 			return validationProblem([]FieldError{{Field: "on_call[" + strconv.Itoa(i) + "].phone", Detail: "is not a valid international phone number"}})
 		}
 		r.OnCall[i].Phone = e164

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
@@ -26,6 +25,7 @@ import (
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
@@ -35,17 +35,16 @@ import (
 )
 
 // Enqueuer queues tasks (an *asynq.Client).
-type Enqueuer interface {
-	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
-}
+type Enqueuer = messaging.Enqueuer
 
 // TaskDeleter removes queued tasks (an *asynq.Inspector).
-type TaskDeleter interface {
-	DeleteTask(queue, id string) error
-}
+type TaskDeleter = messaging.TaskDeleter
 
 // Options configures the API.
 type Options struct {
+	// Messages makes messages (required): every message the API or a
+	// broadcast or plan it starts makes goes through it.
+	Messages *messaging.Service
 	Redis    redis.UniversalClient
 	Ledger   *ledger.Ledger
 	Queue    Enqueuer
@@ -82,18 +81,14 @@ type Options struct {
 	// (provider status callbacks and keypad answers); nil: nobody.
 	OnBroadcastStatus StatusHook
 	OnBroadcastAnswer AnswerHook
-	// Prices estimate a broadcast's cost in its preview.
-	Prices broadcasts.Prices
-	// MinAckTimeout is the shortest ack_timeout a broadcast may ask for.
-	MinAckTimeout time.Duration
-	// Broadcasts stores crisis broadcasts (nil: no broadcasts API).
+	// Broadcasts stores crisis broadcasts and Broadcast runs them (nil: no
+	// broadcasts API).
 	Broadcasts *broadcasts.Store
-	// Bulk carries a broadcast's writes for its people: the same stores as
-	// Ledger, Queue and Broadcasts, on a Redis client that sends the round
-	// trips of many people together (package autopipe). Nil: those.
-	Bulk *Bulk
-	// Followups stores follow-up plans (nil: no plans API).
+	Broadcast  *broadcasts.Engine
+	// Followups stores follow-up plans and Plans makes them (nil: no plans
+	// API).
 	Followups *followups.Store
+	Plans     *followups.Planner
 	// Senders are the paced senders GET /v1/senders shows (nil: none).
 	Senders *ratelimit.Senders
 	// Admission is admission control: tenant request rates, backlog caps
@@ -120,14 +115,6 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Bulk are the stores a broadcast's fan-out, sweep and status changes
-// write through.
-type Bulk struct {
-	Ledger     *ledger.Ledger
-	Queue      Enqueuer
-	Broadcasts *broadcasts.Store
-}
-
 // Server is the HTTP API.
 type Server struct {
 	app  *fiber.App
@@ -143,9 +130,6 @@ func New(o Options) *Server {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-	if o.Bulk == nil {
-		o.Bulk = &Bulk{Ledger: o.Ledger, Queue: o.Queue, Broadcasts: o.Broadcasts}
 	}
 	s := &Server{opts: o, keys: map[[32]byte]string{}, log: o.Logger.With("comp", "api")}
 	for k, tenant := range o.APIKeys {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/messaging"
 )
 
 type webhookIn struct {
@@ -21,7 +23,7 @@ func (s *Server) putWebhook(c *fiber.Ctx) error {
 		return p
 	}
 	u, err := url.Parse(in.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || len(in.URL) > MaxCallbackURL {
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || len(in.URL) > messaging.MaxCallbackURL {
 		return validationProblem([]FieldError{{Field: "url", Detail: "must be an absolute http(s) URL without credentials, e.g. https://ehr.example-clinic.org/hooks/gateway"}})
 	}
 	if p := s.clinicURLProblem("url", u.String()); p != nil {
@@ -36,15 +38,11 @@ func (s *Server) putWebhook(c *fiber.Ctx) error {
 }
 
 // clinicURLProblem is the 422 of a URL the gateway will never post to: an
-// address it refuses, localhost and the like (package egress; names are
-// checked again each time they are connected to).
+// address it refuses, localhost and the like (package egress).
 func (s *Server) clinicURLProblem(field, raw string) *Problem {
-	u, err := url.Parse(raw)
-	if err == nil {
-		err = s.opts.Outbound.CheckURL(u)
-	}
-	if err != nil {
-		return validationProblem([]FieldError{{Field: field, Detail: err.Error()}})
+	var invalid *messaging.InvalidError
+	if errors.As(s.opts.Messages.CheckClinicURL(field, raw), &invalid) {
+		return validationProblem(invalid.Errors)
 	}
 	return nil
 }

@@ -10,13 +10,12 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/redact"
-	"github.com/patientmsg/gateway/workers"
 )
 
 // MaxIdempotencyKey is the longest Idempotency-Key accepted.
@@ -48,156 +47,32 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 	if len(idemKey) > MaxIdempotencyKey {
 		return problem(400, "bad-idempotency-key", "Idempotency-Key is longer than 255 characters")
 	}
-	parsed, p := ParseMessageRequest(body)
+	draft, p := parseDraft(body)
 	if p != nil {
 		return p
 	}
 	// The tenant's rate and the memory guard, before any work: crisis
 	// messages pass the rate, and pass the guard until its last threshold.
-	if err := s.admitMessage(c, tenant, parsed.Priority); err != nil {
+	if err := s.admitMessage(c, tenant, draft.Priority); err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	req, err := s.prepare(ctx, tenant, parsed)
+	a, err := s.opts.Messages.Accept(c.UserContext(), tenant, draft,
+		messaging.Idempotency{Key: idemKey, BodyHash: hashBody(body), TTL: s.opts.IdempotencyTTL})
+	if errors.Is(err, ledger.ErrIdempotencyMismatch) {
+		return problem(422, "idempotency-mismatch", "this Idempotency-Key was already used with a different request body; use a new key for a new message")
+	}
 	if err != nil {
-		return err
+		return s.domainProblem(err)
 	}
-	id := ledger.NewID()
-	// Free the key when nothing is queued, so the client's retry is a new attempt.
-	releaseKey := func() {
-		if idemKey != "" {
-			_ = s.opts.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idemKey)
-		}
+	status := fiber.StatusAccepted
+	if a.Replayed {
+		c.Set("Idempotent-Replayed", "true")
+		status = fiber.StatusOK
 	}
-	if idemKey != "" {
-		first, err := s.opts.Ledger.ClaimIdempotencyKey(ctx, tenant, idemKey, hashBody(body), id, s.opts.IdempotencyTTL)
-		if errors.Is(err, ledger.ErrIdempotencyMismatch) {
-			return problem(422, "idempotency-mismatch", "this Idempotency-Key was already used with a different request body; use a new key for a new message")
-		}
-		if err != nil {
-			return s.unavailable(err)
-		}
-		if first != id {
-			return s.replay(c, tenant, first, req)
-		}
-	}
-	// The tenant's backlog on the channel (every priority but crisis).
-	counted, err := s.reserve(ctx, id, req)
-	if err != nil {
-		releaseKey()
-		return err
-	}
-	if err := s.submit(ctx, id, req); err != nil {
-		if counted {
-			s.release(tenant, req.Channel, req.Priority, id)
-		}
-		releaseKey()
-		return s.unavailable(err)
-	}
-	s.log.Debug("message queued", "tenant", tenant, "msg_id", id, "channel", req.Channel, "priority", req.Priority)
-	status := ledger.StatusQueued
-	if req.SendAt != nil {
-		status = ledger.StatusScheduled
-	}
-	return c.Status(fiber.StatusAccepted).JSON(acceptedJSON{ID: id, Status: string(status), Channel: req.Channel,
-		Priority: req.Priority, Segments: req.Segments, Encoding: req.Encoding, SendAt: req.SendAt, Deferred: req.Deferred,
-		Template: req.Template, TemplateLocale: req.TemplateLocale, TimeZone: req.TimeZone})
-}
-
-// prepare turns a parsed request into the ledger record to write: the
-// template rendered, the request validated, quiet hours applied.
-func (s *Server) prepare(ctx context.Context, tenant string, parsed *MessageRequest) (ledger.Request, error) {
-	comp, err := s.compose(ctx, tenant, parsed)
-	if err != nil {
-		return ledger.Request{}, err
-	}
-	v, p := parsed.Validate(s.opts.Channels.Names(), s.opts.Now())
-	if p != nil {
-		return ledger.Request{}, p
-	}
-	if v.CallbackURL != "" {
-		if p := s.clinicURLProblem("callback_url", v.CallbackURL); p != nil {
-			return ledger.Request{}, p
-		}
-	}
-	return s.requestOf(tenant, v, comp), nil
-}
-
-// submit writes the record, then queues its send. When the queueing fails
-// the record is removed, so no message sits "queued" forever.
-func (s *Server) submit(ctx context.Context, id string, req ledger.Request) error {
-	if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
-		return err
-	}
-	if err := s.enqueue(ctx, id, req); err != nil {
-		_ = s.opts.Ledger.Delete(context.Background(), req.Tenant, id)
-		return err
-	}
-	return nil
-}
-
-// requestOf is the ledger record of a validated request, its quiet hours
-// applied.
-func (s *Server) requestOf(tenant string, v *ValidMessage, c *composed) ledger.Request {
-	req := ledger.Request{
-		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
-		Metadata: v.Metadata, CallbackURL: v.CallbackURL, Locale: v.Locale, Subject: v.Subject, HTML: v.HTML,
-		WeChat: v.WeChat, Voice: v.Voice, ExpectReply: v.ExpectReply, CreatedAt: s.opts.Now().UTC(),
-	}
-	if v.Channel == "sms" {
-		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
-	}
-	req.Template, req.TemplateLocale = c.template, c.locale
-	s.applyQuietHours(&req, c, v.TimeZone)
-	return req
-}
-
-func (s *Server) enqueue(ctx context.Context, id string, req ledger.Request) error {
-	return s.enqueueOn(ctx, s.opts.Queue, id, req)
-}
-
-// enqueueOn queues a message's send task on q.
-func (s *Server) enqueueOn(ctx context.Context, q Enqueuer, id string, req ledger.Request) error {
-	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.opts.MaxAttempts, s.opts.AttemptTimeout))
-	if err != nil {
-		return err
-	}
-	_, err = q.EnqueueContext(ctx, t)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil // already queued
-	}
-	return err
-}
-
-// replay answers a request whose Idempotency-Key was seen before with the
-// original message, and queues nothing new.
-func (s *Server) replay(c *fiber.Ctx, tenant, id string, req ledger.Request) error {
-	ctx := c.UserContext()
-	m, err := s.opts.Ledger.Get(ctx, tenant, id)
-	if errors.Is(err, ledger.ErrNotFound) {
-		// The first request claimed the key but its record is not there yet
-		// (in flight, or it died before writing): finish its work under its id.
-		if _, err := s.opts.Ledger.Create(ctx, id, req); err != nil {
-			return s.unavailable(err)
-		}
-		if m, err = s.opts.Ledger.Get(ctx, tenant, id); err != nil {
-			return s.unavailable(err)
-		}
-	} else if err != nil {
-		return s.unavailable(err)
-	}
-	if m.Status.Rank() == 0 {
-		// Make sure it is queued (the first request may have died between
-		// writing the record and queueing it); the task id makes this a no-op
-		// when it is.
-		if err := s.enqueue(ctx, id, m.Request); err != nil {
-			return s.unavailable(err)
-		}
-	}
-	c.Set("Idempotent-Replayed", "true")
-	return c.Status(fiber.StatusOK).JSON(acceptedJSON{ID: m.ID, Status: string(m.Status), Channel: m.Channel,
-		Priority: m.Priority, Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt, Deferred: m.Deferred,
-		Template: m.Template, TemplateLocale: m.TemplateLocale, TimeZone: m.TimeZone})
+	r := a.Request
+	return c.Status(status).JSON(acceptedJSON{ID: a.ID, Status: string(a.Status), Channel: r.Channel,
+		Priority: r.Priority, Segments: r.Segments, Encoding: r.Encoding, SendAt: r.SendAt, Deferred: r.Deferred,
+		Template: r.Template, TemplateLocale: r.TemplateLocale, TimeZone: r.TimeZone})
 }
 
 // unavailable answers a storage error: 503 with Retry-After, as
@@ -322,7 +197,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 
 func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	tenant, id := tenantOf(c), messageID(c)
-	m, err := s.cancel(c.UserContext(), tenant, id)
+	m, err := s.opts.Messages.Cancel(c.UserContext(), tenant, id)
 	var ce *ledger.ConflictError
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
@@ -333,26 +208,6 @@ func (s *Server) cancelMessage(c *fiber.Ctx) error {
 		return s.unavailable(err)
 	}
 	return c.JSON(viewOf(m))
-}
-
-// cancel cancels a tenant's message the provider does not have yet and
-// removes its queued task.
-func (s *Server) cancel(ctx context.Context, tenant, id string) (*ledger.Message, error) {
-	if err := s.opts.Ledger.Cancel(ctx, tenant, id); err != nil {
-		return nil, err
-	}
-	m, err := s.opts.Ledger.Get(ctx, tenant, id)
-	if err != nil {
-		return nil, err
-	}
-	// The ledger is authoritative (a worker that picks the task up sees
-	// "canceled" and sends nothing); removing the task just frees the queue.
-	if err := s.opts.Tasks.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-		s.log.Debug("canceled message's task not deleted", "msg_id", id, "err", err)
-	}
-	// No worker may see the task again to take it out of the backlog.
-	s.release(tenant, m.Channel, m.Priority, id)
-	return m, nil
 }
 
 // messageID reads the id path parameter; ULIDs are case-insensitive.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/patientmsg/gateway/internal/messaging"
 )
 
 // Problem is an RFC 9457 problem details object. Type is a relative URI
@@ -29,10 +31,7 @@ type Problem struct {
 const DefaultRetryAfter = 5 * time.Second
 
 // FieldError points at one bad field of a request.
-type FieldError struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
-}
+type FieldError = messaging.FieldError
 
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
 
@@ -98,4 +97,26 @@ func errorHandler(c *fiber.Ctx, err error) error {
 // 5xx other than 503.
 func internalProblem() *Problem {
 	return problem(http.StatusServiceUnavailable, "internal", "the gateway failed to handle the request; it was logged. Retry after Retry-After seconds, with the same Idempotency-Key")
+}
+
+// domainProblem answers an error of the domain: a bad draft is 422 with
+// its fields, an admission refusal 429 or 503, anything else the store's
+// (503, unknown outcome).
+func (s *Server) domainProblem(err error) error {
+	var (
+		invalid *messaging.InvalidError
+		p       *Problem
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &p):
+		return p
+	case errors.As(err, &invalid):
+		return validationProblem(invalid.Errors)
+	}
+	if r := refusal(err); r != err {
+		return r
+	}
+	return s.unavailable(err)
 }

@@ -3,15 +3,33 @@ package gateway
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/workers"
 )
 
 var now = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+// DecodeMessage decodes and validates a POST /v1/messages body as the API
+// does before a template is expanded: the JSON decoder, then the messaging
+// package's checks, answered as problems.
+func DecodeMessage(body []byte, channels []string, now time.Time) (*messaging.Valid, *Problem) {
+	d, p := parseDraft(body)
+	if p != nil {
+		return nil, p
+	}
+	v, err := d.Validate(channels, now)
+	var invalid *messaging.InvalidError
+	if errors.As(err, &invalid) {
+		return nil, validationProblem(invalid.Errors)
+	}
+	return v, nil
+}
 
 func TestDecodeMessageNormalises(t *testing.T) {
 	v, p := DecodeMessage([]byte(`{"channel":"sms","to":{"phone":" +44 7911 123456 "},"body":"数据","send_at":"2026-11-23T10:00:00+08:00","metadata":{"ward": 7}}`), []string{"sms"}, now)
@@ -74,7 +92,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		if v.Channel != "sms" || !strings.HasPrefix(v.To.Phone, "+") || v.Body == "" || v.SMS.Chars > 1600 {
 			t.Fatalf("accepted an invalid message: %+v", v)
 		}
-		if len(v.Metadata) > MaxMetadataBytes {
+		if len(v.Metadata) > messaging.MaxMetadataBytes {
 			t.Fatalf("metadata too large accepted")
 		}
 	})

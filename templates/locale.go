@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/text/language"
+
+	"github.com/patientmsg/gateway/internal/address"
 )
 
 // DefaultLocale is the locale a Chain ends with unless configured otherwise.
@@ -190,17 +192,9 @@ func (c Chain) Pick(t *Template, locale string) (string, *Forms, error) {
 		ErrNoLocale, t.Name, asked, strings.Join(keys, ", "))
 }
 
-// canonicalLocale parses a BCP 47 tag and returns its canonical form.
-func canonicalLocale(s string) (string, bool) {
-	if s == "" || len(s) > 35 {
-		return "", false
-	}
-	tag, err := language.Parse(s)
-	if err != nil || tag == language.Und {
-		return "", false
-	}
-	return tag.String(), true
-}
+// canonicalLocale parses a BCP 47 tag and returns its canonical form
+// (package address owns the rule).
+func canonicalLocale(s string) (string, bool) { return address.Locale(s) }
 
 // baseLanguage returns the language subtag of a canonical tag ("zh" for
 // "zh-HK"), without guessing one for "und".

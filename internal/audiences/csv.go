@@ -12,6 +12,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
 )
 
@@ -116,7 +117,7 @@ type ParseOptions struct {
 // Rows are validated on every CPU: libphonenumber takes some 30 µs a
 // number, so a file of 200,000 phone numbers takes about 3 CPU-seconds.
 func ParseCSV(r io.Reader, o ParseOptions) (*ParseResult, error) {
-	if o.DefaultRegion != "" && knownRegion(o.DefaultRegion) == "" {
+	if o.DefaultRegion != "" && !address.KnownRegion(o.DefaultRegion) {
 		return nil, fmt.Errorf("%w: default region %q is not an ISO 3166 region code such as US or CN", ErrBadOptions, o.DefaultRegion)
 	}
 	if o.MaxRecipients <= 0 {

@@ -43,26 +43,23 @@
 package audiences
 
 import (
+	"errors"
 	"fmt"
-	"net/mail"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/nyaruka/phonenumbers"
-	"golang.org/x/text/language"
-
+	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/schedule"
 )
 
 // Limits of one recipient's fields.
 const (
-	MaxPhoneLen      = 32  // characters of a phone number as written
-	MaxEmailLen      = 254 // bytes of an email address (RFC 5321 path limit)
-	MaxOpenIDLen     = 64  // bytes of a WeChat openid
-	MaxLocaleLen     = 35  // bytes of a BCP 47 language tag
+	MaxPhoneLen      = address.MaxPhoneLen
+	MaxEmailLen      = address.MaxEmailLen
+	MaxOpenIDLen     = address.MaxOpenIDLen
+	MaxLocaleLen     = address.MaxLocaleLen
 	MaxTimeZoneLen   = 64  // bytes of an IANA time zone name
 	MaxExternalIDLen = 128 // bytes of the clinic's own reference
 )
@@ -153,17 +150,17 @@ func ValidateRecipient(r *Recipient, defaultRegion string) error {
 		}
 	}
 	if out.Email != "" {
-		if e, ok := normaliseEmail(out.Email); !ok {
+		if e, ok := address.Email(out.Email); !ok {
 			bad("email", "email %s is not a valid address", quote(out.Email))
 		} else {
 			out.Email = e
 		}
 	}
-	if out.WeChatOpenID != "" && !validOpenID(out.WeChatOpenID) {
+	if out.WeChatOpenID != "" && !address.OpenID(out.WeChatOpenID) {
 		bad("wechat_openid", "wechat_openid is not a WeChat openid (letters, digits, '-' and '_', at most %d)", MaxOpenIDLen)
 	}
 	if out.Locale != "" {
-		if l, ok := canonicalLocale(out.Locale); !ok {
+		if l, ok := address.Locale(out.Locale); !ok {
 			bad("locale", "locale %s is not a language tag such as en, zh-CN or es-419", quote(out.Locale))
 		} else {
 			out.Locale = l
@@ -192,123 +189,21 @@ func ValidateRecipient(r *Recipient, defaultRegion string) error {
 	return nil
 }
 
-// scientific matches a number a spreadsheet has turned into scientific
-// notation (8.61381E+12): the digits are lost and cannot be recovered.
-var scientific = regexp.MustCompile(`^[0-9]+([.,][0-9]+)?[eE]\+?[0-9]+$`)
-
 // normalisePhone returns the E.164 form of a phone number, or a reason why
-// it is not usable.
+// it is not usable, quoting it for the uploader.
 func normalisePhone(s, defaultRegion string) (string, string) {
-	if utf8.RuneCountInString(s) > MaxPhoneLen {
+	e, err := address.Phone(s, defaultRegion)
+	switch {
+	case err == nil:
+		return e, ""
+	case errors.Is(err, address.ErrPhoneTooLong):
 		return "", fmt.Sprintf("phone %s is not a valid number (longer than %d characters)", quote(s), MaxPhoneLen)
+	case errors.Is(err, address.ErrPhoneScientific):
+		return "", fmt.Sprintf("phone %s is not a valid number: %v", quote(s), err)
+	case errors.Is(err, address.ErrNoCountryCode):
+		return "", fmt.Sprintf("phone %s has no country code: write it in international form, starting with + and the country code", quote(s))
 	}
-	if scientific.MatchString(s) {
-		return "", fmt.Sprintf("phone %s is not a valid number: a spreadsheet turned it into scientific notation; format the column as text and export again", quote(s))
-	}
-	if !phoneShaped(s) {
-		return "", fmt.Sprintf("phone %s is not a valid number", quote(s))
-	}
-	region := ""
-	if !strings.HasPrefix(s, "+") && !strings.HasPrefix(s, "＋") {
-		region = knownRegion(defaultRegion)
-		if region == "" {
-			return "", fmt.Sprintf("phone %s has no country code: write it in international form, starting with + and the country code", quote(s))
-		}
-	}
-	n, err := phonenumbers.Parse(s, region)
-	if err != nil || !phonenumbers.IsValidNumber(n) {
-		return "", fmt.Sprintf("phone %s is not a valid number", quote(s))
-	}
-	return phonenumbers.Format(n, phonenumbers.E164), ""
-}
-
-// phonePunctuation is what may separate the digits of a phone number, as
-// libphonenumber reads it (ASCII and full-width dashes, slashes, dots,
-// brackets, tildes and invisible spaces).
-const phonePunctuation = "-‐‑‒–—―−ー－/／.．()（）[]［］~⁓∼～\u00ad\u200b\u2060"
-
-// phoneShaped reports whether s has only what a phone number is written
-// with: a leading plus sign, 3 to 17 digits (15 of E.164 after a 2-digit
-// international prefix), spaces and punctuation. Letters are refused:
-// libphonenumber would read them as keypad digits (1-800-FLOWERS) or
-// "ext." as an extension, neither of which belongs in a broadcast list.
-// The check is cheap, so junk is refused before the costly parse.
-func phoneShaped(s string) bool {
-	digits := 0
-	for i, c := range s {
-		switch {
-		case unicode.IsDigit(c):
-			digits++
-		case c == '+' || c == '＋':
-			if i != 0 {
-				return false
-			}
-		case unicode.IsSpace(c) || strings.ContainsRune(phonePunctuation, c):
-		default:
-			return false
-		}
-	}
-	return digits >= 3 && digits <= 17
-}
-
-// knownRegion returns the upper-case region code when libphonenumber knows
-// it, else "".
-func knownRegion(region string) string {
-	region = strings.ToUpper(strings.TrimSpace(region))
-	if region == "" || phonenumbers.GetCountryCodeForRegion(region) == 0 {
-		return ""
-	}
-	return region
-}
-
-// normaliseEmail accepts a bare address (no display name, no comments)
-// with a dotted domain and lower-cases the domain.
-func normaliseEmail(s string) (string, bool) {
-	if len(s) > MaxEmailLen || !printable(s) {
-		return "", false
-	}
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Name != "" || a.Address != s {
-		return "", false
-	}
-	at := strings.LastIndexByte(s, '@')
-	if at < 1 || !strings.Contains(s[at+1:], ".") || strings.HasSuffix(s, ".") {
-		return "", false
-	}
-	return consent.Normalise(consent.Identity{Kind: consent.Email, Value: s}).Value, true
-}
-
-// validOpenID reports whether s looks like a WeChat openid: letters,
-// digits, '-' and '_'.
-func validOpenID(s string) bool {
-	if s == "" || len(s) > MaxOpenIDLen {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// canonicalLocale parses a BCP 47 tag (zh-CN, zh_CN, es-419) and returns
-// its canonical form; "und" is refused: it says nothing.
-func canonicalLocale(s string) (string, bool) {
-	if len(s) > MaxLocaleLen {
-		return "", false
-	}
-	tag, err := language.Parse(s)
-	if err != nil || tag == language.Und {
-		return "", false
-	}
-	canon := tag.String()
-	// The canonical form must read back as itself, so normalising twice
-	// gives the same recipient.
-	if again, err := language.Parse(canon); err != nil || again.String() != canon {
-		return "", false
-	}
-	return canon, true
+	return "", fmt.Sprintf("phone %s is not a valid number", quote(s))
 }
 
 // validZone reports whether s names an IANA time zone.

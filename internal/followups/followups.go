@@ -68,8 +68,8 @@ const (
 // out when its plan was stopped.
 const DetailAlreadySent = "already sent"
 
-// MaxSteps is the most steps a plan may have.
-const MaxSteps = 100
+// MaxSteps is the most steps a plan may have (the API's limit too).
+const MaxSteps = 50
 
 // DefaultRetention is how long a plan is kept after its last step is due
 // when NewStore is given no retention.

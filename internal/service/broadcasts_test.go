@@ -155,7 +155,7 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 		meta["broadcast_person"] != float64(p0.Index) || sent.Body["status"] == "queued" {
 		t.Fatalf("a broadcast message in the ledger = %d %.400s", sent.Status, sent.Raw)
 	}
-	if err := e.svc.API.BroadcastAnswer(context.Background(), fmt.Sprintf("%s:%d", id, p0.Index), p0.Tries[len(p0.Tries)-1].MessageID,
+	if err := e.svc.Broadcast.Answer(context.Background(), fmt.Sprintf("%s:%d", id, p0.Index), p0.Tries[len(p0.Tries)-1].MessageID,
 		"sms", "safe", "", p0.AnsweredAt.Add(-time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}

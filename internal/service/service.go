@@ -30,6 +30,7 @@ import (
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
@@ -78,14 +79,16 @@ type Service struct {
 	Admission *admission.Controller
 	// Recordings is the blob store of call recordings (nil without voice).
 	Recordings *recordings.Store
-	API        *gateway.Server
-	Workers    *workers.Server
+	// Messages makes every message; Broadcast runs crisis broadcasts and
+	// Plans makes follow-up plans, through it. Every role has them.
+	Messages  *messaging.Service
+	Broadcast *broadcasts.Engine
+	Plans     *followups.Planner
+	API       *gateway.Server
+	Workers   *workers.Server
 
-	client    *asynq.Client
-	inspector *asynq.Inspector
-	// engine builds and cancels messages for broadcasts and plans in every
-	// role (it is the API when the process serves one).
-	engine     *gateway.Server
+	client     *asynq.Client
+	inspector  *asynq.Inspector
 	closers    []func() error
 	stopSweep  context.CancelFunc
 	ln         net.Listener
@@ -196,44 +199,48 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("quiet hours: %w", err)
 	}
+	// The one way a message is made, for the API, broadcasts, follow-up
+	// plans and escalation pages alike.
+	contactStore := contacts.New(rdb)
+	s.Messages = &messaging.Service{Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels,
+		Contacts: contactStore, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone,
+		Outbound: egress.Policy{Allow: cfg.WebhookAllowNetworks}, Admission: s.Admission,
+		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "messaging"), Now: time.Now}
 	// A broadcast writes for thousands of people at once: through a client
 	// that sends their round trips together.
 	batched := autopipe.New(rdb, autopipe.Options{})
 	s.closers = append(s.closers, batched.Close)
-	bulk := &gateway.Bulk{Ledger: ledger.New(batched, cfg.Retention), Queue: asynq.NewClientFromRedisClient(batched),
-		Broadcasts: broadcasts.NewStore(batched, cfg.Retention)}
-	bulk.Ledger.OnCreate = onCreate
-	// The API serves it; workers run broadcasts through the same message
-	// building (templates, quiet hours) without serving it.
-	var engine *gateway.Server
-	engine = gateway.New(gateway.Options{
-		Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
-		APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
-		IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
-		AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
-		Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
-		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), Bulk: bulk, MinAckTimeout: cfg.MinAckTimeout,
-		Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
+	bulkLedger := ledger.New(batched, cfg.Retention)
+	bulkLedger.OnCreate = onCreate
+	broadcastStore := broadcasts.NewStore(rdb, cfg.Retention)
+	audienceStore := audiences.NewStore(rdb, audiences.DefaultTTL)
+	s.Broadcast = (&broadcasts.Engine{Messages: s.Messages, Store: broadcastStore, Audiences: audienceStore, Queue: s.client,
+		Bulk:     broadcasts.Bulk{Ledger: bulkLedger, Queue: asynq.NewClientFromRedisClient(batched), Store: broadcasts.NewStore(batched, cfg.Retention)},
+		Channels: s.Channels, Templates: tpl, TemplateChain: chain, MinAckTimeout: cfg.MinAckTimeout, DefaultRegion: cfg.DefaultRegion,
+		Senders: senders, Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
-		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
-			return engine.BroadcastStatus(ctx, link, id, st)
-		},
-		OnBroadcastAnswer: func(ctx context.Context, link, id, ch, option, digits string, at time.Time) error {
-			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
-		},
-		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
-		Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
-		Admission: s.Admission,
-	})
-	s.engine = engine
+		Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
+	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore, Now: time.Now}
 	if role&config.RoleAPI != 0 {
-		s.API = engine
+		s.API = gateway.New(gateway.Options{
+			Redis: rdb, Messages: s.Messages, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contactStore, Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
+			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
+			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
+			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
+			Audiences: audienceStore, MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
+			Broadcasts: broadcastStore, Broadcast: s.Broadcast,
+			OnBroadcastStatus: s.Broadcast.Status,
+			OnBroadcastAnswer: s.Broadcast.Answer,
+			Followups:         s.Followups, Plans: s.Plans, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
+			Admission: s.Admission,
+		})
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
-			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: engine.BroadcastStatus,
-			RecordBroadcast: engine.RecordBroadcastMessage}
+			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: s.Broadcast.Status,
+			RecordBroadcast: s.Broadcast.RecordMessage}
 		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
@@ -242,8 +249,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks")},
 			Escalation: s.Escalator,
 			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
-				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: engine.BroadcastAnswer},
-			Broadcast: engine.BroadcastHandler()}
+				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: s.Broadcast.Answer},
+			Broadcast: workers.BroadcastHandler(s.Broadcast)}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -260,7 +267,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 // stopPlans stops the active follow-up plans of an identity whose stop_on
 // holds the condition, canceling their steps not yet sent.
 func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition, reason string) {
-	n, err := s.Followups.StopFor(ctx, id, condition, reason, s.engine.CancelStep)
+	n, err := s.Followups.StopFor(ctx, id, condition, reason, s.Plans.CancelStep)
 	if err != nil {
 		s.log.Error("could not stop follow-up plans", "condition", condition, "err", err)
 	} else if n > 0 {
@@ -447,18 +454,5 @@ func (s *Service) sendNotification(ctx context.Context, tenant string, t escalat
 	if _, ok := s.Channels.Get(t.Channel); !ok {
 		return "", fmt.Errorf("on-call channel %s is not configured", t.Channel)
 	}
-	id := ledger.NewID()
-	req := ledger.Request{Tenant: tenant, Channel: t.Channel, To: ledger.Recipient{Phone: t.Phone}, Body: text,
-		Priority: workers.PriorityCrisis, CreatedAt: time.Now().UTC()}
-	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
-		return "", err
-	}
-	task, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.Config.Worker.MaxAttempts, AttemptTimeout(s.Config)))
-	if err != nil {
-		return "", err
-	}
-	if _, err := s.client.EnqueueContext(ctx, task); err != nil {
-		return "", err
-	}
-	return id, nil
+	return s.Messages.Page(ctx, tenant, t.Channel, t.Phone, text)
 }

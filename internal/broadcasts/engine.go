@@ -1,10 +1,11 @@
-package gateway
+package broadcasts
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sort"
@@ -14,69 +15,108 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/audiences"
-	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/workers"
 )
 
-// Task types of broadcasts (run by the workers).
-const (
-	TypeBroadcastFanout = "broadcast:fanout" // one chunk of the audience
-	TypeBroadcastSweep  = "broadcast:sweep"  // people whose try timed out, every second
-	TypeBroadcastCancel = "broadcast:cancel" // stop what has not been sent
-)
+// Engine runs crisis broadcasts: it checks and creates them, fans each
+// out to its audience in chunks, cascades every person through the
+// broadcast's channels until they acknowledge, times them out (the sweep),
+// files their answers and cancels what has not been sent. Every message it
+// makes goes through Messages, as the API's do. Its worker tasks are in
+// package workers; they call Fanout, Sweep and CancelPeople.
+type Engine struct {
+	// Messages makes each person's messages (required).
+	Messages *messaging.Service
+	// Store keeps the broadcasts and their people, Audiences the lists
+	// they go to (required).
+	Store     *Store
+	Audiences *audiences.Store
+	// Queue queues the engine's own tasks (fan-out, sweep, cancel).
+	Queue messaging.Enqueuer
+	// Bulk carries the writes for a broadcast's people: the same stores on
+	// a Redis client that sends the round trips of many people together
+	// (package autopipe). Zero fields: Messages.Ledger, Queue and Store.
+	Bulk Bulk
+	// Channels are the configured channels; Templates and TemplateChain
+	// render a broadcast's template to check it before it starts.
+	Channels      *channels.Registry
+	Templates     *templates.Store
+	TemplateChain templates.Chain
+	// MinAckTimeout is the shortest ack_timeout a broadcast may ask for
+	// (0: a minute).
+	MinAckTimeout time.Duration
+	// DefaultRegion is the phone region of an inline audience's numbers
+	// without a country code ("" requires +country codes).
+	DefaultRegion string
+	// Senders and Prices feed a preview's time and cost estimates (nil:
+	// none).
+	Senders *ratelimit.Senders
+	Prices  Prices
+	Logger  *slog.Logger
+	// Now is the clock (required).
+	Now func() time.Time
 
-// Broadcast limits.
-const (
-	MaxInlineAudience  = 10000
-	DefaultAckTimeout  = 10 * time.Minute
-	MaxBroadcastOption = 9
-)
-
-// BroadcastRequest is the body of POST /v1/broadcasts.
-type BroadcastRequest struct {
-	Name        string                `json:"name"`
-	Audience    []audiences.Recipient `json:"audience"`
-	AudienceID  string                `json:"audience_csv_upload_id"`
-	Channels    []string              `json:"channels"`
-	Template    *string               `json:"template"`
-	Vars        map[string]string     `json:"vars"`
-	Body        map[string]string     `json:"body"`
-	Poll        *broadcasts.Poll      `json:"poll"`
-	AckTimeout  string                `json:"ack_timeout"`
-	Priority    string                `json:"priority"`
-	SendAt      *string               `json:"send_at"`
-	FollowUpOf  string                `json:"follow_up_of"`
-	OnlyNotSafe bool                  `json:"only_not_safe"`
+	mu      sync.Mutex
+	configs map[string]*Config
 }
 
-// POST /v1/broadcasts: validates, stores the broadcast and queues its
-// fan-out in chunks; answers 202 at once, whatever the audience's size.
-func (s *Server) createBroadcast(c *fiber.Ctx) error {
-	var in BroadcastRequest
-	if p := decodeJSON(c, &in); p != nil {
-		return p
+// Bulk are the stores a broadcast's fan-out, sweep and status changes
+// write through.
+type Bulk struct {
+	Ledger *ledger.Ledger
+	Queue  messaging.Enqueuer
+	Store  *Store
+}
+
+// Init fills the engine's defaults; call it once before use.
+func (e *Engine) Init() *Engine {
+	if e.Bulk.Ledger == nil {
+		e.Bulk.Ledger = e.Messages.Ledger
 	}
-	ctx, tenant, now := c.UserContext(), tenantOf(c), s.opts.Now().UTC()
-	cfg, audience, p := s.validateBroadcast(c.UserContext(), tenant, &in, now)
-	if p != nil {
-		return p
+	if e.Bulk.Queue == nil {
+		e.Bulk.Queue = e.Queue
+	}
+	if e.Bulk.Store == nil {
+		e.Bulk.Store = e.Store
+	}
+	return e
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Logger == nil {
+		return slog.Default()
+	}
+	return e.Logger
+}
+
+// Create checks a broadcast, stores it (with its inline audience) and
+// queues its fan-out in chunks; it returns at once, whatever the
+// audience's size. A bad request is a *messaging.InvalidError.
+func (e *Engine) Create(ctx context.Context, tenant string, in *Request) (*Config, error) {
+	now := e.Now().UTC()
+	cfg, audience, err := e.validateBroadcast(ctx, tenant, in, now)
+	if err != nil {
+		return nil, err
 	}
 	if audience != nil {
-		a, err := s.opts.Audiences.Save(ctx, tenant, audience)
+		a, err := e.Audiences.Save(ctx, tenant, audience)
 		if err != nil {
-			return s.unavailable(err)
+			return nil, err
 		}
 		cfg.AudienceID, cfg.Total, cfg.Chunks = a.ID, a.Count, a.Chunks
 	}
-	if err := s.opts.Broadcasts.Create(ctx, cfg); err != nil {
-		return s.unavailable(err)
+	if err := e.Store.Create(ctx, cfg); err != nil {
+		return nil, err
 	}
 	// The chunks' tasks are queued together: workers start on the first
 	// while the rest are queued, and must not slow the answer down.
@@ -85,26 +125,66 @@ func (s *Server) createBroadcast(c *fiber.Ctx) error {
 		// The fan-out runs in the main pool, so the crisis pool is free to
 		// send the messages it makes as soon as they are queued.
 		g.Go(func() error {
-			return s.enqueueTaskOn(gctx, s.opts.Bulk.Queue, TypeBroadcastFanout, fanoutPayload{Broadcast: cfg.ID, Chunk: i},
+			return e.enqueueTaskOn(gctx, e.Bulk.Queue, workers.TypeBroadcastFanout, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: i},
 				asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50))
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return s.unavailable(err)
+		return nil, err
 	}
-	if err := s.scheduleSweep(ctx, cfg.ID, s.opts.Now().Add(time.Second)); err != nil {
-		return s.unavailable(err)
+	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
+		return nil, err
 	}
-	s.log.Info("broadcast created", "tenant", tenant, "broadcast_id", cfg.ID, "recipients", cfg.Total, "chunks", cfg.Chunks)
-	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": cfg.ID, "state": broadcasts.StateActive, "recipients": cfg.Total,
-		"channels": cfg.Channels, "priority": cfg.Priority})
+	e.log().Info("broadcast created", "tenant", tenant, "broadcast_id", cfg.ID, "recipients", cfg.Total, "chunks", cfg.Chunks)
+	return cfg, nil
 }
 
-func (s *Server) enqueueTask(ctx context.Context, typ string, payload any, opts ...asynq.Option) error {
-	return s.enqueueTaskOn(ctx, s.opts.Queue, typ, payload, opts...)
+// ErrAlreadyCanceled: the broadcast was canceled before.
+var ErrAlreadyCanceled = errors.New("the broadcast was already canceled")
+
+// Cancel stops a broadcast: nobody is sent anything new, and the messages
+// not yet with a provider are canceled (by a worker task, CancelPeople).
+func (e *Engine) Cancel(ctx context.Context, id string) error {
+	ok, err := e.Store.SetState(ctx, id, StateCanceled)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrAlreadyCanceled
+	}
+	return e.enqueueTask(ctx, workers.TypeBroadcastCancel, workers.BroadcastPayload{Broadcast: id},
+		asynq.TaskID(id+":cancel"), asynq.Queue(workers.QueueFor(workers.PriorityCrisis)), asynq.MaxRetry(50))
 }
 
-func (s *Server) enqueueTaskOn(ctx context.Context, q Enqueuer, typ string, payload any, opts ...asynq.Option) error {
+// Broadcast limits.
+const (
+	MaxInlineAudience  = 10000
+	DefaultAckTimeout  = 10 * time.Minute
+	MaxBroadcastOption = 9
+)
+
+// Request is the body of POST /v1/
+type Request struct {
+	Name        string                `json:"name"`
+	Audience    []audiences.Recipient `json:"audience"`
+	AudienceID  string                `json:"audience_csv_upload_id"`
+	Channels    []string              `json:"channels"`
+	Template    *string               `json:"template"`
+	Vars        map[string]string     `json:"vars"`
+	Body        map[string]string     `json:"body"`
+	Poll        *Poll                 `json:"poll"`
+	AckTimeout  string                `json:"ack_timeout"`
+	Priority    string                `json:"priority"`
+	SendAt      *string               `json:"send_at"`
+	FollowUpOf  string                `json:"follow_up_of"`
+	OnlyNotSafe bool                  `json:"only_not_safe"`
+}
+
+func (e *Engine) enqueueTask(ctx context.Context, typ string, payload any, opts ...asynq.Option) error {
+	return e.enqueueTaskOn(ctx, e.Queue, typ, payload, opts...)
+}
+
+func (e *Engine) enqueueTaskOn(ctx context.Context, q messaging.Enqueuer, typ string, payload any, opts ...asynq.Option) error {
 	b, _ := json.Marshal(payload)
 	_, err := q.EnqueueContext(ctx, asynq.NewTask(typ, b, opts...))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -116,24 +196,24 @@ func (s *Server) enqueueTaskOn(ctx context.Context, q Enqueuer, typ string, payl
 // validateBroadcast checks a request and returns the broadcast to create,
 // and the inline audience to store (nil when the audience is an upload or
 // the audience of an earlier broadcast).
-func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *BroadcastRequest, now time.Time) (*broadcasts.Config, *audiences.ParseResult, *Problem) {
-	var errs []FieldError
+func (e *Engine) validateBroadcast(ctx context.Context, tenant string, in *Request, now time.Time) (*Config, *audiences.ParseResult, error) {
+	var errs []messaging.FieldError
 	bad := func(field, format string, a ...any) {
-		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
+		errs = append(errs, messaging.FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
 	}
-	cfg := &broadcasts.Config{ID: broadcasts.NewID(), Tenant: tenant, Name: strings.TrimSpace(in.Name), Vars: in.Vars,
+	cfg := &Config{ID: NewID(), Tenant: tenant, Name: strings.TrimSpace(in.Name), Vars: in.Vars,
 		Body: in.Body, Poll: in.Poll, Priority: in.Priority, CreatedAt: now, FollowUpOf: in.FollowUpOf}
 	if len(cfg.Name) > 200 {
 		bad("name", "is longer than 200 characters")
 	}
-	configured := s.opts.Channels.Names()
+	configured := e.Channels.Names()
 	if len(in.Channels) == 0 || len(in.Channels) > 4 {
 		bad("channels", "must list 1 to 4 channels, tried in order until the person acknowledges, e.g. [\"wechat\", \"sms\", \"voice\"]")
 	}
 	for i, ch := range in.Channels {
 		switch {
 		case !slices.Contains(configured, ch):
-			bad(fmt.Sprintf("channels[%d]", i), "%q is not a configured channel; configured: %s", clip(ch), strings.Join(configured, ", "))
+			bad(fmt.Sprintf("channels[%d]", i), "%q is not a configured channel; configured: %s", messaging.Clip(ch), strings.Join(configured, ", "))
 		case slices.Contains(cfg.Channels, ch):
 			bad(fmt.Sprintf("channels[%d]", i), "%q is listed twice", ch)
 		default:
@@ -149,7 +229,7 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 	}
 	cfg.AckTimeout = DefaultAckTimeout
 	if in.AckTimeout != "" {
-		least := s.opts.MinAckTimeout
+		least := e.MinAckTimeout
 		if least <= 0 {
 			least = time.Minute
 		}
@@ -165,7 +245,7 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 		switch {
 		case err != nil:
 			bad("send_at", "is not an RFC 3339 time such as 2026-11-23T10:00:00+08:00")
-		case t.After(now.Add(MaxScheduleAhead)):
+		case t.After(now.Add(messaging.MaxScheduleAhead)):
 			bad("send_at", "is too far ahead")
 		case t.After(now):
 			u := t.UTC()
@@ -183,8 +263,8 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 			}
 		}
 		for loc, text := range p.Question {
-			if _, ok := normaliseLocale(loc); !ok && loc != "" {
-				bad("poll.question", "%q is not a locale such as en or zh-CN", clip(loc))
+			if _, ok := address.Locale(loc); !ok && loc != "" {
+				bad("poll.question", "%q is not a locale such as en or zh-CN", messaging.Clip(loc))
 			} else if strings.TrimSpace(text) == "" || utf8.RuneCountInString(text) > MaxPollQuestion {
 				bad("poll.question", "each question is 1 to %d characters", MaxPollQuestion)
 			}
@@ -195,14 +275,14 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 		bad("template", "give either a template or body, not both")
 	case in.Template != nil:
 		cfg.Template = strings.TrimSpace(*in.Template)
-		s.checkBroadcastTemplate(ctx, tenant, cfg, bad)
+		e.checkBroadcastTemplate(ctx, tenant, cfg, bad)
 	case len(in.Body) > 0:
 		for loc, text := range in.Body {
-			if _, ok := normaliseLocale(loc); !ok && loc != "" {
-				bad("body", "%q is not a locale such as en or zh-CN", clip(loc))
+			if _, ok := address.Locale(loc); !ok && loc != "" {
+				bad("body", "%q is not a locale such as en or zh-CN", messaging.Clip(loc))
 			}
 			if strings.TrimSpace(text) == "" || len([]rune(text)) > 1600 {
-				bad("body."+clip(loc), "must be 1 to 1,600 characters")
+				bad("body."+messaging.Clip(loc), "must be 1 to 1,600 characters")
 			}
 		}
 	default:
@@ -224,7 +304,7 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 		inline = &audiences.ParseResult{}
 		seen := map[string]int{}
 		for i, r := range in.Audience {
-			if err := audiences.ValidateRecipient(&r, s.opts.DefaultRegion); err != nil {
+			if err := audiences.ValidateRecipient(&r, e.DefaultRegion); err != nil {
 				bad(fmt.Sprintf("audience[%d]", i), "%v", err)
 				continue
 			}
@@ -242,28 +322,28 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 		}
 		inline.Rows = len(inline.Recipients)
 	case in.AudienceID != "":
-		a, err := s.opts.Audiences.Get(ctx, tenant, in.AudienceID)
+		a, err := e.Audiences.Get(ctx, tenant, in.AudienceID)
 		if errors.Is(err, audiences.ErrNotFound) {
 			bad("audience_csv_upload_id", "is not an audience of this tenant (uploads are kept 7 days)")
 		} else if err != nil {
-			return nil, nil, s.unavailable(err).(*Problem)
+			return nil, nil, err
 		} else {
 			cfg.AudienceID, cfg.Total, cfg.Chunks = a.ID, a.Count, a.Chunks
 		}
 	case in.FollowUpOf != "":
-		orig, err := s.opts.Broadcasts.Get(ctx, tenant, in.FollowUpOf)
-		if errors.Is(err, broadcasts.ErrNotFound) {
+		orig, err := e.Store.Get(ctx, tenant, in.FollowUpOf)
+		if errors.Is(err, ErrNotFound) {
 			bad("follow_up_of", "is not a broadcast of this tenant")
 		} else if err != nil {
-			return nil, nil, s.unavailable(err).(*Problem)
+			return nil, nil, err
 		} else {
 			cfg.AudienceID, cfg.Total, cfg.Chunks = orig.AudienceID, orig.Total, orig.Chunks
 			cfg.OnlyNotSafe = in.OnlyNotSafe
 			if in.OnlyNotSafe {
 				// Those safe now are left out (the fan-out checks again).
-				safe, err := s.opts.Broadcasts.Count(ctx, orig.ID, "ans:safe")
+				safe, err := e.Store.Count(ctx, orig.ID, "ans:safe")
 				if err != nil {
-					return nil, nil, s.unavailable(err).(*Problem)
+					return nil, nil, err
 				}
 				cfg.Total = max(cfg.Total-int(safe), 0)
 			}
@@ -273,104 +353,84 @@ func (s *Server) validateBroadcast(ctx context.Context, tenant string, in *Broad
 		bad("only_not_safe", "only applies with follow_up_of")
 	}
 	if len(errs) > 0 {
-		return nil, nil, validationProblem(errs)
+		return nil, nil, &messaging.InvalidError{Errors: errs}
 	}
 	return cfg, inline, nil
 }
 
 // checkBroadcastTemplate renders the template on every channel with the
 // given variables, so a mistake is a 422 now rather than a failed fan-out.
-func (s *Server) checkBroadcastTemplate(ctx context.Context, tenant string, cfg *broadcasts.Config, bad func(string, string, ...any)) {
-	if s.opts.Templates == nil {
+func (e *Engine) checkBroadcastTemplate(ctx context.Context, tenant string, cfg *Config, bad func(string, string, ...any)) {
+	if e.Templates == nil {
 		bad("template", "templates are not available on this gateway")
 		return
 	}
-	t, err := s.opts.Templates.Get(ctx, tenant, cfg.Template)
+	t, err := e.Templates.Get(ctx, tenant, cfg.Template)
 	if errors.Is(err, templates.ErrNotFound) {
-		bad("template", "%q is not a template of this tenant or a built-in one; GET /v1/templates lists them", clip(cfg.Template))
+		bad("template", "%q is not a template of this tenant or a built-in one; GET /v1/templates lists them", messaging.Clip(cfg.Template))
 		return
 	} else if err != nil {
 		bad("template", "could not be read: try again")
 		return
 	}
-	set, _ := s.settingsOf(ctx, tenant)
+	set, _ := e.Messages.SettingsOf(ctx, tenant)
 	for _, ch := range cfg.Channels {
-		if _, err := t.Render(s.opts.TemplateChain, ch, "", cfg.Vars, set.AllowPHI); err != nil {
-			for _, fe := range templateProblem(cfg.Template, ch, err).Errors {
+		if _, err := t.Render(e.TemplateChain, ch, "", cfg.Vars, set.AllowPHI); err != nil {
+			for _, fe := range messaging.TemplateError(cfg.Template, ch, err).Errors {
 				bad(fe.Field, "%s (channel %s)", fe.Detail, ch)
 			}
 		}
 	}
 }
 
-type fanoutPayload struct {
-	Broadcast string `json:"bc"`
-	Chunk     int    `json:"chunk"`
-}
+// maxCachedConfigs bounds the engine's cache of broadcasts'
+// configurations: a few crisis broadcasts run at once, not thousands.
+const maxCachedConfigs = 256
 
-// configs caches broadcasts' configurations (they never change).
-var configs sync.Map
-
-func (s *Server) broadcastConfig(ctx context.Context, id string) (*broadcasts.Config, error) {
-	if c, ok := configs.Load(id); ok {
-		return c.(*broadcasts.Config), nil
+// broadcastConfig reads a broadcast's configuration, which never changes,
+// through a bounded cache: status callbacks and answers of a running
+// broadcast come by the thousand.
+func (e *Engine) broadcastConfig(ctx context.Context, id string) (*Config, error) {
+	e.mu.Lock()
+	c, ok := e.configs[id]
+	e.mu.Unlock()
+	if ok {
+		return c, nil
 	}
-	sum, err := s.opts.Broadcasts.Get(ctx, "", id)
+	sum, err := e.Store.Get(ctx, "", id)
 	if err != nil {
 		return nil, err
 	}
-	configs.Store(id, &sum.Config)
+	e.mu.Lock()
+	if e.configs == nil || len(e.configs) >= maxCachedConfigs {
+		e.configs = make(map[string]*Config, maxCachedConfigs)
+	}
+	e.configs[id] = &sum.Config
+	e.mu.Unlock()
 	return &sum.Config, nil
 }
 
-// BroadcastHandler runs a broadcast's worker tasks.
-func (s *Server) BroadcastHandler() asynq.Handler {
-	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		switch t.Type() {
-		case TypeBroadcastFanout:
-			var p fanoutPayload
-			if json.Unmarshal(t.Payload(), &p) != nil {
-				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
-			}
-			return s.fanout(ctx, p)
-		case TypeBroadcastSweep:
-			var p fanoutPayload
-			if json.Unmarshal(t.Payload(), &p) != nil {
-				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
-			}
-			return s.sweep(ctx, p.Broadcast)
-		case TypeBroadcastCancel:
-			var p fanoutPayload
-			if json.Unmarshal(t.Payload(), &p) != nil {
-				return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
-			}
-			return s.cancelPeople(ctx, p.Broadcast)
-		}
-		return fmt.Errorf("unknown task %s: %w", t.Type(), asynq.SkipRetry)
-	})
-}
-
-// fanout makes the people of one chunk of the audience and sends each the
+// Fanout makes the people of one chunk of the audience and sends each the
 // first channel they have. It is safe to run again (after a worker
 // restart): people already made are not made twice, and a message already
 // queued is not queued again.
-func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
-	sum, err := s.opts.Broadcasts.Get(ctx, "", p.Broadcast)
-	if errors.Is(err, broadcasts.ErrNotFound) {
+func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
+	sum, err := e.Store.Get(ctx, "", p.Broadcast)
+	if errors.Is(err, ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	if sum.State != broadcasts.StateActive {
+	if sum.State != StateActive {
 		return nil
 	}
 	cfg := &sum.Config
 	// The sweep that times people out runs while anyone waits; should its
 	// chain have broken (a lost task), the fan-out starts it again.
-	if err := s.scheduleSweep(ctx, cfg.ID, s.opts.Now().Add(time.Second)); err != nil {
+	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
 		return err
 	}
-	recips, err := s.opts.Audiences.Chunk(ctx, cfg.Tenant, cfg.AudienceID, p.Chunk)
+	recips, err := e.Audiences.Chunk(ctx, cfg.Tenant, cfg.AudienceID, p.Chunk)
 	if errors.Is(err, audiences.ErrNotFound) {
 		return nil // the audience expired
 	} else if err != nil {
@@ -379,38 +439,38 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 	base := p.Chunk * audiences.ChunkSize
 	var skip map[int]bool
 	if cfg.OnlyNotSafe {
-		if skip, err = s.safeIn(ctx, cfg.FollowUpOf, base, len(recips)); err != nil {
+		if skip, err = e.safeIn(ctx, cfg.FollowUpOf, base, len(recips)); err != nil {
 			return err
 		}
 	}
 	// Each new person starts at their first channel: a try queued, with the
 	// deadline for an acknowledgement; a person without any of the
 	// broadcast's channels is unreachable from the start.
-	now := s.opts.Now().UTC()
+	now := e.Now().UTC()
 	starts := now
 	if cfg.SendAt != nil && cfg.SendAt.After(now) {
 		starts = *cfg.SendAt
 	}
 	deadline := starts.Add(cfg.AckTimeout)
-	people := make([]*broadcasts.Person, 0, len(recips))
+	people := make([]*Person, 0, len(recips))
 	for j, r := range recips {
 		if skip[base+j] {
 			continue
 		}
-		person := &broadcasts.Person{Index: base + j, To: r, State: broadcasts.PersonUnreachable, Tries: []broadcasts.Try{}}
+		person := &Person{Index: base + j, To: r, State: PersonUnreachable, Tries: []Try{}}
 		for _, ch := range cfg.Channels {
 			if addressFor(r, ch) != "" {
 				person.Channels = append(person.Channels, ch)
 			}
 		}
 		if len(person.Channels) > 0 {
-			person.State, person.Deadline = broadcasts.PersonQueued, &deadline
-			person.Tries = append(person.Tries, broadcasts.Try{Channel: person.Channels[0], MessageID: ledger.NewID(),
+			person.State, person.Deadline = PersonQueued, &deadline
+			person.Tries = append(person.Tries, Try{Channel: person.Channels[0], MessageID: ledger.NewID(),
 				At: now, Status: string(ledger.StatusQueued)})
 		}
 		people = append(people, person)
 	}
-	stored, fresh, err := s.opts.Bulk.Broadcasts.StartPeople(ctx, cfg.ID, p.Chunk, people)
+	stored, fresh, err := e.Bulk.Store.StartPeople(ctx, cfg.ID, p.Chunk, people)
 	if err != nil {
 		return err
 	}
@@ -421,7 +481,7 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 	canceled := false
 	for n, person := range stored {
 		if n%fanoutParallel == 0 && !canceled {
-			if st, err := s.opts.Broadcasts.Get(ctx, "", cfg.ID); err == nil && st.State != broadcasts.StateActive {
+			if st, err := e.Store.Get(ctx, "", cfg.ID); err == nil && st.State != StateActive {
 				// Canceled meanwhile: the cancel's own pass may have gone
 				// by before these people were made, so cancel them here.
 				canceled = true
@@ -429,16 +489,16 @@ func (s *Server) fanout(ctx context.Context, p fanoutPayload) error {
 		}
 		if canceled {
 			if !person.Done() {
-				g.Go(func() error { return s.cancelPerson(gctx, cfg, person) })
+				g.Go(func() error { return e.cancelPerson(gctx, cfg, person) })
 			}
 			continue
 		}
-		g.Go(func() error { return s.fanoutPerson(gctx, cfg, person, fresh[n]) })
+		g.Go(func() error { return e.fanoutPerson(gctx, cfg, person, fresh[n]) })
 	}
 	if err := g.Wait(); err != nil {
 		return err // the chunk runs again: what was done is not done twice
 	}
-	_, err = s.opts.Broadcasts.ChunkDone(ctx, cfg.ID, p.Chunk)
+	_, err = e.Store.ChunkDone(ctx, cfg.ID, p.Chunk)
 	return err
 }
 
@@ -450,25 +510,25 @@ const fanoutParallel = 250
 
 // fanoutPerson queues a new person's first message, or, for a person made
 // before a restart, makes sure their current message is queued.
-func (s *Server) fanoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person, fresh bool) error {
+func (e *Engine) fanoutPerson(ctx context.Context, cfg *Config, person *Person, fresh bool) error {
 	cur := person.Current()
 	switch {
 	case cur != nil && !person.Done() && (fresh || cur.Status == string(ledger.StatusQueued)):
-		return s.ensureTry(ctx, cfg, person, cur)
+		return e.ensureTry(ctx, cfg, person, cur)
 	case person.Step < 0 && !person.Done():
-		return s.advancePerson(ctx, cfg, person.Index, -1) // made pending by an earlier version
+		return e.advancePerson(ctx, cfg, person.Index, -1) // made pending by an earlier version
 	}
 	return nil
 }
 
 // safeIn returns the people of an earlier broadcast (in an index range)
 // who answered that they are safe.
-func (s *Server) safeIn(ctx context.Context, orig string, base, n int) (map[int]bool, error) {
+func (e *Engine) safeIn(ctx context.Context, orig string, base, n int) (map[int]bool, error) {
 	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = base + i
 	}
-	people, err := s.opts.Broadcasts.People(ctx, orig, idx)
+	people, err := e.Store.People(ctx, orig, idx)
 	if err != nil {
 		return nil, err
 	}
@@ -496,41 +556,41 @@ func addressFor(r audiences.Recipient, channel string) string {
 // advancePerson moves a person from step `from` to their next channel and
 // queues its message; past their last channel they are unreachable (or
 // suppressed, when every channel refused them for an opt-out).
-func (s *Server) advancePerson(ctx context.Context, cfg *broadcasts.Config, index, from int) error {
-	now := s.opts.Now().UTC()
-	var try *broadcasts.Try
-	person, err := s.opts.Bulk.Broadcasts.Update(ctx, cfg.ID, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+func (e *Engine) advancePerson(ctx context.Context, cfg *Config, index, from int) error {
+	now := e.Now().UTC()
+	var try *Try
+	person, err := e.Bulk.Store.Update(ctx, cfg.ID, index, func(p *Person) (*Event, bool) {
 		if p.Done() || p.Step != from {
 			return nil, false
 		}
 		p.Step++
 		if p.Step >= len(p.Channels) {
-			p.State = broadcasts.PersonUnreachable
+			p.State = PersonUnreachable
 			if len(p.Tries) > 0 && allSuppressed(p.Tries) {
-				p.State = broadcasts.PersonSuppressed
+				p.State = PersonSuppressed
 			}
-			return &broadcasts.Event{At: now}, true
+			return &Event{At: now}, true
 		}
-		p.Tries = append(p.Tries, broadcasts.Try{Channel: p.Channels[p.Step], MessageID: ledger.NewID(), At: now, Status: string(ledger.StatusQueued)})
+		p.Tries = append(p.Tries, Try{Channel: p.Channels[p.Step], MessageID: ledger.NewID(), At: now, Status: string(ledger.StatusQueued)})
 		starts := now
 		if cfg.SendAt != nil && cfg.SendAt.After(now) {
 			starts = *cfg.SendAt
 		}
 		deadline := starts.Add(cfg.AckTimeout)
 		p.Deadline = &deadline
-		if p.State != broadcasts.PersonDelivered {
-			p.State = broadcasts.PersonQueued
+		if p.State != PersonDelivered {
+			p.State = PersonQueued
 		}
 		try = p.Current()
-		return &broadcasts.Event{Channel: try.Channel, Status: try.Status, At: now}, true
+		return &Event{Channel: try.Channel, Status: try.Status, At: now}, true
 	})
 	if err != nil || try == nil {
 		return err
 	}
-	return s.ensureTry(ctx, cfg, person, try)
+	return e.ensureTry(ctx, cfg, person, try)
 }
 
-func allSuppressed(tries []broadcasts.Try) bool {
+func allSuppressed(tries []Try) bool {
 	for _, t := range tries {
 		if t.Status != string(ledger.StatusSuppressed) {
 			return false
@@ -541,23 +601,23 @@ func allSuppressed(tries []broadcasts.Try) bool {
 
 // ensureTry queues a try's send (a no-op when it is queued already). The
 // message's ledger record is written when the send's turn comes
-// (RecordBroadcastMessage): queueing a broadcast then costs about what
+// (RecordMessage): queueing a broadcast then costs about what
 // queueing its tasks does. The broadcast's sweep moves the person on when
 // nobody acknowledges the message by the person's deadline.
-func (s *Server) ensureTry(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person, t *broadcasts.Try) error {
-	req, err := s.tryRequest(ctx, cfg, p, t)
+func (e *Engine) ensureTry(ctx context.Context, cfg *Config, p *Person, t *Try) error {
+	req, err := e.tryRequest(ctx, cfg, p, t)
 	if err != nil {
-		return s.refused(ctx, cfg, p.Index, t, err)
+		return e.refused(ctx, cfg, p.Index, t, err)
 	}
 	// The task is keyed by the message id, so a fan-out run again after a
 	// restart queues nothing twice.
-	return s.enqueueOn(ctx, s.opts.Bulk.Queue, t.MessageID, req)
+	return e.Messages.Enqueue(ctx, e.Bulk.Queue, t.MessageID, req)
 }
 
 // tryRequest is the ledger record of a try's message, checked and
 // rendered as any message is.
-func (s *Server) tryRequest(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person, t *broadcasts.Try) (ledger.Request, error) {
-	req, err := s.prepare(ctx, cfg.Tenant, s.broadcastMessage(cfg, p, t.Channel))
+func (e *Engine) tryRequest(ctx context.Context, cfg *Config, p *Person, t *Try) (ledger.Request, error) {
+	req, err := e.Messages.Prepare(ctx, cfg.Tenant, e.broadcastMessage(cfg, p, t.Channel))
 	if err != nil {
 		return req, err
 	}
@@ -569,14 +629,14 @@ func (s *Server) tryRequest(ctx context.Context, cfg *broadcasts.Config, p *broa
 // refused handles a try whose message cannot be made: when this channel
 // cannot carry it to this person (no form for it, a value it refuses) the
 // try counts as failed and the person moves on; other errors are returned.
-func (s *Server) refused(ctx context.Context, cfg *broadcasts.Config, index int, t *broadcasts.Try, err error) error {
-	var pr *Problem
-	if !errors.As(err, &pr) || pr.Status >= 500 {
+func (e *Engine) refused(ctx context.Context, cfg *Config, index int, t *Try, err error) error {
+	var invalid *messaging.InvalidError
+	if !errors.As(err, &invalid) {
 		return err
 	}
-	s.log.Warn("broadcast message refused; trying the next channel", "broadcast_id", cfg.ID, "person", index,
-		"channel", t.Channel, "problem", pr.Detail)
-	return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), t.MessageID, ledger.StatusFailed)
+	e.log().Warn("broadcast message refused; trying the next channel", "broadcast_id", cfg.ID, "person", index,
+		"channel", t.Channel, "problem", invalid.Error())
+	return e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), t.MessageID, ledger.StatusFailed)
 }
 
 // RecordBroadcastMessage writes the ledger record of a broadcast's message
@@ -585,14 +645,14 @@ func (s *Server) refused(ctx context.Context, cfg *broadcasts.Config, index int,
 // waits for (they answered, timed out or were canceled meanwhile) gets no
 // record here and is not sent. A message already handed over stays due:
 // its record says what happens next.
-func (s *Server) RecordBroadcastMessage(ctx context.Context, link, messageID string) (bool, error) {
-	cfg, index, ok, err := s.linked(ctx, link)
+func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (bool, error) {
+	cfg, index, ok, err := e.linked(ctx, link)
 	if !ok || err != nil {
 		return false, err // not a broadcast's, or the broadcast expired
 	}
 	id := cfg.ID
-	p, _, err := s.opts.Bulk.Broadcasts.Person(ctx, id, index)
-	if errors.Is(err, broadcasts.ErrNotFound) {
+	p, _, err := e.Bulk.Store.Person(ctx, id, index)
+	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	} else if err != nil {
 		return false, err
@@ -610,24 +670,24 @@ func (s *Server) RecordBroadcastMessage(ctx context.Context, link, messageID str
 		return false, nil
 	}
 	// A task refused by its sender's pace runs again: write the record once.
-	if ok, err := s.opts.Bulk.Ledger.Exists(ctx, messageID); err != nil || ok {
+	if ok, err := e.Bulk.Ledger.Exists(ctx, messageID); err != nil || ok {
 		return ok, err
 	}
-	req, err := s.tryRequest(ctx, cfg, p, t)
+	req, err := e.tryRequest(ctx, cfg, p, t)
 	if err != nil {
-		return false, s.refused(ctx, cfg, index, t, err)
+		return false, e.refused(ctx, cfg, index, t, err)
 	}
-	_, err = s.opts.Bulk.Ledger.Create(ctx, messageID, req)
+	_, err = e.Bulk.Ledger.Create(ctx, messageID, req)
 	return err == nil, err
 }
 
 // broadcastMessage is the message of a broadcast to a person on a channel.
-func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, channel string) *MessageRequest {
+func (e *Engine) broadcastMessage(cfg *Config, p *Person, channel string) *messaging.Draft {
 	addr := addressFor(p.To, channel)
-	to := &RecipientIn{}
+	to := &messaging.To{}
 	switch channel {
 	case "sms", "voice":
-		to.Phone, to.e164 = &addr, true // checked on upload
+		to.Phone = &addr
 	case "email":
 		to.Email = &addr
 	case "wechat":
@@ -638,7 +698,7 @@ func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, 
 		to.TimeZone = &tz
 	}
 	meta, _ := json.Marshal(map[string]any{"broadcast_id": cfg.ID, "broadcast_person": p.Index})
-	m := &MessageRequest{Channel: channel, To: to, Priority: cfg.Priority, Metadata: meta}
+	m := &messaging.Draft{Channel: channel, To: to, Priority: cfg.Priority, Metadata: meta}
 	if p.To.Locale != "" {
 		l := p.To.Locale
 		m.Locale = &l
@@ -663,7 +723,7 @@ func (s *Server) broadcastMessage(cfg *broadcasts.Config, p *broadcasts.Person, 
 	}
 	if cfg.Poll != nil && channel != "email" {
 		// Answers count for three days: people answer late in a crisis.
-		m.ExpectReply = &ExpectReplyIn{Options: cfg.Poll.Options, Within: "72h"}
+		m.ExpectReply = &messaging.Expect{Options: cfg.Poll.Options, Within: "72h"}
 		if channel == "voice" && cfg.Template == "" {
 			keys := slices.Sorted(maps.Keys(cfg.Poll.Options))
 			prompt := "Press a key to answer."
@@ -703,31 +763,31 @@ func pickText(body map[string]string, locale string) string {
 
 // scheduleSweep queues the broadcast's sweep for a time (keyed by the
 // second, so queueing it twice is harmless).
-func (s *Server) scheduleSweep(ctx context.Context, id string, at time.Time) error {
-	return s.enqueueTask(ctx, TypeBroadcastSweep, fanoutPayload{Broadcast: id},
+func (e *Engine) scheduleSweep(ctx context.Context, id string, at time.Time) error {
+	return e.enqueueTask(ctx, workers.TypeBroadcastSweep, workers.BroadcastPayload{Broadcast: id},
 		asynq.TaskID(fmt.Sprintf("%s:sweep:%d", id, at.Unix())), asynq.ProcessAt(at),
 		asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50))
 }
 
-// sweep moves on the people whose deadline passed, then queues itself a
+// Sweep moves on the people whose deadline passed, then queues itself a
 // second later while the broadcast is active and someone still waits (or
 // is still to be made).
-func (s *Server) sweep(ctx context.Context, id string) error {
-	sum, err := s.opts.Broadcasts.Get(ctx, "", id)
-	if errors.Is(err, broadcasts.ErrNotFound) {
+func (e *Engine) Sweep(ctx context.Context, id string) error {
+	sum, err := e.Store.Get(ctx, "", id)
+	if errors.Is(err, ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	if sum.State != broadcasts.StateActive {
+	if sum.State != StateActive {
 		return nil
 	}
-	now := s.opts.Now()
-	due, waiting, next, err := s.opts.Broadcasts.Due(ctx, id, now, 1000)
+	now := e.Now()
+	due, waiting, next, err := e.Store.Due(ctx, id, now, 1000)
 	if err != nil {
 		return err
 	}
-	people, err := s.opts.Broadcasts.People(ctx, id, due) // one read for all
+	people, err := e.Store.People(ctx, id, due) // one read for all
 	if err != nil {
 		return err
 	}
@@ -735,7 +795,7 @@ func (s *Server) sweep(ctx context.Context, id string) error {
 		if person.Done() || person.Deadline == nil || person.Deadline.After(now) {
 			continue
 		}
-		if err := s.timeoutPerson(ctx, &sum.Config, person); err != nil {
+		if err := e.timeoutPerson(ctx, &sum.Config, person); err != nil {
 			return err
 		}
 	}
@@ -747,19 +807,19 @@ func (s *Server) sweep(ctx context.Context, id string) error {
 	if fannedOut && len(due) < 1000 && next.After(at) {
 		at = next // everyone is made and nothing is due before the next deadline
 	}
-	return s.scheduleSweep(ctx, id, at)
+	return e.scheduleSweep(ctx, id, at)
 }
 
 // timeoutPerson moves a person on when nobody acknowledged their current
 // try in time: the try's message is canceled if the provider does not have
 // it yet, and the next channel is tried.
-func (s *Server) timeoutPerson(ctx context.Context, cfg *broadcasts.Config, person *broadcasts.Person) error {
+func (e *Engine) timeoutPerson(ctx context.Context, cfg *Config, person *Person) error {
 	if cur := person.Current(); cur != nil {
-		if err := s.cancelTry(ctx, cfg, person.Index, cur.MessageID); err != nil {
+		if err := e.cancelTry(ctx, cfg, person.Index, cur.MessageID); err != nil {
 			return err
 		}
 	}
-	return s.advancePerson(ctx, cfg, person.Index, person.Step)
+	return e.advancePerson(ctx, cfg, person.Index, person.Step)
 }
 
 // cancelTry cancels a try's message unless the provider has it already,
@@ -767,10 +827,10 @@ func (s *Server) timeoutPerson(ctx context.Context, cfg *broadcasts.Config, pers
 // due has no ledger record: it gets one, canceled, so its send task finds
 // it canceled whenever it runs. The task itself stays queued and ends at
 // once: removing it from a long pending list would cost more.
-func (s *Server) cancelTry(ctx context.Context, cfg *broadcasts.Config, index int, messageID string) error {
-	err := s.opts.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
+func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageID string) error {
+	err := e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
 	if errors.Is(err, ledger.ErrNotFound) {
-		p, _, perr := s.opts.Bulk.Broadcasts.Person(ctx, cfg.ID, index)
+		p, _, perr := e.Bulk.Store.Person(ctx, cfg.ID, index)
 		if perr != nil {
 			return ignoreNotFound(perr)
 		}
@@ -778,19 +838,19 @@ func (s *Server) cancelTry(ctx context.Context, cfg *broadcasts.Config, index in
 		if t == nil {
 			return nil
 		}
-		req, rerr := s.tryRequest(ctx, cfg, p, t)
+		req, rerr := e.tryRequest(ctx, cfg, p, t)
 		if rerr != nil {
-			var pr *Problem
-			if errors.As(rerr, &pr) && pr.Status < 500 {
+			var invalid *messaging.InvalidError
+			if errors.As(rerr, &invalid) {
 				// It could never be sent: nothing to cancel in the ledger.
-				return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
+				return e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
 			}
 			return rerr
 		}
-		if _, err := s.opts.Bulk.Ledger.Create(ctx, messageID, req); err != nil {
+		if _, err := e.Bulk.Ledger.Create(ctx, messageID, req); err != nil {
 			return err
 		}
-		err = s.opts.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
+		err = e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
 	}
 	switch {
 	case errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound):
@@ -798,11 +858,11 @@ func (s *Server) cancelTry(ctx context.Context, cfg *broadcasts.Config, index in
 	case err != nil:
 		return err
 	}
-	return s.BroadcastStatus(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
+	return e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
 }
 
 func ignoreNotFound(err error) error {
-	if errors.Is(err, broadcasts.ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	return err
@@ -811,13 +871,13 @@ func ignoreNotFound(err error) error {
 // linked resolves a message's link to its broadcast's configuration and
 // the person's index; ok is false when the link is not a broadcast's or
 // the broadcast has expired.
-func (s *Server) linked(ctx context.Context, link string) (cfg *broadcasts.Config, index int, ok bool, err error) {
+func (e *Engine) linked(ctx context.Context, link string) (cfg *Config, index int, ok bool, err error) {
 	id, index, ok := parseLink(link)
 	if !ok {
 		return nil, 0, false, nil
 	}
-	cfg, err = s.broadcastConfig(ctx, id)
-	if errors.Is(err, broadcasts.ErrNotFound) {
+	cfg, err = e.broadcastConfig(ctx, id)
+	if errors.Is(err, ErrNotFound) {
 		return nil, 0, false, nil
 	} else if err != nil {
 		return nil, 0, false, err
@@ -835,15 +895,15 @@ func parseLink(link string) (string, int, bool) {
 // BroadcastStatus records a status of a broadcast's message: a message
 // that ends without reaching the person moves them on to their next
 // channel at once; a delivery acknowledges a broadcast without a poll.
-func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st ledger.Status) error {
-	cfg, index, ok, err := s.linked(ctx, link)
+func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.Status) error {
+	cfg, index, ok, err := e.linked(ctx, link)
 	if !ok || err != nil {
 		return err
 	}
 	id := cfg.ID
 	failed := false
 	step := 0
-	_, err = s.opts.Bulk.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+	_, err = e.Bulk.Store.Update(ctx, id, index, func(p *Person) (*Event, bool) {
 		t := p.TryOf(messageID)
 		if t == nil || ledger.Status(t.Status).Rank() > st.Rank() || t.Status == string(st) {
 			return nil, false
@@ -852,32 +912,32 @@ func (s *Server) BroadcastStatus(ctx context.Context, link, messageID string, st
 		current := p.Current().MessageID == messageID
 		if current && !p.Done() {
 			switch {
-			case st == ledger.StatusSent && (p.State == broadcasts.PersonQueued || p.State == broadcasts.PersonPending):
-				p.State = broadcasts.PersonSent
+			case st == ledger.StatusSent && (p.State == PersonQueued || p.State == PersonPending):
+				p.State = PersonSent
 			case st == ledger.StatusDelivered && cfg.Poll == nil:
-				p.State = broadcasts.PersonAcknowledged
+				p.State = PersonAcknowledged
 			case st == ledger.StatusDelivered:
-				p.State = broadcasts.PersonDelivered
+				p.State = PersonDelivered
 			case st == ledger.StatusFailed || st == ledger.StatusUndelivered || st == ledger.StatusSuppressed:
 				failed, step = true, p.Step
 			}
 		}
-		return &broadcasts.Event{Channel: t.Channel, Status: t.Status}, true
+		return &Event{Channel: t.Channel, Status: t.Status}, true
 	})
 	if err != nil || !failed {
 		return err
 	}
-	if sum, err := s.opts.Broadcasts.Get(ctx, "", id); err != nil || sum.State != broadcasts.StateActive {
+	if sum, err := e.Store.Get(ctx, "", id); err != nil || sum.State != StateActive {
 		return err
 	}
-	return s.advancePerson(ctx, cfg, index, step)
+	return e.advancePerson(ctx, cfg, index, step)
 }
 
 // BroadcastAnswer records a person's answer on any channel: they are
 // acknowledged, the poll is tallied by their latest answer, and a message
 // still waiting on another channel is canceled.
-func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, option, digits string, at time.Time) error {
-	cfg, index, ok, err := s.linked(ctx, link)
+func (e *Engine) Answer(ctx context.Context, link, messageID, channel, option, digits string, at time.Time) error {
+	cfg, index, ok, err := e.linked(ctx, link)
 	if !ok || err != nil {
 		return err
 	}
@@ -888,19 +948,19 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 	if cfg.Poll != nil && option != "" && !slices.Contains(slices.Collect(maps.Values(cfg.Poll.Options)), option) {
 		option = ""
 	}
-	now := s.opts.Now().UTC()
+	now := e.Now().UTC()
 	if !at.IsZero() {
 		now = at.UTC()
 	}
 	var pending []string
-	_, err = s.opts.Bulk.Broadcasts.Update(ctx, id, index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+	_, err = e.Bulk.Store.Update(ctx, id, index, func(p *Person) (*Event, bool) {
 		t := p.TryOf(messageID)
 		if t == nil || (!at.IsZero() && at.Before(t.At)) {
 			return nil, false // not an answer to this broadcast: it came before
 		}
 		changed := false
-		if p.State != broadcasts.PersonAcknowledged && p.State != broadcasts.PersonCanceled {
-			p.State, changed = broadcasts.PersonAcknowledged, true
+		if p.State != PersonAcknowledged && p.State != PersonCanceled {
+			p.State, changed = PersonAcknowledged, true
 		}
 		// People count by their latest answer, by when it was received,
 		// whatever order the workers file them in.
@@ -913,23 +973,23 @@ func (s *Server) BroadcastAnswer(ctx context.Context, link, messageID, channel, 
 				pending = append(pending, t.MessageID)
 			}
 		}
-		return &broadcasts.Event{Channel: channel, At: now}, changed
+		return &Event{Channel: channel, At: now}, changed
 	})
 	if err != nil {
 		return err
 	}
 	for _, m := range pending {
-		if err := s.cancelTry(ctx, cfg, index, m); err != nil {
+		if err := e.cancelTry(ctx, cfg, index, m); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// cancelPeople cancels what a canceled broadcast has not sent.
-func (s *Server) cancelPeople(ctx context.Context, id string) error {
-	cfg, err := s.broadcastConfig(ctx, id)
-	if errors.Is(err, broadcasts.ErrNotFound) {
+// CancelPeople cancels what a canceled broadcast has not sent.
+func (e *Engine) CancelPeople(ctx context.Context, id string) error {
+	cfg, err := e.broadcastConfig(ctx, id)
+	if errors.Is(err, ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
@@ -938,31 +998,116 @@ func (s *Server) cancelPeople(ctx context.Context, id string) error {
 	// together (Options.Bulk).
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(fanoutParallel)
-	err = s.opts.Broadcasts.Scan(ctx, id, func(p *broadcasts.Person) error {
+	err = e.Store.Scan(ctx, id, func(p *Person) error {
 		if p.Done() {
 			return nil
 		}
-		g.Go(func() error { return s.cancelPerson(gctx, cfg, p) })
+		g.Go(func() error { return e.cancelPerson(gctx, cfg, p) })
 		return gctx.Err()
 	})
 	return errors.Join(g.Wait(), err)
 }
 
 // cancelPerson cancels what still waits to be sent to a person.
-func (s *Server) cancelPerson(ctx context.Context, cfg *broadcasts.Config, p *broadcasts.Person) error {
+func (e *Engine) cancelPerson(ctx context.Context, cfg *Config, p *Person) error {
 	for _, t := range p.Tries {
 		if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
-			if err := s.cancelTry(ctx, cfg, p.Index, t.MessageID); err != nil {
+			if err := e.cancelTry(ctx, cfg, p.Index, t.MessageID); err != nil {
 				return err
 			}
 		}
 	}
-	_, err := s.opts.Bulk.Broadcasts.Update(ctx, cfg.ID, p.Index, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
-		if p.Done() || p.State == broadcasts.PersonSent || p.State == broadcasts.PersonDelivered {
+	_, err := e.Bulk.Store.Update(ctx, cfg.ID, p.Index, func(p *Person) (*Event, bool) {
+		if p.Done() || p.State == PersonSent || p.State == PersonDelivered {
 			return nil, false
 		}
-		p.State = broadcasts.PersonCanceled
-		return &broadcasts.Event{}, true
+		p.State = PersonCanceled
+		return &Event{}, true
 	})
 	return err
+}
+
+// Preview estimates a broadcast without storing or sending anything: per
+// channel, who gets it first, SMS segments and encoding by locale, the time
+// to send at each sender's current rate and daily quota, and the cost. A
+// bad request is a *messaging.InvalidError, as for Create.
+func (e *Engine) Preview(ctx context.Context, tenant string, in *Request) (Estimate, error) {
+	cfg, inline, err := e.validateBroadcast(ctx, tenant, in, e.Now().UTC())
+	if err != nil {
+		return Estimate{}, err
+	}
+	var recips []audiences.Recipient
+	if inline != nil {
+		recips = inline.Recipients
+	} else {
+		for i := range cfg.Chunks {
+			chunk, err := e.Audiences.Chunk(ctx, tenant, cfg.AudienceID, i)
+			if err != nil {
+				return Estimate{}, err
+			}
+			var safe map[int]bool
+			if cfg.OnlyNotSafe {
+				// As the fan-out will: leave out those who answered safe.
+				if safe, err = e.safeIn(ctx, cfg.FollowUpOf, i*audiences.ChunkSize, len(chunk)); err != nil {
+					return Estimate{}, err
+				}
+			}
+			for j, r := range chunk {
+				if !safe[i*audiences.ChunkSize+j] {
+					recips = append(recips, r)
+				}
+			}
+		}
+	}
+	est := EstimateInput{Cascade: cfg.Channels, Texts: map[string]map[string]string{},
+		Senders: map[string]SenderCapacity{}, Prices: e.Prices}
+	locales := map[string]bool{}
+	for _, r := range recips {
+		er := EstimateRecipient{Locale: r.Locale}
+		// Every channel the person has, in the cascade or not: those out of
+		// it tell the preview which channel would reach the unreachable.
+		for _, ch := range e.Channels.Names() {
+			if addressFor(r, ch) != "" {
+				er.Channels = append(er.Channels, ch)
+			}
+		}
+		est.Recipients = append(est.Recipients, er)
+		locales[r.Locale] = true
+	}
+	set, err := e.Messages.SettingsOf(ctx, tenant)
+	if err != nil {
+		return Estimate{}, err
+	}
+	var tpl *templates.Template
+	if cfg.Template != "" {
+		if tpl, err = e.Templates.Get(ctx, tenant, cfg.Template); err != nil {
+			return Estimate{}, err
+		}
+	}
+	for _, ch := range cfg.Channels {
+		est.Texts[ch] = map[string]string{}
+		for loc := range locales {
+			if tpl == nil {
+				est.Texts[ch][loc] = pickText(cfg.Body, loc)
+				continue
+			}
+			if r, err := tpl.Render(e.TemplateChain, ch, loc, cfg.Vars, set.AllowPHI); err == nil {
+				text := r.Body
+				if r.Voice != nil {
+					text = r.Voice.Text
+				}
+				est.Texts[ch][loc] = text
+			}
+		}
+	}
+	if e.Senders != nil {
+		st, err := e.Senders.Status(ctx)
+		if err != nil {
+			return Estimate{}, err
+		}
+		for _, x := range st {
+			est.Senders[x.Channel] = SenderCapacity{PerSecond: x.EffectivePerSecond, PerDay: x.PerDay, UsedToday: x.UsedToday}
+		}
+	}
+	return EstimateBroadcast(est), nil
 }

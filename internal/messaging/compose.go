@@ -1,10 +1,9 @@
-package gateway
+package messaging
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/patientmsg/gateway/internal/contacts"
@@ -26,20 +25,20 @@ type composed struct {
 
 // settingsOf returns a tenant's delivery settings; without a settings store,
 // no quiet hours apply.
-func (s *Server) settingsOf(ctx context.Context, tenant string) (tenants.Settings, error) {
-	if s.opts.Tenants == nil {
+func (s *Service) settingsOf(ctx context.Context, tenant string) (tenants.Settings, error) {
+	if s.Tenants == nil {
 		return tenants.Settings{QuietHours: "off", CrisisInQuietHours: tenants.CrisisSend, TimeZone: "UTC"}, nil
 	}
-	return s.opts.Tenants.Get(ctx, tenant)
+	return s.Tenants.Get(ctx, tenant)
 }
 
-// compose prepares a parsed request for validation: it looks up the
-// recipient's contact (locale, time zone) and renders the template, if any,
-// into the request's fields. A template problem is a 422 naming the field.
-func (s *Server) compose(ctx context.Context, tenant string, req *MessageRequest) (*composed, error) {
+// compose prepares a draft for validation: it looks up the recipient's
+// contact (locale, time zone) and renders the template, if any, into the
+// draft's fields. A template problem is an *InvalidError naming the field.
+func (s *Service) compose(ctx context.Context, tenant string, req *Draft) (*composed, error) {
 	set, err := s.settingsOf(ctx, tenant)
 	if err != nil {
-		return nil, s.unavailable(err)
+		return nil, err
 	}
 	c := &composed{settings: set}
 	// The contact is read only when it can tell something the request does
@@ -50,16 +49,16 @@ func (s *Server) compose(ctx context.Context, tenant string, req *MessageRequest
 	}
 	needLocale := req.Template != nil && req.Locale == nil
 	needZone := set.QuietFor(prio) != ""
-	if s.opts.Contacts != nil && req.To != nil && req.Channel != "" && (needLocale || needZone) {
+	if s.Contacts != nil && req.To != nil && req.Channel != "" && (needLocale || needZone) {
 		var to ledger.Recipient
 		decodeRecipient(req.Channel, req.To, &to, func(string, string, ...any) {})
 		if id := workers.IdentityOf(req.Channel, to); id.Value != "" {
-			ct, err := s.opts.Contacts.Find(ctx, tenant, id)
+			ct, err := s.Contacts.Find(ctx, tenant, id)
 			switch {
 			case err == nil:
 				c.contact = &ct
 			case !errors.Is(err, contacts.ErrNotFound):
-				return nil, s.unavailable(err)
+				return nil, err
 			}
 		}
 	}
@@ -72,7 +71,7 @@ func (s *Server) compose(ctx context.Context, tenant string, req *MessageRequest
 // expandTemplate renders the named template for the request's channel into
 // body, subject, html, gather, record, wechat and (unless given)
 // expect_reply.
-func (s *Server) expandTemplate(ctx context.Context, tenant string, req *MessageRequest, c *composed) error {
+func (s *Service) expandTemplate(ctx context.Context, tenant string, req *Draft, c *composed) error {
 	var errs []FieldError
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
@@ -84,18 +83,17 @@ func (s *Server) expandTemplate(ctx context.Context, tenant string, req *Message
 		}
 	}
 	if len(errs) > 0 {
-		sort.Slice(errs, func(i, j int) bool { return errs[i].Field < errs[j].Field })
-		return validationProblem(errs)
+		return &InvalidError{Errors: sorted(errs)}
 	}
-	if s.opts.Templates == nil {
-		return problem(422, "validation", "template: templates are not available on this gateway")
+	if s.Templates == nil {
+		return Invalid("template", "templates are not available on this gateway")
 	}
 	name := strings.TrimSpace(*req.Template)
-	t, err := s.opts.Templates.Get(ctx, tenant, name)
+	t, err := s.Templates.Get(ctx, tenant, name)
 	if errors.Is(err, templates.ErrNotFound) {
-		return validationProblem([]FieldError{{Field: "template", Detail: fmt.Sprintf("%q is not a template of this tenant or a built-in one; GET /v1/templates lists them", clip(name))}})
+		return Invalid("template", fmt.Sprintf("%q is not a template of this tenant or a built-in one; GET /v1/templates lists them", Clip(name)))
 	} else if err != nil {
-		return s.unavailable(err)
+		return err
 	}
 	locale := ""
 	if req.Locale != nil {
@@ -103,9 +101,9 @@ func (s *Server) expandTemplate(ctx context.Context, tenant string, req *Message
 	} else if c.contact != nil {
 		locale = c.contact.Locale
 	}
-	r, err := t.Render(s.opts.TemplateChain, req.Channel, locale, req.Vars, c.settings.AllowPHI)
+	r, err := t.Render(s.TemplateChain, req.Channel, locale, req.Vars, c.settings.AllowPHI)
 	if err != nil {
-		return templateProblem(name, req.Channel, err)
+		return TemplateError(name, req.Channel, err)
 	}
 	c.template, c.locale = t.Name, r.Locale
 	if req.Locale == nil {
@@ -134,7 +132,7 @@ func (s *Server) expandTemplate(ctx context.Context, tenant string, req *Message
 			case w.Text == "":
 				kind = "template"
 			}
-			req.WeChat = &WeChatIn{Kind: kind, TemplateID: w.TemplateID, Data: w.Data, URL: w.URL}
+			req.WeChat = &WeChatFields{Kind: kind, TemplateID: w.TemplateID, Data: w.Data, URL: w.URL}
 			if w.Text != "" {
 				req.Body = &w.Text
 			}
@@ -146,13 +144,14 @@ func (s *Server) expandTemplate(ctx context.Context, tenant string, req *Message
 		}
 	}
 	if req.ExpectReply == nil && r.ExpectReply != nil {
-		req.ExpectReply = &ExpectReplyIn{Options: r.ExpectReply.Options, Within: r.ExpectReply.Within}
+		req.ExpectReply = &Expect{Options: r.ExpectReply.Options, Within: r.ExpectReply.Within}
 	}
 	return nil
 }
 
-// templateProblem explains why a template could not be rendered.
-func templateProblem(name, channel string, err error) *Problem {
+// TemplateError explains why a template could not be rendered for a
+// channel: the fields to fix.
+func TemplateError(name, channel string, err error) *InvalidError {
 	var ve *templates.VarError
 	var pe *templates.PHIError
 	var vale *templates.ValueError
@@ -164,36 +163,36 @@ func templateProblem(name, channel string, err error) *Problem {
 			errs = append(errs, FieldError{Field: "vars." + m, Detail: fmt.Sprintf("is required by template %q", name)})
 		}
 		for _, u := range ve.Unknown {
-			errs = append(errs, FieldError{Field: "vars." + clip(u), Detail: fmt.Sprintf("is not a variable of template %q; GET /v1/templates/%s lists them", name, name)})
+			errs = append(errs, FieldError{Field: "vars." + Clip(u), Detail: fmt.Sprintf("is not a variable of template %q; GET /v1/templates/%s lists them", name, name)})
 		}
 		if len(errs) > 0 {
-			return validationProblem(errs)
+			return &InvalidError{Errors: errs}
 		}
 	case errors.As(err, &pe):
-		return validationProblem([]FieldError{{Field: "template", Detail: fmt.Sprintf(
+		return Invalid("template", fmt.Sprintf(
 			"template %q puts %s, marked as protected health information, into a %s message; the tenant does not allow that (minimum necessary: use a form without it, or allow_phi_in_sms_wechat in PUT /v1/settings)",
-			name, strings.Join(pe.Vars, ", "), pe.Channel)}})
+			name, strings.Join(pe.Vars, ", "), pe.Channel))
 	case errors.As(err, &vale):
-		return validationProblem([]FieldError{{Field: "vars." + clip(vale.Var), Detail: vale.Problem}})
+		return Invalid("vars."+Clip(vale.Var), vale.Problem)
 	case errors.As(err, &oe):
-		return validationProblem([]FieldError{{Field: "template", Detail: oe.Error()}})
+		return Invalid("template", oe.Error())
 	case errors.Is(err, templates.ErrNoForm):
-		return validationProblem([]FieldError{{Field: "template", Detail: fmt.Sprintf("template %q has no %s form; use another channel or template", name, channel)}})
+		return Invalid("template", fmt.Sprintf("template %q has no %s form; use another channel or template", name, channel))
 	case errors.Is(err, templates.ErrUnknownChannel):
-		return validationProblem([]FieldError{{Field: "channel", Detail: fmt.Sprintf("templates have no %q form", clip(channel))}})
+		return Invalid("channel", fmt.Sprintf("templates have no %q form", Clip(channel)))
 	case errors.Is(err, templates.ErrBadLocale):
-		return validationProblem([]FieldError{{Field: "locale", Detail: "is not a language tag such as en-US or zh-CN"}})
+		return Invalid("locale", "is not a language tag such as en-US or zh-CN")
 	case errors.Is(err, templates.ErrNoLocale):
-		return validationProblem([]FieldError{{Field: "locale", Detail: fmt.Sprintf("template %q has no variant for this locale or its fallbacks", name)}})
+		return Invalid("locale", fmt.Sprintf("template %q has no variant for this locale or its fallbacks", name))
 	}
-	return validationProblem([]FieldError{{Field: "template", Detail: err.Error()}})
+	return Invalid("template", err.Error())
 }
 
 // applyQuietHours resolves the recipient's time zone and, when the message
 // would reach them inside the tenant's quiet window, defers it to the
 // window's end. The window is recorded with the message, so a worker holds
 // back a retry that drifts into it as well.
-func (s *Server) applyQuietHours(req *ledger.Request, c *composed, requestZone string) {
+func (s *Service) applyQuietHours(req *ledger.Request, c *composed, requestZone string) {
 	window := c.settings.QuietFor(req.Priority)
 	if window == "" {
 		return // nothing holds the message back: no zone needed (crisis traffic, quiet hours off)
@@ -202,7 +201,7 @@ func (s *Server) applyQuietHours(req *ledger.Request, c *composed, requestZone s
 	if c.contact != nil {
 		contactZone = c.contact.TimeZone
 	}
-	loc, source := schedule.ResolveZone(contactZone, requestZone, req.To.Phone, c.settings.TimeZone, s.opts.DefaultZone)
+	loc, source := schedule.ResolveZone(contactZone, requestZone, req.To.Phone, c.settings.TimeZone, s.DefaultZone)
 	req.TimeZone, req.ZoneSource = loc.String(), source
 	req.QuietHours = window
 	w, _ := schedule.ParseWindow(window)

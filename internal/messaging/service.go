@@ -1,0 +1,311 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/admission"
+	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/tenants"
+	"github.com/patientmsg/gateway/templates"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// Enqueuer queues tasks (an *asynq.Client, or a pipelining one).
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// TaskDeleter removes queued tasks (an *asynq.Inspector).
+type TaskDeleter interface {
+	DeleteTask(queue, id string) error
+}
+
+// Service makes messages. Its zero fields are optional unless said.
+type Service struct {
+	// Ledger keeps the messages and Queue queues their sends (required).
+	Ledger *ledger.Ledger
+	Queue  Enqueuer
+	// Tasks removes a canceled message's queued send (nil: it stays and
+	// does nothing when it runs).
+	Tasks TaskDeleter
+	// Channels are the configured channels (required).
+	Channels *channels.Registry
+	// Contacts tell a recipient's locale and time zone.
+	Contacts *contacts.Store
+	// Tenants holds each tenant's delivery settings (nil: no quiet hours).
+	Tenants *tenants.Store
+	// Templates are the built-in and tenants' templates, rendered with
+	// TemplateChain's locale fallbacks.
+	Templates     *templates.Store
+	TemplateChain templates.Chain
+	// DefaultZone is the recipients' time zone when nothing else tells.
+	DefaultZone string
+	// Outbound says which callback URLs a tenant may give; the zero
+	// value: public HTTPS only.
+	Outbound egress.Policy
+	// Admission counts a tenant's backlog (nil: no cap).
+	Admission *admission.Controller
+	// MaxAttempts and AttemptTimeout bound a message's sending.
+	MaxAttempts    int
+	AttemptTimeout time.Duration
+	Logger         *slog.Logger
+	// Now is the clock (required).
+	Now func() time.Time
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Prepare turns a draft into the ledger record to write: the template
+// rendered, the draft validated, quiet hours applied. It writes nothing.
+// A bad draft is an *InvalidError; any other error is the store's.
+func (s *Service) Prepare(ctx context.Context, tenant string, d *Draft) (ledger.Request, error) {
+	comp, err := s.compose(ctx, tenant, d)
+	if err != nil {
+		return ledger.Request{}, err
+	}
+	v, err := d.Validate(s.Channels.Names(), s.Now())
+	if err != nil {
+		return ledger.Request{}, err
+	}
+	if v.CallbackURL != "" {
+		if err := s.CheckClinicURL("callback_url", v.CallbackURL); err != nil {
+			return ledger.Request{}, err
+		}
+	}
+	return s.requestOf(tenant, v, comp), nil
+}
+
+// CheckClinicURL refuses, naming field, a URL of the tenant's own the
+// gateway will never post to (a private address not allowed, not HTTPS).
+func (s *Service) CheckClinicURL(field, raw string) error {
+	u, err := url.Parse(raw)
+	if err == nil {
+		err = s.Outbound.CheckURL(u)
+	}
+	if err != nil {
+		return Invalid(field, err.Error())
+	}
+	return nil
+}
+
+// Submit writes the record, then queues its send. When the queueing fails
+// the record is removed, so no message sits "queued" forever.
+func (s *Service) Submit(ctx context.Context, id string, req ledger.Request) error {
+	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
+		return err
+	}
+	if err := s.Enqueue(ctx, s.Queue, id, req); err != nil {
+		_ = s.Ledger.Delete(context.Background(), req.Tenant, id)
+		return err
+	}
+	return nil
+}
+
+// requestOf is the ledger record of a validated draft, its quiet hours
+// applied.
+func (s *Service) requestOf(tenant string, v *Valid, c *composed) ledger.Request {
+	req := ledger.Request{
+		Tenant: tenant, Channel: v.Channel, To: v.To, Body: v.Body, Priority: v.Priority, SendAt: v.SendAt,
+		Metadata: v.Metadata, CallbackURL: v.CallbackURL, Locale: v.Locale, Subject: v.Subject, HTML: v.HTML,
+		WeChat: v.WeChat, Voice: v.Voice, ExpectReply: v.ExpectReply, CreatedAt: s.Now().UTC(),
+	}
+	if v.Channel == "sms" {
+		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
+	}
+	req.Template, req.TemplateLocale = c.template, c.locale
+	s.applyQuietHours(&req, c, v.TimeZone)
+	return req
+}
+
+// Enqueue queues a message's send task on q (the task id is the message
+// id: queueing it twice is a no-op).
+func (s *Service) Enqueue(ctx context.Context, q Enqueuer, id string, req ledger.Request) error {
+	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.MaxAttempts, s.AttemptTimeout))
+	if err != nil {
+		return err
+	}
+	_, err = q.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil // already queued
+	}
+	return err
+}
+
+// Accepted is a message Accept made, or found made by an earlier request
+// with the same idempotency key (Replayed).
+type Accepted struct {
+	ID       string
+	Status   ledger.Status
+	Request  ledger.Request
+	Replayed bool
+}
+
+// Idempotency is a request's idempotency key and the hash of the request
+// it came with; the zero value makes every request new.
+type Idempotency struct {
+	Key      string
+	BodyHash string
+	TTL      time.Duration
+}
+
+// Accept makes the message of a draft: prepared, counted against its
+// tenant's backlog, written and queued. With an idempotency key seen
+// before, it makes nothing new and returns that message (finishing its
+// queueing if the first request died half-way); a key seen with another
+// request is ledger.ErrIdempotencyMismatch. A refusal of the backlog cap is
+// the admission package's error.
+func (s *Service) Accept(ctx context.Context, tenant string, d *Draft, idem Idempotency) (Accepted, error) {
+	req, err := s.Prepare(ctx, tenant, d)
+	if err != nil {
+		return Accepted{}, err
+	}
+	id := ledger.NewID()
+	// Free the key when nothing is queued, so the client's retry is a new attempt.
+	releaseKey := func() {
+		if idem.Key != "" {
+			_ = s.Ledger.ReleaseIdempotencyKey(context.Background(), tenant, idem.Key)
+		}
+	}
+	if idem.Key != "" {
+		first, err := s.Ledger.ClaimIdempotencyKey(ctx, tenant, idem.Key, idem.BodyHash, id, idem.TTL)
+		if err != nil {
+			return Accepted{}, err
+		}
+		if first != id {
+			return s.replay(ctx, tenant, first, req)
+		}
+	}
+	// The tenant's backlog on the channel (every priority but crisis).
+	counted, err := s.Reserve(ctx, id, req)
+	if err != nil {
+		releaseKey()
+		return Accepted{}, err
+	}
+	if err := s.Submit(ctx, id, req); err != nil {
+		if counted {
+			s.Release(req.Tenant, req.Channel, req.Priority, id)
+		}
+		releaseKey()
+		return Accepted{}, err
+	}
+	s.log().Debug("message queued", "tenant", tenant, "msg_id", id, "channel", req.Channel, "priority", req.Priority)
+	status := ledger.StatusQueued
+	if req.SendAt != nil {
+		status = ledger.StatusScheduled
+	}
+	return Accepted{ID: id, Status: status, Request: req}, nil
+}
+
+// replay returns the message an earlier request with the same idempotency
+// key made, and queues nothing new.
+func (s *Service) replay(ctx context.Context, tenant, id string, req ledger.Request) (Accepted, error) {
+	m, err := s.Ledger.Get(ctx, tenant, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		// The first request claimed the key but its record is not there yet
+		// (in flight, or it died before writing): finish its work under its id.
+		if _, err := s.Ledger.Create(ctx, id, req); err != nil {
+			return Accepted{}, err
+		}
+		if m, err = s.Ledger.Get(ctx, tenant, id); err != nil {
+			return Accepted{}, err
+		}
+	} else if err != nil {
+		return Accepted{}, err
+	}
+	if m.Status.Rank() == 0 {
+		// Make sure it is queued (the first request may have died between
+		// writing the record and queueing it); the task id makes this a no-op
+		// when it is.
+		if err := s.Enqueue(ctx, s.Queue, id, m.Request); err != nil {
+			return Accepted{}, err
+		}
+	}
+	return Accepted{ID: m.ID, Status: m.Status, Request: m.Request, Replayed: true}, nil
+}
+
+// Reserve counts a message against its tenant's backlog on its channel;
+// it reports whether it was counted (crisis messages are not). A full
+// backlog is an *admission.BacklogFullError.
+func (s *Service) Reserve(ctx context.Context, id string, req ledger.Request) (bool, error) {
+	a := s.Admission
+	if a == nil {
+		return false, nil
+	}
+	m := admission.Message{Tenant: req.Tenant, Channel: req.Channel, ID: id, Priority: req.Priority, Cost: max(req.Segments, 1)}
+	if req.SendAt != nil {
+		m.Due = *req.SendAt
+	}
+	return a.Reserve(ctx, m)
+}
+
+// Release takes a message that will not be sent (canceled, or not queued
+// after all) out of its tenant's backlog.
+func (s *Service) Release(tenant, channel, priority, id string) {
+	a := s.Admission
+	if a == nil || priority == workers.PriorityCrisis {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Release(ctx, tenant, channel, id); err != nil {
+		// The backlog sweep removes it later.
+		s.log().Warn("message not taken out of its tenant's backlog", "msg_id", id, "err", err)
+	}
+}
+
+// Cancel cancels a tenant's message the provider does not have yet and
+// removes its queued task. ledger.ErrNotFound and *ledger.ConflictError
+// say why not.
+func (s *Service) Cancel(ctx context.Context, tenant, id string) (*ledger.Message, error) {
+	if err := s.Ledger.Cancel(ctx, tenant, id); err != nil {
+		return nil, err
+	}
+	m, err := s.Ledger.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	// The ledger is authoritative (a worker that picks the task up sees
+	// "canceled" and sends nothing); removing the task just frees the queue.
+	if s.Tasks != nil {
+		if err := s.Tasks.DeleteTask(workers.QueueFor(m.Priority), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			s.log().Debug("canceled message's task not deleted", "msg_id", id, "err", err)
+		}
+	}
+	// No worker may see the task again to take it out of the backlog.
+	s.Release(tenant, m.Channel, m.Priority, id)
+	return m, nil
+}
+
+// settingsOf returns a tenant's delivery settings; without a settings
+// store, no quiet hours apply.
+func (s *Service) SettingsOf(ctx context.Context, tenant string) (tenants.Settings, error) {
+	return s.settingsOf(ctx, tenant)
+}
+
+// Page sends an on-call page: a crisis message to a member of the care
+// team (an escalated reply). It is validated as every message is, but
+// quiet hours never hold it back: the person it goes to is on call.
+func (s *Service) Page(ctx context.Context, tenant, channel, phone, text string) (string, error) {
+	d := &Draft{Channel: channel, To: &To{Phone: &phone}, Body: &text, Priority: workers.PriorityCrisis}
+	v, err := d.Validate(s.Channels.Names(), s.Now())
+	if err != nil {
+		return "", err
+	}
+	req := s.requestOf(tenant, v, &composed{})
+	id := ledger.NewID()
+	return id, s.Submit(ctx, id, req)
+}
