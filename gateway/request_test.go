@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/workers"
@@ -45,8 +46,8 @@ func TestDecodeMessageNormalises(t *testing.T) {
 	if v.SendAt == nil || !v.SendAt.Equal(time.Date(2026, 11, 23, 2, 0, 0, 0, time.UTC)) {
 		t.Fatalf("send_at %v", v.SendAt)
 	}
-	if v.SMS.Encoding != "UCS-2" || v.SMS.Segments != 1 {
-		t.Fatalf("segments %+v", v.SMS)
+	if v.Encoding != "UCS-2" || v.Units != 1 {
+		t.Fatalf("segments %d %s", v.Units, v.Encoding)
 	}
 	if string(v.Metadata) != `{"ward": 7}` {
 		t.Fatalf("metadata must be kept as given: %s", v.Metadata)
@@ -89,7 +90,7 @@ func FuzzDecodeMessage(f *testing.F) {
 			}
 			return
 		}
-		if v.Channel != "sms" || !strings.HasPrefix(v.To.Phone, "+") || v.Body == "" || v.SMS.Chars > 1600 {
+		if v.Channel != "sms" || !strings.HasPrefix(v.To.Phone, "+") || v.Body == "" || utf8.RuneCountInString(v.Body) > 1600 {
 			t.Fatalf("accepted an invalid message: %+v", v)
 		}
 		if len(v.Metadata) > messaging.MaxMetadataBytes {

@@ -78,10 +78,11 @@ func firstErr(err error, wait *waitError) error {
 
 // IdentityOf is the consent identity a message is sent to.
 func IdentityOf(channel string, to ledger.Recipient) consent.Identity {
-	switch channel {
-	case "wechat":
+	spec, _ := channels.SpecOf(channel)
+	switch spec.Address {
+	case channels.WeChatOpenID:
 		return consent.Identity{Kind: consent.WeChat, Value: to.WeChatOpenID}
-	case "email":
+	case channels.Email:
 		return consent.Normalise(consent.Identity{Kind: consent.Email, Value: to.Email})
 	}
 	return consent.Identity{Kind: consent.Phone, Value: to.Phone}

@@ -541,16 +541,9 @@ func (e *Engine) safeIn(ctx context.Context, orig string, base, n int) (map[int]
 	return safe, nil
 }
 
+// addressFor is a person's address on a channel ("" when they have none).
 func addressFor(r audiences.Recipient, channel string) string {
-	switch channel {
-	case "sms", "voice":
-		return r.Phone
-	case "email":
-		return r.Email
-	case "wechat":
-		return r.WeChatOpenID
-	}
-	return ""
+	return channels.AddressOf(channel, ledger.Recipient{Phone: r.Phone, Email: r.Email, WeChatOpenID: r.WeChatOpenID})
 }
 
 // advancePerson moves a person from step `from` to their next channel and
@@ -684,15 +677,7 @@ func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (boo
 // broadcastMessage is the message of a broadcast to a person on a channel.
 func (e *Engine) broadcastMessage(cfg *Config, p *Person, channel string) *messaging.Draft {
 	addr := addressFor(p.To, channel)
-	to := &messaging.To{}
-	switch channel {
-	case "sms", "voice":
-		to.Phone = &addr
-	case "email":
-		to.Email = &addr
-	case "wechat":
-		to.WeChatOpenID = &addr
-	}
+	to := messaging.ToAddress(channel, addr)
 	if p.To.TimeZone != "" {
 		tz := p.To.TimeZone
 		to.TimeZone = &tz

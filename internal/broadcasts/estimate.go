@@ -16,6 +16,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/sms"
 )
 
@@ -352,11 +353,8 @@ func EstimateBroadcast(in EstimateInput) Estimate {
 
 // known reports whether the channel is one the gateway sends on.
 func (ch *estChannel) known() bool {
-	switch ch.name {
-	case "sms", "voice", "wechat", "email":
-		return true
-	}
-	return false
+	_, ok := channels.SpecOf(ch.name)
+	return ok
 }
 
 // text resolves and caches the channel's text for a recipient locale.
@@ -418,15 +416,8 @@ func (ch *estChannel) price(p Prices) float64 {
 }
 
 func (ch *estChannel) priceName() string {
-	switch ch.name {
-	case "sms":
-		return "SMS segments"
-	case "voice":
-		return "voice minutes"
-	case "wechat":
-		return "WeChat messages"
-	case "email":
-		return "email messages"
+	if spec, ok := channels.SpecOf(ch.name); ok {
+		return spec.Unit
 	}
 	return ch.name
 }

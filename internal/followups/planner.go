@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
@@ -286,20 +287,23 @@ func (pl *Planner) planContact(ctx context.Context, tenant string, in *PlanConta
 // message is the draft of a step's message, or why the step's channel
 // cannot reach the patient.
 func (w *planWho) message(st PlanStep, planID string, index int, sendAt time.Time) (*messaging.Draft, string) {
-	to := &messaging.To{}
-	switch st.Channel {
-	case "sms", "voice":
-		to.Phone = w.to.Phone
-	case "email":
-		to.Email = w.to.Email
-	case "wechat":
-		to.WeChatOpenID = w.to.WeChatOpenID
-	default:
-		return nil, fmt.Sprintf("%q is not a channel; use sms, voice, wechat or email", messaging.Clip(st.Channel))
+	spec, ok := channels.SpecOf(st.Channel)
+	if !ok {
+		return nil, fmt.Sprintf("%q is not a channel; use one of %s", messaging.Clip(st.Channel), strings.Join(channels.Declared(), ", "))
 	}
-	if to.Phone == nil && to.Email == nil && to.WeChatOpenID == nil {
+	var addr *string
+	switch spec.Address {
+	case channels.Phone:
+		addr = w.to.Phone
+	case channels.Email:
+		addr = w.to.Email
+	case channels.WeChatOpenID:
+		addr = w.to.WeChatOpenID
+	}
+	if addr == nil {
 		return nil, fmt.Sprintf("the contact has no address for the %s channel", st.Channel)
 	}
+	to := messaging.ToAddress(st.Channel, *addr)
 	if w.TimeZone != "" {
 		tz := w.TimeZone
 		to.TimeZone = &tz

@@ -15,10 +15,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/schedule"
-	"github.com/patientmsg/gateway/internal/sms"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -33,11 +33,9 @@ const (
 	PastSendAtTolerance = 5 * time.Minute
 )
 
-// Per-channel limits of a request.
+// Limits of the fields that belong to one channel (the body's is the
+// channel's Spec).
 const (
-	MaxVoiceChars   = 4000   // what one <Say> may speak
-	MaxWeChatChars  = 2000   // a customer-service text message
-	MaxEmailChars   = 100000 // the text part of an email
 	MaxSubjectChars = 250
 	MaxRecordLength = 300 // seconds of a recorded answer
 	MaxTemplateData = 20  // fields of a WeChat template message
@@ -82,6 +80,22 @@ type To struct {
 	TimeZone *string `json:"timezone"`
 }
 
+// ToAddress is the "to" of a message on a channel to an address of the
+// channel's kind.
+func ToAddress(channel, addr string) *To {
+	to := &To{}
+	spec, _ := channels.SpecOf(channel)
+	switch spec.Address {
+	case channels.Phone:
+		to.Phone = &addr
+	case channels.Email:
+		to.Email = &addr
+	case channels.WeChatOpenID:
+		to.WeChatOpenID = &addr
+	}
+	return to
+}
+
 // WeChatFields is the "wechat" object.
 type WeChatFields struct {
 	Kind       string            `json:"kind"`
@@ -105,7 +119,10 @@ type Valid struct {
 	WeChat      *ledger.WeChatOptions
 	Voice       *ledger.VoiceOptions
 	ExpectReply *ledger.ExpectReply
-	SMS         sms.Info
+	// Units and Encoding are what the body costs its sender, on channels
+	// that count more than one unit a message (SMS segments).
+	Units    int
+	Encoding string
 	// TimeZone is the recipient's zone the request gave ("" when none).
 	TimeZone string
 }
@@ -197,35 +214,36 @@ func (req *Draft) Validate(channels []string, now time.Time) (*Valid, error) {
 // decodeRecipient checks that "to" has the address the channel needs, and
 // only that.
 func decodeRecipient(channel string, to *To, out *ledger.Recipient, bad func(field, format string, a ...any)) {
-	need := map[string]string{"sms": "phone", "voice": "phone", "email": "email", "wechat": "wechat_openid"}[channel]
+	spec, ok := channels.SpecOf(channel)
+	if !ok {
+		return // the channel itself was refused
+	}
+	need := string(spec.Address)
 	given := map[string]*string{"phone": to.Phone, "email": to.Email, "wechat_openid": to.WeChatOpenID}
 	for _, name := range []string{"phone", "email", "wechat_openid"} {
-		if given[name] != nil && need != "" && name != need {
+		if given[name] != nil && name != need {
 			bad("to."+name, "does not apply to the %s channel, which needs to.%s", channel, need)
 		}
-	}
-	if need == "" {
-		return // the channel itself was refused
 	}
 	val := given[need]
 	if val == nil || strings.TrimSpace(*val) == "" {
 		bad("to."+need, "is required for the %s channel", channel)
 		return
 	}
-	switch need {
-	case "phone":
+	switch spec.Address {
+	case channels.Phone:
 		if e164, err := address.Phone(*val, ""); err == nil {
 			out.Phone = e164
 		} else {
 			bad("to.phone", "is not a valid phone number; give it in international form with the country code, e.g. +14155550100")
 		}
-	case "email":
+	case channels.Email:
 		if addr, ok := address.Email(*val); ok {
 			out.Email = addr
 		} else {
 			bad("to.email", "is not a valid email address such as patient@example.org")
 		}
-	case "wechat_openid":
+	case channels.WeChatOpenID:
 		if id := strings.TrimSpace(*val); address.OpenID(id) {
 			out.WeChatOpenID = id
 		} else {
@@ -262,12 +280,13 @@ func decodeChannelFields(req *Draft, v *Valid, bad func(field, format string, a 
 	default:
 		v.Body = *req.Body
 		chars := utf8.RuneCountInString(v.Body)
-		limit := map[string]int{"sms": sms.MaxChars, "voice": MaxVoiceChars, "wechat": MaxWeChatChars, "email": MaxEmailChars}[v.Channel]
-		if v.Channel == "sms" {
-			v.SMS = sms.Analyze(v.Body)
-		}
-		if limit > 0 && chars > limit {
-			bad("body", "has %d characters; the limit for %s is %d", chars, v.Channel, limit)
+		if spec, ok := channels.SpecOf(v.Channel); ok {
+			if spec.Units != nil {
+				v.Units, v.Encoding = spec.Units(v.Body)
+			}
+			if chars > spec.MaxChars {
+				bad("body", "has %d characters; the limit for %s is %d", chars, v.Channel, spec.MaxChars)
+			}
 		}
 	}
 
@@ -296,8 +315,8 @@ func decodeChannelFields(req *Draft, v *Valid, bad func(field, format string, a 
 		switch {
 		case strings.TrimSpace(g.Prompt) == "":
 			bad("gather.prompt", "is required: the question the patient answers with a key")
-		case utf8.RuneCountInString(g.Prompt) > MaxVoiceChars:
-			bad("gather.prompt", "is longer than %d characters", MaxVoiceChars)
+		case utf8.RuneCountInString(g.Prompt) > channels.MaxVoiceChars:
+			bad("gather.prompt", "is longer than %d characters", channels.MaxVoiceChars)
 		case g.Digits == "" || strings.Trim(g.Digits, "0123456789*#") != "" || len(g.Digits) > 12:
 			bad("gather.digits", "must list 1 to 12 accepted keys of 0-9, * and #, e.g. \"123\"")
 		case g.Timeout < 0 || g.Timeout > 60:
@@ -314,8 +333,8 @@ func decodeChannelFields(req *Draft, v *Valid, bad func(field, format string, a 
 		switch {
 		case strings.TrimSpace(r.Prompt) == "":
 			bad("record.prompt", "is required: what the patient is asked to say")
-		case utf8.RuneCountInString(r.Prompt) > MaxVoiceChars:
-			bad("record.prompt", "is longer than %d characters", MaxVoiceChars)
+		case utf8.RuneCountInString(r.Prompt) > channels.MaxVoiceChars:
+			bad("record.prompt", "is longer than %d characters", channels.MaxVoiceChars)
 		case r.MaxLength < 0 || r.MaxLength > MaxRecordLength:
 			bad("record.max_length", "must be from 1 to %d seconds (0 or absent: 60)", MaxRecordLength)
 		default:

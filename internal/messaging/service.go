@@ -123,9 +123,7 @@ func (s *Service) requestOf(tenant string, v *Valid, c *composed) ledger.Request
 		Metadata: v.Metadata, CallbackURL: v.CallbackURL, Locale: v.Locale, Subject: v.Subject, HTML: v.HTML,
 		WeChat: v.WeChat, Voice: v.Voice, ExpectReply: v.ExpectReply, CreatedAt: s.Now().UTC(),
 	}
-	if v.Channel == "sms" {
-		req.Segments, req.Encoding = v.SMS.Segments, string(v.SMS.Encoding)
-	}
+	req.Segments, req.Encoding = v.Units, v.Encoding
 	req.Template, req.TemplateLocale = c.template, c.locale
 	s.applyQuietHours(&req, c, v.TimeZone)
 	return req

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
@@ -52,6 +53,12 @@ func start(t *testing.T, role config.Role, mutate ...func(*config.Config)) *env 
 
 // startOn is start on a given Redis.
 func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...func(*config.Config)) *env {
+	t.Helper()
+	return startWith(t, rs, role, nil, mutate...)
+}
+
+// startWith is startOn with channels beyond the configured ones.
+func startWith(t *testing.T, rs *redistest.Server, role config.Role, extra []channels.Channel, mutate ...func(*config.Config)) *env {
 	t.Helper()
 	e := &env{t: t, redis: rs, logs: &channeltest.LogBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
 	e.sim = twiliosim.New(twiliosim.Options{Voice: true})
@@ -101,7 +108,7 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := service.New(cfg, role, service.Options{Logger: log, Listener: ln, Transport: channeltest.LoopbackOnly(nil),
-		WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig()})
+		WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig(), Channels: extra})
 	if err != nil {
 		t.Fatal(err)
 	}

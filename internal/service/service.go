@@ -56,6 +56,10 @@ type Options struct {
 	// EmailTLS, when set, is the TLS configuration of SMTP connections
 	// (tests trust their own certificate authority with it).
 	EmailTLS *tls.Config
+	// Channels are channels beyond those the configuration enables (a
+	// clinic's own adapter, a test's); each must be declared
+	// (channels.Declare) under its name.
+	Channels []channels.Channel
 }
 
 // Service is a running gateway process (API, workers, or both).
@@ -167,7 +171,13 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, closers...)
-	s.Channels = channels.NewRegistry(chs...)
+	for _, ch := range o.Channels {
+		if _, ok := channels.SpecOf(ch.Name()); !ok {
+			rdb.Close()
+			return nil, fmt.Errorf("channel %s is not declared (channels.Declare)", ch.Name())
+		}
+	}
+	s.Channels = channels.NewRegistry(append(chs, o.Channels...)...)
 	if hasRecordings(chs) {
 		store, err := recordings.Open(context.Background(), cfg.BlobURL)
 		if err != nil {
