@@ -632,7 +632,7 @@ func (e *Engine) refused(ctx context.Context, cfg *Config, index int, t *Try, er
 	return e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), t.MessageID, ledger.StatusFailed)
 }
 
-// RecordBroadcastMessage writes the ledger record of a broadcast's message
+// RecordMessage writes the ledger record of a broadcast's message
 // when its send task runs, and says whether it is due. It is due while it
 // is its person's current try and queued; a message its person no longer
 // waits for (they answered, timed out or were canceled meanwhile) gets no
@@ -877,7 +877,7 @@ func parseLink(link string) (string, int, bool) {
 	return id, n, ok && err == nil
 }
 
-// BroadcastStatus records a status of a broadcast's message: a message
+// Status records a status of a broadcast's message: a message
 // that ends without reaching the person moves them on to their next
 // channel at once; a delivery acknowledges a broadcast without a poll.
 func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.Status) error {
@@ -918,7 +918,7 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 	return e.advancePerson(ctx, cfg, index, step)
 }
 
-// BroadcastAnswer records a person's answer on any channel: they are
+// Answer records a person's answer on any channel: they are
 // acknowledged, the poll is tallied by their latest answer, and a message
 // still waiting on another channel is canceled.
 func (e *Engine) Answer(ctx context.Context, link, messageID, channel, option, digits string, at time.Time) error {

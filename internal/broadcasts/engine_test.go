@@ -1,0 +1,130 @@
+package broadcasts_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/redistest"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// clock is a clock the test moves.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// named is a channel that only has a name: the engine never sends, it
+// queues (the workers send).
+type named string
+
+func (n named) Name() string { return string(n) }
+func (n named) Send(context.Context, channels.Message) (channels.Result, error) {
+	return channels.Result{}, nil
+}
+
+// TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline
+// drives the engine's fan-out, sweep and answers by hand, with a clock the
+// test moves: nothing waits for wall time, and "nothing happened" is
+// checked at a known instant rather than after a sleep.
+func TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client()
+	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
+	q := asynq.NewClientFromRedisClient(rdb)
+	reg := channels.NewRegistry(named("sms"), named("voice"))
+	msgs := &messaging.Service{Ledger: ledger.New(rdb, 24*time.Hour), Queue: q, Channels: reg, Now: clk.Now}
+	store := broadcasts.NewStore(rdb, 24*time.Hour)
+	eng := (&broadcasts.Engine{Messages: msgs, Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
+		Queue: q, Channels: reg, Now: clk.Now}).Init()
+
+	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
+		Body:       map[string]string{"en": "Flooding near the hospital. Reply 1 if you are safe, 2 if you need help."},
+		Poll:       &broadcasts.Poll{Options: map[string]string{"1": "safe", "2": "need_help"}},
+		AckTimeout: "10m", Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+		t.Fatal(err)
+	}
+	person := func(i int) *broadcasts.Person {
+		t.Helper()
+		p, _, err := store.Person(ctx, cfg.ID, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	channelsTried := func(p *broadcasts.Person) (out []string) {
+		for _, tr := range p.Tries {
+			out = append(out, tr.Channel)
+		}
+		return out
+	}
+	for i := range 2 {
+		if p := person(i); p.State != broadcasts.PersonQueued || len(p.Tries) != 1 || p.Tries[0].Channel != "sms" {
+			t.Fatalf("person %d after the fan-out: %s %v", i, p.State, channelsTried(p))
+		}
+	}
+
+	// A minute before the deadline, the sweep moves nobody.
+	clk.Advance(9 * time.Minute)
+	if err := eng.Sweep(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if p := person(i); len(p.Tries) != 1 {
+			t.Fatalf("person %d moved on before their deadline: %v", i, channelsTried(p))
+		}
+	}
+	// The second person answers by SMS.
+	p1 := person(1)
+	if err := eng.Answer(ctx, cfg.ID+":"+strconv.Itoa(p1.Index), p1.Tries[0].MessageID, "sms", "safe", "", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Past the deadline: the one who did not answer is called, the one who
+	// did is left alone.
+	clk.Advance(2 * time.Minute)
+	if err := eng.Sweep(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if p := person(0); p.State != broadcasts.PersonQueued || len(p.Tries) != 2 || p.Tries[1].Channel != "voice" ||
+		p.Tries[0].Status != string(ledger.StatusCanceled) {
+		t.Fatalf("the silent person: %s %v %+v", p.State, channelsTried(p), p.Tries)
+	}
+	if p := person(1); p.State != broadcasts.PersonAcknowledged || p.Answer != "safe" || len(p.Tries) != 1 {
+		t.Fatalf("the person who answered: %s %q %v", p.State, p.Answer, channelsTried(p))
+	}
+	// The canceled SMS is canceled in the ledger too, so no worker sends it.
+	if m, err := msgs.Ledger.Get(ctx, "clinic-a", person(0).Tries[0].MessageID); err != nil || m.Status != ledger.StatusCanceled {
+		t.Fatalf("the timed-out SMS in the ledger: %v %v", m, err)
+	}
+
+	// Past the call's deadline too: no channel is left.
+	clk.Advance(11 * time.Minute)
+	if err := eng.Sweep(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if p := person(0); p.State != broadcasts.PersonUnreachable || len(p.Tries) != 2 {
+		t.Fatalf("after the last channel: %s %v", p.State, channelsTried(p))
+	}
+	if p := person(1); p.State != broadcasts.PersonAcknowledged || len(p.Tries) != 1 {
+		t.Fatalf("the person who answered changed: %s %v", p.State, channelsTried(p))
+	}
+}
