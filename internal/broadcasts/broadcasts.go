@@ -677,6 +677,47 @@ end
 return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
 `)
 
+// FanoutRunning records that a chunk's fan-out is running, and will say so
+// again before until (a heartbeat): a fan-out that is not done and has
+// not been heard from since is one whose worker died.
+func (s *Store) FanoutRunning(ctx context.Context, id string, chunk int, until time.Time) error {
+	return s.rdb.HSet(ctx, key(id), "fan:"+strconv.Itoa(chunk), until.UnixMilli()).Err()
+}
+
+// IsChunkDone says whether a chunk of the audience is fanned out.
+func (s *Store) IsChunkDone(ctx context.Context, id string, chunk int) (bool, error) {
+	n, err := s.rdb.HExists(ctx, key(id), "chunk:"+strconv.Itoa(chunk)).Result()
+	return n, err
+}
+
+// StalledChunks lists the chunks of a broadcast (of chunks) whose fan-out
+// started but is neither done nor heard from since before now. A chunk
+// whose task has not started yet is not stalled: it waits its turn.
+func (s *Store) StalledChunks(ctx context.Context, id string, chunks int, now time.Time) ([]int, error) {
+	if chunks <= 0 {
+		return nil, nil
+	}
+	fields := make([]string, 0, 2*chunks)
+	for i := range chunks {
+		fields = append(fields, "chunk:"+strconv.Itoa(i), "fan:"+strconv.Itoa(i))
+	}
+	vals, err := s.rdb.HMGet(ctx, key(id), fields...).Result()
+	if err != nil {
+		return nil, err
+	}
+	var stalled []int
+	for i := range chunks {
+		if vals[2*i] != nil || vals[2*i+1] == nil {
+			continue // done, or not started
+		}
+		until, _ := strconv.ParseInt(fmt.Sprint(vals[2*i+1]), 10, 64)
+		if until < now.UnixMilli() {
+			stalled = append(stalled, i)
+		}
+	}
+	return stalled, nil
+}
+
 // Events reads the progress stream after the stream id `after` ("0" for
 // the start), waiting up to block for new ones (0: do not wait).
 func (s *Store) Events(ctx context.Context, id, after string, block time.Duration) ([]redis.XMessage, error) {

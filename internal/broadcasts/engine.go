@@ -425,6 +425,15 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 		return nil
 	}
 	cfg := &sum.Config
+	if done, err := e.Store.IsChunkDone(ctx, cfg.ID, p.Chunk); err != nil || done {
+		return err // a repair's second run, or a task run again: nothing left
+	}
+	// Say the fan-out runs, and keep saying it: should this worker die, the
+	// sweep sees the chunk stall and queues it again at once, rather than
+	// after Asynq's lease lapses (a minute).
+	if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, e.Now().Add(FanoutLease)); err != nil {
+		return err
+	}
 	// The sweep that times people out runs while anyone waits; should its
 	// chain have broken (a lost task), the fan-out starts it again.
 	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
@@ -480,6 +489,11 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 	g.SetLimit(fanoutParallel)
 	canceled := false
 	for n, person := range stored {
+		if n%fanoutParallel == 0 && n > 0 {
+			if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, e.Now().Add(FanoutLease)); err != nil {
+				return err
+			}
+		}
 		if n%fanoutParallel == 0 && !canceled {
 			if st, err := e.Store.Get(ctx, "", cfg.ID); err == nil && st.State != StateActive {
 				// Canceled meanwhile: the cancel's own pass may have gone
@@ -504,6 +518,12 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 
 // MaxPollQuestion bounds a poll question (per locale), spoken on calls.
 const MaxPollQuestion = 500
+
+// FanoutLease is how long a running fan-out's word lasts: a chunk not done
+// and not heard from for this long is queued again by the sweep (its
+// worker died). A fan-out run twice makes nobody twice and queues nothing
+// twice.
+const FanoutLease = 5 * time.Second
 
 // fanoutParallel is how many people of a chunk are sent to at once.
 const fanoutParallel = 250
@@ -785,6 +805,11 @@ func (e *Engine) Sweep(ctx context.Context, id string) error {
 		}
 	}
 	fannedOut := sum.ChunksDone >= sum.Chunks
+	if !fannedOut {
+		if err := e.requeueStalled(ctx, &sum.Config, now); err != nil {
+			return err
+		}
+	}
 	if waiting == 0 && fannedOut {
 		return nil // everyone is done
 	}
@@ -793,6 +818,27 @@ func (e *Engine) Sweep(ctx context.Context, id string) error {
 		at = next // everyone is made and nothing is due before the next deadline
 	}
 	return e.scheduleSweep(ctx, id, at)
+}
+
+// requeueStalled queues again the fan-out of every chunk whose worker
+// stopped saying it runs (killed, or cut off from Redis), at most once a
+// lease: the people it had made wait seconds, not Asynq's lease of a
+// minute. The dead worker's own task runs again later and finds the chunk
+// done.
+func (e *Engine) requeueStalled(ctx context.Context, cfg *Config, now time.Time) error {
+	stalled, err := e.Store.StalledChunks(ctx, cfg.ID, cfg.Chunks, now)
+	if err != nil {
+		return err
+	}
+	for _, chunk := range stalled {
+		e.log().Warn("a broadcast's fan-out stopped (its worker died?); queued again", "broadcast_id", cfg.ID, "chunk", chunk)
+		id := fmt.Sprintf("%s:fanout:%d:again:%d", cfg.ID, chunk, now.UnixMilli()/FanoutLease.Milliseconds())
+		if err := e.enqueueTaskOn(ctx, e.Queue, workers.TypeBroadcastFanout, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: chunk},
+			asynq.TaskID(id), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // timeoutPerson moves a person on when nobody acknowledged their current

@@ -128,3 +128,82 @@ func TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline(
 		t.Fatalf("the person who answered changed: %s %v", p.State, channelsTried(p))
 	}
 }
+
+// TestAFanOutWhoseWorkerDiedIsQueuedAgainWithinALease: a worker killed
+// during a fan-out stops saying it runs; the next sweep past the lease
+// queues the chunk again, and the run makes everyone's message once.
+func TestAFanOutWhoseWorkerDiedIsQueuedAgainWithinALease(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t)
+	rdb := rs.Client()
+	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
+	q := asynq.NewClientFromRedisClient(rdb)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	reg := channels.NewRegistry(named("sms"))
+	msgs := &messaging.Service{Ledger: ledger.New(rdb, 24*time.Hour), Queue: q, Channels: reg, Now: clk.Now}
+	store := broadcasts.NewStore(rdb, 24*time.Hour)
+	eng := (&broadcasts.Engine{Messages: msgs, Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
+		Queue: q, Channels: reg, Now: clk.Now}).Init()
+	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Recall", Channels: []string{"sms"},
+		Body: map[string]string{"en": "All staff: report to the emergency department."}, AckTimeout: "10m",
+		Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}, {Phone: "+14155550103"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fanouts := func() (ids []string) {
+		t.Helper()
+		tasks, err := insp.ListPendingTasks(workers.QueueFor(workers.PriorityHigh))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			if task.Type == workers.TypeBroadcastFanout {
+				ids = append(ids, task.ID)
+			}
+		}
+		return ids
+	}
+	if got := fanouts(); len(got) != 1 {
+		t.Fatalf("fan-out tasks after create: %v", got)
+	}
+	// A worker starts the chunk, says so, and is killed.
+	if err := store.FanoutRunning(ctx, cfg.ID, 0, clk.Now().Add(broadcasts.FanoutLease)); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second)
+	if err := eng.Sweep(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := fanouts(); len(got) != 1 {
+		t.Fatalf("a running fan-out was queued again: %v", got)
+	}
+	clk.Advance(broadcasts.FanoutLease)
+	if err := eng.Sweep(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := fanouts()
+	if len(got) != 2 {
+		t.Fatalf("the stalled fan-out was not queued again: %v", got)
+	}
+	// Both the new task and, later, the dead worker's own run: the people
+	// are made and queued once.
+	for range 2 {
+		if err := eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sends, err := insp.ListPendingTasks(workers.QueueFor(workers.PriorityCrisis))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sends) != 3 {
+		t.Fatalf("%d send tasks for 3 people", len(sends))
+	}
+	clk.Advance(2 * broadcasts.FanoutLease)
+	if err := eng.Sweep(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := fanouts(); len(got) != 2 {
+		t.Fatalf("a done chunk was queued again: %v", got)
+	}
+}
