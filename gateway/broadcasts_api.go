@@ -174,6 +174,20 @@ func (s *Server) cancelBroadcast(c *fiber.Ctx) error {
 	return c.JSON(rosterOf(sum))
 }
 
+// POST /v1/broadcasts/{id}/repair: the roster brought back in line with
+// the messages; answers what was fixed.
+func (s *Server) repairBroadcast(c *fiber.Ctx) error {
+	sum, err := s.broadcastOf(c)
+	if err != nil {
+		return err
+	}
+	r, err := s.opts.Broadcast.Repair(c.UserContext(), sum.ID)
+	if err != nil {
+		return s.unavailable(err)
+	}
+	return c.JSON(r)
+}
+
 // eventStreamFor is how long one connection of the event stream lasts.
 const eventStreamFor = 10 * time.Second
 

@@ -174,6 +174,7 @@ func New(o Options) *Server {
 		v1.Get("/broadcasts/:id/events", s.broadcastEvents)
 		v1.Get("/broadcasts/:id/report.csv", s.broadcastReport)
 		v1.Post("/broadcasts/:id/cancel", s.cancelBroadcast)
+		v1.Post("/broadcasts/:id/repair", s.repairBroadcast)
 	}
 	if o.Followups != nil {
 		v1.Post("/followups", s.createFollowup)

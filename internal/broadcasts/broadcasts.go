@@ -684,6 +684,12 @@ func (s *Store) FanoutRunning(ctx context.Context, id string, chunk int, until t
 	return s.rdb.HSet(ctx, key(id), "fan:"+strconv.Itoa(chunk), until.UnixMilli()).Err()
 }
 
+// FirstQuiet records that a broadcast went quiet (nobody waits), and says
+// whether it is the first time: its repair pass runs once then.
+func (s *Store) FirstQuiet(ctx context.Context, id string) (bool, error) {
+	return s.rdb.HSetNX(ctx, key(id), "quiet", 1).Result()
+}
+
 // IsChunkDone says whether a chunk of the audience is fanned out.
 func (s *Store) IsChunkDone(ctx context.Context, id string, chunk int) (bool, error) {
 	n, err := s.rdb.HExists(ctx, key(id), "chunk:"+strconv.Itoa(chunk)).Result()

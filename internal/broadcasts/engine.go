@@ -811,7 +811,17 @@ func (e *Engine) Sweep(ctx context.Context, id string) error {
 		}
 	}
 	if waiting == 0 && fannedOut {
-		return nil // everyone is done
+		// Everyone is done: check the roster against the messages once.
+		first, err := e.Store.FirstQuiet(ctx, id)
+		if err != nil || !first {
+			return err
+		}
+		r, err := e.Repair(ctx, id)
+		if err != nil || r.Fixed() == 0 {
+			return err
+		}
+		// Someone moved on or was queued again: keep sweeping.
+		return e.scheduleSweep(ctx, id, now.Add(time.Second))
 	}
 	at := now.Add(time.Second)
 	if fannedOut && len(due) < 1000 && next.After(at) {
@@ -936,11 +946,20 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 	step := 0
 	_, err = e.Bulk.Store.Update(ctx, id, index, func(p *Person) (*Event, bool) {
 		t := p.TryOf(messageID)
-		if t == nil || ledger.Status(t.Status).Rank() > st.Rank() || t.Status == string(st) {
+		if t == nil || ledger.Status(t.Status).Rank() > st.Rank() {
+			return nil, false
+		}
+		current := p.Current().MessageID == messageID
+		if t.Status == string(st) {
+			// Told again (a provider's retry, a task run again after a
+			// failure half-way): a failure whose person did not move on
+			// yet moves them on now.
+			if current && !p.Done() && failure(st) {
+				failed, step = true, p.Step
+			}
 			return nil, false
 		}
 		t.Status = string(st)
-		current := p.Current().MessageID == messageID
 		if current && !p.Done() {
 			switch {
 			case st == ledger.StatusSent && (p.State == PersonQueued || p.State == PersonPending):
@@ -949,7 +968,7 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 				p.State = PersonAcknowledged
 			case st == ledger.StatusDelivered:
 				p.State = PersonDelivered
-			case st == ledger.StatusFailed || st == ledger.StatusUndelivered || st == ledger.StatusSuppressed:
+			case failure(st):
 				failed, step = true, p.Step
 			}
 		}
@@ -962,6 +981,12 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 		return err
 	}
 	return e.advancePerson(ctx, cfg, index, step)
+}
+
+// failure says whether a message's status means its channel did not reach
+// the person, so the cascade moves on.
+func failure(st ledger.Status) bool {
+	return st == ledger.StatusFailed || st == ledger.StatusUndelivered || st == ledger.StatusSuppressed
 }
 
 // Answer records a person's answer on any channel: they are

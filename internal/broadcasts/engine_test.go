@@ -207,3 +207,125 @@ func TestAFanOutWhoseWorkerDiedIsQueuedAgainWithinALease(t *testing.T) {
 		t.Fatalf("a done chunk was queued again: %v", got)
 	}
 }
+
+// TestTheRepairPassFinishesWhatAFailureHalfWayLeftUndone stops the status
+// path after each of its writes, as a worker dying or Redis failing between
+// two writes would, and checks that a retry or the repair pass ends in the
+// roster the messages say.
+func TestTheRepairPassFinishesWhatAFailureHalfWayLeftUndone(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client()
+	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
+	q := asynq.NewClientFromRedisClient(rdb)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	reg := channels.NewRegistry(named("sms"), named("voice"))
+	led := ledger.New(rdb, 24*time.Hour)
+	msgs := &messaging.Service{Ledger: led, Queue: q, Channels: reg, Now: clk.Now}
+	store := broadcasts.NewStore(rdb, 24*time.Hour)
+	eng := (&broadcasts.Engine{Messages: msgs, Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
+		Queue: q, Channels: reg, Now: clk.Now}).Init()
+	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
+		Body: map[string]string{"en": "Flooding near the hospital."}, AckTimeout: "10m",
+		Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}, {Phone: "+14155550103"}, {Phone: "+14155550104"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+		t.Fatal(err)
+	}
+	person := func(i int) *broadcasts.Person {
+		t.Helper()
+		p, _, err := store.Person(ctx, cfg.ID, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	link := func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
+	// sent makes a person's first message as a worker does: its record
+	// written when its turn comes, claimed and handed to the provider.
+	sent := func(i int) string {
+		t.Helper()
+		id := person(i).Tries[0].MessageID
+		if due, err := eng.RecordMessage(ctx, link(i), id); err != nil || !due {
+			t.Fatalf("record person %d: %v %v", i, due, err)
+		}
+		if _, err := led.Claim(ctx, id, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := led.RecordAccepted(ctx, id, "sms", "SM"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	report := func(i int, id string, st ledger.Status) {
+		t.Helper()
+		if _, _, err := led.ApplyProviderUpdateLinked(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM" + strconv.Itoa(i), Status: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Person 0: the delivery report reached the message, then the roster
+	// write failed (the provider does not retry a 5xx).
+	m0 := sent(0)
+	report(0, m0, ledger.StatusDelivered)
+	// Person 1: the failure reached the message and the try, then the move
+	// to the next channel failed; the report comes again.
+	m1 := sent(1)
+	report(1, m1, ledger.StatusUndelivered)
+	if _, err := store.Update(ctx, cfg.ID, 1, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+		p.Tries[0].Status = string(ledger.StatusUndelivered)
+		return &broadcasts.Event{}, true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Status(ctx, link(1), m1, ledger.StatusUndelivered); err != nil {
+		t.Fatal(err)
+	}
+	if p := person(1); len(p.Tries) != 2 || p.Tries[1].Channel != "voice" {
+		t.Fatalf("a repeated failure report did not move the person on: %+v", p.Tries)
+	}
+	// Person 2: the same, and the report never comes again.
+	m2 := sent(2)
+	report(2, m2, ledger.StatusFailed)
+	if _, err := store.Update(ctx, cfg.ID, 2, func(p *broadcasts.Person) (*broadcasts.Event, bool) {
+		p.Tries[0].Status = string(ledger.StatusFailed)
+		return &broadcasts.Event{}, true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Person 3: marked queued, and their send task is gone (lost with a
+	// worker, or never written).
+	if err := insp.DeleteTask(workers.QueueFor(workers.PriorityCrisis), person(3).Tries[0].MessageID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Too soon for a queued try without a record: it may be waiting its turn.
+	r, err := eng.Repair(ctx, cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.People != 4 || r.Statuses != 1 || r.MovedOn != 1 || r.Requeued != 0 {
+		t.Fatalf("first pass: %+v", r)
+	}
+	if p := person(0); p.State != broadcasts.PersonAcknowledged || p.Tries[0].Status != string(ledger.StatusDelivered) {
+		t.Fatalf("person 0 after the repair: %s %+v", p.State, p.Tries)
+	}
+	if p := person(2); len(p.Tries) != 2 || p.Tries[1].Channel != "voice" {
+		t.Fatalf("person 2 after the repair: %+v", p.Tries)
+	}
+	clk.Advance(broadcasts.RepairAfter)
+	if r, err = eng.Repair(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r.Requeued != 1 || r.Statuses != 0 || r.MovedOn != 0 {
+		t.Fatalf("second pass: %+v", r)
+	}
+	if _, err := insp.GetTaskInfo(workers.QueueFor(workers.PriorityCrisis), person(3).Tries[0].MessageID); err != nil {
+		t.Fatalf("person 3's send task: %v", err)
+	}
+	// A healthy roster: nothing to fix.
+	if r, err = eng.Repair(ctx, cfg.ID); err != nil || r.Fixed() != 0 {
+		t.Fatalf("third pass: %+v %v", r, err)
+	}
+}

@@ -307,3 +307,17 @@ func (s *Service) Page(ctx context.Context, tenant, channel, phone, text string)
 	id := ledger.NewID()
 	return id, s.Submit(ctx, id, req)
 }
+
+// EnsureQueued queues a message's send task on q unless a task with its id
+// is queued already; it reports whether it queued one.
+func (s *Service) EnsureQueued(ctx context.Context, q Enqueuer, id string, req ledger.Request) (bool, error) {
+	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.MaxAttempts, s.AttemptTimeout))
+	if err != nil {
+		return false, err
+	}
+	_, err = q.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return false, nil
+	}
+	return err == nil, err
+}

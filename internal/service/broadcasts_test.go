@@ -114,6 +114,11 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	if count(r, "poll", "unreachable") != 1 || count(r, "poll", "no_answer_yet") != 0 || count(r, "people", "acknowledged") != 2 {
 		t.Fatalf("roster %v", r)
 	}
+	// The repair pass finds a healthy roster (what it fixes is tested in
+	// package broadcasts, with failures injected between writes).
+	if rp := e.do("POST", "/v1/broadcasts/"+id+"/repair", keyA, ""); rp.Status != 200 || rp.Body["people"].(float64) != 3 {
+		t.Fatalf("repair = %d %s", rp.Status, rp.Raw)
+	}
 	// That nobody who answered is called when their deadline passes is
 	// checked with a clock the test moves, in package broadcasts
 	// (TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline).
