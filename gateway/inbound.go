@@ -99,25 +99,36 @@ func (r receiver) inbound(ctx context.Context, in channels.InboundMessage) (chan
 // to the sender, and notes it in that message's history. An answer from
 // someone no tenant wrote to recently is logged (ids only) and dropped:
 // there is no one it could be shown to.
+//
+// Filing is idempotent at every point a worker can die, keyed by the
+// provider's message id: what the reply answers is recorded first, and a
+// task run again reaches the same question and option; the feed entry,
+// the escalation and the clinic-webhook event are made once; the question
+// is closed last.
 func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 	if r.replies == nil {
 		return nil
 	}
 	id := workers.IdentityOf(in.Channel, in.From)
-	tenant, msgID, option, err := r.matchReply(ctx, id, in.Body)
+	f, closes, err := r.matchReply(ctx, in, id)
 	if err != nil {
 		return err
 	}
+	tenant, msgID, option := f.Tenant, f.MessageID, f.Option
 	if tenant == "" {
 		r.log.Info("reply from a sender no tenant has written to recently; not kept", "channel", in.Channel, "provider_id", in.ProviderID)
 		return nil
 	}
-	rep := replies.Reply{Channel: in.Channel, From: id, Body: in.Body, ReceivedAt: time.Now(), InReplyTo: msgID,
+	at := in.ReceivedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	rep := replies.Reply{Channel: in.Channel, From: id, Body: in.Body, ReceivedAt: at, InReplyTo: msgID,
 		ProviderID: in.ProviderID, Option: option}
-	if rep.ID, err = r.replies.Add(ctx, tenant, rep); err != nil {
+	if rep.ID, _, err = r.replies.AddOnce(ctx, tenant, rep); err != nil {
 		return err
 	}
-	r.events.Publish(ctx, tenant, webhooks.MessageReply, rep, "")
+	r.events.PublishAs(ctx, tenant, webhooks.MessageReply, rep, "", "reply-"+in.Channel+"-"+in.ProviderID)
 	var esc *escalation.Escalation
 	if r.escalator != nil {
 		if esc, err = r.escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body, option); err != nil {
@@ -144,6 +155,9 @@ func (r receiver) reply(ctx context.Context, in channels.InboundMessage) error {
 	if err := r.l.Note(ctx, msgID, note); err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
+	if closes != nil {
+		return r.replies.ClosePrompt(ctx, id, *closes)
+	}
 	return nil
 }
 
@@ -168,11 +182,22 @@ func (r receiver) OptOut(ctx context.Context, channel string, who ledger.Recipie
 
 // matchReply finds what a reply answers: one of the sender's open
 // questions (expect_reply), matched by replies.Match, or else the message
-// last sent to the sender. An answered question is closed.
-func (r receiver) matchReply(ctx context.Context, id consent.Identity, body string) (tenant, msgID, option string, err error) {
+// last sent to the sender. The match is recorded under the provider's
+// message id before anything is filed, so that a task run again after a
+// failure finds the same one (its question is closed by then). closes is
+// the question to close once the answer is filed.
+func (r receiver) matchReply(ctx context.Context, in channels.InboundMessage, id consent.Identity) (f replies.Filing, closes *replies.Prompt, err error) {
+	if in.ProviderID != "" {
+		if f, ok, err := r.replies.RememberedMatch(ctx, in.Channel, in.ProviderID); err != nil || ok {
+			if ok && f.Option != "" {
+				closes = &replies.Prompt{Tenant: f.Tenant, MessageID: f.MessageID}
+			}
+			return f, closes, err
+		}
+	}
 	prompts, err := r.replies.OpenPrompts(ctx, id, time.Now())
 	if err != nil {
-		return "", "", "", err
+		return f, nil, err
 	}
 	var qs []replies.Question
 	for _, p := range prompts {
@@ -181,22 +206,28 @@ func (r receiver) matchReply(ctx context.Context, id consent.Identity, body stri
 			continue
 		}
 		if err != nil {
-			return "", "", "", err
+			return f, nil, err
 		}
 		if m.ExpectReply != nil && m.Status != ledger.StatusCanceled && m.Status != ledger.StatusSuppressed {
 			qs = append(qs, replies.Question{Prompt: p, Options: m.ExpectReply.Options, Code: m.ExpectReply.Code})
 		}
 	}
-	if q, opt := replies.Match(body, qs); q != nil {
-		if opt != "" {
-			if err := r.replies.ClosePrompt(ctx, id, q.Prompt); err != nil {
-				return "", "", "", err
-			}
+	if q, opt := replies.Match(in.Body, qs); q != nil {
+		f = replies.Filing{Tenant: q.Tenant, MessageID: q.MessageID, Option: opt}
+	} else {
+		if f.Tenant, f.MessageID, err = r.replies.Last(ctx, id); err != nil {
+			return f, nil, err
 		}
-		return q.Tenant, q.MessageID, opt, nil
 	}
-	tenant, msgID, err = r.replies.Last(ctx, id)
-	return tenant, msgID, "", err
+	if in.ProviderID != "" && f.Tenant != "" {
+		if f, err = r.replies.RememberMatch(ctx, in.Channel, in.ProviderID, f); err != nil {
+			return f, nil, err
+		}
+	}
+	if f.Option != "" {
+		closes = &replies.Prompt{Tenant: f.Tenant, MessageID: f.MessageID}
+	}
+	return f, closes, nil
 }
 
 // helpTextKey holds a tenant's help texts by language.

@@ -255,15 +255,22 @@ func (r receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provid
 		id = found
 	}
 	applied, link, err := r.l.ApplyProviderUpdateLinked(ctx, id, u)
-	if err == nil && applied == ledger.AppliedChanged {
+	if err != nil {
+		return applied, err
+	}
+	if applied == ledger.AppliedChanged {
 		r.events.MessageStatus(ctx, r.l, "", id)
-		if link != "" && r.onStatus != nil {
-			if err := r.onStatus(ctx, link, id, u.Status); err != nil {
-				return applied, err // the provider retries; the update is idempotent
-			}
+	}
+	// The roster follows the message on every report, a duplicate too: the
+	// first report may have reached the message and not the roster (Redis
+	// failed between the two), and the provider does not retry a report
+	// it got an answer to. The roster's update is idempotent.
+	if link != "" && r.onStatus != nil && applied != ledger.AppliedUnknown {
+		if err := r.onStatus(ctx, link, id, u.Status); err != nil {
+			return applied, err // the provider retries; the update is idempotent
 		}
 	}
-	return applied, err
+	return applied, nil
 }
 
 // tenants lists the tenants of the API keys, sorted, once each.

@@ -113,6 +113,10 @@ type Escalation struct {
 	CreatedAt time.Time  `json:"created_at"`
 	AckedAt   *time.Time `json:"acknowledged_at,omitempty"`
 	AckedBy   string     `json:"acknowledged_by,omitempty"`
+	// Paging is the message id of the page being sent (chosen before it is
+	// sent, so a page sent again after a failure half-way is the same
+	// message, not a second page).
+	Paging string `json:"paging,omitempty"`
 }
 
 // Notified is one notification of an on-call target.
@@ -122,12 +126,14 @@ type Notified struct {
 	At        time.Time `json:"at"`
 }
 
-// Sender sends a notification (a crisis-priority message) and returns its id.
-type Sender func(ctx context.Context, tenant string, t Target, text string) (string, error)
+// Sender sends a notification (a crisis-priority message) as the message
+// id; sending the same id again makes no second message.
+type Sender func(ctx context.Context, tenant string, t Target, text, id string) error
 
 // Events publishes escalation.opened / escalation.acknowledged.
 type Events interface {
 	Publish(ctx context.Context, tenant, typ string, data any, callbackURL string)
+	PublishAs(ctx context.Context, tenant, typ string, data any, callbackURL, eventID string)
 }
 
 // Escalator opens, escalates and acknowledges escalations.
@@ -143,7 +149,10 @@ type Escalator struct {
 
 func rulesKey(tenant string) string   { return "gw:esc:{" + tenant + "}:rules" }
 func escKey(tenant, id string) string { return "gw:esc:{" + tenant + "}:" + id }
-func openKey(tenant string) string    { return "gw:esc:{" + tenant + "}:open" }
+
+// byReplyKey holds the escalation of a reply.
+func byReplyKey(tenant, replyID string) string { return "gw:esc:{" + tenant + "}:reply:" + replyID }
+func openKey(tenant string) string             { return "gw:esc:{" + tenant + "}:open" }
 
 // PutRules stores a tenant's rules after checking them.
 func (e *Escalator) PutRules(ctx context.Context, tenant string, r Rules) error {
@@ -184,16 +193,35 @@ func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, ch
 	if !urgent {
 		return nil, nil
 	}
-	esc := &Escalation{ID: ulid.Make().String(), State: "open", ReplyID: replyID, MessageID: messageID, Channel: channel,
-		CreatedAt: time.Now().UTC(), Notified: []Notified{}}
-	if err := e.save(ctx, tenant, esc); err != nil {
+	// One escalation per reply, however often the reply is filed (a task
+	// run again after a worker died half-way): its id is kept by the reply.
+	id := ulid.Make().String()
+	prev, err := e.Redis.SetArgs(ctx, byReplyKey(tenant, replyID), id, redis.SetArgs{Mode: "NX", Get: true, TTL: 90 * 24 * time.Hour}).Result()
+	switch {
+	case err == nil:
+		id = prev // considered before
+	case !errors.Is(err, redis.Nil):
+		return nil, err
+	}
+	esc, err := e.Get(ctx, tenant, id)
+	if errors.Is(err, ErrNotFound) {
+		esc = &Escalation{ID: id, State: "open", ReplyID: replyID, MessageID: messageID, Channel: channel,
+			CreatedAt: time.Now().UTC(), Notified: []Notified{}}
+		if err := e.save(ctx, tenant, esc); err != nil {
+			return nil, err
+		}
+		e.Log.Warn("urgent reply: escalation opened", "escalation_id", esc.ID, "msg_id", messageID, "matched_by", by)
+	} else if err != nil {
 		return nil, err
 	}
 	if err := e.Redis.ZAdd(ctx, openKey(tenant), redis.Z{Score: float64(esc.CreatedAt.UnixMilli()), Member: esc.ID}).Err(); err != nil {
 		return nil, err
 	}
-	e.Log.Warn("urgent reply: escalation opened", "escalation_id", esc.ID, "msg_id", messageID, "matched_by", by)
-	e.Events.Publish(ctx, tenant, "escalation.opened", esc, "")
+	e.Events.PublishAs(ctx, tenant, "escalation.opened", esc, "", "esc-opened-"+esc.ID)
+	if esc.Level > 0 {
+		// The first page went out before: make sure its check is queued.
+		return esc, e.scheduleCheck(ctx, tenant, esc, r)
+	}
 	return esc, e.notify(ctx, tenant, esc, r)
 }
 
@@ -202,19 +230,34 @@ func (e *Escalator) notify(ctx context.Context, tenant string, esc *Escalation, 
 	t := r.OnCall[min(esc.Level, len(r.OnCall)-1)]
 	text := fmt.Sprintf("URGENT: a patient's reply needs attention now (escalation %s, about message %s). Acknowledge it in your clinic system or with POST /v1/escalations/%s/ack.",
 		esc.ID, esc.MessageID, esc.ID)
-	id, err := e.Send(ctx, tenant, t, text)
-	if err != nil {
+	if esc.Paging == "" {
+		// The page's id is kept before it is sent: sent again, it is the
+		// same message.
+		esc.Paging = ulid.Make().String()
+		if err := e.save(ctx, tenant, esc); err != nil {
+			return err
+		}
+	}
+	id := esc.Paging
+	if err := e.Send(ctx, tenant, t, text, id); err != nil {
 		return fmt.Errorf("notify on-call: %w", err)
 	}
 	esc.Notified = append(esc.Notified, Notified{Target: t, MessageID: id, At: time.Now().UTC()})
 	esc.Level++
+	esc.Paging = ""
 	if err := e.save(ctx, tenant, esc); err != nil {
 		return err
 	}
+	return e.scheduleCheck(ctx, tenant, esc, r)
+}
+
+// scheduleCheck queues the check that escalates further when nobody
+// acknowledges in time (once per level: queueing it again is a no-op).
+func (e *Escalator) scheduleCheck(ctx context.Context, tenant string, esc *Escalation, r *Rules) error {
 	b, _ := json.Marshal(checkPayload{Tenant: tenant, ID: esc.ID, Level: esc.Level})
 	task := asynq.NewTask(TypeCheck, b, asynq.TaskID("esc:"+esc.ID+":"+fmt.Sprint(esc.Level)), asynq.Queue("gw:crisis"),
 		asynq.ProcessIn(time.Duration(r.AckTimeout)*time.Second), asynq.MaxRetry(20))
-	_, err = e.Queue.EnqueueContext(ctx, task)
+	_, err := e.Queue.EnqueueContext(ctx, task)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		err = nil
 	}

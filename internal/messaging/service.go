@@ -294,18 +294,22 @@ func (s *Service) SettingsOf(ctx context.Context, tenant string) (tenants.Settin
 	return s.settingsOf(ctx, tenant)
 }
 
-// Page sends an on-call page: a crisis message to a member of the care
-// team (an escalated reply). It is validated as every message is, but
-// quiet hours never hold it back: the person it goes to is on call.
-func (s *Service) Page(ctx context.Context, tenant, channel, phone, text string) (string, error) {
+// Page sends an on-call page as message id: a crisis message to a member
+// of the care team (an escalated reply). It is validated as every message
+// is, but quiet hours never hold it back: the person it goes to is on
+// call. Paging again with the same id makes no second message.
+func (s *Service) Page(ctx context.Context, tenant, channel, phone, text, id string) error {
 	d := &Draft{Channel: channel, To: &To{Phone: &phone}, Body: &text, Priority: workers.PriorityCrisis}
 	v, err := d.Validate(s.Channels.Names(), s.Now())
 	if err != nil {
-		return "", err
+		return err
 	}
 	req := s.requestOf(tenant, v, &composed{})
-	id := ledger.NewID()
-	return id, s.Submit(ctx, id, req)
+	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
+		return err
+	}
+	// Queued by its id: a second time is a no-op.
+	return s.Enqueue(ctx, s.Queue, id, req)
 }
 
 // EnsureQueued queues a message's send task on q unless a task with its id

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"sort"
 	"strconv"
@@ -99,6 +100,95 @@ func (s *Store) Add(ctx context.Context, tenant string, r Reply) (string, error)
 	pipe.Expire(ctx, key, s.retention)
 	_, err = pipe.Exec(ctx)
 	return id, err
+}
+
+// AddOnce is Add for a reply the provider identifies (ProviderID): filed
+// again (a task run again after a worker died half-way), it adds nothing
+// and returns the first filing's cursor. The feed entry, the conversation
+// entry and the provider id's record are written in one script.
+func (s *Store) AddOnce(ctx context.Context, tenant string, r Reply) (id string, first bool, err error) {
+	if r.ProviderID == "" {
+		id, err = s.Add(ctx, tenant, r)
+		return id, true, err
+	}
+	minID := strconv.FormatInt(time.Now().Add(-s.retention).UnixMilli(), 10)
+	res, err := addOnceScript.Run(ctx, s.rdb,
+		[]string{feedKey(tenant), ConversationKey(tenant, r.From), filedKey(tenant, r.Channel, r.ProviderID)},
+		minID, int64(s.retention/time.Millisecond), r.ReceivedAt.UnixMilli(),
+		"channel", r.Channel, "kind", string(r.From.Kind), "from", r.From.Value, "body", r.Body,
+		"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID,
+		"option", r.Option).StringSlice()
+	if err != nil {
+		return "", false, err
+	}
+	return res[0], res[1] == "1", nil
+}
+
+// filedKey records the feed cursor of a provider's message once filed.
+func filedKey(tenant, channel, providerID string) string {
+	return "gw:replies:{" + tenant + "}:filed:" + channel + ":" + providerID
+}
+
+var addOnceScript = redis.NewScript(`
+local filed = redis.call('GET', KEYS[3])
+if filed then return {filed, '0'} end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', unpack(fields))
+redis.call('ZADD', KEYS[2], ARGV[3], 'r:' .. id)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], id, 'PX', ARGV[2])
+return {id, '1'}
+`)
+
+// Filing is what a patient's message answers: the tenant and message, and
+// the option's meaning when it answered a question.
+type Filing struct {
+	Tenant    string `json:"t"`
+	MessageID string `json:"m"`
+	Option    string `json:"o,omitempty"`
+}
+
+// matchKey holds the match of a provider's message.
+func matchKey(channel, providerID string) string {
+	return "gw:replies:match:" + channel + ":" + providerID
+}
+
+// RememberMatch records what a provider's message was matched to, unless
+// it was before, and returns the match that stands: a message filed again
+// after a failure half-way answers the same question with the same option,
+// though the question was closed meanwhile.
+func (s *Store) RememberMatch(ctx context.Context, channel, providerID string, m Filing) (Filing, error) {
+	b, _ := json.Marshal(m)
+	prev, err := s.rdb.SetArgs(ctx, matchKey(channel, providerID), b, redis.SetArgs{Mode: "NX", Get: true, TTL: 7 * 24 * time.Hour}).Result()
+	if errors.Is(err, redis.Nil) {
+		return m, nil // first
+	}
+	if err != nil {
+		return Filing{}, err
+	}
+	var stood Filing
+	if json.Unmarshal([]byte(prev), &stood) != nil {
+		return m, nil
+	}
+	return stood, nil
+}
+
+// RememberedMatch returns a provider's message's match, if it was made.
+func (s *Store) RememberedMatch(ctx context.Context, channel, providerID string) (Filing, bool, error) {
+	b, err := s.rdb.Get(ctx, matchKey(channel, providerID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Filing{}, false, nil
+	}
+	if err != nil {
+		return Filing{}, false, err
+	}
+	var m Filing
+	if json.Unmarshal(b, &m) != nil {
+		return Filing{}, false, nil
+	}
+	return m, true, nil
 }
 
 // List returns up to limit replies after the cursor ("" for the oldest kept).

@@ -460,9 +460,9 @@ func webhookClient(cfg config.Config, o Options) *http.Client {
 
 // sendNotification queues a crisis-priority message to an on-call target,
 // through the ledger like any message.
-func (s *Service) sendNotification(ctx context.Context, tenant string, t escalation.Target, text string) (string, error) {
+func (s *Service) sendNotification(ctx context.Context, tenant string, t escalation.Target, text, id string) error {
 	if _, ok := s.Channels.Get(t.Channel); !ok {
-		return "", fmt.Errorf("on-call channel %s is not configured", t.Channel)
+		return fmt.Errorf("on-call channel %s is not configured", t.Channel)
 	}
-	return s.Messages.Page(ctx, tenant, t.Channel, t.Phone, text)
+	return s.Messages.Page(ctx, tenant, t.Channel, t.Phone, text, id)
 }

@@ -209,6 +209,14 @@ type payload struct {
 // (nothing to sign with). Errors are logged, not returned: an event must
 // never fail what caused it.
 func (p *Publisher) Publish(ctx context.Context, tenant, typ string, data any, callbackURL string) {
+	p.PublishAs(ctx, tenant, typ, data, callbackURL, "")
+}
+
+// PublishAs is Publish with the event's id given: an event published again
+// for the same fact (a patient's reply filed again after a failure
+// half-way) carries the same id and is queued once while the first is
+// pending, so the clinic can drop a redelivery by its id. "" makes a new id.
+func (p *Publisher) PublishAs(ctx context.Context, tenant, typ string, data any, callbackURL, eventID string) {
 	if p == nil {
 		return
 	}
@@ -221,7 +229,10 @@ func (p *Publisher) Publish(ctx context.Context, tenant, typ string, data any, c
 		return
 	}
 	raw, _ := json.Marshal(data)
-	ev := Event{ID: ulid.Make().String(), Type: typ, CreatedAt: time.Now().UTC(), Data: raw}
+	if eventID == "" {
+		eventID = ulid.Make().String()
+	}
+	ev := Event{ID: eventID, Type: typ, CreatedAt: time.Now().UTC(), Data: raw}
 	targets := []string{""}
 	if callbackURL != "" && callbackURL != ep.URL {
 		targets = append(targets, callbackURL)
@@ -234,7 +245,7 @@ func (p *Publisher) Publish(ctx context.Context, tenant, typ string, data any, c
 		}
 		t := asynq.NewTask(TypeDeliver, b, asynq.TaskID("wh:"+ev.ID+":"+strconv.Itoa(i)), asynq.Queue("gw:high"),
 			asynq.MaxRetry(attempts-1), asynq.Timeout(30*time.Second))
-		if _, err := p.Queue.EnqueueContext(context.WithoutCancel(ctx), t); err != nil {
+		if _, err := p.Queue.EnqueueContext(context.WithoutCancel(ctx), t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			p.Log.Warn("webhook event not queued", "type", typ, "event_id", ev.ID, "err", err)
 		}
 	}
