@@ -251,9 +251,10 @@ func (r receiver) helpText(ctx context.Context, id consent.Identity, lang string
 // urgent-reply check run in the workers, off the provider's webhook.
 const TypeInboundReply = "inbound:reply"
 
-// queueReply queues an answer for the workers. It goes to the crisis
-// queue, whose pool is never busy with other traffic: an urgent reply must
-// not wait behind a bulk backlog. The provider id keeps it queued once.
+// queueReply queues an answer for the workers. It goes to a queue of its
+// own, served by a pool no send uses: an answer ("need help") must not
+// wait behind a bulk backlog, nor behind a crisis broadcast's own
+// messages. The provider id keeps it queued once.
 func (r receiver) queueReply(ctx context.Context, in channels.InboundMessage) error {
 	if in.ReceivedAt.IsZero() {
 		in.ReceivedAt = time.Now().UTC()
@@ -263,7 +264,7 @@ func (r receiver) queueReply(ctx context.Context, in channels.InboundMessage) er
 		return err
 	}
 	t := asynq.NewTask(TypeInboundReply, b, asynq.TaskID("in:"+in.Channel+":"+in.ProviderID),
-		asynq.Queue(workers.QueueFor(workers.PriorityCrisis)), asynq.MaxRetry(25), asynq.Timeout(time.Minute))
+		asynq.Queue(workers.QueueReplies), asynq.MaxRetry(25), asynq.Timeout(time.Minute))
 	_, err = r.q.EnqueueContext(ctx, t)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil

@@ -18,17 +18,28 @@ type ServerConfig struct {
 	Concurrency int
 	// CrisisConcurrency serves only the crisis queue, so crisis traffic
 	// never waits for a worker busy with other priorities.
-	CrisisConcurrency   int
+	CrisisConcurrency int
+	// ReplyConcurrency serves only QueueReplies: filing patients' answers
+	// never waits behind any sending, a crisis broadcast's included
+	// (0: DefaultReplyConcurrency).
+	ReplyConcurrency    int
 	ShutdownTimeout     time.Duration
 	PollInterval        time.Duration
 	DelayedPollInterval time.Duration
 	Logger              *slog.Logger
 }
 
-// Server runs the send handlers: a crisis-only pool and a weighted pool for
-// the other priorities. (Asynq offers strict or weighted priority per
-// server, not both; two servers give crisis precedence over everything and
-// the rest weighted shares.)
+// QueueReplies is the queue of patients' answers to file; no send uses it.
+const QueueReplies = "gw:replies"
+
+// DefaultReplyConcurrency is the size of the pool that files answers.
+const DefaultReplyConcurrency = 8
+
+// Server runs the handlers in three pools: one for patients' answers only,
+// a crisis-only pool, and a weighted pool for the other priorities.
+// (Asynq offers strict or weighted priority per server, not both; separate
+// servers give answers and crisis precedence over everything and the rest
+// weighted shares.)
 type Server struct {
 	pools []*asynq.Server
 	mux   *asynq.ServeMux
@@ -88,13 +99,20 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	main := base
 	main.Concurrency = cfg.Concurrency
 	main.Queues = weightedQueues
+	answers := base
+	answers.Concurrency = cfg.ReplyConcurrency
+	if answers.Concurrency <= 0 {
+		answers.Concurrency = DefaultReplyConcurrency
+	}
+	answers.Queues = map[string]int{QueueReplies: 1}
 	return &Server{mux: mux, pools: []*asynq.Server{
+		asynq.NewServerFromRedisClient(rdb, answers),
 		asynq.NewServerFromRedisClient(rdb, crisis),
 		asynq.NewServerFromRedisClient(rdb, main),
 	}}
 }
 
-// Start starts both pools.
+// Start starts the pools.
 func (s *Server) Start() error {
 	for i, p := range s.pools {
 		if err := p.Start(s.mux); err != nil {
