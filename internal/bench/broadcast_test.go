@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/internal/config"
 )
 
@@ -85,8 +90,15 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 		b.Fatalf("broadcast: %v", created)
 	}
 	var first, queued time.Duration
+	var answers chan answerResult
 	deadline := time.Now().Add(10 * time.Minute)
 	for (queued == 0 || first == 0) && time.Now().Before(deadline) {
+		if first > 0 && answers == nil {
+			// While the broadcast sends, people answer "2" (need help)
+			// through the signed inbound webhook, one after another.
+			answers = make(chan answerResult, 1)
+			go func() { answers <- e.answerDuring(g, id, 100) }()
+		}
 		r := e.call(g.base, "GET", "/v1/broadcasts/"+id, "", nil)
 		people, _ := r["people"].(map[string]any)
 		num := func(k string) float64 { f, _ := people[k].(float64); return f }
@@ -103,6 +115,14 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 		b.Fatal("the fan-out did not finish, or nothing was sent, within 10 minutes")
 	}
 	perPerson := float64(e.usedMemory()-before) / float64(n)
+	if answers == nil {
+		answers = make(chan answerResult, 1)
+		answers <- e.answerDuring(g, id, 100)
+	}
+	ans := <-answers
+	if ans.err != nil {
+		b.Fatalf("answers: %v", ans.err)
+	}
 	b.StopTimer()
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -113,11 +133,125 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	fmt.Fprintf(w, "first message accepted by the simulator\t%s after the call\t(target ≤ 1 s)\n", first.Round(time.Millisecond))
 	fmt.Fprintf(w, "every person's message queued\t%s\t= %.2f× bare Asynq (target ≤ 1.5×)\n", queued.Round(time.Millisecond), queued.Seconds()/bare.Seconds())
 	fmt.Fprintf(w, "Redis memory per person once queued (person, send task; ledger records of those sent meanwhile)\t%.0f B\n", perPerson)
+	fmt.Fprintf(w, "an answer (\"2\") from the inbound webhook to the roster, %d answers while the broadcast sends\tp50 %s, p99 %s, max %s\t(target p99 ≤ 2 s)\n",
+		len(ans.lat), pct(ans.lat, 50), pct(ans.lat, 99), pct(ans.lat, 100))
+	fmt.Fprintf(w, "  of them answered before every person's message was queued\t%d\n", ans.during(t0.Add(queued)))
 	w.Flush()
 	b.ReportMetric(accepted.Seconds()*1000, "accept_ms")
 	b.ReportMetric(first.Seconds()*1000, "first_msg_ms")
 	b.ReportMetric(queued.Seconds()/bare.Seconds(), "queued_vs_asynq")
 	b.ReportMetric(perPerson, "redis_B/person")
+	b.ReportMetric(float64(pctDur(ans.lat, 99))/float64(time.Millisecond), "answer_p99_ms")
+}
+
+type answerResult struct {
+	lat []time.Duration
+	at  []time.Time // when each answer was sent
+	err error
+}
+
+// during counts the answers sent before t.
+func (r answerResult) during(t time.Time) int {
+	n := 0
+	for _, at := range r.at {
+		if at.Before(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// answerDuring has k people whose message was delivered answer "2" by the
+// signed inbound webhook, one at a time, and measures each answer's time
+// from the webhook's answer to the roster listing the person as needing
+// help.
+func (e *env) answerDuring(g *gateway, id string, k int) answerResult {
+	var r answerResult
+	after := -1
+	deadline := time.Now().Add(5 * time.Minute)
+	for len(r.lat) < k {
+		if time.Now().After(deadline) {
+			r.err = fmt.Errorf("only %d answers in 5 minutes", len(r.lat))
+			return r
+		}
+		list, err := e.get(g, fmt.Sprintf("/v1/broadcasts/%s/recipients?state=delivered&limit=1%s", id, afterParam(after)))
+		if err != nil {
+			r.err = err
+			return r
+		}
+		people, _ := list["recipients"].([]any)
+		if len(people) == 0 {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		p := people[0].(map[string]any)
+		idx := int(p["index"].(float64))
+		phone, _ := p["to"].(map[string]any)["phone"].(string)
+		after = idx
+		sent := time.Now()
+		if err := e.inbound(g, phone, "2", len(r.lat)); err != nil {
+			r.err = err
+			return r
+		}
+		for {
+			l, err := e.get(g, fmt.Sprintf("/v1/broadcasts/%s/recipients?state=need_help&limit=1%s", id, afterParam(idx-1)))
+			if err != nil {
+				r.err = err
+				return r
+			}
+			if got, _ := l["recipients"].([]any); len(got) > 0 && int(got[0].(map[string]any)["index"].(float64)) == idx {
+				break
+			}
+			if time.Since(sent) > time.Minute {
+				ack, _ := e.get(g, fmt.Sprintf("/v1/broadcasts/%s/recipients?state=acknowledged&limit=1%s", id, afterParam(idx-1)))
+				feed, _ := e.get(g, "/v1/replies")
+				r.err = fmt.Errorf("person %d's answer never reached the roster (acknowledged: %.400v; feed: %.600v)", idx, ack, feed)
+				return r
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		r.lat = append(r.lat, time.Since(sent))
+		r.at = append(r.at, sent)
+	}
+	return r
+}
+
+// get is one API GET, safe from any goroutine.
+func (e *env) get(g *gateway, path string) (map[string]any, error) {
+	req, _ := http.NewRequest("GET", g.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: HTTP %d: %.300s", path, resp.StatusCode, raw)
+	}
+	var out map[string]any
+	return out, json.Unmarshal(raw, &out)
+}
+
+// inbound posts a patient's SMS as Twilio would, signed.
+func (e *env) inbound(g *gateway, from, body string, n int) error {
+	sid := fmt.Sprintf("SM%032d", 900000+n) // Twilio's form: SM and 32 hex digits
+	form := url.Values{"MessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {g.sim.AccountSID()}, "From": {from},
+		"To": {g.svc.Config.Twilio.From}, "Body": {body}, "NumSegments": {"1"}}
+	u := g.base + twilio.InboundPath
+	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", twiliosim.Sign(g.sim.AuthToken(), u, form))
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("inbound webhook: HTTP %d", resp.StatusCode)
+	}
+	return nil
 }
 
 // call makes one API request and decodes its JSON answer.
@@ -142,4 +276,26 @@ func (e *env) call(base, method, path, ctype string, body []byte) map[string]any
 	var out map[string]any
 	_ = json.Unmarshal(raw, &out)
 	return out
+}
+
+// pctDur is the p-th percentile (nearest rank) of ds; 0 for none.
+func pctDur(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (p*len(s)+99)/100 - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// pct formats pctDur.
+func pct(ds []time.Duration, p int) string { return fmtDur(pctDur(ds, p)) }
+
+// afterParam is the after= of a recipients page ("" before the first).
+func afterParam(i int) string {
+	if i < 0 {
+		return ""
+	}
+	return "&after=" + strconv.Itoa(i)
 }
