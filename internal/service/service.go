@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
@@ -69,7 +71,10 @@ type Service struct {
 	Events   *webhooks.Publisher
 	// Escalator flags urgent replies and notifies the on-call targets.
 	Escalator *escalation.Escalator
-	Channels  *channels.Registry
+	// Inbound takes what providers report: patients' messages, delivery
+	// reports, answers of calls.
+	Inbound  *inbound.Receiver
+	Channels *channels.Registry
 	// Followups are the follow-up plans.
 	Followups *followups.Store
 	// Senders paces each channel's sender across all processes.
@@ -206,6 +211,20 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	// The API serves it; workers run broadcasts through the same message
 	// building (templates, quiet hours) without serving it.
 	var engine *gateway.Server
+	// What providers report: the API takes it from their webhooks, the
+	// workers file the answers it queues.
+	helpTexts := inbound.NewHelpTexts(rdb)
+	s.Inbound = &inbound.Receiver{Redis: rdb, Ledger: s.Ledger, Consent: s.Consent, Replies: s.Replies, HelpTexts: helpTexts,
+		Events: s.Events, Escalator: s.Escalator, Queue: s.client, Tenants: tenantsOf(cfg.APIKeys),
+		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "inbound"),
+		OnReply: onReply,
+		OnStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
+			return engine.BroadcastStatus(ctx, link, id, st)
+		},
+		OnAnswer: func(ctx context.Context, link, id, ch, option, digits string, at time.Time) error {
+			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
+		},
+	}
 	engine = gateway.New(gateway.Options{
 		Redis: rdb, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contacts.New(rdb), Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
 		APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
@@ -215,13 +234,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Broadcasts: broadcasts.NewStore(rdb, cfg.Retention), Bulk: bulk, MinAckTimeout: cfg.MinAckTimeout,
 		Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
-		OnBroadcastStatus: func(ctx context.Context, link, id string, st ledger.Status) error {
-			return engine.BroadcastStatus(ctx, link, id, st)
-		},
-		OnBroadcastAnswer: func(ctx context.Context, link, id, ch, option, digits string, at time.Time) error {
-			return engine.BroadcastAnswer(ctx, link, id, ch, option, digits, at)
-		},
-		Followups: s.Followups, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+		Inbound: s.Inbound, HelpTexts: helpTexts,
+		Followups: s.Followups, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 		Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 		Admission: s.Admission,
 	})
@@ -241,9 +255,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
 			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks")},
 			Escalation: s.Escalator,
-			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
-				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: engine.BroadcastAnswer},
-			Broadcast: engine.BroadcastHandler()}
+			Inbound:    &workers.InboundHandler{File: s.Inbound.FileReply},
+			Broadcast:  engine.BroadcastHandler()}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -266,6 +279,20 @@ func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition,
 	} else if n > 0 {
 		s.log.Info("follow-up plans stopped", "condition", condition, "plans", n)
 	}
+}
+
+// tenantsOf lists the tenants of the API keys, sorted, once each.
+func tenantsOf(apiKeys map[string]string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range apiKeys {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // newTemplates loads the built-in templates and the locale fallbacks.
