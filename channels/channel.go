@@ -77,7 +77,7 @@ type Route struct {
 	Handle func(ctx context.Context, r WebhookRequest) WebhookResponse
 }
 
-// Receiver is told what inbound webhooks report; the gateway implements it
+// Receiver is told what inbound webhooks report; package inbound implements it
 // on top of the ledger and the queue.
 type Receiver interface {
 	// ProviderStatus records a provider's delivery report for a message.

@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
@@ -74,13 +75,11 @@ type Options struct {
 	TemplateChain templates.Chain
 	// DefaultZone is the recipients' time zone when nothing else tells.
 	DefaultZone string
-	// OnReply is told of every reply filed by the API process (keypad
-	// answers of calls); nil: nobody.
-	OnReply ReplyHook
-	// OnBroadcastStatus and OnBroadcastAnswer follow broadcasts' messages
-	// (provider status callbacks and keypad answers); nil: nobody.
-	OnBroadcastStatus StatusHook
-	OnBroadcastAnswer AnswerHook
+	// Inbound is told what the providers' webhooks report (package
+	// inbound's Receiver); nil: no webhook routes.
+	Inbound channels.Receiver
+	// HelpTexts are the tenants' answers to HELP (nil: no help-text API).
+	HelpTexts *inbound.HelpTexts
 	// Broadcasts stores crisis broadcasts and Broadcast runs them (nil: no
 	// broadcasts API).
 	Broadcasts *broadcasts.Store
@@ -208,13 +207,17 @@ func New(o Options) *Server {
 		v1.Get("/escalations", s.listEscalations)
 		v1.Post("/escalations/:id/ack", s.ackEscalation)
 	}
-	v1.Put("/help-text", s.putHelpText)
+	if o.HelpTexts != nil {
+		v1.Put("/help-text", s.putHelpText)
+	}
 	if o.Webhooks != nil {
 		v1.Put("/webhook", s.putWebhook)
 		v1.Get("/webhook", s.getWebhook)
 		v1.Get("/webhook/dead", s.deadWebhooks)
 	}
-	s.mountWebhooks()
+	if o.Inbound != nil {
+		s.mountWebhooks()
+	}
 	return s
 }
 

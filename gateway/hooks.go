@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/messaging"
 )
 
@@ -80,17 +82,14 @@ func (s *Server) putHelpText(c *fiber.Ctx) error {
 	if p := decodeJSON(c, &in); p != nil {
 		return p
 	}
-	args := []any{}
-	for lang, text := range in {
-		if (lang != "en" && lang != "zh") || text == "" || len([]rune(text)) > 300 {
-			return validationProblem([]FieldError{{Field: lang, Detail: "languages are en and zh; a help text is 1-300 characters"}})
-		}
-		args = append(args, lang, text)
-	}
-	if len(args) == 0 {
+	err := s.opts.HelpTexts.Set(c.UserContext(), tenantOf(c), in)
+	var bad *inbound.HelpTextError
+	switch {
+	case errors.As(err, &bad):
+		return validationProblem([]FieldError{{Field: bad.Lang, Detail: fmt.Sprintf("languages are en and zh; a help text is 1-%d characters", inbound.MaxHelpText)}})
+	case errors.Is(err, inbound.ErrNoHelpText):
 		return validationProblem([]FieldError{{Field: "en", Detail: "give at least one help text, e.g. {\"en\": \"Riverside Clinic: call 555-0100. Reply STOP to opt out.\"}"}})
-	}
-	if err := s.opts.Redis.HSet(c.UserContext(), helpTextKey(tenantOf(c)), args...).Err(); err != nil {
+	case err != nil:
 		return s.unavailable(err)
 	}
 	return c.JSON(in)

@@ -29,6 +29,7 @@ import (
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/webhooks"
@@ -120,6 +121,8 @@ func openAPITestServer(t *testing.T) *Server {
 		Webhooks:        webhooks.NewStore(nil),
 		Ledger:          ledger.New(nil, time.Hour),
 		Escalator:       &escalation.Escalator{},
+		Inbound:         &inbound.Receiver{},
+		HelpTexts:       inbound.NewHelpTexts(nil),
 		Templates:       templates.NewStore(nil, nil),
 		Followups:       followups.NewStore(nil, time.Hour),
 		Audiences:       audiences.NewStore(nil, time.Hour),

@@ -78,7 +78,7 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 		mux.Handle("escalation:check", h.Escalation)
 	}
 	if h.Inbound != nil {
-		mux.Handle("inbound:reply", h.Inbound)
+		mux.Handle(TypeInboundReply, h.Inbound)
 	}
 	if h.Broadcast != nil {
 		mux.Handle("broadcast:", h.Broadcast) // fanout, advance, cancel

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
@@ -74,7 +76,10 @@ type Service struct {
 	Events   *webhooks.Publisher
 	// Escalator flags urgent replies and notifies the on-call targets.
 	Escalator *escalation.Escalator
-	Channels  *channels.Registry
+	// Inbound takes what providers report: patients' messages, delivery
+	// reports, answers of calls.
+	Inbound  *inbound.Receiver
+	Channels *channels.Registry
 	// Followups are the follow-up plans.
 	Followups *followups.Store
 	// Senders paces each channel's sender across all processes.
@@ -231,6 +236,14 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
 		Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
 	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore, Now: time.Now}
+	// What providers report: the API takes it from their webhooks, the
+	// workers file the answers it queues.
+	helpTexts := inbound.NewHelpTexts(rdb)
+	s.Inbound = &inbound.Receiver{Redis: rdb, Ledger: s.Ledger, Consent: s.Consent, Replies: s.Replies, HelpTexts: helpTexts,
+		Events: s.Events, Escalator: s.Escalator, Queue: s.client, Tenants: tenantsOf(cfg.APIKeys),
+		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "inbound"),
+		OnReply: onReply, OnStatus: s.Broadcast.Status, OnAnswer: s.Broadcast.Answer,
+	}
 	if role&config.RoleAPI != 0 {
 		s.API = gateway.New(gateway.Options{
 			Redis: rdb, Messages: s.Messages, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contactStore, Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
@@ -239,9 +252,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
 			Audiences: audienceStore, MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
 			Broadcasts: broadcastStore, Broadcast: s.Broadcast,
-			OnBroadcastStatus: s.Broadcast.Status,
-			OnBroadcastAnswer: s.Broadcast.Answer,
-			Followups:         s.Followups, Plans: s.Plans, OnReply: onReply, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+			Inbound: s.Inbound, HelpTexts: helpTexts,
+			Followups: s.Followups, Plans: s.Plans, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 			Admission: s.Admission,
 		})
@@ -258,9 +270,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
 			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks")},
 			Escalation: s.Escalator,
-			Inbound: &gateway.Inbox{Ledger: s.Ledger, Replies: s.Replies, Escalator: s.Escalator, Events: s.Events,
-				Logger: o.Logger.With("comp", "inbound"), OnReply: onReply, OnAnswer: s.Broadcast.Answer},
-			Broadcast: workers.BroadcastHandler(s.Broadcast)}
+			Inbound:    &workers.InboundHandler{File: s.Inbound.FileReply},
+			Broadcast:  workers.BroadcastHandler(s.Broadcast)}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -283,6 +294,20 @@ func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition,
 	} else if n > 0 {
 		s.log.Info("follow-up plans stopped", "condition", condition, "plans", n)
 	}
+}
+
+// tenantsOf lists the tenants of the API keys, sorted, once each.
+func tenantsOf(apiKeys map[string]string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range apiKeys {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // newTemplates loads the built-in templates and the locale fallbacks.

@@ -1,8 +1,7 @@
-package gateway
+package inbound_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -17,10 +16,12 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/redistest"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/webhooks"
+	"github.com/patientmsg/gateway/workers"
 )
 
 var errInjected = errors.New("injected: the worker died here")
@@ -150,7 +151,7 @@ func TestAnAnswerIsFiledOnceWhereverTheWorkerDies(t *testing.T) {
 			t.Fatal(err)
 		}
 		var answers []string
-		inbox := &Inbox{Ledger: led, Replies: feed, Escalator: esc, Events: events, Logger: quiet,
+		rcv := &inbound.Receiver{Redis: rdb, Ledger: led, Replies: feed, Escalator: esc, Events: events, Queue: q, Logger: quiet,
 			OnAnswer: func(_ context.Context, link, _, _, option, _ string, _ time.Time) error {
 				mu.Lock()
 				answers = append(answers, link+" "+option)
@@ -170,10 +171,13 @@ func TestAnAnswerIsFiledOnceWhereverTheWorkerDies(t *testing.T) {
 
 		in := channels.InboundMessage{Channel: "sms", ProviderID: "SM00000000000000000000000000000002", From: patient, Body: "2",
 			ReceivedAt: time.Now().UTC()}
-		payload, _ := json.Marshal(in)
-		task := asynq.NewTask(TypeInboundReply, payload)
+		task, err := workers.NewInboundReplyTask(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		handler := &workers.InboundHandler{File: rcv.FileReply}
 		fail.arm(n)
-		firstErr := inbox.ProcessTask(ctx, task)
+		firstErr := handler.ProcessTask(ctx, task)
 		fail.arm(0)
 		if firstErr != nil && !strings.Contains(firstErr.Error(), errInjected.Error()) { // asynq wraps it as text
 			t.Fatalf("write %d: %v", n, firstErr)
@@ -181,7 +185,7 @@ func TestAnAnswerIsFiledOnceWhereverTheWorkerDies(t *testing.T) {
 		if firstErr != nil {
 			// Asynq runs the task again, and a provider may retry too.
 			for range 2 {
-				if err := inbox.ProcessTask(ctx, task); err != nil {
+				if err := handler.ProcessTask(ctx, task); err != nil {
 					t.Fatalf("write %d: the task run again: %v", n, err)
 				}
 			}
@@ -250,8 +254,8 @@ func TestAStatusReportReachesTheRosterWhenItComesAgain(t *testing.T) {
 	}
 	var told []string
 	down := true
-	r := receiver{l: led, rdb: rdb, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		onStatus: func(_ context.Context, link, _ string, st ledger.Status) error {
+	r := &inbound.Receiver{Redis: rdb, Ledger: led, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnStatus: func(_ context.Context, link, _ string, st ledger.Status) error {
 			if down {
 				return errors.New("the roster's Redis write failed")
 			}

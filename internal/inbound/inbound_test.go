@@ -1,0 +1,264 @@
+package inbound_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/inbound"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/redistest"
+	"github.com/patientmsg/gateway/internal/replies"
+	"github.com/patientmsg/gateway/workers"
+)
+
+var ctx = context.Background()
+
+const patientPhone = "+14155550123"
+
+var patient = consent.Identity{Kind: consent.Phone, Value: patientPhone}
+
+// queue is the Asynq client of the test's Redis; it fails while err is set.
+type queue struct {
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	err       error
+}
+
+func (q *queue) EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	if q.err != nil {
+		return nil, q.err
+	}
+	return q.client.EnqueueContext(ctx, t, opts...)
+}
+
+// queued lists the answers waiting for the workers.
+func (q *queue) queued(t *testing.T) []*asynq.TaskInfo {
+	t.Helper()
+	tasks, err := q.inspector.ListPendingTasks(workers.QueueReplies)
+	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+		t.Fatal(err)
+	}
+	return tasks
+}
+
+// newReceiver is a receiver for the tenants on a throwaway Redis.
+func newReceiver(t *testing.T, tenants ...string) (*inbound.Receiver, *queue) {
+	t.Helper()
+	rdb := redistest.Start(t).Client()
+	q := &queue{client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb)}
+	return &inbound.Receiver{Redis: rdb, Ledger: ledger.New(rdb, time.Hour), Consent: consent.New(rdb),
+		Replies: replies.New(rdb, time.Hour), HelpTexts: inbound.NewHelpTexts(rdb), Queue: q, Tenants: tenants}, q
+}
+
+func sms(providerID, body string) channels.InboundMessage {
+	return channels.InboundMessage{Channel: "sms", ProviderID: providerID, From: ledger.Recipient{Phone: patientPhone},
+		To: "+15005550006", Body: body}
+}
+
+func TestAProvidersRetryIsTakenOnce(t *testing.T) {
+	r, q := newReceiver(t, "clinic-a")
+	if res, err := r.Inbound(ctx, sms("SM1", "feeling better")); err != nil || res.Duplicate {
+		t.Fatalf("first delivery: %+v %v", res, err)
+	}
+	if res, err := r.Inbound(ctx, sms("SM1", "feeling better")); err != nil || !res.Duplicate {
+		t.Fatalf("the retry must be reported a duplicate: %+v %v", res, err)
+	}
+	tasks := q.queued(t)
+	if len(tasks) != 1 || tasks[0].Type != workers.TypeInboundReply {
+		t.Fatalf("want the answer queued once, got %d tasks", len(tasks))
+	}
+	var in channels.InboundMessage
+	if err := json.Unmarshal(tasks[0].Payload, &in); err != nil || in.Body != "feeling better" || in.ReceivedAt.IsZero() {
+		t.Fatalf("the queued answer carries the message and when it was received: %+v %v", in, err)
+	}
+}
+
+func TestAMessageThatFailsIsProcessedAgainOnTheRetry(t *testing.T) {
+	r, q := newReceiver(t, "clinic-a")
+	q.err = errors.New("queue unavailable")
+	if _, err := r.Inbound(ctx, sms("SM1", "worse today")); err == nil {
+		t.Fatal("a message that could not be queued must fail (the provider retries)")
+	}
+	q.err = nil
+	if res, err := r.Inbound(ctx, sms("SM1", "worse today")); err != nil || res.Duplicate {
+		t.Fatalf("the retry must be processed, not dropped as a duplicate: %+v %v", res, err)
+	}
+	if n := len(q.queued(t)); n != 1 {
+		t.Fatalf("want the answer queued by the retry, got %d tasks", n)
+	}
+}
+
+func TestKeywords(t *testing.T) {
+	cases := []struct {
+		name string
+		// before opts the patient out of clinic-a first.
+		before     bool
+		body       string
+		wantReply  string
+		wantOut    bool
+		wantQueued int
+	}{
+		{name: "STOP opts out of every tenant and is confirmed", body: "STOP",
+			wantReply: consent.Replies[consent.OptOut]["en"], wantOut: true},
+		{name: "a Chinese carrier's opt-out word is confirmed in Chinese", body: "退订",
+			wantReply: consent.Replies[consent.OptOut]["zh"], wantOut: true},
+		{name: "START opts back in a patient who opted out", before: true, body: "START",
+			wantReply: consent.Replies[consent.OptIn]["en"]},
+		{name: "YES from a patient who never opted out is an ordinary answer", body: "YES", wantQueued: 1},
+		{name: "HELP from a stranger gets the default help", body: "HELP",
+			wantReply: consent.Replies[consent.Help]["en"]},
+		{name: "a message that is no keyword is queued as an answer", body: "stop sending me the reminders please",
+			wantQueued: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, q := newReceiver(t, "clinic-a", "clinic-b")
+			if c.before {
+				for _, tenant := range r.Tenants {
+					if _, err := r.Consent.Set(ctx, tenant, patient, true, consent.SourceAPI, "test"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			res, err := r.Inbound(ctx, sms("SM1", c.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Reply != c.wantReply {
+				t.Fatalf("reply %q, want %q", res.Reply, c.wantReply)
+			}
+			for _, tenant := range r.Tenants {
+				if out, _ := r.Consent.OptedOut(ctx, tenant, patient); out != c.wantOut {
+					t.Fatalf("%s: opted out %v, want %v", tenant, out, c.wantOut)
+				}
+			}
+			if n := len(q.queued(t)); n != c.wantQueued {
+				t.Fatalf("%d answers queued, want %d", n, c.wantQueued)
+			}
+		})
+	}
+}
+
+func TestARepeatedStopGetsNoSecondConfirmation(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a", "clinic-b")
+	if res, _ := r.Inbound(ctx, sms("SM1", "STOP")); res.Reply == "" {
+		t.Fatal("the first STOP is confirmed")
+	}
+	if res, err := r.Inbound(ctx, sms("SM2", "stop")); err != nil || res.Reply != "" {
+		t.Fatalf("a second STOP must get no reply: %+v %v", res, err)
+	}
+}
+
+func TestHelpGetsTheTextOfTheTenantThatLastWrote(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a", "clinic-b")
+	if err := r.HelpTexts.Set(ctx, "clinic-a", map[string]string{"en": "Riverside Clinic: call 555-0100."}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Replies.Remember(ctx, patient, "clinic-a", "msg1"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := r.Inbound(ctx, sms("SM1", "HELP")); res.Reply != "Riverside Clinic: call 555-0100." {
+		t.Fatalf("help = %q", res.Reply)
+	}
+	if res, _ := r.Inbound(ctx, sms("SM2", "info")); res.Reply != "Riverside Clinic: call 555-0100." {
+		t.Fatalf("INFO = %q", res.Reply)
+	}
+	// Once clinic-b, which set no help text, writes last: the default.
+	if err := r.Replies.Remember(ctx, patient, "clinic-b", "msg2"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := r.Inbound(ctx, sms("SM3", "HELP")); res.Reply != consent.Replies[consent.Help]["en"] {
+		t.Fatalf("help of a tenant without a text = %q", res.Reply)
+	}
+}
+
+func TestHelpTexts(t *testing.T) {
+	cases := []struct {
+		name    string
+		texts   map[string]string
+		badLang string
+		none    bool
+	}{
+		{name: "English and Chinese texts are kept", texts: map[string]string{"en": "Call 555-0100.", "zh": "请致电 555-0100。"}},
+		{name: "a text of 300 characters is kept", texts: map[string]string{"zh": strings.Repeat("诊", inbound.MaxHelpText)}},
+		{name: "a language without keywords is refused", texts: map[string]string{"fr": "Appelez le 555-0100."}, badLang: "fr"},
+		{name: "an empty text is refused", texts: map[string]string{"en": ""}, badLang: "en"},
+		{name: "a text over 300 characters is refused", texts: map[string]string{"en": strings.Repeat("a", inbound.MaxHelpText+1)}, badLang: "en"},
+		{name: "no text at all is refused", texts: map[string]string{}, none: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := inbound.NewHelpTexts(redistest.Start(t).Client())
+			err := h.Set(ctx, "clinic-a", c.texts)
+			var bad *inbound.HelpTextError
+			switch {
+			case c.badLang != "":
+				if !errors.As(err, &bad) || bad.Lang != c.badLang {
+					t.Fatalf("want a HelpTextError for %q, got %v", c.badLang, err)
+				}
+			case c.none:
+				if !errors.Is(err, inbound.ErrNoHelpText) {
+					t.Fatalf("want ErrNoHelpText, got %v", err)
+				}
+			default:
+				if err != nil {
+					t.Fatal(err)
+				}
+				for lang, want := range c.texts {
+					if got, err := h.Get(ctx, "clinic-a", lang); err != nil || got != want {
+						t.Fatalf("%s: %q %v", lang, got, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestAnAnswerIsFiledWithTheTenantThatLastWrote(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a", "clinic-b")
+	var told []string
+	r.OnReply = func(_ context.Context, tenant string, from consent.Identity, urgent bool) {
+		if from != patient || urgent {
+			t.Errorf("told of %v urgent=%v", from, urgent)
+		}
+		told = append(told, tenant)
+	}
+	if err := r.FileReply(ctx, sms("SM1", "who is this?")); err != nil {
+		t.Fatal(err)
+	}
+	if len(told) != 0 {
+		t.Fatal("an answer from someone no tenant wrote to is not kept")
+	}
+	if err := r.Replies.Remember(ctx, patient, "clinic-b", "msg1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.FileReply(ctx, sms("SM2", "feeling better")); err != nil {
+		t.Fatal(err)
+	}
+	feed, err := r.Replies.List(ctx, "clinic-b", "", 10)
+	if err != nil || len(feed) != 1 || feed[0].Body != "feeling better" || feed[0].InReplyTo != "msg1" {
+		t.Fatalf("clinic-b's feed: %+v %v", feed, err)
+	}
+	if other, _ := r.Replies.List(ctx, "clinic-a", "", 10); len(other) != 0 {
+		t.Fatalf("the answer reached another tenant: %+v", other)
+	}
+	if len(told) != 1 || told[0] != "clinic-b" {
+		t.Fatalf("OnReply told %v", told)
+	}
+}
+
+func TestAStatusForAnUnknownProviderIDIsUnknown(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a")
+	applied, err := r.ProviderStatus(ctx, "", ledger.ProviderUpdate{Channel: "sms", ProviderID: "SMunknown", Status: ledger.StatusDelivered})
+	if err != nil || applied != ledger.AppliedUnknown {
+		t.Fatalf("applied %v %v", applied, err)
+	}
+}
