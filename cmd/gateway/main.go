@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"serve":  "gateway serve: run the HTTP API only. Needs GATEWAY_PUBLIC_URL, GATEWAY_API_KEYS, REDIS_URL and the channel settings (Twilio), which verify webhooks.",
 		"worker": "gateway worker: run the delivery workers only. Needs GATEWAY_PUBLIC_URL (callback URLs), REDIS_URL and the channel settings.",
 		"all":    "gateway all: run the API and the workers in one process.",
-		"dev":    "gateway dev: run the whole gateway on an embedded Redis (miniredis) with built-in Twilio and WeChat simulators and an SMTP server, so the real clients run end to end without credentials. Redis, Twilio, API-key and public-URL settings are replaced; the others (GATEWAY_ADDR, default :8080, LOG_LEVEL, LOG_FORMAT, worker settings…) apply.",
+		"dev":    "gateway dev: run the whole gateway on an embedded Redis (miniredis) with built-in Twilio and WeChat simulators and an SMTP server, so the real clients run end to end without credentials. The Redis, Twilio, voice, WeChat, email, blob store, API-key and public-URL settings are replaced (docs/configuration.md, \"What dev replaces\"); the others (GATEWAY_ADDR, default :8080, LOG_LEVEL, LOG_FORMAT, worker settings…) apply.",
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
