@@ -42,7 +42,9 @@ Commands:
            the dev tag (go tool task dev).
 
 Configuration is read from the environment; every variable is described in
-docs/configuration.md. Variables: ` + "\n  "
+docs/configuration.md.
+Variables, with their defaults:
+`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -50,7 +52,8 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage+strings.Join(config.Vars, "\n  ")+"\n")
+		fmt.Fprint(stdout, usage)
+		printSettings(stdout)
 		if len(args) == 0 {
 			return 2
 		}
@@ -107,6 +110,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printSettings lists every setting by group, with its default.
+func printSettings(w io.Writer) {
+	all := config.Settings()
+	width := 0
+	for _, s := range all {
+		width = max(width, len(s.Name))
+	}
+	group := ""
+	for _, s := range all {
+		if s.Group != group {
+			group = s.Group
+			fmt.Fprintf(w, "\n%s\n", group)
+		}
+		if d := defaultText(s); d != "" {
+			fmt.Fprintf(w, "  %-*s  %s\n", width, s.Name, d)
+		} else {
+			fmt.Fprintf(w, "  %s\n", s.Name)
+		}
+	}
+}
+
+// defaultText is a setting's default as --help shows it.
+func defaultText(s config.Setting) string {
+	switch {
+	case s.Required == config.RoleAll:
+		return "required"
+	case s.Required != 0:
+		return "required for serve and all"
+	case s.DefaultDoc != "":
+		return strings.ReplaceAll(s.DefaultDoc, "`", "")
+	}
+	return s.Default
 }
 
 // redisLogger routes go-redis' own messages (reconnects, Sentinel

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/patientmsg/gateway/internal/config"
 )
 
 func TestHelpListsTheCommandsAndEveryVariable(t *testing.T) {
@@ -12,9 +15,17 @@ func TestHelpListsTheCommandsAndEveryVariable(t *testing.T) {
 	if code := run([]string{"--help"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"serve", "worker", "all", "dev", "GATEWAY_PUBLIC_URL", "TWILIO_API_URL"} {
+	for _, want := range []string{"serve", "worker", "all", "dev"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("help lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, s := range config.Settings() {
+		line := regexp.MustCompile(`(?m)^  ` + s.Name + `(  +(.*))?$`).FindStringSubmatch(out.String())
+		if line == nil {
+			t.Errorf("help does not list %s", s.Name)
+		} else if s.Default != "" && !strings.HasPrefix(line[2], s.Default) {
+			t.Errorf("help gives %s the default %q, want %q", s.Name, line[2], s.Default)
 		}
 	}
 	for _, cmd := range []string{"serve", "worker", "all", "dev"} {
