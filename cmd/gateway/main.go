@@ -42,7 +42,7 @@ Commands:
            the dev tag (go tool task dev).
 
 Configuration is read from the environment; every variable is described in
-docs/configuration.md.
+docs/configuration.md. An invalid setting stops a command with exit status 2.
 Variables, with their defaults:
 `
 
@@ -85,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	if cmd == "dev" {
 		if err := runDev(ctx, stdout, stderr); err != nil {
+			if code := configProblem(stderr, cmd, err); code != 0 {
+				return code
+			}
 			fmt.Fprintln(stderr, "gateway dev:", err)
 			return 1
 		}
@@ -94,13 +97,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.Validate(roles[cmd])
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "gateway %s: configuration is not valid:\n  %s\n", cmd, strings.ReplaceAll(err.Error(), "\n", "\n  "))
-		return 2
+	if code := configProblem(stderr, cmd, err); code != 0 {
+		return code
 	}
 	log := newLogger(cfg, stderr)
 	redis.SetLogger(redisLogger{log.With("comp", "redis")})
 	svc, err := service.New(cfg, roles[cmd], service.Options{Logger: log})
+	if code := configProblem(stderr, cmd, err); code != 0 {
+		return code
+	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -110,6 +115,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// configProblem prints a configuration that is not valid, naming every bad
+// setting, and returns exit status 2; 0 when err is not one.
+func configProblem(stderr io.Writer, cmd string, err error) int {
+	var bad *config.Error
+	if !errors.As(err, &bad) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "gateway %s: configuration is not valid:\n  %s\n", cmd, strings.ReplaceAll(bad.Error(), "\n", "\n  "))
+	return 2
 }
 
 // printSettings lists every setting by group, with its default.
