@@ -81,7 +81,7 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 		mux.Handle(TypeInboundReply, h.Inbound)
 	}
 	if h.Broadcast != nil {
-		mux.Handle("broadcast:", h.Broadcast) // fanout, advance, cancel
+		mux.Handle("broadcast:", h.Broadcast) // fanout, sweep, cancel
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

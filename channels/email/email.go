@@ -134,6 +134,13 @@ func New(cfg Config) (*Channel, error) {
 	return c, nil
 }
 
+// CheckFrom validates EMAIL_FROM as New does, so a bad one is refused
+// with the rest of the configuration at start-up.
+func CheckFrom(raw string) error {
+	_, _, err := parseFrom(raw)
+	return err
+}
+
 // parseFrom validates EMAIL_FROM: one address with an ASCII domain (it
 // goes into Message-IDs and the SMTP envelope).
 func parseFrom(raw string) (*mail.Address, string, error) {

@@ -1,5 +1,7 @@
-// Package twilio delivers SMS through Twilio with the official twilio-go
-// client, and serves Twilio's signed status callbacks.
+// Package twilio is the "sms" and "voice" channels: it sends SMS and places
+// calls through Twilio with the official twilio-go client, and serves
+// Twilio's signed webhooks: message status callbacks and inbound SMS, and
+// for calls the TwiML, keypad answers, recordings and call status.
 package twilio
 
 import (

@@ -123,6 +123,21 @@ func (e *env) simChannel(t *testing.T, opts wechatsim.Options, mutate ...func(*w
 	return sim, e.channel(t, sim.URL(), channeltest.LoopbackOnly(nil), mutate...)
 }
 
+// interact is a user's interaction as it happens: WeChat (the simulator)
+// opens its customer-service window, and the push reports it to the
+// channel, which opens its own view of the window.
+func (e *env) interact(t *testing.T, sim *wechatsim.Server, ch *wechat.Channel, openid string, kind wechat.Interaction) {
+	t.Helper()
+	quota, length := 3, time.Minute // a menu click, follow or scan
+	if kind == wechat.UserMessage {
+		quota, length = 5, 48*time.Hour
+	}
+	sim.Interact(openid, quota, length)
+	if err := ch.Window().Touch(context.Background(), openid, kind, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (e *env) seedToken(t *testing.T, tok string) {
 	t.Helper()
 	if err := e.rdb.Set(context.Background(), wechat.TokenKey(testAppID), tok, time.Hour).Err(); err != nil {

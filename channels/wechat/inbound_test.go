@@ -318,9 +318,9 @@ func TestEventPushes(t *testing.T) {
 func TestARetriedMessageTouchesTheWindowOnceAndReachesTheReceiverOnce(t *testing.T) {
 	e := newEnv(t)
 	sim, ch := e.simChannel(t, wechatsim.Options{}, func(c *wechat.Config) { c.Token = testToken })
-	_ = sim
 	p := e.pusher("")
 	stop := push(t, p, text("A", "STOP", 31001, e.clock.Now()), openid("A"))
+	sim.Interact(openid("A"), 5, 48*time.Hour) // WeChat opens the window it pushes the message for
 	rcv := &channeltest.RecordingReceiver{InboundReply: "You are unsubscribed."}
 	if r := handle(t, ch, rcv, http.MethodPost, stop); r.Status != 200 || readReply(t, r.Body).Content != "You are unsubscribed." {
 		t.Fatalf("first delivery: %d %q", r.Status, r.Body)

@@ -29,7 +29,8 @@ func TestTwoProcessesSharingRedisFetchTheTokenOnce(t *testing.T) {
 			ch = b
 		}
 		wg.Go(func() {
-			m := msg(&ledger.WeChatOptions{Kind: "custom"})
+			// Template messages: WeChat allows no user 20 customer-service messages.
+			m := msg(template("template"))
 			m.ID = fmt.Sprintf("m%02d", i)
 			if _, err := ch.Send(context.Background(), m); err != nil {
 				errs <- err
@@ -44,8 +45,8 @@ func TestTwoProcessesSharingRedisFetchTheTokenOnce(t *testing.T) {
 	if n := sim.TokenFetches(); n != 1 {
 		t.Fatalf("token fetched %d times, want once", n)
 	}
-	if custom, _ := sim.Accepted(); custom != 20 {
-		t.Fatalf("accepted %d, want 20", custom)
+	if _, tmpl := sim.Accepted(); tmpl != 20 {
+		t.Fatalf("accepted %d, want 20", tmpl)
 	}
 	if n, _ := e.rdb.Exists(context.Background(), wechat.TokenLockKey(testAppID)).Result(); n != 0 {
 		t.Fatal("the refresh lock was not released")
@@ -66,7 +67,7 @@ func TestTheTokenIsCachedForItsLifetimeLessAMargin(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			sim, ch := e.simChannel(t, wechatsim.Options{TokenLifetime: tt.lifetime})
-			if _, err := ch.Send(context.Background(), msg(&ledger.WeChatOptions{Kind: "custom"})); err != nil {
+			if _, err := ch.Send(context.Background(), msg(template("template"))); err != nil {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
@@ -109,6 +110,7 @@ func TestARejectedTokenIsRefreshedOnceAndTheSendRetried(t *testing.T) {
 			if _, err := ch.Send(ctx, msg(template("template"))); err != nil { // fetches the first token
 				t.Fatal(err)
 			}
+			sim.Interact(testOpenID, 5, 48*time.Hour) // the patient wrote: customer-service messages may answer
 			before := len(sim.Requests())
 			tt.provoke(sim)
 			_, err := ch.Send(ctx, msg(template(tt.kind)))

@@ -295,7 +295,8 @@ func TestChannelsWithDifferentAPIURLsInOneProcessEachReachTheirOwn(t *testing.T)
 	for i := range 20 {
 		for _, ch := range []*wechat.Channel{chA, chB} {
 			wg.Go(func() {
-				m := msg(&ledger.WeChatOptions{Kind: "custom"})
+				// Template messages: WeChat allows no user 20 customer-service messages.
+				m := msg(template("template"))
 				m.ID = fmt.Sprintf("m%02d", i)
 				if _, err := ch.Send(context.Background(), m); err != nil {
 					errs <- err
@@ -309,8 +310,8 @@ func TestChannelsWithDifferentAPIURLsInOneProcessEachReachTheirOwn(t *testing.T)
 		t.Error(err)
 	}
 	for name, sim := range map[string]*wechatsim.Server{"A": simA, "B": simB} {
-		if custom, _ := sim.Accepted(); custom != 20 || sim.TokenFetches() != 1 {
-			t.Errorf("simulator %s accepted %d messages with %d token fetches, want 20 with 1", name, custom, sim.TokenFetches())
+		if _, tmpl := sim.Accepted(); tmpl != 20 || sim.TokenFetches() != 1 {
+			t.Errorf("simulator %s accepted %d messages with %d token fetches, want 20 with 1", name, tmpl, sim.TokenFetches())
 		}
 	}
 }
@@ -320,7 +321,7 @@ func TestARoutingClientReplacedByOtherCodeStopsSendsInsteadOfReachingTheRealAPI(
 	sim, ch := e.simChannel(t, wechatsim.Options{})
 	saved := util.DefaultHTTPClient
 	util.DefaultHTTPClient = &http.Client{Transport: channeltest.LoopbackOnly(nil)}
-	_, err := ch.Send(context.Background(), msg(&ledger.WeChatOptions{Kind: "custom"}))
+	_, err := ch.Send(context.Background(), msg(template("template")))
 	util.DefaultHTTPClient = saved
 	if se := sendErr(t, err); se.Class != channels.Retryable || se.Code != "config" {
 		t.Fatalf("got %v, want retryable config", se)
@@ -328,7 +329,7 @@ func TestARoutingClientReplacedByOtherCodeStopsSendsInsteadOfReachingTheRealAPI(
 	if len(sim.Requests()) != 0 {
 		t.Fatalf("simulator got %v", paths(sim.Requests()))
 	}
-	if _, err := ch.Send(context.Background(), msg(&ledger.WeChatOptions{Kind: "custom"})); err != nil {
+	if _, err := ch.Send(context.Background(), msg(template("template"))); err != nil {
 		t.Fatalf("after restoring the client: %v", err)
 	}
 }

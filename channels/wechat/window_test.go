@@ -61,9 +61,7 @@ func TestEachInteractionOpensItsWindowAndTemplatesFollowOnceItIsUsedUp(t *testin
 			e := newEnv(t)
 			sim, ch := e.simChannel(t, wechatsim.Options{Now: e.clock.Now})
 			ctx := context.Background()
-			if err := ch.Window().Touch(ctx, testOpenID, tt.kind, e.clock.Now()); err != nil {
-				t.Fatal(err)
-			}
+			e.interact(t, sim, ch, testOpenID, tt.kind)
 			st, err := ch.Window().State(ctx, testOpenID)
 			want := wechat.WindowState{Open: true, Remaining: tt.quota, Expires: e.clock.Now().Add(tt.expires), OpenedBy: tt.kind}
 			if err != nil || !st.Expires.Equal(want.Expires) || st.Open != want.Open || st.Remaining != want.Remaining || st.OpenedBy != want.OpenedBy {
@@ -94,11 +92,9 @@ func TestAWindowExpiresAfterItsLength(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			_, ch := e.simChannel(t, wechatsim.Options{Now: e.clock.Now})
+			sim, ch := e.simChannel(t, wechatsim.Options{Now: e.clock.Now})
 			ctx := context.Background()
-			if err := ch.Window().Touch(ctx, testOpenID, tt.kind, e.clock.Now()); err != nil {
-				t.Fatal(err)
-			}
+			e.interact(t, sim, ch, testOpenID, tt.kind)
 			e.clock.Advance(tt.wait - time.Second)
 			if got := sendAll(t, ch, 1); got[0] != "cs" {
 				t.Fatalf("a second before expiry: %v", got)
@@ -161,14 +157,12 @@ func TestANewInteractionReplacesTheWindowOnlyWhenItGivesMore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			_, ch := e.simChannel(t, wechatsim.Options{})
+			sim, ch := e.simChannel(t, wechatsim.Options{Now: e.clock.Now})
 			ctx := context.Background()
 			for _, s := range tt.steps {
 				sendAll(t, ch, s.sends)
 				e.clock.Advance(s.after)
-				if err := ch.Window().Touch(ctx, testOpenID, s.touch, e.clock.Now()); err != nil {
-					t.Fatal(err)
-				}
+				e.interact(t, sim, ch, testOpenID, s.touch)
 			}
 			st, err := ch.Window().State(ctx, testOpenID)
 			if err != nil || !st.Open || st.Remaining != tt.remaining || !st.Expires.Equal(e.clock.Now().Add(tt.expiresIn)) || st.OpenedBy != tt.openedBy {
@@ -198,7 +192,7 @@ func TestAnInteractionReportedAfterItsWindowWouldHaveClosedOpensNothing(t *testi
 
 func TestConcurrentWorkersNeverExceedTheWindowQuota(t *testing.T) {
 	e := newEnv(t)
-	sim, ch := e.simChannel(t, wechatsim.Options{EnforceWindow: true, Now: e.clock.Now})
+	sim, ch := e.simChannel(t, wechatsim.Options{Now: e.clock.Now})
 	// A second channel on the same Redis stands for another process.
 	other := e.channel(t, sim.URL(), channeltest.LoopbackOnly(nil))
 	sim.Interact(testOpenID, 5, 48*time.Hour)
@@ -259,9 +253,7 @@ func TestWeChatClosingTheWindowFallsBackToTheTemplateOnce(t *testing.T) {
 			e := newEnv(t)
 			sim, ch := e.simChannel(t, wechatsim.Options{})
 			ctx := context.Background()
-			if err := ch.Window().Touch(ctx, testOpenID, wechat.UserMessage, e.clock.Now()); err != nil {
-				t.Fatal(err)
-			}
+			e.interact(t, sim, ch, testOpenID, wechat.UserMessage)
 			opts := &ledger.WeChatOptions{}
 			if tt.template {
 				opts = template("auto")
@@ -292,7 +284,7 @@ func TestWeChatClosingTheWindowFallsBackToTheTemplateOnce(t *testing.T) {
 
 func TestTheSimulatorsOwnWindowAgreesWithTheFallback(t *testing.T) {
 	e := newEnv(t)
-	sim, ch := e.simChannel(t, wechatsim.Options{EnforceWindow: true, Now: e.clock.Now})
+	sim, ch := e.simChannel(t, wechatsim.Options{Now: e.clock.Now})
 	ctx := context.Background()
 	// The gateway believes the window is open; WeChat never saw the interaction.
 	if err := ch.Window().Touch(ctx, testOpenID, wechat.UserMessage, e.clock.Now()); err != nil {
@@ -325,9 +317,7 @@ func TestAFailedCustomSendGivesItsQuotaBackUnlessItMayHaveBeenDelivered(t *testi
 			if _, err := ch.Send(ctx, msg(template("template"))); err != nil {
 				t.Fatal(err)
 			}
-			if err := ch.Window().Touch(ctx, testOpenID, wechat.UserMessage, e.clock.Now()); err != nil {
-				t.Fatal(err)
-			}
+			e.interact(t, sim, ch, testOpenID, wechat.UserMessage)
 			tt.setup(sim)
 			if _, err := ch.Send(ctx, msg(nil)); err == nil {
 				t.Fatal("Send succeeded, want an error")
@@ -344,9 +334,7 @@ func TestTheChannelRunsOnRedisCluster(t *testing.T) {
 	e := &env{rdb: rs.Client(), logs: &logBuffer{}, clock: newClock(time.Date(2026, 3, 10, 9, 0, 0, 0, china))}
 	sim, ch := e.simChannel(t, wechatsim.Options{})
 	ctx := context.Background()
-	if err := ch.Window().Touch(ctx, testOpenID, wechat.UserMessage, e.clock.Now()); err != nil {
-		t.Fatal(err)
-	}
+	e.interact(t, sim, ch, testOpenID, wechat.UserMessage)
 	sim.Script(0, 40001, 0, 45015)
 	// custom; custom refused for the token then retried; custom refused for the window then the template.
 	if got := sendAll(t, ch, 3); fmt.Sprint(got) != "[cs cs tmpl]" {

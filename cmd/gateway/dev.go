@@ -20,6 +20,7 @@ import (
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/internal/service"
 )
 
@@ -88,7 +89,9 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond
 	if os.Getenv("LOG_FORMAT") == "" {
-		cfg.LogFormat = "text" // easier on the eyes in a terminal
+		// Text unless the environment asks otherwise: easier on the eyes
+		// in a terminal.
+		cfg.LogFormat = "text"
 	}
 	log := newLogger(cfg, stderr)
 	svc, err := service.New(cfg, config.RoleAll, service.Options{Logger: log, Listener: ln})
@@ -146,8 +149,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// showMail prints each message the dev SMTP server receives (the dev
-// server only ever sees the example addresses typed in).
+// showMail prints a line for each message the dev SMTP server receives:
+// its recipients, masked as in the logs, its subject and its size.
 func showMail(ctx context.Context, mail *smtpsim.Server, w io.Writer) {
 	seen := 0
 	t := time.NewTicker(500 * time.Millisecond)
@@ -160,7 +163,11 @@ func showMail(ctx context.Context, mail *smtpsim.Server, w io.Writer) {
 		}
 		msgs := mail.Messages()
 		for _, m := range msgs[seen:] {
-			fmt.Fprintf(w, "dev SMTP: received mail to %s, subject %q (%d bytes)\n", strings.Join(m.To, ","), m.Subject, len(m.Raw))
+			to := make([]string, len(m.To))
+			for i, addr := range m.To {
+				to[i] = redact.Email(addr)
+			}
+			fmt.Fprintf(w, "dev SMTP: received mail to %s, subject %q (%d bytes)\n", strings.Join(to, ","), m.Subject, len(m.Raw))
 		}
 		seen = len(msgs)
 	}

@@ -102,3 +102,22 @@ func waitStatus(t *testing.T, api, key, id, want string) string {
 	}
 	return status
 }
+
+func TestDevStopsOnAnInvalidSettingWithStatus2(t *testing.T) {
+	cases := []struct {
+		name, key, value, mention string
+	}{
+		{"a setting that does not parse", "GATEWAY_RETENTION", "forever", `GATEWAY_RETENTION="forever"`},
+		{"recordings kept longer than their messages (found when dev builds the gateway)", "RECORDING_RETENTION", "60d", "RECORDING_RETENTION"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
+			t.Setenv(c.key, c.value)
+			var out, errb channeltest.LogBuffer
+			if code := run([]string{"dev"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.mention) {
+				t.Fatalf("exit %d, stderr %q; want 2 and a message naming %s", code, errb.String(), c.key)
+			}
+		})
+	}
+}

@@ -42,7 +42,9 @@ Commands:
            the dev tag (go tool task dev).
 
 Configuration is read from the environment; every variable is described in
-docs/configuration.md. Variables: ` + "\n  "
+docs/configuration.md. An invalid setting stops a command with exit status 2.
+Variables, with their defaults:
+`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -50,7 +52,8 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage+strings.Join(config.Vars, "\n  ")+"\n")
+		fmt.Fprint(stdout, usage)
+		printSettings(stdout)
 		if len(args) == 0 {
 			return 2
 		}
@@ -62,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"serve":  "gateway serve: run the HTTP API only. Needs GATEWAY_PUBLIC_URL, GATEWAY_API_KEYS, REDIS_URL and the channel settings (Twilio), which verify webhooks.",
 		"worker": "gateway worker: run the delivery workers only. Needs GATEWAY_PUBLIC_URL (callback URLs), REDIS_URL and the channel settings.",
 		"all":    "gateway all: run the API and the workers in one process.",
-		"dev":    "gateway dev: run the whole gateway on an embedded Redis (miniredis) with built-in Twilio and WeChat simulators and an SMTP server, so the real clients run end to end without credentials. Redis, Twilio, API-key and public-URL settings are replaced; the others (GATEWAY_ADDR, default :8080, LOG_LEVEL, LOG_FORMAT, worker settings…) apply.",
+		"dev":    "gateway dev: run the whole gateway on an embedded Redis (miniredis) with built-in Twilio and WeChat simulators and an SMTP server, so the real clients run end to end without credentials. The Redis, Twilio, voice, WeChat, email, blob store, API-key and public-URL settings are replaced (docs/configuration.md, \"What dev replaces\"); the others (GATEWAY_ADDR, default :8080, LOG_LEVEL, LOG_FORMAT, worker settings…) apply.",
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -82,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	if cmd == "dev" {
 		if err := runDev(ctx, stdout, stderr); err != nil {
+			if code := configProblem(stderr, cmd, err); code != 0 {
+				return code
+			}
 			fmt.Fprintln(stderr, "gateway dev:", err)
 			return 1
 		}
@@ -91,13 +97,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.Validate(roles[cmd])
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "gateway %s: configuration is not valid:\n  %s\n", cmd, strings.ReplaceAll(err.Error(), "\n", "\n  "))
-		return 2
+	if code := configProblem(stderr, cmd, err); code != 0 {
+		return code
 	}
 	log := newLogger(cfg, stderr)
 	redis.SetLogger(redisLogger{log.With("comp", "redis")})
 	svc, err := service.New(cfg, roles[cmd], service.Options{Logger: log})
+	if code := configProblem(stderr, cmd, err); code != 0 {
+		return code
+	}
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -107,6 +115,51 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// configProblem prints a configuration that is not valid, naming every bad
+// setting, and returns exit status 2; 0 when err is not one.
+func configProblem(stderr io.Writer, cmd string, err error) int {
+	var bad *config.Error
+	if !errors.As(err, &bad) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "gateway %s: configuration is not valid:\n  %s\n", cmd, strings.ReplaceAll(bad.Error(), "\n", "\n  "))
+	return 2
+}
+
+// printSettings lists every setting by group, with its default.
+func printSettings(w io.Writer) {
+	all := config.Settings()
+	width := 0
+	for _, s := range all {
+		width = max(width, len(s.Name))
+	}
+	group := ""
+	for _, s := range all {
+		if s.Group != group {
+			group = s.Group
+			fmt.Fprintf(w, "\n%s\n", group)
+		}
+		if d := defaultText(s); d != "" {
+			fmt.Fprintf(w, "  %-*s  %s\n", width, s.Name, d)
+		} else {
+			fmt.Fprintf(w, "  %s\n", s.Name)
+		}
+	}
+}
+
+// defaultText is a setting's default as --help shows it.
+func defaultText(s config.Setting) string {
+	switch {
+	case s.Required == config.RoleAll:
+		return "required"
+	case s.Required != 0:
+		return "required for serve and all"
+	case s.DefaultDoc != "":
+		return strings.ReplaceAll(s.DefaultDoc, "`", "")
+	}
+	return s.Default
 }
 
 // redisLogger routes go-redis' own messages (reconnects, Sentinel

@@ -119,57 +119,5 @@ func ParseMemoryGuard(v string) (MemoryGuard, error) {
 	return MemoryGuard{Bulk: p[0] / 100, Routine: p[1] / 100, Urgent: p[2] / 100}, nil
 }
 
-// loadAdmission reads the admission settings over their defaults.
-func loadAdmission(getenv func(string) string, a *AdmissionConfig) []error {
-	var errs []error
-	if v, ok := lookup(getenv, "GATEWAY_TENANT_RATE_LIMIT"); ok {
-		r, err := ParseRateLimit(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("GATEWAY_TENANT_RATE_LIMIT=%q: %v", v, err))
-		}
-		a.TenantRate = r
-	}
-	if v, ok := lookup(getenv, "GATEWAY_TENANT_RATE_LIMITS"); ok {
-		rs, err := ParseRateLimits(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("GATEWAY_TENANT_RATE_LIMITS: %v", err))
-		}
-		a.TenantRates = rs
-	}
-	if v, ok := lookup(getenv, "GATEWAY_TENANT_BACKLOG_HOURS"); ok {
-		h, err := strconv.ParseFloat(v, 64)
-		if err != nil || !(h >= 0 && h <= MaxBacklogHours) {
-			errs = append(errs, fmt.Errorf("GATEWAY_TENANT_BACKLOG_HOURS=%q: want hours from 0 (no cap) to %d, e.g. 4 or 0.5", v, MaxBacklogHours))
-		}
-		a.BacklogHours = h
-	}
-	if v, ok := lookup(getenv, "GATEWAY_REDIS_MEMORY_GUARD"); ok {
-		g, err := ParseMemoryGuard(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("GATEWAY_REDIS_MEMORY_GUARD=%q: %v", v, err))
-		}
-		a.MemoryGuard = g
-	}
-	return errs
-}
-
-// validate checks admission settings (also those set in code).
-func (a AdmissionConfig) validate() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	for tenant, r := range a.TenantRates {
-		if !validTenant(tenant) || tenant == "" || !(r.PerSecond >= 0 && r.PerSecond <= 1e6) || r.Burst < 0 {
-			bad("GATEWAY_TENANT_RATE_LIMITS: tenant %q: want a rate from 0 (off) to 1000000 per second and a burst of 0 or more", tenant)
-		}
-	}
-	if r := a.TenantRate; !(r.PerSecond >= 0 && r.PerSecond <= 1e6) || r.Burst < 0 {
-		bad("GATEWAY_TENANT_RATE_LIMIT: want a rate from 0 (off) to 1000000 per second and a burst of 0 or more")
-	}
-	if !(a.BacklogHours >= 0 && a.BacklogHours <= MaxBacklogHours) {
-		bad("GATEWAY_TENANT_BACKLOG_HOURS=%g: want hours from 0 (no cap) to %d", a.BacklogHours, MaxBacklogHours)
-	}
-	if g := a.MemoryGuard; g != (MemoryGuard{}) && !(0 < g.Bulk && g.Bulk <= g.Routine && g.Routine <= g.Urgent && g.Urgent <= 1) {
-		bad("GATEWAY_REDIS_MEMORY_GUARD: the bulk, routine and urgent thresholds must rise, each above 0 and at most 100%%")
-	}
-	return errs
-}
+// valid reports whether a rate set in code is one ParseRateLimit could give.
+func (r RateLimit) valid() bool { return r.PerSecond >= 0 && r.PerSecond <= 1e6 && r.Burst >= 0 }

@@ -1,27 +1,21 @@
-// Package config holds the gateway's settings: one Config struct with
-// documented defaults, one loader (environment variables, optionally seeded
-// from a KEY=VALUE file), and one Validate that fails fast at start-up with
-// a message naming the bad setting.
+// Package config holds the gateway's settings: one Config struct, one table
+// of the environment variables that set it (settings.go: name, default,
+// documentation, parser and check of each), one loader (environment
+// variables, optionally seeded from a KEY=VALUE file), and one Validate
+// that fails fast at start-up with a message naming every bad setting.
+// docs/configuration.md and `gateway --help` are made from the table.
 package config
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net/mail"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/nyaruka/phonenumbers"
-	"golang.org/x/text/language"
-
-	"github.com/patientmsg/gateway/internal/egress"
-	"github.com/patientmsg/gateway/internal/schedule"
 )
 
 // Config is everything the API and the workers need.
@@ -234,44 +228,23 @@ func (t TwilioConfig) Enabled() bool {
 	return t.AccountSID != "" || t.AuthToken != "" || t.From != "" || t.MessagingServiceSID != ""
 }
 
-// NewDefaultConfig returns the defaults every setting falls back to.
+// NewDefaultConfig returns the defaults every setting falls back to: the
+// Default of each setting in the table (Settings), parsed as a set value
+// would be, and for the few whose default is not a fixed value (BLOB_URL,
+// RECORDING_RETENTION) the value their DefaultDoc describes.
 func NewDefaultConfig() Config {
-	return Config{
-		Addr:            ":8080",
-		HealthAddr:      ":8081",
-		RedisURL:        "redis://127.0.0.1:6379/0",
-		Retention:       30 * 24 * time.Hour,
-		IdempotencyTTL:  24 * time.Hour,
-		MaxRequestBytes: 64 << 10,
-		MaxUploadBytes:  20 << 20,
-		ShutdownTimeout: 25 * time.Second,
-		LogLevel:        "info",
-		LogFormat:       "json",
-		Worker: WorkerConfig{
-			Concurrency:         20,
-			CrisisConcurrency:   10,
-			MaxAttempts:         8,
-			ProviderTimeout:     10 * time.Second,
-			UnconfirmedGrace:    time.Minute,
-			PollInterval:        100 * time.Millisecond,
-			DelayedPollInterval: time.Second,
-		},
-		Twilio:             TwilioConfig{APIURL: "https://api.twilio.com"},
-		Voice:              VoiceConfig{CallsPerSecond: 1, MaxCalls: 3, RedialDelay: 30 * time.Minute},
-		WeChat:             WeChatConfig{APIURL: "https://api.weixin.qq.com"},
-		Email:              EmailConfig{PoolSize: 4},
-		RecordingRetention: 30 * 24 * time.Hour,
-		BlobURL:            defaultBlobURL(),
-		WebhookAttempts:    10,
-		Senders: SenderLimits{SMSPerSecond: 1, WeChatPerSecond: 20, WeChatPerDay: 100000, EmailPerSecond: 5,
-			Recovery: time.Minute},
-		Admission: AdmissionConfig{TenantRate: RateLimit{PerSecond: 100, Burst: 200}, BacklogHours: 4,
-			MemoryGuard: MemoryGuard{Bulk: 0.80, Routine: 0.90, Urgent: 0.97}},
-		Quiet:         QuietConfig{Window: "21:00-08:00", Crisis: "send", TimeZone: "UTC"},
-		Templates:     TemplateConfig{DefaultLocale: "en"},
-		MinAckTimeout: time.Minute,
-		Prices:        Prices{Currency: "USD", SMSSegment: 0.0083, VoiceMinute: 0.014},
+	var c Config
+	for _, s := range settings {
+		switch {
+		case s.Default != "":
+			if err := s.parse(&c, s.Default); err != nil {
+				panic(fmt.Sprintf("config: the default of %s does not parse: %v", s.Name, err))
+			}
+		case s.fallback != nil:
+			s.fallback(&c)
+		}
 	}
+	return c
 }
 
 // defaultBlobURL is data/blobs under the working directory.
@@ -283,29 +256,10 @@ func defaultBlobURL() string {
 	return "file://" + filepath.ToSlash(wd) + "/data/blobs?create_dir=true&no_tmp_dir=true"
 }
 
-// Vars lists every environment variable the loader reads, for --help and docs.
-var Vars = []string{
-	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_HEALTH_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
-	"REDIS_CLUSTER", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS",
-	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_MAX_UPLOAD_BYTES", "GATEWAY_DEFAULT_REGION", "GATEWAY_SHUTDOWN_TIMEOUT",
-	"LOG_LEVEL", "LOG_FORMAT",
-	"WORKER_CONCURRENCY", "WORKER_CRISIS_CONCURRENCY", "DELIVERY_MAX_ATTEMPTS", "PROVIDER_TIMEOUT",
-	"DELIVERY_UNCONFIRMED_GRACE", "WORKER_POLL_INTERVAL", "WORKER_DELAYED_POLL_INTERVAL",
-	"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_API_URL",
-	"TWILIO_VOICE_FROM", "VOICE_CALLS_PER_SECOND", "VOICE_MAX_CALLS", "VOICE_REDIAL_DELAY",
-	"WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_TOKEN", "WECHAT_ENCODING_AES_KEY", "WECHAT_API_URL",
-	"SMTP_URL", "EMAIL_FROM", "SMTP_POOL_SIZE",
-	"BLOB_URL", "RECORDING_RETENTION", "GATEWAY_CRISIS_OPTOUT_EXEMPT", "GATEWAY_WEBHOOK_ATTEMPTS", "GATEWAY_WEBHOOK_ALLOW_NETWORKS",
-	"SMS_SEGMENTS_PER_SECOND", "SMS_DAILY_LIMIT", "WECHAT_MESSAGES_PER_SECOND", "WECHAT_DAILY_LIMIT",
-	"EMAIL_MESSAGES_PER_SECOND", "EMAIL_DAILY_LIMIT", "SENDER_RECOVERY",
-	"GATEWAY_TENANT_RATE_LIMIT", "GATEWAY_TENANT_RATE_LIMITS", "GATEWAY_TENANT_BACKLOG_HOURS", "GATEWAY_REDIS_MEMORY_GUARD",
-	"QUIET_HOURS", "QUIET_HOURS_CRISIS", "GATEWAY_DEFAULT_TIMEZONE", "TEMPLATE_DEFAULT_LOCALE", "TEMPLATE_LOCALE_FALLBACKS", "BROADCAST_MIN_ACK_TIMEOUT",
-	"PRICE_CURRENCY", "PRICE_SMS_SEGMENT", "PRICE_VOICE_MINUTE", "PRICE_WECHAT_MESSAGE", "PRICE_EMAIL_MESSAGE",
-}
-
 // Load reads the environment (through getenv, os.Getenv when nil) over the
 // defaults. When GATEWAY_CONFIG_FILE names a file of KEY=VALUE lines, its
-// values apply where the environment does not set the variable.
+// values apply where the environment does not set the variable. A value
+// that does not parse is named in the returned *Error.
 func Load(getenv func(string) string) (Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
@@ -313,7 +267,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if path := getenv("GATEWAY_CONFIG_FILE"); path != "" {
 		file, err := readEnvFile(path)
 		if err != nil {
-			return Config{}, fmt.Errorf("GATEWAY_CONFIG_FILE: %w", err)
+			return Config{}, &Error{Problems: []error{fmt.Errorf("GATEWAY_CONFIG_FILE: %w", err)}}
 		}
 		env := getenv
 		getenv = func(k string) string {
@@ -325,181 +279,52 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c := NewDefaultConfig()
 	var errs []error
-	str := func(name string, dst *string) {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			*dst = v
+	for _, s := range settings {
+		if s.parse == nil {
+			continue
 		}
-	}
-	dur := func(name string, dst *time.Duration) {
-		v := strings.TrimSpace(getenv(name))
+		v := strings.TrimSpace(getenv(s.Name))
 		if v == "" {
-			return
+			if s.fallback != nil {
+				s.fallback(&c) // after the settings it derives from: they come first in the table
+			}
+			continue
 		}
-		d, err := parseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a positive duration such as 30s, 10m, 720h or 30d", name, v))
-			return
-		}
-		*dst = d
-	}
-	num := func(name string, dst *int) {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a positive whole number", name, v))
-			return
-		}
-		*dst = n
-	}
-	str("GATEWAY_ADDR", &c.Addr)
-	if v, ok := lookup(getenv, "GATEWAY_HEALTH_ADDR"); ok {
-		c.HealthAddr = v // "off" or empty disables it
-		if v == "off" {
-			c.HealthAddr = ""
+		if err := s.parse(&c, v); err != nil {
+			if s.Secret || s.namesEntry {
+				errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
+			} else {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", s.Name, v, err))
+			}
 		}
 	}
-	str("GATEWAY_PUBLIC_URL", &c.PublicURL)
-	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	str("REDIS_URL", &c.RedisURL)
-	switch v := strings.ToLower(strings.TrimSpace(getenv("REDIS_CLUSTER"))); v {
-	case "", "false", "0", "no":
-	case "true", "1", "yes":
-		c.RedisCluster = true
-	default:
-		errs = append(errs, fmt.Errorf("REDIS_CLUSTER=%q: want true or false", v))
-	}
-	str("REDIS_SENTINEL_MASTER", &c.RedisSentinelMaster)
-	for _, a := range strings.Split(getenv("REDIS_SENTINEL_ADDRS"), ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			c.RedisSentinelAddrs = append(c.RedisSentinelAddrs, a)
-		}
-	}
-	dur("GATEWAY_RETENTION", &c.Retention)
-	dur("GATEWAY_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
-	num("GATEWAY_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
-	num("GATEWAY_MAX_UPLOAD_BYTES", &c.MaxUploadBytes)
-	str("GATEWAY_DEFAULT_REGION", &c.DefaultRegion)
-	c.DefaultRegion = strings.ToUpper(c.DefaultRegion)
-	dur("GATEWAY_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
-	str("LOG_LEVEL", &c.LogLevel)
-	str("LOG_FORMAT", &c.LogFormat)
-	num("WORKER_CONCURRENCY", &c.Worker.Concurrency)
-	num("WORKER_CRISIS_CONCURRENCY", &c.Worker.CrisisConcurrency)
-	num("DELIVERY_MAX_ATTEMPTS", &c.Worker.MaxAttempts)
-	dur("PROVIDER_TIMEOUT", &c.Worker.ProviderTimeout)
-	dur("DELIVERY_UNCONFIRMED_GRACE", &c.Worker.UnconfirmedGrace)
-	dur("WORKER_POLL_INTERVAL", &c.Worker.PollInterval)
-	dur("WORKER_DELAYED_POLL_INTERVAL", &c.Worker.DelayedPollInterval)
-	str("TWILIO_ACCOUNT_SID", &c.Twilio.AccountSID)
-	str("TWILIO_AUTH_TOKEN", &c.Twilio.AuthToken)
-	str("TWILIO_FROM", &c.Twilio.From)
-	str("TWILIO_MESSAGING_SERVICE_SID", &c.Twilio.MessagingServiceSID)
-	str("TWILIO_API_URL", &c.Twilio.APIURL)
-	c.Twilio.APIURL = strings.TrimRight(c.Twilio.APIURL, "/")
-	str("TWILIO_VOICE_FROM", &c.Voice.From)
-	rate := func(name string, dst *float64, most float64) {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return
-		}
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f > most {
-			errs = append(errs, fmt.Errorf("%s=%q: want a number above 0, at most %g (e.g. 1 or 0.5)", name, v, most))
-			return
-		}
-		*dst = f
-	}
-	daily := func(name string, dst *int64) {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a whole number, 0 for no daily limit", name, v))
-			return
-		}
-		*dst = n
-	}
-	rate("VOICE_CALLS_PER_SECOND", &c.Voice.CallsPerSecond, 100)
-	rate("SMS_SEGMENTS_PER_SECOND", &c.Senders.SMSPerSecond, 10000)
-	daily("SMS_DAILY_LIMIT", &c.Senders.SMSPerDay)
-	rate("WECHAT_MESSAGES_PER_SECOND", &c.Senders.WeChatPerSecond, 10000)
-	daily("WECHAT_DAILY_LIMIT", &c.Senders.WeChatPerDay)
-	rate("EMAIL_MESSAGES_PER_SECOND", &c.Senders.EmailPerSecond, 10000)
-	daily("EMAIL_DAILY_LIMIT", &c.Senders.EmailPerDay)
-	dur("SENDER_RECOVERY", &c.Senders.Recovery)
-	errs = append(errs, loadAdmission(getenv, &c.Admission)...)
-	str("QUIET_HOURS", &c.Quiet.Window)
-	str("QUIET_HOURS_CRISIS", &c.Quiet.Crisis)
-	str("GATEWAY_DEFAULT_TIMEZONE", &c.Quiet.TimeZone)
-	str("TEMPLATE_DEFAULT_LOCALE", &c.Templates.DefaultLocale)
-	str("TEMPLATE_LOCALE_FALLBACKS", &c.Templates.Fallbacks)
-	dur("BROADCAST_MIN_ACK_TIMEOUT", &c.MinAckTimeout)
-	str("PRICE_CURRENCY", &c.Prices.Currency)
-	price := func(name string, dst *float64) {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return
-		}
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 || f > 100 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a price such as 0.0083", name, v))
-			return
-		}
-		*dst = f
-	}
-	price("PRICE_SMS_SEGMENT", &c.Prices.SMSSegment)
-	price("PRICE_VOICE_MINUTE", &c.Prices.VoiceMinute)
-	price("PRICE_WECHAT_MESSAGE", &c.Prices.WeChatMessage)
-	price("PRICE_EMAIL_MESSAGE", &c.Prices.Email)
-	num("VOICE_MAX_CALLS", &c.Voice.MaxCalls)
-	dur("VOICE_REDIAL_DELAY", &c.Voice.RedialDelay)
-	str("WECHAT_APP_ID", &c.WeChat.AppID)
-	str("WECHAT_APP_SECRET", &c.WeChat.AppSecret)
-	str("WECHAT_TOKEN", &c.WeChat.Token)
-	str("WECHAT_ENCODING_AES_KEY", &c.WeChat.EncodingAESKey)
-	str("WECHAT_API_URL", &c.WeChat.APIURL)
-	c.WeChat.APIURL = strings.TrimRight(c.WeChat.APIURL, "/")
-	str("SMTP_URL", &c.Email.SMTPURL)
-	str("EMAIL_FROM", &c.Email.From)
-	num("SMTP_POOL_SIZE", &c.Email.PoolSize)
-	str("BLOB_URL", &c.BlobURL)
-	num("GATEWAY_WEBHOOK_ATTEMPTS", &c.WebhookAttempts)
-	if v := strings.TrimSpace(getenv("GATEWAY_WEBHOOK_ALLOW_NETWORKS")); v != "" {
-		nets, err := egress.ParseNetworks(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("GATEWAY_WEBHOOK_ALLOW_NETWORKS: %w (e.g. 10.20.0.0/16,192.168.5.7/32)", err))
-		}
-		c.WebhookAllowNetworks = nets
-	}
-	for _, t := range strings.Split(getenv("GATEWAY_CRISIS_OPTOUT_EXEMPT"), ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			c.CrisisOptOutExempt = append(c.CrisisOptOutExempt, t)
-		}
-	}
-	c.RecordingRetention = c.Retention // unless set: as long as the messages
-	dur("RECORDING_RETENTION", &c.RecordingRetention)
-	if v := strings.TrimSpace(getenv("GATEWAY_API_KEYS")); v != "" {
-		keys, err := ParseAPIKeys(v)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		c.APIKeys = keys
-	}
-	return c, errors.Join(errs...)
+	return c, invalid(errs)
 }
 
-func lookup(getenv func(string) string, name string) (string, bool) {
-	v := strings.TrimSpace(getenv(name))
-	return v, v != ""
+// Error is a configuration that is not valid. Load and Validate return
+// one naming every bad setting; a process that gets one stops with exit
+// status 2.
+type Error struct {
+	// Problems are the bad settings, one error each.
+	Problems []error
 }
 
-// ParseAPIKeys parses "tenant:key,tenant:key". A key may appear once only.
-func ParseAPIKeys(v string) (map[string]string, error) {
+// Error lists the problems, one a line.
+func (e *Error) Error() string { return errors.Join(e.Problems...).Error() }
+
+// Unwrap returns the problems.
+func (e *Error) Unwrap() []error { return e.Problems }
+
+// invalid is nil without problems, an *Error otherwise.
+func invalid(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return &Error{Problems: errs}
+}
+
+// parseAPIKeys parses "tenant:key,tenant:key". A key may appear once only.
+func parseAPIKeys(v string) (map[string]string, error) {
 	keys := map[string]string{}
 	for i, pair := range strings.Split(v, ",") {
 		pair = strings.TrimSpace(pair)
@@ -510,14 +335,14 @@ func ParseAPIKeys(v string) (map[string]string, error) {
 		tenant, key = strings.TrimSpace(tenant), strings.TrimSpace(key)
 		switch {
 		case !ok || tenant == "" || key == "":
-			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d is not of the form tenant:key", i+1)
+			return nil, fmt.Errorf("entry %d is not of the form tenant:key", i+1)
 		case !validTenant(tenant):
-			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d: tenant %q may use only letters, digits, '-' and '_' (at most 64)", i+1, tenant)
+			return nil, fmt.Errorf("entry %d: tenant %q may use only letters, digits, '-' and '_' (at most 64)", i+1, tenant)
 		case len(key) < 16:
-			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d (tenant %q): key is shorter than 16 characters", i+1, tenant)
+			return nil, fmt.Errorf("entry %d (tenant %q): key is shorter than 16 characters", i+1, tenant)
 		}
 		if _, dup := keys[key]; dup {
-			return nil, fmt.Errorf("GATEWAY_API_KEYS: entry %d: the same key is given twice", i+1)
+			return nil, fmt.Errorf("entry %d: the same key is given twice", i+1)
 		}
 		keys[key] = tenant
 	}
@@ -558,160 +383,20 @@ const (
 	RoleAll = RoleAPI | RoleWorker
 )
 
-// Validate checks the settings a process of the given role needs and names
-// every bad one.
+// Validate checks the settings a process of the given role needs, also
+// those set in code, and returns an *Error naming every bad one.
 func (c Config) Validate(role Role) error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if u, err := url.Parse(c.PublicURL); c.PublicURL == "" {
-		bad("GATEWAY_PUBLIC_URL is required: the base URL providers call back, e.g. https://gateway.example-clinic.org")
-	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		bad("GATEWAY_PUBLIC_URL=%q: want an absolute http(s) URL with no path or query", c.PublicURL)
-	}
-	if _, err := parseRedisURL(c.RedisURL); err != nil {
-		bad("REDIS_URL: %v", err) // the URL may hold a password: not echoed
-	}
-	switch {
-	case c.RedisCluster && c.RedisSentinelMaster != "":
-		bad("REDIS_CLUSTER and REDIS_SENTINEL_MASTER exclude each other")
-	case c.RedisSentinelMaster != "" && len(c.RedisSentinelAddrs) == 0:
-		bad("REDIS_SENTINEL_ADDRS is required with REDIS_SENTINEL_MASTER: the sentinels as host:port,host:port")
-	case c.RedisSentinelMaster == "" && len(c.RedisSentinelAddrs) > 0:
-		bad("REDIS_SENTINEL_ADDRS is set but REDIS_SENTINEL_MASTER (the monitored primary's name) is not")
-	}
-	if role&RoleAPI != 0 {
-		if c.Addr == "" {
-			bad("GATEWAY_ADDR is empty")
+	for _, s := range settings {
+		if s.check != nil {
+			s.check(c, role, bad)
 		}
-		if len(c.APIKeys) == 0 {
-			bad("GATEWAY_API_KEYS is required: comma-separated tenant:key pairs, keys at least 16 characters")
-		}
-		if c.MaxRequestBytes < 4<<10 {
-			bad("GATEWAY_MAX_REQUEST_BYTES=%d: must be at least 4096", c.MaxRequestBytes)
-		}
-		if c.MaxUploadBytes < c.MaxRequestBytes || c.MaxUploadBytes > 200<<20 {
-			bad("GATEWAY_MAX_UPLOAD_BYTES=%d: must be at least GATEWAY_MAX_REQUEST_BYTES and at most 209715200 (200 MiB)", c.MaxUploadBytes)
-		}
-	}
-	if c.Retention < time.Hour {
-		bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
-	}
-	if c.RecordingRetention > c.Retention {
-		// A recording is reached through its message: kept longer, it could
-		// no longer be read through the API, only leak.
-		bad("RECORDING_RETENTION=%s: must not exceed GATEWAY_RETENTION (%s)", c.RecordingRetention, c.Retention)
-	}
-	if c.IdempotencyTTL > c.Retention {
-		// A key that outlived its message could not return the original and
-		// would let a retried request send the message again.
-		bad("GATEWAY_IDEMPOTENCY_TTL=%s: must not exceed GATEWAY_RETENTION (%s)", c.IdempotencyTTL, c.Retention)
-	}
-	if err := egress.CheckNetworks(c.WebhookAllowNetworks); err != nil {
-		bad("GATEWAY_WEBHOOK_ALLOW_NETWORKS: %v", err)
-	}
-	errs = append(errs, c.Admission.validate()...)
-	if c.Worker.MaxAttempts > 50 {
-		bad("DELIVERY_MAX_ATTEMPTS=%d: at most 50", c.Worker.MaxAttempts)
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
-	}
-	switch c.LogFormat {
-	case "json", "text":
-	default:
-		bad("LOG_FORMAT=%q: want json or text", c.LogFormat)
 	}
 	if !c.Twilio.Enabled() && !c.WeChat.Enabled() && !c.Email.Enabled() {
 		bad("no channel is configured: set the Twilio settings (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM), WECHAT_APP_ID and WECHAT_APP_SECRET, or SMTP_URL and EMAIL_FROM")
 	}
-	if c.WeChat.Enabled() {
-		w := c.WeChat
-		if w.AppID == "" || w.AppSecret == "" {
-			bad("WECHAT_APP_ID and WECHAT_APP_SECRET are both required for WeChat")
-		}
-		if w.EncodingAESKey != "" && len(w.EncodingAESKey) != 43 {
-			bad("WECHAT_ENCODING_AES_KEY: want the 43-character EncodingAESKey of the official account")
-		}
-		if u, err := url.Parse(w.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("WECHAT_API_URL=%q: want an absolute http(s) URL", w.APIURL)
-		}
-	}
-	if c.Email.Enabled() {
-		if c.Email.SMTPURL == "" || c.Email.From == "" {
-			bad("SMTP_URL and EMAIL_FROM are both required for email")
-		} else if _, err := mail.ParseAddress(c.Email.From); err != nil {
-			bad("EMAIL_FROM=%q: want an address such as \"Clinic <noreply@example-clinic.org>\"", c.Email.From)
-		}
-		if u, err := url.Parse(c.Email.SMTPURL); c.Email.SMTPURL != "" && (err != nil || u.Host == "") {
-			bad("SMTP_URL: want smtp://user:password@host:587 or smtps://user:password@host:465")
-		}
-	}
-	if c.Voice.From != "" && !c.Twilio.Enabled() {
-		bad("TWILIO_VOICE_FROM needs the Twilio account settings (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)")
-	}
-	if v := c.Voice.From; v != "" {
-		if n, err := phonenumbers.Parse(v, ""); err != nil || !phonenumbers.IsValidNumber(n) || phonenumbers.Format(n, phonenumbers.E164) != v {
-			bad("TWILIO_VOICE_FROM=%q: want an E.164 number such as +14155550100", v)
-		}
-	}
-	if c.Voice.MaxCalls > 10 {
-		bad("VOICE_MAX_CALLS=%d: at most 10", c.Voice.MaxCalls)
-	}
-	if _, err := schedule.ParseWindow(c.Quiet.Window); err != nil {
-		bad("QUIET_HOURS=%q: %v (e.g. 21:00-08:00, or off)", c.Quiet.Window, err)
-	}
-	if c.Quiet.Crisis != "send" && c.Quiet.Crisis != "defer" {
-		bad("QUIET_HOURS_CRISIS=%q: want send (crisis messages pass quiet hours) or defer", c.Quiet.Crisis)
-	}
-	if _, err := schedule.LoadZone(c.Quiet.TimeZone); err != nil {
-		bad("GATEWAY_DEFAULT_TIMEZONE=%q: want an IANA time zone such as Asia/Shanghai or America/New_York", c.Quiet.TimeZone)
-	}
-	if r := c.DefaultRegion; r != "" && phonenumbers.GetCountryCodeForRegion(r) == 0 {
-		bad("GATEWAY_DEFAULT_REGION=%q: want a region code such as US or CN", r)
-	}
-	if _, err := language.Parse(c.Templates.DefaultLocale); err != nil {
-		bad("TEMPLATE_DEFAULT_LOCALE=%q: want a language tag such as en or zh-CN", c.Templates.DefaultLocale)
-	}
-	if u, err := url.Parse(c.BlobURL); c.BlobURL == "" || err != nil || u.Scheme == "" {
-		bad("BLOB_URL: want file:///absolute/path or s3://bucket?region=…")
-	}
-	if c.Twilio.Enabled() {
-		t := c.Twilio
-		if !strings.HasPrefix(t.AccountSID, "AC") || len(t.AccountSID) != 34 {
-			bad("TWILIO_ACCOUNT_SID: want the 34-character account SID starting with AC")
-		}
-		if t.AuthToken == "" {
-			bad("TWILIO_AUTH_TOKEN is required (it also verifies Twilio's webhook signatures)")
-		}
-		if t.From == "" && t.MessagingServiceSID == "" {
-			bad("set TWILIO_FROM (an E.164 number) or TWILIO_MESSAGING_SERVICE_SID")
-		}
-		if t.From != "" {
-			if n, err := phonenumbers.Parse(t.From, ""); err != nil || !phonenumbers.IsValidNumber(n) || phonenumbers.Format(n, phonenumbers.E164) != t.From {
-				bad("TWILIO_FROM=%q: want an E.164 number such as +14155550100", t.From)
-			}
-		}
-		if t.MessagingServiceSID != "" && (!strings.HasPrefix(t.MessagingServiceSID, "MG") || len(t.MessagingServiceSID) != 34) {
-			bad("TWILIO_MESSAGING_SERVICE_SID: want the 34-character SID starting with MG")
-		}
-		if u, err := url.Parse(t.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("TWILIO_API_URL=%q: want an absolute http(s) URL", t.APIURL)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func parseRedisURL(v string) (*url.URL, error) {
-	u, err := url.Parse(v)
-	if err != nil {
-		return nil, err
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
-		return nil, errors.New("want redis://, rediss:// or unix://")
-	}
-	return u, nil
+	return invalid(errs)
 }
 
 func readEnvFile(path string) (map[string]string, error) {

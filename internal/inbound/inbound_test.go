@@ -162,7 +162,9 @@ func TestHelpGetsTheTextOfTheTenantThatLastWrote(t *testing.T) {
 	if err := r.HelpTexts.Set(ctx, "clinic-a", map[string]string{"en": "Riverside Clinic: call 555-0100."}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Replies.Remember(ctx, patient, "clinic-a", "msg1"); err != nil {
+	// clinic-a's message was the last to the patient (what the ledger's
+	// OnCreate hook records when a message is made).
+	if err := r.Redis.Set(ctx, replies.LastKey(patient), replies.LastValue("clinic-a", "msg1"), time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if res, _ := r.Inbound(ctx, sms("SM1", "HELP")); res.Reply != "Riverside Clinic: call 555-0100." {
@@ -172,7 +174,7 @@ func TestHelpGetsTheTextOfTheTenantThatLastWrote(t *testing.T) {
 		t.Fatalf("INFO = %q", res.Reply)
 	}
 	// Once clinic-b, which set no help text, writes last: the default.
-	if err := r.Replies.Remember(ctx, patient, "clinic-b", "msg2"); err != nil {
+	if err := r.Redis.Set(ctx, replies.LastKey(patient), replies.LastValue("clinic-b", "msg2"), time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if res, _ := r.Inbound(ctx, sms("SM3", "HELP")); res.Reply != consent.Replies[consent.Help]["en"] {
@@ -237,7 +239,7 @@ func TestAnAnswerIsFiledWithTheTenantThatLastWrote(t *testing.T) {
 	if len(told) != 0 {
 		t.Fatal("an answer from someone no tenant wrote to is not kept")
 	}
-	if err := r.Replies.Remember(ctx, patient, "clinic-b", "msg1"); err != nil {
+	if err := r.Redis.Set(ctx, replies.LastKey(patient), replies.LastValue("clinic-b", "msg1"), time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.FileReply(ctx, sms("SM2", "feeling better")); err != nil {

@@ -494,7 +494,7 @@ type ProviderUpdate struct {
 // Applied says what a provider update did.
 type Applied int
 
-// Outcomes of ApplyProviderUpdate.
+// Outcomes of ApplyProviderUpdateLinked.
 const (
 	AppliedUnknown   Applied = 0 // no such message
 	AppliedChanged   Applied = 1 // the status moved forward
@@ -502,17 +502,12 @@ const (
 	AppliedDuplicate Applied = 3 // the same report was applied before
 )
 
-// ApplyProviderUpdate records a provider status report idempotently. The
-// status moves only forward; a report that would move it backwards is kept
-// as an event. A report that carries the provider id of a message whose
-// acceptance was never recorded (the worker died mid-call) records it now.
-func (l *Ledger) ApplyProviderUpdate(ctx context.Context, id string, u ProviderUpdate) (Applied, error) {
-	a, _, err := l.ApplyProviderUpdateLinked(ctx, id, u)
-	return a, err
-}
-
-// ApplyProviderUpdateLinked is ApplyProviderUpdate that also returns the
-// message's broadcast link ("" for none), read in the same script.
+// ApplyProviderUpdateLinked records a provider status report idempotently
+// and returns the message's broadcast link ("" for none), read in the same
+// script. The status moves only forward; a report that would move it
+// backwards is kept as an event. A report that carries the provider id of
+// a message whose acceptance was never recorded (the worker died mid-call)
+// records it now.
 func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u ProviderUpdate) (Applied, string, error) {
 	if !validID(id) || !u.Status.Valid() {
 		return AppliedUnknown, "", nil

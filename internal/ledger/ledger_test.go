@@ -101,7 +101,7 @@ func TestStatusNeverMovesBackwards(t *testing.T) {
 		{"undelivered after delivered does not change a final status", ledger.StatusUndelivered, "undelivered", ledger.StatusDelivered, ledger.AppliedEventOnly},
 	}
 	for _, s := range steps {
-		a, err := l.ApplyProviderUpdate(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM1", Status: s.status, ProviderStatus: s.ps})
+		a, _, err := l.ApplyProviderUpdateLinked(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM1", Status: s.status, ProviderStatus: s.ps})
 		if err != nil || a != s.applied {
 			t.Fatalf("%s: applied %d, %v; want %d", s.name, a, err, s.applied)
 		}
@@ -109,7 +109,7 @@ func TestStatusNeverMovesBackwards(t *testing.T) {
 			t.Fatalf("%s: status %s, want %s", s.name, got, s.want)
 		}
 	}
-	if _, err := l.ApplyProviderUpdate(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM2", Status: ledger.StatusFailed, ProviderStatus: "failed"}); !errors.Is(err, ledger.ErrProviderMismatch) {
+	if _, _, err := l.ApplyProviderUpdateLinked(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM2", Status: ledger.StatusFailed, ProviderStatus: "failed"}); !errors.Is(err, ledger.ErrProviderMismatch) {
 		t.Fatalf("an update for another provider id: %v", err)
 	}
 	m := status(t, l, id)
@@ -141,7 +141,7 @@ func TestClaimProtectsAgainstSendingTwice(t *testing.T) {
 	t.Run("the provider's callback reveals the acceptance of a crashed attempt", func(t *testing.T) {
 		id := create(t, l, "c")
 		_, _ = l.Claim(ctx, id, time.Minute)
-		if a, err := l.ApplyProviderUpdate(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM9", Status: ledger.StatusSent, ProviderStatus: "sent"}); err != nil || a != ledger.AppliedChanged {
+		if a, _, err := l.ApplyProviderUpdateLinked(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM9", Status: ledger.StatusSent, ProviderStatus: "sent"}); err != nil || a != ledger.AppliedChanged {
 			t.Fatalf("apply %d %v", a, err)
 		}
 		c, _ := l.Claim(ctx, id, time.Minute)

@@ -1,3 +1,7 @@
+// Package ratelimit spaces out sends per sender across every worker
+// process, with a GCRA (generic cell rate algorithm) kept in Redis: each
+// sender key holds its theoretical arrival time, moved forward atomically
+// by a Lua script, so a limit holds however many workers run.
 package ratelimit
 
 import (
@@ -150,7 +154,7 @@ type SenderStatus struct {
 // effective rate in units per second):
 //
 //	bulk    max(½, N − 1)            (a burst of B − 1 units; one request when B ≤ 2)
-//	normal  N = B − ¼                (a burst of B units, like Limiter)
+//	normal  N = B − ¼                (a burst of B units, as in a plain GCRA)
 //	high    N + max(1, r×0.5s)
 //	crisis  N + max(2, B, r×2s)
 //

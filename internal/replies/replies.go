@@ -39,7 +39,8 @@ type Reply struct {
 	Option string `json:"option,omitempty"`
 }
 
-// Store links outbound messages to their recipients and keeps replies.
+// Store finds the message that last went to a patient (LastKey, written
+// with each new message) and keeps the patients' replies.
 type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
@@ -59,11 +60,6 @@ func LastKey(id consent.Identity) string {
 
 // LastValue is what LastKey holds: "tenant message-id".
 func LastValue(tenant, messageID string) string { return tenant + " " + messageID }
-
-// Remember records that messageID of tenant is the last message to id.
-func (s *Store) Remember(ctx context.Context, id consent.Identity, tenant, messageID string) error {
-	return s.rdb.Set(ctx, LastKey(id), LastValue(tenant, messageID), s.retention).Err()
-}
 
 // Last returns the tenant and message last sent to id.
 func (s *Store) Last(ctx context.Context, id consent.Identity) (tenant, messageID string, err error) {

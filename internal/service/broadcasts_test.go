@@ -72,7 +72,7 @@ func TestABroadcastCascadesUntilEachPersonAnswers(t *testing.T) {
 	              {"email":"nochannel@example.org","external_id":"MRN-3"}]}`
 	// The patient wrote to the clinic's account today: WeChat lets the
 	// clinic write back (customer-service text) for 48 hours.
-	if code, _ := e.push(wechatsim.TextMessage("gh_clinic", openid, "你好", 24100000000, time.Now()), openid); code != 200 {
+	if code, _ := e.userWrites("gh_clinic", openid, "你好", 24100000000); code != 200 {
 		t.Fatalf("wechat push = %d", code)
 	}
 	// The preview, before sending: who gets which channel first, what the

@@ -135,7 +135,9 @@ func TestAWeChatMessageGoesAsATemplateOutsideTheWindow(t *testing.T) {
 
 func TestAWeChatMessageUsesCustomerServiceTextInsideTheWindow(t *testing.T) {
 	e := start(t, config.RoleAll)
-	// The patient wrote to the official account (the inbound webhook reports this).
+	// The patient wrote to the official account: WeChat opened its window,
+	// and the inbound webhook reported the message to the channel.
+	e.wsim.Interact("oPatientInWindow", 5, 48*time.Hour)
 	wc, _ := e.svc.Channels.Get("wechat")
 	if err := wc.(*wechat.Channel).Window().Touch(context.Background(), "oPatientInWindow", wechat.UserMessage, time.Now()); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,15 @@ func (e *env) push(xml []byte, openid string) (int, wechatsim.Reply) {
 	return resp.StatusCode, r
 }
 
+// userWrites is a WeChat user's message to the clinic's official account:
+// WeChat opens its customer-service window for the user (5 messages within
+// 48 hours) and pushes the message to the gateway.
+func (e *env) userWrites(account, openid, text string, msgID int64) (int, wechatsim.Reply) {
+	e.t.Helper()
+	e.wsim.Interact(openid, 5, 48*time.Hour)
+	return e.push(wechatsim.TextMessage(account, openid, text, msgID, time.Now()), openid)
+}
+
 func TestAWeChatUserWhoWritesOpensTheWindowAndUnfollowingOptsOut(t *testing.T) {
 	e := start(t, config.RoleAll)
 	const openid = "oPatientWritesBack0000000001"
@@ -49,7 +58,7 @@ func TestAWeChatUserWhoWritesOpensTheWindowAndUnfollowingOptsOut(t *testing.T) {
 	asked := e.send(keyA, `{"channel":"wechat","to":{"wechat_openid":"`+openid+`"},"body":"复诊提醒",
 		"wechat":{"template_id":"TPL-followup","data":{"time":"明天"}}}`)
 	e.waitFor(asked, ledger.StatusSent, 10*time.Second)
-	code, r := e.push(wechatsim.TextMessage(account, openid, "好的，我明天去", 24000000001, time.Now()), openid)
+	code, r := e.userWrites(account, openid, "好的，我明天去", 24000000001)
 	if code != 200 || r.XML != nil {
 		t.Fatalf("text push answered %d %+v", code, r)
 	}
@@ -63,11 +72,11 @@ func TestAWeChatUserWhoWritesOpensTheWindowAndUnfollowingOptsOut(t *testing.T) {
 	}
 
 	// 退订 gets its confirmation as an encrypted passive reply.
-	_, r = e.push(wechatsim.TextMessage(account, openid, "退订", 24000000002, time.Now()), openid)
+	_, r = e.userWrites(account, openid, "退订", 24000000002)
 	if !r.Encrypted || !strings.Contains(string(r.XML), "您已退订") {
 		t.Fatalf("opt-out reply %+v %s", r, r.XML)
 	}
-	e.push(wechatsim.TextMessage(account, "oOtherPatient00000000000001", "hi", 24000000003, time.Now()), "oOtherPatient00000000000001")
+	e.userWrites(account, "oOtherPatient00000000000001", "hi", 24000000003)
 
 	// Unfollowing is an opt-out too, with the event as evidence.
 	const other = "oUnfollows000000000000000001"

@@ -14,9 +14,11 @@
 // It checks the app credentials (40013, 40125), rejects unknown tokens
 // (40001) and expired ones (42001), counts token fetches, records every
 // request with its decoded JSON, and can be scripted to answer the next
-// sends with given errcodes. Optionally it enforces the customer-service
-// window itself (off by default). It listens on 127.0.0.1 only, is meant
-// for tests and local development, and logs nothing.
+// sends with given errcodes. Like WeChat, it refuses a customer-service
+// message to a user who has no open window (45015) or whose window has no
+// message left (45047): a test opens one with Interact where the user
+// wrote first. It listens on 127.0.0.1 only, is meant for tests and local
+// development, and logs nothing.
 package wechatsim
 
 import (
@@ -95,9 +97,6 @@ type Options struct {
 	AppID, AppSecret string
 	// TokenLifetime is the expires_in of issued tokens; 7,200 s when zero.
 	TokenLifetime time.Duration
-	// EnforceWindow makes customer-service sends obey the windows opened
-	// with Interact: 45015 outside one, 45047 once its quota is used.
-	EnforceWindow bool
 	// Now is the simulator's clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -117,7 +116,6 @@ type Request struct {
 type Server struct {
 	appID, appSecret string
 	lifetime         time.Duration
-	enforce          bool
 	now              func() time.Time
 	url              string
 	srv              *http.Server
@@ -150,7 +148,7 @@ func New(opts Options) *Server {
 	}
 	s := &Server{
 		appID: opts.AppID, appSecret: opts.AppSecret, lifetime: opts.TokenLifetime,
-		enforce: opts.EnforceWindow, now: opts.Now,
+		now:       opts.Now,
 		url:       "http://" + ln.Addr().String(),
 		serveDone: make(chan struct{}),
 		tokens:    map[string]time.Time{},
@@ -260,8 +258,10 @@ func (s *Server) Accepted() (custom, template int) {
 }
 
 // Interact opens a customer-service window for openid, as a user
-// interaction would: quota messages until now+d. It matters only with
-// Options.EnforceWindow.
+// interaction does at WeChat: quota messages until now+d (a user's
+// message: 5 within 48 hours; a menu click, follow or scan: 3 within a
+// minute). It replaces the window openid had. Without one, every
+// customer-service message to openid is refused with 45015.
 func (s *Server) Interact(openid string, quota int, d time.Duration) {
 	s.mu.Lock()
 	s.windows[openid] = &window{exp: s.now().Add(d), left: quota}
@@ -366,7 +366,7 @@ func (s *Server) customSend(w http.ResponseWriter, r *http.Request) {
 	if code == 0 {
 		code = validateCustom(obj)
 	}
-	if code == 0 && s.enforce {
+	if code == 0 {
 		code = s.useWindow(obj["touser"].(string))
 	}
 	s.record(r, obj, code)

@@ -108,6 +108,7 @@ func TestSendsCheckTheTokenAndTheMessage(t *testing.T) {
 	s := wechatsim.New(wechatsim.Options{AppID: "wxapp", AppSecret: "secret", Now: clock, TokenLifetime: time.Hour})
 	defer s.Close()
 	tok := token(t, s, "wxapp", "secret").AccessToken
+	s.Interact("oUser", 5, 48*time.Hour) // oUser wrote to the account
 	text := map[string]any{"touser": "oUser", "msgtype": "text", "text": map[string]any{"content": "hello"}}
 	tmpl := map[string]any{"touser": "oUser", "template_id": "TPL", "data": map[string]any{"a": map[string]any{"value": "b"}}}
 	custom := func(tok string) string {
@@ -124,6 +125,8 @@ func TestSendsCheckTheTokenAndTheMessage(t *testing.T) {
 	}{
 		{"a text message with a valid token is accepted", custom(tok), text, 0},
 		{"a template message is accepted", template(tok), tmpl, 0},
+		{"a text message to a user who did not write is 45015", custom(tok), map[string]any{"touser": "oOther", "msgtype": "text", "text": map[string]any{"content": "hello"}}, 45015},
+		{"a template message needs no window", template(tok), map[string]any{"touser": "oOther", "template_id": "TPL"}, 0},
 		{"no token is 41001", custom(""), text, 41001},
 		{"an unknown token is 40001", custom("forged"), text, 40001},
 		{"an empty text is 44004", custom(tok), map[string]any{"touser": "o", "msgtype": "text", "text": map[string]any{"content": ""}}, 44004},
@@ -159,7 +162,7 @@ func TestSendsCheckTheTokenAndTheMessage(t *testing.T) {
 	if first.Path != wechatsim.CustomSendPath || first.Query.Get("access_token") != tok || first.JSON["msgtype"] != "text" || first.ErrCode != 0 {
 		t.Fatalf("recorded %+v", first)
 	}
-	if custom, template := s.Accepted(); custom != 1 || template != 2 {
+	if custom, template := s.Accepted(); custom != 1 || template != 3 {
 		t.Fatalf("accepted %d custom, %d template", custom, template)
 	}
 }
@@ -170,6 +173,7 @@ func TestScriptedErrcodesAnswerTheNextSendsInOrder(t *testing.T) {
 	tok := token(t, s, s.AppID(), s.AppSecret()).AccessToken
 	u := s.URL() + wechatsim.CustomSendPath + "?access_token=" + tok
 	text := map[string]any{"touser": "o", "msgtype": "text", "text": map[string]any{"content": "x"}}
+	s.Interact("o", 5, 48*time.Hour)
 	s.Script(45009, 0, -1)
 	var got []int
 	for range 4 {
@@ -184,11 +188,11 @@ func TestScriptedErrcodesAnswerTheNextSendsInOrder(t *testing.T) {
 	}
 }
 
-func TestTheOptionalWindowAllowsItsQuotaInItsTime(t *testing.T) {
+func TestACustomerServiceMessageNeedsAnOpenWindowWithQuotaLeft(t *testing.T) {
 	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s := wechatsim.New(wechatsim.Options{EnforceWindow: true, Now: clock})
+	s := wechatsim.New(wechatsim.Options{Now: clock})
 	defer s.Close()
 	tok := token(t, s, s.AppID(), s.AppSecret()).AccessToken
 	u := s.URL() + wechatsim.CustomSendPath + "?access_token=" + tok
