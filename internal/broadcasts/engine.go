@@ -630,7 +630,9 @@ func (e *Engine) ensureTry(ctx context.Context, cfg *Config, p *Person, t *Try) 
 // tryRequest is the ledger record of a try's message, checked and
 // rendered as any message is.
 func (e *Engine) tryRequest(ctx context.Context, cfg *Config, p *Person, t *Try) (ledger.Request, error) {
-	req, err := e.Messages.Prepare(ctx, cfg.Tenant, e.broadcastMessage(cfg, p, t.Channel))
+	// The audience's addresses were checked on upload.
+	to := ledger.Recipient{Phone: p.To.Phone, Email: p.To.Email, WeChatOpenID: p.To.WeChatOpenID}
+	req, err := e.Messages.PrepareChecked(ctx, cfg.Tenant, e.broadcastMessage(cfg, p, t.Channel), to)
 	if err != nil {
 		return req, err
 	}

@@ -35,7 +35,7 @@ func (s *Service) settingsOf(ctx context.Context, tenant string) (tenants.Settin
 // compose prepares a draft for validation: it looks up the recipient's
 // contact (locale, time zone) and renders the template, if any, into the
 // draft's fields. A template problem is an *InvalidError naming the field.
-func (s *Service) compose(ctx context.Context, tenant string, req *Draft) (*composed, error) {
+func (s *Service) compose(ctx context.Context, tenant string, req *Draft, checked *ledger.Recipient) (*composed, error) {
 	set, err := s.settingsOf(ctx, tenant)
 	if err != nil {
 		return nil, err
@@ -51,7 +51,11 @@ func (s *Service) compose(ctx context.Context, tenant string, req *Draft) (*comp
 	needZone := set.QuietFor(prio) != ""
 	if s.Contacts != nil && req.To != nil && req.Channel != "" && (needLocale || needZone) {
 		var to ledger.Recipient
-		decodeRecipient(req.Channel, req.To, &to, func(string, string, ...any) {})
+		if checked != nil {
+			to = *checked
+		} else {
+			decodeRecipient(req.Channel, req.To, &to, func(string, string, ...any) {})
+		}
 		if id := workers.IdentityOf(req.Channel, to); id.Value != "" {
 			ct, err := s.Contacts.Find(ctx, tenant, id)
 			switch {

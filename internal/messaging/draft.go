@@ -130,6 +130,12 @@ type Valid struct {
 // Validate checks and normalises a draft; channels are the configured
 // channel names. Every failure is an *InvalidError listing each bad field.
 func (req *Draft) Validate(channels []string, now time.Time) (*Valid, error) {
+	return req.validate(channels, now, nil)
+}
+
+// validate is Validate; a checked recipient's addresses (normalised by
+// package address before) are taken as they are instead of req.To's.
+func (req *Draft) validate(channels []string, now time.Time, checked *ledger.Recipient) (*Valid, error) {
 	var errs []FieldError
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
@@ -146,7 +152,11 @@ func (req *Draft) Validate(channels []string, now time.Time) (*Valid, error) {
 	if req.To == nil {
 		bad("to", "is required: the recipient, e.g. {\"phone\": \"+14155550100\"}")
 	} else {
-		decodeRecipient(v.Channel, req.To, &v.To, bad)
+		if checked != nil {
+			useChecked(v.Channel, *checked, &v.To, bad)
+		} else {
+			decodeRecipient(v.Channel, req.To, &v.To, bad)
+		}
 		if tz := req.To.TimeZone; tz != nil {
 			if _, err := schedule.LoadZone(strings.TrimSpace(*tz)); err != nil {
 				bad("to.timezone", "is not an IANA time zone such as Asia/Shanghai or America/New_York")
@@ -209,6 +219,28 @@ func (req *Draft) Validate(channels []string, now time.Time) (*Valid, error) {
 		return nil, &InvalidError{Errors: errs}
 	}
 	return v, nil
+}
+
+// useChecked takes the address the channel needs from a recipient whose
+// addresses were normalised before.
+func useChecked(channel string, r ledger.Recipient, out *ledger.Recipient, bad func(field, format string, a ...any)) {
+	spec, ok := channels.SpecOf(channel)
+	if !ok {
+		return // the channel itself was refused
+	}
+	v := spec.Address.Of(r)
+	if v == "" {
+		bad("to."+string(spec.Address), "is required for the %s channel", channel)
+		return
+	}
+	switch spec.Address {
+	case channels.Phone:
+		out.Phone = v
+	case channels.Email:
+		out.Email = v
+	case channels.WeChatOpenID:
+		out.WeChatOpenID = v
+	}
 }
 
 // decodeRecipient checks that "to" has the address the channel needs, and

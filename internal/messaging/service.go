@@ -73,11 +73,24 @@ func (s *Service) log() *slog.Logger {
 // rendered, the draft validated, quiet hours applied. It writes nothing.
 // A bad draft is an *InvalidError; any other error is the store's.
 func (s *Service) Prepare(ctx context.Context, tenant string, d *Draft) (ledger.Request, error) {
-	comp, err := s.compose(ctx, tenant, d)
+	return s.prepare(ctx, tenant, d, nil)
+}
+
+// PrepareChecked is Prepare for a recipient whose addresses package
+// address normalised already (an audience's, checked on upload): they are
+// taken as they are, not parsed again (libphonenumber takes some 13 µs a
+// number, a second of CPU for a broadcast to 100,000 people). d.To's
+// addresses are not read; its time zone is.
+func (s *Service) PrepareChecked(ctx context.Context, tenant string, d *Draft, to ledger.Recipient) (ledger.Request, error) {
+	return s.prepare(ctx, tenant, d, &to)
+}
+
+func (s *Service) prepare(ctx context.Context, tenant string, d *Draft, checked *ledger.Recipient) (ledger.Request, error) {
+	comp, err := s.compose(ctx, tenant, d, checked)
 	if err != nil {
 		return ledger.Request{}, err
 	}
-	v, err := d.Validate(s.Channels.Names(), s.Now())
+	v, err := d.validate(s.Channels.Names(), s.Now(), checked)
 	if err != nil {
 		return ledger.Request{}, err
 	}
