@@ -47,6 +47,8 @@ type Config struct {
 	// (REDIS_SENTINEL_MASTER, REDIS_SENTINEL_ADDRS "host:port,host:port").
 	RedisSentinelMaster string
 	RedisSentinelAddrs  []string
+	// Replication says when a write counts as done (see ReplicationConfig).
+	Replication ReplicationConfig
 	// Retention is how long message records stay queryable (GATEWAY_RETENTION).
 	Retention time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key is remembered
@@ -240,6 +242,7 @@ func NewDefaultConfig() Config {
 		Addr:            ":8080",
 		HealthAddr:      ":8081",
 		RedisURL:        "redis://127.0.0.1:6379/0",
+		Replication:     defaultReplication(),
 		Retention:       30 * 24 * time.Hour,
 		IdempotencyTTL:  24 * time.Hour,
 		MaxRequestBytes: 64 << 10,
@@ -286,7 +289,7 @@ func defaultBlobURL() string {
 // Vars lists every environment variable the loader reads, for --help and docs.
 var Vars = []string{
 	"GATEWAY_CONFIG_FILE", "GATEWAY_ADDR", "GATEWAY_HEALTH_ADDR", "GATEWAY_PUBLIC_URL", "GATEWAY_API_KEYS", "REDIS_URL",
-	"REDIS_CLUSTER", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS",
+	"REDIS_CLUSTER", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS", "REDIS_MIN_REPLICAS_ACK", "REDIS_REPLICA_ACK_TIMEOUT",
 	"GATEWAY_RETENTION", "GATEWAY_IDEMPOTENCY_TTL", "GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_MAX_UPLOAD_BYTES", "GATEWAY_DEFAULT_REGION", "GATEWAY_SHUTDOWN_TIMEOUT",
 	"LOG_LEVEL", "LOG_FORMAT",
 	"WORKER_CONCURRENCY", "WORKER_CRISIS_CONCURRENCY", "DELIVERY_MAX_ATTEMPTS", "PROVIDER_TIMEOUT",
@@ -377,6 +380,7 @@ func Load(getenv func(string) string) (Config, error) {
 			c.RedisSentinelAddrs = append(c.RedisSentinelAddrs, a)
 		}
 	}
+	errs = append(errs, loadReplication(getenv, &c.Replication)...)
 	dur("GATEWAY_RETENTION", &c.Retention)
 	dur("GATEWAY_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
 	num("GATEWAY_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
@@ -579,6 +583,7 @@ func (c Config) Validate(role Role) error {
 	case c.RedisSentinelMaster == "" && len(c.RedisSentinelAddrs) > 0:
 		bad("REDIS_SENTINEL_ADDRS is set but REDIS_SENTINEL_MASTER (the monitored primary's name) is not")
 	}
+	errs = append(errs, c.Replication.validate()...)
 	if role&RoleAPI != 0 {
 		if c.Addr == "" {
 			bad("GATEWAY_ADDR is empty")
