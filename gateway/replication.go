@@ -10,11 +10,12 @@ import (
 	"github.com/patientmsg/gateway/internal/replication"
 )
 
-// Fence waits until the writes a process finished are on enough Redis
+// Fence waits until the writes a process finished are on the Redis
 // replicas (a *replication.Fence): an acknowledgement then survives a
-// failover.
+// failover. Begin is called before a request's first write.
 type Fence interface {
-	Wait(ctx context.Context) error
+	Begin() replication.Epoch
+	Wait(ctx context.Context, began replication.Epoch) error
 }
 
 // replicatedWrites answers a request that may change something (every
@@ -26,13 +27,14 @@ func (s *Server) replicatedWrites(c *fiber.Ctx) error {
 	if s.opts.Fence == nil || c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead {
 		return c.Next()
 	}
+	began := s.opts.Fence.Begin()
 	if err := c.Next(); err != nil {
 		return err
 	}
 	if st := c.Response().StatusCode(); st < 200 || st > 299 {
 		return nil
 	}
-	if err := s.opts.Fence.Wait(c.UserContext()); err != nil {
+	if err := s.opts.Fence.Wait(c.UserContext(), began); err != nil {
 		c.Response().Reset() // the 2xx that was to be sent
 		return s.unavailable(err)
 	}
@@ -50,16 +52,24 @@ func notReplicated() *Problem {
 // isNotReplicated reports whether a storage error is a fence's.
 func isNotReplicated(err error) bool { return errors.Is(err, replication.ErrNotReplicated) }
 
+// webhookBegin starts a webhook's unit of writes.
+func (s *Server) webhookBegin() replication.Epoch {
+	if s.opts.Fence == nil {
+		return 0
+	}
+	return s.opts.Fence.Begin()
+}
+
 // webhookReplicated answers a provider 503 with Retry-After when a
 // webhook's writes are not on enough replicas, so that the provider tries
 // again (its reports are applied once), and reports whether it answered.
 // A step of a call in progress is answered anyway: the patient is on the
 // line, and a call that fails is no better than an answer lost.
-func (s *Server) webhookReplicated(ctx context.Context, c *fiber.Ctx, path string) bool {
+func (s *Server) webhookReplicated(ctx context.Context, c *fiber.Ctx, path string, began replication.Epoch) bool {
 	if s.opts.Fence == nil {
 		return false
 	}
-	err := s.opts.Fence.Wait(ctx)
+	err := s.opts.Fence.Wait(ctx, began)
 	switch {
 	case err == nil:
 		return false

@@ -20,7 +20,15 @@ type fakeFence struct {
 	waits int
 }
 
-func (f *fakeFence) Wait(context.Context) error { f.waits++; return f.err }
+func (f *fakeFence) Begin() replication.Epoch { return 3 }
+
+func (f *fakeFence) Wait(_ context.Context, began replication.Epoch) error {
+	if began != 3 {
+		return errors.New("the request did not begin")
+	}
+	f.waits++
+	return f.err
+}
 
 func TestA2xxWaitsForTheRequestsWritesToReachTheReplicas(t *testing.T) {
 	notOnReplicas := &replication.NotReplicatedError{Want: 1, Acked: 0}

@@ -62,8 +62,9 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 				return webhookTryAgain(c, after)
 			}
 		}
+		began := s.webhookBegin()
 		resp := r.Handle(ctx, req)
-		if resp.Status < 300 && s.webhookReplicated(ctx, c, r.Path) {
+		if resp.Status < 300 && s.webhookReplicated(ctx, c, r.Path, began) {
 			return nil
 		}
 		if resp.Status >= 500 {

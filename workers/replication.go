@@ -4,13 +4,25 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/patientmsg/gateway/internal/replication"
 )
 
-// Fence waits until the writes a process finished are on enough Redis
+// Fence waits until the writes a process finished are on the Redis
 // replicas (a *replication.Fence), so that a failover cannot take back a
-// claim or a recorded answer of the provider.
+// claim or a recorded answer of the provider. Begin is called before a
+// send's first write.
 type Fence interface {
-	Wait(ctx context.Context) error
+	Begin() replication.Epoch
+	Wait(ctx context.Context, began replication.Epoch) error
+}
+
+// begin starts a send's unit of writes.
+func (h *SendHandler) begin() replication.Epoch {
+	if h.Fence == nil {
+		return 0
+	}
+	return h.Fence.Begin()
 }
 
 // ReplicationWait is how long a send waits for the store when its writes
@@ -22,11 +34,11 @@ const ReplicationWait = time.Second
 // keeps. Otherwise the attempt is given back, not counted, and the send
 // waits: a claim a failover takes back would let another worker send
 // again without waiting for this attempt's outcome.
-func (h *SendHandler) claimReplicated(ctx context.Context, id string, attempt int, log *slog.Logger) error {
+func (h *SendHandler) claimReplicated(ctx context.Context, began replication.Epoch, id string, attempt int, log *slog.Logger) error {
 	if h.Fence == nil {
 		return nil
 	}
-	err := h.Fence.Wait(ctx)
+	err := h.Fence.Wait(ctx, began)
 	if err == nil {
 		return nil
 	}
@@ -43,11 +55,11 @@ func (h *SendHandler) claimReplicated(ctx context.Context, id string, attempt in
 // is on the replicas; otherwise the task runs again after a wait, and its
 // claim finds what the ledger kept: the answer (nothing is sent again),
 // or the attempt in flight (the provider's callback is awaited).
-func (h *SendHandler) answerReplicated(ctx context.Context, log *slog.Logger) error {
+func (h *SendHandler) answerReplicated(ctx context.Context, began replication.Epoch, log *slog.Logger) error {
 	if h.Fence == nil {
 		return nil
 	}
-	if err := h.Fence.Wait(ctx); err != nil {
+	if err := h.Fence.Wait(ctx, began); err != nil {
 		log.Warn("the provider's answer is recorded but not confirmed on the Redis replicas; the task runs again", "err", err)
 		return &waitError{reason: "answer not replicated: " + err.Error(), after: ReplicationWait}
 	}

@@ -24,7 +24,12 @@ type fence struct {
 	waits  atomic.Int32
 }
 
-func (f *fence) Wait(context.Context) error {
+func (f *fence) Begin() replication.Epoch { return 7 }
+
+func (f *fence) Wait(_ context.Context, began replication.Epoch) error {
+	if began != 7 {
+		return errors.New("the unit did not begin")
+	}
 	if f.waits.Add(1) == f.failAt {
 		return &replication.NotReplicatedError{Want: 1}
 	}

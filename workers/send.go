@@ -140,6 +140,7 @@ func leavesQueue(err error, retried, maxRetry int) bool {
 
 func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload, channel string) error {
 	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
+	began := h.begin()
 	if p.Broadcast != "" && h.RecordBroadcast != nil {
 		// Before the sender is asked: a message whose person answered or
 		// moved on, or whose broadcast was canceled, takes no sender slot.
@@ -197,7 +198,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		return fmt.Errorf("channel %q not configured: %w", m.Channel, asynq.SkipRetry)
 	}
 	log = log.With("channel", m.Channel, "attempt", claim.Attempt)
-	if err := h.claimReplicated(ctx, m.ID, claim.Attempt, log); err != nil {
+	if err := h.claimReplicated(ctx, began, m.ID, claim.Attempt, log); err != nil {
 		return err
 	}
 	if suppressed, err := h.checkConsent(ctx, m, claim.Attempt, log); err != nil || suppressed {
@@ -219,7 +220,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
 		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 		h.broadcast(rctx, m, ledger.StatusSent, log)
-		return h.answerReplicated(rctx, log)
+		return h.answerReplicated(rctx, began, log)
 	}
 	se := channels.AsSendError(sendErr)
 	if se.Class == channels.Throttled {
@@ -267,7 +268,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 			st = f.FinalStatus
 		}
 		h.broadcast(rctx, m, st, log)
-		if err := h.answerReplicated(rctx, log); err != nil {
+		if err := h.answerReplicated(rctx, began, log); err != nil {
 			return err
 		}
 	}

@@ -39,7 +39,7 @@ func TestWhatTheFenceAcknowledgedIsOnTheReplicaWhateverConnectionWroteIt(t *test
 	// The writes go through one client, the fence through another: the
 	// fence covers writes it never saw, as the ledger's and the queue's.
 	writer := primary.Client()
-	fence := replication.New(primary.Client(), 1, time.Second)
+	fence := replication.New(primary.Client(), replication.Options{Replicas: 1, Timeout: time.Second})
 	onReplica := replica.Client()
 
 	var wg sync.WaitGroup
@@ -49,11 +49,12 @@ func TestWhatTheFenceAcknowledgedIsOnTheReplicaWhateverConnectionWroteIt(t *test
 		go func() {
 			defer wg.Done()
 			key := fmt.Sprintf("unit:%d", i)
+			began := fence.Begin()
 			if err := writer.Set(ctx, key, "written", 0).Err(); err != nil {
 				errs <- err
 				return
 			}
-			if err := fence.Wait(ctx); err != nil {
+			if err := fence.Wait(ctx, began); err != nil {
 				errs <- err
 				return
 			}
@@ -78,8 +79,8 @@ func TestAFrozenReplicaMakesTheFenceFailWithinItsTimeout(t *testing.T) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	fence := replication.New(c, 1, 300*time.Millisecond)
-	if err := fence.Wait(ctx); err != nil {
+	fence := replication.New(c, replication.Options{Replicas: 1, Timeout: 300 * time.Millisecond})
+	if err := fence.Wait(ctx, fence.Begin()); err != nil {
 		t.Fatalf("with the replica up: %v", err)
 	}
 
@@ -94,7 +95,7 @@ func TestAFrozenReplicaMakesTheFenceFailWithinItsTimeout(t *testing.T) {
 		t.Fatalf("a bare WAIT on a connection without writes = %d, %v; the test assumes 1 at once", n, err)
 	}
 	began := time.Now()
-	err := fence.Wait(ctx)
+	err := fence.Wait(ctx, fence.Begin())
 	took := time.Since(began)
 	var nr *replication.NotReplicatedError
 	if !errors.Is(err, replication.ErrNotReplicated) || !errors.As(err, &nr) || nr.Want != 1 || nr.Acked != 0 || nr.Refused {
@@ -104,7 +105,7 @@ func TestAFrozenReplicaMakesTheFenceFailWithinItsTimeout(t *testing.T) {
 		t.Fatalf("the fence gave up after %s, want its timeout (300ms)", took)
 	}
 	thaw()
-	if err := fence.Wait(ctx); err != nil {
+	if err := fence.Wait(ctx, fence.Begin()); err != nil {
 		t.Fatalf("the replica is back: %v", err)
 	}
 	if v, err := replica.Client().Get(ctx, "lost-in-a-failover").Result(); err != nil || v != "x" {
@@ -114,7 +115,7 @@ func TestAFrozenReplicaMakesTheFenceFailWithinItsTimeout(t *testing.T) {
 
 func TestAPrimaryThatRefusesWritesWithoutReplicasIsNotReplicated(t *testing.T) {
 	primary := redistest.StartWithArgs(t, "--min-replicas-to-write", "1")
-	err := replication.New(primary.Client(), 1, time.Second).Wait(t.Context())
+	err := replication.New(primary.Client(), replication.Options{Replicas: 1, Timeout: time.Second}).Wait(t.Context(), 0)
 	var nr *replication.NotReplicatedError
 	if !errors.As(err, &nr) || !nr.Refused || !errors.Is(err, replication.ErrNotReplicated) {
 		t.Fatalf("fence on a primary refusing writes (NOREPLICAS): %v", err)
@@ -126,11 +127,11 @@ func TestAFenceForNoReplicasMakesNoRoundTrip(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer c.Close()
 	for name, f := range map[string]*replication.Fence{
-		"zero replicas":  replication.New(c, 0, time.Second),
+		"zero replicas":  replication.New(c, replication.Options{Timeout: time.Second}),
 		"a nil fence":    nil,
 		"the zero fence": {},
 	} {
-		if err := f.Wait(context.Background()); err != nil {
+		if err := f.Wait(context.Background(), f.Begin()); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -183,7 +184,7 @@ func TestAClusterFenceWaitsOnEveryPrimary(t *testing.T) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{rs.Addr}})
 	defer cc.Close()
 	// The test cluster's only primary has no replica.
-	err := replication.New(cc, 1, 100*time.Millisecond).Wait(t.Context())
+	err := replication.New(cc, replication.Options{Replicas: 1, Timeout: 100 * time.Millisecond}).Wait(t.Context(), 0)
 	var nr *replication.NotReplicatedError
 	if !errors.As(err, &nr) || nr.Acked != 0 || nr.Refused {
 		t.Fatalf("cluster fence without replicas: %v", err)
@@ -202,5 +203,38 @@ func TestTagsFallInTheirSlot(t *testing.T) {
 		if got := replication.Slot(replication.TagForSlot(slot)); got != slot {
 			t.Errorf("TagForSlot(%d) falls in %d", slot, got)
 		}
+	}
+}
+
+func TestAFenceWaitsForEveryReplicaUntilOneHasBeenGoneForTheHoldTime(t *testing.T) {
+	primary := redistest.StartWithArgs(t)
+	first := redistest.StartReplica(t, primary)
+	second := redistest.StartReplica(t, primary)
+	ctx := t.Context()
+	fence := replication.New(primary.Client(), replication.Options{Replicas: 1, Timeout: 200 * time.Millisecond, Hold: 500 * time.Millisecond})
+	if err := fence.Wait(ctx, fence.Begin()); err != nil {
+		t.Fatal(err)
+	}
+	// One replica acknowledging is not enough while the other is online
+	// but behind: in a failover it could be the one promoted.
+	thaw := freeze(t, first)
+	err := fence.Wait(ctx, fence.Begin())
+	var nr *replication.NotReplicatedError
+	if !errors.As(err, &nr) || nr.Want != 2 || nr.Acked != 1 {
+		t.Fatalf("with one of two replicas frozen: %v", err)
+	}
+	thaw()
+	if err := fence.Wait(ctx, fence.Begin()); err != nil {
+		t.Fatalf("both replicas back: %v", err)
+	}
+	// A replica that is gone is waited for during the hold time, then the
+	// primary is writable with the other.
+	second.Stop()
+	if err := fence.Wait(ctx, fence.Begin()); !errors.As(err, &nr) || nr.Want != 2 {
+		t.Fatalf("a replica just gone: %v", err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if err := fence.Wait(ctx, fence.Begin()); err != nil {
+		t.Fatalf("a replica gone for the hold time: %v", err)
 	}
 }

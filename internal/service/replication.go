@@ -15,7 +15,7 @@ func newFence(cfg config.Config, rdb redis.UniversalClient) *replication.Fence {
 	if cfg.Replication.MinReplicasAck <= 0 {
 		return nil
 	}
-	return replication.New(rdb, cfg.Replication.MinReplicasAck, cfg.Replication.AckTimeout)
+	return replication.New(rdb, replication.Options{Replicas: cfg.Replication.MinReplicasAck, Timeout: cfg.Replication.AckTimeout})
 }
 
 // checkReplication warns at start-up of a topology that loses
