@@ -243,3 +243,19 @@ func (r *Replicated) WaitNewPrimary(old *Server, within time.Duration) *Server {
 	r.t.Fatalf("redistest: the sentinels did not agree on a new primary within %s", within)
 	return nil
 }
+
+// MajorVersion is the major version of the redis-server on PATH (0 when
+// there is none or it does not say).
+func MajorVersion() int {
+	out, err := exec.Command("redis-server", "--version").Output()
+	if err != nil {
+		return 0
+	}
+	_, v, ok := strings.Cut(string(out), " v=")
+	if !ok {
+		return 0
+	}
+	major, _, _ := strings.Cut(v, ".")
+	n, _ := strconv.Atoi(major)
+	return n
+}
