@@ -7,14 +7,15 @@ import (
 )
 
 // ReplicationConfig says when a write counts as done: with replicas
-// (Redis Sentinel, or Cluster with replicas), the API answers 202, a
+// (Redis Sentinel, or Cluster with replicas), the API answers 2xx, a
 // worker calls the provider and a webhook is answered 2xx only once the
-// writes are on that many replicas, so a failover cannot lose them
-// (package internal/replication, docs/failover.md).
+// writes are on the replicas, so a failover cannot lose them (package
+// internal/replication, docs/failover.md).
 type ReplicationConfig struct {
-	// MinReplicasAck is how many replicas must acknowledge a request's
-	// writes before it is answered (REDIS_MIN_REPLICAS_ACK; 0, the
-	// default for a single Redis: no waiting).
+	// MinReplicasAck is the fewest replicas that must acknowledge a
+	// request's writes before it is answered; every replica online lately
+	// is waited for (REDIS_MIN_REPLICAS_ACK; 0, the default for a single
+	// Redis: no waiting).
 	MinReplicasAck int
 	// AckTimeout bounds the wait (REDIS_REPLICA_ACK_TIMEOUT); past it the
 	// request is answered 503 with Retry-After, and its retry with the
