@@ -93,6 +93,9 @@ type Options struct {
 	// Admission is admission control: tenant request rates, backlog caps
 	// and the Redis memory guard (nil: none).
 	Admission *admission.Controller
+	// Fence waits until a request's writes are on enough Redis replicas
+	// before a 2xx is answered (nil: no wait).
+	Fence Fence
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.
@@ -151,7 +154,7 @@ func New(o Options) *Server {
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/openapi.yaml", serveOpenAPI)
 	v1 := s.app.Group("/v1", s.auth)
-	v1.Use(s.admit)
+	v1.Use(s.admit, s.replicatedWrites)
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)
 	v1.Get("/messages/:id", s.getMessage)

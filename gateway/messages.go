@@ -83,6 +83,10 @@ func (s *Server) unavailable(err error) error {
 		return storeFull("the message store (Redis) is full; nothing was queued, retry with the same Idempotency-Key after Retry-After seconds",
 			admission.MemoryRetryAfter)
 	}
+	if isNotReplicated(err) {
+		s.log.Warn("a request's writes are not confirmed on the Redis replicas", "err", err)
+		return notReplicated()
+	}
 	s.log.Error("storage unavailable", "err", err)
 	// Redis may have applied the request's writes before the connection
 	// failed, so the outcome is unknown: say so (a retry with the same

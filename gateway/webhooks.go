@@ -49,7 +49,11 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 				return webhookTryAgain(c, after)
 			}
 		}
+		began := s.webhookBegin()
 		resp := r.Handle(ctx, req)
+		if resp.Status < 300 && s.webhookReplicated(ctx, c, r.Path, began) {
+			return nil
+		}
 		if resp.Status >= 500 {
 			// Every 5xx is a 503 with Retry-After: the provider tries again
 			// (a push that does not decrypt, a configuration error, too).

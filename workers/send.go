@@ -52,6 +52,9 @@ type SendHandler struct {
 	Backlog Backlog
 	// Now is the clock (time.Now when nil); tests move it.
 	Now func() time.Time
+	// Fence waits until a claim, and the provider's recorded answer, are
+	// on enough Redis replicas (nil: no wait).
+	Fence Fence
 }
 
 // Backlog keeps each tenant's queued messages per channel (admission
@@ -138,6 +141,7 @@ func leavesQueue(err error, retried, maxRetry int) bool {
 
 func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload, channel string) error {
 	log := h.Logger.With("msg_id", p.MessageID, "task", t.Type())
+	began := h.begin()
 	if p.Broadcast != "" && h.RecordBroadcast != nil {
 		// Before the sender is asked: a message whose person answered or
 		// moved on, or whose broadcast was canceled, takes no sender slot.
@@ -195,6 +199,9 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		return fmt.Errorf("channel %q not configured: %w", m.Channel, asynq.SkipRetry)
 	}
 	log = log.With("channel", m.Channel, "attempt", claim.Attempt)
+	if err := h.claimReplicated(ctx, began, m.ID, claim.Attempt, log); err != nil {
+		return err
+	}
 	if suppressed, err := h.checkConsent(ctx, m, claim.Attempt, log); err != nil || suppressed {
 		return err
 	}
@@ -214,7 +221,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
 		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 		h.broadcast(rctx, m, ledger.StatusSent, log)
-		return nil
+		return h.answerReplicated(rctx, began, log)
 	}
 	se := channels.AsSendError(sendErr)
 	if se.Class == channels.Throttled {
@@ -262,6 +269,9 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 			st = f.FinalStatus
 		}
 		h.broadcast(rctx, m, st, log)
+		if err := h.answerReplicated(rctx, began, log); err != nil {
+			return err
+		}
 	}
 	switch {
 	case !se.Retryable():

@@ -41,6 +41,8 @@ type Config struct {
 	// (REDIS_SENTINEL_MASTER, REDIS_SENTINEL_ADDRS "host:port,host:port").
 	RedisSentinelMaster string
 	RedisSentinelAddrs  []string
+	// Replication says when a write counts as done (see ReplicationConfig).
+	Replication ReplicationConfig
 	// Retention is how long message records stay queryable (GATEWAY_RETENTION).
 	Retention time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key is remembered

@@ -188,6 +188,33 @@ var settings = []Setting{
 				bad("REDIS_SENTINEL_ADDRS is set but REDIS_SENTINEL_MASTER (the monitored primary's name) is not")
 			}
 		}},
+	{Name: "REDIS_MIN_REPLICAS_ACK", Group: groupRedis, Default: "0", DefaultDoc: "`0` (no waiting: a single Redis)",
+		Doc: "With replicas (Sentinel, or Cluster with replicas): the fewest replicas that must acknowledge " +
+			"a request's writes before the API answers 2xx, a worker calls the provider and a webhook is " +
+			"answered; every replica online lately is waited for. Past `REDIS_REPLICA_ACK_TIMEOUT`: 503 " +
+			"`/problems/not-replicated`. See [failover](failover.md).",
+		parse: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.Replication.MinReplicasAck = n
+			if err != nil || n < 0 || n > MaxReplicasAck {
+				return fmt.Errorf("want how many replicas must have a write before it is acknowledged, from 0 (none: a single Redis) to %d", MaxReplicasAck)
+			}
+			return nil
+		},
+		check: func(c Config, _ Role, bad complaint) {
+			if n := c.Replication.MinReplicasAck; n < 0 || n > MaxReplicasAck {
+				bad("REDIS_MIN_REPLICAS_ACK=%d: want 0 to %d", n, MaxReplicasAck)
+			}
+		}},
+	{Name: "REDIS_REPLICA_ACK_TIMEOUT", Group: groupRedis, Default: "500ms",
+		Doc: "How long a request waits for the replicas' acknowledgement; at most `2s` (the wait must end " +
+			"within the Redis client's read timeout).",
+		parse: duration(func(c *Config) *time.Duration { return &c.Replication.AckTimeout }),
+		check: func(c Config, _ Role, bad complaint) {
+			if d := c.Replication.AckTimeout; d < time.Millisecond || d > MaxReplicaAckTimeout {
+				bad("REDIS_REPLICA_ACK_TIMEOUT=%s: want 1ms to %s (the wait must end within the Redis client's read timeout)", d, MaxReplicaAckTimeout)
+			}
+		}},
 
 	// Messages and requests
 	{Name: "GATEWAY_RETENTION", Group: groupMessages, Default: "30d", DefaultDoc: "`30d` (720h)",

@@ -122,6 +122,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
 		log: o.Logger, ln: o.Listener}
 
+	fence := newFence(cfg, rdb)
 	s.Replies = replies.New(rdb, cfg.Retention)
 	s.Webhooks = webhooks.NewStore(rdb)
 	s.client = asynq.NewClientFromRedisClient(rdb)
@@ -255,14 +256,14 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Inbound: s.Inbound, HelpTexts: helpTexts,
 			Followups: s.Followups, Plans: s.Plans, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
-			Admission: s.Admission,
+			Admission: s.Admission, Fence: fence,
 		})
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: s.Broadcast.Status,
-			RecordBroadcast: s.Broadcast.RecordMessage}
+			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence}
 		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
@@ -338,6 +339,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.Redis.Ping(pctx).Err(); err != nil {
 		return fmt.Errorf("redis at REDIS_URL is not reachable: %w", err)
 	}
+	s.checkReplication(pctx)
 	if s.Workers != nil {
 		if err := s.Workers.Start(); err != nil {
 			return fmt.Errorf("workers: %w", err)

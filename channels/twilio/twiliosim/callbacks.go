@@ -100,7 +100,14 @@ func (s *Server) runCallbacks(m outbound) {
 		if !sleepCtx(s.cbCtx, s.cbDelay) {
 			return
 		}
-		s.postCallback(m, status)
+		s.mu.Lock()
+		retries, wait := s.retries, s.retryWait
+		s.mu.Unlock()
+		for try := 0; !s.postCallback(m, status) && try < retries; try++ {
+			if !sleepCtx(s.cbCtx, wait) {
+				return
+			}
+		}
 	}
 }
 
@@ -115,8 +122,10 @@ func (s *Server) callbackDone() {
 	s.cbWG.Done()
 }
 
-// postCallback attempts one status callback and records the outcome.
-func (s *Server) postCallback(m outbound, status string) {
+// postCallback attempts one status callback and records the outcome. It
+// reports whether the receiver took it: false for a 5xx answer or none
+// (a retry may help), true otherwise.
+func (s *Server) postCallback(m outbound, status string) bool {
 	form := url.Values{
 		"AccountSid":    {s.accountSID},
 		"ApiVersion":    {APIVersion},
@@ -155,6 +164,7 @@ func (s *Server) postCallback(m outbound, status string) {
 	s.mu.Unlock()
 	s.log.Debug("twiliosim: status callback", "sid", m.sid, "status", status,
 		"http_status", cb.Code, "err", cb.Err)
+	return cb.Err == "" && cb.Code < 500
 }
 
 // post sends a signed form POST through the loopback-only client and

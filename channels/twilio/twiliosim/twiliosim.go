@@ -163,6 +163,8 @@ type Server struct {
 	script    []Reply
 	latency   time.Duration
 	drop      bool
+	retries   int           // SetCallbackRetries
+	retryWait time.Duration // between a callback's attempts
 	final     string
 	finalCode int
 	requests  []Request
@@ -376,6 +378,17 @@ func (s *Server) SetLatency(d time.Duration) {
 func (s *Server) SetDropCallbacks(drop bool) {
 	s.mu.Lock()
 	s.drop = drop
+	s.mu.Unlock()
+}
+
+// SetCallbackRetries makes the simulator post a status callback again,
+// up to retries more times, every wait, while the receiver answers 5xx or
+// cannot be reached: what Twilio does for a StatusCallback URL with the
+// connection overrides #rc=retries&rp=5xx,ct. The default is 0: one
+// attempt, as without overrides.
+func (s *Server) SetCallbackRetries(retries int, wait time.Duration) {
+	s.mu.Lock()
+	s.retries, s.retryWait = retries, wait
 	s.mu.Unlock()
 }
 

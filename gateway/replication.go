@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/patientmsg/gateway/internal/replication"
+)
+
+// Fence waits until the writes a process finished are on the Redis
+// replicas (a *replication.Fence): an acknowledgement then survives a
+// failover. Begin is called before a request's first write.
+type Fence interface {
+	Begin() replication.Epoch
+	Wait(ctx context.Context, began replication.Epoch) error
+}
+
+// replicatedWrites answers a request that may change something (every
+// method but GET and HEAD) with its 2xx only once its writes are on enough
+// replicas; otherwise with 503 /problems/not-replicated and Retry-After.
+// The writes stay: a retry with the same Idempotency-Key finds the
+// message they made, and never makes a second one.
+func (s *Server) replicatedWrites(c *fiber.Ctx) error {
+	if s.opts.Fence == nil || c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead {
+		return c.Next()
+	}
+	began := s.opts.Fence.Begin()
+	if err := c.Next(); err != nil {
+		return err
+	}
+	if st := c.Response().StatusCode(); st < 200 || st > 299 {
+		return nil
+	}
+	if err := s.opts.Fence.Wait(c.UserContext(), began); err != nil {
+		c.Response().Reset() // the 2xx that was to be sent
+		return s.unavailable(err)
+	}
+	return nil
+}
+
+// notReplicated answers a request whose writes the replicas did not
+// acknowledge in time.
+func notReplicated() *Problem {
+	p := problem(http.StatusServiceUnavailable, "not-replicated", "the message store could not confirm that this request's writes reached its replicas (a failover may be under way); the request may or may not have taken effect: retry with the same Idempotency-Key, which never makes a second message")
+	p.RetryAfter = DefaultRetryAfter
+	return p
+}
+
+// isNotReplicated reports whether a storage error is a fence's.
+func isNotReplicated(err error) bool { return errors.Is(err, replication.ErrNotReplicated) }
+
+// webhookBegin starts a webhook's unit of writes.
+func (s *Server) webhookBegin() replication.Epoch {
+	if s.opts.Fence == nil {
+		return 0
+	}
+	return s.opts.Fence.Begin()
+}
+
+// webhookReplicated answers a provider 503 with Retry-After when a
+// webhook's writes are not on enough replicas, so that the provider tries
+// again (its reports are applied once), and reports whether it answered.
+// A step of a call in progress is answered anyway: the patient is on the
+// line, and a call that fails is no better than an answer lost.
+func (s *Server) webhookReplicated(ctx context.Context, c *fiber.Ctx, path string, began replication.Epoch) bool {
+	if s.opts.Fence == nil {
+		return false
+	}
+	err := s.opts.Fence.Wait(ctx, began)
+	switch {
+	case err == nil:
+		return false
+	case liveCall(path):
+		s.log.Warn("a call's step is answered although its writes are not confirmed on the replicas", "err", err)
+		return false
+	case isNotReplicated(err):
+		s.log.Warn("a provider webhook's writes are not confirmed on the replicas; the provider is asked to try again", "err", err)
+	default:
+		s.log.Error("storage unavailable", "err", err)
+	}
+	_ = webhookTryAgain(c, DefaultRetryAfter)
+	return true
+}

@@ -1,0 +1,31 @@
+package service
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/replication"
+)
+
+// newFence waits for REDIS_MIN_REPLICAS_ACK replicas after the writes an
+// acknowledgement stands for (nil when none are asked: no round trip).
+func newFence(cfg config.Config, rdb redis.UniversalClient) *replication.Fence {
+	if cfg.Replication.MinReplicasAck <= 0 {
+		return nil
+	}
+	return replication.New(rdb, replication.Options{Replicas: cfg.Replication.MinReplicasAck, Timeout: cfg.Replication.AckTimeout})
+}
+
+// checkReplication warns at start-up of a topology that loses
+// acknowledged messages in a failover, or refuses every write.
+func (s *Service) checkReplication(ctx context.Context) {
+	top, err := replication.Check(ctx, s.Redis, s.Config.Replication.MinReplicasAck, s.log.With("comp", "redis"))
+	if err != nil {
+		s.log.Warn("could not read Redis' replication (INFO replication)", "err", err)
+		return
+	}
+	s.log.Info("Redis replication", "replicas", top.Replicas, "min_replicas_to_write", top.MinReplicasToWrite,
+		"min_replicas_ack", s.Config.Replication.MinReplicasAck)
+}
