@@ -37,20 +37,41 @@ func (n named) Send(context.Context, channels.Message) (channels.Result, error) 
 	return channels.Result{}, nil
 }
 
+// rig is an engine on a throwaway Redis with a clock the test moves and
+// channels that only have names (the engine queues; workers would send).
+type rig struct {
+	clk   *clock
+	led   *ledger.Ledger
+	insp  *asynq.Inspector
+	store *broadcasts.Store
+	eng   *broadcasts.Engine
+}
+
+func newRig(t *testing.T, channelNames ...string) *rig {
+	t.Helper()
+	rdb := redistest.Start(t).Client()
+	r := &rig{clk: &clock{now: time.Now().UTC().Truncate(time.Second)}, led: ledger.New(rdb, 24*time.Hour),
+		insp: asynq.NewInspectorFromRedisClient(rdb), store: broadcasts.NewStore(rdb, 24*time.Hour)}
+	q := asynq.NewClientFromRedisClient(rdb)
+	var chs []channels.Channel
+	for _, n := range channelNames {
+		chs = append(chs, named(n))
+	}
+	reg := channels.NewRegistry(chs...)
+	msgs := &messaging.Service{Ledger: r.led, Queue: q, Channels: reg, Now: r.clk.Now}
+	r.eng = (&broadcasts.Engine{Messages: msgs, Store: r.store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
+		Queue: q, Channels: reg, Now: r.clk.Now}).Init()
+	return r
+}
+
 // TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline
 // drives the engine's fan-out, sweep and answers by hand, with a clock the
 // test moves: nothing waits for wall time, and "nothing happened" is
 // checked at a known instant rather than after a sleep.
 func TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline(t *testing.T) {
 	ctx := context.Background()
-	rdb := redistest.Start(t).Client()
-	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
-	q := asynq.NewClientFromRedisClient(rdb)
-	reg := channels.NewRegistry(named("sms"), named("voice"))
-	msgs := &messaging.Service{Ledger: ledger.New(rdb, 24*time.Hour), Queue: q, Channels: reg, Now: clk.Now}
-	store := broadcasts.NewStore(rdb, 24*time.Hour)
-	eng := (&broadcasts.Engine{Messages: msgs, Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
-		Queue: q, Channels: reg, Now: clk.Now}).Init()
+	rg := newRig(t, "sms", "voice")
+	clk, msgs, store, eng := rg.clk, rg.eng.Messages, rg.store, rg.eng
 
 	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
 		Body:       map[string]string{"en": "Flooding near the hospital. Reply 1 if you are safe, 2 if you need help."},
@@ -134,16 +155,8 @@ func TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline(
 // queues the chunk again, and the run makes everyone's message once.
 func TestAFanOutWhoseWorkerDiedIsQueuedAgainWithinALease(t *testing.T) {
 	ctx := context.Background()
-	rs := redistest.Start(t)
-	rdb := rs.Client()
-	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
-	q := asynq.NewClientFromRedisClient(rdb)
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	reg := channels.NewRegistry(named("sms"))
-	msgs := &messaging.Service{Ledger: ledger.New(rdb, 24*time.Hour), Queue: q, Channels: reg, Now: clk.Now}
-	store := broadcasts.NewStore(rdb, 24*time.Hour)
-	eng := (&broadcasts.Engine{Messages: msgs, Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
-		Queue: q, Channels: reg, Now: clk.Now}).Init()
+	rg := newRig(t, "sms")
+	clk, insp, store, eng := rg.clk, rg.insp, rg.store, rg.eng
 	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Recall", Channels: []string{"sms"},
 		Body: map[string]string{"en": "All staff: report to the emergency department."}, AckTimeout: "10m",
 		Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}, {Phone: "+14155550103"}}})
@@ -214,16 +227,8 @@ func TestAFanOutWhoseWorkerDiedIsQueuedAgainWithinALease(t *testing.T) {
 // roster the messages say.
 func TestTheRepairPassFinishesWhatAFailureHalfWayLeftUndone(t *testing.T) {
 	ctx := context.Background()
-	rdb := redistest.Start(t).Client()
-	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
-	q := asynq.NewClientFromRedisClient(rdb)
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	reg := channels.NewRegistry(named("sms"), named("voice"))
-	led := ledger.New(rdb, 24*time.Hour)
-	msgs := &messaging.Service{Ledger: led, Queue: q, Channels: reg, Now: clk.Now}
-	store := broadcasts.NewStore(rdb, 24*time.Hour)
-	eng := (&broadcasts.Engine{Messages: msgs, Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL),
-		Queue: q, Channels: reg, Now: clk.Now}).Init()
+	rg := newRig(t, "sms", "voice")
+	clk, insp, led, store, eng := rg.clk, rg.insp, rg.led, rg.store, rg.eng
 	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
 		Body: map[string]string{"en": "Flooding near the hospital."}, AckTimeout: "10m",
 		Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}, {Phone: "+14155550103"}, {Phone: "+14155550104"}}})
