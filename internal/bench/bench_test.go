@@ -1001,6 +1001,8 @@ type env struct {
 	guard  *loopbackTransport
 	http   *http.Client
 	log    *slog.Logger
+	// tune, when set, changes every gateway configuration the phases use.
+	tune func(*config.Config)
 }
 
 func newEnv(b *testing.B) *env {
@@ -1063,6 +1065,9 @@ func (e *env) baseConfig(sim *twiliosim.Server) config.Config {
 	// a second. Admission control still runs (every request is counted,
 	// every message enters and leaves its tenant's backlog).
 	cfg.Admission.TenantRate = config.RateLimit{PerSecond: unpaced, Burst: unpaced}
+	if e.tune != nil {
+		e.tune(&cfg)
+	}
 	return cfg
 }
 
