@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -19,15 +18,6 @@ import (
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/webhooks"
 )
-
-// contactIn is the body of PUT /v1/contacts/{id}.
-type contactIn struct {
-	Phone        *string `json:"phone"`
-	Email        *string `json:"email"`
-	WeChatOpenID *string `json:"wechat_openid"`
-	Locale       *string `json:"locale"`
-	TimeZone     *string `json:"timezone"`
-}
 
 // contactJSON is a contact as the API shows it to its own tenant.
 type contactJSON struct {
@@ -56,72 +46,18 @@ func contactView(c contacts.Contact) contactJSON {
 	return v
 }
 
-func validContactID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 func (s *Server) putContact(c *fiber.Ctx) error {
 	tenant, id := tenantOf(c), c.Params("id")
-	if !validContactID(id) {
+	if !contacts.ValidID(id) {
 		return problem(400, "bad-contact-id", "a contact id is 1-64 letters, digits, '-', '_' or '.', e.g. your medical record number")
 	}
-	var in contactIn
+	var in contacts.Input
 	if p := decodeJSON(c, &in); p != nil {
 		return p
 	}
-	var errs []FieldError
-	bad := func(field, format string, a ...any) {
-		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, a...)})
-	}
-	ct := contacts.Contact{ID: id}
-	if in.Phone != nil {
-		if e164, err := address.Phone(*in.Phone, ""); err == nil {
-			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Phone, Value: e164})
-		} else {
-			bad("phone", "is not a valid phone number; give it in international form, e.g. +14155550100")
-		}
-	}
-	if in.Email != nil {
-		if addr, ok := address.Email(*in.Email); ok {
-			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Email, Value: addr})
-		} else {
-			bad("email", "is not a valid email address such as patient@example.org")
-		}
-	}
-	if in.WeChatOpenID != nil {
-		if address.OpenID(*in.WeChatOpenID) {
-			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.WeChat, Value: *in.WeChatOpenID})
-		} else {
-			bad("wechat_openid", "is not a WeChat openid")
-		}
-	}
-	if in.Phone == nil && in.Email == nil && in.WeChatOpenID == nil {
-		bad("phone", "a contact needs at least one of phone, email or wechat_openid")
-	}
-	if in.Locale != nil {
-		if v, ok := address.Locale(*in.Locale); ok {
-			ct.Locale = v
-		} else {
-			bad("locale", "is not a language tag such as en-US or zh-CN")
-		}
-	}
-	if in.TimeZone != nil {
-		if _, err := time.LoadLocation(*in.TimeZone); err != nil || *in.TimeZone == "" || strings.EqualFold(*in.TimeZone, "local") {
-			bad("timezone", "is not an IANA time zone such as Asia/Shanghai or America/New_York")
-		} else {
-			ct.TimeZone = *in.TimeZone
-		}
-	}
-	if len(errs) > 0 {
-		return validationProblem(errs)
+	ct, err := in.Contact(id)
+	if err != nil {
+		return s.domainProblem(err)
 	}
 	saved, err := s.opts.Contacts.Put(c.UserContext(), tenant, ct)
 	var taken *contacts.IdentityTakenError

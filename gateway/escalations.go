@@ -2,11 +2,9 @@ package gateway
 
 import (
 	"errors"
-	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/escalation"
 )
 
@@ -15,15 +13,8 @@ func (s *Server) putEscalationRules(c *fiber.Ctx) error {
 	if p := decodeJSON(c, &r); p != nil {
 		return p
 	}
-	for i, t := range r.OnCall {
-		e164, err := address.Phone(t.Phone, "")
-		if err != nil {
-			return validationProblem([]FieldError{{Field: "on_call[" + strconv.Itoa(i) + "].phone", Detail: "is not a valid international phone number"}})
-		}
-		r.OnCall[i].Phone = e164
-	}
-	if err := r.Compile(); err != nil {
-		return validationProblem([]FieldError{{Field: "rules", Detail: err.Error()}})
+	if err := r.Check(); err != nil {
+		return s.domainProblem(err)
 	}
 	if err := s.opts.Escalator.PutRules(c.UserContext(), tenantOf(c), r); err != nil {
 		return s.unavailable(err)

@@ -16,7 +16,9 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/invalid"
 )
 
 // Errors of the contact store.
@@ -180,4 +182,75 @@ func EnsureIn(ctx context.Context, pipe redis.Pipeliner, tenant string, i consen
 	// EVAL rather than EVALSHA: a pipeline cannot recover from NOSCRIPT,
 	// and the script is short.
 	pipe.Eval(ctx, ensureSrc, []string{identityKey(tenant, i), contactKey(tenant, id)}, id, doc)
+}
+
+// Input is a contact as a clinic gives it (the body of PUT
+// /v1/contacts/{id}): at least one address, each normalised by package
+// address.
+type Input struct {
+	Phone        *string `json:"phone"`
+	Email        *string `json:"email"`
+	WeChatOpenID *string `json:"wechat_openid"`
+	Locale       *string `json:"locale"`
+	TimeZone     *string `json:"timezone"`
+}
+
+// ValidID reports whether id can name a contact: 1-64 letters, digits,
+// '-', '_' or '.' (a medical record number, say).
+func ValidID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Contact checks and normalises the input into contact id; every bad field
+// is an *invalid.Error.
+func (in Input) Contact(id string) (Contact, error) {
+	var bad invalid.List
+	ct := Contact{ID: id}
+	if in.Phone != nil {
+		if e164, err := address.Phone(*in.Phone, ""); err == nil {
+			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Phone, Value: e164})
+		} else {
+			bad.Add("phone", "is not a valid phone number; give it in international form, e.g. +14155550100")
+		}
+	}
+	if in.Email != nil {
+		if addr, ok := address.Email(*in.Email); ok {
+			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.Email, Value: addr})
+		} else {
+			bad.Add("email", "is not a valid email address such as patient@example.org")
+		}
+	}
+	if in.WeChatOpenID != nil {
+		if address.OpenID(*in.WeChatOpenID) {
+			ct.Identities = append(ct.Identities, consent.Identity{Kind: consent.WeChat, Value: *in.WeChatOpenID})
+		} else {
+			bad.Add("wechat_openid", "is not a WeChat openid")
+		}
+	}
+	if in.Phone == nil && in.Email == nil && in.WeChatOpenID == nil {
+		bad.Add("phone", "a contact needs at least one of phone, email or wechat_openid")
+	}
+	if in.Locale != nil {
+		if v, ok := address.Locale(*in.Locale); ok {
+			ct.Locale = v
+		} else {
+			bad.Add("locale", "is not a language tag such as en-US or zh-CN")
+		}
+	}
+	if in.TimeZone != nil {
+		if _, err := time.LoadLocation(*in.TimeZone); err != nil || *in.TimeZone == "" || strings.EqualFold(*in.TimeZone, "local") {
+			bad.Add("timezone", "is not an IANA time zone such as Asia/Shanghai or America/New_York")
+		} else {
+			ct.TimeZone = *in.TimeZone
+		}
+	}
+	return ct, bad.Err()
 }

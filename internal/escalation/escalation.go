@@ -12,12 +12,16 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/address"
+	"github.com/patientmsg/gateway/internal/invalid"
 )
 
 // TypeCheck is the task that escalates an unacknowledged escalation.
@@ -50,6 +54,22 @@ type Rules struct {
 	AckTimeout int `json:"ack_timeout_seconds,omitempty"`
 
 	compiled []*regexp.Regexp
+}
+
+// Check normalises the on-call phone numbers and compiles the rules; what
+// is wrong is an *invalid.Error naming the field.
+func (r *Rules) Check() error {
+	for i, t := range r.OnCall {
+		e164, err := address.Phone(t.Phone, "")
+		if err != nil {
+			return invalid.Field("on_call["+strconv.Itoa(i)+"].phone", "is not a valid international phone number")
+		}
+		r.OnCall[i].Phone = e164
+	}
+	if err := r.Compile(); err != nil {
+		return invalid.Field("rules", err.Error())
+	}
+	return nil
 }
 
 // Compile checks the rules and prepares the patterns.
