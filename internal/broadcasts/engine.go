@@ -682,7 +682,18 @@ func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (boo
 	case st.Rank() > ledger.StatusQueued.Rank():
 		return true, nil // with the provider already: the ledger's claim decides
 	case p.Done() || p.Current().MessageID != messageID:
-		return false, nil
+		// The person no longer waits for it. But a worker may have handed
+		// it over already, its roster update lost (Redis down between the
+		// two): a record past queued is with the provider, perhaps, and
+		// the ledger's claim decides (waits for the provider's report).
+		m, err := e.Bulk.Ledger.Get(ctx, cfg.Tenant, messageID)
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		return !m.Status.Final() && m.Status.Rank() > ledger.StatusQueued.Rank(), nil
 	}
 	// A task refused by its sender's pace runs again: write the record once.
 	if ok, err := e.Bulk.Ledger.Exists(ctx, messageID); err != nil || ok {

@@ -334,3 +334,50 @@ func TestTheRepairPassFinishesWhatAFailureHalfWayLeftUndone(t *testing.T) {
 		t.Fatalf("third pass: %+v %v", r, err)
 	}
 }
+
+// TestAMessageHandedOverBeforeItsPersonAnsweredStaysDue: a worker claimed
+// a person's message and called the provider, then Redis went down before
+// the roster heard; the person answered meanwhile. The message's send task
+// runs again: it is still due, so the ledger's claim decides (it waits for
+// the provider's report) instead of leaving the message "sending" for good.
+func TestAMessageHandedOverBeforeItsPersonAnsweredStaysDue(t *testing.T) {
+	ctx := context.Background()
+	rg := newRig(t, "sms", "voice")
+	cfg, err := rg.eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
+		Body: map[string]string{"en": "Flooding near the hospital."}, AckTimeout: "10m",
+		Poll:     &broadcasts.Poll{Options: map[string]string{"1": "safe", "2": "need_help"}},
+		Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		p, _, err := rg.store.Person(ctx, cfg.ID, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		link, id := cfg.ID+":"+strconv.Itoa(i), p.Tries[0].MessageID
+		if due, err := rg.eng.RecordMessage(ctx, link, id); err != nil || !due {
+			t.Fatalf("person %d's first run: %v %v", i, due, err)
+		}
+		if i == 0 {
+			// Person 0's message was claimed (the provider may have it).
+			if _, err := rg.led.Claim(ctx, id, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Both answer by another way (a call, a WeChat message).
+		if err := rg.eng.Answer(ctx, link, id, "voice", "safe", "", rg.clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		due, err := rg.eng.RecordMessage(ctx, link, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i == 0; due != want {
+			t.Errorf("person %d's message after the answer: due %v, want %v", i, due, want)
+		}
+	}
+}
