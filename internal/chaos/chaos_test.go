@@ -319,11 +319,19 @@ type answer struct {
 	at   time.Time // when it was answered
 	what string
 	code int // 0: no answer (connection refused, timeout)
+	// noRetryAfter is set when the answer had no Retry-After header.
+	noRetryAfter bool
 }
 
 func (c *recorder) add(what string, code int, sent time.Time) {
+	c.addResponse(what, code, sent, true)
+}
+
+// addResponse records an answer; retryAfter says whether it carried a
+// Retry-After header (every 503 must).
+func (c *recorder) addResponse(what string, code int, sent time.Time, retryAfter bool) {
 	c.mu.Lock()
-	c.seen = append(c.seen, answer{sent: sent, at: time.Now(), what: what, code: code})
+	c.seen = append(c.seen, answer{sent: sent, at: time.Now(), what: what, code: code, noRetryAfter: !retryAfter})
 	c.mu.Unlock()
 }
 
@@ -352,7 +360,7 @@ func (r *run) api(method, path, what, contentType string, body []byte, out any) 
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	r.seen.add(what, resp.StatusCode, sent)
+	r.seen.addResponse(what, resp.StatusCode, sent, resp.Header.Get("Retry-After") != "")
 	if resp.StatusCode/100 == 2 && out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
 			return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)

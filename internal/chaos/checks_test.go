@@ -369,8 +369,8 @@ type figures struct {
 	// Duplicates are provider messages beyond one per person and step, by
 	// the fault whose moment the first copy reached the provider at.
 	dupOutage, dupKills, dupOther int
-	waits                         []time.Duration // SMS broadcast: first SMS at the simulator − the person's try made
-	slowest                       string          // the ledger history of the longest wait's message
+	late                          []time.Duration // SMS broadcast: how much later than their neighbours' the delayed people's SMS went
+	latest                        string          // the ledger history of the latest one's message
 	steps                         map[string]int  // the cascade's tries by channel and status
 	stepExample                   map[string]string
 	lostReports                   int // status callbacks and call webhooks the gateway did not take
@@ -529,8 +529,9 @@ func (r *run) check(settled bool, rep repairs) figures {
 		}
 	}
 	r.checkFeed(exp)
-	if f.slowest != "" {
-		f.slowest = "message " + f.slowest + ": " + r.history(f.slowest)
+	f.late, f.latest = r.delays()
+	if f.latest != "" {
+		f.latest = "message " + f.latest + ": " + r.history(f.latest)
 	}
 	for k, id := range f.stepExample {
 		f.stepExample[k] = r.history(id)
@@ -562,28 +563,20 @@ func (r *run) checkPerson(b *broadcast, p *person, got recipient, want string, s
 	tried := map[string]string{} // channel → the try's message id
 	status := map[string]string{}
 	last := ""
-	for i, try := range got.Tries {
+	for _, try := range got.Tries {
 		if _, again := tried[try.Channel]; again {
 			ps.add(b.name+": a step was tried twice", who, try.MessageID)
 		}
 		tried[try.Channel], status[try.Channel], last = try.MessageID, try.Status, try.MessageID
+		if !b.cascade {
+			p.sentID = try.MessageID
+		}
 		if b.cascade {
 			k := try.Channel + " " + try.Status
 			f.steps[k]++
 			if f.stepExample[k] == "" {
 				f.stepExample[k] = try.MessageID
 			}
-		}
-		if i == 0 && try.Channel == "sms" && !b.cascade {
-			p.mu.Lock()
-			if !p.firstSMS.IsZero() {
-				w := p.firstSMS.Sub(try.At)
-				if len(f.waits) == 0 || w > slices.Max(f.waits) {
-					f.slowest = try.MessageID
-				}
-				f.waits = append(f.waits, w)
-			}
-			p.mu.Unlock()
 		}
 	}
 	order := []string{"sms"}
@@ -606,8 +599,14 @@ func (r *run) checkPerson(b *broadcast, p *person, got recipient, want string, s
 		switch {
 		case handed && n == 0:
 			ps.add(fmt.Sprintf("%s: the %s step is %s in the roster, but the provider got nothing", b.name, ch, st), who, tried[ch])
+		case st == "queued" || st == "sending":
+			got := "nothing"
+			if n > 0 {
+				got = "the message"
+			}
+			ps.add(fmt.Sprintf("%s: the %s step is still %q at the end (the provider got %s)", b.name, ch, st, got), who, tried[ch])
 		case !handed && n > 0 && st != "":
-			ps.add(fmt.Sprintf("%s: the provider got the %s step, but the roster says %q (not final)", b.name, ch, st), who, tried[ch])
+			ps.add(fmt.Sprintf("%s: the provider got the %s step, but the roster says %q", b.name, ch, st), who, tried[ch])
 		case !handed && n > 0:
 			ps.add(fmt.Sprintf("%s: the provider got a %s message, but the person has no %s step", b.name, ch, ch), who, last)
 		}
@@ -638,6 +637,42 @@ func (r *run) checkPerson(b *broadcast, p *person, got recipient, want string, s
 	case got.State != "delivered":
 		ps.add(fmt.Sprintf("%s: did not answer and is %s, not delivered", b.name, got.State), who, last)
 	}
+}
+
+// delays finds the people of the SMS broadcast whose SMS reached the
+// provider more than 15 s after the median of their neighbours' (up to 50
+// indexes either side, in the same chunk of 1,000, queued about when they
+// were): the sends a fault held back. It returns how much later each was,
+// and the message of the latest.
+func (r *run) delays() (late []time.Duration, latest string) {
+	at := make([]time.Duration, len(r.main.people))
+	for i, p := range r.main.people {
+		p.mu.Lock()
+		if !p.firstSMS.IsZero() {
+			at[i] = p.firstSMS.Sub(r.start)
+		}
+		p.mu.Unlock()
+	}
+	var worst time.Duration
+	for i := range at {
+		var near []time.Duration
+		for j := max(0, i-50); j < min(len(at), i+51); j++ {
+			if j != i && j/1000 == i/1000 && at[j] != 0 {
+				near = append(near, at[j])
+			}
+		}
+		if at[i] == 0 || len(near) == 0 {
+			continue
+		}
+		slices.Sort(near)
+		if d := at[i] - near[len(near)/2]; d > 15*time.Second {
+			late = append(late, d)
+			if d > worst {
+				worst, latest = d, r.main.people[i].sentID
+			}
+		}
+	}
+	return late, latest
 }
 
 // countDuplicates counts n duplicates of a message whose first copy
@@ -757,6 +792,9 @@ func (r *run) checkStatuses(f *figures) {
 			if !outage {
 				bad[fmt.Sprintf("%s answered 503 while Redis was up", a.what)]++
 			}
+			if a.noRetryAfter {
+				bad[fmt.Sprintf("%s answered 503 without Retry-After", a.what)]++
+			}
 		case a.code == 0 && !outage:
 			bad[fmt.Sprintf("%s got no answer while Redis was up", a.what)]++
 		case a.code/100 == 2 || a.code == 0:
@@ -862,20 +900,11 @@ func (r *run) report(f figures, rep repairs) {
 	}
 	t.Logf("duplicates: %d around the kills (bound %d), %d around the Redis restart (bound %d), %d elsewhere; provider reports the gateway did not take: %d",
 		f.dupKills, len(r.faults.kills)*crisisConcurrency, f.dupOutage, len(r.workers)*crisisConcurrency, f.dupOther, f.lostReports)
-	if len(f.waits) > 0 {
-		slices.Sort(f.waits)
-		slow := 0
-		for _, w := range f.waits {
-			if w > 30*time.Second {
-				slow++
-			}
-		}
-		q := func(x float64) time.Duration {
-			return f.waits[int(x*float64(len(f.waits)-1))].Round(100 * time.Millisecond)
-		}
-		t.Logf("SMS broadcast, from a person's try made to their SMS at the provider: p50 %s, p99 %s, max %s; %d people waited more than 30 s",
-			q(0.5), q(0.99), q(1), slow)
-		t.Logf("the longest wait: %s", f.slowest)
+	if len(f.late) > 0 {
+		t.Logf("SMS broadcast: %d people got their SMS more than 15 s after their neighbours (a fault held their send back), at most %s later; %s",
+			len(f.late), slices.Max(f.late).Round(100*time.Millisecond), f.latest)
+	} else {
+		t.Logf("SMS broadcast: nobody got their SMS more than 15 s after their neighbours")
 	}
 	var steps []string
 	for k, n := range f.steps {

@@ -15,38 +15,43 @@
 //
 // Two crisis broadcasts run at once, with a poll: one by SMS, and a
 // cascade WeChat → SMS → voice whose ack_timeout is half the faults'
-// window, so that people wait on a pending step while the faults happen. From a seeded
-// math/rand the test then kills a worker with SIGKILL at random moments
-// (each is started again a moment later) and stops Redis once (SIGKILL
-// too) and starts it again on its AOF. Every HTTP status the gateway
-// answers (API, webhooks, pushes, and the simulators' callbacks) is kept.
+// window, so that people wait on a pending step while the faults happen.
+// From a seeded math/rand the test then kills a worker with SIGKILL at
+// random moments (each is started again a moment later; the last kill
+// comes after the Redis restart) and stops Redis once (SIGKILL too, in
+// the first half of the window) and starts it again on its AOF. Every
+// HTTP status the gateway answers (API, webhooks, pushes, and the
+// simulators' callbacks) is kept.
 //
-// Once everything has come out (a bounded wait: a send in flight at a kill
-// waits for Asynq to take its task back) and the repair pass has run on
-// both broadcasts, the test checks:
+// Once everything has come out (a bounded wait until the task queues are
+// idle: a task a fault caught waits for Asynq to take it back) and the
+// repair pass has run on both broadcasts, the test checks:
 //
 //   - each person got one message per step of their cascade that was
 //     handed to the provider, and none for a step that was not (canceled,
-//     moved on); duplicates of the same message are allowed up to the
-//     sends the kills could catch in flight (kills × WORKER_CRISIS_CONCURRENCY)
-//     and reported; a message that is not the person's own try fails;
+//     moved on); a second copy of the same message only around a fault,
+//     at most the sends in flight (WORKER_CRISIS_CONCURRENCY per kill, both
+//     workers' for the Redis restart), and reported; a message that is not
+//     the person's own try fails;
 //   - no step runs twice, and the steps follow the cascade;
-//   - every person ended: the SMS broadcast's people are acknowledged or
-//     delivered (sent only when their delivery report was refused while
-//     Redis was down), the cascade's acknowledged or unreachable; no
-//     message is left queued;
+//   - every person and message ended: the SMS broadcast's people are
+//     acknowledged or delivered (sent only when their delivery report was
+//     refused while Redis was down), the cascade's acknowledged or
+//     unreachable; no step is left queued or sending;
 //   - the poll's safe and need_help counts, and the need_help list, are
 //     the patients' latest answers; the reply feed has one entry per
 //     answer the gateway took, with its meaning;
-//   - no 5xx other than 503, and 503s (or no answer) only while Redis was
-//     down and a few seconds after; no 4xx;
+//   - no 5xx other than 503, and 503s (with Retry-After) or no answer
+//     only while Redis was down and a few seconds after; no 4xx;
 //   - no process ended by itself, each exits 0 on SIGTERM at the end, and
 //     no log line holds a panic, a patient's number or openid, or the
 //     broadcast's text.
 //
-// It prints the seed first, and the figures at the end: the faults, the
-// duplicates, how long people waited for their SMS, the 503 window, and
-// what the repair pass fixed.
+// It prints the seed first, and the figures at the end: the faults and the
+// sends in flight at each, the duplicates, who was held back and how long,
+// the 503 window, and what the repair pass fixed. A failure names the
+// people by index, with their message's history and what the processes
+// logged about it (ids only).
 //
 // Environment variables (the short form's defaults in brackets):
 //

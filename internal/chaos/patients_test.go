@@ -40,6 +40,7 @@ type person struct {
 
 	mu       sync.Mutex
 	firstSMS time.Time   // when their first SMS reached the simulator
+	sentID   string      // the message of their SMS try (from the roster, at the end)
 	wechatAt []time.Time // when each WeChat message to them was seen at the simulator
 	texted   bool        // an answer was started (at most one text per person)
 	answers  []given
@@ -220,8 +221,8 @@ func (r *run) watchProviders(ctx context.Context) {
 
 // answerLater sends a person's answer after their delay: a signed inbound
 // SMS webhook, or a WeChat text push. An answer the gateway could not take
-// (503, no answer) is sent again, as the providers do, with the same
-// MessageSid or MsgId, every 300 ms for up to two minutes.
+// (503, no answer) is sent again with the same MessageSid or MsgId, as a
+// provider's retry would be, every 300 ms for up to two minutes.
 func (r *run) answerLater(p *person, channel, body string) {
 	r.answers.Add(1)
 	r.answering.Add(1)
@@ -292,7 +293,7 @@ func (r *run) send(req *http.Request, what string) int {
 		return 0
 	}
 	resp.Body.Close()
-	r.seen.add(what, resp.StatusCode, sent)
+	r.seen.addResponse(what, resp.StatusCode, sent, resp.Header.Get("Retry-After") != "")
 	return resp.StatusCode
 }
 
