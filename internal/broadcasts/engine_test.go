@@ -64,6 +64,31 @@ func newRig(t *testing.T, channelNames ...string) *rig {
 	return r
 }
 
+// started creates a broadcast of tenant clinic-a and fans its first chunk
+// out, as the fan-out task would.
+func (rg *rig) started(t *testing.T, req *broadcasts.Request) *broadcasts.Config {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := rg.eng.Create(ctx, "clinic-a", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// person reads person i of a broadcast.
+func (rg *rig) person(t *testing.T, id string, i int) *broadcasts.Person {
+	t.Helper()
+	p, _, err := rg.store.Person(context.Background(), id, i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline
 // drives the engine's fan-out, sweep and answers by hand, with a clock the
 // test moves: nothing waits for wall time, and "nothing happened" is
@@ -71,26 +96,13 @@ func newRig(t *testing.T, channelNames ...string) *rig {
 func TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline(t *testing.T) {
 	ctx := context.Background()
 	rg := newRig(t, "sms", "voice")
-	clk, msgs, store, eng := rg.clk, rg.eng.Messages, rg.store, rg.eng
+	clk, msgs, eng := rg.clk, rg.eng.Messages, rg.eng
 
-	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
+	cfg := rg.started(t, &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
 		Body:       map[string]string{"en": "Flooding near the hospital. Reply 1 if you are safe, 2 if you need help."},
 		Poll:       &broadcasts.Poll{Options: map[string]string{"1": "safe", "2": "need_help"}},
 		AckTimeout: "10m", Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
-		t.Fatal(err)
-	}
-	person := func(i int) *broadcasts.Person {
-		t.Helper()
-		p, _, err := store.Person(ctx, cfg.ID, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	person := func(i int) *broadcasts.Person { return rg.person(t, cfg.ID, i) }
 	channelsTried := func(p *broadcasts.Person) (out []string) {
 		for _, tr := range p.Tries {
 			out = append(out, tr.Channel)
@@ -229,23 +241,10 @@ func TestTheRepairPassFinishesWhatAFailureHalfWayLeftUndone(t *testing.T) {
 	ctx := context.Background()
 	rg := newRig(t, "sms", "voice")
 	clk, insp, led, store, eng := rg.clk, rg.insp, rg.led, rg.store, rg.eng
-	cfg, err := eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
+	cfg := rg.started(t, &broadcasts.Request{Name: "Flood", Channels: []string{"sms", "voice"},
 		Body: map[string]string{"en": "Flooding near the hospital."}, AckTimeout: "10m",
 		Audience: []audiences.Recipient{{Phone: "+14155550101"}, {Phone: "+14155550102"}, {Phone: "+14155550103"}, {Phone: "+14155550104"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
-		t.Fatal(err)
-	}
-	person := func(i int) *broadcasts.Person {
-		t.Helper()
-		p, _, err := store.Person(ctx, cfg.ID, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	person := func(i int) *broadcasts.Person { return rg.person(t, cfg.ID, i) }
 	link := func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
 	// sent makes a person's first message as a worker does: its record
 	// written when its turn comes, claimed and handed to the provider.
