@@ -337,10 +337,12 @@ func TestARequestWhoseWritesMissTheReplicasIs503AndItsRetryFindsTheMessage(t *te
 	primary := redistest.StartWithArgs(t)
 	replica := redistest.StartReplica(t, primary)
 	e := startOn(t, primary, config.RoleAll, func(c *config.Config) {
-		c.Replication = config.ReplicationConfig{MinReplicasAck: 1, AckTimeout: 200 * time.Millisecond}
+		// Long enough that a loaded machine's healthy replica always
+		// answers in time; the frozen one below never does.
+		c.Replication = config.ReplicationConfig{MinReplicasAck: 1, AckTimeout: time.Second}
 	})
 	e.sim.SetCallbackRetries(40, 100*time.Millisecond)
-	first := e.send(keyA, smsBody(patientPhone, "before"), "Idempotency-Key", "k-before")
+	first := e.sendRetrying(keyA, smsBody(patientPhone, "before"), "k-before")
 	e.waitFor(first, ledger.StatusDelivered, 10*time.Second)
 
 	// A replica that is connected but acknowledges nothing, as in the

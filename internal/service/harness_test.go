@@ -166,6 +166,27 @@ func (e *env) send(key, body string, headers ...string) string {
 	return a.Body["id"].(string)
 }
 
+// sendRetrying posts a message as a careful client does: on a 503 it
+// waits and retries with the same Idempotency-Key, which never makes a
+// second message.
+func (e *env) sendRetrying(key, body, idem string) string {
+	e.t.Helper()
+	var a answer
+	for try := 0; try < 5; try++ {
+		a = e.do("POST", "/v1/messages", key, body, "Idempotency-Key", idem)
+		switch a.Status {
+		case http.StatusAccepted, http.StatusOK:
+			return a.Body["id"].(string)
+		case http.StatusServiceUnavailable:
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		break
+	}
+	e.t.Fatalf("POST /v1/messages = %d %s", a.Status, a.Raw)
+	return ""
+}
+
 // waitFor polls the ledger until the message reaches status (or, for a
 // status that is not final, any later one).
 func (e *env) waitFor(id string, want ledger.Status, within time.Duration) *ledger.Message {
