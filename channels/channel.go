@@ -130,6 +130,37 @@ type RecordingFetcher interface {
 	FetchRecording(ctx context.Context, recordingURL string) (body io.ReadCloser, contentType string, err error)
 }
 
+// Rate is how fast a provider lets one sender send; zero fields are
+// unlimited.
+type Rate struct {
+	// PerSecond is the sustained rate (messages, or calls, per second).
+	PerSecond float64
+	// PerDay is the daily quota; it resets at midnight in DayZone (UTC
+	// when nil).
+	PerDay  int64
+	DayZone *time.Location
+	// Spaced makes PerSecond a hard limit of the account: sends are spaced,
+	// at most one second's worth at once, where other senders may burst.
+	Spaced bool
+}
+
+// Sender is a channel's sending identity at its provider and the rate the
+// provider allows it.
+type Sender struct {
+	// ID names the sender at the provider (a from-number, an official
+	// account's app id, an SMTP host): it keys the shared rate limit and
+	// is never a credential.
+	ID string
+	Rate
+}
+
+// Paced is implemented by channels whose provider limits how fast their
+// sender may send: every worker process then paces it together, through
+// Redis. A channel that is not Paced sends as fast as its workers go.
+type Paced interface {
+	Sender() Sender
+}
+
 // Inbound is implemented by channels that take provider webhooks.
 type Inbound interface {
 	Routes(rcv Receiver) []Route
@@ -236,6 +267,15 @@ func (r *Registry) Names() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// All returns the configured channels, sorted by name.
+func (r *Registry) All() []Channel {
+	out := make([]Channel, 0, len(r.byName))
+	for _, n := range r.Names() {
+		out = append(out, r.byName[n])
+	}
+	return out
 }
 
 // Routes collects the webhook routes of every channel that has some.

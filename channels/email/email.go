@@ -69,6 +69,8 @@ type Config struct {
 	// ServerName defaults to the SMTP host.
 	TLSConfig *tls.Config
 	Logger    *slog.Logger
+	// Rate is what the relay accepts from the gateway.
+	Rate channels.Rate
 }
 
 // Channel is the "email" channel. It is safe for concurrent use.
@@ -175,6 +177,16 @@ func heloName() string {
 
 // Name is the channel's API name.
 func (c *Channel) Name() string { return "email" }
+
+// Sender is the relay (its host and port, never the credentials) at its
+// configured rate.
+func (c *Channel) Sender() channels.Sender {
+	host := "relay"
+	if u, err := url.Parse(c.cfg.URL); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	return channels.Sender{ID: host, Rate: c.cfg.Rate}
+}
 
 // Send submits the message. Result.ProviderID is the Message-ID without
 // angle brackets ("01J….K7Q…@example-clinic.org"); the header carries it

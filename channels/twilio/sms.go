@@ -46,6 +46,9 @@ type Config struct {
 	// Transport carries API calls; http.DefaultTransport when nil.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
+	// Rate is what Twilio lets the sender (number or Messaging Service)
+	// send, in segments.
+	Rate channels.Rate
 }
 
 // SMS is the "sms" channel.
@@ -98,6 +101,16 @@ func apiTarget(apiURL string) (*url.URL, error) {
 
 // Name is the channel's API name.
 func (s *SMS) Name() string { return "sms" }
+
+// Sender is the from-number, or the Messaging Service when one is set, at
+// its configured rate.
+func (s *SMS) Sender() channels.Sender {
+	id := s.cfg.From
+	if s.cfg.MessagingServiceSID != "" {
+		id = s.cfg.MessagingServiceSID
+	}
+	return channels.Sender{ID: id, Rate: s.cfg.Rate}
+}
 
 // StatusCallbackURL is the callback URL given to Twilio for a message.
 func (s *SMS) StatusCallbackURL(messageID string) string {

@@ -78,6 +78,9 @@ type VoiceConfig struct {
 	// (DefaultMaxRedials, 3 calls in all, is the usual setting). 0 means
 	// none: the zero value never calls a patient more than once.
 	MaxRedials int
+	// CallsPerSecond is the account's limit on new calls (Twilio's CPS),
+	// 1 unless the account was granted more; calls are spaced to it.
+	CallsPerSecond float64
 	// RedialDelay is the wait before calling again (DefaultRedialDelay when zero).
 	RedialDelay time.Duration
 }
@@ -141,6 +144,12 @@ func NewVoice(cfg VoiceConfig) (*Voice, error) {
 
 // Name is the channel's API name.
 func (v *Voice) Name() string { return "voice" }
+
+// Sender is the caller id at the account's calls per second: a hard
+// limit, so calls are spaced.
+func (v *Voice) Sender() channels.Sender {
+	return channels.Sender{ID: v.cfg.From, Rate: channels.Rate{PerSecond: v.cfg.CallsPerSecond, Spaced: true}}
+}
 
 // webhookURL is the absolute URL of a voice webhook for a message.
 func (v *Voice) webhookURL(path, messageID string) string {

@@ -57,6 +57,10 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives the channel's logs; slog.Default() when nil.
 	Logger *slog.Logger
+	// PerSecond and PerDay are what the official account may send; its
+	// daily quota resets at midnight China time.
+	PerSecond float64
+	PerDay    int64
 }
 
 // Channel is the "wechat" channel.
@@ -116,6 +120,19 @@ func New(cfg Config) (*Channel, error) {
 
 // Name is the channel's API name.
 func (c *Channel) Name() string { return "wechat" }
+
+// chinaTime is where the official account's daily quota resets.
+var chinaTime = func() *time.Location {
+	if l, err := time.LoadLocation("Asia/Shanghai"); err == nil {
+		return l
+	}
+	return time.FixedZone("CST", 8*3600)
+}()
+
+// Sender is the official account (its app id) at its configured rate.
+func (c *Channel) Sender() channels.Sender {
+	return channels.Sender{ID: c.cfg.AppID, Rate: channels.Rate{PerSecond: c.cfg.PerSecond, PerDay: c.cfg.PerDay, DayZone: chinaTime}}
+}
 
 // Window is the users' customer-service windows; the inbound webhook
 // reports interactions to it.

@@ -10,13 +10,13 @@ import (
 
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/ratelimit"
 )
 
 // newAdmission builds admission control from the configuration; each
 // channel's backlog cap is hours of its sender's rate.
-func newAdmission(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) (*admission.Controller, error) {
+func newAdmission(cfg config.Config, rdb redis.UniversalClient, senders []ratelimit.SenderConfig, log *slog.Logger) (*admission.Controller, error) {
 	a := cfg.Admission
-	senders, _ := senderConfigs(cfg)
 	rates := map[string]float64{}
 	for _, sc := range senders {
 		rates[sc.Channel] = sc.PerSecond

@@ -30,6 +30,7 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 			AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
 			MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
 			Timeout: cfg.Worker.ProviderTimeout, Transport: tr, Logger: o.Logger,
+			Rate: channels.Rate{PerSecond: cfg.Senders.SMSPerSecond, PerDay: cfg.Senders.SMSPerDay},
 		})
 		if err != nil {
 			return nil, nil, err
@@ -40,7 +41,7 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 				AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Voice.From,
 				APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL, Timeout: cfg.Worker.ProviderTimeout,
 				Transport: tr, Logger: o.Logger, MaxRedials: max(cfg.Voice.MaxCalls-1, 0),
-				RedialDelay: cfg.Voice.RedialDelay,
+				RedialDelay: cfg.Voice.RedialDelay, CallsPerSecond: cfg.Voice.CallsPerSecond,
 			})
 			if err != nil {
 				return nil, nil, err
@@ -53,6 +54,7 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 			AppID: cfg.WeChat.AppID, AppSecret: cfg.WeChat.AppSecret, Token: cfg.WeChat.Token,
 			EncodingAESKey: cfg.WeChat.EncodingAESKey, APIURL: cfg.WeChat.APIURL, Redis: rdb,
 			Transport: tr, Timeout: cfg.Worker.ProviderTimeout, Logger: o.Logger,
+			PerSecond: cfg.Senders.WeChatPerSecond, PerDay: cfg.Senders.WeChatPerDay,
 		})
 		if err != nil {
 			return nil, nil, err
@@ -61,7 +63,8 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 	}
 	if cfg.Email.Enabled() {
 		em, err := email.New(email.Config{URL: cfg.Email.SMTPURL, From: cfg.Email.From, PoolSize: cfg.Email.PoolSize,
-			Timeout: cfg.Worker.ProviderTimeout, TLSConfig: o.EmailTLS, Logger: o.Logger})
+			Timeout: cfg.Worker.ProviderTimeout, TLSConfig: o.EmailTLS, Logger: o.Logger,
+			Rate: channels.Rate{PerSecond: cfg.Senders.EmailPerSecond, PerDay: cfg.Senders.EmailPerDay}})
 		if err != nil {
 			return nil, nil, err
 		}

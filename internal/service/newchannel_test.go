@@ -31,6 +31,12 @@ func (p *pager) Send(_ context.Context, m channels.Message) (channels.Result, er
 	return channels.Result{ProviderID: "PG-" + m.ID}, nil
 }
 
+// Sender makes the pager paced: the hospital's paging system takes two
+// pages a second from the gateway, shared by every worker process.
+func (p *pager) Sender() channels.Sender {
+	return channels.Sender{ID: "PAGING-1", Rate: channels.Rate{PerSecond: 2}}
+}
+
 func (p *pager) bodies() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -61,6 +67,11 @@ func TestAChannelDeclaredOutsideTheChannelsFolderCarriesMessagesBroadcastsAndPla
 	channels.Declare(channels.Spec{Name: "pager", Address: channels.Phone, MaxChars: 240, Unit: "pages"})
 	pg := &pager{}
 	e := startWith(t, redistest.Start(t), config.RoleAll, []channels.Channel{pg})
+
+	// Its sender is paced with the others.
+	if s := e.do("GET", "/v1/senders", keyA, ""); s.Status != 200 || !strings.Contains(s.Raw, `"pager:PAGING-1"`) {
+		t.Fatalf("GET /v1/senders = %d %s", s.Status, s.Raw)
+	}
 
 	// A message, validated by the channel's facts: its address kind and body limit.
 	if a := e.do("POST", "/v1/messages", keyA, `{"channel":"pager","to":{"email":"nurse@example.org"},"body":"x"}`); a.Status != 422 ||

@@ -2,59 +2,46 @@ package service
 
 import (
 	"math"
-	"net/url"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/workers"
 )
 
-// senderConfigs are the senders of the configured channels, each with its
-// rate: the SMS from-number (or Messaging Service), the voice caller id,
-// the WeChat official account and the SMTP relay.
-func senderConfigs(cfg config.Config) (cfgs []ratelimit.SenderConfig, keys map[string]string) {
+// senderConfigs are the senders of the running channels that declare one
+// (channels.Paced), each with its rate: the SMS from-number (or Messaging
+// Service), the voice caller id, the WeChat official account, the SMTP
+// relay, and any other channel's.
+func senderConfigs(chs []channels.Channel) (cfgs []ratelimit.SenderConfig, keys map[string]string) {
 	keys = map[string]string{}
-	add := func(channel, id string, perSecond float64, perDay int64, day *time.Location) {
-		key := channel + ":" + id
-		keys[channel] = key
+	for _, ch := range chs {
+		p, ok := ch.(channels.Paced)
+		if !ok {
+			continue
+		}
+		s := p.Sender()
+		if s.PerSecond <= 0 && s.PerDay <= 0 {
+			continue // unlimited
+		}
+		key := ch.Name() + ":" + s.ID
+		keys[ch.Name()] = key
 		// A burst of two seconds' worth. Refused sends come back through
 		// the task queue, which schedules in whole seconds and polls for
 		// due tasks every WORKER_DELAYED_POLL_INTERVAL: with this headroom
 		// they are back before their slot, so the sender never idles while
 		// a backlog waits. Over any window W at most burst + rate×W go out.
-		burst := SenderBurst(perSecond)
-		if channel == "voice" {
-			// Calls per second are a hard limit of the account: calls are
+		burst := SenderBurst(s.PerSecond)
+		if s.Spaced {
+			// A hard limit of the account (calls per second): sends are
 			// spaced, one second's worth at most at once.
-			burst = max(int(math.Ceil(perSecond)), 1)
+			burst = max(int(math.Ceil(s.PerSecond)), 1)
 		}
-		cfgs = append(cfgs, ratelimit.SenderConfig{Key: key, Channel: channel, PerSecond: perSecond, Burst: burst,
-			PerDay: perDay, DayZone: day})
-	}
-	if cfg.Twilio.Enabled() {
-		from := cfg.Twilio.From
-		if cfg.Twilio.MessagingServiceSID != "" {
-			from = cfg.Twilio.MessagingServiceSID
-		}
-		add("sms", from, cfg.Senders.SMSPerSecond, cfg.Senders.SMSPerDay, nil)
-		if cfg.Voice.From != "" {
-			add("voice", cfg.Voice.From, cfg.Voice.CallsPerSecond, 0, nil)
-		}
-	}
-	if cfg.WeChat.Enabled() {
-		// The official account's quota resets at midnight China time.
-		shanghai, _ := time.LoadLocation("Asia/Shanghai")
-		add("wechat", cfg.WeChat.AppID, cfg.Senders.WeChatPerSecond, cfg.Senders.WeChatPerDay, shanghai)
-	}
-	if cfg.Email.Enabled() {
-		host := "relay"
-		if u, err := url.Parse(cfg.Email.SMTPURL); err == nil && u.Host != "" {
-			host = u.Host // never the credentials
-		}
-		add("email", host, cfg.Senders.EmailPerSecond, cfg.Senders.EmailPerDay, nil)
+		cfgs = append(cfgs, ratelimit.SenderConfig{Key: key, Channel: ch.Name(), PerSecond: s.PerSecond, Burst: burst,
+			PerDay: s.PerDay, DayZone: s.DayZone})
 	}
 	return cfgs, keys
 }
@@ -64,8 +51,7 @@ func senderConfigs(cfg config.Config) (cfgs []ratelimit.SenderConfig, keys map[s
 func SenderBurst(perSecond float64) int { return max(int(math.Ceil(2*perSecond)), 1) }
 
 // newSenders builds the limiter every worker shares.
-func newSenders(cfg config.Config, rdb redis.UniversalClient) (*ratelimit.Senders, *workers.Senders, error) {
-	cfgs, keys := senderConfigs(cfg)
+func newSenders(cfg config.Config, rdb redis.UniversalClient, cfgs []ratelimit.SenderConfig, keys map[string]string) (*ratelimit.Senders, *workers.Senders, error) {
 	// Asynq schedules in whole seconds and polls for due tasks: refused
 	// sends are asked back a second early so none comes back late.
 	lim, err := ratelimit.NewSenders(rdb, cfgs, ratelimit.Options{Recovery: cfg.Senders.Recovery, ReturnEarly: time.Second})

@@ -194,13 +194,14 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		s.closers = append(s.closers, store.Close)
 	}
 
-	senders, workerSenders, err := newSenders(cfg, rdb)
+	senderCfgs, senderKeys := senderConfigs(s.Channels.All())
+	senders, workerSenders, err := newSenders(cfg, rdb, senderCfgs, senderKeys)
 	if err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("senders: %w", err)
 	}
 	s.Senders = senders
-	if s.Admission, err = newAdmission(cfg, rdb, o.Logger); err != nil {
+	if s.Admission, err = newAdmission(cfg, rdb, senderCfgs, o.Logger); err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("admission: %w", err)
 	}
@@ -269,7 +270,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			h.CrisisExempt[t] = true
 		}
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
-			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks")},
+			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks"), Fence: fence},
 			Escalation: s.Escalator,
 			Inbound:    &workers.InboundHandler{File: s.Inbound.FileReply},
 			Broadcast:  workers.BroadcastHandler(s.Broadcast)}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/redistest"
+	"github.com/patientmsg/gateway/internal/replication"
 )
 
 // receiver is a loopback endpoint that counts the connections it is offered.
@@ -134,5 +136,49 @@ func TestDeliveriesGoOnlyWhereThePolicyAllows(t *testing.T) {
 				t.Fatalf("the URL's query or the address leaked: log %q, dead letter %q", logs.String(), dead[0].LastError)
 			}
 		})
+	}
+}
+
+// TestAnEventWaitsUntilItsCauseIsOnTheReplicas freezes the only replica:
+// the clinic must not hear of a reply or a status a failover could take
+// back. Once the replica is back, the retried event goes out.
+func TestAnEventWaitsUntilItsCauseIsOnTheReplicas(t *testing.T) {
+	primary := redistest.StartWithArgs(t)
+	replica := redistest.StartReplica(t, primary)
+	rdb := primary.Client()
+	store := NewStore(rdb)
+	ep := newReceiver(t, answer(204))
+	if _, err := store.Put(context.Background(), "clinic-a", ep.srv.URL+"/hooks", false); err != nil {
+		t.Fatal(err)
+	}
+	d := &Deliverer{Store: store, Client: egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}.Client(5 * time.Second),
+		Log: slog.New(slog.DiscardHandler), Fence: replication.New(rdb, replication.Options{Replicas: 1, Timeout: 300 * time.Millisecond})}
+	b, _ := json.Marshal(payload{Tenant: "clinic-a", Event: Event{ID: "evt-1", Type: MessageReply, CreatedAt: time.Now().UTC(), Data: json.RawMessage(`{}`)}})
+	task := asynq.NewTask(TypeDeliver, b)
+
+	if err := syscall.Kill(replica.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = syscall.Kill(replica.Pid(), syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw)
+	err := d.ProcessTask(context.Background(), task)
+	if !errors.Is(err, replication.ErrNotReplicated) || !strings.HasPrefix(err.Error(), "held:") {
+		t.Fatalf("with the replica frozen, ProcessTask = %v", err)
+	}
+	if n := ep.seen(); n != 0 {
+		t.Fatalf("the endpoint was called %d times while the event's cause was not replicated", n)
+	}
+	thaw()
+	if err := d.ProcessTask(context.Background(), task); err != nil {
+		t.Fatalf("with the replica back, ProcessTask = %v", err)
+	}
+	if n := ep.seen(); n != 1 {
+		t.Fatalf("the endpoint saw %d connections, want 1", n)
 	}
 }

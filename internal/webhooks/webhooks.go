@@ -31,6 +31,7 @@ import (
 
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/replication"
 )
 
 // Event types.
@@ -294,6 +295,10 @@ type Deliverer struct {
 	// does not follow redirects. Nil: egress.Policy{}.Client.
 	Client *http.Client
 	Log    *slog.Logger
+	// Fence, when set, holds each event until what it reports is on the
+	// Redis replicas: a clinic is never told of a reply or a status that
+	// a failover then takes back. Nil waits for nothing.
+	Fence *replication.Fence
 }
 
 // deliveryError is a failed post: Error is what the tenant's dead letter
@@ -325,10 +330,16 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if p.URL != "" {
 		url = p.URL
 	}
-	body, _ := json.Marshal(p.Event)
-	err = d.post(ctx, url, ep.Secret, p.Event, body)
-	if err == nil {
-		return nil
+	// The event was written before its task; the replication stream is
+	// ordered, so once the replicas have a write made now they have the
+	// event's cause too. Until then the event is held and retried.
+	if ferr := d.Fence.Wait(ctx, d.Fence.Begin()); ferr != nil {
+		err = &deliveryError{reason: "held: what the event reports is not yet on the store's replicas", err: ferr}
+	} else {
+		body, _ := json.Marshal(p.Event)
+		if err = d.post(ctx, url, ep.Secret, p.Event, body); err == nil {
+			return nil
+		}
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
