@@ -163,6 +163,9 @@ func (r *run) openWeChatWindows(b *broadcast) {
 		if code := r.push(msg, p.openid, "wechat push (picture)"); code != http.StatusOK {
 			r.t.Fatalf("a WeChat picture push was answered %d", code)
 		}
+		// What WeChat itself knows from that message: the patient may be
+		// written to for 48 hours (a few messages).
+		r.wsim.Interact(p.openid, 5, 48*time.Hour)
 	}
 }
 
