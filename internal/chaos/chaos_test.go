@@ -120,8 +120,8 @@ func settingsFromEnv(t *testing.T) settings {
 		}
 		s.first, s.runs = n, 1
 	}
-	if s.people > 9999 || s.cascade > 9999 {
-		t.Fatal("CHAOS_PEOPLE and CHAOS_CASCADE: at most 9999 each")
+	if s.people > 99999 || s.cascade > 9999 {
+		t.Fatal("CHAOS_PEOPLE: at most 99999; CHAOS_CASCADE: at most 9999")
 	}
 	return s
 }

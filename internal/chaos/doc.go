@@ -1,6 +1,9 @@
-// Package chaos holds the gateway's chaos test,
-// TestBroadcastsSurviveKilledWorkersAndARedisRestart. It has no code of its
-// own outside its test files.
+// Package chaos holds the gateway's chaos tests,
+// TestBroadcastsSurviveKilledWorkersAndARedisRestart (below) and
+// TestAKillDuringTheFanOutHoldsBackFewPeople (the cost of a kill during a
+// broadcast's fan-out, against an undisturbed run; `go tool task
+// chaos:fanout` runs it on 10,000 people). It has no code of its own
+// outside its test files.
 //
 // The test builds the production binary (go build ./cmd/gateway, no dev
 // tag) and runs it as real processes, all on 127.0.0.1: one `serve` and
@@ -61,7 +64,7 @@
 //   - CHAOS_RUNS [1] runs in a row, with seeds seed, seed+1, …; the first
 //     failing run stops the test;
 //   - CHAOS_PEOPLE [300] people of the SMS broadcast, CHAOS_CASCADE [40] of
-//     the cascade (at most 9,999 each);
+//     the cascade (at most 99,999 and 9,999);
 //   - CHAOS_KILLS [3] worker kills, within CHAOS_WINDOW [20s] of the
 //     broadcasts' start; Redis restarts once within it.
 //

@@ -83,7 +83,7 @@ func (r *run) newBroadcast(name string, n int, cascade bool) *broadcast {
 			}
 			r.byOpen[p.openid] = p
 		} else {
-			p.phone = fmt.Sprintf("+1415558%04d", i)
+			p.phone = fmt.Sprintf("+141557%05d", i)
 			switch x := r.rng.Float64(); {
 			case x < 0.30:
 				p.smsAnswer = "1"
