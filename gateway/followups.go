@@ -107,7 +107,7 @@ func (s *Server) getFollowup(c *fiber.Ctx) error {
 // POST /v1/followups/{id}/cancel: cancels the steps not sent yet.
 func (s *Server) cancelFollowup(c *fiber.Ctx) error {
 	ctx, tenant := c.UserContext(), tenantOf(c)
-	p, err := s.opts.Followups.Stop(ctx, tenant, c.Params("id"), followups.PlanCanceled, "canceled by API request", s.opts.Plans.CancelStep)
+	p, err := s.opts.Followups.Stop(ctx, tenant, c.Params("id"), followups.PlanCanceled, ledger.CanceledByAPI, s.opts.Plans.CancelStep)
 	switch {
 	case errors.Is(err, followups.ErrNotFound):
 		return problem(404, "not-found", "no follow-up plan with this id for your API key")

@@ -201,7 +201,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 
 func (s *Server) cancelMessage(c *fiber.Ctx) error {
 	tenant, id := tenantOf(c), messageID(c)
-	m, err := s.opts.Messages.Cancel(c.UserContext(), tenant, id)
+	m, err := s.opts.Messages.Cancel(c.UserContext(), tenant, id, ledger.CanceledByAPI)
 	var ce *ledger.ConflictError
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):

@@ -869,20 +869,27 @@ func (e *Engine) requeueStalled(ctx context.Context, cfg *Config, now time.Time)
 // it yet, and the next channel is tried.
 func (e *Engine) timeoutPerson(ctx context.Context, cfg *Config, person *Person) error {
 	if cur := person.Current(); cur != nil {
-		if err := e.cancelTry(ctx, cfg, person.Index, cur.MessageID); err != nil {
+		if err := e.cancelTry(ctx, cfg, person.Index, cur.MessageID, canceledTimedOut); err != nil {
 			return err
 		}
 	}
 	return e.advancePerson(ctx, cfg, person.Index, person.Step)
 }
 
+// What the history of a try's message says when it is canceled.
+const (
+	canceledTimedOut  = "canceled: no answer within the broadcast's ack timeout; the person's next channel is tried"
+	canceledAnswered  = "canceled: the person answered the broadcast on another channel"
+	canceledBroadcast = "canceled: the broadcast was canceled"
+)
+
 // cancelTry cancels a try's message unless the provider has it already,
 // and records the cancellation in the person's tries. A message not yet
 // due has no ledger record: it gets one, canceled, so its send task finds
 // it canceled whenever it runs. The task itself stays queued and ends at
 // once: removing it from a long pending list would cost more.
-func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageID string) error {
-	err := e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
+func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageID, reason string) error {
+	err := e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID, reason)
 	if errors.Is(err, ledger.ErrNotFound) {
 		p, _, perr := e.Bulk.Store.Person(ctx, cfg.ID, index)
 		if perr != nil {
@@ -904,7 +911,7 @@ func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageI
 		if _, err := e.Bulk.Ledger.Create(ctx, messageID, req); err != nil {
 			return err
 		}
-		err = e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID)
+		err = e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID, reason)
 	}
 	switch {
 	case errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound):
@@ -1048,7 +1055,7 @@ func (e *Engine) Answer(ctx context.Context, link, messageID, channel, option, d
 		return err
 	}
 	for _, m := range pending {
-		if err := e.cancelTry(ctx, cfg, index, m); err != nil {
+		if err := e.cancelTry(ctx, cfg, index, m, canceledAnswered); err != nil {
 			return err
 		}
 	}
@@ -1081,7 +1088,7 @@ func (e *Engine) CancelPeople(ctx context.Context, id string) error {
 func (e *Engine) cancelPerson(ctx context.Context, cfg *Config, p *Person) error {
 	for _, t := range p.Tries {
 		if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
-			if err := e.cancelTry(ctx, cfg, p.Index, t.MessageID); err != nil {
+			if err := e.cancelTry(ctx, cfg, p.Index, t.MessageID, canceledBroadcast); err != nil {
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package broadcasts_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,9 +145,14 @@ func TestTheCascadeMovesOnlyThoseWhoDidNotAnswerWhenTheClockPassesTheirDeadline(
 	if p := person(1); p.State != broadcasts.PersonAcknowledged || p.Answer != "safe" || len(p.Tries) != 1 {
 		t.Fatalf("the person who answered: %s %q %v", p.State, p.Answer, channelsTried(p))
 	}
-	// The canceled SMS is canceled in the ledger too, so no worker sends it.
-	if m, err := msgs.Ledger.Get(ctx, "clinic-a", person(0).Tries[0].MessageID); err != nil || m.Status != ledger.StatusCanceled {
+	// The canceled SMS is canceled in the ledger too, so no worker sends
+	// it, and its history says why.
+	m, err := msgs.Ledger.Get(ctx, "clinic-a", person(0).Tries[0].MessageID)
+	if err != nil || m.Status != ledger.StatusCanceled {
 		t.Fatalf("the timed-out SMS in the ledger: %v %v", m, err)
+	}
+	if last := m.Events[len(m.Events)-1]; !strings.Contains(last.Detail, "no answer within the broadcast's ack timeout") {
+		t.Fatalf("the timed-out SMS's history ends with %q", last.Detail)
 	}
 
 	// Past the call's deadline too: no channel is left.

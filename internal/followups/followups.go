@@ -441,7 +441,7 @@ func (s *Store) List(ctx context.Context, tenant string, limit int) ([]*Plan, er
 
 // Stop ends an active plan of the tenant. Each step still scheduled (and
 // not known to be sent) has its message canceled with cancel(ctx, tenant,
-// messageID):
+// messageID, reason):
 //
 //   - when cancel returns nil the step takes the state (StepCanceled for
 //     PlanCanceled, StepStopped for PlanStopped) and the reason as Detail;
@@ -459,7 +459,7 @@ func (s *Store) List(ctx context.Context, tenant string, limit int) ([]*Plan, er
 // indexes. Stop returns the updated plan; ErrNotFound when the tenant has no
 // such plan; ErrNotActive when the plan is not active or another caller is
 // stopping it at the same time (each step is processed once).
-func (s *Store) Stop(ctx context.Context, tenant, id, state, reason string, cancel func(ctx context.Context, tenant, messageID string) error) (*Plan, error) {
+func (s *Store) Stop(ctx context.Context, tenant, id, state, reason string, cancel func(ctx context.Context, tenant, messageID, reason string) error) (*Plan, error) {
 	var stepState string
 	switch state {
 	case PlanCanceled:
@@ -504,7 +504,7 @@ func (s *Store) Stop(ctx context.Context, tenant, id, state, reason string, canc
 			continue
 		}
 		if st.MessageID != "" {
-			err := cancel(ctx, tenant, st.MessageID)
+			err := cancel(ctx, tenant, st.MessageID, reason)
 			if errors.Is(err, ErrAlreadySent) {
 				st.Detail = DetailAlreadySent
 				continue
@@ -553,7 +553,7 @@ func (s *Store) Stop(ctx context.Context, tenant, id, state, reason string, canc
 // stops on an urgent one). It returns how many plans it stopped; plans
 // stopped by someone else meanwhile are not counted. Errors of some plans do
 // not keep the others from stopping; they are returned joined.
-func (s *Store) StopFor(ctx context.Context, id consent.Identity, condition, reason string, cancel func(ctx context.Context, tenant, messageID string) error) (int, error) {
+func (s *Store) StopFor(ctx context.Context, id consent.Identity, condition, reason string, cancel func(ctx context.Context, tenant, messageID, reason string) error) (int, error) {
 	if !ValidStopOn(condition) {
 		return 0, fmt.Errorf("followups: unknown stop condition %q", condition)
 	}

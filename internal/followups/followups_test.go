@@ -66,20 +66,22 @@ type canceler struct {
 	mu      sync.Mutex
 	calls   map[string]int
 	answers map[string]error
+	reasons map[string]string // the reason each message was canceled with
 	delay   time.Duration
 }
 
 func newCanceler() *canceler {
-	return &canceler{calls: map[string]int{}, answers: map[string]error{}}
+	return &canceler{calls: map[string]int{}, answers: map[string]error{}, reasons: map[string]string{}}
 }
 
-func (c *canceler) cancel(ctx context.Context, tenant, messageID string) error {
+func (c *canceler) cancel(ctx context.Context, tenant, messageID, reason string) error {
 	if c.delay > 0 {
 		time.Sleep(c.delay)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls[messageID]++
+	c.reasons[messageID] = reason
 	return c.answers[messageID]
 }
 
@@ -272,6 +274,9 @@ func TestCancelCancelsScheduledStepsOnly(t *testing.T) {
 	for i, want := range []int{1, 0, 0, 1, 1} {
 		if n := c.count(m(i)); n != want {
 			t.Errorf("step %d (%s): %d cancel calls, want %d", i, p.Steps[i].State, n, want)
+		}
+		if want > 0 && c.reasons[m(i)] != "canceled by the clinic" {
+			t.Errorf("step %d's message was canceled with the reason %q, not the plan's", i, c.reasons[m(i)])
 		}
 	}
 	check := func(got *followups.Plan) {

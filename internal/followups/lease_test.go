@@ -30,7 +30,7 @@ func TestAnAbandonedClaimIsTakenOverAfterItsLease(t *testing.T) {
 		t.Fatalf("claim %v %v", res, err)
 	}
 	calls := 0
-	cancelFn := func(context.Context, string, string) error { calls++; return nil }
+	cancelFn := func(context.Context, string, string, string) error { calls++; return nil }
 	if _, err := s.Stop(ctx, "clinic-a", p.ID, PlanCanceled, "", cancelFn); !errors.Is(err, ErrNotActive) || calls != 0 {
 		t.Fatalf("Stop during another's claim: %v (%d calls)", err, calls)
 	}

@@ -189,14 +189,14 @@ func (pl *Planner) Create(ctx context.Context, tenant string, in *Request) (*Pla
 	for n, t := range todo {
 		if err := pl.Messages.Submit(ctx, t.id, t.req); err != nil {
 			for _, done := range todo[:n] {
-				_, _ = pl.Messages.Cancel(context.WithoutCancel(ctx), tenant, done.id)
+				_, _ = pl.Messages.Cancel(context.WithoutCancel(ctx), tenant, done.id, planNotMade)
 			}
 			return nil, err
 		}
 	}
 	if err := pl.Store.Create(ctx, plan); err != nil {
 		for _, done := range todo {
-			_, _ = pl.Messages.Cancel(context.WithoutCancel(ctx), tenant, done.id)
+			_, _ = pl.Messages.Cancel(context.WithoutCancel(ctx), tenant, done.id, planNotMade)
 		}
 		return nil, err
 	}
@@ -323,10 +323,15 @@ func (w *planWho) message(st PlanStep, planID string, index int, sendAt time.Tim
 	return m, ""
 }
 
-// CancelStep cancels a plan step's message; a message the provider already
-// has (or whose record has expired) is reported as ErrAlreadySent.
-func (pl *Planner) CancelStep(ctx context.Context, tenant, id string) error {
-	_, err := pl.Messages.Cancel(ctx, tenant, id)
+// planNotMade is the history of a step's message canceled because its plan
+// could not be written.
+const planNotMade = "canceled: its follow-up plan could not be created"
+
+// CancelStep cancels a plan step's message, saying why in its history; a
+// message the provider already has (or whose record has expired) is
+// reported as ErrAlreadySent.
+func (pl *Planner) CancelStep(ctx context.Context, tenant, id, reason string) error {
+	_, err := pl.Messages.Cancel(ctx, tenant, id, reason)
 	if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
 		return fmt.Errorf("%w: %w", ErrAlreadySent, err)
 	}

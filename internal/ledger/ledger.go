@@ -576,14 +576,19 @@ func (e *ConflictError) Error() string {
 // Is makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
+// CanceledByAPI is the history's reason for a cancellation the API asked
+// for.
+const CanceledByAPI = "canceled by API request"
+
 // Cancel marks a tenant's message canceled unless a provider may already
-// have it. It returns ErrNotFound or a *ConflictError.
-func (l *Ledger) Cancel(ctx context.Context, tenant, id string) error {
+// have it; reason is what its history says. It returns ErrNotFound or a
+// *ConflictError.
+func (l *Ledger) Cancel(ctx context.Context, tenant, id, reason string) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
 	now := l.now().UTC()
-	ev := eventJSON(Event{Status: StatusCanceled, At: now, Detail: "canceled by API request"})
+	ev := eventJSON(Event{Status: StatusCanceled, At: now, Detail: reason})
 	res, err := cancelScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, tenant, ms(now), ev).StringSlice()
 	if err != nil {
 		return err

@@ -194,7 +194,7 @@ func TestCancel(t *testing.T) {
 	l, _ := newLedger(t)
 	t.Run("a queued message is canceled and never claimed", func(t *testing.T) {
 		id := create(t, l, "c")
-		if err := l.Cancel(ctx, "c", id); err != nil {
+		if err := l.Cancel(ctx, "c", id, ledger.CanceledByAPI); err != nil {
 			t.Fatal(err)
 		}
 		if c, _ := l.Claim(ctx, id, time.Minute); c.Outcome != ledger.ClaimFinal || c.Status != ledger.StatusCanceled {
@@ -203,7 +203,7 @@ func TestCancel(t *testing.T) {
 	})
 	t.Run("another tenant's message is not found", func(t *testing.T) {
 		id := create(t, l, "c")
-		if err := l.Cancel(ctx, "other", id); !errors.Is(err, ledger.ErrNotFound) {
+		if err := l.Cancel(ctx, "other", id, ledger.CanceledByAPI); !errors.Is(err, ledger.ErrNotFound) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -211,7 +211,7 @@ func TestCancel(t *testing.T) {
 		id := create(t, l, "c")
 		_, _ = l.Claim(ctx, id, time.Minute)
 		var ce *ledger.ConflictError
-		if err := l.Cancel(ctx, "c", id); !errors.As(err, &ce) || ce.Reason != "inflight" {
+		if err := l.Cancel(ctx, "c", id, ledger.CanceledByAPI); !errors.As(err, &ce) || ce.Reason != "inflight" {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -219,7 +219,7 @@ func TestCancel(t *testing.T) {
 		id := create(t, l, "c")
 		_, _ = l.Claim(ctx, id, time.Minute)
 		_ = l.RecordAccepted(ctx, id, "sms", "SM1")
-		if err := l.Cancel(ctx, "c", id); !errors.Is(err, ledger.ErrConflict) {
+		if err := l.Cancel(ctx, "c", id, ledger.CanceledByAPI); !errors.Is(err, ledger.ErrConflict) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -227,7 +227,7 @@ func TestCancel(t *testing.T) {
 		id := create(t, l, "c")
 		_, _ = l.Claim(ctx, id, time.Minute)
 		_ = l.RecordFailure(ctx, id, ledger.Failure{Code: "20500", RetryAt: time.Now().Add(time.Minute)})
-		if err := l.Cancel(ctx, "c", id); err != nil {
+		if err := l.Cancel(ctx, "c", id, ledger.CanceledByAPI); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -359,7 +359,7 @@ func TestScheduledAndDeferredMessagesSayWhyTheyWait(t *testing.T) {
 	if ok, _ := l.Defer(ctx, q, until.Add(time.Hour), "quiet hours"); ok {
 		t.Fatal("a message the provider has was deferred")
 	}
-	if err := l.Cancel(ctx, "clinic-a", id); err != nil {
+	if err := l.Cancel(ctx, "clinic-a", id, ledger.CanceledByAPI); err != nil {
 		t.Fatalf("a scheduled message could not be canceled: %v", err)
 	}
 }
@@ -374,7 +374,7 @@ func TestWaitingTellsMessagesStillToSendFromTheRest(t *testing.T) {
 	_, _ = l.Claim(ctx, sent, time.Minute)
 	_ = l.RecordAccepted(ctx, sent, "sms", "SM-waiting-1")
 	canceled := create(t, l, "c")
-	_ = l.Cancel(ctx, "c", canceled)
+	_ = l.Cancel(ctx, "c", canceled, ledger.CanceledByAPI)
 	gone := ledger.NewID()
 	got, err := l.Waiting(ctx, []string{queued, retrying, sent, canceled, gone})
 	if err != nil {

@@ -279,10 +279,11 @@ func (s *Service) Release(tenant, channel, priority, id string) {
 }
 
 // Cancel cancels a tenant's message the provider does not have yet and
-// removes its queued task. ledger.ErrNotFound and *ledger.ConflictError
-// say why not.
-func (s *Service) Cancel(ctx context.Context, tenant, id string) (*ledger.Message, error) {
-	if err := s.Ledger.Cancel(ctx, tenant, id); err != nil {
+// removes its queued task; reason is what its history says
+// (ledger.CanceledByAPI for the API's). ledger.ErrNotFound and
+// *ledger.ConflictError say why not.
+func (s *Service) Cancel(ctx context.Context, tenant, id, reason string) (*ledger.Message, error) {
+	if err := s.Ledger.Cancel(ctx, tenant, id, reason); err != nil {
 		return nil, err
 	}
 	m, err := s.Ledger.Get(ctx, tenant, id)
