@@ -29,7 +29,9 @@ import (
 // found by its id and by its key, and end in the status the provider
 // reported last; no request may get a 5xx other than 503, and the gateway
 // is never restarted. GATEWAY_FAILOVER_LONG=1 (go tool task
-// test:failover) runs each fault several times under a longer load.
+// test:failover) runs each fault several times under a longer load;
+// GATEWAY_FAILOVER_ROUNDS sets how many times (1 in the short form, 3 in
+// the long one).
 
 // failoverFault makes the primary fail.
 type failoverFault struct {
@@ -57,6 +59,13 @@ func TestAcceptedMessagesSurviveAFailover(t *testing.T) {
 	plan := failoverPlan{rounds: 1, before: 1500 * time.Millisecond, after: 1500 * time.Millisecond, clients: 8, every: 80 * time.Millisecond}
 	if os.Getenv("GATEWAY_FAILOVER_LONG") != "" {
 		plan = failoverPlan{rounds: 3, before: 5 * time.Second, after: 10 * time.Second, clients: 16, every: 80 * time.Millisecond}
+	}
+	if v := os.Getenv("GATEWAY_FAILOVER_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("GATEWAY_FAILOVER_ROUNDS=%q: want a positive whole number", v)
+		}
+		plan.rounds = n
 	}
 	for _, f := range failoverFaults {
 		for round := 1; round <= plan.rounds; round++ {
