@@ -33,11 +33,10 @@ import (
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
-	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/redistest"
-	"github.com/patientmsg/gateway/internal/service"
+	"github.com/patientmsg/gateway/internal/service/servicetest"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -69,7 +68,9 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	nVoice := envInt(b, "BENCH_N_VOICE", 500)
 
 	e := newEnv(b)
-	def := e.baseConfig(nil).Worker
+	defaults := config.NewDefaultConfig()
+	e.configure(&defaults)
+	def := defaults.Worker
 	concurrency := def.Concurrency + def.CrisisConcurrency
 	load := loadAverage()
 
@@ -202,7 +203,7 @@ func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
 	// Runs first: the provider transport's spare connections that never
 	// carried a request would hold up sim.Close (net/http's Shutdown waits 5s
 	// for such "new" connections before it counts them idle).
-	defer e.guard.base.CloseIdleConnections()
+	defer e.guard.CloseIdleConnections()
 
 	// The callback receiver: counts and answers 204, nothing else.
 	var received atomic.Int64
@@ -223,7 +224,9 @@ func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
 
 	// Built as service.New builds the gateway's channel, from the same
 	// configuration (b) uses, with the receiver as the public URL.
-	cfg := e.baseConfig(sim)
+	cfg := config.NewDefaultConfig()
+	cfg.Twilio = servicetest.TwilioConfig(sim)
+	e.configure(&cfg)
 	cfg.PublicURL = "http://" + ln.Addr().String()
 	sms, err := twilio.NewSMS(twilio.Config{
 		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
@@ -329,7 +332,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage) {
 	meter := e.startMeter(tally, "gateway")
 	start := time.Now()
 	failed, firstErr := parallel(n, httpClients, func(i int) error {
-		id, err := e.post(g.base, msgJSON)
+		id, err := e.post(g.URL, msgJSON)
 		ids[i] = id
 		return err
 	})
@@ -344,7 +347,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage) {
 }
 
 // waitDelivered waits for every message's callbacks, then checks the ledger.
-func (e *env) waitDelivered(g *gateway, ids []string) {
+func (e *env) waitDelivered(g *servicetest.Gateway, ids []string) {
 	e.waitCallbacks(g, ids)
 	e.verifyDelivered(g, ids)
 }
@@ -352,14 +355,14 @@ func (e *env) waitDelivered(g *gateway, ids []string) {
 // waitCallbacks waits until the simulator has posted both status callbacks
 // ("sent", "delivered") of every message and returns when the last one was
 // counted (the gateway has answered it, so the ledger has it).
-func (e *env) waitCallbacks(g *gateway, ids []string) time.Time {
+func (e *env) waitCallbacks(g *servicetest.Gateway, ids []string) time.Time {
 	b := e.b
 	n := len(ids)
 	timeout := timeoutFor(n)
 	deadline := time.Now().Add(timeout)
 	var end time.Time
 	for {
-		st := g.sim.Stats()
+		st := g.Twilio.Stats()
 		if st.CallbackErrors > 0 {
 			b.Fatalf("gateway: %d status callbacks failed or were refused (sim stats %+v); ledger: %s",
 				st.CallbackErrors, st, e.statuses(ids))
@@ -379,14 +382,14 @@ func (e *env) waitCallbacks(g *gateway, ids []string) time.Time {
 
 // verifyDelivered checks that the ledger says delivered for every message
 // and that the simulator took each exactly once.
-func (e *env) verifyDelivered(g *gateway, ids []string) {
+func (e *env) verifyDelivered(g *servicetest.Gateway, ids []string) {
 	b, n := e.b, len(ids)
 	h := e.statuses(ids)
 	if h.counts[ledger.StatusDelivered] != n {
 		b.Fatalf("gateway: %d callbacks arrived but only %d of %d messages are delivered in the ledger: %s",
-			g.sim.Stats().Callbacks, h.counts[ledger.StatusDelivered], n, h)
+			g.Twilio.Stats().Callbacks, h.counts[ledger.StatusDelivered], n, h)
 	}
-	if acc := g.sim.Stats().Accepted; acc != n {
+	if acc := g.Twilio.Stats().Accepted; acc != n {
 		b.Fatalf("gateway: the simulator accepted %d messages for %d requests (duplicate or lost sends)", acc, n)
 	}
 }
@@ -516,12 +519,12 @@ type chanResult struct {
 
 // postAll POSTs the bodies from httpClients goroutines and returns the ids,
 // when the first POST went out and how long until the last was answered.
-func (e *env) postAll(g *gateway, phase string, bodies [][]byte) ([]string, time.Time, time.Duration) {
+func (e *env) postAll(g *servicetest.Gateway, phase string, bodies [][]byte) ([]string, time.Time, time.Duration) {
 	n := len(bodies)
 	ids := make([]string, n)
 	start := time.Now()
 	failed, firstErr := parallel(n, httpClients, func(i int) error {
-		id, err := e.post(g.base, bodies[i])
+		id, err := e.post(g.URL, bodies[i])
 		ids[i] = id
 		return err
 	})
@@ -556,7 +559,7 @@ func (e *env) runVoice(n int) chanResult {
 	deadline := time.Now().Add(timeoutFor(n))
 	var st twiliosim.Stats
 	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
-		st = g.sim.Stats()
+		st = g.Twilio.Stats()
 		if st.CallWebhookErrors > 0 || st.Rejected > 0 {
 			b.Fatalf("voice: %d call webhooks failed or were refused, %d API requests rejected (sim stats %+v); ledger: %s",
 				st.CallWebhookErrors, st.Rejected, st, e.statuses(ids))
@@ -565,7 +568,7 @@ func (e *env) runVoice(n int) chanResult {
 			e.failOnTroubledTasks("voice", ids, false)
 			nextCheck = time.Now().Add(100 * time.Millisecond)
 		}
-		if downloads := st.Requests - st.Calls - st.Rejected; st.Calls >= n && downloads >= n && simIdle(g.sim) {
+		if downloads := st.Requests - st.Calls - st.Rejected; st.Calls >= n && downloads >= n && simIdle(g.Twilio) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -626,7 +629,7 @@ func (e *env) runWeChat(n int) chanResult {
 	deadline := time.Now().Add(timeoutFor(n))
 	var custom, template int
 	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
-		if custom, template = g.wsim.Accepted(); custom+template >= n {
+		if custom, template = g.WeChat.Accepted(); custom+template >= n {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -649,12 +652,12 @@ func (e *env) runWeChat(n int) chanResult {
 			templates++
 		}
 	}
-	if custom, template = g.wsim.Accepted(); template != n || custom != 0 || templates != n {
+	if custom, template = g.WeChat.Accepted(); template != n || custom != 0 || templates != n {
 		b.Fatalf("wechat: the simulator accepted %d template and %d customer-service messages for %d requests; %d ledger records have a template provider id",
 			template, custom, n, templates)
 	}
 	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
-	res.notes = append(res.notes, fmt.Sprintf("template messages, access token fetched %d time(s); 'sent' is final: WeChat reports no delivery", g.wsim.TokenFetches()))
+	res.notes = append(res.notes, fmt.Sprintf("template messages, access token fetched %d time(s); 'sent' is final: WeChat reports no delivery", g.WeChat.TokenFetches()))
 	return res
 }
 
@@ -683,7 +686,7 @@ func (e *env) runEmail(n int) chanResult {
 			break
 		} else if time.Now().After(deadline) {
 			b.Fatalf("email: after %s %d send tasks are unfinished and the SMTP server received %d of %d messages; ledger: %s",
-				timeoutFor(n), left, len(g.smtp.Messages()), n, e.statuses(ids))
+				timeoutFor(n), left, len(g.SMTP.Messages()), n, e.statuses(ids))
 		}
 		if time.Now().After(nextCheck) {
 			e.failOnTroubledTasks("email", ids, true)
@@ -691,8 +694,8 @@ func (e *env) runEmail(n int) chanResult {
 		}
 	}
 	use := meter.stop(time.Since(start))
-	use.dials = int64(g.smtp.Connections()) // SMTP, not the HTTP provider transport
-	if got, err := g.smtp.WaitFor(n, 5*time.Second); err != nil {
+	use.dials = int64(g.SMTP.Connections()) // SMTP, not the HTTP provider transport
+	if got, err := g.SMTP.WaitFor(n, 5*time.Second); err != nil {
 		b.Fatalf("email: every send task is done but the SMTP server received %d of %d messages (%v); ledger: %s",
 			len(got), n, err, e.statuses(ids))
 	}
@@ -707,7 +710,7 @@ func (e *env) runEmail(n int) chanResult {
 	for _, id := range ids {
 		want[id] = true
 	}
-	got := g.smtp.Messages()
+	got := g.SMTP.Messages()
 	matched := 0
 	for _, r := range got {
 		if id := r.Header.Get("X-Gateway-Message-Id"); want[id] && r.ParseErr == "" {
@@ -720,7 +723,7 @@ func (e *env) runEmail(n int) chanResult {
 	}
 	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
 	res.notes = append(res.notes, fmt.Sprintf("STARTTLS and AUTH PLAIN, SMTP_POOL_SIZE=%d, %d SMTP connections opened; 'sent' is final: SMTP acceptance, no delivery report",
-		g.svc.Config.Email.PoolSize, g.smtp.Connections()))
+		g.Service.Config.Email.PoolSize, g.SMTP.Connections()))
 	return res
 }
 
@@ -886,7 +889,7 @@ func (e *env) runLatency(rate, secs int) latency {
 		go pprof.Do(ctx, pprof.Labels(), func(context.Context) {
 			defer wg.Done()
 			t0 := time.Now()
-			id, err := e.post(g.base, msgJSON)
+			id, err := e.post(g.URL, msgJSON)
 			lat[i] = time.Since(t0)
 			ids[i] = id
 			if err != nil {
@@ -926,7 +929,7 @@ func (e *env) gatewayMemory(m int) memory {
 	post := func(count int) []string {
 		ids := make([]string, count)
 		failed, firstErr := parallel(count, httpClients, func(i int) error {
-			id, err := e.post(g.base, msgJSON)
+			id, err := e.post(g.URL, msgJSON)
 			ids[i] = id
 			return err
 		})
@@ -1013,7 +1016,7 @@ func newEnv(b *testing.B) *env {
 	e := &env{b: b, redis: rs, rdb: rs.Client(), log: slog.New(slog.DiscardHandler)}
 	e.ledger = ledger.New(e.rdb, config.NewDefaultConfig().Retention)
 	e.guard = newLoopbackTransport()
-	b.Cleanup(e.guard.base.CloseIdleConnections)
+	b.Cleanup(e.guard.CloseIdleConnections)
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, Control: channeltest.DialControl}).DialContext,
@@ -1043,61 +1046,35 @@ func (e *env) newRedis() *redis.Client {
 	return redis.NewClient(opt)
 }
 
-// baseConfig is the gateway configuration every phase uses, without the
-// listener's address; sim may be nil when only the worker settings matter.
-func (e *env) baseConfig(sim *twiliosim.Server) config.Config {
-	cfg := config.NewDefaultConfig()
+// configure makes the benchmark's choices on a gateway configuration: the
+// harness's, or the defaults for (a)'s pool sizes and (a2)'s SMS channel.
+func (e *env) configure(cfg *config.Config) {
 	cfg.APIKeys = map[string]string{apiKey: tenant}
-	cfg.RedisURL = e.redis.URL
 	cfg.LogLevel = "error"
-	if sim != nil {
-		cfg.Twilio = config.TwilioConfig{AccountSID: sim.AccountSID(), AuthToken: sim.AuthToken(),
-			From: "+15005550006", APIURL: sim.URL()}
-	}
 	cfg.Worker.PollInterval = pollInterval
 	cfg.Worker.DelayedPollInterval = delayedPollInterval
 	// Throughput phases measure the gateway, not a provider's limits: the
 	// senders are paced (every send still takes its slot) far above what
-	// the machine can reach, and no quiet hours hold anything back.
+	// the machine can reach (and the harness turns quiet hours off).
 	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = unpaced, unpaced, unpaced
-	cfg.Quiet.Window = "off"
 	// Nor a tenant's request rate: one tenant posts thousands of messages
 	// a second. Admission control still runs (every request is counted,
 	// every message enters and leaves its tenant's backlog).
 	cfg.Admission.TenantRate = config.RateLimit{PerSecond: unpaced, Burst: unpaced}
 	if e.tune != nil {
-		e.tune(&cfg)
+		e.tune(cfg)
 	}
-	return cfg
 }
 
 // unpaced is a sender rate no phase reaches.
 const unpaced = 1_000_000
 
-// config is a full gateway configuration on the listener, the benchmark's
-// Redis and the simulator.
-func (e *env) config(ln net.Listener, sim *twiliosim.Server) config.Config {
-	cfg := e.baseConfig(sim)
-	cfg.Addr = ln.Addr().String()
-	cfg.PublicURL = "http://" + ln.Addr().String()
-	return cfg
-}
-
-// gateway is a running gateway and the simulators it sends to.
-type gateway struct {
-	svc  *service.Service
-	sim  *twiliosim.Server
-	wsim *wechatsim.Server // nil unless every channel is configured
-	smtp *smtpsim.Server   // nil unless every channel is configured
-	base string            // http://127.0.0.1:port
-}
-
 // startGateway starts a simulator (callbacks on, default 2ms delay, counters
 // only) and a gateway of the given role on a fresh loopback listener, with
 // the SMS channel only. hooks are added to the gateway's Redis client, which
 // its API and workers share.
-func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *gateway {
-	return e.launch(role, false, hooks...)
+func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *servicetest.Gateway {
+	return e.start(servicetest.Options{Role: role, Twilio: twiliosim.Options{NoRecord: true}, Hooks: hooks})
 }
 
 // startAllChannels starts a gateway (API and workers) with every channel
@@ -1106,86 +1083,44 @@ func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *gateway {
 // voicePlan), WeChat on its simulator, email on an in-process SMTP server
 // (STARTTLS and AUTH, as smtp:// requires) and call recordings in a
 // file:// blob store in a temporary directory.
-func (e *env) startAllChannels(hooks ...redis.Hook) *gateway {
-	return e.launch(config.RoleAll, true, hooks...)
-}
-
-func (e *env) launch(role config.Role, all bool, hooks ...redis.Hook) *gateway {
-	b := e.b
-	g := &gateway{}
-	labelled("simulator", func() {
-		g.sim = twiliosim.New(twiliosim.Options{NoRecord: true, Voice: all})
-		if all {
-			g.sim.SetCallPlan(voicePlan)
-			g.wsim = wechatsim.New(wechatsim.Options{})
-			g.smtp = smtpsim.New(smtpsim.Options{Username: smtpUser, Password: smtpPassword, TLS: true})
-		}
-	})
-	fail := func(format string, args ...any) {
-		e.closeSimulators(g)
-		b.Fatalf(format, args...)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fail("listen: %v", err)
-	}
-	cfg := e.config(ln, g.sim)
-	opts := service.Options{Listener: ln, Logger: e.log, Transport: e.guard}
-	if all {
-		cfg.Voice.From = cfg.Twilio.From
-		cfg.Voice.CallsPerSecond = voiceCallsPerSecond
-		cfg.WeChat = config.WeChatConfig{AppID: g.wsim.AppID(), AppSecret: g.wsim.AppSecret(), APIURL: g.wsim.URL()}
-		cfg.Email.SMTPURL, cfg.Email.From = g.smtp.URL(), emailFrom
-		cfg.BlobURL = "file://" + b.TempDir() + "?create_dir=true"
-		opts.EmailTLS = g.smtp.ClientTLSConfig()
-	}
-	g.base = cfg.PublicURL
-	g.svc, err = service.New(cfg, role, opts)
-	if err != nil {
-		ln.Close()
-		fail("service.New: %v", err)
-	}
-	for _, h := range hooks {
-		g.svc.Redis.AddHook(h) // before Start
-	}
-	labelled("gateway", func() { err = g.svc.Start(context.Background()) })
-	if err != nil {
-		ln.Close()
-		fail("service.Start: %v", err)
-	}
+func (e *env) startAllChannels(hooks ...redis.Hook) *servicetest.Gateway {
+	g := e.start(servicetest.Options{Role: config.RoleAll, AllChannels: true, Twilio: twiliosim.Options{NoRecord: true},
+		SMTP: smtpsim.Options{Username: smtpUser, Password: smtpPassword, TLS: true}, Hooks: hooks,
+		Configure: func(cfg *config.Config) {
+			cfg.Voice.CallsPerSecond = voiceCallsPerSecond
+			cfg.Email.From = emailFrom
+		}})
+	g.Twilio.SetCallPlan(voicePlan) // before the phase's first call
 	return g
 }
 
-// closeSimulators closes the provider transport's idle connections, then
-// the simulators: net/http's Shutdown waits 5s for connections that never
-// carried a request before it counts them idle, and the transport dials
-// such spare connections under load.
-func (e *env) closeSimulators(g *gateway) {
-	e.guard.base.CloseIdleConnections()
-	g.sim.Close()
-	if g.wsim != nil {
-		g.wsim.Close()
+// start starts a gateway on the benchmark's Redis, logger and provider
+// transport, configured by e.configure and then o.Configure.
+func (e *env) start(o servicetest.Options) *servicetest.Gateway {
+	e.b.Helper()
+	phase := o.Configure
+	o.RedisURL, o.Logger, o.Transport = e.redis.URL, e.log, e.guard
+	o.Configure = func(cfg *config.Config) {
+		e.configure(cfg)
+		if phase != nil {
+			phase(cfg)
+		}
 	}
-	if g.smtp != nil {
-		_ = g.smtp.Close()
-	}
+	return servicetest.Start(e.b, o)
 }
 
-// stopGateway closes the simulators and the benchmark's idle connections
-// first: fasthttp's graceful shutdown waits (up to its 15s ReadTimeout) for
-// connections that never carried a request, and net/http clients dial such
-// spare connections under load.
-func (e *env) stopGateway(g *gateway) {
-	e.closeSimulators(g)
+// stopGateway closes the benchmark's idle connections to the gateway, then
+// stops it (servicetest.Gateway.Stop: the simulators first).
+func (e *env) stopGateway(g *servicetest.Gateway) {
 	e.http.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := g.svc.Shutdown(ctx); err != nil {
+	if err := g.Stop(ctx); err != nil {
 		e.b.Errorf("service shutdown: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
-		e.b.Logf("note: the gateway took %s to shut down", d.Round(time.Millisecond))
+		e.b.Logf("note: the gateway and its simulators took %s to stop", d.Round(time.Millisecond))
 	}
 }
 
@@ -1303,6 +1238,9 @@ func newLoopbackTransport() *loopbackTransport {
 	}
 	return t
 }
+
+// CloseIdleConnections closes the idle provider connections.
+func (t *loopbackTransport) CloseIdleConnections() { t.base.CloseIdleConnections() }
 
 func (t *loopbackTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !channeltest.IsLoopback(req.URL.Hostname()) {

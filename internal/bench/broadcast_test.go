@@ -22,6 +22,7 @@ import (
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/service/servicetest"
 )
 
 // BenchmarkBroadcastFanout measures a crisis broadcast to BENCH_BROADCAST
@@ -72,7 +73,7 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 		fmt.Fprintf(&csv, "+1415%07d,P%d\n", 2000000+i, i)
 	}
 	uploadStart := time.Now()
-	up := e.call(g.base, "POST", "/v1/audiences", "text/csv", []byte(csv.String()))
+	up := e.call(g.URL, "POST", "/v1/audiences", "text/csv", []byte(csv.String()))
 	upload := time.Since(uploadStart)
 	audience, _ := up["id"].(string)
 	if audience == "" || int(up["count"].(float64)) != n {
@@ -83,7 +84,7 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	  "body":{"en":"Riverside Clinic: flooding near the hospital. Reply 1 if you are safe, 2 if you need help."},
 	  "poll":{"options":{"1":"safe","2":"need_help"}}}`, audience)
 	t0 := time.Now()
-	created := e.call(g.base, "POST", "/v1/broadcasts", "application/json", []byte(body))
+	created := e.call(g.URL, "POST", "/v1/broadcasts", "application/json", []byte(body))
 	accepted := time.Since(t0)
 	id, _ := created["id"].(string)
 	if id == "" {
@@ -99,7 +100,7 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 			answers = make(chan answerResult, 1)
 			go func() { answers <- e.answerDuring(g, id, 100) }()
 		}
-		r := e.call(g.base, "GET", "/v1/broadcasts/"+id, "", nil)
+		r := e.call(g.URL, "GET", "/v1/broadcasts/"+id, "", nil)
 		people, _ := r["people"].(map[string]any)
 		num := func(k string) float64 { f, _ := people[k].(float64); return f }
 		fanned, _ := r["fanned_out"].(float64)
@@ -165,7 +166,7 @@ func (r answerResult) during(t time.Time) int {
 // signed inbound webhook, one at a time, and measures each answer's time
 // from the webhook's answer to the roster listing the person as needing
 // help.
-func (e *env) answerDuring(g *gateway, id string, k int) answerResult {
+func (e *env) answerDuring(g *servicetest.Gateway, id string, k int) answerResult {
 	var r answerResult
 	after := -1
 	deadline := time.Now().Add(5 * time.Minute)
@@ -217,8 +218,8 @@ func (e *env) answerDuring(g *gateway, id string, k int) answerResult {
 }
 
 // get is one API GET, safe from any goroutine.
-func (e *env) get(g *gateway, path string) (map[string]any, error) {
-	req, _ := http.NewRequest("GET", g.base+path, nil)
+func (e *env) get(g *servicetest.Gateway, path string) (map[string]any, error) {
+	req, _ := http.NewRequest("GET", g.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	resp, err := e.http.Do(req)
 	if err != nil {
@@ -234,14 +235,14 @@ func (e *env) get(g *gateway, path string) (map[string]any, error) {
 }
 
 // inbound posts a patient's SMS as Twilio would, signed.
-func (e *env) inbound(g *gateway, from, body string, n int) error {
+func (e *env) inbound(g *servicetest.Gateway, from, body string, n int) error {
 	sid := fmt.Sprintf("SM%032d", 900000+n) // Twilio's form: SM and 32 hex digits
-	form := url.Values{"MessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {g.sim.AccountSID()}, "From": {from},
-		"To": {g.svc.Config.Twilio.From}, "Body": {body}, "NumSegments": {"1"}}
-	u := g.base + twilio.InboundPath
+	form := url.Values{"MessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {g.Twilio.AccountSID()}, "From": {from},
+		"To": {g.Service.Config.Twilio.From}, "Body": {body}, "NumSegments": {"1"}}
+	u := g.URL + twilio.InboundPath
 	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", twiliosim.Sign(g.sim.AuthToken(), u, form))
+	req.Header.Set("X-Twilio-Signature", twiliosim.Sign(g.Twilio.AuthToken(), u, form))
 	resp, err := e.http.Do(req)
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -16,10 +15,10 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/service"
+	"github.com/patientmsg/gateway/internal/service/servicetest"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -77,32 +76,14 @@ func (e *env) runRateAccuracy(rate, secs, procs int) rateAccuracy {
 	b := e.b
 	e.reset()
 	n := rate * secs
-	sim := twiliosim.New(twiliosim.Options{})
-	defer sim.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := e.config(ln, sim)
-	cfg.Senders.SMSPerSecond = float64(rate)
-	cfg.HealthAddr = ""
-	api, err := service.New(cfg, config.RoleAPI, service.Options{Listener: ln, Logger: e.log, Transport: e.guard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	svcs := []*service.Service{api}
-	for range procs {
-		w, err := service.New(cfg, config.RoleWorker, service.Options{Logger: e.log, Transport: e.guard})
-		if err != nil {
-			b.Fatal(err)
-		}
-		svcs = append(svcs, w)
-	}
-	for _, s := range svcs {
-		if err := s.Start(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-	}
+	// The API process, with the simulator (every request recorded); the
+	// worker processes run on its configuration.
+	g := e.start(servicetest.Options{Role: config.RoleAPI, Configure: func(cfg *config.Config) {
+		cfg.Senders.SMSPerSecond = float64(rate)
+		cfg.HealthAddr = ""
+	}})
+	sim := g.Twilio
+	svcs := []*service.Service{g.Service}
 	defer func() {
 		e.http.CloseIdleConnections()
 		for _, s := range svcs {
@@ -110,12 +91,26 @@ func (e *env) runRateAccuracy(rate, secs, procs int) rateAccuracy {
 			_ = s.Shutdown(ctx)
 			cancel()
 		}
+		g.CloseSimulators()
 	}()
+	var ws []*service.Service
+	for range procs {
+		w, err := service.New(g.Config, config.RoleWorker, service.Options{Logger: e.log, Transport: e.guard})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	for _, w := range ws {
+		if err := w.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		svcs = append(svcs, w)
+	}
 	bodies := make([][]byte, n)
 	for i := range bodies {
 		bodies[i] = msgJSON
 	}
-	g := &gateway{svc: api, sim: sim, base: cfg.PublicURL}
 	ids, _, _ := e.postAll(g, "rate", bodies)
 	msgs := e.waitLedger("rate", ids, time.Now().Add(time.Duration(secs)*3*time.Second+time.Minute), "sent",
 		func(m *ledger.Message) bool { return m.Status.Rank() >= ledger.StatusSent.Rank() })
@@ -219,7 +214,7 @@ func (e *env) runBehindBacklog(depth, n int) backlogRun {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id, err := e.post(g.base, crisis)
+			id, err := e.post(g.URL, crisis)
 			if err != nil {
 				b.Errorf("crisis: %v", err)
 				return

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/redistest"
 	"github.com/patientmsg/gateway/internal/service"
+	"github.com/patientmsg/gateway/internal/service/servicetest"
 )
 
 const (
@@ -57,42 +57,52 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 	return startWith(t, rs, role, nil, mutate...)
 }
 
-// startWith is startOn with channels beyond the configured ones.
+// startWith is startOn with channels beyond the configured ones. Every
+// channel is configured (servicetest.Options.AllChannels), with the tests'
+// settings (configure) before mutate's.
 func startWith(t *testing.T, rs *redistest.Server, role config.Role, extra []channels.Channel, mutate ...func(*config.Config)) *env {
 	t.Helper()
 	e := &env{t: t, redis: rs, logs: &channeltest.LogBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
-	e.sim = twiliosim.New(twiliosim.Options{Voice: true})
-	t.Cleanup(e.sim.Close)
-	e.wsim = wechatsim.New(wechatsim.Options{})
-	t.Cleanup(e.wsim.Close)
-	e.smtp = smtpsim.New(smtpsim.Options{Username: "gateway", Password: smtpPassword, TLS: true})
-	t.Cleanup(func() { _ = e.smtp.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.base = "http://" + ln.Addr().String()
-	cfg := config.NewDefaultConfig()
-	cfg.PublicURL = e.base
-	cfg.RedisURL = e.redis.URL
+	g := servicetest.Start(t, servicetest.Options{
+		RedisURL:     rs.URL,
+		Role:         role,
+		AllChannels:  true,
+		SMTP:         smtpsim.Options{Username: "gateway", Password: smtpPassword, TLS: true},
+		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		WebhookGuard: channeltest.LoopbackOnly,
+		Channels:     extra,
+		Configure: func(cfg *config.Config) {
+			configure(cfg)
+			for _, m := range mutate {
+				m(cfg)
+			}
+		},
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = g.Service.Shutdown(ctx)
+		g.CloseSimulators()
+	})
+	e.sim, e.wsim, e.smtp, e.svc, e.cfg, e.base = g.Twilio, g.WeChat, g.SMTP, g.Service, g.Config, g.URL
+	return e
+}
+
+// configure makes the tests' choices on the harness's configuration.
+func configure(cfg *config.Config) {
 	cfg.APIKeys = map[string]string{keyA: "clinic-a", keyB: "clinic-b"}
-	cfg.Twilio = config.TwilioConfig{AccountSID: e.sim.AccountSID(), AuthToken: e.sim.AuthToken(), From: "+15005550006", APIURL: e.sim.URL()}
-	cfg.Voice.From = "+15005550006"
 	cfg.Voice.CallsPerSecond = 50
-	cfg.WeChat = config.WeChatConfig{AppID: e.wsim.AppID(), AppSecret: e.wsim.AppSecret(), APIURL: e.wsim.URL(),
-		Token: wechatToken, EncodingAESKey: wechatAESKey}
-	cfg.BlobURL = "file://" + t.TempDir() + "?create_dir=true"
-	cfg.Email = config.EmailConfig{SMTPURL: e.smtp.URL(), From: "Riverside Clinic <noreply@example-clinic.test>", PoolSize: 2}
+	cfg.WeChat.Token, cfg.WeChat.EncodingAESKey = wechatToken, wechatAESKey
+	cfg.Email.From, cfg.Email.PoolSize = "Riverside Clinic <noreply@example-clinic.test>", 2
 	cfg.Worker.PollInterval = 20 * time.Millisecond
 	cfg.Worker.DelayedPollInterval = 100 * time.Millisecond
 	cfg.Worker.ProviderTimeout = 2 * time.Second
 	cfg.Worker.UnconfirmedGrace = 3 * time.Second
 	cfg.Worker.MaxAttempts = 3
-	// Senders fast enough that pacing never slows a functional test, and no
-	// quiet hours, so a test does not depend on the time of day; the
-	// delivery-control tests set their own.
+	// Senders fast enough that pacing never slows a functional test (the
+	// harness turns quiet hours off); the delivery-control tests set their
+	// own.
 	cfg.Senders.SMSPerSecond, cfg.Senders.WeChatPerSecond, cfg.Senders.EmailPerSecond = 1000, 1000, 1000
-	cfg.Quiet.Window = "off"
 	// A tenant request rate no functional test reaches (they post hundreds
 	// of messages at once); the admission tests set their own.
 	cfg.Admission.TenantRate = config.RateLimit{PerSecond: 100_000, Burst: 100_000}
@@ -102,26 +112,6 @@ func startWith(t *testing.T, rs *redistest.Server, role config.Role, extra []cha
 	// The tests' clinic endpoints listen on loopback, which the gateway
 	// refuses unless the operator allows it.
 	cfg.WebhookAllowNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	e.cfg = cfg
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc, err := service.New(cfg, role, service.Options{Logger: log, Listener: ln, Transport: channeltest.LoopbackOnly(nil),
-		WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig(), Channels: extra})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	e.svc = svc
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = svc.Shutdown(ctx)
-	})
-	return e
 }
 
 type answer struct {
