@@ -163,14 +163,12 @@ type backlogRun struct {
 	bulkLeft, bulkDone int64         // backlog tasks still queued when the phase ended
 }
 
-// runBehindBacklog queues depth bulk send tasks (for messages whose records
-// are gone, so a worker drops each after its pacing and claim: the cheapest
-// a queued message can be), then measures crisis latency and the
-// throughput of normal SMS while the workers work through the backlog.
-func (e *env) runBehindBacklog(depth, n int) backlogRun {
+// queueBacklog queues depth bulk send tasks, from 8 goroutines by bare
+// Asynq, for messages whose records do not exist, so a worker drops each
+// after its pacing and claim: the cheapest a queued message can be. It
+// returns how long that took and the Redis memory per task.
+func (e *env) queueBacklog(depth int) (time.Duration, float64) {
 	b := e.b
-	e.reset()
-	res := backlogRun{depth: depth, n: n}
 	before := e.usedMemory()
 	client := asynq.NewClientFromRedisClient(e.newRedis())
 	defer client.Close()
@@ -199,8 +197,19 @@ func (e *env) runBehindBacklog(depth, n int) backlogRun {
 		}()
 	}
 	wg.Wait()
-	res.enqueue = time.Since(start)
-	res.perTask = float64(e.usedMemory()-before) / float64(depth)
+	took := time.Since(start)
+	return took, float64(e.usedMemory()-before) / float64(depth)
+}
+
+// runBehindBacklog queues depth bulk send tasks (for messages whose records
+// are gone, so a worker drops each after its pacing and claim: the cheapest
+// a queued message can be), then measures crisis latency and the
+// throughput of normal SMS while the workers work through the backlog.
+func (e *env) runBehindBacklog(depth, n int) backlogRun {
+	b := e.b
+	e.reset()
+	res := backlogRun{depth: depth, n: n}
+	res.enqueue, res.perTask = e.queueBacklog(depth)
 
 	g := e.startGateway(config.RoleAll)
 	defer e.stopGateway(g)
@@ -208,6 +217,7 @@ func (e *env) runBehindBacklog(depth, n int) backlogRun {
 	crisis := []byte(`{"channel":"sms","to":{"phone":"+14155550100"},"priority":"crisis","body":"The clinic is closed today because of the flood. Do not travel."}`)
 	var ids []string
 	var mu sync.Mutex
+	var wg sync.WaitGroup
 	tick := time.NewTicker(50 * time.Millisecond)
 	for i := 0; i < 200; i++ {
 		<-tick.C

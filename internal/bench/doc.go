@@ -118,5 +118,9 @@
 // BENCH_BROADCAST people (default 100,000) uploaded as a CSV, against bare
 // Asynq enqueueing as many tasks from 8 goroutines: the API's answer, the
 // first message at the simulator, the time until every person's message is
-// queued, and Redis memory per person.
+// queued, Redis memory per person, and how long 100 answers ("2", need
+// help) take from the inbound webhook to the roster while it sends. Then
+// the answers again, with a crisis broadcast to BENCH_ANSWER_PEOPLE
+// (default 10,000) sending and BENCH_ANSWER_BACKLOG (default 1,000,000)
+// bulk messages queued.
 package bench
