@@ -6,8 +6,10 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,10 +160,26 @@ func funcs(cat catalogue) template.FuncMap {
 		"group": func(n int) string { return group(int64(n)) },
 		"add":   func(a, b int) int { return a + b },
 		"int64": func(n int) int64 { return int64(n) },
+		// counts are a map's non-zero counts by key, in key order.
+		"counts": func(m map[string]int64) []count {
+			out := []count{}
+			for _, k := range slices.Sorted(maps.Keys(m)) {
+				if m[k] != 0 {
+					out = append(out, count{k, m[k]})
+				}
+			}
+			return out
+		},
 		// states are the person states, in the order people go through them.
 		"states": func() []string { return broadcasts.PersonStates },
 		"join":   strings.Join,
 	}
+}
+
+// count is a key's count.
+type count struct {
+	Key string
+	N   int64
 }
 
 // group writes a count with thousands separators (12,392).
