@@ -210,3 +210,19 @@ func TestBrowserLocaleAndSafeNext(t *testing.T) {
 		}
 	}
 }
+
+func TestTheSignInPageSpeaksTheBrowsersLanguage(t *testing.T) {
+	app, _ := signInApp(t, false, time.Now)
+	for lang, want := range map[string]string{"zh-CN,zh;q=0.9": `<html lang="zh-Hans">`, "en-GB": `<html lang="en">`} {
+		req := httptest.NewRequest("GET", "/console/signin", nil)
+		req.Header.Set("Accept-Language", lang)
+		resp, err := app.Test(req, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), want) || strings.Contains(string(b), missing) {
+			t.Errorf("Accept-Language %s: the page is not in its language:\n%s", lang, b)
+		}
+	}
+}

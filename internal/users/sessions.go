@@ -99,6 +99,7 @@ func (s *Store) SignIn(ctx context.Context, email, password string) (*User, *Ses
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, nil, "", err
 	}
+	s.dummyOnce.Do(func() { s.dummy, _ = HashPassword("no account has this password", s.cfg.Params) })
 	hash := s.dummy
 	if u != nil {
 		hash = u.PasswordHash

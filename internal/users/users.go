@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -123,7 +124,11 @@ type Store struct {
 	rdb     redis.UniversalClient
 	cfg     Config
 	hashing chan struct{}
-	dummy   string
+	// dummy is checked against by a sign-in with an unknown address, so
+	// that it takes as long as one with a known address (made at the
+	// first sign-in).
+	dummyOnce sync.Once
+	dummy     string
 }
 
 // New returns a store on rdb.
@@ -152,11 +157,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.MaxHashing <= 0 {
 		cfg.MaxHashing = 4
 	}
-	s := &Store{rdb: rdb, cfg: cfg, hashing: make(chan struct{}, cfg.MaxHashing)}
-	// A sign-in with an unknown address checks the password against this,
-	// so that it takes as long as one with a known address.
-	s.dummy, _ = HashPassword("no account has this password", cfg.Params)
-	return s
+	return &Store{rdb: rdb, cfg: cfg, hashing: make(chan struct{}, cfg.MaxHashing)}
 }
 
 // Config is the store's configuration, defaults filled in.
