@@ -71,7 +71,7 @@ func (c *Console) signin(ctx *fiber.Ctx) error {
 	}
 	email := strings.TrimSpace(ctx.FormValue("email"))
 	d := signinData{Next: safeNext(ctx.FormValue("next")), Email: email}
-	u, sess, token, err := c.opts.Users.SignIn(ctx.UserContext(), email, ctx.FormValue("password"))
+	u, _, token, err := c.opts.Users.SignIn(ctx.UserContext(), email, ctx.FormValue("password"))
 	var locked *users.LockedError
 	switch {
 	case errors.As(err, &locked):
@@ -88,7 +88,6 @@ func (c *Console) signin(ctx *fiber.Ctx) error {
 	c.log.Info("console sign-in", "tenant", u.Tenant, "user_id", u.ID, "role", string(u.Role))
 	c.setCookie(ctx, c.sessionCookie(), token, c.opts.Users.Config().MaxAge)
 	c.clearCookie(ctx, c.signinCookie())
-	_ = sess
 	return ctx.Redirect(d.Next, http.StatusSeeOther)
 }
 
