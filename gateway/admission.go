@@ -10,6 +10,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/gateway/console"
+
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/workers"
 )
@@ -67,9 +69,17 @@ type requestAdmission struct {
 // and meet the rate only. Cancellations free the queues: never refused.
 // Broadcasts are crisis traffic, and acknowledging an escalation or
 // recording a patient's consent is as urgent: they pass the memory guard
-// until its last threshold. Every other write is routine.
+// until its last threshold. Every other write is routine. A console
+// action is admitted as the API route it mirrors (/console/broadcasts as
+// /v1/broadcasts); signing out is never refused.
 func admissionOf(method, path string) requestAdmission {
 	path = strings.TrimSuffix(strings.ToLower(path), "/")
+	if rest, ok := strings.CutPrefix(path, console.Prefix+"/"); ok {
+		if rest == "signout" {
+			return requestAdmission{exempt: true}
+		}
+		path = "/v1/" + rest
+	}
 	switch method {
 	case fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions:
 		return requestAdmission{}

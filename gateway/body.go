@@ -11,6 +11,8 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/patientmsg/gateway/gateway/console"
 )
 
 // readBody bounds every request body before any handler reads it.
@@ -58,10 +60,10 @@ func (s *Server) readBody(c *fiber.Ctx) error {
 }
 
 // bodyLimit is the largest body the route takes, inflated or not: the
-// audience upload takes GATEWAY_MAX_UPLOAD_BYTES, everything else
+// audience upload (the API's or the console's) takes GATEWAY_MAX_UPLOAD_BYTES, everything else
 // GATEWAY_MAX_REQUEST_BYTES.
 func (s *Server) bodyLimit(c *fiber.Ctx) int {
-	if c.Method() == fiber.MethodPost && c.Path() == "/v1/audiences" {
+	if c.Method() == fiber.MethodPost && c.Path() == "/v1/audiences" || console.IsUpload(c.Method(), c.Path()) {
 		return s.opts.MaxUploadBytes
 	}
 	return s.opts.MaxRequestBytes

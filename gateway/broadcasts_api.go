@@ -2,15 +2,12 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -37,42 +34,10 @@ type rosterJSON struct {
 }
 
 func rosterOf(sum *broadcasts.Summary) rosterJSON {
-	r := rosterJSON{ID: sum.ID, Name: sum.Name, State: sum.State, Priority: sum.Priority, Channels: sum.Channels,
-		CreatedAt: sum.CreatedAt, Recipients: sum.Total, FanOutDone: sum.ChunksDone >= sum.Chunks, People: map[string]int64{}, ByChannel: map[string]map[string]int64{},
-		Poll: map[string]int64{}}
-	for _, st := range []string{broadcasts.PersonPending, broadcasts.PersonQueued, broadcasts.PersonSent, broadcasts.PersonDelivered,
-		broadcasts.PersonAcknowledged, broadcasts.PersonUnreachable, broadcasts.PersonSuppressed, broadcasts.PersonCanceled} {
-		r.People[st] = sum.Counters["st:"+st]
-		r.FannedOut += int(sum.Counters["st:"+st])
-	}
-	for _, ch := range sum.Channels {
-		r.ByChannel[ch] = map[string]int64{}
-	}
-	answered := int64(0)
-	for k, v := range sum.Counters {
-		switch {
-		case strings.HasPrefix(k, "ch:"):
-			ch, st, _ := strings.Cut(strings.TrimPrefix(k, "ch:"), ":")
-			if r.ByChannel[ch] == nil {
-				r.ByChannel[ch] = map[string]int64{}
-			}
-			if v != 0 {
-				r.ByChannel[ch][st] = v
-			}
-		case strings.HasPrefix(k, "ans:"):
-			r.Poll[strings.TrimPrefix(k, "ans:")] = v
-			answered += v
-		}
-	}
-	if sum.Poll != nil {
-		for _, meaning := range sum.Poll.Options {
-			r.Poll[meaning] += 0
-		}
-		gone := r.People[broadcasts.PersonUnreachable] + r.People[broadcasts.PersonSuppressed]
-		r.Poll["unreachable"] = gone
-		r.Poll["no_answer_yet"] = max(int64(sum.Total)-answered-gone-r.People[broadcasts.PersonCanceled], 0)
-	}
-	return r
+	r := sum.Roster()
+	return rosterJSON{ID: sum.ID, Name: sum.Name, State: sum.State, Priority: sum.Priority, Channels: sum.Channels,
+		CreatedAt: sum.CreatedAt, Recipients: sum.Total, FannedOut: r.FannedOut, FanOutDone: r.FanOutDone, People: r.People,
+		ByChannel: r.ByChannel, Poll: r.Poll}
 }
 
 func (s *Server) broadcastOf(c *fiber.Ctx) (*broadcasts.Summary, error) {
@@ -123,14 +88,8 @@ func (s *Server) broadcastRecipients(c *fiber.Ctx) error {
 		return err
 	}
 	state := c.Query("state")
-	set := ""
-	switch {
-	case slices.Contains([]string{broadcasts.PersonPending, broadcasts.PersonQueued, broadcasts.PersonSent, broadcasts.PersonDelivered,
-		broadcasts.PersonAcknowledged, broadcasts.PersonUnreachable, broadcasts.PersonSuppressed, broadcasts.PersonCanceled}, state):
-		set = "st:" + state
-	case sum.Poll != nil && slices.Contains(slices.Collect(maps.Values(sum.Poll.Options)), state):
-		set = "ans:" + state
-	default:
+	set, ok := sum.ListSet(state)
+	if !ok {
 		return problem(400, "bad-query", "state must be a person state (pending, queued, sent, delivered, acknowledged, unreachable, suppressed, canceled) or a poll answer's meaning (e.g. need_help)")
 	}
 	after, limit := -1, 100
@@ -252,40 +211,13 @@ func (s *Server) broadcastReport(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var people []*broadcasts.Person
-	if err := s.opts.Broadcasts.Scan(c.UserContext(), sum.ID, func(p *broadcasts.Person) error {
-		people = append(people, p)
-		return nil
-	}); err != nil {
-		return s.unavailable(err)
-	}
-	slices.SortFunc(people, func(a, b *broadcasts.Person) int { return a.Index - b.Index })
 	c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
 	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+sum.ID+`-report.csv"`)
-	w := csv.NewWriter(c.Response().BodyWriter())
-	_ = w.Write([]string{"index", "external_id", "phone", "email", "wechat_openid", "state", "answer", "answered_at", "answered_on", "tries"})
-	for _, p := range people {
-		var tries []string
-		for _, t := range p.Tries {
-			tries = append(tries, fmt.Sprintf("%s %s %s %s", t.Channel, t.At.Format(time.RFC3339), t.Status, t.MessageID))
-		}
-		answered := ""
-		if p.AnsweredAt != nil {
-			answered = p.AnsweredAt.Format(time.RFC3339)
-		}
-		_ = w.Write([]string{strconv.Itoa(p.Index), csvSafe(p.To.ExternalID), p.To.Phone, csvSafe(p.To.Email), csvSafe(p.To.WeChatOpenID),
-			p.State, p.Answer, answered, p.AnsweredOn, strings.Join(tries, "; ")})
+	var b bytes.Buffer
+	if err := s.opts.Broadcasts.WriteReport(c.UserContext(), sum.ID, &b); err != nil {
+		return s.unavailable(err)
 	}
-	w.Flush()
-	return w.Error()
-}
-
-// csvSafe keeps a spreadsheet from reading a value as a formula.
-func csvSafe(v string) string {
-	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
-		return "'" + v
-	}
-	return v
+	return c.Send(b.Bytes())
 }
 
 // POST /v1/broadcasts/preview: the same body as POST /v1/broadcasts;

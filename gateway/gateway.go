@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
@@ -113,6 +114,10 @@ type Options struct {
 	// AttemptTimeout bounds one send attempt (provider call and ledger writes).
 	AttemptTimeout time.Duration
 	Logger         *slog.Logger
+	// Console is the web console served at /console (nil: none). Its
+	// requests pass admission control and the replication fence as the
+	// API routes they mirror do.
+	Console *console.Console
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -140,7 +145,7 @@ func New(o Options) *Server {
 	s.app = fiber.New(fiber.Config{
 		AppName:               "patient-messaging-gateway",
 		BodyLimit:             max(o.MaxRequestBytes, o.MaxUploadBytes),
-		ErrorHandler:          errorHandler,
+		ErrorHandler:          s.errorHandler,
 		DisableStartupMessage: true,
 		ReadTimeout:           15 * time.Second,
 		WriteTimeout:          15 * time.Second,
@@ -221,7 +226,17 @@ func New(o Options) *Server {
 	if o.Inbound != nil {
 		s.mountWebhooks()
 	}
+	if o.Console != nil {
+		o.Console.Mount(s.app, s.consoleTenant, s.admit, s.replicatedWrites)
+	}
 	return s
+}
+
+// consoleTenant tells admission control the tenant of a signed-in console
+// request.
+func (s *Server) consoleTenant(c *fiber.Ctx) error {
+	c.Locals(tenantKey, console.TenantOf(c))
+	return c.Next()
 }
 
 // App exposes the Fiber app (for tests: app.Test).

@@ -9,6 +9,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/gateway/console"
+
 	"github.com/patientmsg/gateway/internal/messaging"
 )
 
@@ -66,6 +68,19 @@ func writeProblem(c *fiber.Ctx, p *Problem) error {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="gateway"`)
 	}
 	return c.Send(b)
+}
+
+// errorHandler turns every error Fiber sees into problem+json; the
+// console answers its own requests' errors with HTML pages.
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	if s.opts.Console != nil && console.Owns(c.Path()) {
+		var p *Problem
+		if errors.As(err, &p) {
+			err = &console.StatusError{Status: p.Status, Detail: p.Detail, RetryAfter: p.RetryAfter}
+		}
+		return s.opts.Console.HandleError(c, err)
+	}
+	return errorHandler(c, err)
 }
 
 // errorHandler turns every error Fiber sees into problem+json.

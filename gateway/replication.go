@@ -19,7 +19,8 @@ type Fence interface {
 }
 
 // replicatedWrites answers a request that may change something (every
-// method but GET and HEAD) with its 2xx only once its writes are on enough
+// method but GET and HEAD) with its 2xx (or, from the console, the 303 to
+// the page that shows what was done) only once its writes are on enough
 // replicas; otherwise with 503 /problems/not-replicated and Retry-After.
 // The writes stay: a retry with the same Idempotency-Key finds the
 // message they made, and never makes a second one.
@@ -31,7 +32,7 @@ func (s *Server) replicatedWrites(c *fiber.Ctx) error {
 	if err := c.Next(); err != nil {
 		return err
 	}
-	if st := c.Response().StatusCode(); st < 200 || st > 299 {
+	if st := c.Response().StatusCode(); st < 200 || st > 399 {
 		return nil
 	}
 	if err := s.opts.Fence.Wait(c.UserContext(), began); err != nil {

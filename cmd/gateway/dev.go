@@ -22,6 +22,7 @@ import (
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/internal/service"
+	"github.com/patientmsg/gateway/internal/users"
 )
 
 // This file is built only with the dev tag (go tool task dev): the
@@ -31,19 +32,65 @@ import (
 // Twilio and WeChat simulators and an SMTP server, so the real clients run
 // end to end locally without credentials.
 func runDev(ctx context.Context, stdout, stderr io.Writer) error {
-	base, err := config.Load(nil)
+	d, err := startDev(ctx, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	defer d.close()
+	go showMail(ctx, d.mail, stdout)
+	return d.svc.Run(ctx)
+}
+
+// devLogin is a console account dev creates.
+type devLogin struct {
+	role     users.Role
+	email    string
+	password string
+}
+
+// devGateway is the dev gateway, built and not yet started (svc.Run).
+type devGateway struct {
+	svc     *service.Service
+	sim     *twiliosim.Server
+	wsim    *wechatsim.Server
+	mail    *smtpsim.Server
+	api     string
+	key     string
+	logins  []devLogin
+	closers []func()
+}
+
+func (d *devGateway) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+// devTenant is dev's one tenant.
+const devTenant = "dev-clinic"
+
+// startDev builds the dev gateway: the embedded Redis, the simulators, the
+// gateway on them, a console account per role; and prints how to use it.
+func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err error) {
+	d := &devGateway{}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	base, err := config.Load(nil)
+	if err != nil {
+		return nil, err
+	}
 	mr := miniredis.NewMiniRedis()
 	if err := mr.Start(); err != nil {
-		return fmt.Errorf("embedded redis: %w", err)
+		return nil, fmt.Errorf("embedded redis: %w", err)
 	}
-	defer mr.Close()
+	d.closers = append(d.closers, mr.Close)
 	// miniredis only expires keys when its clock moves: tick it so TTL-based
 	// retention and idempotency windows behave as on a real Redis.
 	tickCtx, stopTick := context.WithCancel(ctx)
-	defer stopTick()
+	d.closers = append(d.closers, stopTick)
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -58,21 +105,22 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	}()
 
 	sim := twiliosim.New(twiliosim.Options{CallbackDelay: 300 * time.Millisecond, Voice: true})
-	defer sim.Close()
+	d.closers = append(d.closers, sim.Close)
 	sim.SetCallPlan(twiliosim.CallPlan{Digits: []string{"1"}, RecordSeconds: 2})
 	wsim := wechatsim.New(wechatsim.Options{})
-	defer wsim.Close()
+	d.closers = append(d.closers, wsim.Close)
 	mail := smtpsim.New(smtpsim.Options{})
-	defer mail.Close()
+	d.closers = append(d.closers, func() { _ = mail.Close() })
+	d.sim, d.wsim, d.mail = sim, wsim, mail
 	dataDir, err := os.MkdirTemp("", "gateway-dev-")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.RemoveAll(dataDir)
+	d.closers = append(d.closers, func() { _ = os.RemoveAll(dataDir) })
 
 	ln, err := net.Listen("tcp", base.Addr)
 	if err != nil {
-		return fmt.Errorf("GATEWAY_ADDR %s: %w", base.Addr, err)
+		return nil, fmt.Errorf("GATEWAY_ADDR %s: %w", base.Addr, err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	key := "dev-" + randomHex(16)
@@ -80,7 +128,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	cfg := base
 	cfg.RedisURL = "redis://" + mr.Addr()
 	cfg.PublicURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfg.APIKeys = map[string]string{key: "dev-clinic"}
+	cfg.APIKeys = map[string]string{key: devTenant}
 	cfg.Twilio = config.TwilioConfig{AccountSID: sim.AccountSID(), AuthToken: sim.AuthToken(),
 		From: "+15005550006", APIURL: sim.URL()}
 	cfg.Voice.From = "+15005550006"
@@ -97,9 +145,28 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	svc, err := service.New(cfg, config.RoleAll, service.Options{Logger: log, Listener: ln})
 	if err != nil {
 		ln.Close()
-		return err
+		return nil, err
+	}
+	d.svc, d.key = svc, key
+	// A console account per role, with a password new on every start.
+	for _, role := range users.Roles {
+		password, err := users.GeneratePassword()
+		if err != nil {
+			return nil, err
+		}
+		email := string(role) + "@dev-clinic.test"
+		if _, err := svc.Users.Add(ctx, users.NewUser{Tenant: devTenant, Email: email, Name: "Dev " + string(role),
+			Role: role, Password: password}); err != nil {
+			return nil, fmt.Errorf("dev console account: %w", err)
+		}
+		d.logins = append(d.logins, devLogin{role: role, email: email, password: password})
+	}
+	var logins strings.Builder
+	for _, l := range d.logins {
+		fmt.Fprintf(&logins, "                  %-7s %-24s %s\n", l.role, l.email, l.password)
 	}
 	api := cfg.PublicURL
+	d.api = api
 	auth := "-H 'Authorization: Bearer " + key + "' -H 'Content-Type: application/json'"
 	post := func(body string) string {
 		return "  curl -s -X POST " + api + "/v1/messages " + auth + " \\\n    -d '" + body + "'\n"
@@ -108,7 +175,8 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 Patient messaging gateway — development mode
   API             %s
   API key         %s   (tenant dev-clinic)
-  Redis           embedded (in-process; nothing is kept after exit)
+  Console         %s/console   sign in as (passwords are new on every start):
+%s  Redis           embedded (in-process; nothing is kept after exit)
   Twilio          simulator at %s (real twilio-go client; SMS and calls; signed callbacks)
   WeChat          simulator at %s (real silenceper/wechat client)
   SMTP            in-process server at %s (real go-mail client); received mail is printed below
@@ -131,7 +199,7 @@ and fetch a call's recorded answer:
   curl -s -o answer.wav %s/v1/messages/<id>/recording -H 'Authorization: Bearer %s'
 
 Stop with Ctrl-C.
-`, api, key, sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
+`, api, key, api, logins.String(), sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
 		cfg.Quiet.Window,
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}`),
 		post(`{"channel":"voice","to":{"phone":"+14155550100"},"locale":"en-US","body":"This is Riverside Clinic calling about your discharge.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"},"record":{"prompt":"After the tone, tell us how you are.","max_length":30}}`),
@@ -139,8 +207,7 @@ Stop with Ctrl-C.
 		post(`{"channel":"email","to":{"email":"patient@example.org"},"subject":"Your results are ready","body":"Please sign in to the patient portal.","html":"<p>Please sign in to the <b>patient portal</b>.</p>"}`),
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"template":"appointment_reminder","vars":{"clinic_name":"Riverside Clinic","appointment_date":"Tuesday 12 May","appointment_time":"9:30 AM","clinic_phone":"555-0100"}}`),
 		api, key, api, key)
-	go showMail(ctx, mail, stdout)
-	return svc.Run(ctx)
+	return d, nil
 }
 
 func randomHex(n int) string {

@@ -4,6 +4,7 @@
 //	gateway worker   the delivery workers only
 //	gateway all      both in one process
 //	gateway dev      both, on an embedded Redis with built-in provider simulators
+//	gateway users    add, list and remove the console's accounts
 //
 // Configuration comes from environment variables (see docs/configuration.md).
 package main
@@ -40,6 +41,8 @@ Commands:
            simulators and an SMTP server; prints an API key and a curl
            example per channel. Not for production: only in a build with
            the dev tag (go tool task dev).
+  users    add, list and remove the web console's accounts
+           (gateway users --help)
 
 Configuration is read from the environment; every variable is described in
 docs/configuration.md. An invalid setting stops a command with exit status 2.
@@ -60,6 +63,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd, rest := args[0], args[1:]
+	if cmd == "users" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return runUsers(ctx, rest, os.Stdin, stdout, stderr)
+	}
 	roles := map[string]config.Role{"serve": config.RoleAPI, "worker": config.RoleWorker, "all": config.RoleAll}
 	help := map[string]string{
 		"serve":  "gateway serve: run the HTTP API only. Needs GATEWAY_PUBLIC_URL, GATEWAY_API_KEYS, REDIS_URL and the channel settings (Twilio), which verify webhooks.",

@@ -139,6 +139,24 @@ type Escalation struct {
 	Paging string `json:"paging,omitempty"`
 }
 
+// Deadline is when the next on-call target is notified if nobody
+// acknowledges: the rules' AckTimeout after the last notification (or
+// after the escalation opened, before the first). Zero once acknowledged.
+func (esc *Escalation) Deadline(r *Rules) time.Time {
+	if esc.State != "open" {
+		return time.Time{}
+	}
+	from := esc.CreatedAt
+	if n := len(esc.Notified); n > 0 {
+		from = esc.Notified[n-1].At
+	}
+	timeout := 600
+	if r != nil && r.AckTimeout > 0 {
+		timeout = r.AckTimeout
+	}
+	return from.Add(time.Duration(timeout) * time.Second)
+}
+
 // Notified is one notification of an on-call target.
 type Notified struct {
 	Target    Target    `json:"target"`

@@ -1,6 +1,9 @@
 package escalation
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestRulesMatchKeywordsInAnyLanguageAndPatterns(t *testing.T) {
 	r := Rules{Keywords: []string{"Chest Pain", "胸痛", "can't breathe"}, Patterns: []string{`\bsuicid`}, Options: []string{"need_help"},
@@ -44,5 +47,28 @@ func TestRulesMatchKeywordsInAnyLanguageAndPatterns(t *testing.T) {
 		if err := b.Compile(); err == nil {
 			t.Errorf("rules %d should be refused", i)
 		}
+	}
+}
+
+func TestTheDeadlineIsTheAckTimeoutAfterTheLastNotification(t *testing.T) {
+	opened := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+	r := &Rules{AckTimeout: 300}
+	cases := []struct {
+		name string
+		esc  Escalation
+		want time.Time
+	}{
+		{"not notified yet: from its opening", Escalation{State: "open", CreatedAt: opened}, opened.Add(5 * time.Minute)},
+		{"notified twice: from the second", Escalation{State: "open", CreatedAt: opened, Notified: []Notified{{At: opened}, {At: opened.Add(5 * time.Minute)}}},
+			opened.Add(10 * time.Minute)},
+		{"acknowledged: none", Escalation{State: "acknowledged", CreatedAt: opened}, time.Time{}},
+	}
+	for _, c := range cases {
+		if got := c.esc.Deadline(r); !got.Equal(c.want) {
+			t.Errorf("%s: Deadline = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if got := (&Escalation{State: "open", CreatedAt: opened}).Deadline(nil); !got.Equal(opened.Add(10 * time.Minute)) {
+		t.Errorf("without rules the default of ten minutes applies; got %v", got)
 	}
 }

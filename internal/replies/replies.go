@@ -207,6 +207,27 @@ func (s *Store) List(ctx context.Context, tenant, after string, limit int) ([]Re
 	return out, nil
 }
 
+// Recent returns up to limit replies before the cursor ("" for the
+// newest), newest first.
+func (s *Store) Recent(ctx context.Context, tenant, before string, limit int) ([]Reply, error) {
+	end := "+"
+	if before != "" {
+		if !validCursor(before) {
+			return nil, ErrBadCursor
+		}
+		end = "(" + before
+	}
+	msgs, err := s.rdb.XRevRangeN(ctx, feedKey(tenant), end, "-", int64(limit)).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Reply, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, replyOf(m))
+	}
+	return out, nil
+}
+
 func validCursor(c string) bool {
 	ms, seq, ok := strings.Cut(c, "-")
 	if !ok {

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/gateway"
+	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/autopipe"
@@ -37,6 +40,7 @@ import (
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
+	"github.com/patientmsg/gateway/internal/users"
 	"github.com/patientmsg/gateway/internal/webhooks"
 	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/workers"
@@ -93,8 +97,10 @@ type Service struct {
 	Messages  *messaging.Service
 	Broadcast *broadcasts.Engine
 	Plans     *followups.Planner
-	API       *gateway.Server
-	Workers   *workers.Server
+	// Users are the console's accounts and sessions.
+	Users   *users.Store
+	API     *gateway.Server
+	Workers *workers.Server
 
 	client     *asynq.Client
 	inspector  *asynq.Inspector
@@ -246,9 +252,19 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "inbound"),
 		OnReply: onReply, OnStatus: s.Broadcast.Status, OnAnswer: s.Broadcast.Answer,
 	}
+	s.Users = users.New(rdb, users.Config{})
 	if role&config.RoleAPI != 0 {
+		con, err := console.New(console.Options{Users: s.Users, Broadcasts: broadcastStore, Broadcast: s.Broadcast,
+			Audiences: audienceStore, Escalator: s.Escalator, Replies: s.Replies, Ledger: s.Ledger, Settings: s.Messages,
+			DefaultRegion: cfg.DefaultRegion, MaxUploadBytes: cfg.MaxUploadBytes, Secure: secureCookies(cfg.PublicURL),
+			Logger: o.Logger})
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
 		s.API = gateway.New(gateway.Options{
-			Redis: rdb, Messages: s.Messages, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contactStore, Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
+			Console: con,
+			Redis:   rdb, Messages: s.Messages, Ledger: s.Ledger, Queue: s.client, Tasks: s.inspector, Channels: s.Channels, Recordings: s.Recordings, Consent: s.Consent, Contacts: contactStore, Replies: s.Replies, Webhooks: s.Webhooks, Events: s.Events, Escalator: s.Escalator,
 			APIKeys: cfg.APIKeys, PublicURL: cfg.PublicURL, MaxRequestBytes: cfg.MaxRequestBytes,
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
@@ -285,6 +301,22 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		})
 	}
 	return s, nil
+}
+
+// secureCookies says whether the console's cookies are Secure: always,
+// unless the gateway's public URL is plain HTTP on a loopback address
+// (dev and the tests), where a browser would never send them back.
+func secureCookies(publicURL string) bool {
+	u, err := url.Parse(publicURL)
+	if err != nil || u.Scheme != "http" {
+		return true
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.IsLoopback()
 }
 
 // stopPlans stops the active follow-up plans of an identity whose stop_on

@@ -1,0 +1,254 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/users"
+)
+
+// cascadeSteps and pollRows are how many channels and poll answers the
+// composer offers.
+const (
+	cascadeSteps = 4
+	pollRows     = 4
+)
+
+// The body's locales in the composer.
+const (
+	localeEN = "en"
+	localeZH = "zh-Hans"
+)
+
+// composeForm is the composer's fields: a broadcast request as a form.
+type composeForm struct {
+	AudienceID   string
+	Name         string
+	BodyEN       string
+	BodyZH       string
+	Channels     [cascadeSteps]string
+	PollKeys     [pollRows]string
+	PollMeanings [pollRows]string
+	QuestionEN   string
+	QuestionZH   string
+	AckTimeout   string
+	Priority     string
+}
+
+// defaultForm is a new broadcast: SMS then a call, "1 safe, 2 need help",
+// ten minutes to answer, crisis priority.
+func defaultForm() composeForm {
+	return composeForm{Channels: [cascadeSteps]string{"sms", "voice"}, PollKeys: [pollRows]string{"1", "2"},
+		PollMeanings: [pollRows]string{"safe", NeedHelp}, AckTimeout: "10m", Priority: "crisis"}
+}
+
+func parseForm(ctx *fiber.Ctx) composeForm {
+	v := func(k string) string { return strings.TrimSpace(ctx.FormValue(k)) }
+	f := composeForm{AudienceID: v("audience"), Name: v("name"), BodyEN: v("body_en"), BodyZH: v("body_zh"),
+		QuestionEN: v("question_en"), QuestionZH: v("question_zh"), AckTimeout: v("ack_timeout"), Priority: v("priority")}
+	for i := range cascadeSteps {
+		f.Channels[i] = v(fmt.Sprintf("channel_%d", i+1))
+	}
+	for i := range pollRows {
+		f.PollKeys[i] = v(fmt.Sprintf("poll_key_%d", i+1))
+		f.PollMeanings[i] = v(fmt.Sprintf("poll_meaning_%d", i+1))
+	}
+	return f
+}
+
+// request is the broadcast request the form stands for: what the API
+// would be sent. Empty fields are left out, so that the engine says what
+// is missing.
+func (f composeForm) request() *broadcasts.Request {
+	r := &broadcasts.Request{Name: f.Name, AudienceID: f.AudienceID, AckTimeout: f.AckTimeout, Priority: f.Priority}
+	for _, ch := range f.Channels {
+		if ch != "" {
+			r.Channels = append(r.Channels, ch)
+		}
+	}
+	if f.BodyEN != "" || f.BodyZH != "" {
+		r.Body = map[string]string{}
+		if f.BodyEN != "" {
+			r.Body[localeEN] = f.BodyEN
+		}
+		if f.BodyZH != "" {
+			r.Body[localeZH] = f.BodyZH
+		}
+	}
+	opts := map[string]string{}
+	for i := range pollRows {
+		if f.PollKeys[i] != "" || f.PollMeanings[i] != "" {
+			opts[f.PollKeys[i]] = f.PollMeanings[i]
+		}
+	}
+	if len(opts) > 0 {
+		r.Poll = &broadcasts.Poll{Options: opts}
+		if f.QuestionEN != "" || f.QuestionZH != "" {
+			r.Poll.Question = broadcasts.Texts{}
+			if f.QuestionEN != "" {
+				r.Poll.Question[localeEN] = f.QuestionEN
+			}
+			if f.QuestionZH != "" {
+				r.Poll.Question[localeZH] = f.QuestionZH
+			}
+		}
+	}
+	return r
+}
+
+// composeData is the composer's and the confirmation page's.
+type composeData struct {
+	Form     composeForm
+	Audience *audiences.Audience
+	// Channels are the configured channels, for the cascade's choices.
+	Channels []string
+	// Errors are the engine's refusals by field; Upload is an upload's.
+	Errors map[string]string
+	Upload string
+	// Estimate is the preview (confirmation page).
+	Estimate *broadcasts.Estimate
+}
+
+// Err is the refusal of any of the fields named, joined.
+func (d composeData) Err(fields ...string) string {
+	var out []string
+	for f, detail := range d.Errors {
+		for _, want := range fields {
+			if f == want || strings.HasPrefix(f, want+".") {
+				out = append(out, detail)
+			}
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
+func (c *Console) composeData(ctx *fiber.Ctx, f composeForm) (composeData, error) {
+	a, err := c.audienceOf(ctx.UserContext(), userOf(ctx).Tenant, f.AudienceID)
+	if err != nil {
+		return composeData{}, err
+	}
+	if a == nil {
+		f.AudienceID = ""
+	}
+	return composeData{Form: f, Audience: a, Channels: c.opts.Broadcast.Channels.Names()}, nil
+}
+
+func (c *Console) renderCompose(ctx *fiber.Ctx, status int, d composeData) error {
+	return c.render(ctx, status, "compose", pageData{Title: "compose.title", Nav: "compose", User: userOf(ctx), Data: d})
+}
+
+// composePage is a new broadcast (leads only: others see what they may
+// not do).
+func (c *Console) composePage(ctx *fiber.Ctx) error {
+	if !userOf(ctx).Role.Can(users.SendBroadcasts) {
+		return forbidden()
+	}
+	f := defaultForm()
+	f.AudienceID = ctx.Query("audience")
+	d, err := c.composeData(ctx, f)
+	if err != nil {
+		return err
+	}
+	return c.renderCompose(ctx, http.StatusOK, d)
+}
+
+// composeAgain shows the composer with the fields posted (Edit on the
+// confirmation page).
+func (c *Console) composeAgain(ctx *fiber.Ctx) error {
+	d, err := c.composeData(ctx, parseForm(ctx))
+	if err != nil {
+		return err
+	}
+	return c.renderCompose(ctx, http.StatusOK, d)
+}
+
+// uploadAudience stores an audience CSV, as POST /v1/audiences does, and
+// shows the composer with its counts and every row skipped, by line.
+func (c *Console) uploadAudience(ctx *fiber.Ctx) error {
+	d, err := c.composeData(ctx, defaultForm())
+	if err != nil {
+		return err
+	}
+	fh, err := ctx.FormFile("file")
+	if err != nil {
+		d.Upload = "compose.upload_missing"
+		return c.renderCompose(ctx, http.StatusUnprocessableEntity, d)
+	}
+	f, err := fh.Open()
+	if err != nil {
+		d.Upload = "compose.upload_missing"
+		return c.renderCompose(ctx, http.StatusUnprocessableEntity, d)
+	}
+	defer f.Close()
+	res, err := audiences.ParseCSV(f, audiences.ParseOptions{DefaultRegion: c.opts.DefaultRegion, MaxBytes: int64(c.opts.MaxUploadBytes)})
+	switch {
+	case errors.Is(err, audiences.ErrTooLarge):
+		d.Errors = map[string]string{"file": err.Error()}
+		return c.renderCompose(ctx, http.StatusRequestEntityTooLarge, d)
+	case err != nil:
+		d.Errors = map[string]string{"file": err.Error()}
+		return c.renderCompose(ctx, http.StatusUnprocessableEntity, d)
+	}
+	if len(res.Recipients) == 0 {
+		// Nothing to keep: the rows' errors are shown from the parse.
+		d.Audience = &audiences.Audience{Rows: res.Rows, Invalid: res.Invalid, Duplicates: res.Duplicates, Errors: res.Errors,
+			ErrorsOmitted: res.ErrorsOmitted, IgnoredColumns: res.IgnoredColumns}
+		d.Upload = "compose.upload_empty"
+		return c.renderCompose(ctx, http.StatusUnprocessableEntity, d)
+	}
+	a, err := c.opts.Audiences.Save(ctx.UserContext(), userOf(ctx).Tenant, res)
+	if err != nil {
+		return err
+	}
+	u := userOf(ctx)
+	c.log.Info("audience uploaded from the console", "tenant", u.Tenant, "audience_id", a.ID, "count", a.Count, "invalid", a.Invalid, "user_id", u.ID)
+	return ctx.Redirect(Prefix+"/broadcasts/new?audience="+a.ID, http.StatusSeeOther)
+}
+
+// preview estimates the broadcast with the engine's Preview (the checks of
+// POST /v1/broadcasts/preview) and asks for confirmation: the people and
+// the cost.
+func (c *Console) preview(ctx *fiber.Ctx) error {
+	d, err := c.composeData(ctx, parseForm(ctx))
+	if err != nil {
+		return err
+	}
+	est, err := c.opts.Broadcast.Preview(ctx.UserContext(), userOf(ctx).Tenant, d.Form.request())
+	if fields, ok := invalidFields(err); ok {
+		d.Errors = fields
+		return c.renderCompose(ctx, http.StatusUnprocessableEntity, d)
+	}
+	if err != nil {
+		return err
+	}
+	d.Estimate = &est
+	return c.render(ctx, http.StatusOK, "confirm", pageData{Title: "confirm.title", Nav: "compose", User: userOf(ctx), Data: d})
+}
+
+// send creates the broadcast with the engine's Create (the checks of
+// POST /v1/broadcasts) and shows its roster.
+func (c *Console) send(ctx *fiber.Ctx) error {
+	d, err := c.composeData(ctx, parseForm(ctx))
+	if err != nil {
+		return err
+	}
+	u := userOf(ctx)
+	cfg, err := c.opts.Broadcast.Create(ctx.UserContext(), u.Tenant, d.Form.request())
+	if fields, ok := invalidFields(err); ok {
+		d.Errors = fields
+		return c.renderCompose(ctx, http.StatusUnprocessableEntity, d)
+	}
+	if err != nil {
+		return err
+	}
+	c.log.Info("broadcast sent from the console", "tenant", u.Tenant, "broadcast_id", cfg.ID, "recipients", cfg.Total, "user_id", u.ID)
+	return ctx.Redirect(Prefix+"/broadcasts/"+cfg.ID, http.StatusSeeOther)
+}
