@@ -166,6 +166,7 @@ func TestAnAnswerIsFiledOnceWhereverTheWorkerDies(t *testing.T) {
 			Priority: "crisis", Broadcast: "bc_flood:1", ExpectReply: &ledger.ExpectReply{Options: map[string]string{"1": "safe", "2": "need_help"}, Within: 72 * 3600}}); err != nil {
 			t.Fatal(err)
 		}
+		handOver(t, led, msgID, "SM00000000000000000000000000000001")
 		rdb.ZAdd(ctx, replies.PromptsKey(who), redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "clinic-a " + msgID})
 		rdb.Set(ctx, replies.LastKey(who), replies.LastValue("clinic-a", msgID), time.Hour)
 

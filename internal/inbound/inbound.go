@@ -303,7 +303,7 @@ func (r *Receiver) matchReply(ctx context.Context, in channels.InboundMessage, i
 		if err != nil {
 			return f, nil, err
 		}
-		if m.ExpectReply != nil && m.Status != ledger.StatusCanceled && m.Status != ledger.StatusSuppressed {
+		if m.ExpectReply != nil && reached(m.Status) {
 			qs = append(qs, replies.Question{Prompt: p, Options: m.ExpectReply.Options, Code: m.ExpectReply.Code})
 		}
 	}
@@ -321,6 +321,19 @@ func (r *Receiver) matchReply(ctx context.Context, in channels.InboundMessage, i
 		closes = &replies.Prompt{Tenant: f.Tenant, MessageID: f.MessageID}
 	}
 	return f, closes, nil
+}
+
+// reached says whether a question in this status may be what a patient
+// answers: one a worker has handed, or is handing, to the provider. A
+// question still queued has reached nobody (a broadcast's next step made
+// a moment before the patient answered the last one), and one canceled,
+// suppressed or failed never will.
+func reached(s ledger.Status) bool {
+	switch s {
+	case ledger.StatusSending, ledger.StatusSent, ledger.StatusDelivered:
+		return true
+	}
+	return false
 }
 
 // helpText is the help text of the tenant that last wrote to the sender,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/consent"
@@ -254,6 +255,53 @@ func TestAnAnswerIsFiledWithTheTenantThatLastWrote(t *testing.T) {
 	}
 	if len(told) != 1 || told[0] != "clinic-b" {
 		t.Fatalf("OnReply told %v", told)
+	}
+}
+
+// handOver makes a message sent, as a worker does: claimed, then
+// accepted by the provider.
+func handOver(t *testing.T, led *ledger.Ledger, id, providerID string) {
+	t.Helper()
+	if c, err := led.Claim(ctx, id, time.Minute); err != nil || c.Outcome != ledger.ClaimSend {
+		t.Fatalf("claim %s: %+v %v", id, c, err)
+	}
+	if err := led.RecordAccepted(ctx, id, "sms", providerID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAnAnswerGoesToTheQuestionThePatientGot: a broadcast's SMS question
+// reached the patient; the broadcast's next step, a call with the same
+// question, was made a moment before the patient's "2" came in, and is
+// still queued. The answer is to the SMS: the call has reached nobody.
+func TestAnAnswerGoesToTheQuestionThePatientGot(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a")
+	poll := &ledger.ExpectReply{Options: map[string]string{"1": "safe", "2": "need_help"}, Within: 3600}
+	to := ledger.Recipient{Phone: patientPhone}
+	smsID, callID := ledger.NewID(), ledger.NewID()
+	for _, m := range []struct{ id, channel string }{{smsID, "sms"}, {callID, "voice"}} {
+		if _, err := r.Ledger.Create(ctx, m.id, ledger.Request{Tenant: "clinic-a", Channel: m.channel, To: to,
+			Body: "Reply 1 if you are safe, 2 if you need help", Priority: "crisis", Broadcast: "bc_flood:0", ExpectReply: poll}); err != nil {
+			t.Fatal(err)
+		}
+		// Both are open questions of the patient, the call the most recent.
+		r.Redis.ZAdd(ctx, replies.PromptsKey(patient), redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: replies.LastValue("clinic-a", m.id)})
+		r.Redis.Set(ctx, replies.LastKey(patient), replies.LastValue("clinic-a", m.id), time.Hour)
+		if m.channel == "sms" {
+			handOver(t, r.Ledger, smsID, "SM00000000000000000000000000000009")
+		}
+		time.Sleep(2 * time.Millisecond) // the call's prompt comes later
+	}
+	var answered []string
+	r.OnAnswer = func(_ context.Context, _, messageID, _, option, _ string, _ time.Time) error {
+		answered = append(answered, messageID+" "+option)
+		return nil
+	}
+	if err := r.FileReply(ctx, sms("SM3", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if len(answered) != 1 || answered[0] != smsID+" need_help" {
+		t.Fatalf("the answer went to %v; the SMS is %s, the queued call %s", answered, smsID, callID)
 	}
 }
 
