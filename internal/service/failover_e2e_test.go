@@ -294,7 +294,13 @@ func runFailover(t *testing.T, f failoverFault, plan failoverPlan) {
 	}
 	window := "no 503"
 	if refused > 0 {
-		window = fmt.Sprintf("503s from %s to %s after the fault", first503.Round(10*time.Millisecond), last503.Round(10*time.Millisecond))
+		kinds := map[string]int{}
+		for _, k := range all {
+			for _, p := range k.problems {
+				kinds[strings.TrimPrefix(p, "/problems/")]++
+			}
+		}
+		window = fmt.Sprintf("503s from %s to %s after the fault (problems: %v)", first503.Round(10*time.Millisecond), last503.Round(10*time.Millisecond), kinds)
 	}
 	t.Logf("%s: %d messages accepted (%d never sent, %d sent twice); %d answers 503, %s; %d answers 429; new primary %s agreed %s after the fault; load ended at %s; longest wait of a client for one message %s; all final %s after the fault",
 		f.name, accepted, unsent, twice, refused, window, limited, promoted.Addr, promotedAt.Round(10*time.Millisecond),
