@@ -1,0 +1,567 @@
+package questionnaires
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/invalid"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/replies"
+	"github.com/patientmsg/gateway/workers"
+)
+
+// Response states.
+const (
+	StateInProgress = "in_progress"
+	StateCompleted  = "completed"
+	// StateIncomplete: answers that did not fit, asked again MaxReasks times.
+	StateIncomplete = "incomplete"
+	StateExpired    = "expired"
+	// StateStopped: the patient opted out.
+	StateStopped = "stopped"
+)
+
+// MaxReasks is how often a question is asked again after an answer that
+// does not fit; the next such answer ends the response as incomplete.
+const MaxReasks = 2
+
+// Channels a questionnaire converses on.
+var Channels = []string{"sms", "wechat"}
+
+// Event types sent to the clinic's webhook.
+const (
+	EventCompleted = "questionnaire.completed"
+	EventRisk      = "questionnaire.risk"
+)
+
+// Response is one patient's run through one version of a questionnaire.
+type Response struct {
+	ID            string           `json:"id"`
+	Tenant        string           `json:"tenant"`
+	Questionnaire string           `json:"questionnaire"`
+	Version       int              `json:"version"`
+	Code          string           `json:"code"`
+	Channel       string           `json:"channel"`
+	To            ledger.Recipient `json:"to"`
+	Locale        string           `json:"locale"`
+	State         string           `json:"state"`
+	// EndReason says why a response that is not completed ended.
+	EndReason string `json:"end_reason,omitempty"`
+	// Current is the question asked now; Asked the message that asked it
+	// (last); Seq counts the questions asked (timers name it).
+	Current  string    `json:"current,omitempty"`
+	Asked    string    `json:"asked,omitempty"`
+	AskedAt  time.Time `json:"asked_at"`
+	Seq      int       `json:"seq"`
+	Reasks   int       `json:"reasks"`
+	Reminded bool      `json:"reminded,omitempty"`
+	Messages []string  `json:"messages"`
+	Answers  []Answer  `json:"answers"`
+	Scores   *Scores   `json:"scores,omitempty"`
+	Risks    []Risk    `json:"risks,omitempty"`
+	// RiskLevel is the highest level of the rules fired.
+	RiskLevel string          `json:"risk_level,omitempty"`
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	EndedAt   *time.Time      `json:"ended_at,omitempty"`
+	// Seen are the provider ids of the replies taken (a filing run again
+	// takes nothing twice).
+	Seen []string `json:"seen,omitempty"`
+}
+
+// Risk is a rule that fired, and the escalation it opened.
+type Risk struct {
+	Rule       string    `json:"rule"`
+	Level      string    `json:"level"`
+	Kind       string    `json:"kind"`
+	At         time.Time `json:"at"`
+	Escalation string    `json:"escalation_id,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+}
+
+func (r *Response) identity() consent.Identity { return workers.IdentityOf(r.Channel, r.To) }
+
+// addressOf is the response's address on its channel.
+func addressOf(r *Response) string {
+	spec, _ := channels.SpecOf(r.Channel)
+	return spec.Address.Of(r.To)
+}
+
+// Publisher sends events to the clinic's webhook (a *webhooks.Publisher).
+type Publisher interface {
+	PublishAs(ctx context.Context, tenant, typ string, data any, callbackURL, eventID string)
+}
+
+// Enqueuer queues tasks (an *asynq.Client).
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Service keeps questionnaires and runs their conversations. Every
+// question is a message made by Messages, the way the API makes one.
+type Service struct {
+	Redis    redis.UniversalClient
+	Messages *messaging.Service
+	// Escalator pages on-call when a rule of level high or urgent fires
+	// (nil: no paging).
+	Escalator *escalation.Escalator
+	Events    Publisher
+	// Queue takes the reminder and expiry timers.
+	Queue Enqueuer
+	// Retention is how long responses are kept (default 30 days).
+	Retention time.Duration
+	Logger    *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now == nil {
+		return time.Now()
+	}
+	return s.Now()
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+func (s *Service) retention() time.Duration {
+	if s.Retention <= 0 {
+		return 30 * 24 * time.Hour
+	}
+	return s.Retention
+}
+
+func invalidField(field, detail string) error { return invalid.Field(field, detail) }
+
+// StartRequest is the body of POST /v1/questionnaires/{name}/responses.
+type StartRequest struct {
+	Channel  string          `json:"channel"`
+	To       *messaging.To   `json:"to"`
+	Locale   string          `json:"locale"`
+	Metadata json.RawMessage `json:"metadata"`
+}
+
+// Idempotency is a start request's key and the hash of its body.
+type Idempotency struct {
+	Key, BodyHash string
+	TTL           time.Duration
+}
+
+// Start sends the first question of the latest version of a questionnaire
+// to an address and returns the response, in progress. With a key seen
+// before with the same body it starts nothing and returns that response
+// (replayed); with another body, ErrIdempotencyMismatch. A questionnaire
+// already in progress for the address is ErrAlreadyOpen.
+func (s *Service) Start(ctx context.Context, tenant, name string, in *StartRequest, idem Idempotency) (*Response, bool, error) {
+	def, err := s.Definition(ctx, tenant, name, 0)
+	if err != nil {
+		return nil, false, err
+	}
+	if !slices.Contains(Channels, in.Channel) {
+		return nil, false, invalidField("channel", "must be sms or wechat (voice and the web form are not available yet)")
+	}
+	r := &Response{ID: "qr_" + ulid.Make().String(), Tenant: tenant, Questionnaire: name, Version: def.Version,
+		Code: def.Code, Channel: in.Channel, Locale: LocaleOf(in.Locale), State: StateInProgress,
+		Current: def.Questions[0].ID, Metadata: in.Metadata, CreatedAt: s.now().UTC(), Messages: []string{}, Answers: []Answer{}}
+	// The first question's draft checks the address (and the metadata).
+	d := s.draft(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal)
+	d.To, d.Metadata = in.To, in.Metadata
+	if in.Locale != "" {
+		d.Locale = &in.Locale
+	}
+	req, err := s.Messages.Prepare(ctx, tenant, d)
+	if err != nil {
+		return nil, false, err
+	}
+	r.To = req.To
+	if idem.Key != "" {
+		ok, err := s.Redis.SetNX(ctx, idemKey(tenant, idem.Key), idem.BodyHash+" "+r.ID, idem.TTL).Result()
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			return s.replay(ctx, tenant, idem)
+		}
+	}
+	release := func() {
+		if idem.Key != "" {
+			s.Redis.Del(context.WithoutCancel(ctx), idemKey(tenant, idem.Key))
+		}
+	}
+	open, err := s.openResponses(ctx, r.identity())
+	if err != nil {
+		release()
+		return nil, false, err
+	}
+	for _, o := range open {
+		if o[0] != tenant {
+			continue
+		}
+		if other, err := s.GetResponse(ctx, tenant, o[1]); err == nil && other.Questionnaire == name && other.State == StateInProgress {
+			release()
+			return nil, false, ErrAlreadyOpen
+		}
+	}
+	if err := s.ask(ctx, r, def, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal); err != nil {
+		release()
+		return nil, false, err
+	}
+	if err := s.schedule(ctx, r, def); err != nil {
+		return nil, false, err
+	}
+	if err := s.save(ctx, r); err != nil {
+		return nil, false, err
+	}
+	s.log().Info("questionnaire started", "tenant", tenant, "response_id", r.ID, "questionnaire", name, "version", def.Version, "channel", r.Channel)
+	return r, false, nil
+}
+
+func (s *Service) replay(ctx context.Context, tenant string, idem Idempotency) (*Response, bool, error) {
+	v, err := s.Redis.Get(ctx, idemKey(tenant, idem.Key)).Result()
+	if err != nil {
+		return nil, false, err
+	}
+	hash, id, _ := cut(v)
+	if hash != idem.BodyHash {
+		return nil, false, ErrIdempotencyMismatch
+	}
+	for try := 0; try < 50; try++ { // the first request may still be sending
+		r, err := s.GetResponse(ctx, tenant, id)
+		if !errors.Is(err, ErrResponseNotFound) {
+			return r, true, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, false, errBusy
+}
+
+func cut(v string) (string, string, bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] == ' ' {
+			return v[:i], v[i+1:], true
+		}
+	}
+	return v, "", false
+}
+
+// draft is the message of one question of a response.
+func (s *Service) draft(r *Response, text, priority string) *messaging.Draft {
+	meta, _ := json.Marshal(map[string]any{"questionnaire": r.Questionnaire, "questionnaire_response": r.ID, "question": r.Current})
+	loc := r.Locale
+	return &messaging.Draft{Channel: r.Channel, To: messaging.ToAddress(r.Channel, addressOf(r)), Body: &text,
+		Priority: priority, Metadata: meta, Locale: &loc}
+}
+
+// ask sends text (a question, asked again or reminded) as the response's
+// current question and sets its timers.
+func (s *Service) ask(ctx context.Context, r *Response, def *Definition, text, priority string) error {
+	a, err := s.Messages.Accept(ctx, r.Tenant, s.draft(r, text, priority), messaging.Idempotency{})
+	if err != nil {
+		return err
+	}
+	r.Asked, r.AskedAt = a.ID, s.now().UTC()
+	r.Messages = append(r.Messages, a.ID)
+	return nil
+}
+
+// schedule queues the reminder and expiry of the question asked now.
+func (s *Service) schedule(ctx context.Context, r *Response, def *Definition) error {
+	remind, expire := def.Durations()
+	for _, t := range []struct {
+		kind string
+		in   time.Duration
+	}{{workers.TimerRemind, remind}, {workers.TimerExpire, expire}} {
+		task, err := workers.NewQuestionnaireTimerTask(workers.QuestionnaireTimer{Tenant: r.Tenant, Response: r.ID, Seq: r.Seq, Kind: t.kind}, t.in)
+		if err != nil {
+			return err
+		}
+		if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return err
+		}
+	}
+	return nil
+}
+
+// say sends a closing line (thanks, or why the response ended).
+func (s *Service) say(ctx context.Context, r *Response, text string) {
+	if _, err := s.Messages.Accept(ctx, r.Tenant, s.draft(r, text, workers.PriorityHigh), messaging.Idempotency{}); err != nil {
+		s.log().Warn("questionnaire's closing message not sent", "response_id", r.ID, "err", err)
+	}
+}
+
+// OpenQuestions are the current questions of the responses in progress
+// to an address on a channel, for reply matching (see replies.Match).
+func (s *Service) OpenQuestions(ctx context.Context, channel string, from consent.Identity) ([]replies.Question, error) {
+	open, err := s.openResponses(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	var out []replies.Question
+	for _, o := range open {
+		r, err := s.GetResponse(ctx, o[0], o[1])
+		if errors.Is(err, ErrResponseNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if r.State != StateInProgress || r.Channel != channel || r.Asked == "" {
+			continue
+		}
+		def, err := s.Definition(ctx, r.Tenant, r.Questionnaire, r.Version)
+		if err != nil {
+			return nil, err
+		}
+		q, code := def.Question(r.Current), r.Code
+		if q == nil {
+			continue
+		}
+		out = append(out, replies.Question{Prompt: replies.Prompt{Tenant: r.Tenant, MessageID: r.Asked}, Code: code,
+			Response: r.ID, Fits: func(reply string) bool { _, ok := Parse(q, StripCode(code, reply)); return ok }})
+	}
+	return out, nil
+}
+
+// Answer takes a patient's reply matched to a response: an answer that
+// fits moves to the next question (or completes the response), one that
+// does not is asked again with a hint, MaxReasks times at most. Risk rules
+// fire as the answers come. Taken again with the same provider id, it
+// does nothing.
+func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body string, at time.Time) error {
+	unlock, err := s.lock(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, err := s.GetResponse(ctx, tenant, id)
+	if errors.Is(err, ErrResponseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if r.State != StateInProgress || (providerID != "" && slices.Contains(r.Seen, providerID)) {
+		return nil
+	}
+	def, err := s.Definition(ctx, tenant, r.Questionnaire, r.Version)
+	if err != nil {
+		return err
+	}
+	q := def.Question(r.Current)
+	if q == nil {
+		return fmt.Errorf("questionnaire %s v%d has no question %s", r.Questionnaire, r.Version, r.Current)
+	}
+	if at.IsZero() {
+		at = s.now()
+	}
+	v, ok := Parse(q, StripCode(r.Code, body))
+	switch {
+	case !ok && r.Reasks >= MaxReasks:
+		s.end(r, StateIncomplete, "answers did not fit the question after it was asked again twice")
+		s.say(ctx, r, fmt.Sprintf(phrase(r.Locale, "incomplete"), def.Title.In(r.Locale)))
+	case !ok:
+		r.Reasks++
+		r.Seq++
+		if err := s.ask(ctx, r, def, Hint(q, r.Locale)+"\n"+def.Prompt(q, r.Locale), workers.PriorityHigh); err != nil {
+			return err
+		}
+		if err := s.schedule(ctx, r, def); err != nil {
+			return err
+		}
+	default:
+		a := Answer{Question: q.ID, Value: v, Points: PointsOf(q, v), At: at.UTC()}
+		r.Answers = append(r.Answers, a)
+		r.Reasks, r.Reminded = 0, false
+		for _, rule := range def.AnswerRisks(a) {
+			if err := s.fire(ctx, r, rule); err != nil {
+				return err
+			}
+		}
+		next := def.NextAfter(q, v)
+		if next == "" {
+			if err := s.complete(ctx, r, def); err != nil {
+				return err
+			}
+			break
+		}
+		r.Current = next
+		r.Seq++
+		if err := s.ask(ctx, r, def, def.Prompt(def.Question(next), r.Locale), workers.PriorityHigh); err != nil {
+			return err
+		}
+		if err := s.schedule(ctx, r, def); err != nil {
+			return err
+		}
+	}
+	if providerID != "" {
+		r.Seen = append(r.Seen, providerID)
+		if len(r.Seen) > 20 {
+			r.Seen = r.Seen[len(r.Seen)-20:]
+		}
+	}
+	return s.save(ctx, r)
+}
+
+func (s *Service) end(r *Response, state, reason string) {
+	now := s.now().UTC()
+	r.State, r.EndReason, r.EndedAt, r.Current = state, reason, &now, ""
+}
+
+// complete scores a finished response, fires its total rules, thanks the
+// patient and tells the clinic (questionnaire.completed, with the answers).
+func (s *Service) complete(ctx context.Context, r *Response, def *Definition) error {
+	sc := def.Score(r.Answers)
+	r.Scores = &sc
+	for _, rule := range def.TotalRisks(sc) {
+		if err := s.fire(ctx, r, rule); err != nil {
+			return err
+		}
+	}
+	s.end(r, StateCompleted, "")
+	s.say(ctx, r, fmt.Sprintf(phrase(r.Locale, "thanks"), def.Title.In(r.Locale)))
+	if s.Events != nil {
+		s.Events.PublishAs(ctx, r.Tenant, EventCompleted, map[string]any{
+			"response_id": r.ID, "questionnaire": r.Questionnaire, "version": r.Version, "channel": r.Channel,
+			"state": r.State, "answers": r.Answers, "scores": r.Scores, "risk_level": r.RiskLevel, "risks": r.Risks,
+			"metadata": r.Metadata, "created_at": r.CreatedAt, "completed_at": r.EndedAt,
+		}, "", "qn-completed-"+r.ID)
+	}
+	s.log().Info("questionnaire completed", "tenant", r.Tenant, "response_id", r.ID, "risk_level", r.RiskLevel)
+	return nil
+}
+
+// fire records a risk rule that fired (once per response), tells the
+// clinic (questionnaire.risk, naming the rule, never the answers) and, at
+// level high or urgent, pages on-call through the escalator.
+func (s *Service) fire(ctx context.Context, r *Response, rule RiskRule) error {
+	for _, f := range r.Risks {
+		if f.Rule == rule.Name {
+			return nil
+		}
+	}
+	fired := Risk{Rule: rule.Name, Level: rule.Level, Kind: rule.Kind(), At: s.now().UTC()}
+	if Escalates(rule.Level) && s.Escalator != nil {
+		esc, err := s.Escalator.Raise(ctx, r.Tenant, escalation.Alert{Key: r.ID + ":" + rule.Name, MessageID: r.Asked,
+			Channel: r.Channel, Questionnaire: r.Questionnaire, ResponseID: r.ID, Rule: rule.Name, RiskLevel: rule.Level})
+		switch {
+		case errors.Is(err, escalation.ErrNoRules):
+			fired.Detail = "not escalated: the tenant has no on-call targets (PUT /v1/escalation-rules)"
+			s.log().Warn("questionnaire risk not escalated: no on-call targets", "tenant", r.Tenant, "response_id", r.ID, "rule", rule.Name)
+		case err != nil:
+			return err
+		default:
+			fired.Escalation = esc.ID
+		}
+	}
+	r.Risks = append(r.Risks, fired)
+	if LevelRank(rule.Level) > LevelRank(r.RiskLevel) {
+		r.RiskLevel = rule.Level
+	}
+	if s.Events != nil {
+		s.Events.PublishAs(ctx, r.Tenant, EventRisk, map[string]any{
+			"response_id": r.ID, "questionnaire": r.Questionnaire, "version": r.Version, "channel": r.Channel,
+			"rule": rule.Name, "level": rule.Level, "kind": fired.Kind, "escalation_id": fired.Escalation,
+			"metadata": r.Metadata, "at": fired.At,
+		}, "", "qn-risk-"+r.ID+"-"+rule.Name)
+	}
+	s.log().Warn("questionnaire risk rule fired", "tenant", r.Tenant, "response_id", r.ID, "rule", rule.Name, "level", rule.Level, "escalation_id", fired.Escalation)
+	return nil
+}
+
+// Timer runs a reminder or expiry timer: after the silence the
+// definition sets, the question is asked once more, and later the
+// response expires. A timer of a question already answered does nothing.
+func (s *Service) Timer(ctx context.Context, p workers.QuestionnaireTimer) error {
+	unlock, err := s.lock(ctx, p.Tenant, p.Response)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, err := s.GetResponse(ctx, p.Tenant, p.Response)
+	if errors.Is(err, ErrResponseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if r.State != StateInProgress || r.Seq != p.Seq {
+		return nil
+	}
+	def, err := s.Definition(ctx, r.Tenant, r.Questionnaire, r.Version)
+	if err != nil {
+		return err
+	}
+	switch p.Kind {
+	case workers.TimerRemind:
+		if r.Reminded {
+			return nil
+		}
+		q := def.Question(r.Current)
+		if err := s.ask(ctx, r, def, phrase(r.Locale, "reminder")+def.Prompt(q, r.Locale), workers.PriorityNormal); err != nil {
+			return err
+		}
+		r.Reminded = true
+	case workers.TimerExpire:
+		s.end(r, StateExpired, "no answer in time")
+		s.log().Info("questionnaire expired", "tenant", r.Tenant, "response_id", r.ID)
+	}
+	return s.save(ctx, r)
+}
+
+// StopFor ends the tenant's responses in progress to an address (the
+// patient opted out); nothing more is sent to them.
+func (s *Service) StopFor(ctx context.Context, tenant string, who consent.Identity, reason string) (int, error) {
+	open, err := s.openResponses(ctx, who)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range open {
+		if o[0] != tenant {
+			continue
+		}
+		if err := s.stop(ctx, tenant, o[1], reason); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *Service) stop(ctx context.Context, tenant, id, reason string) error {
+	unlock, err := s.lock(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, err := s.GetResponse(ctx, tenant, id)
+	if errors.Is(err, ErrResponseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if r.State == StateInProgress {
+		s.end(r, StateStopped, reason)
+	}
+	return s.save(ctx, r)
+}
