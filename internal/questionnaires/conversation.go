@@ -75,9 +75,12 @@ type Response struct {
 	// RiskLevel is the highest level of the rules fired.
 	RiskLevel string          `json:"risk_level,omitempty"`
 	Metadata  json.RawMessage `json:"metadata,omitempty"`
-	CreatedAt time.Time       `json:"created_at"`
-	UpdatedAt time.Time       `json:"updated_at"`
-	EndedAt   *time.Time      `json:"ended_at,omitempty"`
+	// WeChat is the template message each question falls back to when
+	// WeChat's customer-service window with the patient is closed.
+	WeChat    *messaging.WeChatFields `json:"wechat,omitempty"`
+	CreatedAt time.Time               `json:"created_at"`
+	UpdatedAt time.Time               `json:"updated_at"`
+	EndedAt   *time.Time              `json:"ended_at,omitempty"`
 	// Seen are the provider ids of the replies taken (a filing run again
 	// takes nothing twice).
 	Seen []string `json:"seen,omitempty"`
@@ -158,6 +161,10 @@ type StartRequest struct {
 	To       *messaging.To   `json:"to"`
 	Locale   string          `json:"locale"`
 	Metadata json.RawMessage `json:"metadata"`
+	// WeChat names a template message ("template_id", "data", "url") a
+	// question goes as when WeChat's customer-service window with the
+	// patient is closed (wechat only).
+	WeChat *messaging.WeChatFields `json:"wechat"`
 }
 
 // Idempotency is a start request's key and the hash of its body.
@@ -181,7 +188,11 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 	}
 	r := &Response{ID: "qr_" + ulid.Make().String(), Tenant: tenant, Questionnaire: name, Version: def.Version,
 		Code: def.Code, Channel: in.Channel, Locale: LocaleOf(in.Locale), State: StateInProgress,
-		Current: def.Questions[0].ID, Metadata: in.Metadata, CreatedAt: s.now().UTC(), Messages: []string{}, Answers: []Answer{}}
+		Current: def.Questions[0].ID, Metadata: in.Metadata, CreatedAt: s.now().UTC(), Messages: []string{}, Answers: []Answer{},
+		WeChat: in.WeChat}
+	if r.WeChat != nil && r.WeChat.Kind == "" {
+		r.WeChat.Kind = "auto"
+	}
 	// The first question's draft checks the address (and the metadata).
 	d := s.draft(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal)
 	d.To, d.Metadata = in.To, in.Metadata
@@ -268,7 +279,7 @@ func (s *Service) draft(r *Response, text, priority string) *messaging.Draft {
 	meta, _ := json.Marshal(map[string]any{"questionnaire": r.Questionnaire, "questionnaire_response": r.ID, "question": r.Current})
 	loc := r.Locale
 	return &messaging.Draft{Channel: r.Channel, To: messaging.ToAddress(r.Channel, addressOf(r)), Body: &text,
-		Priority: priority, Metadata: meta, Locale: &loc}
+		Priority: priority, Metadata: meta, Locale: &loc, WeChat: r.WeChat}
 }
 
 // ask sends text (a question, asked again or reminded) as the response's
@@ -361,6 +372,9 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 	}
 	if r.State != StateInProgress || (providerID != "" && slices.Contains(r.Seen, providerID)) {
 		return nil
+	}
+	if !at.IsZero() && at.Before(r.CreatedAt) {
+		return nil // sent before the questionnaire began, filed after: not an answer to it
 	}
 	def, err := s.Definition(ctx, tenant, r.Questionnaire, r.Version)
 	if err != nil {

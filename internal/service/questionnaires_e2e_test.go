@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/workers"
 )
 
@@ -339,4 +340,43 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+func TestAWeChatQuestionnaireIsAnsweredInTheCustomerServiceWindow(t *testing.T) {
+	e := start(t, config.RoleAll)
+	const openid, account = "oQuestionnaire000000000000001", "gh_clinic"
+	invite := e.send(keyA, `{"channel":"wechat","to":{"wechat_openid":"`+openid+`"},"body":"x","wechat":{"kind":"template","template_id":"TPL-invite"}}`)
+	e.waitFor(invite, ledger.StatusSent, 10*time.Second)
+	e.userWrites(account, openid, "你好", 25000000001) // opens WeChat's window
+	e.waitFeed(keyA, "你好")                           // filed before the questionnaire starts
+	a := e.do("POST", "/v1/questionnaires/gad7/responses", keyA,
+		`{"channel":"wechat","to":{"wechat_openid":"`+openid+`"},"locale":"zh-CN","wechat":{"template_id":"TPL-survey"}}`)
+	if a.Status != 201 {
+		t.Fatalf("POST = %d %s", a.Status, a.Raw)
+	}
+	id := a.Body["id"].(string)
+	texts := func() []string {
+		var out []string
+		for _, r := range e.wsim.Requests() {
+			if text, ok := r.JSON["text"].(map[string]any); ok && r.ErrCode == 0 && r.JSON["touser"] == openid {
+				out = append(out, text["content"].(string))
+			}
+		}
+		return out
+	}
+	waitUntil(t, 10*time.Second, "the first question", func() bool { return len(texts()) == 1 })
+	if q := texts()[0]; !containsAll(q, "GAD-7", "[GAD7 1/7]", "感觉紧张、焦虑或急切", "0 完全不会") {
+		t.Fatalf("the first question in Chinese: %q", q)
+	}
+	e.userWrites(account, openid, "３", 25000000002)
+	waitUntil(t, 10*time.Second, "the second question", func() bool { return len(texts()) == 2 })
+	if q := texts()[1]; !strings.Contains(q, "[GAD7 2/7]") {
+		t.Fatalf("the second question: %q", q)
+	}
+	if got := answers(e.questionnaireResponse(id)); got["q1"] != "3" {
+		t.Fatalf("answers: %v", got)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, openid) {
+		t.Fatal("the logs hold the openid")
+	}
 }
