@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -251,7 +252,7 @@ func (s *Service) replay(ctx context.Context, tenant string, idem Idempotency) (
 	if err != nil {
 		return nil, false, err
 	}
-	hash, id, _ := cut(v)
+	hash, id, _ := strings.Cut(v, " ")
 	if hash != idem.BodyHash {
 		return nil, false, ErrIdempotencyMismatch
 	}
@@ -263,15 +264,6 @@ func (s *Service) replay(ctx context.Context, tenant string, idem Idempotency) (
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil, false, errBusy
-}
-
-func cut(v string) (string, string, bool) {
-	for i := 0; i < len(v); i++ {
-		if v[i] == ' ' {
-			return v[:i], v[i+1:], true
-		}
-	}
-	return v, "", false
 }
 
 // draft is the message of one question of a response.

@@ -55,6 +55,7 @@ func Starters() map[string]*Definition {
 		"post_discharge": postDischarge(),
 		"phq9":           phq9(),
 		"gad7":           gad7(),
+		"satisfaction":   satisfaction(),
 	} {
 		if err := s.Validate(); err != nil {
 			panic("questionnaires: built-in " + name + ": " + err.Error())
@@ -148,5 +149,38 @@ func gad7() Spec {
 		Bands:       []Band{{0, "minimal"}, {5, "mild"}, {10, "moderate"}, {15, "severe"}},
 		Risk:        []RiskRule{{Name: "severe", Level: LevelModerate, TotalAtLeast: f(15)}},
 		RemindAfter: "24h", ExpireAfter: "72h",
+	}
+}
+
+func satisfaction() Spec {
+	rating := func() []Option {
+		return []Option{
+			{Key: "1", Text: Text{"en": "Very poor", "zh-Hans": "很差"}, Points: 1},
+			{Key: "2", Text: Text{"en": "Poor", "zh-Hans": "差"}, Points: 2},
+			{Key: "3", Text: Text{"en": "Fair", "zh-Hans": "一般"}, Points: 3},
+			{Key: "4", Text: Text{"en": "Good", "zh-Hans": "好"}, Points: 4},
+			{Key: "5", Text: Text{"en": "Excellent", "zh-Hans": "很好"}, Points: 5},
+		}
+	}
+	q := func(id, en, zh string) Question {
+		return Question{ID: id, Type: TypeChoice, Options: rating(), Text: Text{"en": en, "zh-Hans": zh}}
+	}
+	return Spec{
+		Title: Text{"en": "Patient satisfaction", "zh-Hans": "患者满意度调查"},
+		Code:  "SAT",
+		Intro: Text{"en": "Five questions about your recent visit, each rated from 1 (very poor) to 5 (excellent).",
+			"zh-Hans": "关于您最近一次就诊的五个问题，请按1（很差）到5（很好）评分。"},
+		Questions: []Question{
+			q("overall", "Overall, how would you rate the care you received?", "总体而言，您如何评价您所接受的医疗服务？"),
+			q("explained", "How well did the staff explain your condition and treatment?", "医护人员对您的病情和治疗的解释如何？"),
+			q("respect", "How well were you treated with courtesy and respect?", "您受到礼貌和尊重对待的程度如何？"),
+			q("access", "How easy was it to get an appointment?", "预约就诊的方便程度如何？"),
+			q("recommend", "How likely are you to recommend us to family and friends?", "您向家人和朋友推荐我们的可能性如何？"),
+		},
+		Bands: []Band{{5, "dissatisfied"}, {15, "neutral"}, {20, "satisfied"}},
+		Risk: []RiskRule{
+			{Name: "very_dissatisfied", Level: LevelLow, Question: "overall", Answers: []string{"1"}},
+		},
+		RemindAfter: "24h", ExpireAfter: "168h",
 	}
 }

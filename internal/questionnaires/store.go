@@ -199,15 +199,15 @@ const MaxList = 1000
 // newest).
 func (s *Service) Responses(ctx context.Context, tenant, name, before string, limit int) ([]*Response, error) {
 	limit = min(max(limit, 1), MaxList)
-	max := "+inf"
+	upTo := "+inf"
 	if before != "" {
 		r, err := s.GetResponse(ctx, tenant, before)
 		if err != nil {
 			return nil, err
 		}
-		max = "(" + strconv.FormatInt(r.CreatedAt.UnixMilli(), 10)
+		upTo = "(" + strconv.FormatInt(r.CreatedAt.UnixMilli(), 10)
 	}
-	ids, err := s.Redis.ZRevRangeByScore(ctx, listKey(tenant, name), &redis.ZRangeBy{Min: "-inf", Max: max, Count: int64(limit)}).Result()
+	ids, err := s.Redis.ZRevRangeByScore(ctx, listKey(tenant, name), &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(limit)}).Result()
 	if err != nil {
 		return nil, err
 	}
