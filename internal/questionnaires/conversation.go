@@ -237,12 +237,10 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 		release()
 		return nil, false, err
 	}
-	if err := s.schedule(ctx, r, def); err != nil {
-		return nil, false, err
-	}
 	if err := s.save(ctx, r); err != nil {
 		return nil, false, err
 	}
+	s.schedule(ctx, r, def)
 	s.log().Info("questionnaire started", "tenant", tenant, "response_id", r.ID, "questionnaire", name, "version", def.Version, "channel", r.Channel)
 	return r, false, nil
 }
@@ -286,22 +284,23 @@ func (s *Service) ask(ctx context.Context, r *Response, def *Definition, text, p
 	return nil
 }
 
-// schedule queues the reminder and expiry of the question asked now.
-func (s *Service) schedule(ctx context.Context, r *Response, def *Definition) error {
+// schedule queues the reminder and expiry of the question asked now. A
+// timer that cannot be queued is logged, not fatal: the question went out,
+// and failing the answer would only send it again.
+func (s *Service) schedule(ctx context.Context, r *Response, def *Definition) {
 	remind, expire := def.Durations()
 	for _, t := range []struct {
 		kind string
 		in   time.Duration
 	}{{workers.TimerRemind, remind}, {workers.TimerExpire, expire}} {
 		task, err := workers.NewQuestionnaireTimerTask(workers.QuestionnaireTimer{Tenant: r.Tenant, Response: r.ID, Seq: r.Seq, Kind: t.kind}, t.in)
-		if err != nil {
-			return err
+		if err == nil {
+			_, err = s.Queue.EnqueueContext(ctx, task)
 		}
-		if _, err := s.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return err
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			s.log().Warn("questionnaire timer not queued", "response_id", r.ID, "timer", t.kind, "err", err)
 		}
 	}
-	return nil
 }
 
 // say sends a closing line (thanks, or why the response ended).
@@ -390,9 +389,7 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 		if err := s.ask(ctx, r, def, Hint(q, r.Locale)+"\n"+def.Prompt(q, r.Locale), workers.PriorityHigh); err != nil {
 			return err
 		}
-		if err := s.schedule(ctx, r, def); err != nil {
-			return err
-		}
+		s.schedule(ctx, r, def)
 	default:
 		a := Answer{Question: q.ID, Value: v, Points: PointsOf(q, v), At: at.UTC()}
 		r.Answers = append(r.Answers, a)
@@ -414,9 +411,7 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 		if err := s.ask(ctx, r, def, def.Prompt(def.Question(next), r.Locale), workers.PriorityHigh); err != nil {
 			return err
 		}
-		if err := s.schedule(ctx, r, def); err != nil {
-			return err
-		}
+		s.schedule(ctx, r, def)
 	}
 	if providerID != "" {
 		r.Seen = append(r.Seen, providerID)

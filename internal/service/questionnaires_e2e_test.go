@@ -380,3 +380,23 @@ func TestAWeChatQuestionnaireIsAnsweredInTheCustomerServiceWindow(t *testing.T) 
 		t.Fatal("the logs hold the openid")
 	}
 }
+
+func TestAQuestionIsAskedAgainTwiceAtMostThenTheResponseIsIncomplete(t *testing.T) {
+	e := start(t, config.RoleAll)
+	id := e.startQuestionnaire("post_discharge", patientPhone)
+	e.nextSMS(patientPhone, 1)
+	for i, reply := range []string{"bad", "very bad"} {
+		e.inbound(patientPhone, reply, e.sim.AuthToken())
+		if again := e.nextSMS(patientPhone, i+2); !containsAll(again, "number from 0 to 10", "[PD 1/6]") {
+			t.Fatalf("asked again (%d): %q", i+1, again)
+		}
+	}
+	e.inbound(patientPhone, "terrible", e.sim.AuthToken())
+	if bye := e.nextSMS(patientPhone, 4); !strings.Contains(bye, "could not read your answers") {
+		t.Fatalf("closing message: %q", bye)
+	}
+	if r := e.questionnaireResponse(id); r.Body["state"] != "incomplete" || r.Body["reasks"] != float64(2) {
+		t.Fatalf("response: %s", r.Raw)
+	}
+	e.assertNoPatientDataLogged("very bad", "terrible")
+}
