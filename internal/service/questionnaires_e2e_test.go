@@ -239,12 +239,18 @@ func TestASilentPatientIsRemindedOnceThenTheResponseExpires(t *testing.T) {
 	}
 }
 
-func TestSTOPEndsAQuestionnaireInTheMiddle(t *testing.T) {
+func TestHELPKeepsWorkingAndSTOPEndsAQuestionnaireInTheMiddle(t *testing.T) {
 	e := start(t, config.RoleAll)
 	id := e.startQuestionnaire("post_discharge", patientPhone)
 	e.nextSMS(patientPhone, 1)
 	e.inbound(patientPhone, "3", e.sim.AuthToken())
 	e.nextSMS(patientPhone, 2)
+	if _, reply := e.inbound(patientPhone, "HELP", e.sim.AuthToken()); !strings.Contains(reply, "<Message>") {
+		t.Fatalf("HELP mid-questionnaire is answered as always: %q", reply)
+	}
+	if r := e.questionnaireResponse(id); r.Body["state"] != "in_progress" || r.Body["reasks"] != float64(0) {
+		t.Fatalf("HELP is not an answer: %s", r.Raw)
+	}
 	if _, reply := e.inbound(patientPhone, "STOP", e.sim.AuthToken()); !strings.Contains(reply, "unsubscribed") {
 		t.Fatalf("STOP confirmation: %q", reply)
 	}
