@@ -294,7 +294,34 @@ func (s *Spec) Validate() error {
 	if r, e := s.Durations(); errs.Err() == nil && r >= e {
 		errs.Add("remind_after", "must be shorter than expire_after (%s)", e)
 	}
+	if errs.Err() == nil {
+		s.checkLengths(&errs)
+	}
 	return errs.Err()
+}
+
+// MaxPromptChars bounds a question as sent, in every locale it has, asked
+// again with its hint or reminded: an SMS carries at most 1600 characters.
+const MaxPromptChars = 1600
+
+func (s *Spec) checkLengths(errs *invalid.List) {
+	for i := range s.Questions {
+		q := &s.Questions[i]
+		locales := map[string]bool{"en": true}
+		for _, t := range []Text{s.Title, s.Intro, q.Text} {
+			for loc := range t {
+				locales[loc] = true
+			}
+		}
+		for loc := range locales {
+			n := utf8.RuneCountInString(s.Prompt(q, loc)) + utf8.RuneCountInString(Hint(q, loc)) + 1 +
+				utf8.RuneCountInString(phrase(loc, "reminder"))
+			if n > MaxPromptChars {
+				errs.Add(fmt.Sprintf("questions[%d]", i), "is %d characters as sent in %s (title, introduction, question, options and a hint); at most %d fit one SMS", n, loc, MaxPromptChars)
+				break
+			}
+		}
+	}
 }
 
 func (s *Spec) checkQuestion(errs *invalid.List, i int, ids map[string]int) {

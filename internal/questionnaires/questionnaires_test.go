@@ -267,3 +267,15 @@ func TestTextsFallBackToTheLanguageThenEnglish(t *testing.T) {
 		t.Fatal("LocaleOf")
 	}
 }
+
+func TestAQuestionTooLongForOneSMSIsRefused(t *testing.T) {
+	long := strings.Repeat("word ", 90) // 450 characters
+	var opts []Option
+	for _, k := range []string{"1", "2", "3", "4"} {
+		opts = append(opts, Option{Key: k, Text: Text{"en": long}})
+	}
+	s := Spec{Title: Text{"en": "Long"}, Code: "L", Questions: []Question{{ID: "a", Type: TypeChoice, Text: Text{"en": "Which?"}, Options: opts}}}
+	if got := fields(t, s.Validate()); len(got) != 1 || got[0] != "questions[0]" {
+		t.Fatalf("fields %v", got)
+	}
+}
