@@ -44,7 +44,7 @@ func TestAnInvalidDefinitionNamesEveryBadFieldAtOnce(t *testing.T) {
 			{ID: "a", Type: TypeNumber, Text: Text{"en": "B?"}},
 			{ID: "c", Type: "scale", Text: Text{"en": "C?"}, Next: "a"},
 		},
-		Risk: []RiskRule{{Name: "r", Level: "severe", Question: "a", Answers: []string{"9"}}, {Name: "both", Level: LevelHigh, TotalAtLeast: f(3), Words: []string{"x"}}},
+		Risk: []RiskRule{{Name: "r", Level: "severe", Question: "a", Answers: []string{"9"}}, {Name: "both", Level: LevelHigh, TotalAtLeast: floatp(3), Words: []string{"x"}}},
 	}
 	got := strings.Join(fields(t, s.Validate()), " ")
 	for _, want := range []string{"title.en", "code", "questions[0].options", "questions[0].options[0].next", "questions[1].id",
@@ -66,7 +66,7 @@ func TestSkipLogicFollowsTheAnswerThenTheOrder(t *testing.T) {
 	}{
 		{"a fever leads to the temperature", "fever", Value{Key: "Y"}, "temperature"},
 		{"no fever skips the temperature", "fever", Value{Key: "N"}, "wound"},
-		{"without a branch the next in order follows", "pain", Value{Number: f(3)}, "fever"},
+		{"without a branch the next in order follows", "pain", Value{Number: floatp(3)}, "fever"},
 		{"the last question ends", "call", Value{Key: "N"}, ""},
 	}
 	for _, c := range cases {
@@ -238,7 +238,7 @@ func TestSubScoresAddTheirQuestions(t *testing.T) {
 		{ID: "a", Type: TypeChoice, Options: []Option{{Key: "1", Points: 1}, {Key: "2", Points: 2}}},
 		{ID: "b", Type: TypeNumber, Scored: true},
 	}, Scores: []SubScore{{Name: "first", Questions: []string{"a"}}}}
-	sc := s.Score([]Answer{{Question: "a", Points: f(2)}, {Question: "b", Points: f(4.5)}})
+	sc := s.Score([]Answer{{Question: "a", Points: floatp(2)}, {Question: "b", Points: floatp(4.5)}})
 	if sc.Total != 6.5 || sc.Sub["first"] != 2 {
 		t.Fatalf("scores %+v", sc)
 	}
@@ -247,7 +247,7 @@ func TestSubScoresAddTheirQuestions(t *testing.T) {
 func TestTheResponseTableHasAColumnPerQuestion(t *testing.T) {
 	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	rs := []*Response{{ID: "qr_1", Questionnaire: "k", Version: 1, State: StateCompleted, CreatedAt: at,
-		Answers: []Answer{{Question: "pain", Value: Value{Number: f(7)}}, {Question: "note", Value: Value{Text: "=1+1"}}},
+		Answers: []Answer{{Question: "pain", Value: Value{Number: floatp(7)}}, {Question: "note", Value: Value{Text: "=1+1"}}},
 		Scores:  &Scores{Total: 7}, Risks: []Risk{{Rule: "r1"}, {Rule: "r2"}}}}
 	header, rows := Table(rs)
 	b, _ := json.Marshal([]any{header, rows})

@@ -12,7 +12,8 @@ import "time"
 // points and severity bands are those published; the Chinese texts are
 // those of the published Simplified Chinese versions.
 
-func f(v float64) *float64 { return &v }
+// floatp points at a number (a range bound, a threshold).
+func floatp(v float64) *float64 { return &v }
 
 func yesNo(yesNext, noNext string, yesPoints, noPoints float64) []Option {
 	return []Option{
@@ -72,12 +73,12 @@ func postDischarge() Spec {
 		Intro: Text{"en": "A few questions about your recovery since you left hospital.",
 			"zh-Hans": "想了解一下您出院后的恢复情况。"},
 		Questions: []Question{
-			{ID: "pain", Type: TypeNumber, Min: f(0), Max: f(10),
+			{ID: "pain", Type: TypeNumber, Min: floatp(0), Max: floatp(10),
 				Text: Text{"en": "How bad is your pain now, from 0 (none) to 10 (worst imaginable)?",
 					"zh-Hans": "您现在的疼痛程度如何？请回复0（不痛）到10（最痛）之间的数字。"}},
 			{ID: "fever", Type: TypeChoice, Options: yesNo("temperature", "wound", 1, 0),
 				Text: Text{"en": "Have you had a fever since you went home?", "zh-Hans": "回家后您有没有发烧？"}},
-			{ID: "temperature", Type: TypeNumber, Min: f(34), Max: f(43),
+			{ID: "temperature", Type: TypeNumber, Min: floatp(34), Max: floatp(43),
 				Text: Text{"en": "What was your highest temperature, in °C (e.g. 38.2)?", "zh-Hans": "您的最高体温是多少摄氏度（例如38.2）？"}},
 			{ID: "wound", Type: TypeChoice, Options: yesNo("", "", 0, 1),
 				Text: Text{"en": "Does your wound look clean and dry, without more redness, swelling or discharge?",
@@ -88,8 +89,8 @@ func postDischarge() Spec {
 				Text: Text{"en": "Would you like a nurse to call you?", "zh-Hans": "您需要护士给您打电话吗？"}},
 		},
 		Risk: []RiskRule{
-			{Name: "severe_pain", Level: LevelHigh, Question: "pain", AtLeast: f(8)},
-			{Name: "high_fever", Level: LevelHigh, Question: "temperature", AtLeast: f(38.5)},
+			{Name: "severe_pain", Level: LevelHigh, Question: "pain", AtLeast: floatp(8)},
+			{Name: "high_fever", Level: LevelHigh, Question: "temperature", AtLeast: floatp(38.5)},
 			{Name: "fever", Level: LevelModerate, Question: "fever", Answers: []string{"Y"}},
 			{Name: "wound_problem", Level: LevelModerate, Question: "wound", Answers: []string{"N"}},
 			{Name: "missed_medication", Level: LevelLow, Question: "medication", Answers: []string{"N"}},
@@ -122,8 +123,8 @@ func phq9() Spec {
 		Risk: []RiskRule{
 			// Item 9 above "not at all" escalates at once, whatever the total.
 			{Name: "item9_self_harm", Level: LevelUrgent, Question: "q9", Answers: []string{"1", "2", "3"}},
-			{Name: "severe", Level: LevelHigh, TotalAtLeast: f(20)},
-			{Name: "moderately_severe", Level: LevelModerate, TotalAtLeast: f(15)},
+			{Name: "severe", Level: LevelHigh, TotalAtLeast: floatp(20)},
+			{Name: "moderately_severe", Level: LevelModerate, TotalAtLeast: floatp(15)},
 		},
 		RemindAfter: "24h", ExpireAfter: "72h",
 	}
@@ -147,7 +148,7 @@ func gad7() Spec {
 		// Spitzer et al. (2006): 5, 10 and 15 are the cut points of mild,
 		// moderate and severe anxiety.
 		Bands:       []Band{{0, "minimal"}, {5, "mild"}, {10, "moderate"}, {15, "severe"}},
-		Risk:        []RiskRule{{Name: "severe", Level: LevelModerate, TotalAtLeast: f(15)}},
+		Risk:        []RiskRule{{Name: "severe", Level: LevelModerate, TotalAtLeast: floatp(15)}},
 		RemindAfter: "24h", ExpireAfter: "72h",
 	}
 }
