@@ -85,6 +85,20 @@ type Response struct {
 	// Seen are the provider ids of the replies taken (a filing run again
 	// takes nothing twice).
 	Seen []string `json:"seen,omitempty"`
+	// Pending are the messages decided on and not known to be made yet.
+	Pending []Outbox `json:"pending,omitempty"`
+}
+
+// Outbox is a message a response decided to send, its id chosen and saved
+// before it is made: a change run again after a failure half-way makes
+// the same message (the ledger and the queue take an id once), never a
+// second one.
+type Outbox struct {
+	ID       string `json:"id"`
+	Text     string `json:"text"`
+	Priority string `json:"priority"`
+	// Question is the question it asks ("" for a closing line).
+	Question string `json:"question,omitempty"`
 }
 
 // Risk is a rule that fired, and the escalation it opened.
@@ -195,7 +209,7 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 		r.WeChat.Kind = "auto"
 	}
 	// The first question's draft checks the address (and the metadata).
-	d := s.draft(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal)
+	d := s.draft(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal, r.Current)
 	d.To, d.Metadata = in.To, in.Metadata
 	if in.Locale != "" {
 		d.Locale = &in.Locale
@@ -233,11 +247,14 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 			return nil, false, ErrAlreadyOpen
 		}
 	}
-	if err := s.ask(ctx, r, def, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal); err != nil {
+	s.ask(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal)
+	if err := s.save(ctx, r); err != nil {
 		release()
 		return nil, false, err
 	}
-	if err := s.save(ctx, r); err != nil {
+	// Saved: from here a retry with the key finds the response and sends
+	// what is still pending.
+	if err := s.commit(ctx, r); err != nil {
 		return nil, false, err
 	}
 	s.schedule(ctx, r, def)
@@ -254,33 +271,92 @@ func (s *Service) replay(ctx context.Context, tenant string, idem Idempotency) (
 	if hash != idem.BodyHash {
 		return nil, false, ErrIdempotencyMismatch
 	}
-	for try := 0; try < 50; try++ { // the first request may still be sending
+	for try := 0; try < 50; try++ { // the first request may still be saving
 		r, err := s.GetResponse(ctx, tenant, id)
-		if !errors.Is(err, ErrResponseNotFound) {
+		if errors.Is(err, ErrResponseNotFound) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if err != nil || len(r.Pending) == 0 {
 			return r, true, err
 		}
-		time.Sleep(100 * time.Millisecond)
+		// The first request died before its question was made: make it.
+		unlock, err := s.lock(ctx, tenant, id)
+		if err != nil {
+			return nil, false, err
+		}
+		defer unlock()
+		if r, err = s.GetResponse(ctx, tenant, id); err != nil {
+			return nil, false, err
+		}
+		return r, true, s.commit(ctx, r)
 	}
 	return nil, false, errBusy
 }
 
-// draft is the message of one question of a response.
-func (s *Service) draft(r *Response, text, priority string) *messaging.Draft {
-	meta, _ := json.Marshal(map[string]any{"questionnaire": r.Questionnaire, "questionnaire_response": r.ID, "question": r.Current})
+// draft is the message of one question (or closing line) of a response.
+func (s *Service) draft(r *Response, text, priority, question string) *messaging.Draft {
+	meta, _ := json.Marshal(map[string]any{"questionnaire": r.Questionnaire, "questionnaire_response": r.ID, "question": question})
 	loc := r.Locale
 	return &messaging.Draft{Channel: r.Channel, To: messaging.ToAddress(r.Channel, addressOf(r)), Body: &text,
 		Priority: priority, Metadata: meta, Locale: &loc, WeChat: r.WeChat}
 }
 
-// ask sends text (a question, asked again or reminded) as the response's
-// current question and sets its timers.
-func (s *Service) ask(ctx context.Context, r *Response, def *Definition, text, priority string) error {
-	a, err := s.Messages.Accept(ctx, r.Tenant, s.draft(r, text, priority), messaging.Idempotency{})
+// ask decides to send text (a question, asked again or reminded) as the
+// response's current question; commit makes the message.
+func (s *Service) ask(r *Response, text, priority string) {
+	id := ledger.NewID()
+	r.Pending = append(r.Pending, Outbox{ID: id, Text: text, Priority: priority, Question: r.Current})
+	r.Asked, r.AskedAt = id, s.now().UTC()
+	r.Messages = append(r.Messages, id)
+}
+
+// say decides to send a closing line (thanks, or why the response ended).
+func (s *Service) say(r *Response, text string) {
+	r.Pending = append(r.Pending, Outbox{ID: ledger.NewID(), Text: text, Priority: workers.PriorityHigh})
+}
+
+// commit saves a response, makes the messages it decided to send, and
+// saves it again without them. Its questions are not held by the tenant's
+// backlog cap: a patient answering is waiting for the next one.
+func (s *Service) commit(ctx context.Context, r *Response) error {
+	if err := s.save(ctx, r); err != nil {
+		return err
+	}
+	if len(r.Pending) == 0 {
+		return nil
+	}
+	for len(r.Pending) > 0 {
+		if err := s.make(ctx, r, r.Pending[0]); err != nil {
+			return err
+		}
+		r.Pending = r.Pending[1:]
+	}
+	return s.save(ctx, r)
+}
+
+// make writes and queues one decided message, unless it was before.
+func (s *Service) make(ctx context.Context, r *Response, o Outbox) error {
+	req, err := s.Messages.Prepare(ctx, r.Tenant, s.draft(r, o.Text, o.Priority, o.Question))
+	var bad *invalid.Error
+	if errors.As(err, &bad) {
+		// It can never be made (definitions are checked to fit): say so, go on.
+		s.log().Error("questionnaire message refused", "response_id", r.ID, "msg_id", o.ID, "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	r.Asked, r.AskedAt = a.ID, s.now().UTC()
-	r.Messages = append(r.Messages, a.ID)
+	if _, err := s.Messages.Ledger.Create(ctx, o.ID, req); err != nil {
+		return err
+	}
+	m, err := s.Messages.Ledger.Get(ctx, r.Tenant, o.ID)
+	if err != nil {
+		return err
+	}
+	if m.Status.Rank() == 0 { // not yet with a worker: make sure it is queued (by its id, once)
+		return s.Messages.Enqueue(ctx, s.Messages.Queue, o.ID, m.Request)
+	}
 	return nil
 }
 
@@ -300,13 +376,6 @@ func (s *Service) schedule(ctx context.Context, r *Response, def *Definition) {
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			s.log().Warn("questionnaire timer not queued", "response_id", r.ID, "timer", t.kind, "err", err)
 		}
-	}
-}
-
-// say sends a closing line (thanks, or why the response ended).
-func (s *Service) say(ctx context.Context, r *Response, text string) {
-	if _, err := s.Messages.Accept(ctx, r.Tenant, s.draft(r, text, workers.PriorityHigh), messaging.Idempotency{}); err != nil {
-		s.log().Warn("questionnaire's closing message not sent", "response_id", r.ID, "err", err)
 	}
 }
 
@@ -361,6 +430,11 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 	if err != nil {
 		return err
 	}
+	if len(r.Pending) > 0 { // an earlier change died before its messages were made
+		if err := s.commit(ctx, r); err != nil {
+			return err
+		}
+	}
 	if r.State != StateInProgress || (providerID != "" && slices.Contains(r.Seen, providerID)) {
 		return nil
 	}
@@ -382,13 +456,11 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 	switch {
 	case !ok && r.Reasks >= MaxReasks:
 		s.end(r, StateIncomplete, "answers did not fit the question after it was asked again twice")
-		s.say(ctx, r, fmt.Sprintf(phrase(r.Locale, "incomplete"), def.Title.In(r.Locale)))
+		s.say(r, fmt.Sprintf(phrase(r.Locale, "incomplete"), def.Title.In(r.Locale)))
 	case !ok:
 		r.Reasks++
 		r.Seq++
-		if err := s.ask(ctx, r, def, Hint(q, r.Locale)+"\n"+def.Prompt(q, r.Locale), workers.PriorityHigh); err != nil {
-			return err
-		}
+		s.ask(r, Hint(q, r.Locale)+"\n"+def.Prompt(q, r.Locale), workers.PriorityHigh)
 		s.schedule(ctx, r, def)
 	default:
 		a := Answer{Question: q.ID, Value: v, Points: PointsOf(q, v), At: at.UTC()}
@@ -408,9 +480,7 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 		}
 		r.Current = next
 		r.Seq++
-		if err := s.ask(ctx, r, def, def.Prompt(def.Question(next), r.Locale), workers.PriorityHigh); err != nil {
-			return err
-		}
+		s.ask(r, def.Prompt(def.Question(next), r.Locale), workers.PriorityHigh)
 		s.schedule(ctx, r, def)
 	}
 	if providerID != "" {
@@ -419,7 +489,7 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 			r.Seen = r.Seen[len(r.Seen)-20:]
 		}
 	}
-	return s.save(ctx, r)
+	return s.commit(ctx, r)
 }
 
 func (s *Service) end(r *Response, state, reason string) {
@@ -438,7 +508,7 @@ func (s *Service) complete(ctx context.Context, r *Response, def *Definition) er
 		}
 	}
 	s.end(r, StateCompleted, "")
-	s.say(ctx, r, fmt.Sprintf(phrase(r.Locale, "thanks"), def.Title.In(r.Locale)))
+	s.say(r, fmt.Sprintf(phrase(r.Locale, "thanks"), def.Title.In(r.Locale)))
 	if s.Events != nil {
 		s.Events.PublishAs(ctx, r.Tenant, EventCompleted, map[string]any{
 			"response_id": r.ID, "questionnaire": r.Questionnaire, "version": r.Version, "channel": r.Channel,
@@ -504,6 +574,11 @@ func (s *Service) Timer(ctx context.Context, p workers.QuestionnaireTimer) error
 	if err != nil {
 		return err
 	}
+	if len(r.Pending) > 0 {
+		if err := s.commit(ctx, r); err != nil {
+			return err
+		}
+	}
 	if r.State != StateInProgress || r.Seq != p.Seq {
 		return nil
 	}
@@ -517,15 +592,13 @@ func (s *Service) Timer(ctx context.Context, p workers.QuestionnaireTimer) error
 			return nil
 		}
 		q := def.Question(r.Current)
-		if err := s.ask(ctx, r, def, phrase(r.Locale, "reminder")+def.Prompt(q, r.Locale), workers.PriorityNormal); err != nil {
-			return err
-		}
+		s.ask(r, phrase(r.Locale, "reminder")+def.Prompt(q, r.Locale), workers.PriorityNormal)
 		r.Reminded = true
 	case workers.TimerExpire:
 		s.end(r, StateExpired, "no answer in time")
 		s.log().Info("questionnaire expired", "tenant", r.Tenant, "response_id", r.ID)
 	}
-	return s.save(ctx, r)
+	return s.commit(ctx, r)
 }
 
 // StopFor ends the tenant's responses in progress to an address (the
@@ -563,6 +636,7 @@ func (s *Service) stop(ctx context.Context, tenant, id, reason string) error {
 	}
 	if r.State == StateInProgress {
 		s.end(r, StateStopped, reason)
+		r.Pending = nil // the patient opted out: nothing more is made
 	}
 	return s.save(ctx, r)
 }
