@@ -28,6 +28,7 @@ import (
 	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
@@ -89,6 +90,9 @@ type Options struct {
 	// API).
 	Followups *followups.Store
 	Plans     *followups.Planner
+	// Questionnaires defines questionnaires and runs their conversations
+	// (nil: no questionnaires API).
+	Questionnaires *questionnaires.Service
 	// Senders are the paced senders GET /v1/senders shows (nil: none).
 	Senders *ratelimit.Senders
 	// Admission is admission control: tenant request rates, backlog caps
@@ -187,6 +191,14 @@ func New(o Options) *Server {
 		v1.Post("/followups", s.createFollowup)
 		v1.Get("/followups/:id", s.getFollowup)
 		v1.Post("/followups/:id/cancel", s.cancelFollowup)
+	}
+	if o.Questionnaires != nil {
+		v1.Get("/questionnaires", s.listQuestionnaires)
+		v1.Get("/questionnaires/:name", s.getQuestionnaire)
+		v1.Put("/questionnaires/:name", s.putQuestionnaire)
+		v1.Post("/questionnaires/:name/responses", s.startQuestionnaire)
+		v1.Get("/questionnaires/:name/responses", s.listQuestionnaireResponses)
+		v1.Get("/questionnaire-responses/:id", s.getQuestionnaireResponse)
 	}
 	if o.Templates != nil {
 		v1.Get("/templates", s.listTemplates)

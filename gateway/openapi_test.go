@@ -31,6 +31,7 @@ import (
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/webhooks"
 	"github.com/patientmsg/gateway/templates"
@@ -125,6 +126,7 @@ func openAPITestServer(t *testing.T) *Server {
 		HelpTexts:       inbound.NewHelpTexts(nil),
 		Templates:       templates.NewStore(nil, nil),
 		Followups:       followups.NewStore(nil, time.Hour),
+		Questionnaires:  &questionnaires.Service{},
 		Audiences:       audiences.NewStore(nil, time.Hour),
 		Broadcasts:      broadcasts.NewStore(nil, time.Hour),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},

@@ -59,6 +59,8 @@ type Handlers struct {
 	// Broadcast fans broadcasts out and moves people along their cascade
 	// (nil: none).
 	Broadcast asynq.Handler
+	// Questionnaire reminds silent patients and expires responses (nil: none).
+	Questionnaire asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -82,6 +84,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Broadcast != nil {
 		mux.Handle("broadcast:", h.Broadcast) // fanout, sweep, cancel
+	}
+	if h.Questionnaire != nil {
+		mux.Handle(TypeQuestionnaireTimer, h.Questionnaire)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

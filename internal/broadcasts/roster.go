@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/patientmsg/gateway/internal/spreadsheet"
 )
 
 // PersonStates are the states a person can be in, in the order a person
@@ -123,17 +125,9 @@ func (s *Store) WriteReport(ctx context.Context, id string, out io.Writer) error
 		if p.AnsweredAt != nil {
 			answered = p.AnsweredAt.Format(time.RFC3339)
 		}
-		_ = w.Write([]string{strconv.Itoa(p.Index), csvSafe(p.To.ExternalID), p.To.Phone, csvSafe(p.To.Email), csvSafe(p.To.WeChatOpenID),
+		_ = w.Write([]string{strconv.Itoa(p.Index), spreadsheet.Cell(p.To.ExternalID), p.To.Phone, spreadsheet.Cell(p.To.Email), spreadsheet.Cell(p.To.WeChatOpenID),
 			p.State, p.Answer, answered, p.AnsweredOn, strings.Join(tries, "; ")})
 	}
 	w.Flush()
 	return w.Error()
-}
-
-// csvSafe keeps a spreadsheet from reading a value as a formula.
-func csvSafe(v string) string {
-	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
-		return "'" + v
-	}
-	return v
 }

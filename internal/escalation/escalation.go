@@ -137,6 +137,40 @@ type Escalation struct {
 	// sent, so a page sent again after a failure half-way is the same
 	// message, not a second page).
 	Paging string `json:"paging,omitempty"`
+	// Questionnaire, ResponseID, Rule and RiskLevel name the questionnaire
+	// risk rule that opened it (see Raise); empty for an urgent reply.
+	Questionnaire string `json:"questionnaire,omitempty"`
+	ResponseID    string `json:"response_id,omitempty"`
+	Rule          string `json:"rule,omitempty"`
+	RiskLevel     string `json:"risk_level,omitempty"`
+}
+
+// Alert is a reason to page on-call other than a reply matching the
+// urgent-reply rules: a questionnaire's risk rule that fired. It names the
+// questionnaire and the rule, never the patient's answers.
+type Alert struct {
+	// Key makes one escalation of an alert however often it is raised.
+	Key           string
+	MessageID     string
+	Channel       string
+	Questionnaire string
+	ResponseID    string
+	Rule          string
+	RiskLevel     string
+}
+
+// Raise opens an escalation for an alert and notifies the first on-call
+// target at once, as Consider does for an urgent reply; raised again with
+// the same key, it opens nothing new. ErrNoRules: the tenant has no
+// on-call targets to tell.
+func (e *Escalator) Raise(ctx context.Context, tenant string, a Alert) (*Escalation, error) {
+	r, err := e.GetRules(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	esc := Escalation{MessageID: a.MessageID, Channel: a.Channel, Questionnaire: a.Questionnaire,
+		ResponseID: a.ResponseID, Rule: a.Rule, RiskLevel: a.RiskLevel}
+	return e.open(ctx, tenant, "alert:"+a.Key, esc, r, "questionnaire:"+a.Rule)
 }
 
 // Deadline is when the next on-call target is notified if nobody
@@ -231,6 +265,12 @@ func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, ch
 	if !urgent {
 		return nil, nil
 	}
+	return e.open(ctx, tenant, replyID, Escalation{ReplyID: replyID, MessageID: messageID, Channel: channel}, r, by)
+}
+
+// open opens the escalation of a reply (or an alert, "alert:<key>") unless
+// it was opened before, and notifies the first target.
+func (e *Escalator) open(ctx context.Context, tenant, replyID string, init Escalation, r *Rules, by string) (*Escalation, error) {
 	// One escalation per reply, however often the reply is filed (a task
 	// run again after a worker died half-way): its id is kept by the reply.
 	id := ulid.Make().String()
@@ -243,12 +283,12 @@ func (e *Escalator) Consider(ctx context.Context, tenant, replyID, messageID, ch
 	}
 	esc, err := e.Get(ctx, tenant, id)
 	if errors.Is(err, ErrNotFound) {
-		esc = &Escalation{ID: id, State: "open", ReplyID: replyID, MessageID: messageID, Channel: channel,
-			CreatedAt: time.Now().UTC(), Notified: []Notified{}}
+		esc = &init
+		esc.ID, esc.State, esc.CreatedAt, esc.Notified = id, "open", time.Now().UTC(), []Notified{}
 		if err := e.save(ctx, tenant, esc); err != nil {
 			return nil, err
 		}
-		e.Log.Warn("urgent reply: escalation opened", "escalation_id", esc.ID, "msg_id", messageID, "matched_by", by)
+		e.Log.Warn("escalation opened", "escalation_id", esc.ID, "msg_id", esc.MessageID, "matched_by", by)
 	} else if err != nil {
 		return nil, err
 	}
@@ -268,6 +308,10 @@ func (e *Escalator) notify(ctx context.Context, tenant string, esc *Escalation, 
 	t := r.OnCall[min(esc.Level, len(r.OnCall)-1)]
 	text := fmt.Sprintf("URGENT: a patient's reply needs attention now (escalation %s, about message %s). Acknowledge it in your clinic system or with POST /v1/escalations/%s/ack.",
 		esc.ID, esc.MessageID, esc.ID)
+	if esc.Questionnaire != "" {
+		text = fmt.Sprintf("URGENT: questionnaire %s (response %s) raised risk rule %s, level %s (escalation %s). Acknowledge it in your clinic system or with POST /v1/escalations/%s/ack.",
+			esc.Questionnaire, esc.ResponseID, esc.Rule, esc.RiskLevel, esc.ID, esc.ID)
+	}
 	if esc.Paging == "" {
 		// The page's id is kept before it is sent: sent again, it is the
 		// same message.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -50,6 +51,14 @@ type AnswerHook func(ctx context.Context, link, messageID, channel, option, digi
 // an urgent-reply escalation (follow-up plans stop on it).
 type ReplyHook func(ctx context.Context, tenant string, from consent.Identity, urgent bool)
 
+// Questionnaires are the questionnaires in progress (package
+// questionnaires' Service): their current questions take part in reply
+// matching, and the answers matched to them go on to their conversation.
+type Questionnaires interface {
+	OpenQuestions(ctx context.Context, channel string, from consent.Identity) ([]replies.Question, error)
+	Answer(ctx context.Context, tenant, responseID, providerID, body string, at time.Time) error
+}
+
 // Receiver applies what providers report to the ledger, the consent ledger
 // and the reply feed, and queues the work that follows (filing an answer,
 // fetching a recording, calling again). It implements channels.Receiver.
@@ -78,6 +87,8 @@ type Receiver struct {
 	MaxAttempts    int
 	AttemptTimeout time.Duration
 	Logger         *slog.Logger
+	// Questionnaires take the answers to their questions (nil: none).
+	Questionnaires Questionnaires
 	// OnReply is told of every reply filed (nil: nobody).
 	OnReply ReplyHook
 	// OnStatus is told of status changes of broadcasts' messages (nil: nobody).
@@ -226,6 +237,11 @@ func (r *Receiver) FileReply(ctx context.Context, in channels.InboundMessage) er
 		}
 	}
 	r.replied(ctx, tenant, id, esc)
+	if f.Response != "" && r.Questionnaires != nil {
+		if err := r.Questionnaires.Answer(ctx, tenant, f.Response, in.ProviderID, in.Body, at); err != nil {
+			return err
+		}
+	}
 	if r.OnAnswer != nil {
 		link, err := r.Ledger.BroadcastOf(ctx, msgID)
 		if err != nil {
@@ -276,7 +292,8 @@ func (r *Receiver) OptOut(ctx context.Context, channel string, who ledger.Recipi
 }
 
 // matchReply finds what a reply answers: one of the sender's open
-// questions (expect_reply), matched by replies.Match, or else the message
+// questions (expect_reply, or the current question of a questionnaire in
+// progress on the reply's channel), matched by replies.Match, or else the message
 // last sent to the sender. The match is recorded under the provider's
 // message id before anything is filed, so that a task run again after a
 // failure finds the same one (its question is closed by then). closes is
@@ -307,8 +324,17 @@ func (r *Receiver) matchReply(ctx context.Context, in channels.InboundMessage, i
 			qs = append(qs, replies.Question{Prompt: p, Options: m.ExpectReply.Options, Code: m.ExpectReply.Code})
 		}
 	}
+	if r.Questionnaires != nil {
+		open, err := r.Questionnaires.OpenQuestions(ctx, in.Channel, id)
+		if err != nil {
+			return f, nil, err
+		}
+		qs = append(qs, open...)
+		// Most recent question first, whichever kind (message ids are ULIDs).
+		sort.SliceStable(qs, func(i, j int) bool { return qs[i].MessageID > qs[j].MessageID })
+	}
 	if q, opt := replies.Match(in.Body, qs); q != nil {
-		f = replies.Filing{Tenant: q.Tenant, MessageID: q.MessageID, Option: opt}
+		f = replies.Filing{Tenant: q.Tenant, MessageID: q.MessageID, Option: opt, Response: q.Response}
 	} else if f.Tenant, f.MessageID, err = r.Replies.Last(ctx, id); err != nil {
 		return f, nil, err
 	}

@@ -144,6 +144,9 @@ type Filing struct {
 	Tenant    string `json:"t"`
 	MessageID string `json:"m"`
 	Option    string `json:"o,omitempty"`
+	// Response is the questionnaire response the message answers ("" when
+	// it answers no questionnaire).
+	Response string `json:"q,omitempty"`
 }
 
 // matchKey holds the match of a provider's message.

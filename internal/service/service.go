@@ -36,6 +36,7 @@ import (
 	"github.com/patientmsg/gateway/internal/inbound"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
@@ -86,6 +87,8 @@ type Service struct {
 	Channels *channels.Registry
 	// Followups are the follow-up plans.
 	Followups *followups.Store
+	// Questionnaires are the questionnaires and their conversations.
+	Questionnaires *questionnaires.Service
 	// Senders paces each channel's sender across all processes.
 	Senders *ratelimit.Senders
 	// Admission is admission control in front of the queues.
@@ -163,9 +166,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s.inspector = asynq.NewInspectorFromRedisClient(rdb)
 	// A patient who opts out, or replies, stops the follow-up plans that
 	// say so (stop_on), in every process that records it.
-	s.Consent.OnChange = func(ctx context.Context, _ string, id consent.Identity, optedOut bool) {
+	s.Consent.OnChange = func(ctx context.Context, tenant string, id consent.Identity, optedOut bool) {
 		if optedOut {
 			s.stopPlans(ctx, id, followups.StopOnOptOut, "the patient opted out")
+			s.stopQuestionnaires(ctx, tenant, id)
 		}
 	}
 	onReply := func(ctx context.Context, _ string, from consent.Identity, urgent bool) {
@@ -244,13 +248,15 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
 		Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
 	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore, Now: time.Now}
+	s.Questionnaires = &questionnaires.Service{Redis: rdb, Messages: s.Messages, Escalator: s.Escalator, Events: s.Events,
+		Queue: s.client, Retention: cfg.Retention, Logger: o.Logger.With("comp", "questionnaires"), Now: time.Now}
 	// What providers report: the API takes it from their webhooks, the
 	// workers file the answers it queues.
 	helpTexts := inbound.NewHelpTexts(rdb)
 	s.Inbound = &inbound.Receiver{Redis: rdb, Ledger: s.Ledger, Consent: s.Consent, Replies: s.Replies, HelpTexts: helpTexts,
 		Events: s.Events, Escalator: s.Escalator, Queue: s.client, Tenants: tenantsOf(cfg.APIKeys),
 		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "inbound"),
-		OnReply: onReply, OnStatus: s.Broadcast.Status, OnAnswer: s.Broadcast.Answer,
+		OnReply: onReply, OnStatus: s.Broadcast.Status, OnAnswer: s.Broadcast.Answer, Questionnaires: s.Questionnaires,
 	}
 	s.Users = users.New(rdb, users.Config{})
 	if role&config.RoleAPI != 0 {
@@ -271,7 +277,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Audiences: audienceStore, MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
 			Broadcasts: broadcastStore, Broadcast: s.Broadcast,
 			Inbound: s.Inbound, HelpTexts: helpTexts,
-			Followups: s.Followups, Plans: s.Plans, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
+			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 			Admission: s.Admission, Fence: fence,
 		})
@@ -287,9 +293,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		}
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
 			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks"), Fence: fence},
-			Escalation: s.Escalator,
-			Inbound:    &workers.InboundHandler{File: s.Inbound.FileReply},
-			Broadcast:  workers.BroadcastHandler(s.Broadcast)}
+			Escalation:    s.Escalator,
+			Inbound:       &workers.InboundHandler{File: s.Inbound.FileReply},
+			Broadcast:     workers.BroadcastHandler(s.Broadcast),
+			Questionnaire: &workers.QuestionnaireHandler{Fire: s.Questionnaires.Timer}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
@@ -327,6 +334,17 @@ func (s *Service) stopPlans(ctx context.Context, id consent.Identity, condition,
 		s.log.Error("could not stop follow-up plans", "condition", condition, "err", err)
 	} else if n > 0 {
 		s.log.Info("follow-up plans stopped", "condition", condition, "plans", n)
+	}
+}
+
+// stopQuestionnaires ends the tenant's questionnaires in progress to an
+// identity that opted out.
+func (s *Service) stopQuestionnaires(ctx context.Context, tenant string, id consent.Identity) {
+	n, err := s.Questionnaires.StopFor(ctx, tenant, id, "the patient opted out")
+	if err != nil {
+		s.log.Error("could not stop questionnaires", "tenant", tenant, "err", err)
+	} else if n > 0 {
+		s.log.Info("questionnaires stopped: the patient opted out", "tenant", tenant, "responses", n)
 	}
 }
 
