@@ -128,6 +128,25 @@ func runFailover(t *testing.T, f failoverFault, plan failoverPlan) {
 	// failover would be lost, and the last check below meaningless.
 	e.sim.SetCallbackRetries(60, 250*time.Millisecond)
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: channeltest.LoopbackOnly(nil)}
+	// What the sentinels did, and when: a long 503 window is explained by
+	// when they reconfigured the other replica.
+	type sentinelEvent struct {
+		at   time.Time
+		what string
+	}
+	var seMu sync.Mutex
+	var sentinelEvents []sentinelEvent
+	sentinel := redis.NewClient(&redis.Options{Addr: r.Sentinels[0]})
+	t.Cleanup(func() { sentinel.Close() })
+	events := sentinel.PSubscribe(context.Background(), "+*", "-*")
+	t.Cleanup(func() { events.Close() })
+	go func() {
+		for m := range events.Channel() {
+			seMu.Lock()
+			sentinelEvents = append(sentinelEvents, sentinelEvent{time.Now(), m.Channel})
+			seMu.Unlock()
+		}
+	}()
 
 	var mu sync.Mutex
 	var all []*keyed
@@ -302,6 +321,15 @@ func runFailover(t *testing.T, f failoverFault, plan failoverPlan) {
 		}
 		window = fmt.Sprintf("503s from %s to %s after the fault (problems: %v)", first503.Round(10*time.Millisecond), last503.Round(10*time.Millisecond), kinds)
 	}
+	seMu.Lock()
+	var steps []string
+	for _, ev := range sentinelEvents {
+		if d := ev.at.Sub(faultAt); d >= 0 && (strings.Contains(ev.what, "reconf") || strings.Contains(ev.what, "failover-end") || strings.Contains(ev.what, "switch-master")) {
+			steps = append(steps, fmt.Sprintf("%s %s", ev.what, d.Round(10*time.Millisecond)))
+		}
+	}
+	seMu.Unlock()
+	t.Logf("%s: sentinels: %s", f.name, strings.Join(steps, ", "))
 	t.Logf("%s: %d messages accepted (%d never sent, %d sent twice); %d answers 503, %s; %d answers 429; new primary %s agreed %s after the fault; load ended at %s; longest wait of a client for one message %s; all final %s after the fault",
 		f.name, accepted, unsent, twice, refused, window, limited, promoted.Addr, promotedAt.Round(10*time.Millisecond),
 		loadEnded.Round(10*time.Millisecond), longest.Round(10*time.Millisecond), settled.Round(10*time.Millisecond))
