@@ -53,13 +53,9 @@ func (s *Server) broadcastOf(c *fiber.Ctx) (*broadcasts.Summary, error) {
 // GET /v1/broadcasts?limit=20: the tenant's broadcasts, newest first,
 // each with its roster.
 func (s *Server) listBroadcasts(c *fiber.Ctx) error {
-	limit := 20
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			return problem(400, "bad-query", "limit must be 1 to 100")
-		}
-		limit = n
+	limit, err := queryLimit(c, 20, 100)
+	if err != nil {
+		return err
 	}
 	list, err := s.opts.Broadcasts.Recent(c.UserContext(), tenantOf(c), limit)
 	if err != nil {
@@ -92,16 +88,15 @@ func (s *Server) broadcastRecipients(c *fiber.Ctx) error {
 	if !ok {
 		return problem(400, "bad-query", "state must be a person state (pending, queued, sent, delivered, acknowledged, unreachable, suppressed, canceled) or a poll answer's meaning (e.g. need_help)")
 	}
-	after, limit := -1, 100
+	after := -1
 	if v := c.Query("after"); v != "" {
 		if after, err = strconv.Atoi(v); err != nil || after < 0 {
 			return problem(400, "bad-query", "after must be a person's index")
 		}
 	}
-	if v := c.Query("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
-			return problem(400, "bad-query", "limit must be 1 to 1000")
-		}
+	limit, err := queryLimit(c, 100, 1000)
+	if err != nil {
+		return err
 	}
 	people, err := s.opts.Broadcasts.List(c.UserContext(), sum.ID, set, after, limit)
 	if err != nil {

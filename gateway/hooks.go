@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
@@ -61,13 +60,9 @@ func (s *Server) getWebhook(c *fiber.Ctx) error {
 }
 
 func (s *Server) deadWebhooks(c *fiber.Ctx) error {
-	limit := 100
-	if q := c.Query("limit"); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > 1000 {
-			return problem(400, "bad-query", "limit must be a whole number from 1 to 1000")
-		}
-		limit = n
+	limit, err := queryLimit(c, 100, 1000)
+	if err != nil {
+		return err
 	}
 	dead, err := s.opts.Webhooks.Dead(c.UserContext(), tenantOf(c), limit)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -161,13 +160,9 @@ func (s *Server) getMessage(c *fiber.Ctx) error {
 }
 
 func (s *Server) listMessages(c *fiber.Ctx) error {
-	limit := 50
-	if q := c.Query("limit"); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > 100 {
-			return problem(400, "bad-query", "limit must be a whole number from 1 to 100")
-		}
-		limit = n
+	limit, err := queryLimit(c, 50, 100)
+	if err != nil {
+		return err
 	}
 	tenant := tenantOf(c)
 	ids, err := s.opts.Ledger.List(c.UserContext(), tenant, strings.ToUpper(c.Query("before")), limit)

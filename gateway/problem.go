@@ -135,3 +135,17 @@ func (s *Server) domainProblem(err error) error {
 	}
 	return s.unavailable(err)
 }
+
+// queryLimit reads the ?limit= of a list: def when absent, a 400 problem
+// unless it is a whole number from 1 to most.
+func queryLimit(c *fiber.Ctx, def, most int) (int, error) {
+	v := c.Query("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, problem(400, "bad-query", "limit must be a whole number from 1 to "+strconv.Itoa(most))
+	}
+	return n, nil
+}

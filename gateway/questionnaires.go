@@ -107,13 +107,9 @@ func (s *Server) getQuestionnaireResponse(c *fiber.Ctx) error {
 
 // GET /v1/questionnaires/{name}/responses?limit=&before=&format=csv
 func (s *Server) listQuestionnaireResponses(c *fiber.Ctx) error {
-	limit := 100
-	if q := c.Query("limit"); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > questionnaires.MaxList {
-			return problem(400, "bad-query", "limit must be from 1 to 1000")
-		}
-		limit = n
+	limit, err := queryLimit(c, 100, questionnaires.MaxList)
+	if err != nil {
+		return err
 	}
 	list, err := s.opts.Questionnaires.Responses(c.UserContext(), tenantOf(c), c.Params("name"), c.Query("before"), limit)
 	if errors.Is(err, questionnaires.ErrResponseNotFound) {

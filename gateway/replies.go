@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -28,13 +27,9 @@ type replyJSON struct {
 
 // listReplies is the pollable reply feed: GET /v1/replies?after=<cursor>.
 func (s *Server) listReplies(c *fiber.Ctx) error {
-	limit := 100
-	if q := c.Query("limit"); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > 500 {
-			return problem(400, "bad-query", "limit must be a whole number from 1 to 500")
-		}
-		limit = n
+	limit, err := queryLimit(c, 100, 500)
+	if err != nil {
+		return err
 	}
 	tenant := tenantOf(c)
 	list, err := s.opts.Replies.List(c.UserContext(), tenant, c.Query("after"), limit)
