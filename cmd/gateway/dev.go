@@ -20,6 +20,7 @@ import (
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/internal/service"
 	"github.com/patientmsg/gateway/internal/users"
@@ -68,6 +69,12 @@ func (d *devGateway) close() {
 
 // devTenant is dev's one tenant.
 const devTenant = "dev-clinic"
+
+// devEscalation are the dev tenant's urgent-reply rules: a poll's
+// "need_help" answer, or a reply naming an emergency, pages the nurse on
+// call by SMS (the simulator's number).
+var devEscalation = escalation.Rules{Options: []string{"need_help"}, Keywords: []string{"chest pain", "trapped", "胸痛"},
+	OnCall: []escalation.Target{{Channel: "sms", Phone: "+14155550188"}}}
 
 // startDev builds the dev gateway: the embedded Redis, the simulators, the
 // gateway on them, a console account per role; and prints how to use it.
@@ -161,6 +168,11 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 		}
 		d.logins = append(d.logins, devLogin{role: role, email: email, password: password})
 	}
+	// Urgent-reply rules, so that a drill's "need help" answers page the
+	// (simulated) nurse on call at once; PUT /v1/escalation-rules changes them.
+	if err := svc.Escalator.PutRules(ctx, devTenant, devEscalation); err != nil {
+		return nil, fmt.Errorf("dev escalation rules: %w", err)
+	}
 	var logins strings.Builder
 	for _, l := range d.logins {
 		fmt.Fprintf(&logins, "                  %-7s %-24s %s\n", l.role, l.email, l.password)
@@ -182,6 +194,7 @@ Patient messaging gateway — development mode
   SMTP            in-process server at %s (real go-mail client); received mail is printed below
   Magic numbers   %s invalid · %s not mobile · %s opted out
   Quiet hours     %s in the recipient's time zone (QUIET_HOURS=off to try night-time sends at once)
+  Escalation      a poll's "need_help" answer, or "chest pain", "trapped", "胸痛" in a reply, pages the nurse on call (+14155550188)
 
 Send an SMS:
 %s

@@ -34,6 +34,22 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 		t.Fatalf("dev printed no API address and key:\n%s\n%s", out.String(), logs.String())
 	}
 	api, key := m[1], m[2]
+	// A drill's "need help" answers page someone: dev sets the rules.
+	req, _ := http.NewRequest("GET", api+"/v1/escalation-rules", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Options []string                 `json:"options"`
+		OnCall  []struct{ Phone string } `json:"on_call"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&rules)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(rules.Options) != 1 || rules.Options[0] != "need_help" || len(rules.OnCall) != 1 {
+		t.Fatalf("dev's escalation rules: %d %+v", resp.StatusCode, rules)
+	}
 	// Every printed example reaches its channel's final success.
 	bodies := regexp.MustCompile(`-d '([^']+)'`).FindAllStringSubmatch(out.String(), -1)
 	if len(bodies) != 5 {
