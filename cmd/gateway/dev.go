@@ -21,6 +21,7 @@ import (
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/patientsim"
 	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/internal/service"
 	"github.com/patientmsg/gateway/internal/users"
@@ -55,6 +56,7 @@ type devGateway struct {
 	sim     *twiliosim.Server
 	wsim    *wechatsim.Server
 	mail    *smtpsim.Server
+	patient *patientsim.Server
 	api     string
 	key     string
 	logins  []devLogin
@@ -69,6 +71,16 @@ func (d *devGateway) close() {
 
 // devTenant is dev's one tenant.
 const devTenant = "dev-clinic"
+
+// Dev's WeChat server configuration, fixed so that the patient simulator
+// can sign and encrypt pushes as WeChat does; devWeChatAccount is the
+// official account's original id.
+const (
+	devWeChatToken   = "devServerToken"
+	devWeChatAESKey  = "devEncodingAESKey0123456789abcdefghijklmnop"
+	devWeChatAccount = "gh_devclinic0001"
+	devTwilioNumber  = "+15005550006"
+)
 
 // devEscalation are the dev tenant's urgent-reply rules: a poll's
 // "need_help" answer, or a reply naming an emergency, pages the nurse on
@@ -137,9 +149,10 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	cfg.PublicURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	cfg.APIKeys = map[string]string{key: devTenant}
 	cfg.Twilio = config.TwilioConfig{AccountSID: sim.AccountSID(), AuthToken: sim.AuthToken(),
-		From: "+15005550006", APIURL: sim.URL()}
-	cfg.Voice.From = "+15005550006"
-	cfg.WeChat = config.WeChatConfig{AppID: wsim.AppID(), AppSecret: wsim.AppSecret(), APIURL: wsim.URL()}
+		From: devTwilioNumber, APIURL: sim.URL()}
+	cfg.Voice.From = devTwilioNumber
+	cfg.WeChat = config.WeChatConfig{AppID: wsim.AppID(), AppSecret: wsim.AppSecret(), APIURL: wsim.URL(),
+		Token: devWeChatToken, EncodingAESKey: devWeChatAESKey}
 	cfg.Email = config.EmailConfig{SMTPURL: mail.URL(), From: "Dev Clinic <noreply@dev-clinic.test>", PoolSize: 2}
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond
@@ -155,6 +168,14 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 		return nil, err
 	}
 	d.svc, d.key = svc, key
+	// The patient-phone simulator: act as a patient (loopback only).
+	d.patient = patientsim.New(patientsim.Options{Gateway: cfg.PublicURL, Twilio: sim, TwilioNumber: devTwilioNumber,
+		Region: cfg.DefaultRegion, WeChat: wsim, WeChatAccount: devWeChatAccount,
+		WeChatToken: devWeChatToken, WeChatAESKey: devWeChatAESKey, Logger: log})
+	if err := d.patient.Listen("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("dev patient simulator: %w", err)
+	}
+	d.closers = append(d.closers, d.patient.Close)
 	// A console account per role, with a password new on every start.
 	for _, role := range users.Roles {
 		password, err := users.GeneratePassword()
@@ -195,6 +216,7 @@ Patient messaging gateway — development mode
   Magic numbers   %s invalid · %s not mobile · %s opted out
   Quiet hours     %s in the recipient's time zone (QUIET_HOURS=off to try night-time sends at once)
   Escalation      a poll's "need_help" answer, or "chest pain", "trapped", "胸痛" in a reply, pages the nurse on call (+14155550188)
+  Patient phone   %s/dev/patients/{phone}/sms · /messages · /dev/patients/{openid}/wechat (act as a patient; see docs/console.md)
 
 Send an SMS:
 %s
@@ -210,16 +232,19 @@ Then follow a message to "delivered" (or "sent" for WeChat and email):
   curl -s %s/v1/messages/<id> -H 'Authorization: Bearer %s'
 and fetch a call's recorded answer:
   curl -s -o answer.wav %s/v1/messages/<id>/recording -H 'Authorization: Bearer %s'
+Answer as the patient (reply 1, or STOP to opt out), then see what the phone received:
+  curl -s -X POST %s/dev/patients/+14155550100/sms -H 'Content-Type: application/json' --data-raw '{"body":"1"}'
+  curl -s %s/dev/patients/+14155550100/messages
 
 Stop with Ctrl-C.
 `, api, key, api, logins.String(), sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
-		cfg.Quiet.Window,
+		cfg.Quiet.Window, d.patient.URL(),
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}`),
 		post(`{"channel":"voice","to":{"phone":"+14155550100"},"locale":"en-US","body":"This is Riverside Clinic calling about your discharge.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"},"record":{"prompt":"After the tone, tell us how you are.","max_length":30}}`),
 		post(`{"channel":"wechat","to":{"wechat_openid":"oDevPatient000000000000001"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`),
 		post(`{"channel":"email","to":{"email":"patient@example.org"},"subject":"Your results are ready","body":"Please sign in to the patient portal.","html":"<p>Please sign in to the <b>patient portal</b>.</p>"}`),
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"template":"appointment_reminder","vars":{"clinic_name":"Riverside Clinic","appointment_date":"Tuesday 12 May","appointment_time":"9:30 AM","clinic_phone":"555-0100"}}`),
-		api, key, api, key)
+		api, key, api, key, d.patient.URL(), d.patient.URL())
 	return d, nil
 }
 

@@ -1,0 +1,147 @@
+//go:build dev
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patientmsg/gateway/channels/channeltest"
+)
+
+func TestDevPatientPhoneRepliesStopAndIsOptedOut(t *testing.T) {
+	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
+	t.Setenv("QUIET_HOURS", "off")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, logs channeltest.LogBuffer
+	done := make(chan error, 1)
+	go func() { done <- runDev(ctx, &out, &logs) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev stopped with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("dev did not stop")
+		}
+	}()
+
+	re := regexp.MustCompile(`(?s)API\s+(http://127\.0\.0\.1:\d+).*API key\s+(\S+).*Patient phone\s+(http://127\.0\.0\.1:\d+)/dev/patients/`)
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		m = re.FindStringSubmatch(out.String())
+	}
+	if m == nil {
+		t.Fatalf("dev printed no API and patient simulator address:\n%s\n%s", out.String(), logs.String())
+	}
+	api, key, patients := m[1], m[2], m[3]
+	if !strings.Contains(out.String(), "curl -s -X POST "+patients+"/dev/patients/+14155550100/sms") {
+		t.Fatalf("dev printed no patient curl example:\n%s", out.String())
+	}
+	const phone = "+14155550123"
+
+	// A question to the patient, who gets it…
+	id := postExample(t, api, key, `{"channel":"sms","to":{"phone":"`+phone+`"},"body":"Did you take your medicine? Reply 1 yes, 2 no.","expect_reply":{"options":{"1":"yes","2":"no"}}}`)
+	if got := waitStatus(t, api, key, id, "delivered"); got != "delivered" {
+		t.Fatalf("the question ended %q\n%s", got, logs.String())
+	}
+	got := patientMessages(t, patients, phone)
+	if len(got) != 1 || !strings.Contains(got[0].Body, "medicine") || got[0].Status != "delivered" {
+		t.Fatalf("the phone received %+v", got)
+	}
+
+	// …answers STOP through the dev API, signed as Twilio signs…
+	var sms struct {
+		Status int    `json:"gateway_status"`
+		SID    string `json:"message_sid"`
+		Reply  string
+	}
+	patientPost(t, patients+"/dev/patients/"+phone+"/sms", `{"body":"STOP"}`, &sms)
+	if sms.Status != 200 || !regexp.MustCompile(`^SM[0-9a-f]{32}$`).MatchString(sms.SID) {
+		t.Fatalf("the STOP answer: %+v\n%s", sms, logs.String())
+	}
+	t.Logf("the gateway answered STOP with %q", sms.Reply)
+
+	// …and is not written to again.
+	id = postExample(t, api, key, `{"channel":"sms","to":{"phone":"`+phone+`"},"body":"Your appointment is tomorrow."}`)
+	if got := waitStatus(t, api, key, id, "suppressed"); got != "suppressed" {
+		t.Fatalf("the message after STOP ended %q, want suppressed\n%s", got, logs.String())
+	}
+	got = patientMessages(t, patients, phone)
+	if len(got) == 0 || !strings.Contains(got[len(got)-1].Body, "medicine") {
+		t.Fatalf("the phone's messages, newest first: %+v", got)
+	}
+	for _, g := range got {
+		if strings.Contains(g.Body, "appointment") {
+			t.Fatalf("the suppressed message reached the phone: %+v", got)
+		}
+	}
+	if strings.Contains(logs.String(), phone) {
+		t.Fatal("the logs name the patient's number in clear")
+	}
+
+	// Input is checked; WeChat pushes go through (encrypted, signed).
+	for _, c := range []struct{ url, body string }{
+		{patients + "/dev/patients/not-a-number/sms", `{"body":"1"}`},
+		{patients + "/dev/patients/" + phone + "/sms", `{"body":""}`},
+		{patients + "/dev/patients/bad%20openid/wechat", `{"body":"1"}`},
+	} {
+		resp, err := http.Post(c.url, "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("POST %s %s = %d, want 400", c.url, c.body, resp.StatusCode)
+		}
+	}
+	var wc struct {
+		Status int `json:"gateway_status"`
+	}
+	patientPost(t, patients+"/dev/patients/oDevPatient000000000000001/wechat", `{"body":"1"}`, &wc)
+	if wc.Status != 200 {
+		t.Fatalf("the WeChat push was answered %d\n%s", wc.Status, logs.String())
+	}
+}
+
+type patientMessage struct {
+	At     time.Time
+	Body   string
+	Status string
+}
+
+func patientMessages(t *testing.T, base, phone string) []patientMessage {
+	t.Helper()
+	resp, err := http.Get(base + "/dev/patients/" + phone + "/messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ Messages []patientMessage }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET messages = %d, %v", resp.StatusCode, err)
+	}
+	return v.Messages
+}
+
+func patientPost(t *testing.T, url, body string, v any) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST %s = %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}

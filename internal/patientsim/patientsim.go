@@ -1,0 +1,423 @@
+// Package patientsim is the dev patient-phone simulator: a small HTTP API,
+// on a loopback listener, that lets a developer act as a patient. It posts
+// the patient's SMS to the gateway's inbound Twilio webhook (signed as
+// Twilio signs), the patient's WeChat text as a WeChat push (encrypted and
+// signed as WeChat does), and lists what the simulated phone received.
+//
+// It is used only by the gateway's dev role (build tag dev): the
+// production binary does not link it.
+package patientsim
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat"
+	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
+	"github.com/patientmsg/gateway/internal/address"
+	"github.com/patientmsg/gateway/internal/redact"
+)
+
+// MaxBody is the longest text a simulated patient may send (in runes).
+const MaxBody = 1600
+
+// Options configure a Server.
+type Options struct {
+	// Gateway is the gateway's public base URL (a loopback URL).
+	Gateway string
+	// Twilio is the Twilio simulator the gateway sends through; its account
+	// and auth token sign the inbound webhooks.
+	Twilio *twiliosim.Server
+	// TwilioNumber is the gateway's Twilio number: the To of patients' SMS.
+	TwilioNumber string
+	// Region reads numbers given without a country code (e.g. US); empty
+	// refuses them.
+	Region string
+	// WeChat is the WeChat simulator; nil turns the wechat route off.
+	WeChat *wechatsim.Server
+	// WeChatAccount is the official account's original id (gh_…), the
+	// ToUserName of pushes.
+	WeChatAccount string
+	// WeChatToken and WeChatAESKey are the gateway's WECHAT_TOKEN and
+	// WECHAT_ENCODING_AES_KEY.
+	WeChatToken, WeChatAESKey string
+	// Logger gets one line per patient action (numbers masked, no bodies).
+	Logger *slog.Logger
+}
+
+// Server is the patient-phone API. Start it with Listen.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	http *http.Client
+	srv  *http.Server
+	url  string
+	done chan struct{}
+}
+
+// New returns a Server for opts.
+func New(opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{opts: opts, log: log, http: &http.Client{Timeout: 15 * time.Second}}
+}
+
+// Listen serves the API on addr, which must be a 127.0.0.1 address
+// ("127.0.0.1:0" picks a port), until Close.
+func (s *Server) Listen(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("patientsim: %w", err)
+	}
+	if host != "127.0.0.1" {
+		return errors.New("patientsim: the patient API listens on 127.0.0.1 only")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("patientsim: %w", err)
+	}
+	s.url = "http://" + ln.Addr().String()
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(ln)
+	}()
+	return nil
+}
+
+// URL is the API's base URL (http://127.0.0.1:port), once listening.
+func (s *Server) URL() string { return s.url }
+
+// Close stops the API.
+func (s *Server) Close() {
+	if s.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+	<-s.done
+}
+
+// Handler is the API's routes, refusing any request that is not from and
+// addressed to a loopback host.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /dev/patients/{phone}/sms", s.sms)
+	mux.HandleFunc("GET /dev/patients/{phone}/messages", s.messages)
+	mux.HandleFunc("POST /dev/patients/{openid}/wechat", s.wechat)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackRequest(r) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "the patient simulator answers loopback requests only"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// loopbackRequest reports whether r came from a loopback address and names
+// a loopback host (which also keeps DNS-rebinding pages out).
+func loopbackRequest(r *http.Request) bool {
+	rh, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || !isLoopback(rh) {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return isLoopback(host)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// SMSResult is the answer to POST /dev/patients/{phone}/sms.
+type SMSResult struct {
+	// Status is the HTTP status the gateway's webhook answered.
+	Status int `json:"gateway_status"`
+	// MessageSID is the inbound message's MessageSid.
+	MessageSID string `json:"message_sid"`
+	// Reply is the text of the TwiML <Message> the gateway answered, if any:
+	// what the patient's phone shows at once.
+	Reply string `json:"reply,omitempty"`
+}
+
+func (s *Server) sms(w http.ResponseWriter, r *http.Request) {
+	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the phone number is not valid: give it in E.164 (+14155550100)"})
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	sid := "SM" + randHex(16)
+	form := url.Values{
+		"MessageSid":    {sid},
+		"SmsSid":        {sid},
+		"SmsMessageSid": {sid},
+		"AccountSid":    {s.opts.Twilio.AccountSID()},
+		"From":          {phone},
+		"To":            {s.opts.TwilioNumber},
+		"Body":          {body},
+		"NumSegments":   {strconv.Itoa(twiliosim.Segments(body))},
+		"NumMedia":      {"0"},
+		"SmsStatus":     {"received"},
+		"ApiVersion":    {twiliosim.APIVersion},
+	}
+	target := strings.TrimRight(s.opts.Gateway, "/") + twilio.InboundPath
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, target, strings.NewReader(form.Encode()))
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "bad gateway URL"})
+		return
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", "TwilioProxy/1.1")
+	req.Header.Set("X-Twilio-Signature", twiliosim.Sign(s.opts.Twilio.AuthToken(), target, form))
+	status, ctype, answer, err := s.do(req)
+	if err != nil {
+		s.log.Warn("patientsim: SMS not posted", "from", redact.Phone(phone), "err", err)
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the gateway did not answer"})
+		return
+	}
+	s.log.Info("patientsim: patient sent an SMS", "from", redact.Phone(phone), "sid", sid, "gateway_status", status)
+	res := SMSResult{Status: status, MessageSID: sid}
+	if isXML(ctype) {
+		res.Reply = twimlReply(answer)
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// twimlReply returns the text of a TwiML answer's <Message>s.
+func twimlReply(b []byte) string {
+	var resp struct {
+		Messages []struct {
+			Text string `xml:",chardata"`
+			Body string `xml:"Body"`
+		} `xml:"Message"`
+	}
+	if xml.Unmarshal(b, &resp) != nil {
+		return ""
+	}
+	var parts []string
+	for _, m := range resp.Messages {
+		t := strings.TrimSpace(m.Text)
+		if m.Body != "" {
+			t = strings.TrimSpace(m.Body)
+		}
+		if t != "" {
+			parts = append(parts, t)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Received is one message the simulated phone received (or that Twilio's
+// simulator refused for it).
+type Received struct {
+	At     time.Time `json:"at"`
+	SID    string    `json:"sid,omitempty"`
+	Body   string    `json:"body"`
+	Status string    `json:"status"`
+	// ErrorCode is Twilio's error code when the message was refused or
+	// failed.
+	ErrorCode int `json:"error_code,omitempty"`
+}
+
+func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
+	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the phone number is not valid: give it in E.164 (+14155550100)"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"phone": phone, "messages": s.Received(phone)})
+}
+
+// Received lists the SMS the Twilio simulator took for phone, newest
+// first, each with its latest status (its last status callback, else
+// what the simulator answered).
+func (s *Server) Received(phone string) []Received {
+	last := map[string]twiliosim.Callback{}
+	for _, c := range s.opts.Twilio.Callbacks() {
+		last[c.MessageSID] = c
+	}
+	out := []Received{}
+	for _, q := range s.opts.Twilio.Requests() {
+		if q.Form.Get("To") != phone || !strings.HasSuffix(q.Path, "/Messages.json") {
+			continue
+		}
+		m := Received{At: q.At, SID: q.SID, Body: q.Form.Get("Body")}
+		switch {
+		case q.Reply != http.StatusCreated:
+			m.Status, m.ErrorCode = "refused", q.Code
+		case last[q.SID].Status != "":
+			m.Status, m.ErrorCode = last[q.SID].Status, last[q.SID].ErrorCode
+		default:
+			m.Status = twiliosim.StatusQueued
+		}
+		out = append(out, m)
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// WeChatResult is the answer to POST /dev/patients/{openid}/wechat.
+type WeChatResult struct {
+	Status int   `json:"gateway_status"`
+	MsgID  int64 `json:"msg_id"`
+	// Reply is the passive reply's text the gateway answered, if any.
+	Reply string `json:"reply,omitempty"`
+}
+
+func (s *Server) wechat(w http.ResponseWriter, r *http.Request) {
+	if s.opts.WeChat == nil || s.opts.WeChatToken == "" {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "WeChat inbound is not on"})
+		return
+	}
+	openid := r.PathValue("openid")
+	if !address.OpenID(openid) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "not a WeChat openid (1 to 64 letters, digits, - and _)"})
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	if strings.Contains(body, "]]>") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the text may not contain ]]>"})
+		return
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	msgID := int64(binary.BigEndian.Uint64(b[:]) >> 2)
+	pusher := wechatsim.Pusher{Token: s.opts.WeChatToken, EncodingAESKey: s.opts.WeChatAESKey, AppID: s.opts.WeChat.AppID()}
+	q, payload, err := pusher.Push(wechatsim.TextMessage(s.opts.WeChatAccount, openid, body, msgID, time.Now()), openid)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "could not seal the push"})
+		return
+	}
+	// What WeChat knows from a user's message: the account may write to
+	// them (5 customer-service messages within 48 hours).
+	s.opts.WeChat.Interact(openid, 5, 48*time.Hour)
+	target := strings.TrimRight(s.opts.Gateway, "/") + wechat.InboundPath + "?" + q.Encode()
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, target, bytes.NewReader(payload))
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "bad gateway URL"})
+		return
+	}
+	req.Header.Set("Content-Type", "text/xml")
+	status, _, answer, err := s.do(req)
+	if err != nil {
+		s.log.Warn("patientsim: WeChat push not posted", "err", err)
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the gateway did not answer"})
+		return
+	}
+	s.log.Info("patientsim: patient sent a WeChat message", "openid", redact.Secret(openid), "gateway_status", status)
+	res := WeChatResult{Status: status, MsgID: msgID}
+	if status == http.StatusOK {
+		if rep, err := pusher.OpenReply(answer); err == nil && len(rep.XML) > 0 {
+			var x struct {
+				Content string `xml:"Content"`
+			}
+			if xml.Unmarshal(rep.XML, &x) == nil {
+				res.Reply = x.Content
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// do sends req to the gateway and returns its status, content type and
+// (up to 64 KiB of) body.
+func (s *Server) do(req *http.Request) (int, string, []byte, error) {
+	resp, err := s.http.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL may carry an openid
+		}
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b, nil
+}
+
+// readBody reads the patient's text: a JSON {"body": "..."} or a form
+// field body. It answers 400 itself when there is none.
+func readBody(w http.ResponseWriter, r *http.Request) (string, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	var body string
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch ct {
+	case "application/x-www-form-urlencoded", "multipart/form-data":
+		body = r.FormValue("body")
+	default:
+		var v struct {
+			Body *string `json:"body"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&v); err != nil || v.Body == nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": `send {"body":"..."} (JSON) or a form field body`})
+			return "", false
+		}
+		body = *v.Body
+	}
+	body = strings.TrimSpace(body)
+	switch n := len([]rune(body)); {
+	case n == 0:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body is empty"})
+		return "", false
+	case n > MaxBody:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("body is longer than %d characters", MaxBody)})
+		return "", false
+	}
+	return body, true
+}
+
+func isXML(ctype string) bool {
+	mt, _, _ := mime.ParseMediaType(ctype)
+	return mt == "text/xml" || mt == "application/xml"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
