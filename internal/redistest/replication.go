@@ -41,7 +41,27 @@ func StartReplica(t testing.TB, primary *Server, args ...string) *Server {
 	if !s.waitLinkUp(10 * time.Second) {
 		t.Fatalf("redistest: the replica at %s did not reach its primary", s.Addr)
 	}
+	// The replica may say its link is up a moment before the primary
+	// counts it online (and WAIT counts only those).
+	if !primary.waitReplicaOnline(s.port, 10*time.Second) {
+		t.Fatalf("redistest: the primary at %s never listed the replica at %s online", primary.Addr, s.Addr)
+	}
 	return s
+}
+
+// waitReplicaOnline waits until a primary lists the replica on port as
+// online.
+func (s *Server) waitReplicaOnline(port int, within time.Duration) bool {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	want := ",port=" + strconv.Itoa(port) + ",state=online,"
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, want) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitLinkUp waits until a replica reports its link to its primary up.
