@@ -15,24 +15,7 @@ import (
 )
 
 func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
-	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
-	// The examples go out at once whatever the time of day in the
-	// recipient's zone (dev keeps the quiet-hours default otherwise).
-	t.Setenv("QUIET_HOURS", "off")
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, logs channeltest.LogBuffer
-	done := make(chan error, 1)
-	go func() { done <- runDev(ctx, &out, &logs) }()
-
-	re := regexp.MustCompile(`(?s)API\s+(http://127\.0\.0\.1:\d+).*API key\s+(\S+)`)
-	var m []string
-	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		m = re.FindStringSubmatch(out.String())
-	}
-	if m == nil {
-		cancel()
-		t.Fatalf("dev printed no API address and key:\n%s\n%s", out.String(), logs.String())
-	}
+	m, out, logs := startDevTest(t, regexp.MustCompile(`(?s)API\s+(http://127\.0\.0\.1:\d+).*API key\s+(\S+)`))
 	api, key := m[1], m[2]
 	// A drill's "need help" answers page someone: dev sets the rules.
 	req, _ := http.NewRequest("GET", api+"/v1/escalation-rules", nil)
@@ -72,15 +55,39 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 			t.Fatal("dev mode did not show the received mail")
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("dev stopped with %v", err)
+}
+
+// startDevTest runs `dev` as `go tool task dev` does (on a free port, no
+// quiet hours, so examples go out whatever the time of day), waits until
+// its banner matches re and returns the match and what dev printed and
+// logged. Dev is stopped at the end of the test, which fails unless it
+// stops cleanly.
+func startDevTest(t *testing.T, re *regexp.Regexp) (m []string, out, logs *channeltest.LogBuffer) {
+	t.Helper()
+	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
+	t.Setenv("QUIET_HOURS", "off")
+	ctx, cancel := context.WithCancel(context.Background())
+	out, logs = &channeltest.LogBuffer{}, &channeltest.LogBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- runDev(ctx, out, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev stopped with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("dev did not stop")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("dev did not stop")
+	})
+	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		m = re.FindStringSubmatch(out.String())
 	}
+	if m == nil {
+		t.Fatalf("dev printed no %s:\n%s\n%s", re, out.String(), logs.String())
+	}
+	return m, out, logs
 }
 
 func postExample(t *testing.T, api, key, body string) string {

@@ -3,44 +3,16 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/patientmsg/gateway/channels/channeltest"
 )
 
 func TestDevPatientPhoneRepliesStopAndIsOptedOut(t *testing.T) {
-	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
-	t.Setenv("QUIET_HOURS", "off")
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, logs channeltest.LogBuffer
-	done := make(chan error, 1)
-	go func() { done <- runDev(ctx, &out, &logs) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev stopped with %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("dev did not stop")
-		}
-	}()
-
-	re := regexp.MustCompile(`(?s)API\s+(http://127\.0\.0\.1:\d+).*API key\s+(\S+).*Patient phone\s+(http://127\.0\.0\.1:\d+)/dev/patients/`)
-	var m []string
-	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		m = re.FindStringSubmatch(out.String())
-	}
-	if m == nil {
-		t.Fatalf("dev printed no API and patient simulator address:\n%s\n%s", out.String(), logs.String())
-	}
+	m, out, logs := startDevTest(t, regexp.MustCompile(`(?s)API\s+(http://127\.0\.0\.1:\d+).*API key\s+(\S+).*Patient phone\s+(http://127\.0\.0\.1:\d+)/dev/patients/`))
 	api, key, patients := m[1], m[2], m[3]
 	if !strings.Contains(out.String(), "curl -s -X POST "+patients+"/dev/patients/+14155550100/sms") {
 		t.Fatalf("dev printed no patient curl example:\n%s", out.String())
