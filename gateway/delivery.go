@@ -9,6 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/templates"
 )
@@ -146,7 +147,7 @@ func (s *Server) getTemplate(c *fiber.Ctx) error {
 	}
 	t, err := st.Get(c.UserContext(), tenantOf(c), c.Params("name"))
 	if errors.Is(err, templates.ErrNotFound) {
-		return problem(404, "not-found", fmt.Sprintf("no template %q; GET /v1/templates lists them", clip(c.Params("name"))))
+		return problem(404, "not-found", fmt.Sprintf("no template %q; GET /v1/templates lists them", messaging.Clip(c.Params("name"))))
 	} else if err != nil {
 		return s.unavailable(err)
 	}
@@ -197,7 +198,7 @@ func (s *Server) deleteTemplate(c *fiber.Ctx) error {
 	case errors.Is(err, templates.ErrBuiltinReadOnly):
 		return problem(409, "builtin-template", "built-in templates cannot be deleted; PUT one of the same name to override it for your tenant")
 	case errors.Is(err, templates.ErrNotFound):
-		return problem(404, "not-found", fmt.Sprintf("no template %q of this tenant", clip(c.Params("name"))))
+		return problem(404, "not-found", fmt.Sprintf("no template %q of this tenant", messaging.Clip(c.Params("name"))))
 	case err != nil:
 		return s.unavailable(err)
 	}
@@ -224,7 +225,7 @@ func (s *Server) previewTemplate(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	t, err := st.Get(ctx, tenantOf(c), c.Params("name"))
 	if errors.Is(err, templates.ErrNotFound) {
-		return problem(404, "not-found", fmt.Sprintf("no template %q; GET /v1/templates lists them", clip(c.Params("name"))))
+		return problem(404, "not-found", fmt.Sprintf("no template %q; GET /v1/templates lists them", messaging.Clip(c.Params("name"))))
 	} else if err != nil {
 		return s.unavailable(err)
 	}

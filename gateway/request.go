@@ -35,7 +35,7 @@ func jsonProblem(err error) *Problem {
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return problem(400, "malformed-json", "the body ends before the JSON object does")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return problem(400, "unknown-field", "the request has a field this API does not know: "+clip(strings.TrimPrefix(err.Error(), "json: unknown field "))+"; see the API reference")
+		return problem(400, "unknown-field", "the request has a field this API does not know: "+messaging.Clip(strings.TrimPrefix(err.Error(), "json: unknown field "))+"; see the API reference")
 	}
 	return problem(400, "malformed-json", "the body is not a valid message request")
 }
@@ -50,20 +50,4 @@ func jsonType(kind string) string {
 		return "string"
 	}
 	return kind
-}
-
-func clip(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return strings.ToValidUTF8(s, "�")
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -145,7 +146,7 @@ func (req *Draft) validate(channels []string, now time.Time, checked *ledger.Rec
 	switch {
 	case req.Channel == "":
 		bad("channel", "is required; one of: %s", strings.Join(channels, ", "))
-	case !contains(channels, req.Channel):
+	case !slices.Contains(channels, req.Channel):
 		bad("channel", "%q is not a configured channel; configured: %s", Clip(req.Channel), strings.Join(channels, ", "))
 	}
 
@@ -172,7 +173,7 @@ func (req *Draft) validate(channels []string, now time.Time, checked *ledger.Rec
 
 	if v.Priority == "" {
 		v.Priority = workers.PriorityNormal
-	} else if !contains(workers.Priorities, v.Priority) {
+	} else if !slices.Contains(workers.Priorities, v.Priority) {
 		bad("priority", "%q is not a priority; use crisis, high, normal or bulk", Clip(v.Priority))
 	}
 
@@ -449,13 +450,4 @@ func Clip(s string) string {
 		s = s[:64] + "…"
 	}
 	return strings.ToValidUTF8(s, "�")
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
