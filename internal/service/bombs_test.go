@@ -148,8 +148,12 @@ func TestCompressedBodyBombsCostNoMoreThanTheirSize(t *testing.T) {
 				if a.Header.Get("Content-Type") != wantType {
 					t.Fatalf("answered %q, want %q: %s", a.Header.Get("Content-Type"), wantType, a.Raw)
 				}
-				if took > slowdown*100*time.Millisecond {
-					t.Errorf("refused after %s, want < %d ms", took, slowdown*100)
+				// A refusal reads a bounded prefix: it is quick on any
+				// machine. The bound is loose so that a loaded machine does
+				// not fail it; a gateway that inflated the whole bomb before
+				// refusing would still allocate past the bound below.
+				if took > slowdown*time.Second {
+					t.Errorf("refused after %s, want < %d s", took, slowdown)
 				}
 				if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
 					t.Errorf("the gateway allocated %d MiB for a %d-byte body, want < 16 MiB", grew>>20, len(b.body))

@@ -195,12 +195,11 @@ func TestOneTenantsBacklogDoesNotHoldUpAnotherTenant(t *testing.T) {
 			for _, id := range mine {
 				e.waitFor(id, ledger.StatusSent, 10*time.Second)
 			}
-			took := time.Since(began)
 			// Behind A's whole backlog B would wait about 10 s; at half the
 			// sender (or more, for normal over bulk) its 20 take about 1 s.
-			if took > 4*time.Second {
-				t.Fatalf("clinic B's 20 messages took %s behind clinic A's backlog", took)
-			}
+			// What is checked does not depend on the machine's speed: B's
+			// messages were all sent while most of A's backlog still waited.
+			t.Logf("clinic B's 20 messages took %s", time.Since(began))
 			if left := len(backlog) - delivered(e, backlog); left < 100 {
 				t.Fatalf("only %d of clinic A's backlog left: the test did not overlap with it", left)
 			}
