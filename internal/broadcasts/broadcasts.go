@@ -677,12 +677,53 @@ end
 return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
 `)
 
-// FanoutRunning records that a chunk's fan-out is running, and will say so
-// again before until (a heartbeat): a fan-out that is not done and has
-// not been heard from since is one whose worker died.
-func (s *Store) FanoutRunning(ctx context.Context, id string, chunk int, until time.Time) error {
-	return s.rdb.HSet(ctx, key(id), "fan:"+strconv.Itoa(chunk), until.UnixMilli()).Err()
+// FanoutRunning records that a chunk's fan-out is running in the fan-out
+// run (any name unique to it), and will say so again before until (a
+// heartbeat): a fan-out that is not done and has not been heard from since
+// is one whose worker died. An empty run is a placeholder for a fan-out
+// queued and not started yet, which any run may claim.
+func (s *Store) FanoutRunning(ctx context.Context, id string, chunk int, run string, until time.Time) error {
+	return s.rdb.HSet(ctx, key(id), "fan:"+strconv.Itoa(chunk), strconv.FormatInt(until.UnixMilli(), 10)+"|"+run).Err()
 }
+
+// ChunkClaim is what ClaimChunk found.
+type ChunkClaim int
+
+// What ClaimChunk found.
+const (
+	// ChunkClaimed: the chunk is the run's now.
+	ChunkClaimed ChunkClaim = iota
+	// ChunkDone: the chunk is fanned out already.
+	ChunkDone
+	// ChunkTaken: another run holds the chunk, and was heard from within
+	// its lease.
+	ChunkTaken
+)
+
+// ClaimChunk claims a chunk's fan-out for a run until until, unless the
+// chunk is done or another run holds it with a lease not lapsed at now.
+func (s *Store) ClaimChunk(ctx context.Context, id string, chunk int, run string, now, until time.Time) (ChunkClaim, error) {
+	n, err := claimChunkScript.Run(ctx, s.rdb, []string{key(id)}, chunk, run, until.UnixMilli(), now.UnixMilli()).Int()
+	return ChunkClaim(n), err
+}
+
+var claimChunkScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'chunk:' .. ARGV[1]) == 1 then
+  return 1
+end
+local held = redis.call('HGET', KEYS[1], 'fan:' .. ARGV[1])
+if held then
+  local bar = string.find(held, '|', 1, true)
+  if bar then
+    local owner = string.sub(held, bar + 1)
+    if owner ~= '' and owner ~= ARGV[2] and tonumber(string.sub(held, 1, bar - 1)) >= tonumber(ARGV[4]) then
+      return 2
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'fan:' .. ARGV[1], ARGV[3] .. '|' .. ARGV[2])
+return 0
+`)
 
 // FirstQuiet records that a broadcast went quiet (nobody waits), and says
 // whether it is the first time: its repair pass runs once then.
@@ -690,15 +731,10 @@ func (s *Store) FirstQuiet(ctx context.Context, id string) (bool, error) {
 	return s.rdb.HSetNX(ctx, key(id), "quiet", 1).Result()
 }
 
-// IsChunkDone says whether a chunk of the audience is fanned out.
-func (s *Store) IsChunkDone(ctx context.Context, id string, chunk int) (bool, error) {
-	n, err := s.rdb.HExists(ctx, key(id), "chunk:"+strconv.Itoa(chunk)).Result()
-	return n, err
-}
-
 // StalledChunks lists the chunks of a broadcast (of chunks) whose fan-out
-// started but is neither done nor heard from since before now. A chunk
-// whose task has not started yet is not stalled: it waits its turn.
+// was queued or started but is neither done nor heard from since before
+// now. A chunk no fan-out has reached yet is not stalled: it waits its
+// turn.
 func (s *Store) StalledChunks(ctx context.Context, id string, chunks int, now time.Time) ([]int, error) {
 	if chunks <= 0 {
 		return nil, nil
@@ -716,7 +752,8 @@ func (s *Store) StalledChunks(ctx context.Context, id string, chunks int, now ti
 		if vals[2*i] != nil || vals[2*i+1] == nil {
 			continue // done, or not started
 		}
-		until, _ := strconv.ParseInt(fmt.Sprint(vals[2*i+1]), 10, 64)
+		lease, _, _ := strings.Cut(fmt.Sprint(vals[2*i+1]), "|")
+		until, _ := strconv.ParseInt(lease, 10, 64)
 		if until < now.UnixMilli() {
 			stalled = append(stalled, i)
 		}

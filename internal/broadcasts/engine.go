@@ -118,19 +118,19 @@ func (e *Engine) Create(ctx context.Context, tenant string, in *Request) (*Confi
 	if err := e.Store.Create(ctx, cfg); err != nil {
 		return nil, err
 	}
-	// The chunks' tasks are queued together: workers start on the first
-	// while the rest are queued, and must not slow the answer down.
-	g, gctx := errgroup.WithContext(ctx)
-	for i := range cfg.Chunks {
+	// One task fans the audience out, chunk after chunk (Fanout). The
+	// first chunk is held for it while it waits for a worker: should the
+	// task be lost, the sweep sees the chunk stall.
+	if cfg.Chunks > 0 {
+		if err := e.Store.FanoutRunning(ctx, cfg.ID, 0, "", now.Add(FanoutQueuedLease)); err != nil {
+			return nil, err
+		}
 		// The fan-out runs in the main pool, so the crisis pool is free to
 		// send the messages it makes as soon as they are queued.
-		g.Go(func() error {
-			return e.enqueueTaskOn(gctx, e.Bulk.Queue, workers.TypeBroadcastFanout, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: i},
-				asynq.TaskID(fmt.Sprintf("%s:fanout:%d", cfg.ID, i)), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50))
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+		if err := e.enqueueTaskOn(ctx, e.Bulk.Queue, workers.TypeBroadcastFanout, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0},
+			asynq.TaskID(cfg.ID+":fanout:0"), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50)); err != nil {
+			return nil, err
+		}
 	}
 	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
 		return nil, err
@@ -410,10 +410,17 @@ func (e *Engine) broadcastConfig(ctx context.Context, id string) (*Config, error
 	return &sum.Config, nil
 }
 
-// Fanout makes the people of one chunk of the audience and sends each the
-// first channel they have. It is safe to run again (after a worker
-// restart): people already made are not made twice, and a message already
-// queued is not queued again.
+// Fanout makes the people of the audience, chunk by chunk from p.Chunk
+// to the last, and sends each the first channel they have. The chunks go
+// in the audience's order, one after the other, so the sends are queued in
+// that order: a fan-out stopped by a dead worker and taken over later
+// (requeueStalled) queues the rest of the audience behind what was queued
+// before, in the same order as without the stop, instead of behind chunks
+// that ran meanwhile. It is safe to run again, and to run twice at once:
+// each chunk is claimed by one run at a time (a run finding a chunk
+// claimed by another that is alive leaves the rest to it), people already
+// made are not made twice, and a message already queued is not queued
+// again.
 func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 	sum, err := e.Store.Get(ctx, "", p.Broadcast)
 	if errors.Is(err, ErrNotFound) {
@@ -425,15 +432,41 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 		return nil
 	}
 	cfg := &sum.Config
-	if done, err := e.Store.IsChunkDone(ctx, cfg.ID, p.Chunk); err != nil || done {
-		return err // a repair's second run, or a task run again: nothing left
+	run := ledger.NewID()
+	for chunk := p.Chunk; chunk < cfg.Chunks; chunk++ {
+		// Say the fan-out runs, and keep saying it: should this worker die,
+		// the sweep sees the chunk stall and queues it again at once,
+		// rather than after Asynq's lease lapses (a minute).
+		now := e.Now()
+		claim, err := e.Store.ClaimChunk(ctx, cfg.ID, chunk, run, now, now.Add(FanoutLease))
+		if err != nil {
+			return err
+		}
+		switch claim {
+		case ChunkDone:
+			continue // a repair's second run, or a task run again
+		case ChunkTaken:
+			return nil // another run goes on from here
+		}
+		if err := e.fanoutChunk(ctx, cfg, chunk, run); err != nil {
+			return err // the chunk runs again: what was done is not done twice
+		}
+		if st, err := e.Store.Get(ctx, "", cfg.ID); err != nil {
+			return err
+		} else if st.State != StateActive {
+			return nil // canceled: the cancel's pass takes the people made
+		}
 	}
-	// Say the fan-out runs, and keep saying it: should this worker die, the
-	// sweep sees the chunk stall and queues it again at once, rather than
-	// after Asynq's lease lapses (a minute).
-	if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, e.Now().Add(FanoutLease)); err != nil {
-		return err
-	}
+	return nil
+}
+
+// fanoutChunk makes the people of one chunk of the audience and queues
+// each one's first message; run is the fan-out that claimed the chunk.
+// Before the chunk is marked done the next one is claimed for the same
+// run, so that at every moment some chunk has a live lease while the
+// fan-out runs: a worker dying between two chunks is seen as a stall too.
+func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run string) error {
+	p := workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: chunk}
 	// The sweep that times people out runs while anyone waits; should its
 	// chain have broken (a lost task), the fan-out starts it again.
 	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
@@ -490,7 +523,7 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 	canceled := false
 	for n, person := range stored {
 		if n%fanoutParallel == 0 && n > 0 {
-			if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, e.Now().Add(FanoutLease)); err != nil {
+			if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, run, e.Now().Add(FanoutLease)); err != nil {
 				return err
 			}
 		}
@@ -510,7 +543,12 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 		g.Go(func() error { return e.fanoutPerson(gctx, cfg, person, fresh[n]) })
 	}
 	if err := g.Wait(); err != nil {
-		return err // the chunk runs again: what was done is not done twice
+		return err
+	}
+	if next := p.Chunk + 1; next < cfg.Chunks {
+		if err := e.Store.FanoutRunning(ctx, cfg.ID, next, run, e.Now().Add(FanoutLease)); err != nil {
+			return err
+		}
 	}
 	_, err = e.Store.ChunkDone(ctx, cfg.ID, p.Chunk)
 	return err
@@ -524,6 +562,10 @@ const MaxPollQuestion = 500
 // worker died). A fan-out run twice makes nobody twice and queues nothing
 // twice.
 const FanoutLease = 5 * time.Second
+
+// FanoutQueuedLease is how long a queued fan-out task may wait for a
+// worker before the sweep queues another (the first may have been lost).
+const FanoutQueuedLease = 15 * time.Second
 
 // fanoutParallel is how many people of a chunk are sent to at once.
 const fanoutParallel = 250
@@ -846,8 +888,8 @@ func (e *Engine) Sweep(ctx context.Context, id string) error {
 // requeueStalled queues again the fan-out of every chunk whose worker
 // stopped saying it runs (killed, or cut off from Redis), at most once a
 // lease: the people it had made wait seconds, not Asynq's lease of a
-// minute. The dead worker's own task runs again later and finds the chunk
-// done.
+// minute. The new task goes on from that chunk to the last; the dead
+// worker's own task runs again later and finds the chunks done or taken.
 func (e *Engine) requeueStalled(ctx context.Context, cfg *Config, now time.Time) error {
 	stalled, err := e.Store.StalledChunks(ctx, cfg.ID, cfg.Chunks, now)
 	if err != nil {
@@ -856,6 +898,9 @@ func (e *Engine) requeueStalled(ctx context.Context, cfg *Config, now time.Time)
 	for _, chunk := range stalled {
 		e.log().Warn("a broadcast's fan-out stopped (its worker died?); queued again", "broadcast_id", cfg.ID, "chunk", chunk)
 		id := fmt.Sprintf("%s:fanout:%d:again:%d", cfg.ID, chunk, now.UnixMilli()/FanoutLease.Milliseconds())
+		if err := e.Store.FanoutRunning(ctx, cfg.ID, chunk, "", now.Add(FanoutQueuedLease)); err != nil {
+			return err
+		}
 		if err := e.enqueueTaskOn(ctx, e.Queue, workers.TypeBroadcastFanout, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: chunk},
 			asynq.TaskID(id), asynq.Queue(workers.QueueFor(workers.PriorityHigh)), asynq.MaxRetry(50)); err != nil {
 			return err

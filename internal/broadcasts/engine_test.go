@@ -2,6 +2,9 @@ package broadcasts_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,7 +201,7 @@ func TestAFanOutWhoseWorkerDiedIsQueuedAgainWithinALease(t *testing.T) {
 		t.Fatalf("fan-out tasks after create: %v", got)
 	}
 	// A worker starts the chunk, says so, and is killed.
-	if err := store.FanoutRunning(ctx, cfg.ID, 0, clk.Now().Add(broadcasts.FanoutLease)); err != nil {
+	if err := store.FanoutRunning(ctx, cfg.ID, 0, "worker-1", clk.Now().Add(broadcasts.FanoutLease)); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Second)
@@ -384,5 +387,80 @@ func TestAMessageHandedOverBeforeItsPersonAnsweredStaysDue(t *testing.T) {
 		if want := i == 0; due != want {
 			t.Errorf("person %d's message after the answer: due %v, want %v", i, due, want)
 		}
+	}
+}
+
+// TestTheFanOutQueuesTheAudienceInItsOrder: one fan-out task makes the
+// chunks one after the other, so every send of a chunk is queued before any
+// of the next; a run that finds a chunk held by a live run leaves it, and
+// the rest, to that run.
+func TestTheFanOutQueuesTheAudienceInItsOrder(t *testing.T) {
+	ctx := context.Background()
+	rg := newRig(t, "sms")
+	people := make([]audiences.Recipient, 2*audiences.ChunkSize+500)
+	for i := range people {
+		people[i] = audiences.Recipient{Phone: fmt.Sprintf("+1415555%04d", i)}
+	}
+	req := &broadcasts.Request{Name: "Flood", Channels: []string{"sms"}, AckTimeout: "10m",
+		Body: map[string]string{"en": "Flooding near the hospital."}, Audience: people}
+	cfg, err := rg.eng.Create(ctx, "clinic-a", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Chunks != 3 {
+		t.Fatalf("%d chunks for %d people", cfg.Chunks, len(people))
+	}
+	// A second run, started while the first holds chunk 1, stops there.
+	now := rg.clk.Now()
+	if claim, err := rg.store.ClaimChunk(ctx, cfg.ID, 1, "another-run", now, now.Add(broadcasts.FanoutLease)); err != nil || claim != broadcasts.ChunkClaimed {
+		t.Fatalf("claim of a chunk nobody holds: %v %v", claim, err)
+	}
+	if err := rg.eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sends := func() []*asynq.TaskInfo {
+		t.Helper()
+		tasks, err := rg.insp.ListPendingTasks(workers.QueueFor(workers.PriorityCrisis), asynq.PageSize(10000))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return nil // nothing was ever queued there
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tasks
+	}
+	if n := len(sends()); n != 0 {
+		t.Fatalf("a run made %d sends of a chunk another live run holds", n)
+	}
+	// Once that run is gone past its lease, the fan-out makes everyone,
+	// chunk by chunk.
+	rg.clk.Advance(broadcasts.FanoutLease + time.Second)
+	if err := rg.eng.Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := sends()
+	if len(tasks) != len(people) {
+		t.Fatalf("%d sends for %d people", len(tasks), len(people))
+	}
+	last := -1
+	for n, task := range tasks {
+		var p workers.SendPayload
+		if err := json.Unmarshal(task.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		_, idx, _ := strings.Cut(p.Broadcast, ":")
+		i, err := strconv.Atoi(idx)
+		if err != nil {
+			t.Fatalf("send %d is linked to %q", n, p.Broadcast)
+		}
+		chunk := i / audiences.ChunkSize
+		if chunk < last {
+			t.Fatalf("send %d in the queue is of chunk %d, after a send of chunk %d", n, chunk, last)
+		}
+		last = chunk
+	}
+	sum, err := rg.store.Get(ctx, "clinic-a", cfg.ID)
+	if err != nil || sum.ChunksDone != 3 {
+		t.Fatalf("chunks done: %+v %v", sum, err)
 	}
 }
