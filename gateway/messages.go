@@ -14,7 +14,6 @@ import (
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/recordings"
-	"github.com/patientmsg/gateway/internal/redact"
 )
 
 // MaxIdempotencyKey is the longest Idempotency-Key accepted.
@@ -124,18 +123,9 @@ type recordingJSON struct {
 }
 
 func viewOf(m *ledger.Message) messageJSON {
-	v := messageJSON{ID: m.ID, Status: m.Status, Channel: m.Channel, Priority: m.Priority, To: map[string]string{},
+	v := messageJSON{ID: m.ID, Status: m.Status, Channel: m.Channel, Priority: m.Priority, To: m.To.Masked(),
 		Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt, Metadata: m.Metadata, CreatedAt: m.CreatedAt,
 		UpdatedAt: m.UpdatedAt, Attempts: m.Attempts, Error: m.Error, Events: m.Events}
-	if m.To.Phone != "" {
-		v.To["phone"] = redact.Phone(m.To.Phone)
-	}
-	if m.To.Email != "" {
-		v.To["email"] = redact.Email(m.To.Email)
-	}
-	if m.To.WeChatOpenID != "" {
-		v.To["wechat_openid"] = redact.Secret(m.To.WeChatOpenID)
-	}
 	if r := m.Recording; r != nil {
 		v.Recording = &recordingJSON{ContentType: r.ContentType, Size: r.Size, Duration: r.Duration, StoredAt: r.StoredAt}
 	}
