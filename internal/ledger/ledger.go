@@ -304,19 +304,6 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 	return m, nil
 }
 
-// List returns a tenant's message ids, newest first, created before the
-// given id (all when empty), at most limit.
-func (l *Ledger) List(ctx context.Context, tenant, before string, limit int) ([]string, error) {
-	max := "+"
-	if before != "" {
-		if !validID(before) {
-			return nil, ErrNotFound
-		}
-		max = "(" + before
-	}
-	return l.rdb.ZRevRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: max, Min: "-", Count: int64(limit)}).Result()
-}
-
 // validID accepts canonical (upper-case) ULIDs only; the API upper-cases
 // ids it is given, since ULIDs are case-insensitive.
 func validID(id string) bool {
