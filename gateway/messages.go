@@ -14,7 +14,6 @@ import (
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/recordings"
-	"github.com/patientmsg/gateway/internal/redact"
 )
 
 // MaxIdempotencyKey is the longest Idempotency-Key accepted.
@@ -124,18 +123,9 @@ type recordingJSON struct {
 }
 
 func viewOf(m *ledger.Message) messageJSON {
-	v := messageJSON{ID: m.ID, Status: m.Status, Channel: m.Channel, Priority: m.Priority, To: map[string]string{},
+	v := messageJSON{ID: m.ID, Status: m.Status, Channel: m.Channel, Priority: m.Priority, To: m.To.Masked(),
 		Segments: m.Segments, Encoding: m.Encoding, SendAt: m.SendAt, Metadata: m.Metadata, CreatedAt: m.CreatedAt,
 		UpdatedAt: m.UpdatedAt, Attempts: m.Attempts, Error: m.Error, Events: m.Events}
-	if m.To.Phone != "" {
-		v.To["phone"] = redact.Phone(m.To.Phone)
-	}
-	if m.To.Email != "" {
-		v.To["email"] = redact.Email(m.To.Email)
-	}
-	if m.To.WeChatOpenID != "" {
-		v.To["wechat_openid"] = redact.Secret(m.To.WeChatOpenID)
-	}
 	if r := m.Recording; r != nil {
 		v.Recording = &recordingJSON{ContentType: r.ContentType, Size: r.Size, Duration: r.Duration, StoredAt: r.StoredAt}
 	}
@@ -164,10 +154,13 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	tenant := tenantOf(c)
-	ids, err := s.opts.Ledger.List(c.UserContext(), tenant, strings.ToUpper(c.Query("before")), limit)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return problem(400, "bad-query", "before must be a message id")
+	f, p := s.messageFilter(c)
+	if p != nil {
+		return p
+	}
+	page, err := s.opts.Ledger.Find(c.UserContext(), tenantOf(c), ledger.Query{Filter: f, Before: strings.ToUpper(c.Query("before")), Limit: limit})
+	if errors.Is(err, ledger.ErrBadCursor) {
+		return problem(400, "bad-query", "before must be a message id (a next value)")
 	}
 	if err != nil {
 		return s.unavailable(err)
@@ -175,23 +168,54 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 	out := struct {
 		Messages []messageJSON `json:"messages"`
 		Next     string        `json:"next,omitempty"`
-	}{Messages: []messageJSON{}}
-	for _, id := range ids {
-		m, err := s.opts.Ledger.Get(c.UserContext(), tenant, id)
-		if errors.Is(err, ledger.ErrNotFound) {
-			continue // expired between the index read and now
-		}
-		if err != nil {
-			return s.unavailable(err)
-		}
+	}{Messages: []messageJSON{}, Next: page.Next}
+	for _, m := range page.Messages {
 		v := viewOf(m)
 		v.Events = nil
 		out.Messages = append(out.Messages, v)
 	}
-	if len(ids) == limit {
-		out.Next = ids[len(ids)-1]
-	}
 	return c.JSON(out)
+}
+
+// messageFilter reads the list's filters: to, channel, status, since and
+// until (RFC 3339).
+func (s *Server) messageFilter(c *fiber.Ctx) (ledger.Filter, *Problem) {
+	var f ledger.Filter
+	if v := c.Query("to"); v != "" {
+		to, err := ledger.ParseRecipient(v)
+		if err != nil {
+			return f, problem(400, "bad-query", "to must be a phone number in international form (with + and the country code), an email address or a WeChat openid")
+		}
+		f.To = to
+	}
+	if v := c.Query("channel"); v != "" {
+		if _, ok := s.opts.Channels.Get(v); !ok {
+			return f, problem(400, "bad-query", "channel must be one of "+strings.Join(s.opts.Channels.Names(), ", "))
+		}
+		f.Channel = v
+	}
+	if v := c.Query("status"); v != "" {
+		if !ledger.Status(v).Valid() {
+			return f, problem(400, "bad-query", "status must be a message status such as queued, sent, delivered or failed")
+		}
+		f.Status = ledger.Status(v)
+	}
+	for _, b := range []struct {
+		name string
+		t    *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := c.Query(b.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return f, problem(400, "bad-query", b.name+" must be an RFC 3339 time such as 2026-12-01T09:00:00Z")
+			}
+			*b.t = t
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, problem(400, "bad-query", "since must be before until")
+	}
+	return f, nil
 }
 
 func (s *Server) cancelMessage(c *fiber.Ctx) error {

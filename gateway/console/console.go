@@ -1,7 +1,8 @@
 // Package console is the gateway's web console at /console, for the
 // people of a tenant: crisis leads compose and send broadcasts and watch
 // their rosters live, staff work the reply inbox and acknowledge
-// escalations, viewers read. It is HTTP only: server-rendered html/template
+// escalations, anyone signed in follows a message through the message
+// log, viewers read. It is HTTP only: server-rendered html/template
 // pages, htmx kept in the repository, static files embedded in the binary.
 // Accounts, sessions and roles are package users'; every action calls the
 // same domain function as the API route it mirrors.
@@ -145,6 +146,8 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/escalations", read(c.escalationsPage)...)
 	app.Post(Prefix+"/escalations/:id/ack", write(users.AcknowledgeEscalations, c.ack)...)
 	app.Get(Prefix+"/inbox", read(c.inboxPage)...)
+	app.Get(Prefix+"/messages", read(c.messagesPage)...)
+	app.Get(Prefix+"/messages/:id", read(c.messagePage)...)
 	app.Use(Prefix, func(*fiber.Ctx) error { return notFound() })
 }
 

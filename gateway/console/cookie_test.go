@@ -171,7 +171,8 @@ func TestTheCataloguesHaveEveryStringInBothLanguages(t *testing.T) {
 	}
 	for _, k := range []string{"bstate.active", "bstate.canceled", "priority.crisis", "priority.high", "meaning.no_answer_yet",
 		"meaning.unreachable", "error.not_found", "error.forbidden", "error.csrf", "error.too_large", "error.unavailable",
-		"signin.wrong", "signin.locked", "roster.canceled", "roster.canceled_before", "compose.upload_missing", "compose.upload_empty"} {
+		"signin.wrong", "signin.locked", "roster.canceled", "roster.canceled_before", "compose.upload_missing", "compose.upload_empty",
+		"messages.bad_to", "messages.bad_channel", "messages.bad_status", "messages.bad_date", "messages.bad_window"} {
 		used[k] = true
 	}
 	for loc, cat := range cats {

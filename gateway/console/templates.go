@@ -92,7 +92,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.

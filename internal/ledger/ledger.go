@@ -291,24 +291,9 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 	if len(h) == 0 || (tenant != "" && h["tenant"] != tenant) {
 		return nil, ErrNotFound
 	}
-	m := &Message{ID: id}
-	if err := json.Unmarshal([]byte(h["doc"]), &m.Request); err != nil {
-		return nil, fmt.Errorf("ledger: record %s: %w", id, err)
-	}
-	m.Status = Status(h["status"])
-	m.Attempts, _ = strconv.Atoi(h["attempts"])
-	m.ProviderID = h["provider_id"]
-	if u, err := strconv.ParseInt(h["updated_at"], 10, 64); err == nil {
-		m.UpdatedAt = time.UnixMilli(u).UTC()
-	}
-	if h["err_code"] != "" || h["err_msg"] != "" {
-		m.Error = &ErrorInfo{Code: h["err_code"], Message: h["err_msg"]}
-	}
-	if r := h["recording"]; r != "" {
-		m.Recording = &Recording{}
-		if err := json.Unmarshal([]byte(r), m.Recording); err != nil {
-			return nil, fmt.Errorf("ledger: record %s recording: %w", id, err)
-		}
+	m, err := messageOf(id, h)
+	if err != nil {
+		return nil, err
 	}
 	for _, raw := range evs.Val() {
 		var e Event
@@ -317,19 +302,6 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 		}
 	}
 	return m, nil
-}
-
-// List returns a tenant's message ids, newest first, created before the
-// given id (all when empty), at most limit.
-func (l *Ledger) List(ctx context.Context, tenant, before string, limit int) ([]string, error) {
-	max := "+"
-	if before != "" {
-		if !validID(before) {
-			return nil, ErrNotFound
-		}
-		max = "(" + before
-	}
-	return l.rdb.ZRevRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: max, Min: "-", Count: int64(limit)}).Result()
 }
 
 // validID accepts canonical (upper-case) ULIDs only; the API upper-cases

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -252,20 +253,20 @@ func TestIdempotencyKeys(t *testing.T) {
 	}
 }
 
-func TestListIsPerTenantNewestFirst(t *testing.T) {
+func TestFindIsPerTenantNewestFirst(t *testing.T) {
 	l, _ := newLedger(t)
 	var ids []string
 	for i := 0; i < 3; i++ {
 		ids = append(ids, create(t, l, "a")) // same millisecond ties are kept in order too
 	}
 	create(t, l, "b")
-	got, err := l.List(ctx, "a", "", 10)
-	if err != nil || len(got) != 3 || got[0] != ids[2] || got[2] != ids[0] {
-		t.Fatalf("List = %v, %v (ids %v)", got, err, ids)
+	got, err := l.Find(ctx, "a", ledger.Query{Limit: 10})
+	if err != nil || !slices.Equal(idsOf(got), []string{ids[2], ids[1], ids[0]}) {
+		t.Fatalf("Find = %v, %v (ids %v)", idsOf(got), err, ids)
 	}
-	page2, _ := l.List(ctx, "a", ids[2], 10)
-	if len(page2) != 2 || page2[0] != ids[1] {
-		t.Fatalf("page after %s = %v", ids[2], page2)
+	page2, _ := l.Find(ctx, "a", ledger.Query{Before: ids[2], Limit: 10})
+	if !slices.Equal(idsOf(page2), []string{ids[1], ids[0]}) {
+		t.Fatalf("page after %s = %v", ids[2], idsOf(page2))
 	}
 }
 
@@ -307,9 +308,8 @@ func TestScriptsSurviveARedisThatForgotThem(t *testing.T) {
 	if got, _ := l.MessageIDByProvider(ctx, "sms", "SM7"); got != id || status(t, l, id).Status != ledger.StatusSent {
 		t.Fatalf("provider index %q, status %s", got, status(t, l, id).Status)
 	}
-	ids, _ := l.List(ctx, "c", "", 10)
-	if len(ids) != 2 {
-		t.Fatalf("tenant index %v", ids)
+	if p, _ := l.Find(ctx, "c", ledger.Query{Limit: 10}); len(p.Messages) != 2 {
+		t.Fatalf("tenant index %v", idsOf(p))
 	}
 }
 

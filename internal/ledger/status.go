@@ -38,3 +38,8 @@ func (s Status) Final() bool { return s.Rank() == 3 }
 
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool { return s.Rank() >= 0 }
+
+// Statuses are the statuses a message can have, in the order it moves
+// through them (the final ones last).
+var Statuses = []Status{StatusQueued, StatusScheduled, StatusSending, StatusSent,
+	StatusDelivered, StatusUndelivered, StatusFailed, StatusCanceled, StatusSuppressed}

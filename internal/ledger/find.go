@@ -1,0 +1,207 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/address"
+	"github.com/patientmsg/gateway/internal/redact"
+)
+
+// ErrBadCursor means a listing's cursor is not a message id.
+var ErrBadCursor = errors.New("the cursor is not a message id")
+
+// ErrBadRecipient means an address to search for is none of a phone
+// number in international form, an email address or a WeChat openid.
+var ErrBadRecipient = errors.New("not a phone number in international form, an email address or a WeChat openid")
+
+// ParseRecipient reads the address a search looks for: an email address
+// when it has an @, a WeChat openid when it has a letter, else a phone
+// number (which must carry its country code). It is normalised as the
+// API normalises a message's recipient, so the two compare equal.
+func ParseRecipient(s string) (Recipient, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case strings.Contains(s, "@"):
+		if e, ok := address.Email(s); ok {
+			return Recipient{Email: e}, nil
+		}
+	case strings.ContainsFunc(s, func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }):
+		if address.OpenID(s) {
+			return Recipient{WeChatOpenID: s}, nil
+		}
+	default:
+		if e164, err := address.Phone(s, ""); err == nil {
+			return Recipient{Phone: e164}, nil
+		}
+	}
+	return Recipient{}, ErrBadRecipient
+}
+
+// Masked is the recipient as callers and the console may see it: each
+// address by its kind (phone, email, wechat_openid), masked.
+func (r Recipient) Masked() map[string]string {
+	out := map[string]string{}
+	if r.Phone != "" {
+		out["phone"] = redact.Phone(r.Phone)
+	}
+	if r.Email != "" {
+		out["email"] = redact.Email(r.Email)
+	}
+	if r.WeChatOpenID != "" {
+		out["wechat_openid"] = redact.Secret(r.WeChatOpenID)
+	}
+	return out
+}
+
+// Filter chooses messages of a tenant's history; a zero field matches
+// every message.
+type Filter struct {
+	// To matches a message whose recipient has this address (from
+	// ParseRecipient; only its one non-empty address is compared).
+	To      Recipient
+	Channel string
+	Status  Status
+	// Since and Until bound the creation time: Since ≤ created < Until.
+	Since, Until time.Time
+}
+
+func (f Filter) matches(m *Message) bool {
+	switch {
+	case f.To.Phone != "" && m.To.Phone != f.To.Phone,
+		f.To.Email != "" && m.To.Email != f.To.Email,
+		f.To.WeChatOpenID != "" && m.To.WeChatOpenID != f.To.WeChatOpenID,
+		f.Channel != "" && m.Channel != f.Channel,
+		f.Status != "" && m.Status != f.Status,
+		!f.Since.IsZero() && m.CreatedAt.Before(f.Since),
+		!f.Until.IsZero() && !m.CreatedAt.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+// MaxScan is the most records one Find examines, matching or not: a
+// search through a long history goes page after page, each a bounded
+// amount of work.
+const MaxScan = 500
+
+// findBatch is how many records one round trip reads.
+const findBatch = 100
+
+// Query is one page of a search of a tenant's messages, newest first.
+type Query struct {
+	Filter
+	// Before continues a listing: only messages older than this id.
+	Before string
+	// Limit is the most messages returned (at least 1).
+	Limit int
+	// Scan is the most records examined (MaxScan when 0 or more).
+	Scan int
+}
+
+// Page is what a Find returns.
+type Page struct {
+	// Messages match the filter, newest first, without their events.
+	Messages []*Message
+	// Next is the cursor (Query.Before) of the next page when the search
+	// stopped before the end of the history: the page is full, or Scan
+	// records were examined. "" when there is nothing older.
+	Next string
+	// Scanned counts the records examined.
+	Scanned int
+}
+
+// Find searches a tenant's messages, newest first (by id, which is made
+// when the message is made or planned). The filter cannot end the scan
+// early, since creation times do not follow ids strictly (a follow-up
+// step's id is made when it is planned): at most q.Scan records are
+// read, and Page.Next says where to go on.
+func (l *Ledger) Find(ctx context.Context, tenant string, q Query) (Page, error) {
+	if q.Before != "" && !validID(q.Before) {
+		return Page{}, ErrBadCursor
+	}
+	scan := q.Scan
+	if scan <= 0 || scan > MaxScan {
+		scan = MaxScan
+	}
+	limit := max(q.Limit, 1)
+	page := Page{Messages: []*Message{}}
+	cursor := q.Before
+	for page.Scanned < scan {
+		upper := "+"
+		if cursor != "" {
+			upper = "(" + cursor
+		}
+		n := min(findBatch, scan-page.Scanned)
+		ids, err := l.rdb.ZRevRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Max: upper, Min: "-", Count: int64(n)}).Result()
+		if err != nil {
+			return Page{}, err
+		}
+		pipe := l.rdb.Pipeline()
+		hashes := make([]*redis.MapStringStringCmd, len(ids))
+		for i, id := range ids {
+			hashes[i] = pipe.HGetAll(ctx, msgKey(id))
+		}
+		if len(ids) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return Page{}, err
+			}
+		}
+		for i, id := range ids {
+			cursor = id
+			page.Scanned++
+			h := hashes[i].Val()
+			if len(h) == 0 || h["tenant"] != tenant {
+				continue // expired since it was indexed
+			}
+			m, err := messageOf(id, h)
+			if err != nil {
+				return Page{}, err
+			}
+			if !q.matches(m) {
+				continue
+			}
+			page.Messages = append(page.Messages, m)
+			if len(page.Messages) == limit {
+				page.Next = id
+				return page, nil
+			}
+		}
+		if len(ids) < n {
+			return page, nil // the end of the history
+		}
+	}
+	page.Next = cursor
+	return page, nil
+}
+
+// messageOf reads a record's hash (its events are not in it).
+func messageOf(id string, h map[string]string) (*Message, error) {
+	m := &Message{ID: id}
+	if err := json.Unmarshal([]byte(h["doc"]), &m.Request); err != nil {
+		return nil, fmt.Errorf("ledger: record %s: %w", id, err)
+	}
+	m.Status = Status(h["status"])
+	m.Attempts, _ = strconv.Atoi(h["attempts"])
+	m.ProviderID = h["provider_id"]
+	if u, err := strconv.ParseInt(h["updated_at"], 10, 64); err == nil {
+		m.UpdatedAt = time.UnixMilli(u).UTC()
+	}
+	if h["err_code"] != "" || h["err_msg"] != "" {
+		m.Error = &ErrorInfo{Code: h["err_code"], Message: h["err_msg"]}
+	}
+	if r := h["recording"]; r != "" {
+		m.Recording = &Recording{}
+		if err := json.Unmarshal([]byte(r), m.Recording); err != nil {
+			return nil, fmt.Errorf("ledger: record %s recording: %w", id, err)
+		}
+	}
+	return m, nil
+}
