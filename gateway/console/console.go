@@ -27,11 +27,14 @@ import (
 
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
 	"github.com/patientmsg/gateway/internal/users"
+	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
 //go:embed static templates i18n
@@ -58,6 +61,11 @@ type Options struct {
 	Replies    *replies.Store
 	Ledger     *ledger.Ledger
 	Settings   Settings
+	Contacts   *contacts.Store
+	Consent    *consent.Ledger
+	// Events tells the tenant's webhook of a consent recorded here (nil:
+	// no webhooks).
+	Events *webhooks.Publisher
 	// DefaultRegion is the phone region of CSV numbers without a country
 	// code; MaxUploadBytes caps an audience CSV.
 	DefaultRegion  string
@@ -145,6 +153,9 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/escalations", read(c.escalationsPage)...)
 	app.Post(Prefix+"/escalations/:id/ack", write(users.AcknowledgeEscalations, c.ack)...)
 	app.Get(Prefix+"/inbox", read(c.inboxPage)...)
+	app.Get(Prefix+"/contacts", read(c.contactsPage)...)
+	app.Get(Prefix+"/contacts/:id", read(c.contactPage)...)
+	app.Post(Prefix+"/contacts/:id/consent", write(users.RecordConsent, c.recordOptIn)...)
 	app.Use(Prefix, func(*fiber.Ctx) error { return notFound() })
 }
 

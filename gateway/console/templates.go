@@ -33,8 +33,8 @@ type pageData struct {
 	Data any
 }
 
-// Can says whether the signed-in account may send broadcasts or
-// acknowledge escalations (for showing the buttons; the routes check).
+// Can says whether the signed-in account may send broadcasts, acknowledge
+// escalations or record consent (for showing the buttons; the routes check).
 func (d pageData) Can(what string) bool {
 	if d.User == nil {
 		return false
@@ -44,6 +44,8 @@ func (d pageData) Can(what string) bool {
 		return d.User.Role.Can(users.SendBroadcasts)
 	case "ack":
 		return d.User.Role.Can(users.AcknowledgeEscalations)
+	case "consent":
+		return d.User.Role.Can(users.RecordConsent)
 	}
 	return false
 }
@@ -92,7 +94,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "contacts", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.
