@@ -71,7 +71,8 @@ type requestAdmission struct {
 // recording a patient's consent is as urgent: they pass the memory guard
 // until its last threshold. Every other write is routine. A console
 // action is admitted as the API route it mirrors (/console/broadcasts as
-// /v1/broadcasts); signing out is never refused.
+// /v1/broadcasts, a posted opt-in as PUT /v1/contacts/{id}/consent);
+// signing out is never refused.
 func admissionOf(method, path string) requestAdmission {
 	path = strings.TrimSuffix(strings.ToLower(path), "/")
 	if rest, ok := strings.CutPrefix(path, console.Prefix+"/"); ok {
@@ -79,6 +80,9 @@ func admissionOf(method, path string) requestAdmission {
 			return requestAdmission{exempt: true}
 		}
 		path = "/v1/" + rest
+		if method == fiber.MethodPost && strings.HasPrefix(rest, "contacts/") && strings.HasSuffix(rest, "/consent") {
+			method = fiber.MethodPut // a form posts what the API puts
+		}
 	}
 	switch method {
 	case fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions:

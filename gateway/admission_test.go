@@ -62,6 +62,8 @@ func TestHowEachRequestIsAdmitted(t *testing.T) {
 		{"nor does a template preview", "POST", "/v1/templates/x/preview", requestAdmission{}},
 		{"acknowledging an escalation is urgent", "POST", "/v1/escalations/esc_1/ack", urgent},
 		{"recording a patient's consent is urgent", "PUT", "/v1/contacts/p-1/consent", requestAdmission{guarded: true, class: admission.Urgent}},
+		{"and so from the console", "POST", "/console/contacts/p-1/consent", requestAdmission{guarded: true, class: admission.Urgent}},
+		{"looking a contact up in the console meets the rate only", "GET", "/console/contacts", requestAdmission{}},
 		{"a follow-up plan is routine", "POST", "/v1/followups", routine},
 		{"an audience upload is routine", "POST", "/v1/audiences", routine},
 		{"a template is routine", "PUT", "/v1/templates/x", routine},

@@ -176,21 +176,8 @@ func (s *Server) putConsent(c *fiber.Ctx) error {
 	if len(errs) > 0 {
 		return validationProblem(errs)
 	}
-	for _, id := range ct.Identities {
-		if in.Identity != "" && string(id.Kind) != in.Identity {
-			continue
-		}
-		changed, err := s.opts.Consent.Set(c.UserContext(), tenant, id, *in.OptedOut, consent.SourceAPI, in.Evidence)
-		if err != nil {
-			return s.unavailable(err)
-		}
-		if changed {
-			typ := webhooks.ContactOptedIn
-			if *in.OptedOut {
-				typ = webhooks.ContactOptedOut
-			}
-			s.opts.Events.Publish(c.UserContext(), tenant, typ, map[string]any{"contact": ct.ID, "identity": id, "source": consent.SourceAPI}, "")
-		}
+	if _, err := contacts.RecordConsent(c.UserContext(), s.opts.Consent, publisher(s.opts.Events), tenant, ct, consent.Kind(in.Identity), *in.OptedOut, in.Evidence); err != nil {
+		return s.unavailable(err)
 	}
 	return s.contactConsent(c, ct)
 }
@@ -267,4 +254,13 @@ func (s *Server) getConversation(c *fiber.Ctx) error {
 		out = out[len(out)-limit:]
 	}
 	return c.JSON(fiber.Map{"contact": ct.ID, "entries": out})
+}
+
+// publisher is the webhook publisher as contacts.RecordConsent takes it:
+// nil when none is configured (not a nil pointer in an interface).
+func publisher(p *webhooks.Publisher) contacts.Publisher {
+	if p == nil {
+		return nil
+	}
+	return p
 }

@@ -25,14 +25,19 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
 	"github.com/patientmsg/gateway/internal/users"
+	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
 //go:embed static templates i18n
@@ -49,6 +54,12 @@ type Settings interface {
 	SettingsOf(ctx context.Context, tenant string) (tenants.Settings, error)
 }
 
+// Queues reads the task queues' depths; *asynq.Inspector.
+type Queues interface {
+	Queues() ([]string, error)
+	GetQueueInfo(queue string) (*asynq.QueueInfo, error)
+}
+
 // Options are the domain objects the console calls.
 type Options struct {
 	Users      *users.Store
@@ -59,6 +70,15 @@ type Options struct {
 	Replies    *replies.Store
 	Ledger     *ledger.Ledger
 	Settings   Settings
+	Contacts   *contacts.Store
+	Consent    *consent.Ledger
+	// Events tells the tenant's webhook of a consent recorded here (nil:
+	// no webhooks).
+	Events *webhooks.Publisher
+	// Senders are the paced senders the senders page shows (nil: none).
+	Senders *ratelimit.Senders
+	// Queues are the task queues whose depths it shows (nil: not shown).
+	Queues Queues
 	// DefaultRegion is the phone region of CSV numbers without a country
 	// code; MaxUploadBytes caps an audience CSV.
 	DefaultRegion  string
@@ -148,6 +168,10 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/inbox", read(c.inboxPage)...)
 	app.Get(Prefix+"/messages", read(c.messagesPage)...)
 	app.Get(Prefix+"/messages/:id", read(c.messagePage)...)
+	app.Get(Prefix+"/contacts", read(c.contactsPage)...)
+	app.Get(Prefix+"/contacts/:id", read(c.contactPage)...)
+	app.Post(Prefix+"/contacts/:id/consent", write(users.RecordConsent, c.recordOptIn)...)
+	app.Get(Prefix+"/senders", read(c.sendersPage)...)
 	app.Use(Prefix, func(*fiber.Ctx) error { return notFound() })
 }
 

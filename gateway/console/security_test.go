@@ -40,6 +40,8 @@ func TestEveryConsoleAnswerCarriesAStrictContentSecurityPolicy(t *testing.T) {
 		{"the escalations", lead, "GET", "/console/escalations", 200},
 		{"the inbox", lead, "GET", "/console/inbox", 200},
 		{"the message log", lead, "GET", "/console/messages", 200},
+		{"the contacts", lead, "GET", "/console/contacts", 200},
+		{"the senders", lead, "GET", "/console/senders", 200},
 		{"the stylesheet", nil, "GET", "/console/static/console.css", 200},
 		{"htmx", nil, "GET", "/console/static/htmx.min.js", 200},
 		{"a page that does not exist", lead, "GET", "/console/nothing-here", 404},
@@ -118,7 +120,8 @@ func TestAViewerCanReadButNotChangeAnything(t *testing.T) {
 	bc := g.broadcast(keyA)
 	viewer := g.signIn("viewer@clinic-a.test")
 	staff := g.signIn("staff@clinic-a.test")
-	for _, path := range []string{"/console/broadcasts", "/console/broadcasts/" + bc, "/console/escalations", "/console/inbox", "/console/messages", "/console/broadcasts/" + bc + "/report.csv"} {
+	for _, path := range []string{"/console/broadcasts", "/console/broadcasts/" + bc, "/console/escalations", "/console/inbox", "/console/messages", "/console/broadcasts/" + bc + "/report.csv",
+		"/console/contacts", "/console/senders"} {
 		if resp, _ := viewer.get(path); resp.StatusCode != 200 {
 			t.Errorf("viewer GET %s = %d", path, resp.StatusCode)
 		}

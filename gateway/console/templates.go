@@ -33,8 +33,8 @@ type pageData struct {
 	Data any
 }
 
-// Can says whether the signed-in account may send broadcasts or
-// acknowledge escalations (for showing the buttons; the routes check).
+// Can says whether the signed-in account may send broadcasts, acknowledge
+// escalations or record consent (for showing the buttons; the routes check).
 func (d pageData) Can(what string) bool {
 	if d.User == nil {
 		return false
@@ -44,6 +44,8 @@ func (d pageData) Can(what string) bool {
 		return d.User.Role.Can(users.SendBroadcasts)
 	case "ack":
 		return d.User.Role.Can(users.AcknowledgeEscalations)
+	case "consent":
+		return d.User.Role.Can(users.RecordConsent)
 	}
 	return false
 }
@@ -92,7 +94,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.
@@ -157,9 +159,10 @@ func funcs(cat catalogue) template.FuncMap {
 		"money": func(amount float64, currency string) string {
 			return strings.TrimSpace(currency + " " + strconv.FormatFloat(amount, 'f', 2, 64))
 		},
-		"group": func(n int) string { return group(int64(n)) },
-		"add":   func(a, b int) int { return a + b },
-		"int64": func(n int) int64 { return int64(n) },
+		"group":   func(n int) string { return group(int64(n)) },
+		"group64": group,
+		"add":     func(a, b int) int { return a + b },
+		"int64":   func(n int) int64 { return int64(n) },
 		// counts are a map's non-zero counts by key, in key order.
 		"counts": func(m map[string]int64) []count {
 			out := []count{}
@@ -173,6 +176,7 @@ func funcs(cat catalogue) template.FuncMap {
 		// states are the person states, in the order people go through them.
 		"states": func() []string { return broadcasts.PersonStates },
 		"join":   strings.Join,
+		"rate":   rate,
 	}
 }
 

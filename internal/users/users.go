@@ -44,7 +44,8 @@ const (
 	// RoleLead composes, previews, sends and cancels broadcasts, and does
 	// everything staff do.
 	RoleLead Role = "lead"
-	// RoleStaff works the inbox and acknowledges escalations.
+	// RoleStaff works the inbox, acknowledges escalations and records
+	// patients' consent.
 	RoleStaff Role = "staff"
 	// RoleViewer reads everything and changes nothing.
 	RoleViewer Role = "viewer"
@@ -63,6 +64,8 @@ const (
 	SendBroadcasts Permission = iota + 1
 	// AcknowledgeEscalations: acknowledge an urgent reply's escalation.
 	AcknowledgeEscalations
+	// RecordConsent: record a patient's consent, with its evidence.
+	RecordConsent
 )
 
 // Can reports whether the role has a permission. Every role may read.
@@ -70,7 +73,7 @@ func (r Role) Can(p Permission) bool {
 	switch p {
 	case SendBroadcasts:
 		return r == RoleLead
-	case AcknowledgeEscalations:
+	case AcknowledgeEscalations, RecordConsent:
 		return r == RoleLead || r == RoleStaff
 	}
 	return false

@@ -139,16 +139,18 @@ func TestRolesAllowWhatTheyName(t *testing.T) {
 	cases := []struct {
 		role          Role
 		send, ackEsc  bool
+		consent       bool
 		unknownAction bool
 	}{
-		{RoleLead, true, true, false},
-		{RoleStaff, false, true, false},
-		{RoleViewer, false, false, false},
-		{"admin", false, false, false},
+		{RoleLead, true, true, true, false},
+		{RoleStaff, false, true, true, false},
+		{RoleViewer, false, false, false, false},
+		{"admin", false, false, false, false},
 	}
 	for _, c := range cases {
-		if c.role.Can(SendBroadcasts) != c.send || c.role.Can(AcknowledgeEscalations) != c.ackEsc || c.role.Can(Permission(99)) != c.unknownAction {
-			t.Errorf("%s: send %v, ack %v", c.role, c.role.Can(SendBroadcasts), c.role.Can(AcknowledgeEscalations))
+		if c.role.Can(SendBroadcasts) != c.send || c.role.Can(AcknowledgeEscalations) != c.ackEsc || c.role.Can(RecordConsent) != c.consent ||
+			c.role.Can(Permission(99)) != c.unknownAction {
+			t.Errorf("%s: send %v, ack %v, consent %v", c.role, c.role.Can(SendBroadcasts), c.role.Can(AcknowledgeEscalations), c.role.Can(RecordConsent))
 		}
 	}
 }
