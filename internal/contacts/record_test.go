@@ -12,7 +12,9 @@ import (
 
 type published struct{ types []string }
 
-func (p *published) Publish(_ context.Context, _, typ string, _ any, _ string) { p.types = append(p.types, typ) }
+func (p *published) Publish(_ context.Context, _, typ string, _ any, _ string) {
+	p.types = append(p.types, typ)
+}
 
 // TestRecordConsentChangesTheKindAskedAndTellsTheClinicOfChangesOnly: an
 // opt-out recorded for the phone leaves the email alone, the webhook hears
