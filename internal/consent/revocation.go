@@ -70,19 +70,20 @@ var phrases = []phrase{
 	{"en", NotRevocation, ` (didnt|did not|dont|do not) (mean|want|wanna) to (stop|unsubscribe|opt out|cancel) `},
 	{"en", NotRevocation, ` (bus|train|next|last|full|non|pit|truck) stop | stop (by|in|over|sign) | instead `},
 	{"en", NotRevocation, ` quit (smoking|drinking|my job|vaping) `},
+	{"en", NotRevocation, ` opt (me )?out of (the |my |a |this |that )?(flu|vaccine|vaccination|shot|procedure|surgery|study|research|trial|test|screening|appointment|treatment|program) `},
 	{"es", NotRevocation, ` dejar de (tomar|usar|fumar|beber) | (dolor|sangrado|tos|fiebre) (ya )?(se )?(paro|detuvo|quito) | dejo de (doler|sangrar) `},
 	{"zh", NotRevocation, `停药|停止(服药|吃药|用药|治疗)|(疼|痛|血|咳|烧).{0,4}(停|止)|(不要|别)停`},
 
 	// Clear revocation in other words.
-	{"en", ClearRevocation, ` (stop|quit|cease|cancel|end) (texting|txting|texing|txt|messaging|msging|sending|contacting|emailing|bothering|spamming|pestering) `},
-	{"en", ClearRevocation, ` (stop|quit|cancel|end) (all |the |these |those |your |this |ur |my |any |further )*(messages|message|texts|text|text messages|msgs|sms|emails|reminders|notifications|alerts|subscription) `},
+	{"en", ClearRevocation, ` (stop|quit|cease|cancel) (texting|txting|texing|txt|messaging|msging|sending|contacting|emailing|bothering|spamming|pestering) `},
+	{"en", ClearRevocation, ` (stop|quit|cancel) (all |the |these |those |your |this |ur |my |any |further )*(messages|message|texts|text|text messages|msgs|sms|emails|reminders|notifications|alerts|subscription) `},
 	{"en", ClearRevocation, ` (stop|quit) (getting|receiving|recieving) `},
-	{"en", ClearRevocation, ` (dont|do not|never|pls dont|please dont) (text|txt|message|msg|contact|email|sms|send) (me|us|anything|any)( |$)`},
-	{"en", ClearRevocation, ` (remove|take|delete|drop|get) (me|my number|my phone|my email|this number) (off|from|out of) `},
+	{"en", ClearRevocation, ` (dont|do not|never|pls dont|please dont) (text|txt|message|msg|contact|email|sms) (me|us) | (dont|do not|never) send (me )?(anything|any more|anymore|messages|texts) `},
+	{"en", ClearRevocation, ` (remove|delete|drop) (me|my number|my phone|my email|this number) (off|from) | take (me|my number|my phone|my email|this number) off `},
 	{"en", ClearRevocation, `^ (remove|delete) (me|my number) $`},
 	{"en", ClearRevocation, ` unsubscribe (me|us|this number|my number) | unsub | opt (me )?out | optout | opt me out `},
 	{"en", ClearRevocation, ` no (more|further) (messages|texts|text messages|msgs|sms|emails|reminders|notifications|contact|texting) `},
-	{"en", ClearRevocation, ` (dont|do not|no longer) (want|wish|need) (to (get|receive|recieve) )?(any |anymore |any more |more |these |your |the |this |further )*(messages|texts|text messages|msgs|sms|emails|reminders|notifications|texting) `},
+	{"en", ClearRevocation, ` ((dont|do not|no longer) (want|wish)|no longer need) (to (get|receive|recieve) )?(any |anymore |any more |more |these |your |the |this |further )*(messages|texts|text messages|msgs|sms|emails|reminders|notifications|texting) `},
 	{"en", ClearRevocation, ` (i want to|i would like to|id like to|want to|wanna|i wish to|how do i|how can i|let me) (unsubscribe|opt out|cancel (this|the|my) (subscription|texts|messages)) `},
 	{"en", ClearRevocation, ` revoke (my )?(consent|permission) | withdraw (my )?(consent|permission) `},
 	{"en", ClearRevocation, ` (unsubscribe|unsubcribe|unsubscibe|unsuscribe|unsubscrib|unsubscrube|usubscribe) `},
@@ -90,15 +91,15 @@ var phrases = []phrase{
 	{"es", ClearRevocation, ` no (mas|quiero mas|quiero recibir( mas)?) (mensajes|textos|sms|correos|recordatorios) `},
 	{"es", ClearRevocation, ` no (me )?(envien|envies|envie|manden|mandes|mande|escriban|escribas|escriba|contacten|contactes) (mas|ningun|nada) `},
 	{"es", ClearRevocation, ` (dejen|deja|deje|dejar) de (enviar|mandar|escribir|contactar|enviarme|mandarme|escribirme|contactarme) `},
-	{"es", ClearRevocation, ` (dar|darme|denme|deme|dame|quiero darme) de baja | cancelar (la |mi )?suscripcion | desuscribir(me)? | (quitenme|borrenme|eliminenme|sacame|saquenme) `},
+	{"es", ClearRevocation, ` (dar|darme|denme|deme|dame|quiero darme) de baja | cancelar (la |mi )?suscripcion | desuscribir(me)? | (quitenme|borrenme|eliminenme|saquenme|sacame) de (la|su|esta|sus) lista `},
 	{"es", ClearRevocation, `^ (baja|alto|parar|cancelar|detener|detente) $`},
-	{"zh", ClearRevocation, `退订|取消订阅|退出订阅|取消短信|拒收|不再接收|不想(再)?收到|(不要|别|不用|请勿|勿|停止)(再)?(给我)?(发|发送|推送|联系我)|^停止$`},
+	{"zh", ClearRevocation, `退订|取消订阅|退出订阅|取消短信|拒收|不再接收|不想(再)?收到|(不要|别|不用|请勿|勿|停止)(再)?(给我)?(发送|推送|发(了|短信|消息|信息|这些|啦)|发$|联系我)|^停止$`},
 
 	// Possible revocation: may be a wish to stop; the patient is asked.
 	{"en", PossibleRevocation, ` leave me alone | go away | not interested | wrong number | enough already |^ enough $|^ no more $| spam | harass | who is this stop `},
 	{"en", PossibleRevocation, ` stop (it|this|that|now|already|pls|please) | make it stop | (why|how) (do|are) (you|u) (keep )?(texting|messaging) `},
 	{"es", PossibleRevocation, ` (dejame|dejenme|deje) en paz | ya basta |^ basta $| no me molest(en|es|e) |^ para $| no me interesa `},
-	{"zh", PossibleRevocation, `别烦|不要烦|烦死|骚扰|打扰|够了|^停$|^别发$|不感兴趣`},
+	{"zh", PossibleRevocation, `别烦|不要烦|烦死|骚扰|(别|不要|请勿|勿)(再)?打扰|^够了$|受够了|^停$|不感兴趣`},
 }
 
 // compiled is phrases compiled once; a bad pattern fails at start-up.
