@@ -214,6 +214,8 @@ func New(o Options) *Server {
 		v1.Get("/contacts/:id/consent", s.getConsent)
 		v1.Put("/contacts/:id/consent", s.putConsent)
 		v1.Get("/consent/export", s.exportConsent)
+		v1.Get("/possible-opt-outs", s.listPossibleOptOuts)
+		v1.Post("/possible-opt-outs/:id/resolve", s.resolvePossibleOptOut)
 		if o.Replies != nil && o.Ledger != nil {
 			v1.Get("/contacts/:id/conversation", s.getConversation)
 		}

@@ -23,6 +23,9 @@ type replyJSON struct {
 	// Option is the meaning of the answer when it matched an option of the
 	// question's expect_reply ("confirm"); absent for free text.
 	Option string `json:"option,omitempty"`
+	// PossibleOptOut is set when the reply may be a wish to stop, with the
+	// deadline by which staff resolve it (GET /v1/possible-opt-outs).
+	PossibleOptOut *replies.PossibleOptOut `json:"possible_opt_out,omitempty"`
 }
 
 // listReplies is the pollable reply feed: GET /v1/replies?after=<cursor>.
@@ -44,7 +47,7 @@ func (s *Server) listReplies(c *fiber.Ctx) error {
 		Next    string      `json:"next,omitempty"`
 	}{Replies: []replyJSON{}, Next: c.Query("after")}
 	for _, r := range list {
-		v := replyJSON{ID: r.ID, Channel: r.Channel, From: r.From, Body: r.Body, ReceivedAt: r.ReceivedAt, InReplyTo: r.InReplyTo, Option: r.Option}
+		v := replyJSON{ID: r.ID, Channel: r.Channel, From: r.From, Body: r.Body, ReceivedAt: r.ReceivedAt, InReplyTo: r.InReplyTo, Option: r.Option, PossibleOptOut: r.PossibleOptOut}
 		if s.opts.Contacts != nil {
 			if ct, err := s.opts.Contacts.Find(c.UserContext(), tenant, r.From); err == nil {
 				v.Contact = ct.ID

@@ -1,9 +1,6 @@
 package consent
 
-import (
-	"strings"
-	"unicode"
-)
+import "strings"
 
 // Action is what a keyword reply asks for.
 type Action int
@@ -28,27 +25,31 @@ var keywords = map[string]Action{
 
 // Keyword says whether a whole message is a keyword, and in which
 // language to confirm it ("zh" for the Chinese carriers' words, else "en").
+// The message is read as NormaliseText reads it, its words joined: case,
+// width, punctuation, emoji and a word repeated in a row do not matter
+// ("Stop!!!", "STOP STOP STOP", "opt-out").
 func Keyword(body string) (Action, string) {
-	norm := strings.Map(func(r rune) rune {
-		if unicode.IsSpace(r) || r == '-' || r == '_' || r == '.' || r == '!' || r == '。' || r == '！' {
-			return -1
-		}
-		return unicode.ToUpper(r)
-	}, body)
+	norm := strings.ToUpper(strings.ReplaceAll(NormaliseText(body), " ", ""))
 	a, ok := keywords[norm]
 	if !ok {
 		return NoKeyword, ""
 	}
-	if norm == "退订" || norm == "TD" || norm == "T" {
-		return a, "zh"
+	return a, keywordLang(norm)
+}
+
+// keywordLang is the language of a keyword (upper case).
+func keywordLang(k string) string {
+	if k == "退订" || k == "TD" || k == "T" {
+		return "zh"
 	}
-	return a, "en"
+	return "en"
 }
 
 // Replies are the one confirmation sent for a keyword, per language.
 var Replies = map[Action]map[string]string{
 	OptOut: {
 		"en": "You are unsubscribed and will get no more messages from this number. Reply START to resubscribe.",
+		"es": "Se ha dado de baja y no recibirá más mensajes de este número. Responda START para volver a suscribirse.",
 		"zh": "您已退订，将不再收到本号码发送的消息。回复 START 可重新订阅。",
 	},
 	OptIn: {

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"log/slog"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -112,7 +114,12 @@ func (r *Receiver) log() *slog.Logger {
 // none of them (the carrier would block them anyway). Each change is
 // confirmed once; a repeated STOP gets no second reply. START, UNSTOP and
 // YES opt back in only a patient who opted out: otherwise YES is an
-// ordinary answer. Any other message is queued for FileReply.
+// ordinary answer. A message that is no keyword is read for a revocation
+// in other words (consent.Recognise): a clear one ("Stop texting me") opts
+// out as STOP does, with the patient's words as evidence; a possible one
+// ("Leave me alone") is filed as a reply flagged for staff, and the
+// patient is asked once to confirm with STOP. Any other message is queued
+// for FileReply.
 func (r *Receiver) Inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
 	key := dedupeKey(in.Channel, in.ProviderID)
 	first, err := r.Redis.SetNX(ctx, key, 1, DedupeWindow).Result()
@@ -134,17 +141,36 @@ func (r *Receiver) Inbound(ctx context.Context, in channels.InboundMessage) (cha
 func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
 	var err error
 	action, lang := consent.Keyword(in.Body)
-	if action == consent.NoKeyword || r.Consent == nil {
+	if r.Consent == nil {
 		return channels.InboundResult{}, r.queueReply(ctx, in)
 	}
 	id := workers.IdentityOf(in.Channel, in.From)
 	evidence := in.Channel + " inbound message " + in.ProviderID
+	source := consent.SourceKeyword
+	if action == consent.NoKeyword {
+		rev, err := r.revocation(ctx, in, id)
+		if err != nil {
+			return channels.InboundResult{}, err
+		}
+		switch rev.Outcome {
+		case consent.PerSe:
+			action, lang = consent.OptOut, rev.Lang
+		case consent.ClearRevocation:
+			action, lang, source = consent.OptOut, rev.Lang, consent.SourceReply
+		case consent.PossibleRevocation:
+			return r.possible(ctx, in, id, rev.Lang)
+		default:
+			return channels.InboundResult{}, r.queueReply(ctx, in)
+		}
+		// The patient's own words are the evidence of what they asked.
+		evidence += ": " + strconv.Quote(clipWords(in.Body))
+	}
 	changed := false
 	for _, tenant := range r.Tenants {
 		var c bool
 		switch action {
 		case consent.OptOut:
-			c, err = r.Consent.Set(ctx, tenant, id, true, consent.SourceKeyword, evidence)
+			c, err = r.Consent.Set(ctx, tenant, id, true, source, evidence)
 		case consent.OptIn:
 			out, gerr := r.Consent.OptedOut(ctx, tenant, id)
 			if gerr != nil {
@@ -162,7 +188,7 @@ func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (cha
 			if action == consent.OptIn {
 				typ = webhooks.ContactOptedIn
 			}
-			r.Events.Publish(ctx, tenant, typ, map[string]any{"identity": id, "source": consent.SourceKeyword, "evidence": evidence}, "")
+			r.Events.Publish(ctx, tenant, typ, map[string]any{"identity": id, "source": source, "evidence": evidence}, "")
 		}
 	}
 	if action == consent.Help {
@@ -176,6 +202,50 @@ func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (cha
 		return channels.InboundResult{}, r.queueReply(ctx, in)
 	}
 	return channels.InboundResult{}, nil
+}
+
+// revocation reads a message that is no keyword for a revocation of
+// consent (consent.Recognise). A message that picks an option of one of the
+// sender's open questions is that answer, never a clear or possible
+// revocation; the opt-out keywords stay opt-outs whatever was asked, as
+// the carriers treat them.
+func (r *Receiver) revocation(ctx context.Context, in channels.InboundMessage, id consent.Identity) (consent.Revocation, error) {
+	rev := consent.Recognise(in.Body)
+	if rev.Outcome != consent.ClearRevocation && rev.Outcome != consent.PossibleRevocation || r.Replies == nil {
+		return rev, nil
+	}
+	qs, err := r.openQuestions(ctx, in.Channel, id)
+	if err != nil {
+		return rev, err
+	}
+	if q, opt := replies.Match(in.Body, qs); q != nil && opt != "" {
+		return consent.Revocation{}, nil
+	}
+	return rev, nil
+}
+
+// possible answers a message that may be a wish to stop: it is filed as
+// a reply (FileReply flags it for staff) and the sender is asked, once in
+// the review period, to confirm with STOP.
+func (r *Receiver) possible(ctx context.Context, in channels.InboundMessage, id consent.Identity, lang string) (channels.InboundResult, error) {
+	if err := r.queueReply(ctx, in); err != nil {
+		return channels.InboundResult{}, err
+	}
+	first, err := r.Consent.ClarifyOnce(ctx, id)
+	if err != nil || !first {
+		return channels.InboundResult{}, err
+	}
+	return channels.InboundResult{Reply: consent.Clarifications[lang]}, nil
+}
+
+// clipWords keeps the first 300 characters of a patient's words as
+// evidence.
+func clipWords(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if r := []rune(s); len(r) > 300 {
+		return string(r[:300]) + "…"
+	}
+	return s
 }
 
 // queueReply queues an answer for FileReply in the workers (see
@@ -225,10 +295,22 @@ func (r *Receiver) FileReply(ctx context.Context, in channels.InboundMessage) er
 	}
 	rep := replies.Reply{Channel: in.Channel, From: id, Body: in.Body, ReceivedAt: at, InReplyTo: msgID,
 		ProviderID: in.ProviderID, Option: option}
+	possible := option == "" && r.Consent != nil && consent.Recognise(in.Body).Outcome == consent.PossibleRevocation
+	if possible {
+		rep.PossibleOptOut = &replies.PossibleOptOut{Deadline: consent.Deadline(at)}
+	}
 	if rep.ID, _, err = r.Replies.AddOnce(ctx, tenant, rep); err != nil {
 		return err
 	}
 	r.Events.PublishAs(ctx, tenant, webhooks.MessageReply, rep, "", "reply-"+in.Channel+"-"+in.ProviderID)
+	if possible {
+		p := consent.PossibleOptOut{ID: rep.ID, Channel: in.Channel, From: id, ReceivedAt: at.UTC(),
+			Deadline: rep.PossibleOptOut.Deadline, InReplyTo: msgID}
+		if _, err := r.Consent.FlagPossible(ctx, tenant, p); err != nil {
+			return err
+		}
+		r.Events.PublishAs(ctx, tenant, webhooks.ContactPossibleOptOut, p, "", "possible-"+in.Channel+"-"+in.ProviderID)
+	}
 	var esc *escalation.Escalation
 	if r.Escalator != nil {
 		if esc, err = r.Escalator.Consider(ctx, tenant, rep.ID, msgID, in.Channel, in.Body, option); err != nil {
@@ -254,6 +336,9 @@ func (r *Receiver) FileReply(ctx context.Context, in channels.InboundMessage) er
 		}
 	}
 	note := "the patient replied (see GET /v1/replies)"
+	if possible {
+		note = "the patient replied: possibly a wish to stop, for staff to resolve (see GET /v1/possible-opt-outs)"
+	}
 	if option != "" {
 		note = "the patient answered: " + option
 	}
@@ -307,31 +392,9 @@ func (r *Receiver) matchReply(ctx context.Context, in channels.InboundMessage, i
 			return f, closes, err
 		}
 	}
-	prompts, err := r.Replies.OpenPrompts(ctx, id, time.Now())
+	qs, err := r.openQuestions(ctx, in.Channel, id)
 	if err != nil {
 		return f, nil, err
-	}
-	var qs []replies.Question
-	for _, p := range prompts {
-		m, err := r.Ledger.Get(ctx, p.Tenant, p.MessageID)
-		if errors.Is(err, ledger.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return f, nil, err
-		}
-		if m.ExpectReply != nil && reached(m.Status) {
-			qs = append(qs, replies.Question{Prompt: p, Options: m.ExpectReply.Options, Code: m.ExpectReply.Code})
-		}
-	}
-	if r.Questionnaires != nil {
-		open, err := r.Questionnaires.OpenQuestions(ctx, in.Channel, id)
-		if err != nil {
-			return f, nil, err
-		}
-		qs = append(qs, open...)
-		// Most recent question first, whichever kind (message ids are ULIDs).
-		sort.SliceStable(qs, func(i, j int) bool { return qs[i].MessageID > qs[j].MessageID })
 	}
 	if q, opt := replies.Match(in.Body, qs); q != nil {
 		f = replies.Filing{Tenant: q.Tenant, MessageID: q.MessageID, Option: opt, Response: q.Response}
@@ -347,6 +410,39 @@ func (r *Receiver) matchReply(ctx context.Context, in channels.InboundMessage, i
 		closes = &replies.Prompt{Tenant: f.Tenant, MessageID: f.MessageID}
 	}
 	return f, closes, nil
+}
+
+// openQuestions are the sender's open questions, most recent first:
+// expect_reply questions that reached them, and the current questions of
+// their questionnaires in progress on the channel.
+func (r *Receiver) openQuestions(ctx context.Context, channel string, id consent.Identity) ([]replies.Question, error) {
+	prompts, err := r.Replies.OpenPrompts(ctx, id, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var qs []replies.Question
+	for _, p := range prompts {
+		m, err := r.Ledger.Get(ctx, p.Tenant, p.MessageID)
+		if errors.Is(err, ledger.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.ExpectReply != nil && reached(m.Status) {
+			qs = append(qs, replies.Question{Prompt: p, Options: m.ExpectReply.Options, Code: m.ExpectReply.Code})
+		}
+	}
+	if r.Questionnaires != nil {
+		open, err := r.Questionnaires.OpenQuestions(ctx, channel, id)
+		if err != nil {
+			return nil, err
+		}
+		qs = append(qs, open...)
+		// Most recent question first, whichever kind (message ids are ULIDs).
+		sort.SliceStable(qs, func(i, j int) bool { return qs[i].MessageID > qs[j].MessageID })
+	}
+	return qs, nil
 }
 
 // reached says whether a question in this status may be what a patient

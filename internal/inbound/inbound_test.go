@@ -116,8 +116,18 @@ func TestKeywords(t *testing.T) {
 		{name: "YES from a patient who never opted out is an ordinary answer", body: "YES", wantQueued: 1},
 		{name: "HELP from a stranger gets the default help", body: "HELP",
 			wantReply: consent.Replies[consent.Help]["en"]},
-		{name: "a message that is no keyword is queued as an answer", body: "stop sending me the reminders please",
+		{name: "a message that is no keyword is queued as an answer", body: "Can I stop taking the pills?",
 			wantQueued: 1},
+		{name: "a keyword repeated and padded is one", body: "STOP STOP STOP!!! please",
+			wantReply: consent.Replies[consent.OptOut]["en"], wantOut: true},
+		{name: "a clear wish to stop in other words opts out at once", body: "Stop texting me",
+			wantReply: consent.Replies[consent.OptOut]["en"], wantOut: true},
+		{name: "a Spanish one is confirmed in Spanish", body: "No más mensajes",
+			wantReply: consent.Replies[consent.OptOut]["es"], wantOut: true},
+		{name: "a Chinese one is confirmed in Chinese", body: "别再给我发短信",
+			wantReply: consent.Replies[consent.OptOut]["zh"], wantOut: true},
+		{name: "a possible wish to stop is asked about and filed", body: "Leave me alone",
+			wantReply: consent.Clarifications["en"], wantQueued: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -310,5 +320,105 @@ func TestAStatusForAnUnknownProviderIDIsUnknown(t *testing.T) {
 	applied, err := r.ProviderStatus(ctx, "", ledger.ProviderUpdate{Channel: "sms", ProviderID: "SMunknown", Status: ledger.StatusDelivered})
 	if err != nil || applied != ledger.AppliedUnknown {
 		t.Fatalf("applied %v %v", applied, err)
+	}
+}
+
+func TestAClearRevocationKeepsThePatientsWordsAsEvidence(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a")
+	if _, err := r.Inbound(ctx, sms("SM1", "Remove me from this list")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Consent.Get(ctx, "clinic-a", patient)
+	if err != nil || !st.OptedOut || len(st.Changes) != 1 {
+		t.Fatalf("consent %+v %v", st, err)
+	}
+	if c := st.Changes[0]; c.Source != consent.SourceReply || c.Evidence != `sms inbound message SM1: "Remove me from this list"` {
+		t.Fatalf("change %+v", c)
+	}
+}
+
+// openQuestion makes a question with options that reached the patient.
+func openQuestion(t *testing.T, r *inbound.Receiver, options map[string]string) {
+	t.Helper()
+	id := ledger.NewID()
+	if _, err := r.Ledger.Create(ctx, id, ledger.Request{Tenant: "clinic-a", Channel: "sms", To: ledger.Recipient{Phone: patientPhone},
+		Body: "Do you have enough pills? Reply ENOUGH or MORE", ExpectReply: &ledger.ExpectReply{Options: options, Within: 3600}}); err != nil {
+		t.Fatal(err)
+	}
+	r.Redis.ZAdd(ctx, replies.PromptsKey(patient), redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: replies.LastValue("clinic-a", id)})
+	r.Redis.Set(ctx, replies.LastKey(patient), replies.LastValue("clinic-a", id), time.Hour)
+	handOver(t, r.Ledger, id, "SM00000000000000000000000000000042")
+}
+
+func TestAnAnswerToAnOpenQuestionIsNeverARevocation(t *testing.T) {
+	r, q := newReceiver(t, "clinic-a")
+	openQuestion(t, r, map[string]string{"enough": "supplied", "more": "refill"})
+	res, err := r.Inbound(ctx, sms("SM1", "Enough"))
+	if err != nil || res.Reply != "" {
+		t.Fatalf("an option of the open question was read as a possible opt-out: %+v %v", res, err)
+	}
+	if n := len(q.queued(t)); n != 1 {
+		t.Fatalf("%d answers queued, want 1", n)
+	}
+	if err := r.FileReply(ctx, sms("SM1", "Enough")); err != nil {
+		t.Fatal(err)
+	}
+	feed, _ := r.Replies.List(ctx, "clinic-a", "", 10)
+	if len(feed) != 1 || feed[0].Option != "supplied" || feed[0].PossibleOptOut != nil {
+		t.Fatalf("feed %+v", feed)
+	}
+	if list, _ := r.Consent.PossibleOptOuts(ctx, "clinic-a", 10); len(list) != 0 {
+		t.Fatalf("flagged %+v", list)
+	}
+}
+
+func TestAPossibleOptOutIsAskedOnceAndFlaggedForStaff(t *testing.T) {
+	r, _ := newReceiver(t, "clinic-a", "clinic-b")
+	r.Redis.Set(ctx, replies.LastKey(patient), replies.LastValue("clinic-a", "msg1"), time.Hour)
+	if res, err := r.Inbound(ctx, sms("SM1", "Leave me alone")); err != nil || res.Reply != consent.Clarifications["en"] {
+		t.Fatalf("first: %+v %v", res, err)
+	}
+	if res, err := r.Inbound(ctx, sms("SM2", "déjame en paz")); err != nil || res.Reply != "" {
+		t.Fatalf("the patient is asked once: %+v %v", res, err)
+	}
+	received := time.Date(2026, 12, 4, 15, 0, 0, 0, time.UTC) // a Friday
+	in := sms("SM1", "Leave me alone")
+	in.ReceivedAt = received
+	for range 2 { // filed again after a failure half-way: flagged once
+		if err := r.FileReply(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Date(2026, 12, 18, 15, 0, 0, 0, time.UTC) // ten business days on
+	feed, _ := r.Replies.List(ctx, "clinic-a", "", 10)
+	if len(feed) != 1 || feed[0].PossibleOptOut == nil || !feed[0].PossibleOptOut.Deadline.Equal(deadline) {
+		t.Fatalf("feed %+v", feed)
+	}
+	list, err := r.Consent.PossibleOptOuts(ctx, "clinic-a", 10)
+	if err != nil || len(list) != 1 || list[0].ID != feed[0].ID || !list[0].Deadline.Equal(deadline) || list[0].From != patient {
+		t.Fatalf("possible opt-outs %+v %v", list, err)
+	}
+	if out, _ := r.Consent.OptedOut(ctx, "clinic-a", patient); out {
+		t.Fatal("a possible opt-out changes no consent until staff resolve it")
+	}
+	if _, _, err := r.Consent.ResolvePossible(ctx, "clinic-a", list[0].ID, "maybe", "Nurse Li"); !errors.Is(err, consent.ErrBadOutcome) {
+		t.Fatalf("bad outcome: %v", err)
+	}
+	if _, _, err := r.Consent.ResolvePossible(ctx, "clinic-b", list[0].ID, consent.ResolvedOptedOut, ""); !errors.Is(err, consent.ErrPossibleNotFound) {
+		t.Fatalf("another tenant's flag: %v", err)
+	}
+	p, changed, err := r.Consent.ResolvePossible(ctx, "clinic-a", list[0].ID, consent.ResolvedOptedOut, "Nurse Li")
+	if err != nil || !changed || p.Outcome != consent.ResolvedOptedOut || p.ResolvedBy != "Nurse Li" {
+		t.Fatalf("resolve: %+v %v %v", p, changed, err)
+	}
+	st, _ := r.Consent.Get(ctx, "clinic-a", patient)
+	if !st.OptedOut || st.Changes[0].Source != consent.SourceStaff {
+		t.Fatalf("consent %+v", st)
+	}
+	if _, _, err := r.Consent.ResolvePossible(ctx, "clinic-a", list[0].ID, consent.ResolvedNotAnOptOut, ""); !errors.Is(err, consent.ErrAlreadyResolved) {
+		t.Fatalf("resolved twice: %v", err)
+	}
+	if list, _ := r.Consent.PossibleOptOuts(ctx, "clinic-a", 10); len(list) != 0 {
+		t.Fatalf("still listed: %+v", list)
 	}
 }

@@ -37,6 +37,22 @@ type Reply struct {
 	// Option is the meaning of the answer ("confirm") when it matched an
 	// option of the question it answers; "" for free text.
 	Option string `json:"option,omitempty"`
+	// PossibleOptOut is set when the reply may be a wish to stop (see
+	// consent.Recognise): staff resolve it before its deadline.
+	PossibleOptOut *PossibleOptOut `json:"possible_opt_out,omitempty"`
+}
+
+// PossibleOptOut marks a reply that may be a wish to stop.
+type PossibleOptOut struct {
+	Deadline time.Time `json:"deadline"`
+}
+
+// possibleField is how the mark is kept in the feed: the deadline, or "".
+func possibleField(p *PossibleOptOut) string {
+	if p == nil {
+		return ""
+	}
+	return p.Deadline.UTC().Format(time.RFC3339)
 }
 
 // Store finds the message that last went to a patient (LastKey, written
@@ -84,7 +100,7 @@ func (s *Store) Add(ctx context.Context, tenant string, r Reply) (string, error)
 		Stream: feedKey(tenant), MinID: minID, Approx: true,
 		Values: []any{"channel", r.Channel, "kind", string(r.From.Kind), "from", r.From.Value, "body", r.Body,
 			"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID,
-			"option", r.Option},
+			"option", r.Option, "possible_opt_out", possibleField(r.PossibleOptOut)},
 	}).Result()
 	if err != nil {
 		return "", err
@@ -113,7 +129,7 @@ func (s *Store) AddOnce(ctx context.Context, tenant string, r Reply) (id string,
 		minID, int64(s.retention/time.Millisecond), r.ReceivedAt.UnixMilli(),
 		"channel", r.Channel, "kind", string(r.From.Kind), "from", r.From.Value, "body", r.Body,
 		"at", r.ReceivedAt.UTC().Format(time.RFC3339Nano), "in_reply_to", r.InReplyTo, "provider_id", r.ProviderID,
-		"option", r.Option).StringSlice()
+		"option", r.Option, "possible_opt_out", possibleField(r.PossibleOptOut)).StringSlice()
 	if err != nil {
 		return "", false, err
 	}
@@ -327,6 +343,10 @@ func (s *Store) Get(ctx context.Context, tenant, replyID string) (Reply, error) 
 func replyOf(m redis.XMessage) Reply {
 	str := func(k string) string { v, _ := m.Values[k].(string); return v }
 	at, _ := time.Parse(time.RFC3339Nano, str("at"))
-	return Reply{ID: m.ID, Channel: str("channel"), From: consent.Identity{Kind: consent.Kind(str("kind")), Value: str("from")},
+	var possible *PossibleOptOut
+	if d, err := time.Parse(time.RFC3339, str("possible_opt_out")); err == nil {
+		possible = &PossibleOptOut{Deadline: d}
+	}
+	return Reply{PossibleOptOut: possible, ID: m.ID, Channel: str("channel"), From: consent.Identity{Kind: consent.Kind(str("kind")), Value: str("from")},
 		Body: str("body"), ReceivedAt: at, InReplyTo: str("in_reply_to"), ProviderID: str("provider_id"), Option: str("option")}
 }

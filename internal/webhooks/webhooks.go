@@ -1,7 +1,8 @@
 // Package webhooks delivers events to the clinics' own systems: each
 // tenant registers an HTTPS endpoint and gets a signing secret; events
-// (message.status, message.reply, contact.opted_out, contact.opted_in) are
-// queued as Asynq tasks, posted as JSON signed with
+// (message.status, message.reply, contact.opted_out, contact.opted_in,
+// contact.possible_opt_out …) are queued as Asynq tasks, posted as JSON
+// signed with
 // X-Gateway-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, t + "." + body)>,
 // retried with backoff, and dead-lettered (visible by API) after the last
 // attempt. Publishing never blocks the webhook that caused the event.
@@ -36,13 +37,16 @@ import (
 
 // Event types.
 const (
-	MessageStatus    = "message.status"
-	MessageReply     = "message.reply"
-	ContactOptedOut  = "contact.opted_out"
-	ContactOptedIn   = "contact.opted_in"
-	TypeDeliver      = "webhook:deliver"
-	SignatureHeader  = "X-Gateway-Signature"
-	DefaultTolerance = 5 * time.Minute
+	MessageStatus   = "message.status"
+	MessageReply    = "message.reply"
+	ContactOptedOut = "contact.opted_out"
+	ContactOptedIn  = "contact.opted_in"
+	// ContactPossibleOptOut is a reply that may be a wish to stop, flagged
+	// for staff with its deadline.
+	ContactPossibleOptOut = "contact.possible_opt_out"
+	TypeDeliver           = "webhook:deliver"
+	SignatureHeader       = "X-Gateway-Signature"
+	DefaultTolerance      = 5 * time.Minute
 	// MaxAttempts is how often an event is tried before it is dead-lettered.
 	MaxAttempts = 10
 	deadKeep    = 1000
