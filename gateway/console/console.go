@@ -1,7 +1,7 @@
 // Package console is the gateway's web console at /console, for the
 // people of a tenant: crisis leads compose and send broadcasts and watch
-// their rosters live, staff work the reply inbox and acknowledge
-// escalations, anyone signed in follows a message through the message
+// their rosters live, staff work the reply inbox, answer patients from
+// their conversation and acknowledge escalations, anyone signed in follows a message through the message
 // log, viewers read. It is HTTP only: server-rendered html/template
 // pages, htmx kept in the repository, static files embedded in the binary.
 // Accounts, sessions and roles are package users'; every action calls the
@@ -33,6 +33,7 @@ import (
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
@@ -72,6 +73,11 @@ type Options struct {
 	Settings   Settings
 	Contacts   *contacts.Store
 	Consent    *consent.Ledger
+	// Messages makes staff's answers to patients, as POST /v1/messages
+	// does; IdempotencyTTL is how long an answer form's key is kept (a
+	// day when zero).
+	Messages       *messaging.Service
+	IdempotencyTTL time.Duration
 	// Events tells the tenant's webhook of a consent recorded here (nil:
 	// no webhooks).
 	Events *webhooks.Publisher
@@ -171,6 +177,8 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/contacts", read(c.contactsPage)...)
 	app.Get(Prefix+"/contacts/:id", read(c.contactPage)...)
 	app.Post(Prefix+"/contacts/:id/consent", write(users.RecordConsent, c.recordOptIn)...)
+	app.Get(Prefix+"/contacts/:id/conversation", read(c.conversationPage)...)
+	app.Post(Prefix+"/contacts/:id/conversation", write(users.AnswerPatients, c.answer)...)
 	app.Get(Prefix+"/senders", read(c.sendersPage)...)
 	app.Use(Prefix, func(*fiber.Ctx) error { return notFound() })
 }

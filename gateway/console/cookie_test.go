@@ -172,7 +172,9 @@ func TestTheCataloguesHaveEveryStringInBothLanguages(t *testing.T) {
 	for _, k := range []string{"bstate.active", "bstate.canceled", "priority.crisis", "priority.high", "meaning.no_answer_yet",
 		"meaning.unreachable", "error.not_found", "error.forbidden", "error.csrf", "error.too_large", "error.unavailable",
 		"signin.wrong", "signin.locked", "roster.canceled", "roster.canceled_before", "compose.upload_missing", "compose.upload_empty",
-		"messages.bad_to", "messages.bad_channel", "messages.bad_status", "messages.bad_date", "messages.bad_window"} {
+		"messages.bad_to", "messages.bad_channel", "messages.bad_status", "messages.bad_date", "messages.bad_window",
+		"conversation.stale", "conversation.body_missing", "conversation.body_long", "conversation.bad_channel", "conversation.opted_out",
+		"conversation.invalid", "conversation.already_sent", "conversation.backlog_full"} {
 		used[k] = true
 	}
 	for loc, cat := range cats {

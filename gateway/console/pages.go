@@ -15,6 +15,8 @@ import (
 
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
@@ -279,6 +281,9 @@ type inboxRow struct {
 	// Question is the text of the message the patient answered ("" when
 	// it is past its retention).
 	Question string
+	// Contact is the id of the contact the reply came from, whose
+	// conversation it links to ("" when none has its address).
+	Contact string
 }
 
 // InboxPage is how many replies the inbox shows at once.
@@ -296,8 +301,21 @@ func (c *Console) inboxPage(ctx *fiber.Ctx) error {
 	}
 	rows := make([]inboxRow, len(list))
 	questions := map[string]string{}
+	contactOf := map[consent.Identity]string{}
 	for i, r := range list {
 		rows[i].Reply = r
+		id, seen := contactOf[r.From]
+		if !seen {
+			ct, err := c.opts.Contacts.Find(rctx, u.Tenant, r.From)
+			switch {
+			case err == nil:
+				id = ct.ID
+			case !errors.Is(err, contacts.ErrNotFound):
+				return err
+			}
+			contactOf[r.From] = id
+		}
+		rows[i].Contact = id
 		if r.InReplyTo == "" {
 			continue
 		}

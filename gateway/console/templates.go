@@ -34,7 +34,8 @@ type pageData struct {
 }
 
 // Can says whether the signed-in account may send broadcasts, acknowledge
-// escalations or record consent (for showing the buttons; the routes check).
+// escalations, record consent or answer a patient (for showing the
+// buttons; the routes check).
 func (d pageData) Can(what string) bool {
 	if d.User == nil {
 		return false
@@ -46,6 +47,8 @@ func (d pageData) Can(what string) bool {
 		return d.User.Role.Can(users.AcknowledgeEscalations)
 	case "consent":
 		return d.User.Role.Can(users.RecordConsent)
+	case "answer":
+		return d.User.Role.Can(users.AnswerPatients)
 	}
 	return false
 }
@@ -94,7 +97,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.

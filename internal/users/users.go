@@ -66,6 +66,8 @@ const (
 	AcknowledgeEscalations
 	// RecordConsent: record a patient's consent, with its evidence.
 	RecordConsent
+	// AnswerPatients: send a patient a message from their conversation.
+	AnswerPatients
 )
 
 // Can reports whether the role has a permission. Every role may read.
@@ -73,7 +75,7 @@ func (r Role) Can(p Permission) bool {
 	switch p {
 	case SendBroadcasts:
 		return r == RoleLead
-	case AcknowledgeEscalations, RecordConsent:
+	case AcknowledgeEscalations, RecordConsent, AnswerPatients:
 		return r == RoleLead || r == RoleStaff
 	}
 	return false
