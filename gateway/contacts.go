@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"sort"
 	"strings"
 	"time"
 
@@ -14,8 +13,6 @@ import (
 	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
-	"github.com/patientmsg/gateway/internal/ledger"
-	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
@@ -197,17 +194,6 @@ func (s *Server) exportConsent(c *fiber.Ctx) error {
 }
 
 // conversationEntry is one line of GET /v1/contacts/{id}/conversation.
-type conversationEntry struct {
-	Kind      string        `json:"kind"` // message or reply
-	ID        string        `json:"id"`
-	At        time.Time     `json:"at"`
-	Channel   string        `json:"channel"`
-	Body      string        `json:"body"`
-	Status    ledger.Status `json:"status,omitempty"`      // messages
-	Option    string        `json:"option,omitempty"`      // replies
-	InReplyTo string        `json:"in_reply_to,omitempty"` // replies
-}
-
 // getConversation lists the messages to a contact's identities and the
 // replies from them, oldest first (the last 100). Bodies are shown: the
 // caller is the owning tenant.
@@ -220,38 +206,9 @@ func (s *Server) getConversation(c *fiber.Ctx) error {
 	if err != nil {
 		return s.unavailable(err)
 	}
-	const limit = 100
-	out := []conversationEntry{}
-	for _, id := range ct.Identities {
-		entries, err := s.opts.Replies.Conversation(c.UserContext(), tenant, id, limit)
-		if err != nil {
-			return s.unavailable(err)
-		}
-		for _, e := range entries {
-			switch e.Kind {
-			case "message":
-				m, err := s.opts.Ledger.Get(c.UserContext(), tenant, e.ID)
-				if errors.Is(err, ledger.ErrNotFound) {
-					continue // past its retention
-				} else if err != nil {
-					return s.unavailable(err)
-				}
-				out = append(out, conversationEntry{Kind: "message", ID: m.ID, At: m.CreatedAt, Channel: m.Channel, Body: m.Body, Status: m.Status})
-			case "reply":
-				r, err := s.opts.Replies.Get(c.UserContext(), tenant, e.ID)
-				if errors.Is(err, replies.ErrBadCursor) {
-					continue
-				} else if err != nil {
-					return s.unavailable(err)
-				}
-				out = append(out, conversationEntry{Kind: "reply", ID: r.ID, At: r.ReceivedAt, Channel: r.Channel, Body: r.Body,
-					Option: r.Option, InReplyTo: r.InReplyTo})
-			}
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
-	if len(out) > limit {
-		out = out[len(out)-limit:]
+	out, err := s.opts.Replies.Thread(c.UserContext(), s.opts.Ledger, tenant, ct.Identities, 100)
+	if err != nil {
+		return s.unavailable(err)
 	}
 	return c.JSON(fiber.Map{"contact": ct.ID, "entries": out})
 }

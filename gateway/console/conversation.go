@@ -20,7 +20,6 @@ import (
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
-	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/users"
 )
 
@@ -71,38 +70,17 @@ type conversationData struct {
 // or reply past its retention is left out. It also tells, per channel,
 // the address the patient last replied from.
 func (c *Console) conversationOf(ctx context.Context, tenant string, ct contacts.Contact) ([]conversationLine, map[string]consent.Identity, error) {
-	var lines []conversationLine
-	from := map[string]consent.Identity{}
-	for _, id := range ct.Identities {
-		entries, err := c.opts.Replies.Conversation(ctx, tenant, id, ConversationShown)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, e := range entries {
-			switch e.Kind {
-			case "message":
-				m, err := c.opts.Ledger.Get(ctx, tenant, e.ID)
-				if errors.Is(err, ledger.ErrNotFound) {
-					continue
-				} else if err != nil {
-					return nil, nil, err
-				}
-				lines = append(lines, conversationLine{Kind: "message", ID: m.ID, At: m.CreatedAt, Channel: m.Channel, Body: m.Body, Status: m.Status})
-			case "reply":
-				r, err := c.opts.Replies.Get(ctx, tenant, e.ID)
-				if errors.Is(err, replies.ErrBadCursor) {
-					continue
-				} else if err != nil {
-					return nil, nil, err
-				}
-				lines = append(lines, conversationLine{Kind: "reply", ID: r.ID, At: r.ReceivedAt, Channel: r.Channel, Body: r.Body, Option: r.Option})
-				from[r.Channel] = r.From
-			}
-		}
+	entries, err := c.opts.Replies.Thread(ctx, c.opts.Ledger, tenant, ct.Identities, ConversationShown)
+	if err != nil {
+		return nil, nil, err
 	}
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i].At.Before(lines[j].At) })
-	if len(lines) > ConversationShown {
-		lines = lines[len(lines)-ConversationShown:]
+	lines := make([]conversationLine, 0, len(entries))
+	from := map[string]consent.Identity{}
+	for _, e := range entries {
+		lines = append(lines, conversationLine{Kind: e.Kind, ID: e.ID, At: e.At, Channel: e.Channel, Body: e.Body, Status: e.Status, Option: e.Option})
+		if e.Kind == "reply" {
+			from[e.Channel] = e.From
+		}
 	}
 	return lines, from, nil
 }
