@@ -217,6 +217,7 @@ Patient messaging gateway — development mode
   Quiet hours     %s in the recipient's time zone (QUIET_HOURS=off to try night-time sends at once)
   Escalation      a poll's "need_help" answer, or "chest pain", "trapped", "胸痛" in a reply, pages the nurse on call (+14155550188)
   Patient phone   %s/dev/patients/{phone}/sms · /messages · /dev/patients/{openid}/wechat (act as a patient; see docs/console.md)
+  Patient page    %s/dev/patients   (in a browser: see what a phone received, reply as the patient)
 
 Send an SMS:
 %s
@@ -238,7 +239,7 @@ Answer as the patient (reply 1, or STOP to opt out), then see what the phone rec
 
 Stop with Ctrl-C.
 `, api, key, api, logins.String(), sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
-		cfg.Quiet.Window, d.patient.URL(),
+		cfg.Quiet.Window, d.patient.URL(), d.patient.URL(),
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}`),
 		post(`{"channel":"voice","to":{"phone":"+14155550100"},"locale":"en-US","body":"This is Riverside Clinic calling about your discharge.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"},"record":{"prompt":"After the tone, tell us how you are.","max_length":30}}`),
 		post(`{"channel":"wechat","to":{"wechat_openid":"oDevPatient000000000000001"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`),

@@ -17,6 +17,14 @@ func TestDevPatientPhoneRepliesStopAndIsOptedOut(t *testing.T) {
 	if !strings.Contains(out.String(), "curl -s -X POST "+patients+"/dev/patients/+14155550100/sms") {
 		t.Fatalf("dev printed no patient curl example:\n%s", out.String())
 	}
+	if !strings.Contains(out.String(), "Patient page    "+patients+"/dev/patients ") {
+		t.Fatalf("dev printed no patient page:\n%s", out.String())
+	}
+	if resp, err := http.Get(patients + "/dev/patients?to=%2B14155550100"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the patient page: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	const phone = "+14155550123"
 
 	// A question to the patient, who gets it…

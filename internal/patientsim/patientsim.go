@@ -1,8 +1,9 @@
-// Package patientsim is the dev patient-phone simulator: a small HTTP API,
-// on a loopback listener, that lets a developer act as a patient. It posts
-// the patient's SMS to the gateway's inbound Twilio webhook (signed as
-// Twilio signs), the patient's WeChat text as a WeChat push (encrypted and
-// signed as WeChat does), and lists what the simulated phone received.
+// Package patientsim is the dev patient-phone simulator: a small HTTP API
+// and a page (/dev/patients), on a loopback listener, that let a developer
+// act as a patient. It posts the patient's SMS to the gateway's inbound
+// Twilio webhook (signed as Twilio signs), the patient's WeChat text as a
+// WeChat push (encrypted and signed as WeChat does), and lists what the
+// simulated phone received.
 //
 // It is used only by the gateway's dev role (build tag dev): the
 // production binary does not link it.
@@ -121,19 +122,32 @@ func (s *Server) Close() {
 	<-s.done
 }
 
-// Handler is the API's routes, refusing any request that is not from and
-// addressed to a loopback host.
+// Handler is the API's routes and the page's, refusing any request that
+// is not from and addressed to a loopback host, and any POST a browser
+// says comes from another site (so no web page open in the developer's
+// browser can act as a patient through it).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /dev/patients/{phone}/sms", s.sms)
 	mux.HandleFunc("GET /dev/patients/{phone}/messages", s.messages)
 	mux.HandleFunc("POST /dev/patients/{openid}/wechat", s.wechat)
+	mux.HandleFunc("GET /dev/patients", s.page)
+	mux.HandleFunc("POST /dev/patients", s.pageSend)
+	mux.HandleFunc("GET /dev/patients/inbox", s.inbox)
+	mux.HandleFunc("GET /dev/patients/page.css", s.pageStyle)
+	// Sec-Fetch-Site, else Origin against Host; requests with neither
+	// (curl, Go clients) are not a browser's and pass.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-site requests are refused"})
+	}))
+	h := cop.Handler(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !loopbackRequest(r) {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "the patient simulator answers loopback requests only"})
 			return
 		}
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -173,13 +187,46 @@ type SMSResult struct {
 func (s *Server) sms(w http.ResponseWriter, r *http.Request) {
 	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the phone number is not valid: give it in E.164 (+14155550100)"})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadPhone})
 		return
 	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
+	res, err := s.SendSMS(r.Context(), phone, body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// errBadPhone is the answer to a phone number address.Phone refuses.
+const errBadPhone = "the phone number is not valid: give it in E.164 (+14155550100)"
+
+// Error is a patient action that failed; Status is the HTTP status the
+// API answers for it.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// writeError answers err as JSON with its status (500 for an untyped one).
+func writeError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if e, ok := errors.AsType[*Error](err); ok {
+		status = e.Status
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// SendSMS posts body, texted by the patient at phone (E.164), to the
+// gateway's inbound Twilio webhook, signed as Twilio signs, and returns
+// what the gateway answered. Errors are *Error.
+func (s *Server) SendSMS(ctx context.Context, phone, body string) (SMSResult, error) {
 	sid := "SM" + randHex(16)
 	form := url.Values{
 		"MessageSid":    {sid},
@@ -195,10 +242,9 @@ func (s *Server) sms(w http.ResponseWriter, r *http.Request) {
 		"ApiVersion":    {twiliosim.APIVersion},
 	}
 	target := strings.TrimRight(s.opts.Gateway, "/") + twilio.InboundPath
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, target, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "bad gateway URL"})
-		return
+		return SMSResult{}, &Error{http.StatusInternalServerError, "bad gateway URL"}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "TwilioProxy/1.1")
@@ -206,15 +252,14 @@ func (s *Server) sms(w http.ResponseWriter, r *http.Request) {
 	status, ctype, answer, err := s.do(req)
 	if err != nil {
 		s.log.Warn("patientsim: SMS not posted", "from", redact.Phone(phone), "err", err)
-		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the gateway did not answer"})
-		return
+		return SMSResult{}, &Error{http.StatusBadGateway, "the gateway did not answer"}
 	}
 	s.log.Info("patientsim: patient sent an SMS", "from", redact.Phone(phone), "sid", sid, "gateway_status", status)
 	res := SMSResult{Status: status, MessageSID: sid}
 	if isXML(ctype) {
 		res.Reply = twimlReply(answer)
 	}
-	writeJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
 // twimlReply returns the text of a TwiML answer's <Message>s.
@@ -256,7 +301,7 @@ type Received struct {
 func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the phone number is not valid: give it in E.164 (+14155550100)"})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadPhone})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"phone": phone, "messages": s.Received(phone)})
@@ -299,22 +344,45 @@ type WeChatResult struct {
 }
 
 func (s *Server) wechat(w http.ResponseWriter, r *http.Request) {
-	if s.opts.WeChat == nil || s.opts.WeChatToken == "" {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "WeChat inbound is not on"})
+	if !s.WeChatOn() {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": errWeChatOff})
 		return
 	}
 	openid := r.PathValue("openid")
 	if !address.OpenID(openid) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "not a WeChat openid (1 to 64 letters, digits, - and _)"})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadOpenID})
 		return
 	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	if strings.Contains(body, "]]>") {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the text may not contain ]]>"})
+	res, err := s.SendWeChat(r.Context(), openid, body)
+	if err != nil {
+		writeError(w, err)
 		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+const (
+	errWeChatOff = "WeChat inbound is not on"
+	errBadOpenID = "not a WeChat openid (1 to 64 letters, digits, - and _)"
+)
+
+// WeChatOn reports whether WeChat inbound is on (SendWeChat works).
+func (s *Server) WeChatOn() bool { return s.opts.WeChat != nil && s.opts.WeChatToken != "" }
+
+// SendWeChat posts body, written by the WeChat user openid, to the
+// gateway's WeChat webhook as a text push, encrypted and signed as WeChat
+// does in safe mode, and returns what the gateway answered. Errors are
+// *Error.
+func (s *Server) SendWeChat(ctx context.Context, openid, body string) (WeChatResult, error) {
+	if !s.WeChatOn() {
+		return WeChatResult{}, &Error{http.StatusNotFound, errWeChatOff}
+	}
+	if strings.Contains(body, "]]>") {
+		return WeChatResult{}, &Error{http.StatusBadRequest, "the text may not contain ]]>"}
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -322,24 +390,21 @@ func (s *Server) wechat(w http.ResponseWriter, r *http.Request) {
 	pusher := wechatsim.Pusher{Token: s.opts.WeChatToken, EncodingAESKey: s.opts.WeChatAESKey, AppID: s.opts.WeChat.AppID()}
 	q, payload, err := pusher.Push(wechatsim.TextMessage(s.opts.WeChatAccount, openid, body, msgID, time.Now()), openid)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "could not seal the push"})
-		return
+		return WeChatResult{}, &Error{http.StatusInternalServerError, "could not seal the push"}
 	}
 	// What WeChat knows from a user's message: the account may write to
 	// them (5 customer-service messages within 48 hours).
 	s.opts.WeChat.Interact(openid, 5, 48*time.Hour)
 	target := strings.TrimRight(s.opts.Gateway, "/") + wechat.InboundPath + "?" + q.Encode()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, target, bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(payload))
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "bad gateway URL"})
-		return
+		return WeChatResult{}, &Error{http.StatusInternalServerError, "bad gateway URL"}
 	}
 	req.Header.Set("Content-Type", "text/xml")
 	status, _, answer, err := s.do(req)
 	if err != nil {
 		s.log.Warn("patientsim: WeChat push not posted", "err", err)
-		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the gateway did not answer"})
-		return
+		return WeChatResult{}, &Error{http.StatusBadGateway, "the gateway did not answer"}
 	}
 	s.log.Info("patientsim: patient sent a WeChat message", "openid", redact.Secret(openid), "gateway_status", status)
 	res := WeChatResult{Status: status, MsgID: msgID}
@@ -353,7 +418,7 @@ func (s *Server) wechat(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
 // do sends req to the gateway and returns its status, content type and
@@ -391,16 +456,24 @@ func readBody(w http.ResponseWriter, r *http.Request) (string, bool) {
 		}
 		body = *v.Body
 	}
-	body = strings.TrimSpace(body)
-	switch n := len([]rune(body)); {
-	case n == 0:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body is empty"})
-		return "", false
-	case n > MaxBody:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("body is longer than %d characters", MaxBody)})
+	body, err := cleanBody(body)
+	if err != nil {
+		writeError(w, err)
 		return "", false
 	}
 	return body, true
+}
+
+// cleanBody trims the patient's text and checks its length.
+func cleanBody(body string) (string, error) {
+	body = strings.TrimSpace(body)
+	switch n := len([]rune(body)); {
+	case n == 0:
+		return "", &Error{http.StatusBadRequest, "body is empty"}
+	case n > MaxBody:
+		return "", &Error{http.StatusBadRequest, fmt.Sprintf("body is longer than %d characters", MaxBody)}
+	}
+	return body, nil
 }
 
 func isXML(ctype string) bool {
