@@ -6,7 +6,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/patientmsg/gateway/internal/consent"
-	"github.com/patientmsg/gateway/internal/webhooks"
+	"github.com/patientmsg/gateway/internal/contacts"
 )
 
 // listPossibleOptOuts lists the replies that may be a wish to stop and
@@ -38,7 +38,7 @@ func (s *Server) resolvePossibleOptOut(c *fiber.Ctx) error {
 		return validationProblem([]FieldError{{Field: "by", Detail: "is at most 200 characters"}})
 	}
 	tenant := tenantOf(c)
-	p, changed, err := s.opts.Consent.ResolvePossible(c.UserContext(), tenant, c.Params("id"), in.Outcome, in.By)
+	p, err := contacts.ResolvePossible(c.UserContext(), s.opts.Consent, publisher(s.opts.Events), tenant, c.Params("id"), in.Outcome, in.By)
 	switch {
 	case errors.Is(err, consent.ErrBadOutcome):
 		return validationProblem([]FieldError{{Field: "outcome", Detail: "must be opted_out or not_an_opt_out"}})
@@ -48,9 +48,6 @@ func (s *Server) resolvePossibleOptOut(c *fiber.Ctx) error {
 		return problem(409, "already-resolved", "this possible opt-out was resolved already")
 	case err != nil:
 		return s.unavailable(err)
-	}
-	if changed {
-		s.opts.Events.Publish(c.UserContext(), tenant, webhooks.ContactOptedOut, map[string]any{"identity": p.From, "source": consent.SourceStaff, "possible_opt_out": p.ID}, "")
 	}
 	return c.JSON(p)
 }

@@ -45,3 +45,18 @@ func RecordConsent(ctx context.Context, led *consent.Ledger, pub Publisher, tena
 	}
 	return changed, nil
 }
+
+// ResolvePossible records staff's decision on a possible opt-out
+// (consent.ResolvedOptedOut or consent.ResolvedNotAnOptOut, by whom) and,
+// when it opted the patient out, tells the clinic's webhook. The API and
+// the console both resolve through here.
+func ResolvePossible(ctx context.Context, led *consent.Ledger, pub Publisher, tenant, id, outcome, by string) (consent.PossibleOptOut, error) {
+	p, changed, err := led.ResolvePossible(ctx, tenant, id, outcome, by)
+	if err != nil {
+		return p, err
+	}
+	if changed && pub != nil {
+		pub.Publish(ctx, tenant, webhooks.ContactOptedOut, map[string]any{"identity": p.From, "source": consent.SourceStaff, "possible_opt_out": p.ID}, "")
+	}
+	return p, nil
+}
