@@ -162,6 +162,7 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/broadcasts/:id", read(c.rosterPage)...)
 	app.Get(Prefix+"/broadcasts/:id/live", read(c.live)...)
 	app.Get(Prefix+"/broadcasts/:id/report.csv", read(c.report)...)
+	app.Get(Prefix+"/broadcasts/:id/report", read(c.reportPage)...)
 	app.Post(Prefix+"/broadcasts/:id/cancel", write(users.SendBroadcasts, c.cancel)...)
 	app.Get(Prefix+"/escalations", read(c.escalationsPage)...)
 	app.Post(Prefix+"/escalations/:id/ack", write(users.AcknowledgeEscalations, c.ack)...)
