@@ -75,8 +75,8 @@ type Unreached struct {
 	// To is the person's addresses, masked ("+1••••••••00, j•••@example.org").
 	To     string
 	Reason string
-	// Tries are the channels tried and how each ended ("sms failed").
-	Tries []string
+	// Tries are the messages tried: channel and how each ended.
+	Tries []Try
 }
 
 // Report is a broadcast's after-action report.
@@ -274,9 +274,7 @@ func appendUnreached(list []Unreached, p *Person, reason string) []Unreached {
 		}
 	}
 	u := Unreached{Index: p.Index, ExternalID: p.To.ExternalID, To: strings.Join(to, ", "), Reason: reason}
-	for _, t := range p.Tries {
-		u.Tries = append(u.Tries, t.Channel+" "+t.Status)
-	}
+	u.Tries = slices.Clone(p.Tries)
 	list = append(list, u)
 	if len(list) >= 2*ReportUnreachedListed {
 		slices.SortFunc(list, func(a, b Unreached) int { return a.Index - b.Index })
