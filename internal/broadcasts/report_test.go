@@ -10,7 +10,7 @@ import (
 )
 
 // roster builds people against a clock that starts at the broadcast's
-// creation: each helper moves it on and stamps what happens then.
+// creation: each person is stamped at offsets from it.
 type roster struct {
 	start  time.Time
 	people []*broadcasts.Person
