@@ -168,6 +168,7 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/broadcasts/:id", read(c.rosterPage)...)
 	app.Get(Prefix+"/broadcasts/:id/live", read(c.live)...)
 	app.Get(Prefix+"/broadcasts/:id/report.csv", read(c.report)...)
+	app.Get(Prefix+"/broadcasts/:id/report", read(c.reportPage)...)
 	app.Post(Prefix+"/broadcasts/:id/cancel", write(users.SendBroadcasts, c.cancel)...)
 	app.Get(Prefix+"/escalations", read(c.escalationsPage)...)
 	app.Post(Prefix+"/escalations/:id/ack", write(users.AcknowledgeEscalations, c.ack)...)
@@ -180,6 +181,8 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/contacts/:id/conversation", read(c.conversationPage)...)
 	app.Post(Prefix+"/contacts/:id/conversation", write(users.AnswerPatients, c.answer)...)
 	app.Get(Prefix+"/senders", read(c.sendersPage)...)
+	app.Get(Prefix+"/opt-outs", read(c.optOutsPage)...)
+	app.Post(Prefix+"/opt-outs/:id/resolve", write(users.RecordConsent, c.resolveOptOut)...)
 	app.Use(Prefix, func(*fiber.Ctx) error { return notFound() })
 }
 

@@ -215,11 +215,7 @@ func (c *Console) recordOptIn(ctx *fiber.Ctx) error {
 	// The source is the API's: the console is the tenant recording it,
 	// and the history's sources are a published list.
 	full := evidence + " (recorded in the console by " + recordedBy + ")"
-	var pub contacts.Publisher // nil, not a nil pointer, when no webhook is configured
-	if c.opts.Events != nil {
-		pub = c.opts.Events
-	}
-	changed, err := contacts.RecordConsent(ctx.UserContext(), c.opts.Consent, pub, u.Tenant, ct, consent.Kind(identity), false, full)
+	changed, err := contacts.RecordConsent(ctx.UserContext(), c.opts.Consent, c.publisher(), u.Tenant, ct, consent.Kind(identity), false, full)
 	if err != nil {
 		return err
 	}
@@ -241,4 +237,13 @@ func (c *Console) belongsTo(ct contacts.Contact, id consent.Identity) bool {
 		}
 	}
 	return false
+}
+
+// publisher is the webhook publisher as the contacts package takes it:
+// nil, not a nil pointer, when no webhook is configured.
+func (c *Console) publisher() contacts.Publisher {
+	if c.opts.Events == nil {
+		return nil
+	}
+	return c.opts.Events
 }

@@ -121,7 +121,7 @@ func TestAViewerCanReadButNotChangeAnything(t *testing.T) {
 	viewer := g.signIn("viewer@clinic-a.test")
 	staff := g.signIn("staff@clinic-a.test")
 	for _, path := range []string{"/console/broadcasts", "/console/broadcasts/" + bc, "/console/escalations", "/console/inbox", "/console/messages", "/console/broadcasts/" + bc + "/report.csv",
-		"/console/contacts", "/console/senders"} {
+		"/console/contacts", "/console/senders", "/console/opt-outs"} {
 		if resp, _ := viewer.get(path); resp.StatusCode != 200 {
 			t.Errorf("viewer GET %s = %d", path, resp.StatusCode)
 		}

@@ -97,7 +97,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.
@@ -180,6 +180,8 @@ func funcs(cat catalogue) template.FuncMap {
 		"states": func() []string { return broadcasts.PersonStates },
 		"join":   strings.Join,
 		"rate":   rate,
+		// reportChart is an after-action report's timeline as inline SVG.
+		"reportChart": func(d reportData) template.HTML { return d.Chart(t).SVG() },
 	}
 }
 

@@ -123,6 +123,9 @@ type Try struct {
 	MessageID string    `json:"message_id"`
 	At        time.Time `json:"at"`
 	Status    string    `json:"status"`
+	// ReachedAt is when the provider first took or delivered the message
+	// (sent or delivered); nil before, and in records made before it was kept.
+	ReachedAt *time.Time `json:"reached_at,omitempty"`
 }
 
 // Person is one recipient of a broadcast and how far they got.
@@ -138,6 +141,9 @@ type Person struct {
 	Answer     string     `json:"answer,omitempty"`
 	AnsweredAt *time.Time `json:"answered_at,omitempty"`
 	AnsweredOn string     `json:"answered_on,omitempty"`
+	// AcknowledgedAt is when the person became acknowledged (nil before,
+	// and in records made before it was kept).
+	AcknowledgedAt *time.Time `json:"acknowledged_at,omitempty"`
 	// Deadline is when the current try times out if nobody acknowledges
 	// it (nil when the person is done).
 	Deadline *time.Time `json:"deadline,omitempty"`

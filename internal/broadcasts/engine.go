@@ -1009,6 +1009,7 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 	id := cfg.ID
 	failed := false
 	step := 0
+	now := e.Now().UTC()
 	_, err = e.Bulk.Store.Update(ctx, id, index, func(p *Person) (*Event, bool) {
 		t := p.TryOf(messageID)
 		if t == nil || ledger.Status(t.Status).Rank() > st.Rank() {
@@ -1025,12 +1026,15 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 			return nil, false
 		}
 		t.Status = string(st)
+		if t.ReachedAt == nil && (st == ledger.StatusSent || st == ledger.StatusDelivered) {
+			t.ReachedAt = &now
+		}
 		if current && !p.Done() {
 			switch {
 			case st == ledger.StatusSent && (p.State == PersonQueued || p.State == PersonPending):
 				p.State = PersonSent
 			case st == ledger.StatusDelivered && cfg.Poll == nil:
-				p.State = PersonAcknowledged
+				p.State, p.AcknowledgedAt = PersonAcknowledged, &now
 			case st == ledger.StatusDelivered:
 				p.State = PersonDelivered
 			case failure(st):
@@ -1081,7 +1085,7 @@ func (e *Engine) Answer(ctx context.Context, link, messageID, channel, option, d
 		}
 		changed := false
 		if p.State != PersonAcknowledged && p.State != PersonCanceled {
-			p.State, changed = PersonAcknowledged, true
+			p.State, p.AcknowledgedAt, changed = PersonAcknowledged, &now, true
 		}
 		// People count by their latest answer, by when it was received,
 		// whatever order the workers file them in.

@@ -464,3 +464,37 @@ func TestTheFanOutQueuesTheAudienceInItsOrder(t *testing.T) {
 		t.Fatalf("chunks done: %+v %v", sum, err)
 	}
 }
+
+// TestTheEngineRecordsWhenAPersonWasReachedAndAcknowledged: the
+// after-action report's timeline is built from these times.
+func TestTheEngineRecordsWhenAPersonWasReachedAndAcknowledged(t *testing.T) {
+	ctx := context.Background()
+	rg := newRig(t, "sms")
+	cfg := rg.started(t, &broadcasts.Request{Name: "Flood", Channels: []string{"sms"},
+		Body:       map[string]string{"en": "Reply 1 if you are safe, 2 if you need help."},
+		Poll:       &broadcasts.Poll{Options: map[string]string{"1": "safe", "2": "need_help"}},
+		AckTimeout: "10m", Audience: []audiences.Recipient{{Phone: "+14155550101"}}})
+	link := cfg.ID + ":0"
+	msg := rg.person(t, cfg.ID, 0).Tries[0].MessageID
+	rg.clk.Advance(time.Minute)
+	sentAt := rg.clk.Now()
+	if err := rg.eng.Status(ctx, link, msg, ledger.StatusSent); err != nil {
+		t.Fatal(err)
+	}
+	rg.clk.Advance(time.Minute)
+	if err := rg.eng.Status(ctx, link, msg, ledger.StatusDelivered); err != nil {
+		t.Fatal(err)
+	}
+	rg.clk.Advance(time.Minute)
+	answeredAt := rg.clk.Now()
+	if err := rg.eng.Answer(ctx, link, msg, "sms", "", "2", answeredAt); err != nil {
+		t.Fatal(err)
+	}
+	p := rg.person(t, cfg.ID, 0)
+	if tr := p.Tries[0]; tr.ReachedAt == nil || !tr.ReachedAt.Equal(sentAt) {
+		t.Errorf("reached at %v, want %v (when the provider took it)", tr.ReachedAt, sentAt)
+	}
+	if p.AcknowledgedAt == nil || !p.AcknowledgedAt.Equal(answeredAt) || p.Answer != "need_help" {
+		t.Errorf("acknowledged at %v with %q, want %v", p.AcknowledgedAt, p.Answer, answeredAt)
+	}
+}
