@@ -99,8 +99,11 @@ type Options struct {
 	// and the Redis memory guard (nil: none).
 	Admission *admission.Controller
 	// Fence waits until a request's writes are on enough Redis replicas
-	// before a 2xx is answered (nil: no wait).
-	Fence Fence
+	// before a 2xx is answered (nil: no wait). FailoverWait is how long a
+	// message request with an Idempotency-Key waits out a failover and is
+	// run again before it is answered 503 (0: at once).
+	Fence        Fence
+	FailoverWait time.Duration
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.

@@ -54,7 +54,7 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 	if err := s.admitMessage(c, tenant, draft.Priority); err != nil {
 		return err
 	}
-	a, err := s.opts.Messages.Accept(c.UserContext(), tenant, draft,
+	a, err := s.acceptThroughFailover(c, tenant, draft,
 		messaging.Idempotency{Key: idemKey, BodyHash: hashBody(body), TTL: s.opts.IdempotencyTTL})
 	if errors.Is(err, ledger.ErrIdempotencyMismatch) {
 		return problem(422, "idempotency-mismatch", "this Idempotency-Key was already used with a different request body; use a new key for a new message")

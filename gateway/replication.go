@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/internal/admission"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/replication"
 )
 
@@ -32,7 +36,7 @@ func (s *Server) replicatedWrites(c *fiber.Ctx) error {
 	if err := c.Next(); err != nil {
 		return err
 	}
-	if st := c.Response().StatusCode(); st < 200 || st > 399 {
+	if st := c.Response().StatusCode(); st < 200 || st > 399 || c.Locals(fencedKey) != nil {
 		return nil
 	}
 	if err := s.opts.Fence.Wait(c.UserContext(), began); err != nil {
@@ -83,5 +87,80 @@ func (s *Server) webhookReplicated(ctx context.Context, c *fiber.Ctx, path strin
 		s.log.Error("storage unavailable", "err", err)
 	}
 	_ = webhookTryAgain(c, DefaultRetryAfter)
+	return true
+}
+
+// fencedKey marks a request whose handler waited for the replicas itself.
+type fencedLocal struct{}
+
+var fencedKey = fencedLocal{}
+
+// failoverPause is the time between two tries of a request waiting out a
+// failover.
+const failoverPause = 100 * time.Millisecond
+
+// acceptThroughFailover accepts a message. With a fence and an
+// Idempotency-Key, a failover is waited out for up to FailoverWait: a try
+// whose writes are not confirmed on the replicas (a failover may have
+// taken them back) or that found no primary is run again, and the key
+// finds the message the lost try made, or makes it once. The client gets
+// its 2xx later instead of a 503 for the seconds the sentinels take to
+// promote a replica. Without a key a second try could make a second
+// message, so the first answer stands.
+func (s *Server) acceptThroughFailover(c *fiber.Ctx, tenant string, d *messaging.Draft, idem messaging.Idempotency) (messaging.Accepted, error) {
+	ctx := c.UserContext()
+	if s.opts.Fence == nil || s.opts.FailoverWait <= 0 || idem.Key == "" {
+		return s.opts.Messages.Accept(ctx, tenant, d, idem)
+	}
+	until := s.opts.Now().Add(s.opts.FailoverWait)
+	var made string // the id an earlier try made, kept or not
+	for tries := 1; ; tries++ {
+		began := s.opts.Fence.Begin()
+		a, err := s.opts.Messages.Accept(ctx, tenant, d, idem)
+		if err == nil {
+			if !a.Replayed {
+				made = a.ID
+			} else if a.ID == made {
+				a.Replayed = false // this request's own message, kept after all
+			}
+			err = s.opts.Fence.Wait(ctx, began)
+		}
+		if err == nil {
+			c.Locals(fencedKey, true)
+			if tries > 1 {
+				s.log.Info("a message request waited out a failover", "tries", tries)
+			}
+			return a, nil
+		}
+		if !failingOver(err) || !s.opts.Now().Before(until) {
+			return a, err
+		}
+		t := time.NewTimer(failoverPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return a, err
+		case <-t.C:
+		}
+	}
+}
+
+// failingOver reports whether an error is what a failover looks like from
+// here: writes not confirmed on the replicas, or the store unreachable. A
+// refusal, a bad request, a reused key or a full Redis is answered as it
+// is.
+func failingOver(err error) bool {
+	var (
+		p       *Problem
+		invalid *messaging.InvalidError
+	)
+	switch {
+	case isNotReplicated(err):
+		return true
+	case errors.As(err, &p), errors.As(err, &invalid), refusal(err) != err,
+		admission.IsOutOfMemory(err), errors.Is(err, ledger.ErrIdempotencyMismatch),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	}
 	return true
 }

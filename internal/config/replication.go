@@ -17,7 +17,17 @@ type ReplicationConfig struct {
 	// request is answered 503 with Retry-After, and its retry with the
 	// same Idempotency-Key never makes a second message.
 	AckTimeout time.Duration
+	// FailoverWait is how long a message request with an Idempotency-Key
+	// waits out a failover (REDIS_FAILOVER_WAIT): its writes not
+	// confirmed on the replicas, or no primary to write to, it is run
+	// again on the new primary, where the key finds the message or makes
+	// it once, before it is answered 503. Zero answers 503 at once.
+	FailoverWait time.Duration
 }
+
+// MaxFailoverWait is the longest REDIS_FAILOVER_WAIT: the request's own
+// deadline (10 s) must leave room for its last try.
+const MaxFailoverWait = 5 * time.Second
 
 // MaxReplicaAckTimeout is the longest REDIS_REPLICA_ACK_TIMEOUT: the wait
 // shares a pipeline with a write, whose answer must come within the Redis
@@ -29,5 +39,5 @@ const MaxReplicasAck = 16
 
 // defaultReplication acknowledges at once: a single Redis has no replica.
 func defaultReplication() ReplicationConfig {
-	return ReplicationConfig{AckTimeout: 500 * time.Millisecond}
+	return ReplicationConfig{AckTimeout: 500 * time.Millisecond, FailoverWait: 2 * time.Second}
 }

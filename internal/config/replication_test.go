@@ -12,10 +12,14 @@ func TestReplicationSettings(t *testing.T) {
 		env  map[string]string
 		want ReplicationConfig
 	}{
-		{"the default acknowledges at once (a single Redis)", with(), ReplicationConfig{AckTimeout: 500 * time.Millisecond}},
+		{"the default acknowledges at once (a single Redis)", with(), ReplicationConfig{AckTimeout: 500 * time.Millisecond, FailoverWait: 2 * time.Second}},
 		{"one replica, within a second", with("REDIS_MIN_REPLICAS_ACK", "1", "REDIS_REPLICA_ACK_TIMEOUT", "1s"),
-			ReplicationConfig{MinReplicasAck: 1, AckTimeout: time.Second}},
-		{"two replicas at the default wait", with("REDIS_MIN_REPLICAS_ACK", " 2 "), ReplicationConfig{MinReplicasAck: 2, AckTimeout: 500 * time.Millisecond}},
+			ReplicationConfig{MinReplicasAck: 1, AckTimeout: time.Second, FailoverWait: 2 * time.Second}},
+		{"two replicas at the default wait", with("REDIS_MIN_REPLICAS_ACK", " 2 "), ReplicationConfig{MinReplicasAck: 2, AckTimeout: 500 * time.Millisecond, FailoverWait: 2 * time.Second}},
+		{"a failover answered 503 at once", with("REDIS_MIN_REPLICAS_ACK", "1", "REDIS_FAILOVER_WAIT", "0"),
+			ReplicationConfig{MinReplicasAck: 1, AckTimeout: 500 * time.Millisecond}},
+		{"a failover waited out for up to 5s", with("REDIS_MIN_REPLICAS_ACK", "1", "REDIS_FAILOVER_WAIT", "5s"),
+			ReplicationConfig{MinReplicasAck: 1, AckTimeout: 500 * time.Millisecond, FailoverWait: 5 * time.Second}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +47,9 @@ func TestBadReplicationSettingsAreNamed(t *testing.T) {
 		{"a wait without a unit", "REDIS_REPLICA_ACK_TIMEOUT", "500"},
 		{"a wait longer than the Redis client's read timeout allows", "REDIS_REPLICA_ACK_TIMEOUT", "5s"},
 		{"a wait of nothing", "REDIS_REPLICA_ACK_TIMEOUT", "0s"},
+		{"a failover wait past the request's deadline", "REDIS_FAILOVER_WAIT", "6s"},
+		{"a negative failover wait", "REDIS_FAILOVER_WAIT", "-1s"},
+		{"a failover wait without a unit", "REDIS_FAILOVER_WAIT", "2"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -215,6 +215,24 @@ var settings = []Setting{
 				bad("REDIS_REPLICA_ACK_TIMEOUT=%s: want 1ms to %s (the wait must end within the Redis client's read timeout)", d, MaxReplicaAckTimeout)
 			}
 		}},
+	{Name: "REDIS_FAILOVER_WAIT", Group: groupRedis, Default: "2s",
+		Doc: "With `REDIS_MIN_REPLICAS_ACK`: how long `POST /v1/messages` with an `Idempotency-Key` waits out a " +
+			"failover (writes not confirmed on the replicas, or no primary to write to) and is run again on the " +
+			"new primary before it is answered 503; the key makes the message once. At most `5s`; `0` answers " +
+			"503 at once. See [failover](failover.md#what-a-failover-costs).",
+		parse: func(c *Config, v string) error {
+			d, err := parseDuration(v)
+			if err != nil || d < 0 {
+				return errors.New("want a duration such as 2s, or 0 to answer 503 at once")
+			}
+			c.Replication.FailoverWait = d
+			return nil
+		},
+		check: func(c Config, _ Role, bad complaint) {
+			if d := c.Replication.FailoverWait; d < 0 || d > MaxFailoverWait {
+				bad("REDIS_FAILOVER_WAIT=%s: want 0 to %s (the request's own deadline is 10s)", d, MaxFailoverWait)
+			}
+		}},
 
 	// Messages and requests
 	{Name: "GATEWAY_RETENTION", Group: groupMessages, Default: "30d", DefaultDoc: "`30d` (720h)",

@@ -117,7 +117,7 @@ func runFailover(t *testing.T, f failoverFault, plan failoverPlan) {
 		c.RedisURL = "redis://ignored-host:1/0" // with Sentinel only the password and database are read
 		c.RedisSentinelMaster = r.MasterName
 		c.RedisSentinelAddrs = r.Sentinels
-		c.Replication = config.ReplicationConfig{MinReplicasAck: 1, AckTimeout: 500 * time.Millisecond}
+		c.Replication = config.ReplicationConfig{MinReplicasAck: 1, AckTimeout: 500 * time.Millisecond, FailoverWait: 2 * time.Second}
 		// The production order of magnitude: long enough for a status
 		// callback held up by the failover to arrive before a resend.
 		c.Worker.UnconfirmedGrace = 15 * time.Second

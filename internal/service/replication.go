@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -16,6 +17,15 @@ func newFence(cfg config.Config, rdb redis.UniversalClient) *replication.Fence {
 		return nil
 	}
 	return replication.New(rdb, replication.Options{Replicas: cfg.Replication.MinReplicasAck, Timeout: cfg.Replication.AckTimeout})
+}
+
+// failoverWait is how long a message request waits out a failover: only
+// with a fence, since without one a lost write is never noticed.
+func failoverWait(cfg config.Config) time.Duration {
+	if cfg.Replication.MinReplicasAck <= 0 {
+		return 0
+	}
+	return cfg.Replication.FailoverWait
 }
 
 // checkReplication warns at start-up of a topology that loses

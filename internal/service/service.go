@@ -281,7 +281,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Inbound: s.Inbound, HelpTexts: helpTexts,
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
-			Admission: s.Admission, Fence: fence,
+			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg),
 		})
 	}
 	if role&config.RoleWorker != 0 {
