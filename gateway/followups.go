@@ -52,41 +52,22 @@ type planJSON struct {
 	Steps      []planStepJSON `json:"steps"`
 }
 
-// planView joins a plan with its messages' current status.
+// planView is a plan as the API shows it, with its messages' status.
 func (s *Server) planView(ctx context.Context, p *followups.Plan) (planJSON, error) {
+	pv, err := s.opts.Plans.View(ctx, p)
+	if err != nil {
+		return planJSON{}, err
+	}
 	v := planJSON{ID: p.ID, ContactID: p.ContactID, Anchor: p.Anchor, TimeZone: p.TimeZone, StopOn: p.StopOn,
-		PastDue: p.PastDue, State: p.State, StopReason: p.StopReason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
-		Steps: make([]planStepJSON, 0, len(p.Steps))}
+		PastDue: p.PastDue, State: pv.State, StopReason: p.StopReason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
+		Steps: make([]planStepJSON, 0, len(pv.Steps))}
 	if v.StopOn == nil {
 		v.StopOn = []string{}
 	}
-	for _, st := range p.Steps {
-		sj := planStepJSON{Step: st}
-		if st.MessageID != "" {
-			m, err := s.opts.Ledger.Get(ctx, p.Tenant, st.MessageID)
-			switch {
-			case err == nil:
-				sj.Status, sj.SendAt, sj.Deferred = m.Status, m.SendAt, m.Deferred
-			case !errors.Is(err, ledger.ErrNotFound):
-				return v, err
-			}
-		}
-		v.Steps = append(v.Steps, sj)
-	}
-	if v.State == followups.PlanActive && planDone(v.Steps) {
-		v.State = followups.PlanCompleted // every step has run its course
+	for _, st := range pv.Steps {
+		v.Steps = append(v.Steps, planStepJSON{Step: st.Step, Status: st.Status, SendAt: st.SendAt, Deferred: st.Deferred})
 	}
 	return v, nil
-}
-
-// planDone says whether no step of a plan has anything left to do.
-func planDone(steps []planStepJSON) bool {
-	for _, st := range steps {
-		if st.MessageID != "" && !st.Status.Final() && st.Status.Rank() < ledger.StatusSent.Rank() {
-			return false
-		}
-	}
-	return true
 }
 
 // GET /v1/followups/{id}
@@ -107,7 +88,7 @@ func (s *Server) getFollowup(c *fiber.Ctx) error {
 // POST /v1/followups/{id}/cancel: cancels the steps not sent yet.
 func (s *Server) cancelFollowup(c *fiber.Ctx) error {
 	ctx, tenant := c.UserContext(), tenantOf(c)
-	p, err := s.opts.Followups.Stop(ctx, tenant, c.Params("id"), followups.PlanCanceled, ledger.CanceledByAPI, s.opts.Plans.CancelStep)
+	p, err := s.opts.Plans.Cancel(ctx, tenant, c.Params("id"), ledger.CanceledByAPI)
 	switch {
 	case errors.Is(err, followups.ErrNotFound):
 		return problem(404, "not-found", "no follow-up plan with this id for your API key")

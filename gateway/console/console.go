@@ -32,6 +32,7 @@ import (
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
+	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
@@ -81,6 +82,10 @@ type Options struct {
 	// Events tells the tenant's webhook of a consent recorded here (nil:
 	// no webhooks).
 	Events *webhooks.Publisher
+	// Followups keeps the follow-up plans; Plans cancels them and reads
+	// their steps' messages, as the API does.
+	Followups *followups.Store
+	Plans     *followups.Planner
 	// Senders are the paced senders the senders page shows (nil: none).
 	Senders *ratelimit.Senders
 	// Queues are the task queues whose depths it shows (nil: not shown).
@@ -183,6 +188,9 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/senders", read(c.sendersPage)...)
 	app.Get(Prefix+"/opt-outs", read(c.optOutsPage)...)
 	app.Post(Prefix+"/opt-outs/:id/resolve", write(users.RecordConsent, c.resolveOptOut)...)
+	app.Get(Prefix+"/plans", read(c.plansPage)...)
+	app.Get(Prefix+"/plans/:id", read(c.planPage)...)
+	app.Post(Prefix+"/plans/:id/cancel", write(users.CancelPlans, c.cancelPlan)...)
 	app.Use(Prefix, func(*fiber.Ctx) error { return notFound() })
 }
 

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"time"
+
 	"errors"
 	"net/http"
 	"net/url"
@@ -41,8 +43,10 @@ type contactData struct {
 	// Contact is nil before a lookup and when none was found.
 	Contact    *contacts.Contact
 	Identities []identityRow
-	NotFound   bool
-	Recorded   bool
+	// Plans are the contact's active follow-up plans.
+	Plans    []planRow
+	NotFound bool
+	Recorded bool
 	// The opt-in form, posted back when refused.
 	Evidence string
 	Identity string
@@ -147,6 +151,17 @@ func (c *Console) fillContact(ctx *fiber.Ctx, d *contactData, ct contacts.Contac
 			row.Changes[i], row.Changes[j] = row.Changes[j], row.Changes[i]
 		}
 		d.Identities = append(d.Identities, row)
+	}
+	if c.opts.Followups == nil {
+		return nil
+	}
+	plans, err := c.opts.Followups.ActiveFor(ctx.UserContext(), userOf(ctx).Tenant, ct.Identities)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, p := range plans {
+		d.Plans = append(d.Plans, planRowOf(p, now))
 	}
 	return nil
 }

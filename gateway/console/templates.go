@@ -34,7 +34,7 @@ type pageData struct {
 }
 
 // Can says whether the signed-in account may send broadcasts, acknowledge
-// escalations, record consent or answer a patient (for showing the
+// escalations, record consent, answer a patient or cancel a plan (for showing the
 // buttons; the routes check).
 func (d pageData) Can(what string) bool {
 	if d.User == nil {
@@ -49,6 +49,8 @@ func (d pageData) Can(what string) bool {
 		return d.User.Role.Can(users.RecordConsent)
 	case "answer":
 		return d.User.Role.Can(users.AnswerPatients)
+	case "plans":
+		return d.User.Role.Can(users.CancelPlans)
 	}
 	return false
 }
@@ -97,7 +99,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.

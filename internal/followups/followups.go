@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -601,4 +602,42 @@ func (s *Store) StopFor(ctx context.Context, id consent.Identity, condition, rea
 		}
 	}
 	return stopped, errors.Join(errs...)
+}
+
+// ActiveFor returns the tenant's active plans to any of the identities,
+// newest first, each once.
+func (s *Store) ActiveFor(ctx context.Context, tenant string, ids []consent.Identity) ([]*Plan, error) {
+	seen := map[string]bool{}
+	var out []*Plan
+	for _, id := range ids {
+		if !id.Valid() {
+			continue
+		}
+		pids, err := s.rdb.ZRange(ctx, identityKey(id), 0, -1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("followups: %w", err)
+		}
+		for _, pid := range pids {
+			if seen[pid] {
+				continue
+			}
+			seen[pid] = true
+			v, err := s.rdb.HMGet(ctx, planKey(pid), "tenant", "state", "plan").Result()
+			if err != nil {
+				return nil, fmt.Errorf("followups: %w", err)
+			}
+			if state, _ := v[1].(string); state != PlanActive {
+				continue
+			}
+			p, err := decode([]any{v[0], v[2]}, tenant)
+			if errors.Is(err, ErrNotFound) {
+				continue // another tenant's, or expired
+			} else if err != nil {
+				return nil, err
+			}
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Plan) int { return strings.Compare(b.ID, a.ID) })
+	return out, nil
 }

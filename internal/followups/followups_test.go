@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -563,5 +564,31 @@ func TestTheStoreRunsOnRedisCluster(t *testing.T) {
 		if got, err := s.Get(ctx, p.Tenant, p.ID); err != nil || got.State != followups.PlanStopped {
 			t.Fatalf("Get: %v", err)
 		}
+	}
+}
+
+func TestActiveForListsATenantsActivePlansToAnyOfTheIdentities(t *testing.T) {
+	srv := redistest.Start(t)
+	s := followups.NewStore(srv.Client(), time.Hour)
+	ctx := testCtx(t)
+	sched := followups.StepScheduled
+	older := create(t, s, plan("clinic-a", []consent.Identity{patient}, nil, sched))
+	both := create(t, s, plan("clinic-a", []consent.Identity{mailbox, patient}, nil, sched))
+	create(t, s, plan("clinic-b", []consent.Identity{patient}, nil, sched)) // another tenant's
+	create(t, s, plan("clinic-a", []consent.Identity{other}, nil, sched))   // someone else's
+	stopped := create(t, s, plan("clinic-a", []consent.Identity{patient}, nil, sched))
+	if _, err := s.Stop(ctx, "clinic-a", stopped.ID, followups.PlanCanceled, "staff", newCanceler().cancel); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ActiveFor(ctx, "clinic-a", []consent.Identity{patient, {Kind: consent.Email, Value: "Pat.Doe@example.org"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range got {
+		ids = append(ids, p.ID)
+	}
+	if want := []string{both.ID, older.ID}; !slices.Equal(ids, want) {
+		t.Fatalf("ActiveFor = %v, want %v (newest first, each once, active, clinic-a's only)", ids, want)
 	}
 }

@@ -327,6 +327,14 @@ func (w *planWho) message(st PlanStep, planID string, index int, sendAt time.Tim
 // could not be written.
 const planNotMade = "canceled: its follow-up plan could not be created"
 
+// Cancel cancels an active plan of the tenant: the steps not sent yet
+// have their messages canceled, saying why (reason) in their history. It
+// is how the API and the console cancel a plan; ErrNotFound, ErrNotActive
+// as Store.Stop.
+func (pl *Planner) Cancel(ctx context.Context, tenant, id, reason string) (*Plan, error) {
+	return pl.Store.Stop(ctx, tenant, id, PlanCanceled, reason, pl.CancelStep)
+}
+
 // CancelStep cancels a plan step's message, saying why in its history; a
 // message the provider already has (or whose record has expired) is
 // reported as ErrAlreadySent.
@@ -336,4 +344,51 @@ func (pl *Planner) CancelStep(ctx context.Context, tenant, id, reason string) er
 		return fmt.Errorf("%w: %w", ErrAlreadySent, err)
 	}
 	return err
+}
+
+// StepView is a plan's step with its message as the ledger has it now.
+type StepView struct {
+	Step
+	// Status is its message's status ("" when the step made none, or the
+	// record has expired); SendAt and Deferred its time, and why it was
+	// deferred (quiet hours).
+	Status   ledger.Status
+	SendAt   *time.Time
+	Deferred string
+}
+
+// View is a plan with its steps' messages. State is PlanCompleted once
+// every step's message is final or with the provider, though the plan is
+// still active in the store.
+type View struct {
+	*Plan
+	State string
+	Steps []StepView
+}
+
+// View joins a plan with its messages' current status, for the API and
+// the console.
+func (pl *Planner) View(ctx context.Context, p *Plan) (*View, error) {
+	v := &View{Plan: p, State: p.State, Steps: make([]StepView, 0, len(p.Steps))}
+	done := true
+	for _, st := range p.Steps {
+		sv := StepView{Step: st}
+		if st.MessageID != "" {
+			m, err := pl.Messages.Ledger.Get(ctx, p.Tenant, st.MessageID)
+			switch {
+			case err == nil:
+				sv.Status, sv.SendAt, sv.Deferred = m.Status, m.SendAt, m.Deferred
+			case !errors.Is(err, ledger.ErrNotFound):
+				return nil, err
+			}
+			if !sv.Status.Final() && sv.Status.Rank() < ledger.StatusSent.Rank() {
+				done = false
+			}
+		}
+		v.Steps = append(v.Steps, sv)
+	}
+	if v.State == PlanActive && done {
+		v.State = PlanCompleted // every step has run its course
+	}
+	return v, nil
 }

@@ -552,6 +552,10 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 // for.
 const CanceledByAPI = "canceled by API request"
 
+// CanceledFromConsole is the history's reason for a cancellation staff
+// asked for in the console.
+const CanceledFromConsole = "canceled from the console"
+
 // Cancel marks a tenant's message canceled unless a provider may already
 // have it; reason is what its history says. It returns ErrNotFound or a
 // *ConflictError.

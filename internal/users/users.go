@@ -68,6 +68,8 @@ const (
 	RecordConsent
 	// AnswerPatients: send a patient a message from their conversation.
 	AnswerPatients
+	// CancelPlans: cancel a patient's follow-up plan.
+	CancelPlans
 )
 
 // Can reports whether the role has a permission. Every role may read.
@@ -75,7 +77,7 @@ func (r Role) Can(p Permission) bool {
 	switch p {
 	case SendBroadcasts:
 		return r == RoleLead
-	case AcknowledgeEscalations, RecordConsent, AnswerPatients:
+	case AcknowledgeEscalations, RecordConsent, AnswerPatients, CancelPlans:
 		return r == RoleLead || r == RoleStaff
 	}
 	return false

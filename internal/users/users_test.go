@@ -140,19 +140,19 @@ func TestRolesAllowWhatTheyName(t *testing.T) {
 		role          Role
 		send, ackEsc  bool
 		consent       bool
-		answer        bool
+		answer, plans bool
 		unknownAction bool
 	}{
-		{RoleLead, true, true, true, true, false},
-		{RoleStaff, false, true, true, true, false},
-		{RoleViewer, false, false, false, false, false},
-		{"admin", false, false, false, false, false},
+		{RoleLead, true, true, true, true, true, false},
+		{RoleStaff, false, true, true, true, true, false},
+		{RoleViewer, false, false, false, false, false, false},
+		{"admin", false, false, false, false, false, false},
 	}
 	for _, c := range cases {
 		if c.role.Can(SendBroadcasts) != c.send || c.role.Can(AcknowledgeEscalations) != c.ackEsc || c.role.Can(RecordConsent) != c.consent ||
-			c.role.Can(AnswerPatients) != c.answer || c.role.Can(Permission(99)) != c.unknownAction {
-			t.Errorf("%s: send %v, ack %v, consent %v, answer %v", c.role, c.role.Can(SendBroadcasts), c.role.Can(AcknowledgeEscalations),
-				c.role.Can(RecordConsent), c.role.Can(AnswerPatients))
+			c.role.Can(AnswerPatients) != c.answer || c.role.Can(CancelPlans) != c.plans || c.role.Can(Permission(99)) != c.unknownAction {
+			t.Errorf("%s: send %v, ack %v, consent %v, answer %v, plans %v", c.role, c.role.Can(SendBroadcasts), c.role.Can(AcknowledgeEscalations),
+				c.role.Can(RecordConsent), c.role.Can(AnswerPatients), c.role.Can(CancelPlans))
 		}
 	}
 }
