@@ -29,7 +29,11 @@ const (
 
 // composeForm is the composer's fields: a broadcast request as a form.
 type composeForm struct {
-	AudienceID   string
+	AudienceID string
+	// FollowUpOf is an earlier broadcast whose people are the audience
+	// instead (OnlyNotSafe: those whose latest answer is not safe).
+	FollowUpOf   string
+	OnlyNotSafe  bool
 	Name         string
 	BodyEN       string
 	BodyZH       string
@@ -51,7 +55,7 @@ func defaultForm() composeForm {
 
 func parseForm(ctx *fiber.Ctx) composeForm {
 	v := func(k string) string { return strings.TrimSpace(ctx.FormValue(k)) }
-	f := composeForm{AudienceID: v("audience"), Name: v("name"), BodyEN: v("body_en"), BodyZH: v("body_zh"),
+	f := composeForm{AudienceID: v("audience"), FollowUpOf: v("follow_up_of"), OnlyNotSafe: v("only_not_safe") == "1", Name: v("name"), BodyEN: v("body_en"), BodyZH: v("body_zh"),
 		QuestionEN: v("question_en"), QuestionZH: v("question_zh"), AckTimeout: v("ack_timeout"), Priority: v("priority")}
 	for i := range cascadeSteps {
 		f.Channels[i] = v(fmt.Sprintf("channel_%d", i+1))
@@ -67,7 +71,8 @@ func parseForm(ctx *fiber.Ctx) composeForm {
 // would be sent. Empty fields are left out, so that the engine says what
 // is missing.
 func (f composeForm) request() *broadcasts.Request {
-	r := &broadcasts.Request{Name: f.Name, AudienceID: f.AudienceID, AckTimeout: f.AckTimeout, Priority: f.Priority}
+	r := &broadcasts.Request{Name: f.Name, AudienceID: f.AudienceID, FollowUpOf: f.FollowUpOf, OnlyNotSafe: f.OnlyNotSafe,
+		AckTimeout: f.AckTimeout, Priority: f.Priority}
 	for _, ch := range f.Channels {
 		if ch != "" {
 			r.Channels = append(r.Channels, ch)
@@ -107,6 +112,8 @@ func (f composeForm) request() *broadcasts.Request {
 type composeData struct {
 	Form     composeForm
 	Audience *audiences.Audience
+	// Earlier is the broadcast a follow-up goes to the people of.
+	Earlier *broadcasts.Summary
 	// Channels are the configured channels, for the cascade's choices.
 	Channels []string
 	// Errors are the engine's refusals by field; Upload is an upload's.
@@ -138,7 +145,48 @@ func (c *Console) composeData(ctx *fiber.Ctx, f composeForm) (composeData, error
 	if a == nil {
 		f.AudienceID = ""
 	}
-	return composeData{Form: f, Audience: a, Channels: c.opts.Broadcast.Channels.Names()}, nil
+	d := composeData{Form: f, Audience: a, Channels: c.opts.Broadcast.Channels.Names()}
+	if f.FollowUpOf != "" {
+		d.Earlier, err = c.opts.Broadcasts.Get(ctx.UserContext(), userOf(ctx).Tenant, f.FollowUpOf)
+		if errors.Is(err, broadcasts.ErrNotFound) {
+			return d, notFound()
+		} else if err != nil {
+			return d, err
+		}
+	}
+	return d, nil
+}
+
+// followUpForm is a follow-up of an earlier broadcast to those not yet
+// safe: its cascade, poll, answer time and priority again, its name
+// marked, the text left to write (what changed).
+func followUpForm(earlier *broadcasts.Summary) composeForm {
+	f := composeForm{FollowUpOf: earlier.ID, OnlyNotSafe: true, Priority: earlier.Priority}
+	if earlier.AckTimeout > 0 { // "10m", not "10m0s"
+		f.AckTimeout = strings.TrimSuffix(strings.TrimSuffix(earlier.AckTimeout.String(), "0s"), "0m")
+	}
+	if earlier.Name != "" {
+		f.Name = "Follow-up: " + earlier.Name
+	}
+	for i, ch := range earlier.Channels {
+		if i < cascadeSteps {
+			f.Channels[i] = ch
+		}
+	}
+	if earlier.Poll != nil {
+		keys := make([]string, 0, len(earlier.Poll.Options))
+		for k := range earlier.Poll.Options {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i < pollRows {
+				f.PollKeys[i], f.PollMeanings[i] = k, earlier.Poll.Options[k]
+			}
+		}
+		f.QuestionEN, f.QuestionZH = earlier.Poll.Question[localeEN], earlier.Poll.Question[localeZH]
+	}
+	return f
 }
 
 func (c *Console) renderCompose(ctx *fiber.Ctx, status int, d composeData) error {
@@ -153,9 +201,15 @@ func (c *Console) composePage(ctx *fiber.Ctx) error {
 	}
 	f := defaultForm()
 	f.AudienceID = ctx.Query("audience")
+	if of := ctx.Query("follow_up_of"); of != "" {
+		f = composeForm{FollowUpOf: of}
+	}
 	d, err := c.composeData(ctx, f)
 	if err != nil {
 		return err
+	}
+	if d.Earlier != nil {
+		d.Form = followUpForm(d.Earlier)
 	}
 	return c.renderCompose(ctx, http.StatusOK, d)
 }
