@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -101,21 +100,8 @@ type templateSummary struct {
 }
 
 func summaryOf(t *templates.Template) templateSummary {
-	sum := templateSummary{Name: t.Name, Description: t.Description, Source: t.Source, Variables: t.Variables}
-	seen := map[string]bool{}
-	for loc, f := range t.Locales {
-		sum.Locales = append(sum.Locales, loc)
-		for ch, has := range map[string]bool{templates.ChannelSMS: f.SMS != "", templates.ChannelVoice: f.Voice != nil,
-			templates.ChannelWeChat: f.WeChat != nil, templates.ChannelEmail: f.Email != nil} {
-			seen[ch] = seen[ch] || has
-		}
-	}
-	for _, ch := range templates.Channels {
-		if seen[ch] {
-			sum.Channels = append(sum.Channels, ch)
-		}
-	}
-	slices.Sort(sum.Locales)
+	sum := templateSummary{Name: t.Name, Description: t.Description, Source: t.Source, Variables: t.Variables,
+		Locales: t.LocaleTags(), Channels: t.FormChannels()}
 	if sum.Variables == nil {
 		sum.Variables = []templates.Variable{}
 	}
@@ -214,24 +200,18 @@ type previewRequest struct {
 // POST /v1/templates/{name}/preview: every channel's rendered text, SMS
 // segments and encoding, PHI findings and missing or unknown variables.
 func (s *Server) previewTemplate(c *fiber.Ctx) error {
-	st, err := s.templateStore()
-	if err != nil {
+	if _, err := s.templateStore(); err != nil {
 		return err
 	}
 	var req previewRequest
 	if p := decodeOptionalJSON(c, &req); p != nil {
 		return p
 	}
-	ctx := c.UserContext()
-	t, err := st.Get(ctx, tenantOf(c), c.Params("name"))
+	p, err := s.opts.Messages.PreviewTemplate(c.UserContext(), tenantOf(c), c.Params("name"), req.Locale, req.Vars)
 	if errors.Is(err, templates.ErrNotFound) {
 		return problem(404, "not-found", fmt.Sprintf("no template %q; GET /v1/templates lists them", messaging.Clip(c.Params("name"))))
 	} else if err != nil {
 		return s.unavailable(err)
 	}
-	set, err := s.opts.Messages.SettingsOf(ctx, tenantOf(c))
-	if err != nil {
-		return s.unavailable(err)
-	}
-	return c.JSON(t.Preview(s.opts.TemplateChain, req.Locale, req.Vars, set.AllowPHI))
+	return c.JSON(p)
 }

@@ -74,6 +74,7 @@ import (
 	"io"
 	"net/url"
 	"regexp"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -965,4 +966,29 @@ func (f *Forms) clone() *Forms {
 		c.Email = &e
 	}
 	return &c
+}
+
+// LocaleTags are the template's locales, sorted.
+func (t *Template) LocaleTags() []string { return slices.Sorted(maps.Keys(t.Locales)) }
+
+// FormChannels are the channels some locale of the template has a form
+// for, in the order of Channels.
+func (t *Template) FormChannels() []string {
+	seen := map[string]bool{}
+	for _, f := range t.Locales {
+		if f == nil {
+			continue
+		}
+		seen[ChannelSMS] = seen[ChannelSMS] || f.SMS != ""
+		seen[ChannelVoice] = seen[ChannelVoice] || f.Voice != nil
+		seen[ChannelWeChat] = seen[ChannelWeChat] || f.WeChat != nil
+		seen[ChannelEmail] = seen[ChannelEmail] || f.Email != nil
+	}
+	var out []string
+	for _, ch := range Channels {
+		if seen[ch] {
+			out = append(out, ch)
+		}
+	}
+	return out
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/patientmsg/gateway/internal/tenants"
 	"github.com/patientmsg/gateway/internal/users"
 	"github.com/patientmsg/gateway/internal/webhooks"
+	"github.com/patientmsg/gateway/templates"
 )
 
 //go:embed static templates i18n
@@ -82,6 +83,9 @@ type Options struct {
 	// Events tells the tenant's webhook of a consent recorded here (nil:
 	// no webhooks).
 	Events *webhooks.Publisher
+	// Templates are the built-in and tenants' templates (nil: no
+	// templates pages); previews are made by Messages, as the API's.
+	Templates *templates.Store
 	// Followups keeps the follow-up plans; Plans cancels them and reads
 	// their steps' messages, as the API does.
 	Followups *followups.Store
@@ -188,6 +192,10 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/senders", read(c.sendersPage)...)
 	app.Get(Prefix+"/opt-outs", read(c.optOutsPage)...)
 	app.Post(Prefix+"/opt-outs/:id/resolve", write(users.RecordConsent, c.resolveOptOut)...)
+	app.Get(Prefix+"/templates", read(c.templatesPage)...)
+	app.Get(Prefix+"/templates/:name", read(c.templatePage)...)
+	app.Post(Prefix+"/templates/:name/preview", write(0, c.previewTemplate)...)
+	app.Post(Prefix+"/templates/:name", write(users.EditTemplates, c.saveTemplate)...)
 	app.Get(Prefix+"/plans", read(c.plansPage)...)
 	app.Get(Prefix+"/plans/:id", read(c.planPage)...)
 	app.Post(Prefix+"/plans/:id/cancel", write(users.CancelPlans, c.cancelPlan)...)

@@ -43,6 +43,8 @@ func TestEveryConsoleAnswerCarriesAStrictContentSecurityPolicy(t *testing.T) {
 		{"the contacts", lead, "GET", "/console/contacts", 200},
 		{"the senders", lead, "GET", "/console/senders", 200},
 		{"the follow-up plans", lead, "GET", "/console/plans", 200},
+		{"the templates", lead, "GET", "/console/templates", 200},
+		{"a template", lead, "GET", "/console/templates/appointment_reminder", 200},
 		{"the stylesheet", nil, "GET", "/console/static/console.css", 200},
 		{"htmx", nil, "GET", "/console/static/htmx.min.js", 200},
 		{"a page that does not exist", lead, "GET", "/console/nothing-here", 404},

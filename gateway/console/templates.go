@@ -51,6 +51,8 @@ func (d pageData) Can(what string) bool {
 		return d.User.Role.Can(users.AnswerPatients)
 	case "plans":
 		return d.User.Role.Can(users.CancelPlans)
+	case "templates":
+		return d.User.Role.Can(users.EditTemplates)
 	}
 	return false
 }
@@ -99,7 +101,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.

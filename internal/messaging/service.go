@@ -339,3 +339,23 @@ func (s *Service) EnsureQueued(ctx context.Context, q Enqueuer, id string, req l
 	}
 	return err == nil, err
 }
+
+// PreviewTemplate renders the tenant's template of that name (or the
+// built-in one) in every channel its locale has a form for, with the PHI
+// findings under the tenant's settings: what POST
+// /v1/templates/{name}/preview and the console show. No template is
+// templates.ErrNotFound.
+func (s *Service) PreviewTemplate(ctx context.Context, tenant, name, locale string, vars map[string]string) (*templates.Preview, error) {
+	if s.Templates == nil {
+		return nil, templates.ErrNotFound
+	}
+	t, err := s.Templates.Get(ctx, tenant, name)
+	if err != nil {
+		return nil, err
+	}
+	set, err := s.settingsOf(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	return t.Preview(s.TemplateChain, locale, vars, set.AllowPHI), nil
+}

@@ -70,12 +70,14 @@ const (
 	AnswerPatients
 	// CancelPlans: cancel a patient's follow-up plan.
 	CancelPlans
+	// EditTemplates: write the tenant's own message templates.
+	EditTemplates
 )
 
 // Can reports whether the role has a permission. Every role may read.
 func (r Role) Can(p Permission) bool {
 	switch p {
-	case SendBroadcasts:
+	case SendBroadcasts, EditTemplates:
 		return r == RoleLead
 	case AcknowledgeEscalations, RecordConsent, AnswerPatients, CancelPlans:
 		return r == RoleLead || r == RoleStaff

@@ -150,7 +150,8 @@ func TestRolesAllowWhatTheyName(t *testing.T) {
 	}
 	for _, c := range cases {
 		if c.role.Can(SendBroadcasts) != c.send || c.role.Can(AcknowledgeEscalations) != c.ackEsc || c.role.Can(RecordConsent) != c.consent ||
-			c.role.Can(AnswerPatients) != c.answer || c.role.Can(CancelPlans) != c.plans || c.role.Can(Permission(99)) != c.unknownAction {
+			c.role.Can(AnswerPatients) != c.answer || c.role.Can(CancelPlans) != c.plans || c.role.Can(EditTemplates) != c.send ||
+			c.role.Can(Permission(99)) != c.unknownAction {
 			t.Errorf("%s: send %v, ack %v, consent %v, answer %v, plans %v", c.role, c.role.Can(SendBroadcasts), c.role.Can(AcknowledgeEscalations),
 				c.role.Can(RecordConsent), c.role.Can(AnswerPatients), c.role.Can(CancelPlans))
 		}
