@@ -82,6 +82,11 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	fmt.Fprintf(w, "an answer (\"2\") from the inbound webhook to the roster, %d answers while the broadcast sends\tp50 %s, p99 %s, max %s\t(target p99 ≤ 2 s)\n",
 		len(res.ans.lat), pct(res.ans.lat, 50), pct(res.ans.lat, 99), pct(res.ans.lat, 100))
 	fmt.Fprintf(w, "  of them answered before every person's message was queued\t%d\n", res.ans.during(res.t0.Add(res.queued)))
+	fmt.Fprintf(w, "\nConsole pages with this broadcast in the store (a lead signed in; %d requests each, from loopback)\tmedian\tslowest\tsize\t(target ≤ 200 ms)\n", consoleTries)
+	for _, p := range res.pages {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%d KB\n", p.name, p.median().Round(100*time.Microsecond),
+			p.slowest().Round(100*time.Microsecond), p.bytes/1024)
+	}
 	fmt.Fprintf(w, "\nAnswers behind a backlog: a crisis broadcast to %d people sending, %d bulk messages queued (enqueued by bare Asynq in %s)\n",
 		behind.n, behind.backlog, behind.enqueue.Round(time.Millisecond))
 	fmt.Fprintf(w, "an answer (\"2\") from the inbound webhook to the roster, %d answers while the broadcast sends\tp50 %s, p99 %s, max %s\t(target p99 ≤ 2 s)\n",
@@ -94,6 +99,11 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	b.ReportMetric(res.perPerson, "redis_B/person")
 	b.ReportMetric(float64(pctDur(res.ans.lat, 99))/float64(time.Millisecond), "answer_p99_ms")
 	b.ReportMetric(float64(pctDur(behind.ans.lat, 99))/float64(time.Millisecond), "answer_behind_backlog_p99_ms")
+	var slowestPage time.Duration
+	for _, p := range res.pages {
+		slowestPage = max(slowestPage, p.slowest())
+	}
+	b.ReportMetric(float64(slowestPage)/float64(time.Millisecond), "console_page_max_ms")
 }
 
 // broadcastResult is one crisis broadcast's figures.
@@ -108,6 +118,9 @@ type broadcastResult struct {
 	queued     time.Duration
 	perPerson  float64
 	ans        answerResult
+	// pages are the console's pages timed once the answers are in (the
+	// first run only).
+	pages []consolePage
 }
 
 // broadcastRun sends a crisis SMS broadcast with a poll to n people, with
@@ -181,6 +194,9 @@ func (e *env) broadcastRun(n, backlog int) broadcastResult {
 		b.Fatalf("answers: %v", r.ans.err)
 	}
 	r.first, r.queued = first, queued
+	if backlog == 0 {
+		r.pages = e.consolePages(g, id)
+	}
 	if backlog > 0 {
 		if info, err := asynq.NewInspectorFromRedisClient(e.rdb).GetQueueInfo(workers.QueueFor(workers.PriorityBulk)); err == nil {
 			r.bulkLeft = info.Pending + info.Scheduled + info.Retry + info.Active
