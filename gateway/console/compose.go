@@ -12,6 +12,7 @@ import (
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/internal/users"
+	"github.com/patientmsg/gateway/templates"
 )
 
 // cascadeSteps and pollRows are how many channels and poll answers the
@@ -44,6 +45,10 @@ type composeForm struct {
 	QuestionZH   string
 	AckTimeout   string
 	Priority     string
+	// Template names a template to send instead of the texts, with Vars
+	// (from the var_<name> fields).
+	Template string
+	Vars     map[string]string
 }
 
 // defaultForm is a new broadcast: SMS then a call, "1 safe, 2 need help",
@@ -59,6 +64,14 @@ func parseForm(ctx *fiber.Ctx) composeForm {
 		QuestionEN: v("question_en"), QuestionZH: v("question_zh"), AckTimeout: v("ack_timeout"), Priority: v("priority")}
 	for i := range cascadeSteps {
 		f.Channels[i] = v(fmt.Sprintf("channel_%d", i+1))
+	}
+	if f.Template = v("template"); f.Template != "" {
+		f.Vars = map[string]string{}
+		ctx.Request().PostArgs().VisitAll(func(k, val []byte) {
+			if name, ok := strings.CutPrefix(string(k), "var_"); ok && strings.TrimSpace(string(val)) != "" {
+				f.Vars[name] = strings.TrimSpace(string(val))
+			}
+		})
 	}
 	for i := range pollRows {
 		f.PollKeys[i] = v(fmt.Sprintf("poll_key_%d", i+1))
@@ -78,7 +91,10 @@ func (f composeForm) request() *broadcasts.Request {
 			r.Channels = append(r.Channels, ch)
 		}
 	}
-	if f.BodyEN != "" || f.BodyZH != "" {
+	if f.Template != "" {
+		t := f.Template
+		r.Template, r.Vars = &t, f.Vars
+	} else if f.BodyEN != "" || f.BodyZH != "" {
 		r.Body = map[string]string{}
 		if f.BodyEN != "" {
 			r.Body[localeEN] = f.BodyEN
@@ -114,6 +130,10 @@ type composeData struct {
 	Audience *audiences.Audience
 	// Earlier is the broadcast a follow-up goes to the people of.
 	Earlier *broadcasts.Summary
+	// Templates are those the composer offers; Chosen is the one picked
+	// (nil: the texts are written), whose variables get a field each.
+	Templates []*templates.Template
+	Chosen    *templates.Template
 	// Channels are the configured channels, for the cascade's choices.
 	Channels []string
 	// Errors are the engine's refusals by field; Upload is an upload's.
@@ -146,6 +166,18 @@ func (c *Console) composeData(ctx *fiber.Ctx, f composeForm) (composeData, error
 		f.AudienceID = ""
 	}
 	d := composeData{Form: f, Audience: a, Channels: c.opts.Broadcast.Channels.Names()}
+	if c.opts.Templates != nil {
+		tenant := userOf(ctx).Tenant
+		if d.Templates, err = c.opts.Templates.List(ctx.UserContext(), tenant); err != nil {
+			return d, err
+		}
+		if f.Template != "" {
+			d.Chosen, err = c.opts.Templates.Get(ctx.UserContext(), tenant, f.Template)
+			if err != nil && !errors.Is(err, templates.ErrNotFound) {
+				return d, err // an unknown name is the engine's to refuse
+			}
+		}
+	}
 	if f.FollowUpOf != "" {
 		d.Earlier, err = c.opts.Broadcasts.Get(ctx.UserContext(), userOf(ctx).Tenant, f.FollowUpOf)
 		if errors.Is(err, broadcasts.ErrNotFound) {

@@ -68,3 +68,42 @@ func TestALeadFollowsUpWithThoseNotYetSafe(t *testing.T) {
 		t.Fatalf("clinic-b's follow-up of clinic-a's broadcast = %d", resp.StatusCode)
 	}
 }
+
+// TestALeadSendsABroadcastFromATemplate: the composer offers the
+// templates; choosing one shows a field per variable instead of the texts;
+// the confirmation names it, and the broadcast made uses it with the
+// values given.
+func TestALeadSendsABroadcastFromATemplate(t *testing.T) {
+	g := consoleGateway(t)
+	lead := g.signIn("lead@clinic-a.test")
+	resp, _ := lead.upload("phone\n+14155550131\n+14155550132\n")
+	audience := strings.TrimPrefix(resp.Header.Get("Location"), "/console/broadcasts/new?audience=")
+	if resp.StatusCode != 303 || audience == "" {
+		t.Fatalf("upload = %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, body := lead.get("/console/broadcasts/new?audience=" + audience); !strings.Contains(body, `<option value="crisis_safety_check"`) ||
+		!strings.Contains(body, `id="body_en"`) {
+		t.Fatalf("the composer offers no template:\n%s", body)
+	}
+	fields := []string{"audience", audience, "name", "Storm", "template", "crisis_safety_check", "channel_1", "sms",
+		"poll_key_1", "1", "poll_meaning_1", "safe", "poll_key_2", "2", "poll_meaning_2", "need_help", "ack_timeout", "10m", "priority", "crisis"}
+	resp, body := lead.post("/console/broadcasts/new", lead.csrf, fields...)
+	if resp.StatusCode != 200 || !strings.Contains(body, `id="var_clinic_name"`) || !strings.Contains(body, `id="var_clinic_phone"`) ||
+		strings.Contains(body, `id="body_en"`) {
+		t.Fatalf("the composer with the template chosen = %d:\n%s", resp.StatusCode, body)
+	}
+	fields = append(fields, "var_clinic_name", "Lakeside Clinic", "var_clinic_phone", "555-0199")
+	resp, body = lead.post("/console/broadcasts/preview", lead.csrf, fields...)
+	if resp.StatusCode != 200 || !strings.Contains(body, `id="confirm-template"`) || !strings.Contains(body, `name="var_clinic_name" value="Lakeside Clinic"`) {
+		t.Fatalf("the confirmation = %d:\n%s", resp.StatusCode, body)
+	}
+	resp, _ = lead.post("/console/broadcasts", lead.csrf, fields...)
+	id := strings.TrimPrefix(resp.Header.Get("Location"), "/console/broadcasts/")
+	if resp.StatusCode != 303 || id == "" {
+		t.Fatalf("send = %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	sum, err := g.svc.Broadcast.Store.Get(t.Context(), "clinic-a", id)
+	if err != nil || sum.Template != "crisis_safety_check" || sum.Vars["clinic_name"] != "Lakeside Clinic" || len(sum.Body) != 0 {
+		t.Fatalf("the broadcast made: %+v, %v", sum, err)
+	}
+}
