@@ -31,13 +31,15 @@ type rosterJSON struct {
 	People     map[string]int64            `json:"people"`     // by state
 	ByChannel  map[string]map[string]int64 `json:"by_channel"` // messages by status, per channel
 	Poll       map[string]int64            `json:"poll"`       // tallies by meaning, no_answer_yet, unreachable
+	// IncidentID is the incident the broadcast is an update of.
+	IncidentID string `json:"incident_id,omitempty"`
 }
 
 func rosterOf(sum *broadcasts.Summary) rosterJSON {
 	r := sum.Roster()
 	return rosterJSON{ID: sum.ID, Name: sum.Name, State: sum.State, Priority: sum.Priority, Channels: sum.Channels,
 		CreatedAt: sum.CreatedAt, Recipients: sum.Total, FannedOut: r.FannedOut, FanOutDone: r.FanOutDone, People: r.People,
-		ByChannel: r.ByChannel, Poll: r.Poll}
+		ByChannel: r.ByChannel, Poll: r.Poll, IncidentID: sum.IncidentID}
 }
 
 func (s *Server) broadcastOf(c *fiber.Ctx) (*broadcasts.Summary, error) {

@@ -26,6 +26,7 @@ import (
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
+	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/questionnaires"
@@ -86,6 +87,8 @@ type Options struct {
 	// broadcasts API).
 	Broadcasts *broadcasts.Store
 	Broadcast  *broadcasts.Engine
+	// Incidents group a crisis's broadcasts (nil: no /v1/incidents).
+	Incidents *incidents.Service
 	// Followups stores follow-up plans and Plans makes them (nil: no plans
 	// API).
 	Followups *followups.Store
@@ -189,6 +192,12 @@ func New(o Options) *Server {
 		v1.Get("/broadcasts/:id/report.csv", s.broadcastReport)
 		v1.Post("/broadcasts/:id/cancel", s.cancelBroadcast)
 		v1.Post("/broadcasts/:id/repair", s.repairBroadcast)
+	}
+	if o.Incidents != nil && o.Broadcasts != nil {
+		v1.Post("/incidents", s.openIncident)
+		v1.Get("/incidents", s.listIncidents)
+		v1.Get("/incidents/:id", s.getIncident)
+		v1.Post("/incidents/:id/close", s.closeIncident)
 	}
 	if o.Followups != nil {
 		v1.Post("/followups", s.createFollowup)

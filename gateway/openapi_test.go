@@ -30,6 +30,7 @@ import (
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
+	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/replies"
@@ -129,6 +130,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Questionnaires:  &questionnaires.Service{},
 		Audiences:       audiences.NewStore(nil, time.Hour),
 		Broadcasts:      broadcasts.NewStore(nil, time.Hour),
+		Incidents:       &incidents.Service{Store: incidents.NewStore(nil, time.Hour)},
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

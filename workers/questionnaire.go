@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -45,17 +44,6 @@ func NewQuestionnaireTimerTask(p QuestionnaireTimer, in time.Duration) (*asynq.T
 		asynq.Queue(QueueFor(PriorityHigh)), asynq.ProcessIn(in), asynq.MaxRetry(20), asynq.Timeout(time.Minute)), nil
 }
 
-// QuestionnaireHandler runs TypeQuestionnaireTimer tasks: it decodes the
-// timer and hands it to Fire (package questionnaires' Service.Timer).
-type QuestionnaireHandler struct {
-	Fire func(ctx context.Context, p QuestionnaireTimer) error
-}
-
-// ProcessTask implements asynq.Handler.
-func (h *QuestionnaireHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	var p QuestionnaireTimer
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return fmt.Errorf("bad questionnaire timer payload: %w", asynq.SkipRetry)
-	}
-	return h.Fire(ctx, p)
-}
+// QuestionnaireHandler runs TypeQuestionnaireTimer tasks: it hands the
+// timer to Fire (package questionnaires' Service.Timer).
+type QuestionnaireHandler = Timer[QuestionnaireTimer]

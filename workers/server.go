@@ -61,6 +61,8 @@ type Handlers struct {
 	Broadcast asynq.Handler
 	// Questionnaire reminds silent patients and expires responses (nil: none).
 	Questionnaire asynq.Handler
+	// Incident tells the clinic of an incident's missed update (nil: none).
+	Incident asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -87,6 +89,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Questionnaire != nil {
 		mux.Handle(TypeQuestionnaireTimer, h.Questionnaire)
+	}
+	if h.Incident != nil {
+		mux.Handle(TypeIncidentDue, h.Incident)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

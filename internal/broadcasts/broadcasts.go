@@ -76,10 +76,12 @@ type Config struct {
 	AudienceID string            `json:"audience_id"`
 	FollowUpOf string            `json:"follow_up_of,omitempty"`
 	// OnlyNotSafe sends a follow-up only to those who did not answer safe.
-	OnlyNotSafe bool      `json:"only_not_safe,omitempty"`
-	Total       int       `json:"total"`
-	Chunks      int       `json:"chunks"`
-	CreatedAt   time.Time `json:"created_at"`
+	OnlyNotSafe bool `json:"only_not_safe,omitempty"`
+	// IncidentID is the incident the broadcast is an update of.
+	IncidentID string    `json:"incident_id,omitempty"`
+	Total      int       `json:"total"`
+	Chunks     int       `json:"chunks"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Poll is the question of a broadcast: answers ("1") and their meanings
@@ -781,4 +783,20 @@ func (s *Store) Events(ctx context.Context, id, after string, block time.Duratio
 		return nil, err
 	}
 	return res[0].Messages, nil
+}
+
+// Summaries returns the tenant's broadcasts of those ids, in that order,
+// leaving out those no longer kept.
+func (s *Store) Summaries(ctx context.Context, tenant string, ids []string) ([]*Summary, error) {
+	out := make([]*Summary, 0, len(ids))
+	for _, id := range ids {
+		sum, err := s.Get(ctx, tenant, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, sum)
+	}
+	return out, nil
 }

@@ -62,12 +62,29 @@ type Engine struct {
 	// none).
 	Senders *ratelimit.Senders
 	Prices  Prices
-	Logger  *slog.Logger
+	// Incidents groups broadcasts under a crisis (nil: incident_id is
+	// refused).
+	Incidents Incidents
+	Logger    *slog.Logger
 	// Now is the clock (required).
 	Now func() time.Time
 
 	mu      sync.Mutex
 	configs map[string]*Config
+}
+
+// Incidents are the crises broadcasts are updates of (package incidents).
+type Incidents interface {
+	// Check says whether a broadcast may be linked to the incident: nil,
+	// or an error for which IsIncidentRefusal is true (unknown, closed),
+	// or the store's.
+	Check(ctx context.Context, tenant, id string) error
+	// Link records the broadcast, sent at at, as the incident's latest
+	// update.
+	Link(ctx context.Context, tenant, id, broadcast string, at time.Time) error
+	// Refused says whether an error of Check is the incident's answer
+	// (unknown or closed) rather than the store failing, and why.
+	Refused(err error) (string, bool)
 }
 
 // Bulk are the stores a broadcast's fan-out, sweep and status changes
@@ -117,6 +134,11 @@ func (e *Engine) Create(ctx context.Context, tenant string, in *Request) (*Confi
 	}
 	if err := e.Store.Create(ctx, cfg); err != nil {
 		return nil, err
+	}
+	if cfg.IncidentID != "" {
+		if err := e.Incidents.Link(ctx, tenant, cfg.IncidentID, cfg.ID, cfg.CreatedAt); err != nil {
+			return nil, err
+		}
 	}
 	// One task fans the audience out, chunk after chunk (Fanout). The
 	// first chunk is held for it while it waits for a worker: should the
@@ -178,6 +200,7 @@ type Request struct {
 	SendAt      *string               `json:"send_at"`
 	FollowUpOf  string                `json:"follow_up_of"`
 	OnlyNotSafe bool                  `json:"only_not_safe"`
+	IncidentID  string                `json:"incident_id"`
 }
 
 func (e *Engine) enqueueTask(ctx context.Context, typ string, payload any, opts ...asynq.Option) error {
@@ -347,6 +370,18 @@ func (e *Engine) validateBroadcast(ctx context.Context, tenant string, in *Reque
 				}
 				cfg.Total = max(cfg.Total-int(safe), 0)
 			}
+		}
+	}
+	if id := strings.TrimSpace(in.IncidentID); id != "" {
+		cfg.IncidentID = id
+		if e.Incidents == nil {
+			bad("incident_id", "incidents are not available on this gateway")
+		} else if err := e.Incidents.Check(ctx, tenant, id); err != nil {
+			why, refused := e.Incidents.Refused(err)
+			if !refused {
+				return nil, nil, err
+			}
+			bad("incident_id", "%s", why)
 		}
 	}
 	if in.OnlyNotSafe && in.FollowUpOf == "" {

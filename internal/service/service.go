@@ -34,6 +34,7 @@ import (
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
+	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/questionnaires"
@@ -87,6 +88,8 @@ type Service struct {
 	Channels *channels.Registry
 	// Followups are the follow-up plans.
 	Followups *followups.Store
+	// Incidents group a crisis's broadcasts, with the cadence of updates.
+	Incidents *incidents.Service
 	// Questionnaires are the questionnaires and their conversations.
 	Questionnaires *questionnaires.Service
 	// Senders paces each channel's sender across all processes.
@@ -240,13 +243,15 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	bulkLedger := ledger.New(batched, cfg.Retention)
 	bulkLedger.OnCreate = onCreate
 	broadcastStore := broadcasts.NewStore(rdb, cfg.Retention)
+	s.Incidents = &incidents.Service{Store: incidents.NewStore(rdb, cfg.Retention), Queue: s.client, Events: s.Events,
+		Logger: o.Logger.With("comp", "incidents")}
 	audienceStore := audiences.NewStore(rdb, audiences.DefaultTTL)
 	s.Broadcast = (&broadcasts.Engine{Messages: s.Messages, Store: broadcastStore, Audiences: audienceStore, Queue: s.client,
 		Bulk:     broadcasts.Bulk{Ledger: bulkLedger, Queue: asynq.NewClientFromRedisClient(batched), Store: broadcasts.NewStore(batched, cfg.Retention)},
 		Channels: s.Channels, Templates: tpl, TemplateChain: chain, MinAckTimeout: cfg.MinAckTimeout, DefaultRegion: cfg.DefaultRegion,
 		Senders: senders, Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
-		Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
+		Incidents: s.Incidents, Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
 	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore, Now: time.Now}
 	s.Questionnaires = &questionnaires.Service{Redis: rdb, Messages: s.Messages, Escalator: s.Escalator, Events: s.Events,
 		Queue: s.client, Retention: cfg.Retention, Logger: o.Logger.With("comp", "questionnaires"), Now: time.Now}
@@ -277,7 +282,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			IdempotencyTTL: cfg.IdempotencyTTL, MaxAttempts: cfg.Worker.MaxAttempts,
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
 			Audiences: audienceStore, MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
-			Broadcasts: broadcastStore, Broadcast: s.Broadcast,
+			Broadcasts: broadcastStore, Broadcast: s.Broadcast, Incidents: s.Incidents,
 			Inbound: s.Inbound, HelpTexts: helpTexts,
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
@@ -298,7 +303,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Escalation:    s.Escalator,
 			Inbound:       &workers.InboundHandler{File: s.Inbound.FileReply},
 			Broadcast:     workers.BroadcastHandler(s.Broadcast),
-			Questionnaire: &workers.QuestionnaireHandler{Fire: s.Questionnaires.Timer}}
+			Questionnaire: &workers.QuestionnaireHandler{Fire: s.Questionnaires.Timer},
+			Incident:      &workers.IncidentHandler{Fire: s.Incidents.Due}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
