@@ -11,6 +11,7 @@ import (
 
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/broadcasts"
+	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/users"
 	"github.com/patientmsg/gateway/templates"
 )
@@ -33,8 +34,10 @@ type composeForm struct {
 	AudienceID string
 	// FollowUpOf is an earlier broadcast whose people are the audience
 	// instead (OnlyNotSafe: those whose latest answer is not safe).
-	FollowUpOf   string
-	OnlyNotSafe  bool
+	FollowUpOf  string
+	OnlyNotSafe bool
+	// IncidentID is the incident the broadcast is an update of.
+	IncidentID   string
 	Name         string
 	BodyEN       string
 	BodyZH       string
@@ -60,7 +63,7 @@ func defaultForm() composeForm {
 
 func parseForm(ctx *fiber.Ctx) composeForm {
 	v := func(k string) string { return strings.TrimSpace(ctx.FormValue(k)) }
-	f := composeForm{AudienceID: v("audience"), FollowUpOf: v("follow_up_of"), OnlyNotSafe: v("only_not_safe") == "1", Name: v("name"), BodyEN: v("body_en"), BodyZH: v("body_zh"),
+	f := composeForm{AudienceID: v("audience"), FollowUpOf: v("follow_up_of"), OnlyNotSafe: v("only_not_safe") == "1", IncidentID: v("incident_id"), Name: v("name"), BodyEN: v("body_en"), BodyZH: v("body_zh"),
 		QuestionEN: v("question_en"), QuestionZH: v("question_zh"), AckTimeout: v("ack_timeout"), Priority: v("priority")}
 	for i := range cascadeSteps {
 		f.Channels[i] = v(fmt.Sprintf("channel_%d", i+1))
@@ -84,7 +87,7 @@ func parseForm(ctx *fiber.Ctx) composeForm {
 // would be sent. Empty fields are left out, so that the engine says what
 // is missing.
 func (f composeForm) request() *broadcasts.Request {
-	r := &broadcasts.Request{Name: f.Name, AudienceID: f.AudienceID, FollowUpOf: f.FollowUpOf, OnlyNotSafe: f.OnlyNotSafe,
+	r := &broadcasts.Request{Name: f.Name, AudienceID: f.AudienceID, FollowUpOf: f.FollowUpOf, OnlyNotSafe: f.OnlyNotSafe, IncidentID: f.IncidentID,
 		AckTimeout: f.AckTimeout, Priority: f.Priority}
 	for _, ch := range f.Channels {
 		if ch != "" {
@@ -134,6 +137,8 @@ type composeData struct {
 	// (nil: the texts are written), whose variables get a field each.
 	Templates []*templates.Template
 	Chosen    *templates.Template
+	// Incident is the incident the broadcast is an update of.
+	Incident *incidents.Incident
 	// Channels are the configured channels, for the cascade's choices.
 	Channels []string
 	// Errors are the engine's refusals by field; Upload is an upload's.
@@ -176,6 +181,14 @@ func (c *Console) composeData(ctx *fiber.Ctx, f composeForm) (composeData, error
 			if err != nil && !errors.Is(err, templates.ErrNotFound) {
 				return d, err // an unknown name is the engine's to refuse
 			}
+		}
+	}
+	if f.IncidentID != "" && c.opts.Incidents != nil {
+		d.Incident, err = c.opts.Incidents.Get(ctx.UserContext(), userOf(ctx).Tenant, f.IncidentID)
+		if errors.Is(err, incidents.ErrNotFound) {
+			return d, notFound()
+		} else if err != nil {
+			return d, err
 		}
 	}
 	if f.FollowUpOf != "" {
@@ -236,12 +249,14 @@ func (c *Console) composePage(ctx *fiber.Ctx) error {
 	if of := ctx.Query("follow_up_of"); of != "" {
 		f = composeForm{FollowUpOf: of}
 	}
+	f.IncidentID = ctx.Query("incident")
 	d, err := c.composeData(ctx, f)
 	if err != nil {
 		return err
 	}
 	if d.Earlier != nil {
 		d.Form = followUpForm(d.Earlier)
+		d.Form.IncidentID = f.IncidentID
 	}
 	return c.renderCompose(ctx, http.StatusOK, d)
 }
@@ -259,7 +274,9 @@ func (c *Console) composeAgain(ctx *fiber.Ctx) error {
 // uploadAudience stores an audience CSV, as POST /v1/audiences does, and
 // shows the composer with its counts and every row skipped, by line.
 func (c *Console) uploadAudience(ctx *fiber.Ctx) error {
-	d, err := c.composeData(ctx, defaultForm())
+	form := defaultForm()
+	form.IncidentID = ctx.FormValue("incident_id")
+	d, err := c.composeData(ctx, form)
 	if err != nil {
 		return err
 	}
@@ -296,7 +313,11 @@ func (c *Console) uploadAudience(ctx *fiber.Ctx) error {
 	}
 	u := userOf(ctx)
 	c.log.Info("audience uploaded from the console", "tenant", u.Tenant, "audience_id", a.ID, "count", a.Count, "invalid", a.Invalid, "user_id", u.ID)
-	return ctx.Redirect(Prefix+"/broadcasts/new?audience="+a.ID, http.StatusSeeOther)
+	next := Prefix + "/broadcasts/new?audience=" + a.ID
+	if d.Incident != nil {
+		next += "&incident=" + d.Incident.ID
+	}
+	return ctx.Redirect(next, http.StatusSeeOther)
 }
 
 // preview estimates the broadcast with the engine's Preview (the checks of

@@ -33,6 +33,7 @@ import (
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
+	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
 	"github.com/patientmsg/gateway/internal/ratelimit"
@@ -83,6 +84,8 @@ type Options struct {
 	// Events tells the tenant's webhook of a consent recorded here (nil:
 	// no webhooks).
 	Events *webhooks.Publisher
+	// Incidents group a crisis's broadcasts (nil: no incidents pages).
+	Incidents *incidents.Service
 	// Templates are the built-in and tenants' templates (nil: no
 	// templates pages); previews are made by Messages, as the API's.
 	Templates *templates.Store
@@ -192,6 +195,13 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	app.Get(Prefix+"/senders", read(c.sendersPage)...)
 	app.Get(Prefix+"/opt-outs", read(c.optOutsPage)...)
 	app.Post(Prefix+"/opt-outs/:id/resolve", write(users.RecordConsent, c.resolveOptOut)...)
+	if c.opts.Incidents != nil {
+		app.Get(Prefix+"/incidents", read(c.incidentsPage)...)
+		app.Post(Prefix+"/incidents", write(users.SendBroadcasts, c.openIncident)...)
+		app.Get(Prefix+"/incidents/:id", read(c.incidentPage)...)
+		app.Get(Prefix+"/incidents/:id/report", read(c.incidentReportPage)...)
+		app.Post(Prefix+"/incidents/:id/close", write(users.SendBroadcasts, c.closeIncident)...)
+	}
 	app.Get(Prefix+"/templates", read(c.templatesPage)...)
 	app.Get(Prefix+"/templates/:name", read(c.templatePage)...)
 	app.Post(Prefix+"/templates/:name/preview", write(0, c.previewTemplate)...)

@@ -161,10 +161,16 @@ func (a *account) post(path, csrf string, fields ...string) (*http.Response, str
 }
 
 // upload posts a CSV to the console's audience upload.
-func (a *account) upload(csv string) (*http.Response, string) {
+func (a *account) upload(csv string) (*http.Response, string) { return a.uploadFor("", csv) }
+
+// uploadFor posts a CSV for a broadcast of an incident ("" for none).
+func (a *account) uploadFor(incident, csv string) (*http.Response, string) {
 	var b strings.Builder
 	w := multipart.NewWriter(&b)
 	_ = w.WriteField("csrf", a.csrf)
+	if incident != "" {
+		_ = w.WriteField("incident_id", incident)
+	}
 	f, _ := w.CreateFormFile("file", "people.csv")
 	_, _ = f.Write([]byte(csv))
 	_ = w.Close()

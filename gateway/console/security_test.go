@@ -44,6 +44,7 @@ func TestEveryConsoleAnswerCarriesAStrictContentSecurityPolicy(t *testing.T) {
 		{"the senders", lead, "GET", "/console/senders", 200},
 		{"the follow-up plans", lead, "GET", "/console/plans", 200},
 		{"the templates", lead, "GET", "/console/templates", 200},
+		{"the incidents", lead, "GET", "/console/incidents", 200},
 		{"a template", lead, "GET", "/console/templates/appointment_reminder", 200},
 		{"the stylesheet", nil, "GET", "/console/static/console.css", 200},
 		{"htmx", nil, "GET", "/console/static/htmx.min.js", 200},

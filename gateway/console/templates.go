@@ -1,6 +1,8 @@
 package console
 
 import (
+	"github.com/patientmsg/gateway/internal/incidents"
+
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -101,7 +103,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "incidents", "incident", "incident_report", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.
@@ -168,6 +170,7 @@ func funcs(cat catalogue) template.FuncMap {
 		},
 		"group":   func(n int) string { return group(int64(n)) },
 		"group64": group,
+		"cadence": incidents.FormatCadence,
 		"add":     func(a, b int) int { return a + b },
 		"int64":   func(n int) int64 { return int64(n) },
 		// counts are a map's non-zero counts by key, in key order.
