@@ -6,7 +6,7 @@
 // connection with RSET between them.
 //
 // It records what it received (envelope, raw MIME, parsed headers, decoded
-// text and HTML parts), counts TCP connections, and can be scripted to
+// text and HTML parts, time; MessagesTo lists one recipient's), counts TCP connections, and can be scripted to
 // refuse a greeting, a sender, a recipient or a message with a chosen reply
 // code, or to go silent. It listens on 127.0.0.1 only and never dials out.
 // It logs ids and sizes, never addresses or message content.
@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,6 +132,8 @@ type Received struct {
 	TLS bool
 	// User is the authenticated user name, empty without AUTH.
 	User string
+	// At is when the server accepted the message.
+	At time.Time
 }
 
 // Server is a running SMTP simulator. All methods are safe for concurrent
@@ -260,6 +263,21 @@ func (s *Server) Messages() []Received {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Received(nil), s.messages...)
+}
+
+// MessagesTo returns a copy of the messages accepted for the envelope
+// recipient addr (RCPT TO, compared without regard to case), in order.
+func (s *Server) MessagesTo(addr string) []Received {
+	addr = strings.TrimSpace(addr)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Received
+	for _, m := range s.messages {
+		if slices.ContainsFunc(m.To, func(to string) bool { return strings.EqualFold(to, addr) }) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // WaitFor waits until at least n messages were accepted, or timeout. It
@@ -519,7 +537,8 @@ func (ss *session) Data(r io.Reader) error {
 		return f.err()
 	}
 	_, isTLS := ss.conn.TLSConnectionState()
-	rec := Received{From: ss.from, To: append([]string(nil), ss.to...), Raw: raw, Conn: ss.connID, TLS: isTLS, User: ss.user}
+	rec := Received{From: ss.from, To: append([]string(nil), ss.to...), Raw: raw, Conn: ss.connID, TLS: isTLS, User: ss.user,
+		At: time.Now()}
 	parse(&rec)
 	s := ss.s
 	s.mu.Lock()

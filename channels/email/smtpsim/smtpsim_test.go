@@ -276,3 +276,30 @@ func TestWaitForGivesUpAfterTheTimeout(t *testing.T) {
 		t.Error("returned early")
 	}
 }
+
+func TestMessagesToMatchesTheRecipientWithoutRegardToCase(t *testing.T) {
+	s := smtpsim.New(smtpsim.Options{})
+	defer s.Close()
+	c := dial(t, s)
+	before := time.Now()
+	for _, to := range []string{"Jane.Doe@Example.org", "other@example.org", "jane.doe@example.org"} {
+		if err := send(t, c, "a@example.org", to, multipartMsg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.WaitFor(3, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := s.MessagesTo(" JANE.DOE@example.ORG ")
+	if len(got) != 2 || got[0].To[0] != "Jane.Doe@Example.org" || got[1].To[0] != "jane.doe@example.org" {
+		t.Fatalf("MessagesTo = %d messages: %+v", len(got), got)
+	}
+	for _, m := range got {
+		if m.At.Before(before) || m.At.After(time.Now()) || m.Subject != "你好" {
+			t.Fatalf("received at %v (sent after %v), subject %q", m.At, before, m.Subject)
+		}
+	}
+	if got := s.MessagesTo("nobody@example.org"); len(got) != 0 {
+		t.Fatalf("MessagesTo(nobody) = %+v", got)
+	}
+}

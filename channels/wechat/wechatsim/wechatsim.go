@@ -13,11 +13,11 @@
 //
 // It checks the app credentials (40013, 40125), rejects unknown tokens
 // (40001) and expired ones (42001), counts token fetches, records every
-// request with its decoded JSON, and can be scripted to answer the next
-// sends with given errcodes. Like WeChat, it refuses a customer-service
-// message to a user who has no open window (45015) or whose window has no
-// message left (45047): a test opens one with Interact where the user
-// wrote first. It listens on 127.0.0.1 only, is meant for tests and local
+// request with its decoded JSON and time (SentTo lists what one user was
+// sent), and can be scripted to answer the next sends with given
+// errcodes. Like WeChat, it refuses a customer-service message to a user
+// who has no open window (45015) or whose window has no message left
+// (45047): a test opens one with Interact where the user wrote first. It listens on 127.0.0.1 only, is meant for tests and local
 // development, and logs nothing.
 package wechatsim
 
@@ -28,9 +28,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 )
@@ -110,6 +112,8 @@ type Request struct {
 	JSON map[string]any
 	// ErrCode is the errcode the simulator answered.
 	ErrCode int
+	// At is when the request arrived (the simulator's clock).
+	At time.Time
 }
 
 // Server is a running simulator.
@@ -255,6 +259,58 @@ func (s *Server) Accepted() (custom, template int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.custom, s.template
+}
+
+// Sent is a customer-service or template message sent to one user, as the
+// simulator took it.
+type Sent struct {
+	At time.Time
+	// Template reports a template message; otherwise it is a
+	// customer-service message of MsgType (text, image, news…).
+	Template bool
+	MsgType  string
+	// Text is a text message's content.
+	Text string
+	// TemplateID, URL and Fields are a template message's; Fields are its
+	// data, sorted by name.
+	TemplateID, URL string
+	Fields          []Field
+	// ErrCode is what the simulator answered: 0 when it accepted the
+	// message (45015, for instance, when the user's window was closed).
+	ErrCode int
+}
+
+// Field is one data field of a template message.
+type Field struct{ Name, Value string }
+
+// SentTo returns the customer-service and template messages sent to
+// openid, oldest first, refused ones included (with their ErrCode).
+func (s *Server) SentTo(openid string) []Sent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Sent
+	for _, q := range s.requests {
+		if to, _ := q.JSON["touser"].(string); to != openid || (q.Path != CustomSendPath && q.Path != TemplateSendPath) {
+			continue
+		}
+		m := Sent{At: q.At, Template: q.Path == TemplateSendPath, ErrCode: q.ErrCode}
+		if m.Template {
+			m.TemplateID, _ = q.JSON["template_id"].(string)
+			m.URL, _ = q.JSON["url"].(string)
+			data, _ := q.JSON["data"].(map[string]any)
+			for _, name := range slices.Sorted(maps.Keys(data)) {
+				item, _ := data[name].(map[string]any)
+				value, _ := item["value"].(string)
+				m.Fields = append(m.Fields, Field{Name: name, Value: value})
+			}
+		} else {
+			m.MsgType, _ = q.JSON["msgtype"].(string)
+			text, _ := q.JSON["text"].(map[string]any)
+			m.Text, _ = text["content"].(string)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // Interact opens a customer-service window for openid, as a user
@@ -476,7 +532,7 @@ func readJSON(r *http.Request) map[string]any {
 
 func (s *Server) record(r *http.Request, obj map[string]any, code int) {
 	s.mu.Lock()
-	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), JSON: obj, ErrCode: code})
+	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), JSON: obj, ErrCode: code, At: s.now()})
 	s.mu.Unlock()
 }
 

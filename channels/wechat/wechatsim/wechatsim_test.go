@@ -101,11 +101,31 @@ func TestTheStableTokenIsReusedUntilAForcedRefresh(t *testing.T) {
 	}
 }
 
+// testClock is a simulator clock the test moves.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock {
+	return &testClock{now: time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
 func TestSendsCheckTheTokenAndTheMessage(t *testing.T) {
-	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s := wechatsim.New(wechatsim.Options{AppID: "wxapp", AppSecret: "secret", Now: clock, TokenLifetime: time.Hour})
+	clock := newTestClock()
+	s := wechatsim.New(wechatsim.Options{AppID: "wxapp", AppSecret: "secret", Now: clock.Now, TokenLifetime: time.Hour})
 	defer s.Close()
 	tok := token(t, s, "wxapp", "secret").AccessToken
 	s.Interact("oUser", 5, 48*time.Hour) // oUser wrote to the account
@@ -146,9 +166,7 @@ func TestSendsCheckTheTokenAndTheMessage(t *testing.T) {
 	if r.ErrCode != 0 || r.MsgID <= 4_000_000_000_000_000_000 || r.ErrMsg != "ok" {
 		t.Fatalf("template answer %+v, want ok with a large msgid", r)
 	}
-	mu.Lock()
-	now = now.Add(time.Hour)
-	mu.Unlock()
+	clock.Add(time.Hour)
 	if r := call(t, "POST", custom(tok), text); r.ErrCode != 42001 {
 		t.Fatalf("after the token's lifetime: %+v, want 42001", r)
 	}
@@ -189,10 +207,8 @@ func TestScriptedErrcodesAnswerTheNextSendsInOrder(t *testing.T) {
 }
 
 func TestACustomerServiceMessageNeedsAnOpenWindowWithQuotaLeft(t *testing.T) {
-	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s := wechatsim.New(wechatsim.Options{Now: clock})
+	clock := newTestClock()
+	s := wechatsim.New(wechatsim.Options{Now: clock.Now})
 	defer s.Close()
 	tok := token(t, s, s.AppID(), s.AppSecret()).AccessToken
 	u := s.URL() + wechatsim.CustomSendPath + "?access_token=" + tok
@@ -206,11 +222,46 @@ func TestACustomerServiceMessageNeedsAnOpenWindowWithQuotaLeft(t *testing.T) {
 		t.Fatalf("within the window: %d %d %d, want 0 0 45047", a, b, c)
 	}
 	s.Interact("oUser", 2, time.Minute)
-	mu.Lock()
-	now = now.Add(time.Minute)
-	mu.Unlock()
+	clock.Add(time.Minute)
 	if c := send(); c != 45015 {
 		t.Fatalf("after the window: %d, want 45015", c)
+	}
+}
+
+func TestSentToListsWhatOneUserWasSentWithItsTime(t *testing.T) {
+	clock := newTestClock()
+	s := wechatsim.New(wechatsim.Options{Now: clock.Now})
+	defer s.Close()
+	tok := token(t, s, s.AppID(), s.AppSecret()).AccessToken
+	custom := s.URL() + wechatsim.CustomSendPath + "?access_token=" + tok
+	template := s.URL() + wechatsim.TemplateSendPath + "?access_token=" + tok
+	text := func(to, content string) map[string]any {
+		return map[string]any{"touser": to, "msgtype": "text", "text": map[string]any{"content": content}}
+	}
+	call(t, "POST", custom, text("oUser", "outside the window"))
+	s.Interact("oUser", 5, 48*time.Hour)
+	clock.Add(time.Minute)
+	call(t, "POST", custom, text("oUser", "hello"))
+	call(t, "POST", custom, text("oOther", "not for oUser"))
+	call(t, "POST", template, map[string]any{"touser": "oUser", "template_id": "TPL-followup", "url": "https://clinic.example/x",
+		"data": map[string]any{"time": map[string]any{"value": "明天上午10点"}, "first": map[string]any{"value": "复诊提醒", "color": "#173177"}}})
+
+	got := s.SentTo("oUser")
+	if len(got) != 3 {
+		t.Fatalf("SentTo(oUser) = %+v, want 3 messages", got)
+	}
+	if m := got[0]; m.Template || m.MsgType != "text" || m.Text != "outside the window" || m.ErrCode != wechatsim.CodeOutOfTimeLimit || !m.At.Equal(clock.Now().Add(-time.Minute)) {
+		t.Fatalf("the refused message: %+v", m)
+	}
+	if m := got[1]; m.Text != "hello" || m.ErrCode != 0 || !m.At.Equal(clock.Now()) {
+		t.Fatalf("the text message: %+v", m)
+	}
+	want := []wechatsim.Field{{Name: "first", Value: "复诊提醒"}, {Name: "time", Value: "明天上午10点"}}
+	if m := got[2]; !m.Template || m.TemplateID != "TPL-followup" || m.URL != "https://clinic.example/x" || !slices.Equal(m.Fields, want) || m.ErrCode != 0 {
+		t.Fatalf("the template message: %+v", m)
+	}
+	if got := s.SentTo("oNobody"); len(got) != 0 {
+		t.Fatalf("SentTo(oNobody) = %+v", got)
 	}
 }
 
