@@ -171,7 +171,7 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	// The patient-phone simulator: act as a patient (loopback only).
 	d.patient = patientsim.New(patientsim.Options{Gateway: cfg.PublicURL, Twilio: sim, TwilioNumber: devTwilioNumber,
 		Region: cfg.DefaultRegion, WeChat: wsim, WeChatAccount: devWeChatAccount,
-		WeChatToken: devWeChatToken, WeChatAESKey: devWeChatAESKey, Logger: log})
+		WeChatToken: devWeChatToken, WeChatAESKey: devWeChatAESKey, SMTP: mail, Logger: log})
 	if err := d.patient.Listen("127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("dev patient simulator: %w", err)
 	}
@@ -216,8 +216,8 @@ Patient messaging gateway — development mode
   Magic numbers   %s invalid · %s not mobile · %s opted out
   Quiet hours     %s in the recipient's time zone (QUIET_HOURS=off to try night-time sends at once)
   Escalation      a poll's "need_help" answer, or "chest pain", "trapped", "胸痛" in a reply, pages the nurse on call (+14155550188)
-  Patient phone   %s/dev/patients/{phone}/sms · /messages · /dev/patients/{openid}/wechat (act as a patient; see docs/console.md)
-  Patient page    %s/dev/patients   (in a browser: see what a phone received, reply as the patient)
+  Patient phone   %s/dev/patients/{phone}/sms · /messages · /keypad · /dev/patients/{openid}/wechat · /wechat/messages · /dev/patients/{email}/mail (act as a patient; see docs/console.md)
+  Patient page    %s/dev/patients   (in a browser: see what a phone, WeChat user or mailbox received, reply, press keys in a call)
 
 Send an SMS:
 %s
@@ -236,6 +236,10 @@ and fetch a call's recorded answer:
 Answer as the patient (reply 1, or STOP to opt out), then see what the phone received:
   curl -s -X POST %s/dev/patients/+14155550100/sms -H 'Content-Type: application/json' --data-raw '{"body":"1"}'
   curl -s %s/dev/patients/+14155550100/messages
+Press 2 in the patient's latest call; see what the WeChat user and the mailbox received:
+  curl -s -X POST %s/dev/patients/+14155550100/keypad -H 'Content-Type: application/json' --data-raw '{"digits":"2"}'
+  curl -s %s/dev/patients/oDevPatient000000000000001/wechat/messages
+  curl -s %s/dev/patients/patient@example.org/mail
 
 Stop with Ctrl-C.
 `, api, key, api, logins.String(), sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
@@ -245,7 +249,7 @@ Stop with Ctrl-C.
 		post(`{"channel":"wechat","to":{"wechat_openid":"oDevPatient000000000000001"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`),
 		post(`{"channel":"email","to":{"email":"patient@example.org"},"subject":"Your results are ready","body":"Please sign in to the patient portal.","html":"<p>Please sign in to the <b>patient portal</b>.</p>"}`),
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"template":"appointment_reminder","vars":{"clinic_name":"Riverside Clinic","appointment_date":"Tuesday 12 May","appointment_time":"9:30 AM","clinic_phone":"555-0100"}}`),
-		api, key, api, key, d.patient.URL(), d.patient.URL())
+		api, key, api, key, d.patient.URL(), d.patient.URL(), d.patient.URL(), d.patient.URL(), d.patient.URL())
 	return d, nil
 }
 

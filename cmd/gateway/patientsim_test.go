@@ -5,10 +5,15 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/patientmsg/gateway/channels/twilio"
+	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 )
 
 func TestDevPatientPhoneRepliesStopAndIsOptedOut(t *testing.T) {
@@ -99,15 +104,8 @@ type patientMessage struct {
 
 func patientMessages(t *testing.T, base, phone string) []patientMessage {
 	t.Helper()
-	resp, err := http.Get(base + "/dev/patients/" + phone + "/messages")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var v struct{ Messages []patientMessage }
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET messages = %d, %v", resp.StatusCode, err)
-	}
+	patientGet(t, base+"/dev/patients/"+phone+"/messages", &v)
 	return v.Messages
 }
 
@@ -123,5 +121,132 @@ func patientPost(t *testing.T, url, body string, v any) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDevPatientPressesKeysAndReadsWeChatAndMail(t *testing.T) {
+	m, _, logs := startDevTest(t, regexp.MustCompile(`(?s)API\s+(http://127\.0\.0\.1:\d+).*API key\s+(\S+).*Patient phone\s+(http://127\.0\.0\.1:\d+)/dev/patients/`))
+	api, key, patients := m[1], m[2], m[3]
+	const (
+		phone  = "+14155550177"
+		openid = "oDevPatient000000000000077"
+		email  = "Pat.Example@Example.org"
+	)
+
+	// A call with a question; the simulated patient presses 1, then the
+	// developer presses 3 ("talk to a nurse") through the keypad.
+	id := postExample(t, api, key, `{"channel":"voice","to":{"phone":"`+phone+`"},"body":"This is Riverside Clinic.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"}}`)
+	if got := waitStatus(t, api, key, id, "delivered"); got != "delivered" {
+		t.Fatalf("the call ended %q\n%s", got, logs.String())
+	}
+	var press struct {
+		Status  int    `json:"gateway_status"`
+		CallSID string `json:"call_sid"`
+		Digits  string
+		Says    string
+	}
+	patientPost(t, patients+"/dev/patients/"+phone+"/keypad", `{"digits":"3"}`, &press)
+	if press.Status != 200 || press.Digits != "3" || !strings.HasPrefix(press.CallSID, "CA") {
+		t.Fatalf("the press: %+v\n%s", press, logs.String())
+	}
+	if got := answers(t, api, key, id); !slices.Equal(got, []string{"1", "3"}) {
+		t.Fatalf("the call's answers are %q, want the simulated 1 then the pressed 3", got)
+	}
+
+	// The gateway's gather webhook checks the signature the keypad made: a
+	// press signed with another token is refused and records nothing.
+	form := url.Values{"AccountSid": {"AC00000000000000000000000000000000"}, "CallSid": {press.CallSID}, "Digits": {"2"},
+		"From": {"+15005550006"}, "To": {phone}, "CallStatus": {"in-progress"}}
+	target := api + twilio.VoiceGatherPath + "?m=" + url.QueryEscape(id)
+	req, _ := http.NewRequest("POST", target, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", twiliosim.Sign("forged-token", target, form))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a forged press answered %d, want 403", resp.StatusCode)
+	}
+	if got := answers(t, api, key, id); len(got) != 2 {
+		t.Fatalf("a forged press was recorded: %q", got)
+	}
+	resp, err = http.Post(patients+"/dev/patients/+14155550166/keypad", "application/json", strings.NewReader(`{"digits":"1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a press with no call answered %d, want 404", resp.StatusCode)
+	}
+
+	// What the WeChat user and the mailbox received.
+	id = postExample(t, api, key, `{"channel":"wechat","to":{"wechat_openid":"`+openid+`"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`)
+	if got := waitStatus(t, api, key, id, "sent"); got != "sent" {
+		t.Fatalf("the WeChat message ended %q\n%s", got, logs.String())
+	}
+	var wc struct {
+		Messages []struct{ Kind, TemplateID, Body, Status string }
+	}
+	patientGet(t, patients+"/dev/patients/"+openid+"/wechat/messages", &wc)
+	if len(wc.Messages) != 1 || wc.Messages[0].Kind != "template" || !strings.Contains(wc.Messages[0].Body, "time: 明天上午10点") || wc.Messages[0].Status != "sent" {
+		t.Fatalf("the WeChat user received %+v", wc.Messages)
+	}
+	id = postExample(t, api, key, `{"channel":"email","to":{"email":"`+email+`"},"subject":"Your results are ready","body":"Please sign in to the patient portal."}`)
+	if got := waitStatus(t, api, key, id, "sent"); got != "sent" {
+		t.Fatalf("the email ended %q\n%s", got, logs.String())
+	}
+	var mail struct {
+		Messages []struct{ Subject, Text string }
+	}
+	patientGet(t, patients+"/dev/patients/pat.example@example.org/mail", &mail)
+	if len(mail.Messages) != 1 || mail.Messages[0].Subject != "Your results are ready" || !strings.Contains(mail.Messages[0].Text, "patient portal") {
+		t.Fatalf("the mailbox received %+v", mail.Messages)
+	}
+
+	for _, who := range []string{phone, openid, email, strings.ToLower(email)} {
+		if strings.Contains(logs.String(), who) {
+			t.Fatalf("the logs name %s in clear", who)
+		}
+	}
+}
+
+// answers returns the keys recorded as the call's answers, in order.
+func answers(t *testing.T, api, key, id string) []string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", api+"/v1/messages/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Events []struct {
+			Answer *struct{ Digits string }
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET the message = %d, %v", resp.StatusCode, err)
+	}
+	var out []string
+	for _, e := range v.Events {
+		if e.Answer != nil && e.Answer.Digits != "" {
+			out = append(out, e.Answer.Digits)
+		}
+	}
+	return out
+}
+
+func patientGet(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s = %d, %v", url, resp.StatusCode, err)
 	}
 }

@@ -1,9 +1,10 @@
 // Package patientsim is the dev patient-phone simulator: a small HTTP API
 // and a page (/dev/patients), on a loopback listener, that let a developer
 // act as a patient. It posts the patient's SMS to the gateway's inbound
-// Twilio webhook (signed as Twilio signs), the patient's WeChat text as a
-// WeChat push (encrypted and signed as WeChat does), and lists what the
-// simulated phone received.
+// Twilio webhook (signed as Twilio signs), the keys the patient presses in
+// a call to the gateway's gather webhook (signed too), the patient's
+// WeChat text as a WeChat push (encrypted and signed as WeChat does), and
+// lists what the simulated phone, WeChat user and mailbox received.
 //
 // It is used only by the gateway's dev role (build tag dev): the
 // production binary does not link it.
@@ -30,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
 	"github.com/patientmsg/gateway/channels/wechat"
@@ -61,7 +63,11 @@ type Options struct {
 	// WeChatToken and WeChatAESKey are the gateway's WECHAT_TOKEN and
 	// WECHAT_ENCODING_AES_KEY.
 	WeChatToken, WeChatAESKey string
-	// Logger gets one line per patient action (numbers masked, no bodies).
+	// SMTP is the SMTP simulator the gateway sends email through; nil
+	// turns the mail route off.
+	SMTP *smtpsim.Server
+	// Logger gets one line per patient action (numbers masked, no bodies,
+	// no keys pressed).
 	Logger *slog.Logger
 }
 
@@ -130,7 +136,10 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /dev/patients/{phone}/sms", s.sms)
 	mux.HandleFunc("GET /dev/patients/{phone}/messages", s.messages)
+	mux.HandleFunc("POST /dev/patients/{phone}/keypad", s.keypad)
 	mux.HandleFunc("POST /dev/patients/{openid}/wechat", s.wechat)
+	mux.HandleFunc("GET /dev/patients/{openid}/wechat/messages", s.wechatMessages)
+	mux.HandleFunc("GET /dev/patients/{email}/mail", s.mail)
 	mux.HandleFunc("GET /dev/patients", s.page)
 	mux.HandleFunc("POST /dev/patients", s.pageSend)
 	mux.HandleFunc("GET /dev/patients/inbox", s.inbox)
@@ -185,9 +194,8 @@ type SMSResult struct {
 }
 
 func (s *Server) sms(w http.ResponseWriter, r *http.Request) {
-	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadPhone})
+	phone, ok := s.phoneParam(w, r)
+	if !ok {
 		return
 	}
 	body, ok := readBody(w, r)
@@ -195,15 +203,37 @@ func (s *Server) sms(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.SendSMS(r.Context(), phone, body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	writeResult(w, res, err)
 }
 
 // errBadPhone is the answer to a phone number address.Phone refuses.
 const errBadPhone = "the phone number is not valid: give it in E.164 (+14155550100)"
+
+// phoneParam reads the request's {phone} in E.164; it answers 400 itself
+// when it is not a phone number.
+func (s *Server) phoneParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadPhone})
+		return "", false
+	}
+	return phone, true
+}
+
+// openIDParam reads the request's {openid} for a WeChat route, which is
+// on when on is set; it answers 404 (saying off) or 400 itself.
+func openIDParam(w http.ResponseWriter, r *http.Request, on bool, off string) (string, bool) {
+	if !on {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": off})
+		return "", false
+	}
+	openid := r.PathValue("openid")
+	if !address.OpenID(openid) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadOpenID})
+		return "", false
+	}
+	return openid, true
+}
 
 // Error is a patient action that failed; Status is the HTTP status the
 // API answers for it.
@@ -221,6 +251,15 @@ func writeError(w http.ResponseWriter, err error) {
 		status = e.Status
 	}
 	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// writeResult answers res, or err as writeError does.
+func writeResult(w http.ResponseWriter, res any, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // SendSMS posts body, texted by the patient at phone (E.164), to the
@@ -242,17 +281,10 @@ func (s *Server) SendSMS(ctx context.Context, phone, body string) (SMSResult, er
 		"ApiVersion":    {twiliosim.APIVersion},
 	}
 	target := strings.TrimRight(s.opts.Gateway, "/") + twilio.InboundPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
-	if err != nil {
-		return SMSResult{}, &Error{http.StatusInternalServerError, "bad gateway URL"}
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("User-Agent", "TwilioProxy/1.1")
-	req.Header.Set("X-Twilio-Signature", twiliosim.Sign(s.opts.Twilio.AuthToken(), target, form))
-	status, ctype, answer, err := s.do(req)
+	status, ctype, answer, err := s.postSigned(ctx, target, form)
 	if err != nil {
 		s.log.Warn("patientsim: SMS not posted", "from", redact.Phone(phone), "err", err)
-		return SMSResult{}, &Error{http.StatusBadGateway, "the gateway did not answer"}
+		return SMSResult{}, unanswered(err)
 	}
 	s.log.Info("patientsim: patient sent an SMS", "from", redact.Phone(phone), "sid", sid, "gateway_status", status)
 	res := SMSResult{Status: status, MessageSID: sid}
@@ -260,6 +292,29 @@ func (s *Server) SendSMS(ctx context.Context, phone, body string) (SMSResult, er
 		res.Reply = twimlReply(answer)
 	}
 	return res, nil
+}
+
+// postSigned posts form to the gateway's webhook target as Twilio does:
+// form-encoded, with an X-Twilio-Signature made with the Twilio
+// simulator's auth token over the full URL and the sorted parameters. It
+// returns the answer's status, content type and body.
+func (s *Server) postSigned(ctx context.Context, target string, form url.Values) (int, string, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
+	if err != nil {
+		return 0, "", nil, &Error{http.StatusInternalServerError, "bad gateway URL"}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", "TwilioProxy/1.1")
+	req.Header.Set("X-Twilio-Signature", twiliosim.Sign(s.opts.Twilio.AuthToken(), target, form))
+	return s.do(req)
+}
+
+// unanswered is the *Error for a request to the gateway that failed.
+func unanswered(err error) error {
+	if _, ok := errors.AsType[*Error](err); ok {
+		return err
+	}
+	return &Error{http.StatusBadGateway, "the gateway did not answer"}
 }
 
 // twimlReply returns the text of a TwiML answer's <Message>s.
@@ -299,9 +354,8 @@ type Received struct {
 }
 
 func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
-	phone, err := address.Phone(r.PathValue("phone"), s.opts.Region)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadPhone})
+	phone, ok := s.phoneParam(w, r)
+	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"phone": phone, "messages": s.Received(phone)})
@@ -344,13 +398,8 @@ type WeChatResult struct {
 }
 
 func (s *Server) wechat(w http.ResponseWriter, r *http.Request) {
-	if !s.WeChatOn() {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": errWeChatOff})
-		return
-	}
-	openid := r.PathValue("openid")
-	if !address.OpenID(openid) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadOpenID})
+	openid, ok := openIDParam(w, r, s.WeChatOn(), errWeChatOff)
+	if !ok {
 		return
 	}
 	body, ok := readBody(w, r)
@@ -358,11 +407,7 @@ func (s *Server) wechat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.SendWeChat(r.Context(), openid, body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	writeResult(w, res, err)
 }
 
 const (
@@ -440,21 +485,9 @@ func (s *Server) do(req *http.Request) (int, string, []byte, error) {
 // readBody reads the patient's text: a JSON {"body": "..."} or a form
 // field body. It answers 400 itself when there is none.
 func readBody(w http.ResponseWriter, r *http.Request) (string, bool) {
-	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	var body string
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	switch ct {
-	case "application/x-www-form-urlencoded", "multipart/form-data":
-		body = r.FormValue("body")
-	default:
-		var v struct {
-			Body *string `json:"body"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&v); err != nil || v.Body == nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": `send {"body":"..."} (JSON) or a form field body`})
-			return "", false
-		}
-		body = *v.Body
+	body, ok := readField(w, r, "body")
+	if !ok {
+		return "", false
 	}
 	body, err := cleanBody(body)
 	if err != nil {
@@ -462,6 +495,24 @@ func readBody(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return "", false
 	}
 	return body, true
+}
+
+// readField reads the string field name of the request: a JSON object's
+// or a form's. It answers 400 itself when there is none.
+func readField(w http.ResponseWriter, r *http.Request, name string) (string, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch ct {
+	case "application/x-www-form-urlencoded", "multipart/form-data":
+		return r.FormValue(name), true
+	}
+	var v map[string]json.RawMessage
+	var field *string
+	if err := json.NewDecoder(r.Body).Decode(&v); err != nil || v[name] == nil || json.Unmarshal(v[name], &field) != nil || field == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf(`send {"%s":"..."} (JSON) or a form field %s`, name, name)})
+		return "", false
+	}
+	return *field, true
 }
 
 // cleanBody trims the patient's text and checks its length.
