@@ -249,6 +249,18 @@ func TestACrisisDrillInTheConsole(t *testing.T) {
 		t.Fatalf("the need-help list does not show the person to call back:\n%s", list)
 	}
 	b.screenshot("05-roster-answers")
+
+	// The after-action report draws the drill's timeline (a server-drawn
+	// SVG) and counts the answers.
+	b.open("/console/broadcasts/" + id + "/report")
+	b.do("the after-action report", chromedp.WaitVisible(chromedp.CSS("svg.chart")), chromedp.WaitVisible(chromedp.CSS("#total-safe")))
+	if safe := b.text("#total-safe"); !strings.Contains(safe, "3") {
+		t.Fatalf("the report counts the safe answers as %q, want 3", safe)
+	}
+	if lines, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("svg.chart polyline, svg.chart path").length`)); err != nil || lines == 0 {
+		t.Fatalf("the timeline has no line (%d, %v)", lines, err)
+	}
+	b.screenshot("05b-after-action-report")
 	b.signOut()
 
 	// A staff member acknowledges the escalation the need-help answer opened.
