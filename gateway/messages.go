@@ -215,6 +215,26 @@ func (s *Server) messageFilter(c *fiber.Ctx) (ledger.Filter, *Problem) {
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
 		return f, problem(400, "bad-query", "since must be before until")
 	}
+	// metadata[<key>]=<value>: one key of the message's metadata.
+	var metaErr *Problem
+	c.Context().QueryArgs().VisitAll(func(k, v []byte) {
+		key, ok := strings.CutPrefix(string(k), "metadata[")
+		if !ok || metaErr != nil {
+			return
+		}
+		key, ok = strings.CutSuffix(key, "]")
+		switch {
+		case !ok || key == "" || len(key) > 40 || len(v) > 500:
+			metaErr = problem(400, "bad-query", "metadata must be given as metadata[<key>]=<value>, a key of up to 40 characters")
+		case f.MetaKey != "":
+			metaErr = problem(400, "bad-query", "give one metadata[<key>]=<value> at a time")
+		default:
+			f.MetaKey, f.MetaValue = key, string(v)
+		}
+	})
+	if metaErr != nil {
+		return f, metaErr
+	}
 	return f, nil
 }
 

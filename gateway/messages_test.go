@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -52,6 +53,7 @@ func TestListingMessagesFiltersThemAndRefusesWhatItCannotRead(t *testing.T) {
 		{Tenant: "clinic-b", Channel: "sms", To: ledger.Recipient{Phone: "+14155550100"}},
 	} {
 		r.Body, r.Priority, r.CreatedAt = "Day 7: how is the wound?", "normal", t0.Add(time.Duration(i)*24*time.Hour)
+		r.Metadata = json.RawMessage(fmt.Sprintf(`{"followup_id":"fu_%d","followup_step":%d}`, i%2, i))
 		id := ledger.NewID()
 		if _, err := l.Create(t.Context(), id, r); err != nil {
 			t.Fatal(err)
@@ -68,6 +70,11 @@ func TestListingMessagesFiltersThemAndRefusesWhatItCannotRead(t *testing.T) {
 		{"a patient's phone written with spaces", url.Values{"to": {"+1 415 555 0100"}}, 200, []string{ids[0]}},
 		{"a channel and a time window", url.Values{"channel": {"sms"}, "since": {"2026-12-01T00:00:00Z"}, "until": {"2026-12-03T00:00:00+08:00"}}, 200, []string{ids[2]}},
 		{"a status", url.Values{"status": {"delivered"}}, 200, []string{}},
+		{"a metadata key's string value", url.Values{"metadata[followup_id]": {"fu_0"}}, 200, []string{ids[2], ids[0]}},
+		{"a metadata key's number", url.Values{"metadata[followup_step]": {"1"}}, 200, []string{ids[1]}},
+		{"a metadata key no message has", url.Values{"metadata[broadcast_id]": {"bc_1"}}, 200, []string{}},
+		{"two metadata keys", url.Values{"metadata[followup_id]": {"fu_0"}, "metadata[followup_step]": {"0"}}, 400, []string{"one metadata"}},
+		{"a metadata key without its brackets closed", url.Values{"metadata[followup_id": {"fu_0"}}, 400, []string{"metadata must be given as metadata["}},
 		{"a phone without its country code", url.Values{"to": {"415 555 0100"}}, 400, []string{"to must be a phone number in international form"}},
 		{"a channel that is not configured", url.Values{"channel": {"fax"}}, 400, []string{"channel must be one of email, sms"}},
 		{"a status that does not exist", url.Values{"status": {"lost"}}, 400, []string{"status must be a message status"}},

@@ -22,6 +22,9 @@ const MessagesPage = 50
 // masked recipient.
 type messagesForm struct {
 	To, Channel, Status, Since, Until string
+	// MetaKey and MetaValue look for a key of the messages' metadata
+	// ("followup_id", "broadcast_id").
+	MetaKey, MetaValue string
 }
 
 // messageRow is a message in the log: no body, the recipient masked.
@@ -95,14 +98,29 @@ func (c *Console) messageFilter(f messagesForm, zone *time.Location, channels []
 	if errs["since"] == "" && errs["until"] == "" && !out.Since.IsZero() && !out.Until.IsZero() && !out.Since.Before(out.Until) {
 		errs["until"] = "messages.bad_window"
 	}
+	switch {
+	case f.MetaKey == "" && f.MetaValue != "", len(f.MetaKey) > 40 || len(f.MetaValue) > 500:
+		errs["meta"] = "messages.bad_meta"
+	case f.MetaKey != "":
+		out.MetaKey, out.MetaValue = f.MetaKey, f.MetaValue
+	}
 	return out, errs
 }
 
 func (c *Console) messagesPage(ctx *fiber.Ctx) error {
 	u := userOf(ctx)
 	rctx := ctx.UserContext()
+	// A message's id goes straight to its page.
+	if id := strings.ToUpper(strings.TrimSpace(ctx.Query("id"))); id != "" {
+		if !ledger.ValidID(id) {
+			return c.render(ctx, http.StatusBadRequest, "messages", pageData{Title: "messages.title", Nav: "messages", User: u,
+				Data: messagesData{Channels: c.channelNames(), Statuses: ledger.Statuses, Errors: map[string]string{"id": "messages.bad_id"}}})
+		}
+		return ctx.Redirect(Prefix+"/messages/"+id, http.StatusSeeOther)
+	}
 	form := messagesForm{To: strings.TrimSpace(ctx.Query("to")), Channel: ctx.Query("channel"), Status: ctx.Query("status"),
-		Since: ctx.Query("since"), Until: ctx.Query("until")}
+		Since: ctx.Query("since"), Until: ctx.Query("until"), MetaKey: strings.TrimSpace(ctx.Query("meta_key")),
+		MetaValue: strings.TrimSpace(ctx.Query("meta_value"))}
 	zone := c.zoneOf(rctx, u.Tenant)
 	d := messagesData{Form: form, Channels: c.channelNames(), Statuses: ledger.Statuses, Paged: ctx.Query("before") != ""}
 	filter, errs := c.messageFilter(form, zone, d.Channels)
@@ -126,7 +144,8 @@ func (c *Console) messagesPage(ctx *fiber.Ctx) error {
 	d.Scanned = page.Scanned
 	if page.Next != "" {
 		q := url.Values{"before": {page.Next}}
-		for k, v := range map[string]string{"to": form.To, "channel": form.Channel, "status": form.Status, "since": form.Since, "until": form.Until} {
+		for k, v := range map[string]string{"to": form.To, "channel": form.Channel, "status": form.Status, "since": form.Since, "until": form.Until,
+			"meta_key": form.MetaKey, "meta_value": form.MetaValue} {
 			if v != "" {
 				q.Set(k, v)
 			}

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTheMessageLogFindsAMessageAndShowsItsHistoryMasked(t *testing.T) {
@@ -81,4 +82,32 @@ func TestTheMessageLogFindsAMessageAndShowsItsHistoryMasked(t *testing.T) {
 			t.Errorf("its own tenant's lead = %d", resp.StatusCode)
 		}
 	})
+}
+
+// TestTheMessageLogFindsAMessageByIdAndByMetadata: an id goes straight to
+// the message's page (a malformed one is refused on the form), and a
+// metadata key and value find a follow-up plan's messages only.
+func TestTheMessageLogFindsAMessageByIdAndByMetadata(t *testing.T) {
+	g := consoleGateway(t)
+	staff := g.signIn("staff@clinic-a.test")
+	plan := g.api("POST", "/v1/followups", keyA, `{"contact":{"phone":"+14155550181","timezone":"America/New_York","locale":"en"},
+		"anchor":"`+time.Now().UTC().Format(time.RFC3339)+`","steps":[{"offset":"P1D","channel":"sms","template":"post_discharge_day1",
+		"vars":{"clinic_name":"Riverside Clinic","clinic_phone":"555-0100"}}]}`)
+	step := plan["steps"].([]any)[0].(map[string]any)["message_id"].(string)
+	other := g.api("POST", "/v1/messages", keyA, `{"channel":"sms","to":{"phone":"+14155550182"},"body":"Your results are ready."}`)["id"].(string)
+
+	resp, _ := staff.get("/console/messages?id=" + strings.ToLower(step))
+	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/console/messages/"+step {
+		t.Fatalf("an id = %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, body := staff.get("/console/messages?id=yesterday"); resp.StatusCode != 400 || !strings.Contains(body, `id="f-id-error"`) {
+		t.Fatalf("a malformed id = %d:\n%s", resp.StatusCode, body)
+	}
+	resp, body := staff.get("/console/messages?meta_key=followup_id&meta_value=" + plan["id"].(string))
+	if resp.StatusCode != 200 || !strings.Contains(body, step) || strings.Contains(body, other) {
+		t.Fatalf("the plan's messages = %d:\n%s", resp.StatusCode, body)
+	}
+	if resp, body := staff.get("/console/messages?meta_value=fu_1"); resp.StatusCode != 400 || !strings.Contains(body, `id="f-meta-error"`) {
+		t.Fatalf("a value without its key = %d:\n%s", resp.StatusCode, body)
+	}
 }

@@ -71,6 +71,10 @@ type Filter struct {
 	Status  Status
 	// Since and Until bound the creation time: Since ≤ created < Until.
 	Since, Until time.Time
+	// MetaKey and MetaValue match a message whose metadata has that key
+	// with that value (a string, or a number or boolean as JSON writes
+	// it): {"followup_id": "fu_…"}.
+	MetaKey, MetaValue string
 }
 
 func (f Filter) matches(m *Message) bool {
@@ -81,10 +85,31 @@ func (f Filter) matches(m *Message) bool {
 		f.Channel != "" && m.Channel != f.Channel,
 		f.Status != "" && m.Status != f.Status,
 		!f.Since.IsZero() && m.CreatedAt.Before(f.Since),
-		!f.Until.IsZero() && !m.CreatedAt.Before(f.Until):
+		!f.Until.IsZero() && !m.CreatedAt.Before(f.Until),
+		f.MetaKey != "" && !metaHas(m.Metadata, f.MetaKey, f.MetaValue):
 		return false
 	}
 	return true
+}
+
+// metaHas says whether a metadata object has key with value.
+func metaHas(raw json.RawMessage, key, value string) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return false
+	}
+	v, ok := obj[key]
+	if !ok {
+		return false
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s == value
+	}
+	return strings.TrimSpace(string(v)) == value
 }
 
 // MaxScan is the most records one Find examines, matching or not: a
@@ -124,7 +149,7 @@ type Page struct {
 // step's id is made when it is planned): at most q.Scan records are
 // read, and Page.Next says where to go on.
 func (l *Ledger) Find(ctx context.Context, tenant string, q Query) (Page, error) {
-	if q.Before != "" && !validID(q.Before) {
+	if q.Before != "" && !ValidID(q.Before) {
 		return Page{}, ErrBadCursor
 	}
 	scan := q.Scan

@@ -278,7 +278,7 @@ func (l *Ledger) Exists(ctx context.Context, id string) (bool, error) {
 // Get returns a record. With a non-empty tenant, a record of another tenant
 // is reported as ErrNotFound.
 func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
 	pipe := l.rdb.Pipeline()
@@ -304,9 +304,9 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 	return m, nil
 }
 
-// validID accepts canonical (upper-case) ULIDs only; the API upper-cases
+// ValidID accepts canonical (upper-case) ULIDs only; the API upper-cases
 // ids it is given, since ULIDs are case-insensitive.
-func validID(id string) bool {
+func ValidID(id string) bool {
 	u, err := ulid.ParseStrict(id)
 	return err == nil && u.String() == id
 }
@@ -481,7 +481,7 @@ const (
 // a message whose acceptance was never recorded (the worker died mid-call)
 // records it now.
 func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u ProviderUpdate) (Applied, string, error) {
-	if !validID(id) || !u.Status.Valid() {
+	if !ValidID(id) || !u.Status.Valid() {
 		return AppliedUnknown, "", nil
 	}
 	now := l.now().UTC()
@@ -560,7 +560,7 @@ const CanceledFromConsole = "canceled from the console"
 // have it; reason is what its history says. It returns ErrNotFound or a
 // *ConflictError.
 func (l *Ledger) Cancel(ctx context.Context, tenant, id, reason string) error {
-	if !validID(id) {
+	if !ValidID(id) {
 		return ErrNotFound
 	}
 	now := l.now().UTC()
