@@ -151,6 +151,9 @@ type incidentReportData struct {
 	// Sums add up the broadcasts' people (a person in two broadcasts
 	// counts twice).
 	People, Reached, Acknowledged, Safe, NeedHelp, NeverReached int64
+	// Timeline is the broadcasts' reports on one timeline
+	// (broadcasts.Combine), drawn as a broadcast's report draws its own.
+	Timeline reportData
 }
 
 // Took writes a time to an acknowledged share as the broadcast report
@@ -172,12 +175,14 @@ func (c *Console) incidentReportPage(ctx *fiber.Ctx) error {
 		return err
 	}
 	d := incidentReportData{Incident: inc}
+	var reps []*broadcasts.Report
 	for _, sum := range sums {
 		rep, err := c.opts.Broadcasts.Report(ctx.UserContext(), sum)
 		if err != nil {
 			return err
 		}
 		d.Rows = append(d.Rows, incidentReportRow{Summary: sum, Report: rep})
+		reps = append(reps, rep)
 		d.People += rep.People
 		d.Reached += rep.Total(broadcasts.SeriesReached)
 		d.Acknowledged += rep.Total(broadcasts.SeriesAcknowledged)
@@ -186,5 +191,7 @@ func (c *Console) incidentReportPage(ctx *fiber.Ctx) error {
 		d.NeverReached += rep.NeverReachedTotal
 	}
 	u := userOf(ctx)
-	return c.render(ctx, http.StatusOK, "incident_report", pageData{Title: "incident_report.title", Nav: "incidents", User: u, Data: d})
+	zone := c.zoneOf(ctx.UserContext(), u.Tenant)
+	d.Timeline = timelineOf(&broadcasts.Summary{Config: broadcasts.Config{ID: inc.ID, Name: inc.Name}}, broadcasts.Combine(reps), zone)
+	return c.render(ctx, http.StatusOK, "incident_report", pageData{Title: "incident_report.title", Nav: "incidents", User: u, Zone: zone, Data: d})
 }

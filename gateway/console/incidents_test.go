@@ -58,7 +58,8 @@ func TestALeadWorksACrisisAsAnIncident(t *testing.T) {
 	if _, body := lead.get("/console/broadcasts/" + bc); !strings.Contains(body, `href="/console/incidents/`+inc+`"`) {
 		t.Fatalf("the roster does not link its incident:\n%s", body)
 	}
-	if resp, body := lead.get("/console/incidents/" + inc + "/report"); resp.StatusCode != 200 || !strings.Contains(body, `id="report-`+bc+`"`) {
+	if resp, body := lead.get("/console/incidents/" + inc + "/report"); resp.StatusCode != 200 || !strings.Contains(body, `id="report-`+bc+`"`) ||
+		!strings.Contains(body, "<svg") || !strings.Contains(body, `id="timeline-data"`) {
 		t.Fatalf("the incident's report = %d:\n%s", resp.StatusCode, body)
 	}
 

@@ -81,6 +81,13 @@ func (c *Console) reportPage(ctx *fiber.Ctx) error {
 	}
 	u := userOf(ctx)
 	zone := c.zoneOf(ctx.UserContext(), u.Tenant)
+	d := timelineOf(sum, rep, zone)
+	return c.render(ctx, http.StatusOK, "report", pageData{Title: "report.title", Nav: "broadcasts", User: u, Zone: zone, Data: d})
+}
+
+// timelineOf is a report with its lines' legends and classes, for the
+// timeline chart and its data table.
+func timelineOf(sum *broadcasts.Summary, rep *broadcasts.Report, zone *time.Location) reportData {
 	d := reportData{Summary: sum, Report: rep, Zone: zone}
 	for _, s := range rep.Series {
 		l := reportLine{Series: s, Label: "report.series." + s.Key, Class: "series-" + s.Key}
@@ -89,5 +96,5 @@ func (c *Console) reportPage(ctx *fiber.Ctx) error {
 		}
 		d.Lines = append(d.Lines, l)
 	}
-	return c.render(ctx, http.StatusOK, "report", pageData{Title: "report.title", Nav: "broadcasts", User: u, Zone: zone, Data: d})
+	return d
 }

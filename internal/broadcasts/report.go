@@ -371,3 +371,84 @@ func (a ackTimes) until(people int64, share float64) *time.Duration {
 	}
 	return nil
 }
+
+// Combine puts several broadcasts' reports (an incident's) on one
+// timeline, from the earliest start to the latest point, at most
+// ReportPoints points: each series (reached, acknowledged, safe, need
+// help, and reached per channel) is the sum over the reports of each
+// one's cumulative count at that time. People and the never-reached
+// counts are summed (a person of two broadcasts counts twice); ToHalf,
+// ToNinety and Unreached are left to each broadcast's own report.
+func Combine(reps []*Report) *Report {
+	out := &Report{NeverReached: map[string]int64{}}
+	if len(reps) == 0 {
+		return out
+	}
+	var end time.Time
+	type line struct{ key, channel string }
+	var order []line
+	seen := map[line]bool{}
+	for i, r := range reps {
+		if i == 0 || r.Start.Before(out.Start) {
+			out.Start = r.Start
+		}
+		if n := len(r.Times); n > 0 && r.Times[n-1].After(end) {
+			end = r.Times[n-1]
+		}
+		out.People += r.People
+		out.NeverReachedTotal += r.NeverReachedTotal
+		for k, v := range r.NeverReached {
+			out.NeverReached[k] += v
+		}
+		for _, s := range r.Series {
+			if l := (line{s.Key, s.Channel}); !seen[l] {
+				seen[l] = true
+				order = append(order, l)
+			}
+		}
+	}
+	// The whole lines first, then the channels', as a report orders them.
+	order = append(slices.DeleteFunc(slices.Clone(order), func(l line) bool { return l.channel != "" }),
+		slices.DeleteFunc(order, func(l line) bool { return l.channel == "" })...)
+	span := max(end.Sub(out.Start), time.Second)
+	out.Step = time.Second
+	for span > time.Duration(ReportPoints)*out.Step {
+		out.Step *= 2
+	}
+	n := int((span + out.Step - 1) / out.Step)
+	for i := range n {
+		out.Times = append(out.Times, out.Start.Add(time.Duration(i+1)*out.Step))
+	}
+	for _, l := range order {
+		s := Series{Key: l.key, Channel: l.channel, Points: make([]int64, n)}
+		for _, r := range reps {
+			for _, rs := range r.Series {
+				if rs.Key != l.key || rs.Channel != l.channel {
+					continue
+				}
+				for i, at := range out.Times {
+					s.Points[i] += valueAt(r, rs, at)
+				}
+			}
+		}
+		out.Series = append(out.Series, s)
+	}
+	return out
+}
+
+// valueAt is a report's series at time at: its count at the last point
+// not after at (0 before its first).
+func valueAt(r *Report, s Series, at time.Time) int64 {
+	i, _ := slices.BinarySearchFunc(r.Times, at, func(t, target time.Time) int { return t.Compare(target) })
+	// r.Times[i] is the first point at or after at.
+	if i < len(r.Times) && r.Times[i].Equal(at) {
+		return s.Points[i]
+	}
+	if i == 0 {
+		return 0
+	}
+	if i > len(s.Points) {
+		i = len(s.Points)
+	}
+	return s.Points[i-1]
+}
