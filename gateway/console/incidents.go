@@ -86,6 +86,17 @@ func (c *Console) incidentOf(ctx *fiber.Ctx) (*incidents.Incident, error) {
 	return inc, err
 }
 
+// incidentWithBroadcasts is the tenant's incident named in the path with
+// its broadcasts still kept, in the order sent.
+func (c *Console) incidentWithBroadcasts(ctx *fiber.Ctx) (*incidents.Incident, []*broadcasts.Summary, error) {
+	inc, err := c.incidentOf(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sums, err := c.opts.Broadcasts.Summaries(ctx.UserContext(), inc.Tenant, inc.Broadcasts)
+	return inc, sums, err
+}
+
 // incidentData is an incident's page: its broadcasts with their rosters.
 type incidentData struct {
 	*incidents.Incident
@@ -101,11 +112,7 @@ type incidentData struct {
 // marked), its broadcasts in the order sent with their counts, and, for
 // leads, sending an update and closing it.
 func (c *Console) incidentPage(ctx *fiber.Ctx) error {
-	inc, err := c.incidentOf(ctx)
-	if err != nil {
-		return err
-	}
-	sums, err := c.opts.Broadcasts.Summaries(ctx.UserContext(), inc.Tenant, inc.Broadcasts)
+	inc, sums, err := c.incidentWithBroadcasts(ctx)
 	if err != nil {
 		return err
 	}
@@ -166,11 +173,7 @@ func (d incidentReportData) Took(p *time.Duration) string { return reportData{}.
 // its own report, and their sums. It reads every person of every
 // broadcast once.
 func (c *Console) incidentReportPage(ctx *fiber.Ctx) error {
-	inc, err := c.incidentOf(ctx)
-	if err != nil {
-		return err
-	}
-	sums, err := c.opts.Broadcasts.Summaries(ctx.UserContext(), inc.Tenant, inc.Broadcasts)
+	inc, sums, err := c.incidentWithBroadcasts(ctx)
 	if err != nil {
 		return err
 	}

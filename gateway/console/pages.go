@@ -108,6 +108,14 @@ type broadcastRow struct {
 	Roster broadcasts.Roster
 }
 
+// broadcastTable is the template "broadcast-table"'s: the rows, the
+// table's id and caption key, and the page (for its times' zone).
+type broadcastTable struct {
+	Page        pageData
+	ID, Caption string
+	Rows        []broadcastRow
+}
+
 func (c *Console) broadcastsPage(ctx *fiber.Ctx) error {
 	u := userOf(ctx)
 	list, err := c.opts.Broadcasts.Recent(ctx.UserContext(), u.Tenant, 50)

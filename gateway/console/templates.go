@@ -171,8 +171,13 @@ func funcs(cat catalogue) template.FuncMap {
 		"group":   func(n int) string { return group(int64(n)) },
 		"group64": group,
 		"cadence": incidents.FormatCadence,
-		"add":     func(a, b int) int { return a + b },
-		"int64":   func(n int) int64 { return int64(n) },
+		// broadcastTable is the list of broadcasts with their counts (the
+		// broadcasts page's, an incident's), in a page.
+		"broadcastTable": func(page pageData, id, caption string, rows []broadcastRow) broadcastTable {
+			return broadcastTable{Page: page, ID: id, Caption: caption, Rows: rows}
+		},
+		"add":   func(a, b int) int { return a + b },
+		"int64": func(n int) int64 { return int64(n) },
 		// counts are a map's non-zero counts by key, in key order.
 		"counts": func(m map[string]int64) []count {
 			out := []count{}
