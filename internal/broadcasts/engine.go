@@ -132,13 +132,18 @@ func (e *Engine) Create(ctx context.Context, tenant string, in *Request) (*Confi
 		}
 		cfg.AudienceID, cfg.Total, cfg.Chunks = a.ID, a.Count, a.Chunks
 	}
-	if err := e.Store.Create(ctx, cfg); err != nil {
-		return nil, err
-	}
+	// Linked first: should the broadcast not be stored, the incident
+	// names a broadcast it cannot find, and shows nothing for it.
 	if cfg.IncidentID != "" {
 		if err := e.Incidents.Link(ctx, tenant, cfg.IncidentID, cfg.ID, cfg.CreatedAt); err != nil {
+			if why, refused := e.Incidents.Refused(err); refused { // closed meanwhile
+				return nil, &messaging.InvalidError{Errors: []messaging.FieldError{{Field: "incident_id", Detail: why}}}
+			}
 			return nil, err
 		}
+	}
+	if err := e.Store.Create(ctx, cfg); err != nil {
+		return nil, err
 	}
 	// One task fans the audience out, chunk after chunk (Fanout). The
 	// first chunk is held for it while it waits for a worker: should the
