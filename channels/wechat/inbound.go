@@ -415,16 +415,22 @@ func (in *inbound) message(ctx context.Context, p Push, reply func(string) chann
 		}
 	}
 	if p.MsgType != "text" {
+		if first {
+			in.taken(ctx, key)
+		}
 		log.Info("wechat message", "duplicate", !first)
 		return pushSuccess
 	}
 	res, err := in.rcv.Inbound(ctx, channels.InboundMessage{Channel: in.c.Name(), ProviderID: p.MsgID,
 		From: ledger.Recipient{WeChatOpenID: p.FromUserName}, To: p.ToUserName, Body: p.Content})
 	if err != nil {
-		// The window stays touched (its key says so); the retry hands the
+		// The window is touched; the retry touches it again and hands the
 		// message to the receiver again, which is idempotent per MsgId.
 		log.Error("wechat message not recorded", "error", err.Error())
 		return pushRetry
+	}
+	if first {
+		in.taken(ctx, key)
 	}
 	log.Info("wechat message", "duplicate", res.Duplicate, "replied", res.Reply != "")
 	if res.Reply == "" {
@@ -473,6 +479,7 @@ func (in *inbound) event(ctx context.Context, p Push) channels.WebhookResponse {
 		log.Error("wechat event not processed", "error", err.Error())
 		return pushRetry
 	}
+	in.taken(ctx, key)
 	log.Info("wechat event", "duplicate", false)
 	return pushSuccess
 }
@@ -499,16 +506,41 @@ func (in *inbound) dedupeKey(p Push) string {
 	return base + "e:" + hex.EncodeToString(sum[:16])
 }
 
-// once claims a dedupe key: true the first time.
+// The marks of a push's dedupe key: its work running or failed part-way,
+// or done.
+const (
+	pushPending = "pending"
+	pushTaken   = "1"
+)
+
+// once claims a dedupe key: true the first time, and again while the key
+// is pending (a push whose processing failed part-way without being able
+// to drop its key, Redis lost in between: its work is done again, and
+// every step of it is idempotent).
 func (in *inbound) once(ctx context.Context, key string) (bool, error) {
-	return in.c.cfg.Redis.SetNX(ctx, key, 1, dedupeTTL).Result()
+	first, err := in.c.cfg.Redis.SetNX(ctx, key, pushPending, dedupeTTL).Result()
+	if err != nil || first {
+		return first, err
+	}
+	mark, err := in.c.cfg.Redis.Get(ctx, key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, err
+	}
+	return mark == pushPending, nil
+}
+
+// taken marks a push's work done: a retry of it is a duplicate.
+func (in *inbound) taken(ctx context.Context, key string) {
+	if err := in.c.cfg.Redis.Set(context.WithoutCancel(ctx), key, pushTaken, dedupeTTL).Err(); err != nil {
+		in.c.log.Warn("wechat push not marked taken: a retry of it is processed again", "error", err.Error())
+	}
 }
 
 // forget drops a claimed key whose processing failed, so WeChat's retry
-// is processed again.
+// is processed again (a key left pending is processed again too).
 func (in *inbound) forget(ctx context.Context, key string) {
 	if err := in.c.cfg.Redis.Del(context.WithoutCancel(ctx), key).Err(); err != nil {
-		in.c.log.Warn("wechat dedupe key not dropped: a retry of this push will be taken for a duplicate", "error", err.Error())
+		in.c.log.Warn("wechat dedupe key not dropped; it stays pending, so a retry is processed again", "error", err.Error())
 	}
 }
 

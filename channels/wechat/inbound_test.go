@@ -531,3 +531,27 @@ func FuzzParsePush(f *testing.F) {
 		}
 	})
 }
+
+// TestAnUnfollowLostWithRedisMidwayIsTakenOnTheRetry: the unfollow's key
+// was claimed, the opt-out failed, and the key could not be dropped;
+// WeChat's retry must record the opt-out, not skip it as a duplicate.
+func TestAnUnfollowLostWithRedisMidwayIsTakenOnTheRetry(t *testing.T) {
+	e := newEnv(t)
+	hook := &redistest.FailCommand{Name: "del"}
+	e.rdb.AddHook(hook)
+	ch := e.inboundChannel(t, "")
+	unfollow := push(t, e.pusher(""), event("U", "unsubscribe", "", e.clock.Now()), openid("U"))
+	rcv := &channeltest.RecordingReceiver{Err: errors.New("redis down")}
+	hook.Arm(true)
+	if r := handle(t, ch, rcv, http.MethodPost, unfollow); r.Status != 503 {
+		t.Fatalf("an unfollow the receiver cannot record = %d", r.Status)
+	}
+	hook.Arm(false)
+	rcv.Err = nil
+	if r := handle(t, ch, rcv, http.MethodPost, unfollow); r.Status != 200 || len(rcv.OptOuts) != 1 {
+		t.Fatalf("WeChat's retry = %d with opt-outs %v, want the opt-out recorded", r.Status, rcv.OptOuts)
+	}
+	if r := handle(t, ch, rcv, http.MethodPost, unfollow); r.Status != 200 || len(rcv.OptOuts) != 1 {
+		t.Fatalf("a further retry = %d with opt-outs %v, want a duplicate", r.Status, rcv.OptOuts)
+	}
+}

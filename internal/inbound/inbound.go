@@ -120,23 +120,49 @@ func (r *Receiver) log() *slog.Logger {
 // ("Leave me alone") is filed as a reply flagged for staff, and the
 // patient is asked once to confirm with STOP. Any other message is queued
 // for FileReply.
+//
+// A provider's message id is marked taken only once its work is done: a
+// delivery that failed part-way (Redis lost in the middle, so that not even
+// the mark could be removed) leaves it pending, and the provider's retry
+// does the work again; every step of it is idempotent (the queued answer
+// has the message id as its task id, consent changes are confirmed once).
 func (r *Receiver) Inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
 	key := dedupeKey(in.Channel, in.ProviderID)
-	first, err := r.Redis.SetNX(ctx, key, 1, DedupeWindow).Result()
+	first, err := r.Redis.SetNX(ctx, key, dedupePending, DedupeWindow).Result()
 	if err != nil {
 		return channels.InboundResult{}, err
 	}
 	if !first {
-		return channels.InboundResult{Duplicate: true}, nil
+		mark, err := r.Redis.Get(ctx, key).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return channels.InboundResult{}, err
+		}
+		if mark != dedupePending {
+			return channels.InboundResult{Duplicate: true}, nil
+		}
+		// Pending: a delivery whose outcome is unknown, or one running
+		// now. Doing the work again is safe; losing it is not.
 	}
 	res, err := r.inbound(ctx, in)
 	if err != nil {
 		// Forget the message id so the provider's retry is processed again:
 		// a reply filed twice is better than an urgent reply lost.
 		r.Redis.Del(context.WithoutCancel(ctx), key)
+		return res, err
 	}
-	return res, err
+	if err := r.Redis.Set(context.WithoutCancel(ctx), key, dedupeTaken, DedupeWindow).Err(); err != nil {
+		// The work is done; a retry would do it again, harmlessly.
+		r.log().Warn("a provider's message id not marked taken", "channel", in.Channel, "provider_id", in.ProviderID, "err", err)
+	}
+	return res, nil
 }
+
+// The marks of a provider's message id: its work running or failed
+// part-way, or done.
+const (
+	dedupePending = "pending"
+	dedupeTaken   = "1"
+)
 
 func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
 	var err error

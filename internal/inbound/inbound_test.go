@@ -97,6 +97,32 @@ func TestAMessageThatFailsIsProcessedAgainOnTheRetry(t *testing.T) {
 	}
 }
 
+// TestAnAnswerLostWithRedisMidwayIsTakenOnTheRetry: the message id was
+// marked, the answer was not queued, and the mark could not be removed
+// (Redis went away in between); the provider's retry, once Redis is back,
+// must queue the answer rather than drop it as a duplicate.
+func TestAnAnswerLostWithRedisMidwayIsTakenOnTheRetry(t *testing.T) {
+	r, q := newReceiver(t, "clinic-a")
+	hook := &redistest.FailCommand{Name: "del"}
+	hook.Arm(true)
+	r.Redis.(*redis.Client).AddHook(hook)
+	q.err = errors.New("dial tcp: connection refused")
+	if _, err := r.Inbound(ctx, sms("SM7", "2")); err == nil {
+		t.Fatal("an answer that could not be queued must fail (the provider retries)")
+	}
+	hook.Arm(false)
+	q.err = nil
+	if res, err := r.Inbound(ctx, sms("SM7", "2")); err != nil || res.Duplicate {
+		t.Fatalf("the retry was dropped: %+v %v", res, err)
+	}
+	if n := len(q.queued(t)); n != 1 {
+		t.Fatalf("want the answer queued by the retry, got %d tasks", n)
+	}
+	if res, err := r.Inbound(ctx, sms("SM7", "2")); err != nil || !res.Duplicate {
+		t.Fatalf("once taken, a further retry is a duplicate: %+v %v", res, err)
+	}
+}
+
 func TestKeywords(t *testing.T) {
 	cases := []struct {
 		name string
