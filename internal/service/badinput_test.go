@@ -105,13 +105,14 @@ func TestBadInputGetsAClearProblemAndNothingIsQueued(t *testing.T) {
 // null and a non-object with the same problem, and changes nothing.
 func TestEveryJSONRouteRefusesBadBodiesTheSameWay(t *testing.T) {
 	e := start(t, config.RoleAPI)
-	// Routes that read no JSON body: the cancels, the repair pass, and the
-	// CSV upload (its own tests cover it).
+	// Routes that read no JSON body: the cancels, closing an incident, the
+	// repair pass, and the CSV upload (its own tests cover it).
 	noJSON := map[string]bool{
 		"POST /v1/messages/:id/cancel":   true,
 		"POST /v1/followups/:id/cancel":  true,
 		"POST /v1/broadcasts/:id/cancel": true,
 		"POST /v1/broadcasts/:id/repair": true,
+		"POST /v1/incidents/:id/close":   true,
 		"POST /v1/audiences":             true,
 	}
 	cases := []struct {
