@@ -261,6 +261,24 @@ func TestACrisisDrillInTheConsole(t *testing.T) {
 		t.Fatalf("the timeline has no line (%d, %v)", lines, err)
 	}
 	b.screenshot("05b-after-action-report")
+
+	// The lead opens an incident for the drill, with an update every 6
+	// hours, and sees its page; the templates and follow-up plans pages.
+	b.open("/console/incidents")
+	b.do("open an incident",
+		chromedp.SendKeys(chromedp.CSS("#name"), "Flood drill, December"),
+		chromedp.Click(chromedp.CSS("#open")),
+		chromedp.WaitVisible(chromedp.CSS("#next-due")))
+	if h1 := b.text("h1"); h1 != "Flood drill, December" {
+		t.Fatalf("the incident's page is titled %q", h1)
+	}
+	b.screenshot("05c-incident")
+	b.open("/console/templates/crisis_safety_check")
+	b.do("a template's preview", chromedp.WaitVisible(chromedp.CSS("#preview-sms")))
+	b.screenshot("05d-template")
+	b.open("/console/plans")
+	b.do("the follow-up plans", chromedp.WaitVisible(chromedp.CSS("h1")))
+	b.screenshot("05e-plans")
 	b.signOut()
 
 	// A staff member acknowledges the escalation the need-help answer opened.
