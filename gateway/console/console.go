@@ -36,6 +36,7 @@ import (
 	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
@@ -86,6 +87,9 @@ type Options struct {
 	Events *webhooks.Publisher
 	// Incidents group a crisis's broadcasts (nil: no incidents pages).
 	Incidents *incidents.Service
+	// Questionnaires are the questionnaires and their responses (nil: no
+	// questionnaires pages).
+	Questionnaires *questionnaires.Service
 	// Templates are the built-in and tenants' templates (nil: no
 	// templates pages); previews are made by Messages, as the API's.
 	Templates *templates.Store
@@ -201,6 +205,11 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 		app.Get(Prefix+"/incidents/:id", read(c.incidentPage)...)
 		app.Get(Prefix+"/incidents/:id/report", read(c.incidentReportPage)...)
 		app.Post(Prefix+"/incidents/:id/close", write(users.SendBroadcasts, c.closeIncident)...)
+	}
+	if c.opts.Questionnaires != nil {
+		app.Get(Prefix+"/questionnaires", read(c.questionnairesPage)...)
+		app.Get(Prefix+"/questionnaires/:name", read(c.questionnairePage)...)
+		app.Get(Prefix+"/questionnaire-responses/:id", read(c.responsePage)...)
 	}
 	app.Get(Prefix+"/templates", read(c.templatesPage)...)
 	app.Get(Prefix+"/templates/:name", read(c.templatePage)...)

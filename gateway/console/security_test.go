@@ -45,6 +45,8 @@ func TestEveryConsoleAnswerCarriesAStrictContentSecurityPolicy(t *testing.T) {
 		{"the follow-up plans", lead, "GET", "/console/plans", 200},
 		{"the templates", lead, "GET", "/console/templates", 200},
 		{"the incidents", lead, "GET", "/console/incidents", 200},
+		{"the questionnaires", lead, "GET", "/console/questionnaires", 200},
+		{"a questionnaire", lead, "GET", "/console/questionnaires/phq9", 200},
 		{"a template", lead, "GET", "/console/templates/appointment_reminder", 200},
 		{"the stylesheet", nil, "GET", "/console/static/console.css", 200},
 		{"htmx", nil, "GET", "/console/static/htmx.min.js", 200},

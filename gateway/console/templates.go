@@ -103,7 +103,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "incidents", "incident", "incident_report", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "incidents", "incident", "incident_report", "questionnaires", "questionnaire", "response", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.

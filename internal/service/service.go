@@ -268,7 +268,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		con, err := console.New(console.Options{Users: s.Users, Broadcasts: broadcastStore, Broadcast: s.Broadcast,
 			Audiences: audienceStore, Escalator: s.Escalator, Replies: s.Replies, Ledger: s.Ledger, Settings: s.Messages,
 			Contacts: contactStore, Consent: s.Consent, Events: s.Events, Senders: senders, Queues: s.inspector,
-			Messages: s.Messages, IdempotencyTTL: cfg.IdempotencyTTL, Followups: s.Followups, Plans: s.Plans, Templates: tpl, Incidents: s.Incidents,
+			Messages: s.Messages, IdempotencyTTL: cfg.IdempotencyTTL, Followups: s.Followups, Plans: s.Plans, Templates: tpl, Incidents: s.Incidents, Questionnaires: s.Questionnaires,
 			DefaultRegion: cfg.DefaultRegion, MaxUploadBytes: cfg.MaxUploadBytes, Secure: secureCookies(cfg.PublicURL),
 			Logger: o.Logger})
 		if err != nil {
