@@ -212,6 +212,7 @@ func validID(id string) bool {
 type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
+	reports   reportCache
 }
 
 // NewStore returns a store keeping broadcasts for retention after their creation.

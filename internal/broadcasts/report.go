@@ -2,10 +2,12 @@ package broadcasts
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/patientmsg/gateway/internal/ledger"
@@ -113,9 +115,88 @@ func (r *Report) Total(key string) int64 {
 	return 0
 }
 
-// Report computes a broadcast's after-action report from its people.
+// Report is a broadcast's after-action report, computed from its people
+// (every one read once: half a second for 100,000). Computed reports are
+// kept a while for the staff who read them after one another: one is
+// reused while the broadcast's counts are unchanged (up to
+// ReportFresh), or, while it is still changing, for ReportStale. The
+// report is shared: callers must not change it.
 func (s *Store) Report(ctx context.Context, sum *Summary) (*Report, error) {
-	return ComputeReport(&sum.Config, func(f func(*Person) error) error { return s.Scan(ctx, sum.ID, f) })
+	fp := sum.fingerprint()
+	if rep := s.reports.get(sum.ID, fp, time.Now()); rep != nil {
+		return rep, nil
+	}
+	rep, err := ComputeReport(&sum.Config, func(f func(*Person) error) error { return s.Scan(ctx, sum.ID, f) })
+	if err != nil {
+		return nil, err
+	}
+	s.reports.put(sum.ID, fp, rep, time.Now())
+	return rep, nil
+}
+
+// How long a computed report is reused: while the broadcast's counts are
+// unchanged, and while they are still changing.
+const (
+	ReportFresh = 5 * time.Minute
+	ReportStale = 10 * time.Second
+)
+
+// reportCacheSize bounds the reports kept (the largest a few MB each).
+const reportCacheSize = 16
+
+// reportCache keeps the last reports computed, by broadcast.
+type reportCache struct {
+	mu      sync.Mutex
+	entries map[string]cachedReport
+}
+
+type cachedReport struct {
+	fp  string
+	at  time.Time
+	rep *Report
+}
+
+func (c *reportCache) get(id, fp string, now time.Time) *Report {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[id]
+	switch {
+	case !ok:
+		return nil
+	case e.fp == fp && now.Sub(e.at) < ReportFresh, now.Sub(e.at) < ReportStale:
+		return e.rep
+	}
+	return nil
+}
+
+func (c *reportCache) put(id, fp string, rep *Report, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[string]cachedReport{}
+	}
+	if _, ok := c.entries[id]; !ok && len(c.entries) >= reportCacheSize {
+		oldest := ""
+		for k, e := range c.entries {
+			if oldest == "" || e.at.Before(c.entries[oldest].at) {
+				oldest = k
+			}
+		}
+		delete(c.entries, oldest)
+	}
+	c.entries[id] = cachedReport{fp: fp, at: now, rep: rep}
+}
+
+// fingerprint sums up what a report depends on that changes: the state,
+// the chunks made and every counter.
+func (sum *Summary) fingerprint() string {
+	keys := slices.Sorted(maps.Keys(sum.Counters))
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%d", sum.State, sum.ChunksDone)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "/%s=%d", k, sum.Counters[k])
+	}
+	return b.String()
 }
 
 // ComputeReport computes the after-action report of a broadcast from its
