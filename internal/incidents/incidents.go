@@ -292,12 +292,11 @@ func (s *Store) Close(ctx context.Context, tenant, id string) (*Incident, error)
 	return s.Get(ctx, tenant, id)
 }
 
-// Remind says whether the clinic is to be told now that the update due
-// at due is missing: the incident is open, no update was sent since (its
-// next update was due then or before), that time has passed, and nobody
-// was told of it yet (each missed update is told once, whichever process
-// asks).
-func (s *Store) Remind(ctx context.Context, tenant, id string, due time.Time) (bool, *Incident, error) {
+// Missed says whether the update due at due is missing now and the clinic
+// was not told of it yet: the incident is open, no update was sent since
+// (its next update was due then or before), that time has passed, and
+// Told was not called for it.
+func (s *Store) Missed(ctx context.Context, tenant, id string, due time.Time) (bool, *Incident, error) {
 	inc, err := s.Get(ctx, tenant, id)
 	if err != nil {
 		return false, nil, err
@@ -306,11 +305,19 @@ func (s *Store) Remind(ctx context.Context, tenant, id string, due time.Time) (b
 	if next.IsZero() || due.Before(next) || s.Now().Before(due) {
 		return false, inc, nil // closed, updated since, or early
 	}
-	first, err := s.rdb.SetNX(ctx, remindKey(id)+":"+ms(due), 1, s.retention).Result()
+	told, err := s.rdb.Exists(ctx, remindKey(id)+":"+ms(due)).Result()
 	if err != nil {
 		return false, inc, fmt.Errorf("incidents: %w", err)
 	}
-	return first, inc, nil
+	return told == 0, inc, nil
+}
+
+// Told records that the clinic was told of the update missed at due.
+func (s *Store) Told(ctx context.Context, id string, due time.Time) error {
+	if err := s.rdb.Set(ctx, remindKey(id)+":"+ms(due), 1, s.retention).Err(); err != nil {
+		return fmt.Errorf("incidents: %w", err)
+	}
+	return nil
 }
 
 // Refused says whether an error of Check is the incident's answer (no

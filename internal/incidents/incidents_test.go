@@ -1,6 +1,7 @@
 package incidents_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -153,7 +154,15 @@ func TestAMissedUpdateIsToldOnceAndTheTimerGoesOn(t *testing.T) {
 	}
 	timer := workers.IncidentDue{Tenant: "clinic-a", Incident: inc.ID, DueMS: due.UnixMilli()}
 	now = due.Add(time.Minute)
-	for range 2 { // a timer run twice (a retry, two workers) tells once
+	// The event cannot be queued: the timer fails (Asynq runs it again)
+	// and the missed update is not recorded as told.
+	working := svc.Events
+	svc.Events = &webhooks.Publisher{Store: hooks, Queue: refusingQueue{}, Log: log}
+	if err := svc.Due(ctx, timer); err == nil {
+		t.Fatal("a reminder that could not be queued must fail its timer")
+	}
+	svc.Events = working
+	for range 2 { // a timer run again (a retry, two workers) tells once
 		if err := svc.Due(ctx, timer); err != nil {
 			t.Fatal(err)
 		}
@@ -179,3 +188,10 @@ func TestAMissedUpdateIsToldOnceAndTheTimerGoesOn(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// refusingQueue refuses every task, as a Redis gone away does.
+type refusingQueue struct{}
+
+func (refusingQueue) EnqueueContext(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error) {
+	return nil, errors.New("dial tcp: connection refused")
+}

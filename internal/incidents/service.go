@@ -88,11 +88,13 @@ type overdueEvent struct {
 }
 
 // Due runs an incident's timer: when the update due then was not sent,
-// the clinic is told (once), and the timer is set again a cadence later,
-// so every missed update is told.
+// the clinic is told, at least once (the event is queued before it is
+// recorded as told, and a timer that fails runs again; a redelivery keeps
+// its event id), and the timer is set again a cadence later, so every
+// missed update is told.
 func (s *Service) Due(ctx context.Context, p workers.IncidentDue) error {
 	due := time.UnixMilli(p.DueMS).UTC()
-	fire, inc, err := s.Store.Remind(ctx, p.Tenant, p.Incident, due)
+	missed, inc, err := s.Store.Missed(ctx, p.Tenant, p.Incident, due)
 	if errors.Is(err, ErrNotFound) {
 		return nil // expired
 	} else if err != nil {
@@ -101,10 +103,15 @@ func (s *Service) Due(ctx context.Context, p workers.IncidentDue) error {
 	if inc.NextDue().IsZero() || due.Before(inc.NextDue()) {
 		return nil // closed or updated: the new timer is set
 	}
-	if fire {
+	if missed {
 		s.log().Warn("an incident's update is overdue", "tenant", p.Tenant, "incident_id", inc.ID, "due_at", due)
-		s.Events.PublishAs(ctx, p.Tenant, EventOverdue, overdueEvent{IncidentID: inc.ID, Name: inc.Name, DueAt: due,
-			LastUpdateAt: inc.LastUpdateAt, Broadcasts: len(inc.Broadcasts)}, "", "incident-"+inc.ID+"-"+time.UnixMilli(p.DueMS).UTC().Format("20060102T150405.000"))
+		if err := s.Events.Enqueue(ctx, p.Tenant, EventOverdue, overdueEvent{IncidentID: inc.ID, Name: inc.Name, DueAt: due,
+			LastUpdateAt: inc.LastUpdateAt, Broadcasts: len(inc.Broadcasts)}, "", "incident-"+inc.ID+"-"+due.Format("20060102T150405.000")); err != nil {
+			return err
+		}
+		if err := s.Store.Told(ctx, inc.ID, due); err != nil {
+			return err
+		}
 	}
 	return s.schedule(ctx, inc, due.Add(inc.Cadence))
 }

@@ -222,16 +222,23 @@ func (p *Publisher) Publish(ctx context.Context, tenant, typ string, data any, c
 // half-way) carries the same id and is queued once while the first is
 // pending, so the clinic can drop a redelivery by its id. "" makes a new id.
 func (p *Publisher) PublishAs(ctx context.Context, tenant, typ string, data any, callbackURL, eventID string) {
+	if err := p.Enqueue(ctx, tenant, typ, data, callbackURL, eventID); err != nil {
+		p.Log.Warn("webhook event not queued", "type", typ, "event_id", eventID, "err", err)
+	}
+}
+
+// Enqueue is PublishAs returning why the event could not be queued, for a
+// caller that retries rather than lose it (a timer whose task runs again).
+func (p *Publisher) Enqueue(ctx context.Context, tenant, typ string, data any, callbackURL, eventID string) error {
 	if p == nil {
-		return
+		return nil
 	}
 	ep, err := p.endpoint(ctx, tenant)
 	if err != nil {
-		p.Log.Warn("webhook endpoint not read; event not queued", "type", typ, "err", err)
-		return
+		return fmt.Errorf("webhook endpoint not read: %w", err)
 	}
 	if ep == nil {
-		return
+		return nil
 	}
 	raw, _ := json.Marshal(data)
 	if eventID == "" {
@@ -242,6 +249,7 @@ func (p *Publisher) PublishAs(ctx context.Context, tenant, typ string, data any,
 	if callbackURL != "" && callbackURL != ep.URL {
 		targets = append(targets, callbackURL)
 	}
+	var errs []error
 	for i, u := range targets {
 		b, _ := json.Marshal(payload{Tenant: tenant, URL: u, Event: ev})
 		attempts := p.Attempts
@@ -251,9 +259,10 @@ func (p *Publisher) PublishAs(ctx context.Context, tenant, typ string, data any,
 		t := asynq.NewTask(TypeDeliver, b, asynq.TaskID("wh:"+ev.ID+":"+strconv.Itoa(i)), asynq.Queue("gw:high"),
 			asynq.MaxRetry(attempts-1), asynq.Timeout(30*time.Second))
 		if _, err := p.Queue.EnqueueContext(context.WithoutCancel(ctx), t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-			p.Log.Warn("webhook event not queued", "type", typ, "event_id", ev.ID, "err", err)
+			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // Sign computes the signature header for a body at time t.
