@@ -108,16 +108,16 @@ func (c *Console) templatePage(ctx *fiber.Ctx) error {
 	}
 	d := newTplData(t)
 	d.Saved = ctx.Query("saved") != ""
-	if err := c.preview1(ctx, &d); err != nil {
+	if err := c.previewInto(ctx, &d); err != nil {
 		return err
 	}
 	return c.renderTpl(ctx, http.StatusOK, d)
 }
 
-// preview1 renders the page's template with its form's locale and values
+// previewInto renders the page's template with its form's locale and values
 // through messaging.Service.PreviewTemplate, as POST
 // /v1/templates/{name}/preview does.
-func (c *Console) preview1(ctx *fiber.Ctx, d *tplData) error {
+func (c *Console) previewInto(ctx *fiber.Ctx, d *tplData) error {
 	p, err := c.opts.Messages.PreviewTemplate(ctx.UserContext(), userOf(ctx).Tenant, d.Name, d.Locale, d.Vars)
 	if err != nil {
 		return err
@@ -145,7 +145,7 @@ func (c *Console) previewTemplate(ctx *fiber.Ctx) error {
 			delete(d.Vars, v.Name)
 		}
 	}
-	if err := c.preview1(ctx, &d); err != nil {
+	if err := c.previewInto(ctx, &d); err != nil {
 		return err
 	}
 	return c.renderTpl(ctx, http.StatusOK, d)
@@ -164,7 +164,7 @@ func (c *Console) saveTemplate(ctx *fiber.Ctx) error {
 	d.SaveAs, d.Doc = strings.TrimSpace(ctx.FormValue("save_as")), ctx.FormValue("doc")
 	refuse := func(status int, msg string) error {
 		d.DocError = msg
-		if err := c.preview1(ctx, &d); err != nil {
+		if err := c.previewInto(ctx, &d); err != nil {
 			return err
 		}
 		return c.renderTpl(ctx, status, d)
