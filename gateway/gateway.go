@@ -210,6 +210,7 @@ func New(o Options) *Server {
 		v1.Put("/questionnaires/:name", s.putQuestionnaire)
 		v1.Post("/questionnaires/:name/responses", s.startQuestionnaire)
 		v1.Get("/questionnaires/:name/responses", s.listQuestionnaireResponses)
+		v1.Get("/questionnaire-responses", s.listPatientResponses)
 		v1.Get("/questionnaire-responses/:id", s.getQuestionnaireResponse)
 	}
 	if o.Templates != nil {

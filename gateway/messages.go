@@ -177,6 +177,32 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 	return c.JSON(out)
 }
 
+// recipientForms are the addresses a list's to filter takes
+// (ledger.ParseRecipient).
+const recipientForms = "a phone number in international form (with + and the country code), an email address or a WeChat openid"
+
+// rfc3339Rule is how a list's since and until are written.
+const rfc3339Rule = "must be an RFC 3339 time such as 2026-12-01T09:00:00Z"
+
+// queryTimes reads the since and until of a list (RFC 3339), and returns
+// the names of those that do not read.
+func queryTimes(c *fiber.Ctx, since, until *time.Time) (bad []string) {
+	for _, b := range []struct {
+		name string
+		t    *time.Time
+	}{{"since", since}, {"until", until}} {
+		if v := c.Query(b.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				bad = append(bad, b.name)
+				continue
+			}
+			*b.t = t
+		}
+	}
+	return bad
+}
+
 // messageFilter reads the list's filters: to, channel, status, since and
 // until (RFC 3339).
 func (s *Server) messageFilter(c *fiber.Ctx) (ledger.Filter, *Problem) {
@@ -184,7 +210,7 @@ func (s *Server) messageFilter(c *fiber.Ctx) (ledger.Filter, *Problem) {
 	if v := c.Query("to"); v != "" {
 		to, err := ledger.ParseRecipient(v)
 		if err != nil {
-			return f, problem(400, "bad-query", "to must be a phone number in international form (with + and the country code), an email address or a WeChat openid")
+			return f, problem(400, "bad-query", "to must be "+recipientForms)
 		}
 		f.To = to
 	}
@@ -200,17 +226,8 @@ func (s *Server) messageFilter(c *fiber.Ctx) (ledger.Filter, *Problem) {
 		}
 		f.Status = ledger.Status(v)
 	}
-	for _, b := range []struct {
-		name string
-		t    *time.Time
-	}{{"since", &f.Since}, {"until", &f.Until}} {
-		if v := c.Query(b.name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				return f, problem(400, "bad-query", b.name+" must be an RFC 3339 time such as 2026-12-01T09:00:00Z")
-			}
-			*b.t = t
-		}
+	if bad := queryTimes(c, &f.Since, &f.Until); len(bad) > 0 {
+		return f, problem(400, "bad-query", bad[0]+" "+rfc3339Rule)
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
 		return f, problem(400, "bad-query", "since must be before until")

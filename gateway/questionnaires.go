@@ -3,15 +3,19 @@ package gateway
 import (
 	"encoding/csv"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/internal/invalid"
+	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/internal/spreadsheet"
+	"github.com/patientmsg/gateway/workers"
 )
 
 // PUT /v1/questionnaires/{name}: defines a questionnaire, or a new version
@@ -105,19 +109,25 @@ func (s *Server) getQuestionnaireResponse(c *fiber.Ctx) error {
 	return c.JSON(responseView(r))
 }
 
-// GET /v1/questionnaires/{name}/responses?limit=&before=&format=csv
+// GET /v1/questionnaires/{name}/responses?limit=&before=&format=csv, with
+// the filters of responseFilter.
 func (s *Server) listQuestionnaireResponses(c *fiber.Ctx) error {
 	limit, err := queryLimit(c, 100, questionnaires.MaxList)
 	if err != nil {
 		return err
 	}
-	list, err := s.opts.Questionnaires.Responses(c.UserContext(), tenantOf(c), c.Params("name"), c.Query("before"), limit)
+	f, p := s.responseFilter(c, c.Params("name"))
+	if p != nil {
+		return p
+	}
+	page, err := s.opts.Questionnaires.Find(c.UserContext(), tenantOf(c), f, limit)
 	if errors.Is(err, questionnaires.ErrResponseNotFound) {
 		return problem(400, "bad-query", "before is not a response of this questionnaire")
 	}
 	if err != nil {
-		return s.unavailable(err)
+		return s.domainProblem(err)
 	}
+	list := page.Responses
 	if c.Query("format") == "csv" || strings.Contains(c.Get(fiber.HeaderAccept), "text/csv") {
 		header, rows := questionnaires.Table(list)
 		c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
@@ -138,10 +148,84 @@ func (s *Server) listQuestionnaireResponses(c *fiber.Ctx) error {
 		out = append(out, responseView(r))
 	}
 	v := fiber.Map{"responses": out}
-	if len(list) == limit {
-		v["next"] = list[len(list)-1].ID
+	if page.Next != "" {
+		v["next"] = page.Next
 	}
 	return c.JSON(v)
+}
+
+// GET /v1/questionnaire-responses?to=&channel=: a patient's responses to
+// every questionnaire, newest first, with the filters of responseFilter.
+func (s *Server) listPatientResponses(c *fiber.Ctx) error {
+	limit, err := queryLimit(c, 100, questionnaires.MaxList)
+	if err != nil {
+		return err
+	}
+	f, p := s.responseFilter(c, "")
+	if p != nil {
+		return p
+	}
+	page, err := s.opts.Questionnaires.Find(c.UserContext(), tenantOf(c), f, limit)
+	if errors.Is(err, questionnaires.ErrResponseNotFound) {
+		return problem(400, "bad-query", "before is not a questionnaire response")
+	}
+	if err != nil {
+		return s.domainProblem(err)
+	}
+	out := make([]responseJSON, 0, len(page.Responses))
+	for _, r := range page.Responses {
+		out = append(out, responseView(r))
+	}
+	v := fiber.Map{"responses": out}
+	if page.Next != "" {
+		v["next"] = page.Next
+	}
+	return c.JSON(v)
+}
+
+// responseFilter reads a response list's filters: state, risk_level (that
+// level or higher), to with its channel (an address as GET /v1/messages
+// reads it), since and until (RFC 3339), and before. A bad value is 422
+// naming every bad parameter.
+func (s *Server) responseFilter(c *fiber.Ctx, name string) (questionnaires.Filter, *Problem) {
+	f := questionnaires.Filter{Questionnaire: name, State: c.Query("state"), RiskLevel: c.Query("risk_level"), Before: c.Query("before")}
+	var errs []FieldError
+	bad := func(field, detail string) { errs = append(errs, FieldError{Field: field, Detail: detail}) }
+	channelOK := false
+	if v := c.Query("channel"); v != "" {
+		if _, channelOK = s.opts.Channels.Get(v); !channelOK {
+			bad("channel", "must be one of "+strings.Join(s.opts.Channels.Names(), ", "))
+		}
+		f.Channel = v
+	}
+	if v := c.Query("to"); v != "" {
+		to, err := ledger.ParseRecipient(v)
+		switch {
+		case err != nil:
+			bad("to", "must be "+recipientForms)
+		case f.Channel == "":
+			bad("channel", "is required with to: the channel the address is on")
+		case channelOK:
+			if f.Who = workers.IdentityOf(f.Channel, to); !f.Who.Valid() {
+				bad("to", "is not an address of the channel "+f.Channel)
+			}
+		}
+	}
+	for _, name := range queryTimes(c, &f.Since, &f.Until) {
+		bad(name, rfc3339Rule)
+	}
+	var ie *invalid.Error
+	if err := f.Validate(); errors.As(err, &ie) {
+		for _, e := range ie.Errors {
+			if !slices.ContainsFunc(errs, func(x FieldError) bool { return x.Field == e.Field }) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return f, validationProblem(invalid.Sorted(errs))
+	}
+	return f, nil
 }
 
 // responseJSON is a response as the API shows it: the address masked.

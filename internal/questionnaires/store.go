@@ -35,6 +35,16 @@ func listKey(tenant, name string) string { return "gw:qn:{" + tenant + "}:resps:
 func idemKey(tenant, key string) string  { return "gw:qn:{" + tenant + "}:idem:" + hash(key) }
 func openKey(id consent.Identity) string { return "gw:qn:open:" + hash(id.String()) }
 
+// byKey lists a tenant's responses to one address, by creation time.
+func byKey(tenant string, id consent.Identity) string {
+	return "gw:qn:{" + tenant + "}:by:" + hash(consent.Normalise(id).String())
+}
+
+// maxOpen is the longest a response stays in progress (expire_after is at
+// most 30 days): a response is last saved by then, and kept for the
+// retention after that.
+const maxOpen = 31 * 24 * time.Hour
+
 func hash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:16])
@@ -198,41 +208,29 @@ const MaxList = 1000
 // (1 to MaxList), those created before the response before ("" for the
 // newest).
 func (s *Service) Responses(ctx context.Context, tenant, name, before string, limit int) ([]*Response, error) {
-	limit = min(max(limit, 1), MaxList)
-	upTo := "+inf"
-	if before != "" {
-		r, err := s.GetResponse(ctx, tenant, before)
-		if err != nil {
-			return nil, err
-		}
-		upTo = "(" + strconv.FormatInt(r.CreatedAt.UnixMilli(), 10)
-	}
-	ids, err := s.Redis.ZRevRangeByScore(ctx, listKey(tenant, name), &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(limit)}).Result()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Response, 0, len(ids))
-	for _, id := range ids {
-		r, err := s.GetResponse(ctx, tenant, id)
-		if errors.Is(err, ErrResponseNotFound) {
-			continue // past the retention
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	p, err := s.Find(ctx, tenant, Filter{Questionnaire: name, Before: before}, limit)
+	return p.Responses, err
 }
 
-// save writes a response; an open one is listed under its address.
+// save writes a response, listed under its questionnaire and its address
+// (from its first save on); an open one is also listed across tenants.
 func (s *Service) save(ctx context.Context, r *Response) error {
 	r.UpdatedAt = s.now().UTC()
 	b, _ := json.Marshal(r)
 	pipe := s.Redis.TxPipeline()
 	pipe.Set(ctx, respKey(r.Tenant, r.ID), b, s.retention())
-	pipe.ZAdd(ctx, listKey(r.Tenant, r.Questionnaire), redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
-	pipe.Expire(ctx, listKey(r.Tenant, r.Questionnaire), s.retention())
+	// The questionnaire's list and the address's, each trimmed of the
+	// responses no longer kept.
+	lists := []string{listKey(r.Tenant, r.Questionnaire)}
+	if id := r.identity(); id.Valid() {
+		lists = append(lists, byKey(r.Tenant, id))
+	}
+	gone := "(" + strconv.FormatInt(r.UpdatedAt.Add(-s.retention()-maxOpen).UnixMilli(), 10)
+	for _, key := range lists {
+		pipe.ZAddNX(ctx, key, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+		pipe.ZRemRangeByScore(ctx, key, "-inf", gone)
+		pipe.Expire(ctx, key, s.retention())
+	}
 	_, err := pipe.Exec(ctx)
 	if err != nil {
 		return err
