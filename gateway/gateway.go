@@ -213,6 +213,9 @@ func New(o Options) *Server {
 		v1.Get("/questionnaire-responses", s.listPatientResponses)
 		v1.Get("/questionnaire-responses/:id", s.getQuestionnaireResponse)
 	}
+	if o.Questionnaires != nil {
+		s.mountForms()
+	}
 	if o.Templates != nil {
 		v1.Get("/templates", s.listTemplates)
 		v1.Get("/templates/:name", s.getTemplate)

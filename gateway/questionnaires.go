@@ -234,6 +234,7 @@ type responseJSON struct {
 	Questionnaire string                  `json:"questionnaire"`
 	Version       int                     `json:"version"`
 	Channel       string                  `json:"channel"`
+	Via           string                  `json:"via,omitempty"`
 	To            map[string]string       `json:"to"`
 	Locale        string                  `json:"locale"`
 	State         string                  `json:"state"`
@@ -249,13 +250,15 @@ type responseJSON struct {
 	CreatedAt     time.Time               `json:"created_at"`
 	UpdatedAt     time.Time               `json:"updated_at"`
 	EndedAt       *time.Time              `json:"ended_at,omitempty"`
+	// FormURL is a web form's link, in the answer that started it only.
+	FormURL string `json:"form_url,omitempty"`
 }
 
 func responseView(r *questionnaires.Response) responseJSON {
 	v := responseJSON{ID: r.ID, Questionnaire: r.Questionnaire, Version: r.Version, Channel: r.Channel, To: map[string]string{},
 		Locale: r.Locale, State: r.State, EndReason: r.EndReason, Current: r.Current, Reasks: r.Reasks, Messages: r.Messages,
 		Answers: r.Answers, Scores: r.Scores, Risks: r.Risks, RiskLevel: r.RiskLevel, CreatedAt: r.CreatedAt,
-		UpdatedAt: r.UpdatedAt, EndedAt: r.EndedAt}
+		UpdatedAt: r.UpdatedAt, EndedAt: r.EndedAt, Via: r.Via, FormURL: r.FormURL}
 	if len(r.Metadata) > 0 {
 		v.Metadata = r.Metadata
 	}
@@ -267,6 +270,9 @@ func responseView(r *questionnaires.Response) responseJSON {
 	}
 	if r.To.WeChatOpenID != "" {
 		v.To["wechat_openid"] = redact.Secret(r.To.WeChatOpenID)
+	}
+	if r.To.Email != "" {
+		v.To["email"] = redact.Email(r.To.Email)
 	}
 	return v
 }

@@ -39,8 +39,10 @@ const (
 // does not fit; the next such answer ends the response as incomplete.
 const MaxReasks = 2
 
-// Channels a questionnaire converses on.
-var Channels = []string{"sms", "wechat"}
+// Channels a questionnaire converses on: one question a message on SMS
+// and WeChat; ChannelWeb is the patient web form, its link sent on one of
+// FormVia.
+var Channels = []string{"sms", "wechat", ChannelWeb}
 
 // Event types sent to the clinic's webhook.
 const (
@@ -50,15 +52,17 @@ const (
 
 // Response is one patient's run through one version of a questionnaire.
 type Response struct {
-	ID            string           `json:"id"`
-	Tenant        string           `json:"tenant"`
-	Questionnaire string           `json:"questionnaire"`
-	Version       int              `json:"version"`
-	Code          string           `json:"code"`
-	Channel       string           `json:"channel"`
-	To            ledger.Recipient `json:"to"`
-	Locale        string           `json:"locale"`
-	State         string           `json:"state"`
+	ID            string `json:"id"`
+	Tenant        string `json:"tenant"`
+	Questionnaire string `json:"questionnaire"`
+	Version       int    `json:"version"`
+	Code          string `json:"code"`
+	Channel       string `json:"channel"`
+	// Via is the channel a web form's link goes on (web only).
+	Via    string           `json:"via,omitempty"`
+	To     ledger.Recipient `json:"to"`
+	Locale string           `json:"locale"`
+	State  string           `json:"state"`
 	// EndReason says why a response that is not completed ended.
 	EndReason string `json:"end_reason,omitempty"`
 	// Current is the question asked now; Asked the message that asked it
@@ -87,6 +91,9 @@ type Response struct {
 	Seen []string `json:"seen,omitempty"`
 	// Pending are the messages decided on and not known to be made yet.
 	Pending []Outbox `json:"pending,omitempty"`
+	// FormURL is a web form's link, in the answer to the request that
+	// started it only (it is not kept with the response).
+	FormURL string `json:"form_url,omitempty"`
 }
 
 // Outbox is a message a response decided to send, its id chosen and saved
@@ -99,6 +106,10 @@ type Outbox struct {
 	Priority string `json:"priority"`
 	// Question is the question it asks ("" for a closing line).
 	Question string `json:"question,omitempty"`
+	// Subject is an email's subject; URL the web form a WeChat template
+	// message opens.
+	Subject string `json:"subject,omitempty"`
+	URL     string `json:"url,omitempty"`
 }
 
 // Risk is a rule that fired, and the escalation it opened.
@@ -111,11 +122,20 @@ type Risk struct {
 	Detail     string    `json:"detail,omitempty"`
 }
 
-func (r *Response) identity() consent.Identity { return workers.IdentityOf(r.Channel, r.To) }
+func (r *Response) identity() consent.Identity { return workers.IdentityOf(r.sendChannel(), r.To) }
 
-// addressOf is the response's address on its channel.
+// sendChannel is the channel the response's messages go on: its own, or
+// the one its web form's link goes on.
+func (r *Response) sendChannel() string {
+	if r.Channel == ChannelWeb {
+		return r.Via
+	}
+	return r.Channel
+}
+
+// addressOf is the response's address on the channel its messages go on.
 func addressOf(r *Response) string {
-	spec, _ := channels.SpecOf(r.Channel)
+	spec, _ := channels.SpecOf(r.sendChannel())
 	return spec.Address.Of(r.To)
 }
 
@@ -142,6 +162,9 @@ type Service struct {
 	Queue Enqueuer
 	// Retention is how long responses are kept (default 30 days).
 	Retention time.Duration
+	// PublicURL is the gateway's base URL, that web forms' links start
+	// with (GATEWAY_PUBLIC_URL).
+	PublicURL string
 	Logger    *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -178,8 +201,12 @@ type StartRequest struct {
 	Metadata json.RawMessage `json:"metadata"`
 	// WeChat names a template message ("template_id", "data", "url") a
 	// question goes as when WeChat's customer-service window with the
-	// patient is closed (wechat only).
+	// patient is closed (wechat only). For a web form sent by WeChat, its
+	// url is the form's link.
 	WeChat *messaging.WeChatFields `json:"wechat"`
+	// Via is the channel a web form's link is sent on: sms, email or
+	// wechat (channel web only).
+	Via string `json:"via"`
 }
 
 // Idempotency is a start request's key and the hash of its body.
@@ -199,17 +226,29 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 		return nil, false, err
 	}
 	if !slices.Contains(Channels, in.Channel) {
-		return nil, false, invalidField("channel", "must be sms or wechat (voice and the web form are not available yet)")
+		return nil, false, invalidField("channel", "must be sms, wechat or web (voice is not available yet)")
+	}
+	switch {
+	case in.Channel == ChannelWeb && !slices.Contains(FormVia, in.Via):
+		return nil, false, invalidField("via", "must be sms, email or wechat: the channel the web form's link is sent on")
+	case in.Channel != ChannelWeb && in.Via != "":
+		return nil, false, invalidField("via", "is for the web channel only")
 	}
 	r := &Response{ID: "qr_" + ulid.Make().String(), Tenant: tenant, Questionnaire: name, Version: def.Version,
-		Code: def.Code, Channel: in.Channel, Locale: LocaleOf(in.Locale), State: StateInProgress,
+		Code: def.Code, Channel: in.Channel, Via: in.Via, Locale: LocaleOf(in.Locale), State: StateInProgress,
 		Current: def.Questions[0].ID, Metadata: in.Metadata, CreatedAt: s.now().UTC(), Messages: []string{}, Answers: []Answer{},
 		WeChat: in.WeChat}
 	if r.WeChat != nil && r.WeChat.Kind == "" {
 		r.WeChat.Kind = "auto"
 	}
+	first := Outbox{Text: def.Prompt(&def.Questions[0], r.Locale), Priority: workers.PriorityNormal, Question: r.Current}
+	var link string
+	if r.Channel == ChannelWeb {
+		link = s.formURL(newFormToken())
+		first = s.formInvite(r, def, link, false)
+	}
 	// The first question's draft checks the address (and the metadata).
-	d := s.draft(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal, r.Current)
+	d := s.draft(r, first)
 	d.To, d.Metadata = in.To, in.Metadata
 	if in.Locale != "" {
 		d.Locale = &in.Locale
@@ -247,7 +286,13 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 			return nil, false, ErrAlreadyOpen
 		}
 	}
-	s.ask(r, def.Prompt(&def.Questions[0], r.Locale), workers.PriorityNormal)
+	if link != "" {
+		if err := s.saveFormLink(ctx, r, def, link); err != nil {
+			release()
+			return nil, false, err
+		}
+	}
+	s.ask(r, first)
 	if err := s.save(ctx, r); err != nil {
 		release()
 		return nil, false, err
@@ -258,7 +303,8 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 		return nil, false, err
 	}
 	s.schedule(ctx, r, def)
-	s.log().Info("questionnaire started", "tenant", tenant, "response_id", r.ID, "questionnaire", name, "version", def.Version, "channel", r.Channel)
+	s.log().Info("questionnaire started", "tenant", tenant, "response_id", r.ID, "questionnaire", name, "version", def.Version, "channel", r.Channel, "via", r.Via)
+	r.FormURL = link
 	return r, false, nil
 }
 
@@ -295,20 +341,35 @@ func (s *Service) replay(ctx context.Context, tenant string, idem Idempotency) (
 }
 
 // draft is the message of one question (or closing line) of a response.
-func (s *Service) draft(r *Response, text, priority, question string) *messaging.Draft {
-	meta, _ := json.Marshal(map[string]any{"questionnaire": r.Questionnaire, "questionnaire_response": r.ID, "question": question})
-	loc := r.Locale
-	return &messaging.Draft{Channel: r.Channel, To: messaging.ToAddress(r.Channel, addressOf(r)), Body: &text,
-		Priority: priority, Metadata: meta, Locale: &loc, WeChat: r.WeChat}
+func (s *Service) draft(r *Response, o Outbox) *messaging.Draft {
+	meta, _ := json.Marshal(map[string]any{"questionnaire": r.Questionnaire, "questionnaire_response": r.ID, "question": o.Question})
+	loc, text, ch := r.Locale, o.Text, r.sendChannel()
+	d := &messaging.Draft{Channel: ch, To: messaging.ToAddress(ch, addressOf(r)), Body: &text,
+		Priority: o.Priority, Metadata: meta, Locale: &loc}
+	if ch == "wechat" {
+		d.WeChat = r.WeChat
+		if o.URL != "" {
+			w := messaging.WeChatFields{Kind: "auto", URL: o.URL}
+			if r.WeChat != nil {
+				w.Kind, w.TemplateID, w.Data = r.WeChat.Kind, r.WeChat.TemplateID, r.WeChat.Data
+			}
+			d.WeChat = &w
+		}
+	}
+	if o.Subject != "" {
+		subject := o.Subject
+		d.Subject = &subject
+	}
+	return d
 }
 
-// ask decides to send text (a question, asked again or reminded) as the
+// ask decides to send o (a question, asked again or reminded) as the
 // response's current question; commit makes the message.
-func (s *Service) ask(r *Response, text, priority string) {
-	id := ledger.NewID()
-	r.Pending = append(r.Pending, Outbox{ID: id, Text: text, Priority: priority, Question: r.Current})
-	r.Asked, r.AskedAt = id, s.now().UTC()
-	r.Messages = append(r.Messages, id)
+func (s *Service) ask(r *Response, o Outbox) {
+	o.ID, o.Question = ledger.NewID(), r.Current
+	r.Pending = append(r.Pending, o)
+	r.Asked, r.AskedAt = o.ID, s.now().UTC()
+	r.Messages = append(r.Messages, o.ID)
 }
 
 // say decides to send a closing line (thanks, or why the response ended).
@@ -337,7 +398,7 @@ func (s *Service) commit(ctx context.Context, r *Response) error {
 
 // make writes and queues one decided message, unless it was before.
 func (s *Service) make(ctx context.Context, r *Response, o Outbox) error {
-	req, err := s.Messages.Prepare(ctx, r.Tenant, s.draft(r, o.Text, o.Priority, o.Question))
+	req, err := s.Messages.Prepare(ctx, r.Tenant, s.draft(r, o))
 	var bad *invalid.Error
 	if errors.As(err, &bad) {
 		// It can never be made (definitions are checked to fit): say so, go on.
@@ -460,7 +521,7 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 	case !ok:
 		r.Reasks++
 		r.Seq++
-		s.ask(r, Hint(q, r.Locale)+"\n"+def.Prompt(q, r.Locale), workers.PriorityHigh)
+		s.ask(r, Outbox{Text: Hint(q, r.Locale) + "\n" + def.Prompt(q, r.Locale), Priority: workers.PriorityHigh})
 		s.schedule(ctx, r, def)
 	default:
 		a := Answer{Question: q.ID, Value: v, Points: PointsOf(q, v), At: at.UTC()}
@@ -480,7 +541,7 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 		}
 		r.Current = next
 		r.Seq++
-		s.ask(r, def.Prompt(def.Question(next), r.Locale), workers.PriorityHigh)
+		s.ask(r, Outbox{Text: def.Prompt(def.Question(next), r.Locale), Priority: workers.PriorityHigh})
 		s.schedule(ctx, r, def)
 	}
 	if providerID != "" {
@@ -508,7 +569,9 @@ func (s *Service) complete(ctx context.Context, r *Response, def *Definition) er
 		}
 	}
 	s.end(r, StateCompleted, "")
-	s.say(r, fmt.Sprintf(phrase(r.Locale, "thanks"), def.Title.In(r.Locale)))
+	if r.Channel != ChannelWeb { // the form's own page thanks the patient
+		s.say(r, fmt.Sprintf(phrase(r.Locale, "thanks"), def.Title.In(r.Locale)))
+	}
 	if s.Events != nil {
 		s.Events.PublishAs(ctx, r.Tenant, EventCompleted, map[string]any{
 			"response_id": r.ID, "questionnaire": r.Questionnaire, "version": r.Version, "channel": r.Channel,
@@ -591,8 +654,18 @@ func (s *Service) Timer(ctx context.Context, p workers.QuestionnaireTimer) error
 		if r.Reminded {
 			return nil
 		}
-		q := def.Question(r.Current)
-		s.ask(r, phrase(r.Locale, "reminder")+def.Prompt(q, r.Locale), workers.PriorityNormal)
+		if r.Channel == ChannelWeb {
+			link, err := s.formLink(ctx, r)
+			if err != nil {
+				return err
+			}
+			if link != "" {
+				s.ask(r, s.formInvite(r, def, link, true))
+			}
+		} else {
+			q := def.Question(r.Current)
+			s.ask(r, Outbox{Text: phrase(r.Locale, "reminder") + def.Prompt(q, r.Locale), Priority: workers.PriorityNormal})
+		}
 		r.Reminded = true
 	case workers.TimerExpire:
 		s.end(r, StateExpired, "no answer in time")

@@ -17,6 +17,10 @@ var phrases = map[string]map[string]string{
 		"reminder":   "Reminder: ",
 		"thanks":     "Thank you. Your answers to %s were sent to your care team.",
 		"incomplete": "We could not read your answers, so %s is closed. Please contact your clinic if you need help.",
+		"form":       "Please answer here: %s (the link is for you only and works for %d days).",
+		"f_choice":   "Please choose one answer.",
+		"f_number":   "Please enter a number from %s to %s.",
+		"f_text":     "Please write a few words.",
 	},
 	"zh-Hans": {
 		"how":        "请逐题回复。如果我们还有其他问题在等您回复，请在答案前加上%s（例如“%s 1”）。",
@@ -26,6 +30,10 @@ var phrases = map[string]map[string]string{
 		"reminder":   "提醒：",
 		"thanks":     "谢谢。您对《%s》的回答已发送给您的医护团队。",
 		"incomplete": "我们无法识别您的回答，《%s》已关闭。如需帮助请联系您的诊所。",
+		"form":       "请点击链接作答：%s（此链接仅供您本人使用，%d天内有效）。",
+		"f_choice":   "请选择一个答案。",
+		"f_number":   "请输入%s到%s之间的数字。",
+		"f_text":     "请填写几句话。",
 	},
 }
 
@@ -78,6 +86,17 @@ func Hint(q *Question, locale string) string {
 		return fmt.Sprintf(phrase(locale, "number"), num(q.Min), num(q.Max))
 	}
 	return phrase(locale, "text")
+}
+
+// FormHint says what answer question q expects on the web form.
+func FormHint(q *Question, locale string) string {
+	switch q.Type {
+	case TypeChoice:
+		return phrase(locale, "f_choice")
+	case TypeNumber:
+		return fmt.Sprintf(phrase(locale, "f_number"), num(q.Min), num(q.Max))
+	}
+	return phrase(locale, "f_text")
 }
 
 func num(p *float64) string {

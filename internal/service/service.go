@@ -254,7 +254,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Incidents: s.Incidents, Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
 	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore, Now: time.Now}
 	s.Questionnaires = &questionnaires.Service{Redis: rdb, Messages: s.Messages, Escalator: s.Escalator, Events: s.Events,
-		Queue: s.client, Retention: cfg.Retention, Logger: o.Logger.With("comp", "questionnaires"), Now: time.Now}
+		Queue: s.client, Retention: cfg.Retention, PublicURL: cfg.PublicURL, Logger: o.Logger.With("comp", "questionnaires"), Now: time.Now}
 	// What providers report: the API takes it from their webhooks, the
 	// workers file the answers it queues.
 	helpTexts := inbound.NewHelpTexts(rdb)
