@@ -276,6 +276,16 @@ func skipsOver(def *Definition, next string, i int) bool {
 	return false
 }
 
+// branches says whether an answer to q can change which question follows.
+func branches(q *Question) bool {
+	for _, o := range q.Options {
+		if o.Next != "" && o.Next != q.Next {
+			return true
+		}
+	}
+	return false
+}
+
 type formAnswer struct {
 	raw, problem string
 	value        Value
@@ -356,6 +366,10 @@ func ReadForm(def *Definition, locale string, values map[string]string) (map[str
 	var answers []Answer
 	problems := 0
 	seen := map[string]bool{}
+	// unsure: an earlier choice that branches was not answered, so
+	// whether a conditional question applies is not known; it is not
+	// named as missing then (the branch's own problem is).
+	unsure, conditional := false, conditionalQuestions(def)
 	for id := def.Questions[0].ID; id != "" && !seen[id]; {
 		seen[id] = true
 		q := def.Question(id)
@@ -373,10 +387,16 @@ func ReadForm(def *Definition, locale string, values map[string]string) (map[str
 		default:
 			v, ok = Parse(q, raw)
 		}
+		if !ok && unsure && conditional[q.ID] {
+			given[q.ID] = formAnswer{raw: fa.raw} // shown again as given, not named
+			id = def.NextAfter(q, Value{})
+			continue
+		}
 		if !ok {
 			fa.problem = FormHint(q, locale)
 			problems++
 			given[q.ID] = fa
+			unsure = unsure || branches(q)
 			id = def.NextAfter(q, Value{}) // the order's next: its own problems show too
 			continue
 		}
