@@ -63,6 +63,9 @@ type Handlers struct {
 	Questionnaire asynq.Handler
 	// Incident tells the clinic of an incident's missed update (nil: none).
 	Incident asynq.Handler
+	// Followup starts the questionnaires of follow-up plans' steps when
+	// they are due (nil: none).
+	Followup asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -92,6 +95,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Incident != nil {
 		mux.Handle(TypeIncidentDue, h.Incident)
+	}
+	if h.Followup != nil {
+		mux.Handle(TypeFollowupStep, h.Followup)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{
