@@ -42,6 +42,9 @@ const (
 	StepSentNow   = "sent_now"  // it was past due and sent at once (past_due send_now)
 	StepCanceled  = "canceled"  // the plan was canceled before it was sent
 	StepStopped   = "stopped"   // a stop_on condition stopped the plan before it was sent
+	// StepFailed: its questionnaire could not be started when it was due
+	// (Detail says why).
+	StepFailed = "failed"
 )
 
 // Plan states.
@@ -90,7 +93,7 @@ var (
 	ErrExists = errors.New("follow-up plan already exists")
 )
 
-// Step is one message of a plan.
+// Step is one message of a plan, or a questionnaire it starts.
 type Step struct {
 	// Index is the step's position in the plan, from 0 (set by Create).
 	Index int `json:"index"`
@@ -100,9 +103,24 @@ type Step struct {
 	At       string `json:"at,omitempty"`
 	Channel  string `json:"channel"`
 	Template string `json:"template"`
+	// Questionnaire names the questionnaire the step starts instead of
+	// sending a message of its own ("" for a message step).
+	Questionnaire string `json:"questionnaire,omitempty"`
+	// Locale is the language a questionnaire step asks in.
+	Locale string `json:"locale,omitempty"`
 	// DueAt is when the step is due.
 	DueAt time.Time `json:"due_at"`
-	// MessageID is the ledger message of the step ("" when skipped).
+	// StartAt is when a questionnaire step's timer starts it: DueAt, or
+	// the end of quiet hours, with Deferred saying so.
+	StartAt  time.Time `json:"start_at,omitzero"`
+	Deferred string    `json:"deferred,omitempty"`
+	// StartedAt is when the timer took a questionnaire step up to start
+	// it: from then on stopping the plan leaves it to run its course.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	// ResponseID is the questionnaire response a questionnaire step started.
+	ResponseID string `json:"response_id,omitempty"`
+	// MessageID is the ledger message of the step ("" when skipped); for
+	// a questionnaire step, its first question once started.
 	MessageID string `json:"message_id,omitempty"`
 	// State is one of StepScheduled … StepStopped.
 	State string `json:"state"`
@@ -169,7 +187,7 @@ func stopsOn(conditions []string, condition string) bool {
 
 func validStepState(s string) bool {
 	switch s {
-	case StepScheduled, StepSkipped, StepSentNow, StepCanceled, StepStopped:
+	case StepScheduled, StepSkipped, StepSentNow, StepCanceled, StepStopped, StepFailed:
 		return true
 	}
 	return false
@@ -254,6 +272,71 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], 'plan', ARGV[3])
 redis.call('HDEL', KEYS[1], 'claim', 'claim_until')
 return 1
 `)
+
+// updateScript replaces a plan's JSON if it is still the one the caller
+// read and no stopper holds an unexpired claim; an expired claim is
+// dropped, so that stopper's late save is refused. KEYS plan ARGV tenant,
+// old_json, new_json, now_ms. Returns "ok", "missing", "changed" or
+// "busy".
+var updateScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'tenant', 'plan', 'claim_until')
+if not h[1] or h[1] ~= ARGV[1] or not h[2] then return 'missing' end
+if h[2] ~= ARGV[2] then return 'changed' end
+if h[3] then
+  if tonumber(h[3]) > tonumber(ARGV[4]) then return 'busy' end
+  redis.call('HDEL', KEYS[1], 'claim', 'claim_until')
+end
+redis.call('HSET', KEYS[1], 'plan', ARGV[3])
+return 'ok'
+`)
+
+// errBusy: a stopper holds the plan's claim right now.
+var errBusy = errors.New("followups: the plan is being stopped")
+
+// update changes a plan of the tenant's steps with change, which reports
+// whether it changed anything, and writes it back unless the plan changed
+// meanwhile (then change runs again on the new plan). It never changes
+// the plan's state: it is how a step's timer records its progress, beside
+// the stoppers. It returns the plan as written (or as found, when change
+// changed nothing); ErrNotFound, errBusy while a stopper holds the plan.
+func (s *Store) update(ctx context.Context, tenant, id string, change func(p *Plan) (bool, error)) (*Plan, error) {
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	for range 20 {
+		v, err := s.rdb.HMGet(ctx, planKey(id), "tenant", "plan").Result()
+		if err != nil {
+			return nil, fmt.Errorf("followups: %w", err)
+		}
+		p, err := decode(v, tenant)
+		if err != nil {
+			return nil, err
+		}
+		changed, err := change(p)
+		if err != nil || !changed {
+			return p, err
+		}
+		p.UpdatedAt = s.now().UTC()
+		raw, err := json.Marshal(p)
+		if err != nil {
+			return nil, fmt.Errorf("followups: %w", err)
+		}
+		res, err := updateScript.Run(ctx, s.rdb, []string{planKey(id)}, tenant, v[1], raw, ms(s.now())).Text()
+		if err != nil {
+			return nil, fmt.Errorf("followups: %w", err)
+		}
+		switch res {
+		case "ok":
+			return p, nil
+		case "missing":
+			return nil, ErrNotFound
+		case "busy":
+			return nil, errBusy
+		}
+		// changed: read it again
+	}
+	return nil, fmt.Errorf("followups: plan %s kept changing while a step was recorded", id)
+}
 
 // Create stores a new plan and indexes it by tenant and, while it is
 // active, by each of its identities. It completes the plan in place: a new
@@ -342,8 +425,8 @@ func (s *Store) complete(p *Plan, now time.Time) error {
 			return bad("step %d: state %q", i, st.State)
 		}
 		if st.State == StepScheduled {
-			if st.MessageID == "" {
-				return bad("step %d: scheduled without a message", i)
+			if st.MessageID == "" && st.Questionnaire == "" {
+				return bad("step %d: scheduled without a message or a questionnaire", i)
 			}
 			scheduled = true
 		}
@@ -455,6 +538,10 @@ func (s *Store) List(ctx context.Context, tenant string, limit int) ([]*Plan, er
 //     canceling any more (already canceled, expired) as nil or
 //     ErrAlreadySent.
 //
+// A questionnaire step not started yet takes the state as well; one whose
+// timer has taken it up (StartedAt) keeps its state, with Detail
+// DetailAlreadySent: the questionnaire runs its own course.
+//
 // The plan takes the state, PlanCanceled (API cancel) or PlanStopped (a
 // stop_on condition), and reason as StopReason, and leaves its identities'
 // indexes. Stop returns the updated plan; ErrNotFound when the tenant has no
@@ -504,7 +591,13 @@ func (s *Store) Stop(ctx context.Context, tenant, id, state, reason string, canc
 		if st.State != StepScheduled || st.Detail == DetailAlreadySent {
 			continue
 		}
-		if st.MessageID != "" {
+		if st.Questionnaire != "" && st.StartedAt != nil {
+			// Its timer has started the questionnaire (or is starting
+			// it): the questionnaire runs its own course from there.
+			st.Detail = DetailAlreadySent
+			continue
+		}
+		if st.MessageID != "" && st.Questionnaire == "" {
 			err := cancel(ctx, tenant, st.MessageID, reason)
 			if errors.Is(err, ErrAlreadySent) {
 				st.Detail = DetailAlreadySent

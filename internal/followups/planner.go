@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -19,12 +20,18 @@ import (
 )
 
 // Planner makes follow-up plans: each step a message made through
-// Messages, as the API's are, scheduled from the plan's anchor.
+// Messages, as the API's are, scheduled from the plan's anchor, or a
+// questionnaire started by a timer (Due) when the step is due.
 type Planner struct {
 	Store    *Store
 	Messages *messaging.Service
 	// Contacts resolve a plan's contact by id (nil: addresses only).
 	Contacts *contacts.Store
+	// Questionnaires start the questionnaires of questionnaire steps (nil:
+	// such steps are refused).
+	Questionnaires QuestionnaireStarter
+	// Logger logs the questionnaire steps' timers (slog.Default when nil).
+	Logger *slog.Logger
 	// Now is the clock (required).
 	Now func() time.Time
 }
@@ -53,17 +60,20 @@ type PlanContact struct {
 // anchor, optionally at a local time of day) and what (a template or a
 // body, as in POST /v1/messages).
 type PlanStep struct {
-	Offset      string            `json:"offset"`
-	At          string            `json:"at"`
-	Channel     string            `json:"channel"`
-	Template    *string           `json:"template"`
-	Vars        map[string]string `json:"vars"`
-	Body        *string           `json:"body"`
-	Subject     *string           `json:"subject"`
-	Priority    string            `json:"priority"`
-	ExpectReply *messaging.Expect `json:"expect_reply"`
-	Gather      *ledger.Gather    `json:"gather"`
-	Record      *ledger.Record    `json:"record"`
+	Offset   string            `json:"offset"`
+	At       string            `json:"at"`
+	Channel  string            `json:"channel"`
+	Template *string           `json:"template"`
+	Vars     map[string]string `json:"vars"`
+	Body     *string           `json:"body"`
+	// Questionnaire names a questionnaire to start instead of a message
+	// (sms or wechat; no template, body or other message field with it).
+	Questionnaire *string           `json:"questionnaire"`
+	Subject       *string           `json:"subject"`
+	Priority      string            `json:"priority"`
+	ExpectReply   *messaging.Expect `json:"expect_reply"`
+	Gather        *ledger.Gather    `json:"gather"`
+	Record        *ledger.Record    `json:"record"`
 }
 
 // Create checks a plan and creates one scheduled message per step (quiet
@@ -120,6 +130,7 @@ func (pl *Planner) Create(ctx context.Context, tenant string, in *Request) (*Pla
 		req  ledger.Request
 	}
 	var todo []pending
+	var timers []int // the questionnaire steps, by index
 	for i, st := range in.Steps {
 		field := fmt.Sprintf("steps[%d]", i)
 		// A bad offset or time of day is reported with whatever else is
@@ -156,6 +167,20 @@ func (pl *Planner) Create(ctx context.Context, tenant string, in *Request) (*Pla
 			sendAt = time.Time{}
 		} else {
 			step.State = StepScheduled
+		}
+		if st.Questionnaire != nil {
+			fieldErrs, err := pl.questionnaireStep(ctx, tenant, who, st, plan.ID, &step, sendAt, now)
+			if err != nil {
+				return nil, err
+			}
+			for _, fe := range fieldErrs {
+				bad(field+"."+fe.Field, "%s", fe.Detail)
+			}
+			if len(fieldErrs) == 0 && !skip {
+				timers = append(timers, i)
+			}
+			plan.Steps = append(plan.Steps, step)
+			continue
 		}
 		msg, why := who.message(st, plan.ID, i, sendAt)
 		if why != "" {
@@ -199,6 +224,15 @@ func (pl *Planner) Create(ctx context.Context, tenant string, in *Request) (*Pla
 			_, _ = pl.Messages.Cancel(context.WithoutCancel(ctx), tenant, done.id, planNotMade)
 		}
 		return nil, err
+	}
+	// The questionnaire steps' timers, once the plan they read is stored.
+	// Should one not be queued, the plan is canceled: no plan runs with a
+	// step that would never start.
+	for _, i := range timers {
+		if err := pl.queueTimer(ctx, plan, i); err != nil {
+			_, _ = pl.Cancel(context.WithoutCancel(ctx), tenant, plan.ID, planNotMade)
+			return nil, err
+		}
 	}
 	return plan, nil
 }
@@ -284,12 +318,12 @@ func (pl *Planner) planContact(ctx context.Context, tenant string, in *PlanConta
 	return w, nil
 }
 
-// message is the draft of a step's message, or why the step's channel
-// cannot reach the patient.
-func (w *planWho) message(st PlanStep, planID string, index int, sendAt time.Time) (*messaging.Draft, string) {
-	spec, ok := channels.SpecOf(st.Channel)
+// address is the patient's address on a channel, or why the channel
+// cannot reach them.
+func (w *planWho) address(channel string) (*messaging.To, string) {
+	spec, ok := channels.SpecOf(channel)
 	if !ok {
-		return nil, fmt.Sprintf("%q is not a channel; use one of %s", messaging.Clip(st.Channel), strings.Join(channels.Declared(), ", "))
+		return nil, fmt.Sprintf("%q is not a channel; use one of %s", messaging.Clip(channel), strings.Join(channels.Declared(), ", "))
 	}
 	var addr *string
 	switch spec.Address {
@@ -301,14 +335,30 @@ func (w *planWho) message(st PlanStep, planID string, index int, sendAt time.Tim
 		addr = w.to.WeChatOpenID
 	}
 	if addr == nil {
-		return nil, fmt.Sprintf("the contact has no address for the %s channel", st.Channel)
+		return nil, fmt.Sprintf("the contact has no address for the %s channel", channel)
 	}
-	to := messaging.ToAddress(st.Channel, *addr)
+	to := messaging.ToAddress(channel, *addr)
 	if w.TimeZone != "" {
 		tz := w.TimeZone
 		to.TimeZone = &tz
 	}
+	return to, ""
+}
+
+// stepMetadata is the metadata of a step's message or questionnaire.
+func stepMetadata(planID string, index int) json.RawMessage {
 	meta, _ := json.Marshal(map[string]any{"followup_id": planID, "followup_step": index})
+	return meta
+}
+
+// message is the draft of a step's message, or why the step's channel
+// cannot reach the patient.
+func (w *planWho) message(st PlanStep, planID string, index int, sendAt time.Time) (*messaging.Draft, string) {
+	to, why := w.address(st.Channel)
+	if why != "" {
+		return nil, why
+	}
+	meta := stepMetadata(planID, index)
 	m := &messaging.Draft{Channel: st.Channel, To: to, Body: st.Body, Subject: st.Subject, Priority: st.Priority,
 		Template: st.Template, Vars: st.Vars, ExpectReply: st.ExpectReply, Gather: st.Gather, Record: st.Record,
 		Metadata: meta}
@@ -346,7 +396,8 @@ func (pl *Planner) CancelStep(ctx context.Context, tenant, id, reason string) er
 	return err
 }
 
-// StepView is a plan's step with its message as the ledger has it now.
+// StepView is a plan's step with its message as the ledger has it now
+// (for a questionnaire step not started yet, when it starts).
 type StepView struct {
 	Step
 	// Status is its message's status ("" when the step made none, or the
@@ -373,6 +424,14 @@ func (pl *Planner) View(ctx context.Context, p *Plan) (*View, error) {
 	done := true
 	for _, st := range p.Steps {
 		sv := StepView{Step: st}
+		if st.Questionnaire != "" && st.MessageID == "" && (st.State == StepScheduled || st.State == StepSentNow) {
+			// Its questionnaire is still to start: when it will.
+			if !st.StartAt.IsZero() {
+				at := st.StartAt
+				sv.SendAt, sv.Deferred = &at, st.Deferred
+			}
+			done = false
+		}
 		if st.MessageID != "" {
 			m, err := pl.Messages.Ledger.Get(ctx, p.Tenant, st.MessageID)
 			switch {

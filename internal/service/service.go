@@ -252,9 +252,11 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Senders: senders, Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
 		Incidents: s.Incidents, Logger: o.Logger.With("comp", "broadcast"), Now: time.Now}).Init()
-	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore, Now: time.Now}
 	s.Questionnaires = &questionnaires.Service{Redis: rdb, Messages: s.Messages, Escalator: s.Escalator, Events: s.Events,
 		Queue: s.client, Retention: cfg.Retention, PublicURL: cfg.PublicURL, Logger: o.Logger.With("comp", "questionnaires"), Now: time.Now}
+	s.Plans = &followups.Planner{Store: s.Followups, Messages: s.Messages, Contacts: contactStore,
+		Questionnaires: questionnaires.PlanStarter{Service: s.Questionnaires, TTL: cfg.Retention},
+		Logger:         o.Logger.With("comp", "followups"), Now: time.Now}
 	// What providers report: the API takes it from their webhooks, the
 	// workers file the answers it queues.
 	helpTexts := inbound.NewHelpTexts(rdb)
@@ -304,7 +306,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Inbound:       &workers.InboundHandler{File: s.Inbound.FileReply},
 			Broadcast:     workers.BroadcastHandler(s.Broadcast),
 			Questionnaire: &workers.QuestionnaireHandler{Fire: s.Questionnaires.Timer},
-			Incident:      &workers.IncidentHandler{Fire: s.Incidents.Due}}
+			Incident:      &workers.IncidentHandler{Fire: s.Incidents.Due},
+			Followup:      &workers.FollowupHandler{Fire: s.Plans.Due}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
