@@ -103,6 +103,35 @@ type Receiver interface {
 	OptOut(ctx context.Context, channel string, who ledger.Recipient, evidence string) error
 }
 
+// CallStep is what an interactive call (an IVR) does next: say Say, then
+// ask Prompt by keypad (one of Keys, or a number of up to MaxDigits keys
+// ended by #, with * for a decimal point), or record a spoken answer
+// (Record); or, with End, say End and hang up. Step names the question
+// asked; the answer to it comes back with the same Step, so that an
+// answer to an earlier step (a retried request) changes nothing.
+type CallStep struct {
+	Step      string
+	Say       string
+	Prompt    string
+	Keys      string
+	MaxDigits int
+	Record    bool
+	// MaxLength is a recording's longest, in seconds (0: the channel's default).
+	MaxLength int
+	End       string
+}
+
+// CallFlow is a Receiver whose calls can be interactive: each question
+// comes from the domain as the call goes (a questionnaire by voice).
+type CallFlow interface {
+	// CallStep says what a call does next. With a nil answer it is the
+	// call's first question; ok is false when the message's call is not
+	// interactive (it plays as its message says). With an answer (keys
+	// pressed, "" for none, or a recording) it takes the answer to step
+	// and returns what follows.
+	CallStep(ctx context.Context, m *ledger.Message, step string, answer *ledger.Answer) (next CallStep, ok bool, err error)
+}
+
 // InboundMessage is a message a patient sent.
 type InboundMessage struct {
 	Channel    string

@@ -3,7 +3,10 @@ package twilio
 import (
 	"bytes"
 	"encoding/xml"
+	"net/url"
 	"strings"
+
+	"github.com/patientmsg/gateway/channels"
 
 	"github.com/patientmsg/gateway/internal/ledger"
 )
@@ -37,6 +40,7 @@ type twimlGather struct {
 	XMLName             xml.Name `xml:"Gather"`
 	Input               string   `xml:"input,attr"`
 	NumDigits           int      `xml:"numDigits,attr"`
+	FinishOnKey         string   `xml:"finishOnKey,attr,omitempty"`
 	Timeout             int      `xml:"timeout,attr"`
 	Action              string   `xml:"action,attr"`
 	Method              string   `xml:"method,attr"`
@@ -52,6 +56,12 @@ type twimlRecord struct {
 	Method                        string   `xml:"method,attr"`
 	RecordingStatusCallback       string   `xml:"recordingStatusCallback,attr"`
 	RecordingStatusCallbackMethod string   `xml:"recordingStatusCallbackMethod,attr"`
+}
+
+type twimlRedirect struct {
+	XMLName xml.Name `xml:"Redirect"`
+	Method  string   `xml:"method,attr"`
+	URL     string   `xml:",chardata"`
 }
 
 type twimlHangup struct {
@@ -276,6 +286,50 @@ func (v *Voice) recordTail(m *ledger.Message, sp speech) []any {
 		Action: v.webhookURL(VoiceRecordPath, m.ID), Method: "POST",
 		RecordingStatusCallback: v.webhookURL(VoiceRecordingPath, m.ID), RecordingStatusCallbackMethod: "POST"},
 		twimlHangup{})
+}
+
+// flowTwiML is one step of an interactive call (channels.CallFlow): what
+// to say, then the question by keypad or the recording, whose answer goes
+// back with the step's name; or the end. first puts the message's own
+// text before it (the call's greeting). A patient silent at a recording
+// is redirected to its action without one, so the flow hears of it.
+func (v *Voice) flowTwiML(m *ledger.Message, st channels.CallStep, first bool) []byte {
+	sp := speechFor(m.Locale)
+	var verbs []any
+	if first && strings.TrimSpace(m.Body) != "" {
+		verbs = append(verbs, sp.say(m.Body))
+	}
+	if st.Say != "" {
+		verbs = append(verbs, sp.say(st.Say))
+	}
+	step := "&s=" + url.QueryEscape(st.Step)
+	switch {
+	case st.End != "" || (st.Prompt == "" && !st.Record):
+		if st.End != "" {
+			verbs = append(verbs, sp.say(st.End))
+		}
+		verbs = append(verbs, twimlHangup{})
+	case st.Record:
+		if st.Prompt != "" {
+			verbs = append(verbs, sp.say(st.Prompt))
+		}
+		maxLen := st.MaxLength
+		if maxLen <= 0 {
+			maxLen = defaultRecordLength
+		}
+		action := v.webhookURL(VoiceRecordPath, m.ID) + step
+		verbs = append(verbs, twimlRecord{MaxLength: min(maxLen, maxRecordLength), PlayBeep: true, Action: action, Method: "POST",
+			RecordingStatusCallback: v.webhookURL(VoiceRecordingPath, m.ID), RecordingStatusCallbackMethod: "POST"},
+			twimlRedirect{Method: "POST", URL: action})
+	default:
+		g := twimlGather{Input: "dtmf", NumDigits: 1, Timeout: defaultGatherTimeout + 2, Action: v.webhookURL(VoiceGatherPath, m.ID) + step,
+			Method: "POST", ActionOnEmptyResult: true, Say: []twimlSay{sp.say(st.Prompt)}}
+		if st.MaxDigits > 1 {
+			g.NumDigits, g.FinishOnKey = st.MaxDigits, "#"
+		}
+		verbs = append(verbs, g)
+	}
+	return renderTwiML(verbs...)
 }
 
 func gatherOf(m *ledger.Message) *ledger.Gather {

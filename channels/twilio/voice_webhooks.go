@@ -31,10 +31,12 @@ type CallStatusCallback struct {
 
 // GatherCallback is a parsed <Gather> action request.
 type GatherCallback struct {
-	MessageID  string
-	CallSid    string
-	Digits     string // "" when no key was pressed in time
-	Retry      bool   // the question was already asked again
+	MessageID string
+	CallSid   string
+	Digits    string // "" when no key was pressed in time
+	Retry     bool   // the question was already asked again
+	// Step is an interactive call's question (channels.CallStep.Step).
+	Step       string
 	AccountSid string
 }
 
@@ -128,9 +130,10 @@ func ParseGather(form, query url.Values) (GatherCallback, error) {
 		CallSid:    form.Get("CallSid"),
 		Digits:     form.Get("Digits"),
 		Retry:      query.Get("retry") == "1",
+		Step:       query.Get("s"),
 		AccountSid: form.Get("AccountSid"),
 	}
-	if !validMessageID(cb.MessageID) || !validSid(cb.CallSid, "CA") {
+	if !validMessageID(cb.MessageID) || !validSid(cb.CallSid, "CA") || (cb.Step != "" && !validMessageID(cb.Step)) {
 		return cb, ErrMalformedVoice
 	}
 	if len(cb.Digits) > 32 || strings.Trim(cb.Digits, "0123456789*#") != "" {
@@ -267,6 +270,17 @@ func (v *Voice) handleTwiML(ctx context.Context, rcv channels.Receiver, r channe
 	if sid := r.Form.Get("CallSid"); validSid(sid, "CA") {
 		v.log.Debug("call answered: TwiML served", "msg_id", id, "provider_id", sid)
 	}
+	if flow, ok := rcv.(channels.CallFlow); ok {
+		st, interactive, err := flow.CallStep(ctx, m, "", nil)
+		if err != nil {
+			v.log.Error("interactive call not started", "msg_id", id, "err", err)
+			sp := speechFor(m.Locale)
+			return twimlOK(sayAndHangUp(sp, sp.phrases.trouble))
+		}
+		if interactive {
+			return twimlOK(v.flowTwiML(m, st, true))
+		}
+	}
 	return twimlOK(v.callTwiML(m))
 }
 
@@ -282,6 +296,10 @@ func (v *Voice) handleGather(ctx context.Context, rcv channels.Receiver, r chann
 	m, alt := v.message(ctx, rcv, cb.MessageID)
 	if m == nil {
 		return twimlOK(alt)
+	}
+	if flow, ok := rcv.(channels.CallFlow); ok && cb.Step != "" {
+		// The keys are a clinical answer: never logged.
+		return v.flowAnswer(ctx, flow, m, cb.Step, &ledger.Answer{Digits: cb.Digits})
 	}
 	g := gatherOf(m)
 	if g == nil {
@@ -310,9 +328,42 @@ func (v *Voice) handleGather(ctx context.Context, rcv channels.Receiver, r chann
 	return twimlOK(v.afterGatherTwiML(m))
 }
 
-// handleRecord ends the call after the recording; the recording itself
-// arrives on VoiceRecordingPath.
+// flowAnswer gives an interactive call's answer to its flow and plays
+// what follows.
+func (v *Voice) flowAnswer(ctx context.Context, flow channels.CallFlow, m *ledger.Message, step string, a *ledger.Answer) channels.WebhookResponse {
+	next, _, err := flow.CallStep(ctx, m, step, a)
+	if err != nil {
+		v.log.Error("interactive call answer not taken", "msg_id", m.ID, "err", err)
+		sp := speechFor(m.Locale)
+		return twimlOK(sayAndHangUp(sp, sp.phrases.trouble))
+	}
+	return twimlOK(v.flowTwiML(m, next, false))
+}
+
+// handleRecord ends the call after the recording (the recording itself
+// arrives on VoiceRecordingPath); in an interactive call it takes the
+// recording as the answer to its step and goes on.
 func (v *Voice) handleRecord(ctx context.Context, rcv channels.Receiver, r channels.WebhookRequest) channels.WebhookResponse {
+	if step := r.Query.Get("s"); step != "" {
+		flow, ok := rcv.(channels.CallFlow)
+		id := r.Query.Get("m")
+		if !ok || !validMessageID(id) || !validMessageID(step) || !validSid(r.Form.Get("CallSid"), "CA") || v.otherAccount(r.Form.Get("AccountSid")) {
+			v.log.Warn("record request not understood")
+			return twimlOK(missingTwiML())
+		}
+		m, alt := v.message(ctx, rcv, id)
+		if m == nil {
+			return twimlOK(alt)
+		}
+		a := &ledger.Answer{}
+		if sid := r.Form.Get("RecordingSid"); validSid(sid, "RE") {
+			a.RecordingSID = sid
+			if d := r.Form.Get("RecordingDuration"); digitsOnly(d, 6) {
+				a.Duration, _ = strconv.Atoi(d)
+			}
+		}
+		return v.flowAnswer(ctx, flow, m, step, a)
+	}
 	sp := speechFor("")
 	if id := r.Query.Get("m"); validMessageID(id) {
 		if m, err := rcv.Message(ctx, id); err == nil {

@@ -42,7 +42,7 @@ const MaxReasks = 2
 // Channels a questionnaire converses on: one question a message on SMS
 // and WeChat; ChannelWeb is the patient web form, its link sent on one of
 // FormVia.
-var Channels = []string{"sms", "wechat", ChannelWeb}
+var Channels = []string{"sms", "wechat", ChannelVoice, ChannelWeb}
 
 // Event types sent to the clinic's webhook.
 const (
@@ -226,7 +226,7 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 		return nil, false, err
 	}
 	if !slices.Contains(Channels, in.Channel) {
-		return nil, false, invalidField("channel", "must be sms, wechat or web (voice is not available yet)")
+		return nil, false, invalidField("channel", "must be sms, wechat, voice or web")
 	}
 	switch {
 	case in.Channel == ChannelWeb && !slices.Contains(FormVia, in.Via):
@@ -243,9 +243,15 @@ func (s *Service) Start(ctx context.Context, tenant, name string, in *StartReque
 	}
 	first := Outbox{Text: def.Prompt(&def.Questions[0], r.Locale), Priority: workers.PriorityNormal, Question: r.Current}
 	var link string
-	if r.Channel == ChannelWeb {
+	switch r.Channel {
+	case ChannelWeb:
 		link = s.formURL(newFormToken())
 		first = s.formInvite(r, def, link, false)
+	case ChannelVoice:
+		if err := byKeypad(def); err != nil {
+			return nil, false, err
+		}
+		first = Outbox{Text: callGreeting(def, r.Locale, false), Priority: workers.PriorityNormal}
 	}
 	// The first question's draft checks the address (and the metadata).
 	d := s.draft(r, first)
@@ -524,25 +530,14 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 		s.ask(r, Outbox{Text: Hint(q, r.Locale) + "\n" + def.Prompt(q, r.Locale), Priority: workers.PriorityHigh})
 		s.schedule(ctx, r, def)
 	default:
-		a := Answer{Question: q.ID, Value: v, Points: PointsOf(q, v), At: at.UTC()}
-		r.Answers = append(r.Answers, a)
-		r.Reasks, r.Reminded = 0, false
-		for _, rule := range def.AnswerRisks(a) {
-			if err := s.fire(ctx, r, rule); err != nil {
-				return err
-			}
+		next, err := s.take(ctx, r, def, q, v, at)
+		if err != nil {
+			return err
 		}
-		next := def.NextAfter(q, v)
-		if next == "" {
-			if err := s.complete(ctx, r, def); err != nil {
-				return err
-			}
-			break
+		if next != "" {
+			s.ask(r, Outbox{Text: def.Prompt(def.Question(next), r.Locale), Priority: workers.PriorityHigh})
+			s.schedule(ctx, r, def)
 		}
-		r.Current = next
-		r.Seq++
-		s.ask(r, Outbox{Text: def.Prompt(def.Question(next), r.Locale), Priority: workers.PriorityHigh})
-		s.schedule(ctx, r, def)
 	}
 	if providerID != "" {
 		r.Seen = append(r.Seen, providerID)
@@ -551,6 +546,27 @@ func (s *Service) Answer(ctx context.Context, tenant, id, providerID, body strin
 		}
 	}
 	return s.commit(ctx, r)
+}
+
+// take records an answer v that fits the current question q, fires its
+// risk rules, and moves on: to the next question, returned, or to the end
+// (the response completes; "" is returned).
+func (s *Service) take(ctx context.Context, r *Response, def *Definition, q *Question, v Value, at time.Time) (string, error) {
+	a := Answer{Question: q.ID, Value: v, Points: PointsOf(q, v), At: at.UTC()}
+	r.Answers = append(r.Answers, a)
+	r.Reasks, r.Reminded = 0, false
+	for _, rule := range def.AnswerRisks(a) {
+		if err := s.fire(ctx, r, rule); err != nil {
+			return "", err
+		}
+	}
+	next := def.NextAfter(q, v)
+	if next == "" {
+		return "", s.complete(ctx, r, def)
+	}
+	r.Current = next
+	r.Seq++
+	return next, nil
 }
 
 func (s *Service) end(r *Response, state, reason string) {
@@ -569,7 +585,7 @@ func (s *Service) complete(ctx context.Context, r *Response, def *Definition) er
 		}
 	}
 	s.end(r, StateCompleted, "")
-	if r.Channel != ChannelWeb { // the form's own page thanks the patient
+	if r.Channel != ChannelWeb && r.Channel != ChannelVoice { // the form's page, or the call, thanks the patient
 		s.say(r, fmt.Sprintf(phrase(r.Locale, "thanks"), def.Title.In(r.Locale)))
 	}
 	if s.Events != nil {
@@ -654,7 +670,10 @@ func (s *Service) Timer(ctx context.Context, p workers.QuestionnaireTimer) error
 		if r.Reminded {
 			return nil
 		}
-		if r.Channel == ChannelWeb {
+		switch r.Channel {
+		case ChannelVoice:
+			s.ask(r, Outbox{Text: callGreeting(def, r.Locale, true), Priority: workers.PriorityNormal})
+		case ChannelWeb:
 			link, err := s.formLink(ctx, r)
 			if err != nil {
 				return err
@@ -662,7 +681,7 @@ func (s *Service) Timer(ctx context.Context, p workers.QuestionnaireTimer) error
 			if link != "" {
 				s.ask(r, s.formInvite(r, def, link, true))
 			}
-		} else {
+		default:
 			q := def.Question(r.Current)
 			s.ask(r, Outbox{Text: phrase(r.Locale, "reminder") + def.Prompt(q, r.Locale), Priority: workers.PriorityNormal})
 		}

@@ -65,13 +65,16 @@ func Table(rs []*Response) (header []string, rows [][]string) {
 	return header, rows
 }
 
-// String is the answer as one cell: the key, the number or the text.
+// String is the answer as one cell: the key, the number, the text, or
+// "recording <id>" for a spoken answer.
 func (v Value) String() string {
 	switch {
 	case v.Key != "":
 		return v.Key
 	case v.Number != nil:
 		return strconv.FormatFloat(*v.Number, 'f', -1, 64)
+	case v.Recording != "":
+		return "recording " + v.Recording
 	}
 	return v.Text
 }

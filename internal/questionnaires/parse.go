@@ -13,6 +13,10 @@ type Value struct {
 	Key    string   `json:"key,omitempty"`
 	Number *float64 `json:"number,omitempty"`
 	Text   string   `json:"text,omitempty"`
+	// Recording is a spoken answer's recording (a question asked by
+	// voice), by the provider's id; its audio is kept with the call's
+	// message (GET /v1/messages/{id}/recording).
+	Recording string `json:"recording,omitempty"`
 }
 
 // Parse reads a patient's reply as an answer to q. Choice keys and their
