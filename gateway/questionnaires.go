@@ -11,11 +11,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/patientmsg/gateway/internal/invalid"
-	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/redact"
 	"github.com/patientmsg/gateway/internal/spreadsheet"
-	"github.com/patientmsg/gateway/workers"
 )
 
 // PUT /v1/questionnaires/{name}: defines a questionnaire, or a new version
@@ -199,16 +197,15 @@ func (s *Server) responseFilter(c *fiber.Ctx, name string) (questionnaires.Filte
 		f.Channel = v
 	}
 	if v := c.Query("to"); v != "" {
-		to, err := ledger.ParseRecipient(v)
+		who, err := questionnaires.PatientOf(f.Channel, v)
+		var ie *invalid.Error
 		switch {
-		case err != nil:
-			bad("to", "must be "+recipientForms)
+		case errors.As(err, &ie) && ie.Errors[0].Field == "to":
+			errs = append(errs, ie.Errors...)
 		case f.Channel == "":
 			bad("channel", "is required with to: the channel the address is on")
 		case channelOK:
-			if f.Who = workers.IdentityOf(f.Channel, to); !f.Who.Valid() {
-				bad("to", "is not an address of the channel "+f.Channel)
-			}
+			f.Who = who
 		}
 	}
 	for _, name := range queryTimes(c, &f.Since, &f.Until) {

@@ -11,8 +11,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/invalid"
+	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/workers"
 )
 
 // States lists the response states, in a response's order.
@@ -38,6 +41,25 @@ type Filter struct {
 	// Before is a response's id (a Page's Next): only the responses
 	// created before it.
 	Before string
+}
+
+// PatientOf reads a patient's address on a channel as the response lists
+// take it: to as GET /v1/messages reads its to (ledger.ParseRecipient),
+// and of the channel's kind (a phone on sms, an openid on wechat). A bad
+// address is an *invalid.Error naming to; channel must be declared.
+func PatientOf(channel, to string) (consent.Identity, error) {
+	r, err := ledger.ParseRecipient(to)
+	if err != nil {
+		return consent.Identity{}, invalidField("to", "must be a phone number in international form (with + and the country code), an email address or a WeChat openid")
+	}
+	if _, ok := channels.SpecOf(channel); !ok {
+		return consent.Identity{}, invalidField("channel", "is not a channel")
+	}
+	who := workers.IdentityOf(channel, r)
+	if !who.Valid() {
+		return consent.Identity{}, invalidField("to", "is not an address of the channel "+channel)
+	}
+	return who, nil
 }
 
 // Page is a page of responses, newest first. Next, when set, is the

@@ -35,15 +35,23 @@ func (e *env) postForm(path string, v url.Values) answer {
 	return e.do("POST", path, "", v.Encode(), "Content-Type", "application/x-www-form-urlencoded")
 }
 
-func TestAWebFormSentBySMSIsAnsweredOnceThenItsLinkSaysSo(t *testing.T) {
-	e := start(t, config.RoleAll)
+// kneeCheckWithOnCall defines the knee check and an on-call nurse its
+// high risks page, and returns the nurse's number.
+func (e *env) kneeCheckWithOnCall() string {
+	e.t.Helper()
 	const nurse = "+14155550177"
 	if a := e.do("PUT", "/v1/escalation-rules", keyA, `{"keywords":["chest pain"],"on_call":[{"channel":"sms","phone":"`+nurse+`"}],"ack_timeout_seconds":60}`); a.Status != 200 {
-		t.Fatalf("PUT rules = %d %s", a.Status, a.Raw)
+		e.t.Fatalf("PUT rules = %d %s", a.Status, a.Raw)
 	}
 	if a := e.do("PUT", "/v1/questionnaires/knee", keyA, kneeCheck); a.Status != 201 {
-		t.Fatalf("PUT knee = %d %s", a.Status, a.Raw)
+		e.t.Fatalf("PUT knee = %d %s", a.Status, a.Raw)
 	}
+	return nurse
+}
+
+func TestAWebFormSentBySMSIsAnsweredOnceThenItsLinkSaysSo(t *testing.T) {
+	e := start(t, config.RoleAll)
+	nurse := e.kneeCheckWithOnCall()
 	if a := e.do("POST", "/v1/questionnaires/knee/responses", keyA, `{"channel":"web","to":{"phone":"`+patientPhone+`"}}`); a.Status != 422 || !strings.Contains(a.Raw, `"via"`) {
 		t.Fatalf("a web form without via = %d %s, want 422 naming via", a.Status, a.Raw)
 	}

@@ -31,13 +31,7 @@ func said(c twiliosim.CallRecord) string {
 
 func TestAVoiceQuestionnaireAsksByKeypadInOneCallAndRecordsTheFreeText(t *testing.T) {
 	e := start(t, config.RoleAll)
-	const nurse = "+14155550177"
-	if a := e.do("PUT", "/v1/escalation-rules", keyA, `{"keywords":["chest pain"],"on_call":[{"channel":"sms","phone":"`+nurse+`"}],"ack_timeout_seconds":60}`); a.Status != 200 {
-		t.Fatalf("PUT rules = %d %s", a.Status, a.Raw)
-	}
-	if a := e.do("PUT", "/v1/questionnaires/knee", keyA, kneeCheck); a.Status != 201 {
-		t.Fatalf("PUT knee = %d %s", a.Status, a.Raw)
-	}
+	nurse := e.kneeCheckWithOnCall()
 	// Pain 7; a key that is no option at the fever question, asked again,
 	// then 1 (Yes: the temperature follows); 38.6 keyed with * for the
 	// point; the notes said after the tone.
