@@ -70,19 +70,10 @@ func (c *lineChart) SVG() template.HTML {
 	}
 	y := func(v int64) float64 { return plotB - float64(plotB-plotT)*float64(v)/float64(top) }
 
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 %d %d" role="img" aria-labelledby="%s-title %s-desc">`,
-		chartW, chartH, esc(c.ID), esc(c.ID))
-	fmt.Fprintf(&b, `<title id="%s-title">%s</title><desc id="%s-desc">%s</desc>`, esc(c.ID), esc(c.Title), esc(c.ID), esc(c.Desc))
-	// The y axis: gridlines and counts.
-	b.WriteString(`<g class="axis y">`)
+	var yTicks, xTicks []tick
 	for v := int64(0); v <= top; v += yStep {
-		fmt.Fprintf(&b, `<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>`, plotL, plotR, y(v), y(v))
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`, plotL-6, y(v)+4, esc(group(v)))
+		yTicks = append(yTicks, tick{y(v), group(v)})
 	}
-	fmt.Fprintf(&b, `<text class="label" x="12" y="%d" transform="rotate(-90 12 %d)" text-anchor="middle">%s</text>`,
-		(plotT+plotB)/2, (plotT+plotB)/2, esc(c.YLabel))
-	b.WriteString(`</g>`)
 	// The x axis: six ticks, as times of day (with the date past a day).
 	layout := "15:04"
 	if span >= 24*time.Hour || c.Start.In(zone).YearDay() != end.In(zone).YearDay() {
@@ -91,15 +82,12 @@ func (c *lineChart) SVG() template.HTML {
 	if span < 5*time.Minute {
 		layout = "15:04:05"
 	}
-	b.WriteString(`<g class="axis x">`)
-	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d"/>`, plotL, plotR, plotB, plotB)
 	for i := range 6 {
 		t := c.Start.Add(span * time.Duration(i) / 5)
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>`, x(t), x(t), plotB, plotB+5)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, x(t), plotB+20, esc(t.In(zone).Format(layout)))
+		xTicks = append(xTicks, tick{x(t), t.In(zone).Format(layout)})
 	}
-	fmt.Fprintf(&b, `<text class="label" x="%d" y="%d" text-anchor="middle">%s</text>`, (plotL+plotR)/2, plotB+44, esc(c.XLabel))
-	b.WriteString(`</g>`)
+	var b strings.Builder
+	frame(&b, c.ID, c.Title, c.Desc, yTicks, xTicks, c.YLabel, c.XLabel)
 	// A path per line, from the origin; and its legend entry.
 	for i, l := range c.Lines {
 		var d strings.Builder
@@ -117,6 +105,37 @@ func (c *lineChart) SVG() template.HTML {
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // every text above is escaped
+}
+
+// tick is a mark of an axis: its position (in SVG units) and its label.
+type tick struct {
+	At    float64
+	Label string
+}
+
+// frame opens a chart's SVG with its title and description, and draws
+// its axes: a gridline per y tick, a mark per x tick, and their labels
+// (text; escaped here).
+func frame(b *strings.Builder, id, title, desc string, yTicks, xTicks []tick, yLabel, xLabel string) {
+	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 %d %d" role="img" aria-labelledby="%s-title %s-desc">`,
+		chartW, chartH, esc(id), esc(id))
+	fmt.Fprintf(b, `<title id="%s-title">%s</title><desc id="%s-desc">%s</desc>`, esc(id), esc(title), esc(id), esc(desc))
+	b.WriteString(`<g class="axis y">`)
+	for _, t := range yTicks {
+		fmt.Fprintf(b, `<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>`, plotL, plotR, t.At, t.At)
+		fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`, plotL-6, t.At+4, esc(t.Label))
+	}
+	fmt.Fprintf(b, `<text class="label" x="12" y="%d" transform="rotate(-90 12 %d)" text-anchor="middle">%s</text>`,
+		(plotT+plotB)/2, (plotT+plotB)/2, esc(yLabel))
+	b.WriteString(`</g>`)
+	b.WriteString(`<g class="axis x">`)
+	fmt.Fprintf(b, `<line x1="%d" x2="%d" y1="%d" y2="%d"/>`, plotL, plotR, plotB, plotB)
+	for _, t := range xTicks {
+		fmt.Fprintf(b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>`, t.At, t.At, plotB, plotB+5)
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, t.At, plotB+20, esc(t.Label))
+	}
+	fmt.Fprintf(b, `<text class="label" x="%d" y="%d" text-anchor="middle">%s</text>`, (plotL+plotR)/2, plotB+44, esc(xLabel))
+	b.WriteString(`</g>`)
 }
 
 // niceStep is a step of 1, 2 or 5 × 10ⁿ giving about four steps up

@@ -209,6 +209,7 @@ func (c *Console) Mount(app fiber.Router, guard ...fiber.Handler) {
 	if c.opts.Questionnaires != nil {
 		app.Get(Prefix+"/questionnaires", read(c.questionnairesPage)...)
 		app.Get(Prefix+"/questionnaires/:name", read(c.questionnairePage)...)
+		app.Get(Prefix+"/questionnaire-responses", read(c.historyPage)...)
 		app.Get(Prefix+"/questionnaire-responses/:id", read(c.responsePage)...)
 	}
 	app.Get(Prefix+"/templates", read(c.templatesPage)...)

@@ -5,9 +5,12 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/invalid"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 )
 
@@ -42,6 +45,63 @@ type questionnaireData struct {
 	States, Bands, Levels []labelled
 	// Completed of Total responses listed: the response rate.
 	Completed, Total int
+	// Form is the filter as asked; Errors map its fields to the catalogue
+	// key of why they cannot be read.
+	Form                             responsesForm
+	Errors                           map[string]string
+	Channels, StateNames, LevelNames []string
+}
+
+// RateShown says whether the response rate means something: not when
+// the responses are chosen by their state or risk.
+func (d questionnaireData) RateShown() bool { return d.Form.State == "" && d.Form.Risk == "" }
+
+// Filtered says whether the page lists only some of the responses.
+func (d questionnaireData) Filtered() bool {
+	return d.Form.State != "" || d.Form.Risk != "" || d.Form.To != ""
+}
+
+// responsesForm is the filter of a questionnaire's page: a plain GET form.
+// To is what the person typed, echoed only into its own field.
+type responsesForm struct {
+	State, Risk, To, Channel string
+}
+
+// lookupChannels are the channels a patient's address is looked up on:
+// those questionnaires are sent on that have an address of their own.
+func lookupChannels() []string {
+	var out []string
+	for _, ch := range questionnaires.Channels {
+		if _, ok := channels.SpecOf(ch); ok {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+// filter reads the form as GET /v1/questionnaires/{name}/responses reads
+// its filters; errs maps a bad field to the catalogue key of why.
+func (f responsesForm) filter(name string) (questionnaires.Filter, map[string]string) {
+	out := questionnaires.Filter{Questionnaire: name, State: f.State, RiskLevel: f.Risk}
+	errs := map[string]string{}
+	if f.State != "" && !slices.Contains(questionnaires.States, f.State) {
+		errs["state"] = "questionnaire.bad_state"
+	}
+	if f.Risk != "" && questionnaires.LevelRank(f.Risk) == 0 {
+		errs["risk_level"] = "questionnaire.bad_risk"
+	}
+	if f.To != "" {
+		if !slices.Contains(lookupChannels(), f.Channel) {
+			errs["channel"] = "messages.bad_channel"
+		}
+		who, err := questionnaires.PatientOf(f.Channel, f.To)
+		var ie *invalid.Error
+		if errors.As(err, &ie) && ie.Errors[0].Field == "to" {
+			errs["to"] = "messages.bad_to"
+		}
+		out.Who, out.Channel = who, f.Channel
+	}
+	return out, errs
 }
 
 // Rate is the share of the responses listed that were answered to the end
@@ -71,11 +131,19 @@ func (c *Console) questionnairePage(ctx *fiber.Ctx) error {
 	} else if err != nil {
 		return err
 	}
-	list, err := c.opts.Questionnaires.Responses(rctx, u.Tenant, def.Name, "", ResponsesShown)
+	form := responsesForm{State: ctx.Query("state"), Risk: ctx.Query("risk_level"), To: strings.TrimSpace(ctx.Query("to")), Channel: ctx.Query("channel")}
+	f, errs := form.filter(def.Name)
+	d := questionnaireData{Definition: def, Form: form, Errors: errs, Channels: lookupChannels(),
+		StateNames: questionnaires.States, LevelNames: questionnaires.Levels}
+	if len(errs) > 0 {
+		return c.render(ctx, http.StatusUnprocessableEntity, "questionnaire", pageData{Title: "questionnaire.title", Nav: "questionnaires", User: u, Data: d})
+	}
+	page, err := c.opts.Questionnaires.Find(rctx, u.Tenant, f, ResponsesShown)
 	if err != nil {
 		return err
 	}
-	d := questionnaireData{Definition: def, Total: len(list)}
+	list := page.Responses
+	d.Total = len(list)
 	states, bands, levels := map[string]int{}, map[string]int{}, map[string]int{}
 	for _, r := range list {
 		d.Rows = append(d.Rows, responseRow{Response: r, To: maskedTo(r.To)})
@@ -90,8 +158,7 @@ func (c *Console) questionnairePage(ctx *fiber.Ctx) error {
 			levels[r.RiskLevel]++
 		}
 	}
-	for _, s := range []string{questionnaires.StateInProgress, questionnaires.StateCompleted, questionnaires.StateIncomplete,
-		questionnaires.StateExpired, questionnaires.StateStopped} {
+	for _, s := range questionnaires.States {
 		d.States = append(d.States, labelled{s, states[s]})
 	}
 	for _, b := range def.Bands { // in the definition's order

@@ -47,6 +47,8 @@ func TestEveryConsoleAnswerCarriesAStrictContentSecurityPolicy(t *testing.T) {
 		{"the incidents", lead, "GET", "/console/incidents", 200},
 		{"the questionnaires", lead, "GET", "/console/questionnaires", 200},
 		{"a questionnaire", lead, "GET", "/console/questionnaires/phq9", 200},
+		{"a questionnaire, filtered", lead, "GET", "/console/questionnaires/phq9?state=completed&risk_level=high", 200},
+		{"a patient's questionnaires", lead, "GET", "/console/questionnaire-responses?to=%2B14155550191&channel=sms", 200},
 		{"a template", lead, "GET", "/console/templates/appointment_reminder", 200},
 		{"the stylesheet", nil, "GET", "/console/static/console.css", 200},
 		{"htmx", nil, "GET", "/console/static/htmx.min.js", 200},
@@ -86,7 +88,7 @@ func TestEveryConsoleAnswerCarriesAStrictContentSecurityPolicy(t *testing.T) {
 					t.Errorf("the page has inline style or script")
 				}
 				if strings.Contains(body, "‹missing:") {
-					t.Errorf("the page has a string missing from its catalogue")
+					t.Errorf("the page has a string missing from its catalogue: %s", body[strings.Index(body, "‹missing:"):][:60])
 				}
 			}
 		})
@@ -127,7 +129,8 @@ func TestAViewerCanReadButNotChangeAnything(t *testing.T) {
 	viewer := g.signIn("viewer@clinic-a.test")
 	staff := g.signIn("staff@clinic-a.test")
 	for _, path := range []string{"/console/broadcasts", "/console/broadcasts/" + bc, "/console/escalations", "/console/inbox", "/console/messages", "/console/broadcasts/" + bc + "/report.csv",
-		"/console/contacts", "/console/senders", "/console/opt-outs"} {
+		"/console/contacts", "/console/senders", "/console/opt-outs", "/console/questionnaires/phq9?state=completed",
+		"/console/questionnaire-responses?to=%2B14155550191&channel=sms"} {
 		if resp, _ := viewer.get(path); resp.StatusCode != 200 {
 			t.Errorf("viewer GET %s = %d", path, resp.StatusCode)
 		}

@@ -103,7 +103,7 @@ func (p *pageTemplate) fragment(w io.Writer, name string, d pageData) error {
 }
 
 // pageNames are the console's pages: templates/<name>.html each.
-var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "incidents", "incident", "incident_report", "questionnaires", "questionnaire", "response", "error"}
+var pageNames = []string{"signin", "broadcasts", "compose", "confirm", "roster", "escalations", "inbox", "messages", "message", "contacts", "senders", "conversation", "report", "optouts", "plans", "plan", "tpls", "tpl", "incidents", "incident", "incident_report", "questionnaires", "questionnaire", "response", "history", "error"}
 
 // loadPages parses every page with the layout, once per language, with
 // t and tf bound to that language's catalogue.
@@ -194,6 +194,8 @@ func funcs(cat catalogue) template.FuncMap {
 		"rate":   rate,
 		// reportChart is an after-action report's timeline as inline SVG.
 		"reportChart": func(d reportData) template.HTML { return d.Chart(t).SVG() },
+		// scoreChart is a patient's scores over time as inline SVG.
+		"scoreChart": func(d historyData) template.HTML { return d.Chart(t).SVG() },
 	}
 }
 
