@@ -189,10 +189,11 @@ func (s *Server) responseFilter(c *fiber.Ctx, name string) (questionnaires.Filte
 	f := questionnaires.Filter{Questionnaire: name, State: c.Query("state"), RiskLevel: c.Query("risk_level"), Before: c.Query("before")}
 	var errs []FieldError
 	bad := func(field, detail string) { errs = append(errs, FieldError{Field: field, Detail: detail}) }
-	channelOK := false
+	channelOK, channelBad := false, false
 	if v := c.Query("channel"); v != "" {
-		if _, channelOK = s.opts.Channels.Get(v); !channelOK {
-			bad("channel", "must be one of "+strings.Join(s.opts.Channels.Names(), ", "))
+		if _, channelOK = s.opts.Channels.Get(v); !channelOK && !slices.Contains(questionnaires.Channels, v) {
+			bad("channel", "must be one of "+strings.Join(s.opts.Channels.Names(), ", ")+" or web")
+			channelBad = true
 		}
 		f.Channel = v
 	}
@@ -206,6 +207,8 @@ func (s *Server) responseFilter(c *fiber.Ctx, name string) (questionnaires.Filte
 			bad("channel", "is required with to: the channel the address is on")
 		case channelOK:
 			f.Who = who
+		case !channelBad:
+			bad("channel", "has no address of its own with to: give the channel a web form's link went on")
 		}
 	}
 	for _, name := range queryTimes(c, &f.Since, &f.Until) {
@@ -214,7 +217,8 @@ func (s *Server) responseFilter(c *fiber.Ctx, name string) (questionnaires.Filte
 	var ie *invalid.Error
 	if err := f.Validate(); errors.As(err, &ie) {
 		for _, e := range ie.Errors {
-			if !slices.ContainsFunc(errs, func(x FieldError) bool { return x.Field == e.Field }) {
+			given := e.Field == "to" && c.Query("to") != "" // and refused above
+			if !given && !slices.ContainsFunc(errs, func(x FieldError) bool { return x.Field == e.Field }) {
 				errs = append(errs, e)
 			}
 		}

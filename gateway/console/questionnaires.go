@@ -68,11 +68,11 @@ type responsesForm struct {
 }
 
 // lookupChannels are the channels a patient's address is looked up on:
-// those questionnaires are sent on that have an address of their own.
+// those questionnaires and their web forms' links are sent on.
 func lookupChannels() []string {
 	var out []string
-	for _, ch := range questionnaires.Channels {
-		if _, ok := channels.SpecOf(ch); ok {
+	for _, ch := range append(slices.Clone(questionnaires.Channels), questionnaires.FormVia...) {
+		if _, ok := channels.SpecOf(ch); ok && !slices.Contains(out, ch) {
 			out = append(out, ch)
 		}
 	}

@@ -34,7 +34,8 @@ type Filter struct {
 	// Who is a patient's address (the zero Identity: anyone), as
 	// workers.IdentityOf gives it for a channel and a recipient.
 	Who consent.Identity
-	// Channel matches the responses on this channel.
+	// Channel matches the responses on this channel, and the web forms
+	// whose link went on it.
 	Channel string
 	// Since and Until bound the creation time: Since ≤ created < Until.
 	Since, Until time.Time
@@ -100,7 +101,7 @@ func (f Filter) matches(r *Response) bool {
 	case f.Questionnaire != "" && r.Questionnaire != f.Questionnaire,
 		f.State != "" && r.State != f.State,
 		f.RiskLevel != "" && (r.RiskLevel == "" || LevelRank(r.RiskLevel) < LevelRank(f.RiskLevel)),
-		f.Channel != "" && r.Channel != f.Channel,
+		f.Channel != "" && r.Channel != f.Channel && r.sendChannel() != f.Channel,
 		f.Who.Valid() && consent.Normalise(r.identity()) != consent.Normalise(f.Who),
 		!f.Since.IsZero() && r.CreatedAt.Before(f.Since),
 		!f.Until.IsZero() && !r.CreatedAt.Before(f.Until):

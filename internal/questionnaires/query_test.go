@@ -184,3 +184,28 @@ func TestFindReadsABoundedNumberOfResponses(t *testing.T) {
 		t.Fatalf("the rest: next %q (%v)", p.Next, err)
 	}
 }
+
+// TestAWebFormCountsOnTheChannelItsLinkWentOn: a patient's responses on
+// SMS include the web forms whose link went by SMS.
+func TestAWebFormCountsOnTheChannelItsLinkWentOn(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	s := &Service{Redis: redistest.Start(t).Client(), Now: func() time.Time { return t0 }}
+	jane := ledger.Recipient{Phone: "+14155550100"}
+	for i, r := range []*Response{
+		{ID: "qr_sms", Tenant: "a", Questionnaire: "phq9", Channel: "sms", To: jane, State: StateCompleted},
+		{ID: "qr_web", Tenant: "a", Questionnaire: "phq9", Channel: ChannelWeb, Via: "sms", To: jane, State: StateCompleted},
+	} {
+		r.CreatedAt = t0.Add(time.Duration(i) * time.Hour)
+		if err := s.save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	who := consent.Identity{Kind: consent.Phone, Value: jane.Phone}
+	for channel, want := range map[string][]string{"sms": {"qr_web", "qr_sms"}, ChannelWeb: {"qr_web"}, "": {"qr_web", "qr_sms"}} {
+		p, err := s.Find(ctx, "a", Filter{Who: who, Channel: channel}, 10)
+		if err != nil || !same(ids(p.Responses), want...) {
+			t.Errorf("channel %q: %v (%v), want %v", channel, ids(p.Responses), err, want)
+		}
+	}
+}

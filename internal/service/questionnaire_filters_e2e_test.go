@@ -113,6 +113,7 @@ func TestQuestionnaireResponsesAreFilteredAndAPatientsHistoryListed(t *testing.T
 		{"a phone without its country code", "/v1/questionnaires/mood/responses?to=415+555+0123&channel=sms", []string{"to"}},
 		{"an address without its channel", "/v1/questionnaires/mood/responses?" + q(url.Values{"to": {patientPhone}}), []string{"channel"}},
 		{"a channel that is none", "/v1/questionnaires/mood/responses?channel=fax", []string{"channel"}},
+		{"an address on the web form", "/v1/questionnaire-responses?" + q(url.Values{"to": {patientPhone}, "channel": {"web"}}), []string{"channel"}},
 		{"a phone on WeChat", "/v1/questionnaire-responses?" + q(url.Values{"to": {patientPhone}, "channel": {"wechat"}}), []string{"to"}},
 		{"times that do not read", "/v1/questionnaires/mood/responses?since=yesterday&until=today", []string{"since", "until"}},
 		{"since after until", "/v1/questionnaires/mood/responses?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z", []string{"since"}},
