@@ -327,7 +327,7 @@ func TestQuestionnaireStepsAreCheckedWithThePlan(t *testing.T) {
 		Steps: []followups.PlanStep{
 			{Offset: "P7D", Channel: "sms", Questionnaire: str("no_such_one")},
 			{Offset: "P7D", Channel: "sms", Questionnaire: str("post_discharge"), Template: str("post_discharge_day7")},
-			{Offset: "P7D", Channel: "voice", Questionnaire: str("post_discharge")},
+			{Offset: "P7D", Channel: "email", Questionnaire: str("post_discharge")},
 			{Offset: "P7D", Channel: "wechat", Questionnaire: str("post_discharge")},
 			{Offset: "P7D", Channel: "sms", Questionnaire: str("")},
 		},

@@ -11,7 +11,7 @@ import (
 )
 
 // PlanChannels are the channels a plan's step starts a questionnaire on.
-var PlanChannels = []string{"sms", "wechat"}
+var PlanChannels = []string{"sms", "wechat", ChannelVoice}
 
 // PlanStarter lets follow-up plans start questionnaires: it is package
 // followups' QuestionnaireStarter over a Service.
@@ -27,7 +27,7 @@ var _ followups.QuestionnaireStarter = PlanStarter{}
 // FirstQuestion implements followups.QuestionnaireStarter.
 func (a PlanStarter) FirstQuestion(ctx context.Context, tenant, name, channel, locale string) (string, error) {
 	if !slices.Contains(PlanChannels, channel) {
-		return "", messaging.Invalid("channel", "must be sms or wechat for a questionnaire step (voice and email do not converse)")
+		return "", messaging.Invalid("channel", "must be sms, wechat or voice for a questionnaire step (email does not converse)")
 	}
 	if !ValidName(name) {
 		return "", followups.ErrNoQuestionnaire
@@ -37,6 +37,12 @@ func (a PlanStarter) FirstQuestion(ctx context.Context, tenant, name, channel, l
 		return "", followups.ErrNoQuestionnaire
 	} else if err != nil {
 		return "", err
+	}
+	if channel == ChannelVoice {
+		if err := byKeypad(def); err != nil {
+			return "", err
+		}
+		return callGreeting(def, LocaleOf(locale), false), nil
 	}
 	return def.Prompt(&def.Questions[0], LocaleOf(locale)), nil
 }

@@ -21,7 +21,7 @@ func TestAFollowupStepStartsAQuestionnaire(t *testing.T) {
 	for name, c := range map[string]struct{ steps, field string }{
 		"an unknown questionnaire":       {`{"offset":"P7D","channel":"sms","questionnaire":"no_such_one"}`, "steps[0].questionnaire"},
 		"a template and a questionnaire": {`{"offset":"P7D","channel":"sms","questionnaire":"post_discharge","template":"post_discharge_day7"}`, "steps[0].template"},
-		"a channel that cannot converse": {`{"offset":"P1D","channel":"sms","body":"hi"},{"offset":"P7D","channel":"voice","questionnaire":"post_discharge"}`, "steps[1].channel"},
+		"a channel that cannot converse": {`{"offset":"P1D","channel":"sms","body":"hi"},{"offset":"P7D","channel":"email","questionnaire":"post_discharge"}`, "steps[1].channel"},
 	} {
 		a := plan(time.Now(), c.steps)
 		if a.Status != 422 || !strings.Contains(a.Raw, `"field":"`+c.field+`"`) {

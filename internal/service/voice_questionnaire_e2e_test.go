@@ -111,3 +111,33 @@ func TestAVoiceQuestionnaireLeftMidCallIsResumedByTheReminderCall(t *testing.T) 
 		t.Fatalf("the reminder call does not resume at question 2:\n%s", words)
 	}
 }
+
+func TestAFollowUpPlanStepAsksAQuestionnaireByVoice(t *testing.T) {
+	e := start(t, config.RoleAll)
+	e.sim.ScriptCalls(twiliosim.CallPlan{Digits: []string{"4", "2", "1", "1", "2"}})
+	a := e.do("POST", "/v1/followups", keyA, `{"contact":{"phone":"`+patientPhone+`","locale":"en"},
+	  "anchor":"`+time.Now().Add(-8*24*time.Hour).UTC().Format(time.RFC3339)+`","past_due":"send_now",
+	  "steps":[{"offset":"P7D","channel":"voice","questionnaire":"post_discharge"}]}`)
+	if a.Status != 201 {
+		t.Fatalf("POST followups = %d %s", a.Status, a.Raw)
+	}
+	planID := a.Body["id"].(string)
+	var responseID string
+	waitUntil(t, 15*time.Second, "the step to start its questionnaire", func() bool {
+		steps, _ := e.do("GET", "/v1/followups/"+planID, keyA, "").Body["steps"].([]any)
+		if len(steps) == 1 {
+			responseID, _ = steps[0].(map[string]any)["response_id"].(string)
+		}
+		return responseID != ""
+	})
+	waitUntil(t, 15*time.Second, "the call to complete the questionnaire", func() bool {
+		return e.questionnaireResponse(responseID).Body["state"] == "completed"
+	})
+	// Pain 4, no fever (the temperature skipped), wound fine, medication taken, no call.
+	if got := answers(e.questionnaireResponse(responseID)); len(got) != 5 || got["pain"] != "4" || got["fever"] != "N" || got["call"] != "N" {
+		t.Fatalf("answers: %v", got)
+	}
+	if calls := e.sim.Calls(); len(calls) != 1 || !strings.Contains(said(calls[0]), "post-discharge") && !strings.Contains(strings.ToLower(said(calls[0])), "discharge") {
+		t.Fatalf("the call: %d calls\n%s", len(calls), said(calls[0]))
+	}
+}
