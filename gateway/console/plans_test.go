@@ -96,3 +96,28 @@ func TestStaffSeeAndCancelAFollowUpPlanFromTheConsole(t *testing.T) {
 		t.Fatalf("a second cancel = %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// TestAPlanStepThatStartedAQuestionnaireLinksToItsResponse: the plan's
+// page names a questionnaire step's questionnaire and, once the step has
+// started it, links to the response.
+func TestAPlanStepThatStartedAQuestionnaireLinksToItsResponse(t *testing.T) {
+	g := consoleGateway(t)
+	anchor := time.Now().Add(-8 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	plan := g.api("POST", "/v1/followups", keyA, `{"contact":{"phone":"+14155550178","locale":"en"},"anchor":"`+anchor+`",
+		"past_due":"send_now","steps":[{"offset":"P7D","channel":"sms","questionnaire":"post_discharge"},
+		{"offset":"P30D","channel":"sms","questionnaire":"phq9"}]}`)
+	id := plan["id"].(string)
+	staff := g.signIn("staff@clinic-a.test")
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, body = staff.get("/console/plans/" + id); strings.Contains(body, `href="/console/questionnaire-responses/qr_`) {
+			break
+		}
+	}
+	if !strings.Contains(body, `href="/console/questionnaire-responses/qr_`) || !strings.Contains(body, ">post_discharge</a>") {
+		t.Fatalf("the started step does not link to its response:\n%s", body)
+	}
+	if !strings.Contains(body, "<td>phq9</td>") {
+		t.Fatalf("the step not yet due does not name its questionnaire:\n%s", body)
+	}
+}
