@@ -1,0 +1,368 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Redis keys of a tenant's log. The tenant is the hash tag: the append
+// script touches one slot on a Redis Cluster.
+func sizeKey(tenant string) string     { return "gw:audit:{" + tenant + "}:size" }
+func hashesKey(tenant string) string   { return "gw:audit:{" + tenant + "}:hashes" }
+func recordsKey(tenant string) string  { return "gw:audit:{" + tenant + "}:records" }
+func timesKey(tenant string) string    { return "gw:audit:{" + tenant + "}:times" }
+func exportedKey(tenant string) string { return "gw:audit:{" + tenant + "}:exported" }
+func exportLockKey(tenant string) string {
+	return "gw:audit:{" + tenant + "}:export-lock"
+}
+
+// tenantsKey is the set of tenants that have a log.
+const tenantsKey = "gw:audit:tenants"
+
+// maxBatch bounds the events one append script writes.
+const maxBatch = 256
+
+// commitTimeout bounds the append of one batch, retries included.
+const commitTimeout = 5 * time.Second
+
+// appendScript appends a batch of records when the log still has the size
+// the caller built its hashes for: KEYS size, hashes, records, times; ARGV
+// the expected size, the number of records k, the number of hashes h, then
+// k records, k times (ms), h stored-hash indexes and h hashes. It answers
+// {1, new size}, or {0, actual size} when another process appended first.
+var appendScript = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n ~= tonumber(ARGV[1]) then return {0, n} end
+local k = tonumber(ARGV[2])
+local h = tonumber(ARGV[3])
+for i = 1, k do
+  local idx = n + i - 1
+  redis.call('HSET', KEYS[3], idx, ARGV[3 + i])
+  redis.call('ZADD', KEYS[4], ARGV[3 + k + i], idx)
+end
+local base = 3 + 2 * k
+for i = 1, h do
+  redis.call('HSET', KEYS[2], ARGV[base + i], ARGV[base + h + i])
+end
+redis.call('SET', KEYS[1], n + k)
+return {1, n + k}
+`)
+
+// Log is the tenants' audit logs in Redis. Appends from one process are
+// committed together (one script per tenant at a time, with every event
+// that arrived meanwhile); appends from many processes are ordered by the
+// script, which refuses a batch built on a size that is no longer the
+// log's, so a tree is never forked.
+type Log struct {
+	rdb    redis.UniversalClient
+	log    *slog.Logger
+	now    func() time.Time
+	queues sync.Map // tenant → *queue
+	known  sync.Map // tenant → true once in tenantsKey
+	failed atomic.Int64
+}
+
+// New returns the audit logs kept in rdb.
+func New(rdb redis.UniversalClient, logger *slog.Logger) *Log {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Log{rdb: rdb, log: logger.With("comp", "audit"), now: time.Now}
+}
+
+// SetClock replaces time.Now (tests).
+func (l *Log) SetClock(now func() time.Time) { l.now = now }
+
+// Failures is how many events could not be appended since the process
+// started (for a metric and an alert: each one is also logged as an error).
+func (l *Log) Failures() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.failed.Load()
+}
+
+type queue struct {
+	mu      sync.Mutex
+	batches []*batch
+	running bool
+	size    int64 // the log's size as last seen; -1 unknown
+}
+
+type batch struct {
+	events []Event
+	done   chan struct{}
+	first  int64
+	err    error
+}
+
+// ErrUnavailable wraps why an event could not be appended.
+var ErrUnavailable = errors.New("audit log unavailable")
+
+// Append adds an event to its tenant's log and returns its index once it
+// is stored. Time is set when zero. An event that fails Check is refused.
+func (l *Log) Append(ctx context.Context, e Event) (int64, error) {
+	if err := e.Check(); err != nil {
+		l.failed.Add(1)
+		return 0, err
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	e.Time = e.Time.UTC().Truncate(time.Millisecond)
+	q := l.queueOf(e.Tenant)
+	q.mu.Lock()
+	var b *batch
+	if n := len(q.batches); n > 0 && len(q.batches[n-1].events) < maxBatch {
+		b = q.batches[n-1]
+	} else {
+		b = &batch{done: make(chan struct{})}
+		q.batches = append(q.batches, b)
+	}
+	pos := len(b.events)
+	b.events = append(b.events, e)
+	if !q.running {
+		q.running = true
+		go l.drain(e.Tenant, q)
+	}
+	q.mu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		l.failed.Add(1)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	if b.err != nil {
+		l.failed.Add(1)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, b.err)
+	}
+	return b.first + int64(pos), nil
+}
+
+// Record appends an event the system made on its own (a send, a consent
+// change): it never fails its caller, but an event it could not append is
+// logged as an error and counted (Failures). Record on a nil Log does
+// nothing.
+func (l *Log) Record(ctx context.Context, e Event) {
+	if l == nil {
+		return
+	}
+	if _, err := l.Append(context.WithoutCancel(ctx), e); err != nil {
+		l.log.Error("audit event not recorded", "tenant", e.Tenant, "action", e.Action, "object", e.Object, "err", err)
+	}
+}
+
+func (l *Log) queueOf(tenant string) *queue {
+	if q, ok := l.queues.Load(tenant); ok {
+		return q.(*queue)
+	}
+	q, _ := l.queues.LoadOrStore(tenant, &queue{size: -1})
+	return q.(*queue)
+}
+
+// drain commits the tenant's batches, one at a time, until none is left.
+func (l *Log) drain(tenant string, q *queue) {
+	for {
+		q.mu.Lock()
+		if len(q.batches) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		b := q.batches[0]
+		q.batches = q.batches[1:]
+		q.mu.Unlock()
+		b.first, b.err = l.commit(tenant, q, b.events)
+		close(b.done)
+	}
+}
+
+// commit appends events at the end of the log, building their tree hashes
+// on the size last seen and building again when another process appended
+// first.
+func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if _, ok := l.known.Load(tenant); !ok {
+		if err := l.rdb.SAdd(ctx, tenantsKey, tenant).Err(); err != nil {
+			return 0, err
+		}
+		l.known.Store(tenant, true)
+	}
+	n := q.size
+	for attempt := 0; ; attempt++ {
+		if n < 0 {
+			v, err := l.rdb.Get(ctx, sizeKey(tenant)).Int64()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return 0, err
+			}
+			n = v
+		}
+		args, err := l.build(ctx, tenant, n, events)
+		if err != nil {
+			return 0, err
+		}
+		res, err := appendScript.Run(ctx, l.rdb, []string{sizeKey(tenant), hashesKey(tenant), recordsKey(tenant), timesKey(tenant)}, args...).Int64Slice()
+		if err != nil {
+			q.size = -1
+			return 0, err
+		}
+		if res[0] == 1 {
+			q.size = res[1]
+			return n, nil
+		}
+		n = res[1]
+		// Another process appended: build on its size, after a short
+		// random pause so the processes do not collide again.
+		select {
+		case <-time.After(time.Duration(rand.Int64N(int64(time.Millisecond) * int64(min(attempt+1, 20))))):
+		case <-ctx.Done():
+			q.size = -1
+			return 0, fmt.Errorf("append kept colliding: %w", ctx.Err())
+		}
+	}
+}
+
+// build encodes events as records n, n+1… and computes the hashes each
+// adds to the tree, reading the earlier ones it needs from Redis.
+func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event) ([]any, error) {
+	k := len(events)
+	fresh := map[int64]tlog.Hash{}
+	var idx []int64
+	var hs []tlog.Hash
+	reader := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		var missing []string
+		var at []int
+		for i, x := range indexes {
+			if h, ok := fresh[x]; ok {
+				out[i] = h
+				continue
+			}
+			missing = append(missing, strconv.FormatInt(x, 10))
+			at = append(at, i)
+		}
+		if len(missing) == 0 {
+			return out, nil
+		}
+		vals, err := l.rdb.HMGet(ctx, hashesKey(tenant), missing...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for j, v := range vals {
+			s, ok := v.(string)
+			if !ok || len(s) != tlog.HashSize {
+				return nil, fmt.Errorf("tree hash %s of tenant %s is missing", missing[j], tenant)
+			}
+			copy(out[at[j]][:], s)
+		}
+		return out, nil
+	})
+	records := make([]any, k)
+	times := make([]any, k)
+	for i, e := range events {
+		e.Index = n + int64(i)
+		rec := e.encode()
+		stored, err := tlog.StoredHashes(e.Index, rec, reader)
+		if err != nil {
+			return nil, err
+		}
+		base := tlog.StoredHashIndex(0, e.Index)
+		for j, h := range stored {
+			fresh[base+int64(j)] = h
+			idx = append(idx, base+int64(j))
+			hs = append(hs, h)
+		}
+		records[i] = rec
+		times[i] = e.Time.UnixMilli()
+	}
+	args := make([]any, 0, 3+2*k+2*len(hs))
+	args = append(args, n, k, len(hs))
+	args = append(args, records...)
+	args = append(args, times...)
+	for _, x := range idx {
+		args = append(args, x)
+	}
+	for _, h := range hs {
+		args = append(args, h[:])
+	}
+	return args, nil
+}
+
+// Size is the number of events in a tenant's log.
+func (l *Log) Size(ctx context.Context, tenant string) (int64, error) {
+	n, err := l.rdb.Get(ctx, sizeKey(tenant)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// Tenants lists the tenants that have a log.
+func (l *Log) Tenants(ctx context.Context) ([]string, error) {
+	return l.rdb.SMembers(ctx, tenantsKey).Result()
+}
+
+// Records reads records [from, to) of a tenant's log as they were stored.
+func (l *Log) Records(ctx context.Context, tenant string, from, to int64) ([][]byte, error) {
+	if to <= from {
+		return nil, nil
+	}
+	fields := make([]string, 0, to-from)
+	for i := from; i < to; i++ {
+		fields = append(fields, strconv.FormatInt(i, 10))
+	}
+	vals, err := l.rdb.HMGet(ctx, recordsKey(tenant), fields...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("record %d of tenant %s is missing", from+int64(i), tenant)
+		}
+		out[i] = []byte(s)
+	}
+	return out, nil
+}
+
+// HashReader reads a tenant's stored tree hashes from Redis.
+func (l *Log) HashReader(ctx context.Context, tenant string) tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		if len(indexes) == 0 {
+			return nil, nil
+		}
+		fields := make([]string, len(indexes))
+		for i, x := range indexes {
+			fields[i] = strconv.FormatInt(x, 10)
+		}
+		vals, err := l.rdb.HMGet(ctx, hashesKey(tenant), fields...).Result()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]tlog.Hash, len(vals))
+		for i, v := range vals {
+			s, ok := v.(string)
+			if !ok || len(s) != tlog.HashSize {
+				return nil, fmt.Errorf("tree hash %s of tenant %s is missing", fields[i], tenant)
+			}
+			copy(out[i][:], s)
+		}
+		return out, nil
+	})
+}
+
+func newScript(src string) *redis.Script { return redis.NewScript(src) }
+
+func isNil(err error) bool { return errors.Is(err, redis.Nil) }
