@@ -86,6 +86,7 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Inbound != nil {
 		mux.Handle(TypeInboundReply, h.Inbound)
+		mux.Handle(TypeLateReport, h.Inbound)
 	}
 	if h.Broadcast != nil {
 		mux.Handle("broadcast:", h.Broadcast) // fanout, sweep, cancel

@@ -68,6 +68,11 @@ type Push struct {
 	Event string
 	// EventKey is the event's key (a menu key, "qrscene_…" scene).
 	EventKey string
+	// JobMsgID is a TEMPLATESENDJOBFINISH event's MsgID: the template
+	// message's msgid (decimal). Status is its outcome: "success",
+	// "failed:user block" or "failed: system failed".
+	JobMsgID string
+	Status   string
 }
 
 // ErrMalformedPush is returned for XML that is not a WeChat push.
@@ -97,6 +102,9 @@ func ParsePush(b []byte) (Push, error) {
 		Content      string `xml:"Content"`
 		Event        string `xml:"Event"`
 		EventKey     string `xml:"EventKey"`
+		// A template job's id is MsgID, unlike a message's MsgId.
+		JobMsgID string `xml:"MsgID"`
+		Status   string `xml:"Status"`
 	}
 	if len(b) > maxPushBytes {
 		return Push{}, fmt.Errorf("%w: larger than %d bytes", ErrMalformedPush, maxPushBytes)
@@ -111,7 +119,8 @@ func ParsePush(b []byte) (Push, error) {
 	}
 	p := Push{ToUserName: strings.TrimSpace(x.ToUserName), FromUserName: strings.TrimSpace(x.FromUserName),
 		MsgType: strings.TrimSpace(x.MsgType), MsgID: strings.TrimSpace(x.MsgID), Content: x.Content,
-		Event: strings.TrimSpace(x.Event), EventKey: strings.TrimSpace(x.EventKey)}
+		Event: strings.TrimSpace(x.Event), EventKey: strings.TrimSpace(x.EventKey),
+		JobMsgID: strings.TrimSpace(x.JobMsgID), Status: strings.TrimSpace(x.Status)}
 	ct, err := strconv.ParseInt(strings.TrimSpace(x.CreateTime), 10, 64)
 	switch {
 	case x.XMLName.Local != "xml" || x.XMLName.Space != "":
@@ -136,6 +145,14 @@ func ParsePush(b []byte) (Push, error) {
 	case "event":
 		if !validToken(p.Event) {
 			return Push{}, fmt.Errorf("%w: an event without an event type", ErrMalformedPush)
+		}
+		if strings.EqualFold(p.Event, EventTemplateFinished) {
+			if !validMsgID(p.JobMsgID) {
+				return Push{}, fmt.Errorf("%w: a template job report without a numeric MsgID", ErrMalformedPush)
+			}
+			if p.Status == "" || len(p.Status) > maxTypeLen || !utf8.ValidString(p.Status) {
+				return Push{}, fmt.Errorf("%w: a template job report without a Status", ErrMalformedPush)
+			}
 		}
 	case "text":
 		if p.MsgID == "" {
@@ -211,7 +228,9 @@ var _ channels.Inbound = (*Channel)(nil)
 //     events as MenuClick (the menu types that open WeChat's window).
 //   - unsubscribe is an opt-out of the openid on the wechat channel, for
 //     every tenant (rcv.OptOut).
-//   - Other events (VIEW, LOCATION, TEMPLATESENDJOBFINISH…) are acknowledged.
+//   - TEMPLATESENDJOBFINISH is a template message's delivery report: its
+//     message becomes delivered, or undelivered with the reason.
+//   - Other events (VIEW, LOCATION…) are acknowledged.
 //
 // Events are deduplicated in Redis on FromUserName, CreateTime, Event and
 // EventKey for a day; the window is touched once per MsgId the same way.
@@ -449,8 +468,59 @@ var eventInteractions = map[string]Interaction{
 	"scancode_waitmsg": MenuClick,
 }
 
+// EventTemplateFinished is the event WeChat pushes once a template
+// message reached the user, or did not.
+const EventTemplateFinished = "TEMPLATESENDJOBFINISH"
+
+// TemplateReport maps a TEMPLATESENDJOBFINISH Status to a delivery
+// report: success is delivered; a user who blocked the account's template
+// messages, or WeChat's own failure, is undelivered (accepted, then not
+// delivered, as a carrier's failure is for an SMS), with the reason.
+func TemplateReport(status string) (ledger.Status, string, string) {
+	s := strings.ToLower(strings.ReplaceAll(status, " ", ""))
+	switch {
+	case s == "success":
+		return ledger.StatusDelivered, "", ""
+	case strings.Contains(s, "userblock"):
+		return ledger.StatusUndelivered, "user_block", "the user blocked the official account's template messages"
+	}
+	return ledger.StatusUndelivered, "system_failed", "WeChat could not deliver the template message"
+}
+
+// templateFinished applies a template message's delivery report to its
+// message, found by the msgid the send returned; a report of a message
+// the gateway does not know (another sender on the account) is taken and
+// dropped.
+func (in *inbound) templateFinished(ctx context.Context, p Push) channels.WebhookResponse {
+	log := in.c.log.With("event", EventTemplateFinished)
+	key := keyPrefix + "in:" + in.c.cfg.AppID + ":t:" + p.JobMsgID
+	first, err := in.once(ctx, key)
+	if err != nil {
+		log.Error("wechat template report not processed: Redis failed", "error", err.Error())
+		return pushRetry
+	}
+	if !first {
+		log.Info("wechat template report", "duplicate", true)
+		return pushSuccess
+	}
+	status, code, reason := TemplateReport(p.Status)
+	applied, err := in.rcv.ProviderStatus(ctx, "", ledger.ProviderUpdate{Channel: in.c.Name(), ProviderID: "tmpl:" + p.JobMsgID,
+		Status: status, ProviderStatus: p.Status, ErrorCode: code, ErrorMessage: reason})
+	if err != nil {
+		in.forget(ctx, key)
+		log.Error("wechat template report not processed", "error", err.Error())
+		return pushRetry
+	}
+	in.taken(ctx, key)
+	log.Info("wechat template report", "provider_id", "tmpl:"+p.JobMsgID, "status", string(status), "known", applied != ledger.AppliedUnknown)
+	return pushSuccess
+}
+
 // event handles an event.
 func (in *inbound) event(ctx context.Context, p Push) channels.WebhookResponse {
+	if strings.EqualFold(p.Event, EventTemplateFinished) {
+		return in.templateFinished(ctx, p)
+	}
 	name := strings.ToLower(p.Event)
 	kind, touches := eventInteractions[name]
 	if !touches && name != "unsubscribe" {

@@ -495,11 +495,32 @@ func TestARedisOutageIsNotAcknowledged(t *testing.T) {
 	}
 }
 
+func TestTemplateReportsAreParsedAndMapped(t *testing.T) {
+	at := time.Unix(1_773_153_000, 0)
+	p, err := wechat.ParsePush(wechatsim.TemplateFinish(testAccount, openid("A"), 200163836, "failed: system failed", at))
+	if err != nil || p.JobMsgID != "200163836" || p.Status != "failed: system failed" {
+		t.Fatalf("ParsePush = %+v, %v", p, err)
+	}
+	for status, want := range map[string]string{"success": "delivered/", "failed:user block": "undelivered/user_block",
+		"failed: user block": "undelivered/user_block", "failed: system failed": "undelivered/system_failed", "odd": "undelivered/system_failed"} {
+		st, code, _ := wechat.TemplateReport(status)
+		if got := string(st) + "/" + code; got != want {
+			t.Errorf("%q → %s, want %s", status, got, want)
+		}
+	}
+	bad := "<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>12</MsgID></xml>"
+	if _, err := wechat.ParsePush([]byte(bad)); !errors.Is(err, wechat.ErrMalformedPush) {
+		t.Errorf("a report without a Status: %v", err)
+	}
+}
+
 func FuzzParsePush(f *testing.F) {
 	at := time.Unix(1_773_153_000, 0)
 	f.Add(wechatsim.TextMessage(testAccount, openid("A"), "退订", 1234567890123456789, at))
 	f.Add(wechatsim.Event(testAccount, openid("A"), "subscribe", "qrscene_1", at))
 	f.Add(wechatsim.Message(testAccount, openid("A"), "voice", 1, at))
+	f.Add(wechatsim.TemplateFinish(testAccount, openid("A"), 200163836, "failed:user block", at))
+	f.Add([]byte("<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>x</MsgID></xml>"))
 	f.Add([]byte("<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>"))
 	f.Add([]byte(`<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Content>&e;</Content></xml>`))
 	f.Add([]byte("<xml><Content><![CDATA[a]]]]><![CDATA[>b]]></Content></xml>"))
@@ -528,6 +549,8 @@ func FuzzParsePush(f *testing.F) {
 			t.Fatalf("accepted MsgId %q", p.MsgID)
 		case !utf8.ValidString(p.Content) || !utf8.ValidString(p.EventKey):
 			t.Fatalf("accepted invalid UTF-8 %+v", p)
+		case p.MsgType == "event" && strings.EqualFold(p.Event, wechat.EventTemplateFinished) && (p.JobMsgID == "" || strings.Trim(p.JobMsgID, "0123456789") != "" || p.Status == "" || !utf8.ValidString(p.Status)):
+			t.Fatalf("accepted a template report %+v", p)
 		}
 	})
 }

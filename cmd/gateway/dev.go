@@ -18,6 +18,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/escalation"
@@ -153,6 +154,10 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	cfg.Voice.From = devTwilioNumber
 	cfg.WeChat = config.WeChatConfig{AppID: wsim.AppID(), AppSecret: wsim.AppSecret(), APIURL: wsim.URL(),
 		Token: devWeChatToken, EncodingAESKey: devWeChatAESKey}
+	// As WeChat does: each template message's delivery report is pushed to
+	// the account's server URL, signed and encrypted.
+	wsim.ReportTo(cfg.PublicURL+wechat.InboundPath,
+		wechatsim.Pusher{Token: devWeChatToken, EncodingAESKey: devWeChatAESKey, AppID: wsim.AppID()}, devWeChatAccount)
 	cfg.Email = config.EmailConfig{SMTPURL: mail.URL(), From: "Dev Clinic <noreply@dev-clinic.test>", PoolSize: 2}
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond

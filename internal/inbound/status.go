@@ -23,6 +23,9 @@ func (r *Receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provi
 	if id == "" {
 		found, err := r.Ledger.MessageIDByProvider(ctx, u.Channel, u.ProviderID)
 		if errors.Is(err, ledger.ErrNotFound) {
+			// The report may have come before the send wrote the
+			// provider's id: look again a little later.
+			r.later(ctx, workers.LateReport{Update: u})
 			return ledger.AppliedUnknown, nil
 		}
 		if err != nil {
@@ -47,6 +50,38 @@ func (r *Receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provi
 		}
 	}
 	return applied, nil
+}
+
+// later queues another look for a report's message, unless the last was
+// made: then the report is of a message the gateway does not know.
+func (r *Receiver) later(ctx context.Context, p workers.LateReport) {
+	if p.Try >= len(workers.LateReportDelays) || r.Queue == nil {
+		r.log().Info("provider report of an unknown message dropped", "channel", p.Update.Channel, "provider_id", p.Update.ProviderID)
+		return
+	}
+	t, err := workers.NewLateReportTask(p)
+	if err == nil {
+		_, err = r.Queue.EnqueueContext(ctx, t)
+	}
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		r.log().Warn("provider report not queued for a later look", "channel", p.Update.Channel, "provider_id", p.Update.ProviderID, "err", err)
+	}
+}
+
+// LateReport looks again for the message of a report that came before
+// its provider id was written, and applies the report once it is found.
+func (r *Receiver) LateReport(ctx context.Context, p workers.LateReport) error {
+	id, err := r.Ledger.MessageIDByProvider(ctx, p.Update.Channel, p.Update.ProviderID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		p.Try++
+		r.later(ctx, p)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = r.ProviderStatus(ctx, id, p.Update)
+	return err
 }
 
 // Message returns a message's record, whatever its tenant.

@@ -303,7 +303,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		hs := workers.Handlers{Send: h, Webhook: &webhooks.Deliverer{Store: s.Webhooks,
 			Client: webhookClient(cfg, o), Log: o.Logger.With("comp", "webhooks"), Fence: fence},
 			Escalation:    s.Escalator,
-			Inbound:       &workers.InboundHandler{File: s.Inbound.FileReply},
+			Inbound:       &workers.InboundHandler{File: s.Inbound.FileReply, Late: s.Inbound.LateReport},
 			Broadcast:     workers.BroadcastHandler(s.Broadcast),
 			Questionnaire: &workers.QuestionnaireHandler{Fire: s.Questionnaires.Timer},
 			Incident:      &workers.IncidentHandler{Fire: s.Incidents.Due},

@@ -218,6 +218,17 @@ func TextMessage(to, from, content string, msgID int64, at time.Time) []byte {
 		to, from, at.Unix(), content, msgID)
 }
 
+// TemplateFinish is the XML of the TEMPLATESENDJOBFINISH event WeChat
+// pushes once a template message reached the user, or did not: status is
+// "success", "failed:user block" or "failed: system failed". Note its
+// MsgID element, spelled unlike a message's MsgId.
+func TemplateFinish(to, from string, msgID int64, status string, at time.Time) []byte {
+	return fmt.Appendf(nil, "<xml><ToUserName><![CDATA[%s]]></ToUserName><FromUserName><![CDATA[%s]]></FromUserName>"+
+		"<CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>"+
+		"<MsgID>%d</MsgID><Status><![CDATA[%s]]></Status></xml>",
+		to, from, at.Unix(), msgID, status)
+}
+
 // Message is the XML of a message of another type (image, voice…) with
 // only the common fields and MsgId.
 func Message(to, from, msgType string, msgID int64, at time.Time) []byte {

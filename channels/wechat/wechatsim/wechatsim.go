@@ -22,6 +22,7 @@
 package wechatsim
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -137,6 +138,19 @@ type Server struct {
 	custom   int
 	template int
 	msgID    int64
+	// reports: where TEMPLATESENDJOBFINISH pushes go (ReportTo).
+	reports  *reportTarget
+	blocked  map[string]bool
+	finishes sync.WaitGroup
+	// reportsMade are the pushes made, in order.
+	reportsMade []Report
+}
+
+type reportTarget struct {
+	url     string
+	pusher  Pusher
+	account string
+	client  *http.Client
 }
 
 type window struct {
@@ -157,6 +171,7 @@ func New(opts Options) *Server {
 		serveDone: make(chan struct{}),
 		tokens:    map[string]time.Time{},
 		windows:   map[string]*window{},
+		blocked:   map[string]bool{},
 		msgID:     4_000_000_000_000_000_000,
 	}
 	if s.appID == "" {
@@ -200,6 +215,7 @@ func (s *Server) Close() {
 		defer cancel()
 		_ = s.srv.Shutdown(ctx)
 		<-s.serveDone
+		s.finishes.Wait() // reports in flight end (their client times out)
 	})
 }
 
@@ -488,8 +504,79 @@ func (s *Server) templateSend(w http.ResponseWriter, r *http.Request) {
 	s.template++
 	s.msgID++
 	id := s.msgID
+	target, blocked := s.reports, s.blocked[obj["touser"].(string)]
+	if target != nil {
+		s.finishes.Add(1)
+	}
 	s.mu.Unlock()
 	s.reply(w, r, map[string]any{"errcode": 0, "errmsg": "ok", "msgid": id})
+	if target != nil {
+		// As WeChat does, once the message reached the user (or did not):
+		// an event push to the account's server URL, after the answer.
+		go func() {
+			defer s.finishes.Done()
+			status := "success"
+			if blocked {
+				status = "failed:user block"
+			}
+			s.pushFinish(target, obj["touser"].(string), id, status)
+		}()
+	}
+}
+
+// ReportTo makes the simulator push a TEMPLATESENDJOBFINISH event for
+// every template message it accepts to serverURL (the gateway's WeChat
+// webhook, with its full path), signed and in safe mode encrypted by p as
+// WeChat does; account is the official account's original id (gh_…).
+// The status is "success", or "failed:user block" for a user who blocked
+// the account's template messages (BlockTemplates).
+func (s *Server) ReportTo(serverURL string, p Pusher, account string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reports = &reportTarget{url: serverURL, pusher: p, account: account, client: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// BlockTemplates makes openid a user who blocked the account's template
+// messages: WeChat still accepts them (errcode 0) and then reports
+// "failed:user block".
+func (s *Server) BlockTemplates(openid string) {
+	s.mu.Lock()
+	s.blocked[openid] = true
+	s.mu.Unlock()
+}
+
+// Reports are the TEMPLATESENDJOBFINISH pushes made, with the status the
+// gateway answered them with.
+func (s *Server) Reports() []Report {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Report(nil), s.reportsMade...)
+}
+
+// Report is one TEMPLATESENDJOBFINISH push.
+type Report struct {
+	MsgID      int64
+	Status     string
+	HTTPStatus int
+}
+
+func (s *Server) pushFinish(t *reportTarget, openid string, msgID int64, status string) {
+	q, body, err := t.pusher.Push(TemplateFinish(t.account, openid, msgID, status, s.now()), openid)
+	code := 0
+	if err == nil {
+		req, rerr := http.NewRequest(http.MethodPost, t.url+"?"+q.Encode(), bytes.NewReader(body))
+		if rerr == nil {
+			req.Header.Set("Content-Type", "text/xml")
+			if resp, derr := t.client.Do(req); derr == nil {
+				code = resp.StatusCode
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
+	s.mu.Lock()
+	s.reportsMade = append(s.reportsMade, Report{MsgID: msgID, Status: status, HTTPStatus: code})
+	s.mu.Unlock()
 }
 
 func validateTemplate(obj map[string]any) int {
