@@ -108,6 +108,9 @@ type Config struct {
 	// RecordingRetention is how long call recordings are kept
 	// (RECORDING_RETENTION, default GATEWAY_RETENTION; never longer).
 	RecordingRetention time.Duration
+
+	// Audit is the audit log's signing key and export (see AuditConfig).
+	Audit AuditConfig
 }
 
 // VoiceConfig is the voice channel: calls through the Twilio account.

@@ -536,6 +536,38 @@ var settings = []Setting{
 			}
 		}},
 
+	// Audit log
+	{Name: "GATEWAY_AUDIT_SIGNING_KEY", Group: groupAudit, Secret: true,
+		Doc: "The Ed25519 key that signs the audit log's checkpoints, in the format " +
+			"`gateway audit keygen` prints (`PRIVATE+KEY+<name>+<hash>+<key>`). Workers need it to " +
+			"export the log to `GATEWAY_AUDIT_BLOB_URL`; without it events are still recorded in Redis " +
+			"and readable with `GET /v1/audit`, but not exported or signed (a worker warns at start). " +
+			"See [the audit log](audit.md#the-signing-key).",
+		parse: signingKey},
+	{Name: "GATEWAY_AUDIT_VERIFIER_KEYS", Group: groupAudit, DefaultDoc: "the signing key's own",
+		Doc: "The verifier keys (`<name>+<hash>+<key>`, comma-separated) `gateway audit verify` " +
+			"trusts: the current key's and those of keys retired, whose checkpoints stay in the store.",
+		parse: verifierKeys, namesEntry: true},
+	{Name: "GATEWAY_AUDIT_BLOB_URL", Group: groupAudit, DefaultDoc: "`BLOB_URL`",
+		Doc: "Where the audit log is exported, as write-once objects under `audit/<tenant>/`: " +
+			"`file:///absolute/path` or `s3://bucket?region=…` (a bucket with S3 Object Lock in " +
+			"compliance mode keeps even its owner from changing them).",
+		parse:    text(func(c *Config) *string { return &c.Audit.BlobURL }),
+		fallback: func(c *Config) { c.Audit.BlobURL = c.BlobURL },
+		check: func(c Config, _ Role, bad complaint) {
+			if u, err := url.Parse(c.Audit.BlobURL); c.Audit.BlobURL == "" || err != nil || u.Scheme == "" {
+				bad("GATEWAY_AUDIT_BLOB_URL: want file:///absolute/path or s3://bucket?region=…")
+			}
+		}},
+	{Name: "GATEWAY_AUDIT_EXPORT_INTERVAL", Group: groupAudit, Default: "1m",
+		Doc:   "How often a worker exports new audit events, each batch with a signed checkpoint.",
+		parse: duration(func(c *Config) *time.Duration { return &c.Audit.ExportInterval })},
+	{Name: "GATEWAY_AUDIT_RETENTION", Group: groupAudit, Default: "90d", DefaultDoc: "`90d` (2160h)",
+		Doc: "How long an exported audit event stays in Redis, readable with `GET /v1/audit`. The " +
+			"exported log is the long-term record: keep it as your rules require (six years under " +
+			"HIPAA's documentation rule) with the bucket's own retention.",
+		parse: duration(func(c *Config) *time.Duration { return &c.Audit.Retention })},
+
 	// Consent and clinic webhooks
 	{Name: "GATEWAY_CRISIS_OPTOUT_EXEMPT", Group: groupConsent,
 		Doc: "Tenants (comma-separated) whose `crisis` messages are sent even to recipients who opted " +
