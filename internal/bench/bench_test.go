@@ -122,10 +122,8 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 func (e *env) runAsynq(n, concurrency int) (time.Duration, usage) {
 	b := e.b
 	e.reset()
-	rdb := e.newRedis()
+	rdb, tally := e.newTalliedRedis()
 	defer rdb.Close()
-	tally := newRedisTally()
-	rdb.AddHook(tally)
 
 	var processed atomic.Int64
 	last := make(chan time.Time, 1)
@@ -192,78 +190,10 @@ type a2Task struct {
 func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
 	b := e.b
 	e.reset()
-	rdb := e.newRedis()
+	rdb, tally := e.newTalliedRedis()
 	defer rdb.Close()
-	tally := newRedisTally()
-	rdb.AddHook(tally)
-
-	var sim *twiliosim.Server
-	labelled("simulator", func() { sim = twiliosim.New(twiliosim.Options{NoRecord: true}) })
-	defer sim.Close()
-	// Runs first: the provider transport's spare connections that never
-	// carried a request would hold up sim.Close (net/http's Shutdown waits 5s
-	// for such "new" connections before it counts them idle).
-	defer e.guard.CloseIdleConnections()
-
-	// The callback receiver: counts and answers 204, nothing else.
-	var received atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatalf("same-work asynq: listen: %v", err)
-	}
-	rcv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			received.Add(1)
-			w.WriteHeader(http.StatusNoContent)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	labelled("callback-receiver", func() { go rcv.Serve(ln) })
-	defer rcv.Close()
-
-	// Built as service.New builds the gateway's channel, from the same
-	// configuration (b) uses, with the receiver as the public URL.
-	cfg := config.NewDefaultConfig()
-	cfg.Twilio = servicetest.TwilioConfig(sim)
-	e.configure(&cfg)
-	cfg.PublicURL = "http://" + ln.Addr().String()
-	sms, err := twilio.NewSMS(twilio.Config{
-		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
-		MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
-		Timeout: cfg.Worker.ProviderTimeout, Transport: e.guard, Logger: e.log,
-	})
-	if err != nil {
-		b.Fatalf("same-work asynq: twilio.NewSMS: %v", err)
-	}
-
-	var sendErrs atomic.Int64
-	var firstSendErr atomic.Value
-	h := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		var p a2Task
-		err := json.Unmarshal(t.Payload(), &p)
-		if err == nil {
-			_, err = sms.Send(ctx, channels.Message{ID: p.ID, Tenant: tenant, To: ledger.Recipient{Phone: p.To}, Body: p.Body})
-		}
-		if err != nil {
-			sendErrs.Add(1)
-			firstSendErr.CompareAndSwap(nil, err.Error())
-		}
-		return err
-	})
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              concurrency,
-		Queues:                   map[string]int{"bench": 1},
-		TaskCheckInterval:        pollInterval,
-		DelayedTaskCheckInterval: delayedPollInterval,
-		Logger:                   nopLogger{},
-		LogLevel:                 asynq.ErrorLevel,
-	})
-	labelled("asynq-server", func() { err = srv.Start(h) })
-	if err != nil {
-		b.Fatalf("same-work asynq: start server: %v", err)
-	}
-	defer srv.Shutdown()
+	w := e.startSameWork("same-work asynq", rdb, concurrency, twiliosim.Options{NoRecord: true})
+	defer w.stop()
 	cl := asynq.NewClientFromRedisClient(rdb)
 	defer cl.Close()
 
@@ -279,12 +209,7 @@ func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
 	meter := e.startMeter(tally, "asynq-same-work")
 	start := time.Now()
 	failed, firstErr := parallel(n, httpClients, func(int) error {
-		payload, err := json.Marshal(a2Task{ID: ledger.NewID(), To: msg.To.Phone, Body: msg.Body})
-		if err != nil {
-			return err
-		}
-		_, err = cl.EnqueueContext(ctx, asynq.NewTask("bench:sms", payload, asynq.Queue("bench")))
-		return err
+		return w.enqueue(ctx, cl, a2Task{ID: ledger.NewID(), To: msg.To.Phone, Body: msg.Body})
 	})
 	if failed > 0 {
 		b.Fatalf("same-work asynq: %d of %d enqueues failed; first: %v", failed, n, firstErr)
@@ -293,11 +218,8 @@ func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
 	deadline := time.Now().Add(timeout)
 	var end time.Time
 	for {
-		st := sim.Stats()
-		if st.CallbackErrors > 0 || sendErrs.Load() > 0 {
-			b.Fatalf("same-work asynq: %d sends failed (first: %v), %d status callbacks failed (sim stats %+v)",
-				sendErrs.Load(), firstSendErr.Load(), st.CallbackErrors, st)
-		}
+		st := w.sim.Stats()
+		w.failOnErrors(st)
 		if st.Callbacks >= 2*n {
 			end = time.Now()
 			break
@@ -309,11 +231,131 @@ func (e *env) runAsynqSameWork(n, concurrency int) (time.Duration, usage) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	use := meter.stop(end.Sub(start))
-	if st := sim.Stats(); st.Accepted != n || st.Callbacks != 2*n || received.Load() != int64(2*n) {
+	if st := w.sim.Stats(); st.Accepted != n || st.Callbacks != 2*n || w.received.Load() != int64(2*n) {
 		b.Fatalf("same-work asynq: want %d messages and %d callbacks; simulator accepted %d and made %d callbacks, receiver counted %d",
-			n, 2*n, st.Accepted, st.Callbacks, received.Load())
+			n, 2*n, st.Accepted, st.Callbacks, w.received.Load())
 	}
 	return end.Sub(start), use
+}
+
+// sameWork is bare Asynq doing the gateway's provider work: an asynq.Server
+// with the gateway's poll intervals on queue "bench", whose handler sends
+// each task's SMS (an a2Task) through the real SMS channel (twilio.NewSMS,
+// built from the configuration the gateway phases use, on the benchmark's
+// loopback-guarded transport) to a fresh simulator with callbacks on, whose
+// public URL is a bare net/http receiver on 127.0.0.1 that only counts the
+// callbacks. No ledger, no gateway API, no signature check.
+type sameWork struct {
+	e        *env
+	phase    string
+	sim      *twiliosim.Server
+	received atomic.Int64 // status callbacks the receiver counted
+	sendErrs atomic.Int64
+	firstErr atomic.Value
+	closers  []func() // run last first by stop
+}
+
+// startSameWork starts a simulator with the options given, the callback
+// receiver and the Asynq server of the given concurrency on rdb. phase
+// prefixes its failures.
+func (e *env) startSameWork(phase string, rdb *redis.Client, concurrency int, simOpts twiliosim.Options) *sameWork {
+	b := e.b
+	w := &sameWork{e: e, phase: phase}
+	labelled("simulator", func() { w.sim = twiliosim.New(simOpts) })
+	w.closers = append(w.closers, w.sim.Close,
+		// Runs before sim.Close: the provider transport's spare connections
+		// that never carried a request would hold it up (net/http's
+		// Shutdown waits 5s for such "new" connections before it counts
+		// them idle).
+		e.guard.CloseIdleConnections)
+
+	// The callback receiver: counts and answers 204, nothing else.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.stop()
+		b.Fatalf("%s: listen: %v", phase, err)
+	}
+	rcv := &http.Server{
+		Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.received.Add(1)
+			rw.WriteHeader(http.StatusNoContent)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	labelled("callback-receiver", func() { go rcv.Serve(ln) })
+	w.closers = append(w.closers, func() { rcv.Close() })
+
+	// Built as service.New builds the gateway's channel, from the same
+	// configuration the gateway phases use, with the receiver as the
+	// public URL.
+	cfg := config.NewDefaultConfig()
+	cfg.Twilio = servicetest.TwilioConfig(w.sim)
+	e.configure(&cfg)
+	cfg.PublicURL = "http://" + ln.Addr().String()
+	sms, err := twilio.NewSMS(twilio.Config{
+		AccountSID: cfg.Twilio.AccountSID, AuthToken: cfg.Twilio.AuthToken, From: cfg.Twilio.From,
+		MessagingServiceSID: cfg.Twilio.MessagingServiceSID, APIURL: cfg.Twilio.APIURL, PublicURL: cfg.PublicURL,
+		Timeout: cfg.Worker.ProviderTimeout, Transport: e.guard, Logger: e.log,
+	})
+	if err != nil {
+		w.stop()
+		b.Fatalf("%s: twilio.NewSMS: %v", phase, err)
+	}
+
+	h := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		var p a2Task
+		err := json.Unmarshal(t.Payload(), &p)
+		if err == nil {
+			_, err = sms.Send(ctx, channels.Message{ID: p.ID, Tenant: tenant, To: ledger.Recipient{Phone: p.To}, Body: p.Body})
+		}
+		if err != nil {
+			w.sendErrs.Add(1)
+			w.firstErr.CompareAndSwap(nil, err.Error())
+		}
+		return err
+	})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              concurrency,
+		Queues:                   map[string]int{"bench": 1},
+		TaskCheckInterval:        pollInterval,
+		DelayedTaskCheckInterval: delayedPollInterval,
+		Logger:                   nopLogger{},
+		LogLevel:                 asynq.ErrorLevel,
+	})
+	labelled("asynq-server", func() { err = srv.Start(h) })
+	if err != nil {
+		w.stop()
+		b.Fatalf("%s: start server: %v", phase, err)
+	}
+	w.closers = append(w.closers, srv.Shutdown)
+	return w
+}
+
+// enqueue queues one SMS for the handler.
+func (w *sameWork) enqueue(ctx context.Context, cl *asynq.Client, t a2Task) error {
+	payload, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	_, err = cl.EnqueueContext(ctx, asynq.NewTask("bench:sms", payload, asynq.Queue("bench")))
+	return err
+}
+
+// failOnErrors fails the phase if a send or a status callback failed.
+func (w *sameWork) failOnErrors(st twiliosim.Stats) {
+	if st.CallbackErrors > 0 || w.sendErrs.Load() > 0 {
+		w.e.b.Fatalf("%s: %d sends failed (first: %v), %d status callbacks failed (sim stats %+v)",
+			w.phase, w.sendErrs.Load(), w.firstErr.Load(), st.CallbackErrors, st)
+	}
+}
+
+// stop shuts the server down, then the receiver, then the simulator.
+func (w *sameWork) stop() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+	w.closers = nil
 }
 
 // ---------------------------------------------------------------------------
@@ -1046,6 +1088,14 @@ func (e *env) newRedis() *redis.Client {
 	return redis.NewClient(opt)
 }
 
+// newTalliedRedis is a new client on the benchmark's Redis whose round
+// trips a fresh tally counts.
+func (e *env) newTalliedRedis() (*redis.Client, *redisTally) {
+	rdb, tally := e.newRedis(), newRedisTally()
+	rdb.AddHook(tally)
+	return rdb, tally
+}
+
 // configure makes the benchmark's choices on a gateway configuration: the
 // harness's, or the defaults for (a)'s pool sizes and (a2)'s SMS channel.
 func (e *env) configure(cfg *config.Config) {
@@ -1095,11 +1145,15 @@ func (e *env) startAllChannels(hooks ...redis.Hook) *servicetest.Gateway {
 }
 
 // start starts a gateway on the benchmark's Redis, logger and provider
-// transport, configured by e.configure and then o.Configure.
+// transport (o.Transport when set, which must wrap e.guard), configured by
+// e.configure and then o.Configure.
 func (e *env) start(o servicetest.Options) *servicetest.Gateway {
 	e.b.Helper()
 	phase := o.Configure
-	o.RedisURL, o.Logger, o.Transport = e.redis.URL, e.log, e.guard
+	o.RedisURL, o.Logger = e.redis.URL, e.log
+	if o.Transport == nil {
+		o.Transport = e.guard
+	}
 	o.Configure = func(cfg *config.Config) {
 		e.configure(cfg)
 		if phase != nil {

@@ -316,11 +316,22 @@ func (e *env) inbound(g *servicetest.Gateway, from, body string, n int) error {
 	return nil
 }
 
-// call makes one API request and decodes its JSON answer.
+// call makes one API request and decodes its JSON answer; it fails the
+// benchmark on any error.
 func (e *env) call(base, method, path, ctype string, body []byte) map[string]any {
-	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
+	out, err := e.request(base, method, path, ctype, body)
 	if err != nil {
 		e.b.Fatal(err)
+	}
+	return out
+}
+
+// request makes one API request and decodes its JSON answer; a status of
+// 300 or more is an error. It is safe from any goroutine.
+func (e *env) request(base, method, path, ctype string, body []byte) (map[string]any, error) {
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	if ctype != "" {
@@ -328,16 +339,16 @@ func (e *env) call(base, method, path, ctype string, body []byte) map[string]any
 	}
 	resp, err := e.http.Do(req)
 	if err != nil {
-		e.b.Fatal(err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
-		e.b.Fatalf("%s %s: HTTP %d: %.500s", method, path, resp.StatusCode, raw)
+		return nil, fmt.Errorf("%s %s: HTTP %d: %.500s", method, path, resp.StatusCode, raw)
 	}
 	var out map[string]any
 	_ = json.Unmarshal(raw, &out)
-	return out
+	return out, nil
 }
 
 // pctDur is the p-th percentile (nearest rank) of ds; 0 for none.

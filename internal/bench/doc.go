@@ -123,4 +123,13 @@
 // the answers again, with a crisis broadcast to BENCH_ANSWER_PEOPLE
 // (default 10,000) sending and BENCH_ANSWER_BACKLOG (default 1,000,000)
 // bulk messages queued.
+//
+// BenchmarkQuestionnaireAnswers (questionnaire_test.go) has
+// BENCH_QN_PATIENTS (default 10,000) patients start a five-question SMS
+// questionnaire and answer it through the signed inbound webhook at
+// BENCH_QN_RATE (default 200) answers/s, and times each answer from the
+// webhook POST to the next question's acceptance by the simulator, against
+// bare Asynq sending the same messages at the same rate (enqueue →
+// accepted) for BENCH_QN_BASELINE_SECONDS (default 60). It fails unless
+// every response completes.
 package bench
