@@ -11,6 +11,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/metrics"
 )
 
 // mountWebhooks serves every route the channels declare; what the
@@ -46,11 +47,13 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 		// A call in progress is never cut off by the guard.
 		if !liveCall(r.Path) {
 			if after, refused := s.webhookRefused(ctx); refused {
+				s.opts.Metrics.Webhook(r.Path, metrics.WebhookRefused)
 				return webhookTryAgain(c, after)
 			}
 		}
 		began := s.webhookBegin()
 		resp := r.Handle(ctx, req)
+		s.opts.Metrics.Webhook(r.Path, webhookResult(resp.Status))
 		if resp.Status < 300 && s.webhookReplicated(ctx, c, r.Path, began) {
 			return nil
 		}
@@ -65,6 +68,18 @@ func (s *Server) webhook(r channels.Route) fiber.Handler {
 		}
 		return c.Status(resp.Status).Send(resp.Body)
 	}
+}
+
+// webhookResult is what a channel's answer says of a webhook request: the
+// channels answer a bad or missing signature 403 (401 for basic auth).
+func webhookResult(status int) string {
+	switch {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return metrics.WebhookRejected
+	case status < 400:
+		return metrics.WebhookVerified
+	}
+	return metrics.WebhookFailed
 }
 
 // liveCall reports whether a webhook route is a step of a call in

@@ -62,6 +62,11 @@ func (h *SendHandler) pace(ctx context.Context, sender string, p SendPayload) (*
 	if d.Allowed {
 		return nil, nil
 	}
+	if h.Metrics != nil {
+		if c, ok := h.Senders.Limiter.Config(sender); ok {
+			h.Metrics.SenderWait(c.Channel, d.Reason)
+		}
+	}
 	return &waitError{reason: "sender " + d.Reason, after: d.Wait}, nil
 }
 

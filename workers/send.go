@@ -15,6 +15,7 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
@@ -55,6 +56,9 @@ type SendHandler struct {
 	// Fence waits until a claim, and the provider's recorded answer, are
 	// on enough Redis replicas (nil: no wait).
 	Fence Fence
+	// Metrics counts each attempt's outcome, the provider's time to answer
+	// and its error codes (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // Backlog keeps each tenant's queued messages per channel (admission
@@ -207,7 +211,9 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	}
 	start := time.Now()
 	res, sendErr := ch.Send(ctx, channels.MessageOf(m))
+	h.Metrics.ProviderRequest(m.Channel, time.Since(start))
 	if sendErr == nil {
+		h.Metrics.SendOutcome(m.Channel, metrics.Accepted)
 		// Record with a context of its own: the provider has the message now,
 		// and the record must survive a shutdown that cancels ctx.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -224,6 +230,8 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		return h.answerReplicated(rctx, began, log)
 	}
 	se := channels.AsSendError(sendErr)
+	h.Metrics.ProviderError(m.Channel, se.Code)
+	h.Metrics.SendOutcome(m.Channel, outcomeOf(se))
 	if se.Class == channels.Throttled {
 		// The provider asks the sender to slow down: every worker's pace drops.
 		if err := h.Senders.Throttled(context.WithoutCancel(ctx), sender, se.RetryAfter, se.Code); err != nil {
@@ -287,6 +295,17 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	return &retryError{SendError: se, after: time.Until(retryAt)}
 }
 
+// outcomeOf is the metrics class of a failed send.
+func outcomeOf(se *channels.SendError) string {
+	switch se.Class {
+	case channels.Throttled:
+		return metrics.Throttled
+	case channels.OptedOut:
+		return metrics.Suppressed
+	}
+	return metrics.Failed
+}
+
 // broadcast tells the broadcast a message belongs to how it went. A
 // failure to record it is logged: the broadcast's own timeout moves the
 // person on to the next channel anyway.
@@ -339,6 +358,7 @@ func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attem
 		return false, err
 	}
 	log.Info("recipient opted out: message suppressed before the provider call")
+	h.Metrics.SendOutcome(m.Channel, metrics.Suppressed)
 	h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 	h.broadcast(rctx, m, ledger.StatusSuppressed, log)
 	return true, nil

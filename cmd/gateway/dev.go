@@ -161,6 +161,11 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	cfg.Email = config.EmailConfig{SMTPURL: mail.URL(), From: "Dev Clinic <noreply@dev-clinic.test>", PoolSize: 2}
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond
+	if os.Getenv("GATEWAY_OPS_ADDR") == "" && os.Getenv("GATEWAY_HEALTH_ADDR") == "" {
+		// Beside whatever else runs on the machine: a free loopback port,
+		// logged as "ops" when the gateway starts.
+		cfg.OpsAddr = "127.0.0.1:0"
+	}
 	if os.Getenv("LOG_FORMAT") == "" {
 		// Text unless the environment asks otherwise: easier on the eyes
 		// in a terminal.

@@ -65,6 +65,7 @@ func startGateway(t *testing.T, mutate ...func(*config.Config)) *gw {
 	cfg.Admission.TenantRate = config.RateLimit{PerSecond: 100_000, Burst: 100_000}
 	cfg.MinAckTimeout = time.Second
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.OpsAddr = "" // tests run side by side: no fixed port
 	for _, m := range mutate {
 		m(&cfg)
 	}

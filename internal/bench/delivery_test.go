@@ -80,7 +80,7 @@ func (e *env) runRateAccuracy(rate, secs, procs int) rateAccuracy {
 	// worker processes run on its configuration.
 	g := e.start(servicetest.Options{Role: config.RoleAPI, Configure: func(cfg *config.Config) {
 		cfg.Senders.SMSPerSecond = float64(rate)
-		cfg.HealthAddr = ""
+		cfg.OpsAddr = ""
 	}})
 	sim := g.Twilio
 	svcs := []*service.Service{g.Service}

@@ -33,6 +33,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/metrics"
 )
 
 // Errors of the store.
@@ -213,6 +214,8 @@ type Store struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
 	reports   reportCache
+	// Metrics counts people entering each state (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // NewStore returns a store keeping broadcasts for retention after their creation.
@@ -380,6 +383,7 @@ func (s *Store) StartPeople(ctx context.Context, id string, chunk int, people []
 	for i, doc := range res {
 		if doc == "" {
 			out[i], fresh[i] = people[i], true
+			s.Metrics.BroadcastPeople(people[i].State, 1)
 			continue
 		}
 		out[i] = &Person{}
@@ -532,6 +536,9 @@ func (s *Store) Update(ctx context.Context, id string, index int, change func(p 
 			return nil, err
 		}
 		if ok == 1 {
+			if before["st:"+p.State] == 0 {
+				s.Metrics.BroadcastPeople(p.State, 1)
+			}
 			return p, nil
 		}
 	}

@@ -247,16 +247,16 @@ func newRun(t *testing.T, s settings, seed uint64, bin string) *run {
 	return r
 }
 
-// startProc starts a gateway process; a worker gets a health listener of
+// startProc starts a gateway process; a worker gets an ops listener of
 // its own (a free loopback port each time).
 func (r *run) startProc(name, role, apiAddr string) *proc {
 	env := slices.Clone(r.env)
 	health := apiAddr
 	if role == "serve" {
-		env = append(env, "GATEWAY_ADDR="+apiAddr)
+		env = append(env, "GATEWAY_ADDR="+apiAddr, "GATEWAY_OPS_ADDR=off")
 	} else {
 		health = freeAddr(r.t)
-		env = append(env, "GATEWAY_HEALTH_ADDR="+health)
+		env = append(env, "GATEWAY_OPS_ADDR="+health)
 	}
 	p := startProc(r.t, r.bin, r.dir, name, role, env, health)
 	r.procs = append(r.procs, p)

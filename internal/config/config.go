@@ -22,9 +22,19 @@ import (
 type Config struct {
 	// Addr is where the HTTP API listens (GATEWAY_ADDR).
 	Addr string
-	// HealthAddr is where a worker-only process answers /healthz and
-	// /readyz (GATEWAY_HEALTH_ADDR); empty turns it off.
-	HealthAddr string
+	// OpsAddr is the internal operations listener: /metrics, /healthz,
+	// /readyz and the queue dashboard (GATEWAY_OPS_ADDR, formerly
+	// GATEWAY_HEALTH_ADDR); empty turns it off.
+	OpsAddr string
+	// opsAddrSet says a variable set OpsAddr (its default does not apply).
+	opsAddrSet bool
+	// OpsUsers maps an operator's name to the bcrypt hash of their
+	// password, for the queue dashboard (GATEWAY_OPS_USERS); empty: the
+	// dashboard is not served.
+	OpsUsers map[string]string
+	// OpsReadOnly keeps the queue dashboard's users from acting on the
+	// queues (GATEWAY_OPS_READ_ONLY).
+	OpsReadOnly bool
 	// PublicURL is the base URL providers use to call back (GATEWAY_PUBLIC_URL),
 	// without a trailing slash. Callback URLs are built from it and webhook
 	// signatures are checked against it.

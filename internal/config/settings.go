@@ -10,6 +10,7 @@ import (
 
 	"github.com/nyaruka/phonenumbers"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/text/language"
 
 	"github.com/patientmsg/gateway/channels/email"
@@ -100,13 +101,68 @@ var settings = []Setting{
 				bad("GATEWAY_ADDR is empty")
 			}
 		}},
-	{Name: "GATEWAY_HEALTH_ADDR", Group: groupServer, Default: ":8081",
-		Doc: "Where a `worker`-only process answers `GET /healthz` and `GET /readyz` (for orchestrator " +
-			"probes); `off` turns it off. `serve` and `all` answer them on `GATEWAY_ADDR`.",
+	{Name: "GATEWAY_HEALTH_ADDR", Group: groupServer,
+		Doc: "The former name of `GATEWAY_OPS_ADDR`, still read when `GATEWAY_OPS_ADDR` is not set.",
 		parse: func(c *Config, v string) error {
-			c.HealthAddr = v
+			c.OpsAddr, c.opsAddrSet = v, true
 			if v == "off" {
-				c.HealthAddr = ""
+				c.OpsAddr = ""
+			}
+			return nil
+		}},
+	{Name: "GATEWAY_OPS_ADDR", Group: groupServer, DefaultDoc: "`:8081`",
+		Doc: "The internal operations listener, which every process (`serve`, `worker`, `all`) starts: " +
+			"`GET /metrics` (Prometheus, no authentication), `GET /healthz` and `GET /readyz` (orchestrator " +
+			"probes) and the queue dashboard under `/queues/` (with `GATEWAY_OPS_USERS`). Keep it off the " +
+			"public network: expose it to Prometheus and the operators only. `off` turns it off. " +
+			"`serve` and `all` also answer `/healthz` and `/readyz` on `GATEWAY_ADDR`. " +
+			"See [operations](operations.md).",
+		parse: func(c *Config, v string) error {
+			c.OpsAddr, c.opsAddrSet = v, true
+			if v == "off" {
+				c.OpsAddr = ""
+			}
+			return nil
+		},
+		fallback: func(c *Config) {
+			if !c.opsAddrSet {
+				c.OpsAddr = ":8081"
+			}
+		}},
+	{Name: "GATEWAY_OPS_USERS", Group: groupServer, Secret: true, namesEntry: true,
+		Doc: "The operators who may open the queue dashboard on `GATEWAY_OPS_ADDR`, with HTTP basic " +
+			"authentication: `name:bcrypt-hash,name:bcrypt-hash`, each hash as `htpasswd -nbB -C 12 name " +
+			"password` prints it (cost 10 or more). Unset, the dashboard is not served. In a compose " +
+			"file's `environment:`, write each `$` of a hash as `$$`.",
+		parse: func(c *Config, v string) error {
+			users := map[string]string{}
+			for i, entry := range strings.Split(v, ",") {
+				name, hash, ok := strings.Cut(strings.TrimSpace(entry), ":")
+				if !ok || name == "" {
+					return fmt.Errorf("entry %d: want name:bcrypt-hash", i+1)
+				}
+				if cost, err := bcrypt.Cost([]byte(hash)); err != nil || cost < 10 {
+					return fmt.Errorf("entry %d (%s): want a bcrypt hash of cost 10 or more (htpasswd -nbB -C 12)", i+1, name)
+				}
+				if _, dup := users[name]; dup {
+					return fmt.Errorf("entry %d: %s is named twice", i+1, name)
+				}
+				users[name] = hash
+			}
+			c.OpsUsers = users
+			return nil
+		}},
+	{Name: "GATEWAY_OPS_READ_ONLY", Group: groupServer, Default: "true",
+		Doc: "`false` lets the queue dashboard's users act on the queues (pause, delete, run, archive " +
+			"tasks); by default they can only look. Also accepts `1`/`yes` and `0`/`no`.",
+		parse: func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "false", "0", "no":
+				c.OpsReadOnly = false
+			case "true", "1", "yes":
+				c.OpsReadOnly = true
+			default:
+				return errors.New("want true or false")
 			}
 			return nil
 		}},

@@ -22,6 +22,7 @@ import (
 
 	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/invalid"
+	"github.com/patientmsg/gateway/internal/metrics"
 )
 
 // TypeCheck is the task that escalates an unacknowledged escalation.
@@ -217,6 +218,8 @@ type Escalator struct {
 	Send   Sender
 	Events Events
 	Log    *slog.Logger
+	// Metrics counts escalations opened, passed on and acknowledged (nil: none).
+	Metrics *metrics.Metrics
 }
 
 func rulesKey(tenant string) string   { return "gw:esc:{" + tenant + "}:rules" }
@@ -289,6 +292,11 @@ func (e *Escalator) open(ctx context.Context, tenant, replyID string, init Escal
 			return nil, err
 		}
 		e.Log.Warn("escalation opened", "escalation_id", esc.ID, "msg_id", esc.MessageID, "matched_by", by)
+		reason := "urgent_reply"
+		if esc.Questionnaire != "" {
+			reason = "questionnaire"
+		}
+		e.Metrics.EscalationOpened(reason)
 	} else if err != nil {
 		return nil, err
 	}
@@ -373,7 +381,11 @@ func (e *Escalator) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err // without rules there is no one to tell: keep retrying, loudly
 	}
 	e.Log.Warn("escalation not acknowledged in time: notifying the next on-call target", "escalation_id", esc.ID, "level", esc.Level)
-	return e.notify(ctx, p.Tenant, esc, r)
+	if err := e.notify(ctx, p.Tenant, esc, r); err != nil {
+		return err
+	}
+	e.Metrics.EscalationEscalated()
+	return nil
 }
 
 // Ack acknowledges an escalation; further notifications stop.
@@ -389,6 +401,7 @@ func (e *Escalator) Ack(ctx context.Context, tenant, id, by string) (*Escalation
 			return nil, err
 		}
 		e.Redis.ZRem(ctx, openKey(tenant), id)
+		e.Metrics.EscalationAcknowledged(now.Sub(esc.CreatedAt))
 		e.Events.Publish(ctx, tenant, "escalation.acknowledged", esc, "")
 	}
 	return esc, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/ledger"
+	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/webhooks"
 	"github.com/patientmsg/gateway/workers"
@@ -97,6 +98,8 @@ type Receiver struct {
 	OnStatus StatusHook
 	// OnAnswer is told of replies to broadcasts' messages (nil: nobody).
 	OnAnswer AnswerHook
+	// Metrics counts what providers report, by kind (nil: none).
+	Metrics *metrics.Metrics
 }
 
 var _ channels.Receiver = (*Receiver)(nil)
@@ -138,12 +141,13 @@ func (r *Receiver) Inbound(ctx context.Context, in channels.InboundMessage) (cha
 			return channels.InboundResult{}, err
 		}
 		if mark != dedupePending {
+			r.Metrics.Inbound(in.Channel, "duplicate")
 			return channels.InboundResult{Duplicate: true}, nil
 		}
 		// Pending: a delivery whose outcome is unknown, or one running
 		// now. Doing the work again is safe; losing it is not.
 	}
-	res, err := r.inbound(ctx, in)
+	res, kind, err := r.inbound(ctx, in)
 	if err != nil {
 		// Forget the message id so the provider's retry is processed again:
 		// a reply filed twice is better than an urgent reply lost.
@@ -154,8 +158,13 @@ func (r *Receiver) Inbound(ctx context.Context, in channels.InboundMessage) (cha
 		// The work is done; a retry would do it again, harmlessly.
 		r.log().Warn("a provider's message id not marked taken", "channel", in.Channel, "provider_id", in.ProviderID, "err", err)
 	}
+	r.Metrics.Inbound(in.Channel, kind)
 	return res, nil
 }
+
+// kindReply is the metrics kind of a patient's message that is an
+// answer, not a keyword.
+const kindReply = "reply"
 
 // The marks of a provider's message id: its work running or failed
 // part-way, or done.
@@ -164,11 +173,13 @@ const (
 	dedupeTaken   = "1"
 )
 
-func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, error) {
+// inbound does Inbound's work and says what kind of message it was
+// (reply, opt_out, opt_in, help, possible_opt_out), for the metrics.
+func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (channels.InboundResult, string, error) {
 	var err error
 	action, lang := consent.Keyword(in.Body)
 	if r.Consent == nil {
-		return channels.InboundResult{}, r.queueReply(ctx, in)
+		return channels.InboundResult{}, kindReply, r.queueReply(ctx, in)
 	}
 	id := workers.IdentityOf(in.Channel, in.From)
 	evidence := in.Channel + " inbound message " + in.ProviderID
@@ -176,7 +187,7 @@ func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (cha
 	if action == consent.NoKeyword {
 		rev, err := r.revocation(ctx, in, id)
 		if err != nil {
-			return channels.InboundResult{}, err
+			return channels.InboundResult{}, "", err
 		}
 		switch rev.Outcome {
 		case consent.PerSe:
@@ -184,9 +195,10 @@ func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (cha
 		case consent.ClearRevocation:
 			action, lang, source = consent.OptOut, rev.Lang, consent.SourceReply
 		case consent.PossibleRevocation:
-			return r.possible(ctx, in, id, rev.Lang)
+			res, err := r.possible(ctx, in, id, rev.Lang)
+			return res, "possible_opt_out", err
 		default:
-			return channels.InboundResult{}, r.queueReply(ctx, in)
+			return channels.InboundResult{}, kindReply, r.queueReply(ctx, in)
 		}
 		// The patient's own words are the evidence of what they asked.
 		evidence += ": " + strconv.Quote(clipWords(in.Body))
@@ -206,7 +218,7 @@ func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (cha
 			}
 		}
 		if err != nil {
-			return channels.InboundResult{}, err
+			return channels.InboundResult{}, "", err
 		}
 		changed = changed || c
 		if c {
@@ -217,17 +229,21 @@ func (r *Receiver) inbound(ctx context.Context, in channels.InboundMessage) (cha
 			r.Events.Publish(ctx, tenant, typ, map[string]any{"identity": id, "source": source, "evidence": evidence}, "")
 		}
 	}
-	if action == consent.Help {
-		return channels.InboundResult{Reply: r.helpText(ctx, id, lang)}, nil
+	kind := "opt_out"
+	switch action {
+	case consent.Help:
+		return channels.InboundResult{Reply: r.helpText(ctx, id, lang)}, "help", nil
+	case consent.OptIn:
+		kind = "opt_in"
 	}
 	if changed {
-		return channels.InboundResult{Reply: consent.Replies[action][lang]}, nil
+		return channels.InboundResult{Reply: consent.Replies[action][lang]}, kind, nil
 	}
 	if action == consent.OptIn {
 		// YES from a patient who never opted out answers a question.
-		return channels.InboundResult{}, r.queueReply(ctx, in)
+		return channels.InboundResult{}, kindReply, r.queueReply(ctx, in)
 	}
-	return channels.InboundResult{}, nil
+	return channels.InboundResult{}, kind, nil
 }
 
 // revocation reads a message that is no keyword for a revocation of
@@ -389,6 +405,7 @@ func (r *Receiver) OptOut(ctx context.Context, channel string, who ledger.Recipi
 	if r.Consent == nil {
 		return nil
 	}
+	r.Metrics.Inbound(channel, "unfollow")
 	id := workers.IdentityOf(channel, who)
 	for _, tenant := range r.Tenants {
 		changed, err := r.Consent.Set(ctx, tenant, id, true, consent.SourceUnsubscribe, evidence)

@@ -37,6 +37,7 @@ func (r *Receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provi
 	if err != nil {
 		return applied, err
 	}
+	r.Metrics.Inbound(u.Channel, "status")
 	if applied == ledger.AppliedChanged {
 		r.Events.MessageStatus(ctx, r.Ledger, "", id)
 	}
@@ -97,6 +98,7 @@ func (r *Receiver) Answer(ctx context.Context, id string, a ledger.Answer, recor
 	if err := r.Ledger.RecordAnswer(ctx, id, a); err != nil {
 		return err
 	}
+	r.Metrics.Inbound("voice", "answer") // answers come from calls
 	if a.Digits != "" && r.Replies != nil {
 		// A key pressed on a call answers that call: it joins the reply
 		// feed like a text answer ("2"), with the call's id.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/metrics"
 )
 
 // Errors the ledger returns; match them with errors.Is.
@@ -174,6 +176,8 @@ type Ledger struct {
 	// OnCreate, when set, adds commands to the pipeline that writes a new
 	// record (other indexes of the message, in the same round trip).
 	OnCreate func(ctx context.Context, pipe redis.Pipeliner, id string, req Request)
+	// Metrics counts new messages and the statuses they enter (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // New returns a ledger keeping records for retention.
@@ -246,6 +250,10 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	n, err := scriptResult(ctx, l.rdb, create, createScript, keys, args).Int()
 	if err != nil {
 		return false, err
+	}
+	if n == 1 {
+		l.Metrics.MessageAccepted(req.Channel, req.Priority)
+		l.Metrics.StatusEntered(string(first.Status))
 	}
 	return n == 1, indexed.Err()
 }
@@ -395,6 +403,7 @@ func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID str
 	case n < 0:
 		return ErrProviderMismatch
 	}
+	l.Metrics.StatusEntered(string(StatusSent))
 	return indexed.Err()
 }
 
@@ -443,6 +452,9 @@ func (l *Ledger) RecordFailure(ctx context.Context, id string, f Failure) error 
 	}
 	_, err := attemptFailedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
 		ms(now), f.Code, f.Message, final, b01(f.Unconfirmed), eventJSON(e), b01(f.Throttled)).Result()
+	if err == nil && final != "" {
+		l.Metrics.StatusEntered(final)
+	}
 	return err
 }
 
@@ -502,6 +514,15 @@ func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u Pro
 	}
 	if outcome < 0 {
 		return AppliedUnknown, "", ErrProviderMismatch
+	}
+	if Applied(outcome) == AppliedChanged {
+		l.Metrics.StatusEntered(string(u.Status))
+		if u.Status == StatusDelivered {
+			// A message id is a ULID made when the API accepted the message.
+			if made, err := ulid.Parse(id); err == nil {
+				l.Metrics.Delivered(u.Channel, now.Sub(ulid.Time(made.Time())))
+			}
+		}
 	}
 	if ttl > 0 {
 		if err := l.indexProvider(ctx, u.Channel, u.ProviderID, id, ttl); err != nil {
@@ -575,6 +596,7 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id, reason string) error {
 	case "conflict":
 		return &ConflictError{Status: Status(res[1]), Reason: res[2]}
 	}
+	l.Metrics.StatusEntered(string(StatusCanceled))
 	return nil
 }
 

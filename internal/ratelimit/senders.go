@@ -123,6 +123,9 @@ type SenderStatus struct {
 	// on the current local day.
 	PerDay    int64
 	UsedToday int64
+	// Tokens is how many sends the sender could make at once now: its
+	// burst less what the sends of the last moments still hold.
+	Tokens float64
 	// BackoffUntil is set while a provider Retry-After is in force.
 	BackoffUntil *time.Time
 	// LastThrottleAt and LastThrottleCode describe the last provider
@@ -539,16 +542,19 @@ return decreased
 `)
 
 // statusScript: KEYS state, lanes, day-1, day, day+1. ARGV rate, minfrac,
-// recovery_us, 4 day starts. Returns {now, effective, bu, lt, code, n, used}.
+// recovery_us, 4 day starts. Returns {now, effective, bu, lt, code, n,
+// used, held}: held is how far (µs) the sends made ahead of time reach
+// past now.
 var statusScript = redis.NewScript(luaCommon + `
 local now = clock()
 local rate, minfrac, recovery = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local starts = {tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
-local h = redis.call('HMGET', KEYS[1], 'base', 'lt', 'bu', 'code', 'n')
+local h = redis.call('HMGET', KEYS[1], 'base', 'lt', 'bu', 'code', 'n', 'tat')
 local eff = effective(rate, minfrac, recovery, h[1], h[2], now)
 local di = pick_day(now, starts)
 local used = tonumber(redis.call('GET', KEYS[2 + di]) or '0')
-return {now, string.format('%.17g', eff), tonumber(h[3]) or 0, tonumber(h[2]) or 0, h[4] or '', tonumber(h[5]) or 0, used}
+local held = math.max(0, (tonumber(h[6]) or now) - now)
+return {now, string.format('%.17g', eff), tonumber(h[3]) or 0, tonumber(h[2]) or 0, h[4] or '', tonumber(h[5]) or 0, used, math.floor(held)}
 `)
 
 // Reserve takes capacity for r on its sender, or refuses and says how long
@@ -636,11 +642,11 @@ func (s *Senders) Status(ctx context.Context) ([]SenderStatus, error) {
 }
 
 func parseStatus(c SenderConfig, res []any) (SenderStatus, error) {
-	if len(res) != 7 {
+	if len(res) != 8 {
 		return SenderStatus{}, fmt.Errorf("unexpected reply %v", res)
 	}
-	ints := make([]int64, 0, 5)
-	for _, j := range []int{0, 2, 3, 5, 6} {
+	ints := make([]int64, 0, 6)
+	for _, j := range []int{0, 2, 3, 5, 6, 7} {
 		n, ok := res[j].(int64)
 		if !ok {
 			return SenderStatus{}, fmt.Errorf("unexpected reply %v", res)
@@ -657,6 +663,10 @@ func parseStatus(c SenderConfig, res []any) (SenderStatus, error) {
 	st := SenderStatus{
 		Key: c.Key, Channel: c.Channel, ConfiguredPerSecond: c.PerSecond, EffectivePerSecond: eff,
 		PerDay: c.PerDay, UsedToday: ints[4], LastThrottleCode: code, Throttles: ints[3],
+	}
+	if eff > 0 {
+		held := float64(ints[5]) * eff / 1e6 // µs of sends at the effective interval
+		st.Tokens = max(0, float64(c.Burst)-held)
 	}
 	if bu > now {
 		t := time.UnixMicro(bu)

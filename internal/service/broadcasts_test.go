@@ -292,7 +292,7 @@ func TestARestartedWorkerLosesAndRepeatsNoRecipient(t *testing.T) {
 	worker := func() *service.Service {
 		cfg := e.cfg
 		cfg.ShutdownTimeout = 100 * time.Millisecond // a worker stopped mid-chunk
-		cfg.HealthAddr = ""
+		cfg.OpsAddr = ""
 		w, err := service.New(cfg, config.RoleWorker, service.Options{Logger: discardLogger(), Transport: channeltest.LoopbackOnly(nil),
 			WebhookGuard: channeltest.LoopbackOnly, EmailTLS: e.smtp.ClientTLSConfig()})
 		if err != nil {

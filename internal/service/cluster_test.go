@@ -70,8 +70,8 @@ func TestTheGatewayFindsItsPrimaryThroughSentinel(t *testing.T) {
 }
 
 func TestAWorkerOnlyProcessAnswersHealthProbes(t *testing.T) {
-	e := start(t, config.RoleWorker, func(c *config.Config) { c.HealthAddr = "127.0.0.1:0" })
-	base := "http://" + e.svc.HealthAddr()
+	e := start(t, config.RoleWorker, func(c *config.Config) { c.OpsAddr = "127.0.0.1:0" })
+	base := "http://" + e.svc.OpsAddr()
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
 		resp, err := e.http.Get(base + path)
 		if err != nil {

@@ -37,6 +37,7 @@ import (
 	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
@@ -104,19 +105,22 @@ type Service struct {
 	Broadcast *broadcasts.Engine
 	Plans     *followups.Planner
 	// Users are the console's accounts and sessions.
-	Users   *users.Store
+	Users *users.Store
+	// Metrics are the process's Prometheus metrics, served on the ops
+	// listener.
+	Metrics *metrics.Metrics
 	API     *gateway.Server
 	Workers *workers.Server
 
-	client     *asynq.Client
-	inspector  *asynq.Inspector
-	closers    []func() error
-	stopSweep  context.CancelFunc
-	ln         net.Listener
-	serveErr   chan error
-	health     *http.Server
-	healthAddr string
-	log        *slog.Logger
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	closers   []func() error
+	stopSweep context.CancelFunc
+	ln        net.Listener
+	serveErr  chan error
+	ops       *http.Server
+	opsAddr   string
+	log       *slog.Logger
 }
 
 // New validates the configuration and builds the parts the role needs.
@@ -132,7 +136,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
-		log: o.Logger, ln: o.Listener}
+		log: o.Logger, ln: o.Listener, Metrics: metrics.New()}
+	s.Ledger.Metrics = s.Metrics
 
 	fence := newFence(cfg, rdb)
 	s.Replies = replies.New(rdb, cfg.Retention)
@@ -170,6 +175,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	// A patient who opts out, or replies, stops the follow-up plans that
 	// say so (stop_on), in every process that records it.
 	s.Consent.OnChange = func(ctx context.Context, tenant string, id consent.Identity, optedOut bool) {
+		s.Metrics.ConsentChanged(string(id.Kind), optedOut)
 		if optedOut {
 			s.stopPlans(ctx, id, followups.StopOnOptOut, "the patient opted out")
 			s.stopQuestionnaires(ctx, tenant, id)
@@ -183,7 +189,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		}
 	}
 	s.Escalator = &escalation.Escalator{Redis: rdb, Queue: s.client, Events: s.Events, Log: o.Logger.With("comp", "escalation"),
-		Send: s.sendNotification}
+		Send: s.sendNotification, Metrics: s.Metrics}
 	chs, closers, err := buildChannels(cfg, rdb, o)
 	if err != nil {
 		rdb.Close()
@@ -241,13 +247,16 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	batched := autopipe.New(rdb, autopipe.Options{})
 	s.closers = append(s.closers, batched.Close)
 	bulkLedger := ledger.New(batched, cfg.Retention)
-	bulkLedger.OnCreate = onCreate
+	bulkLedger.OnCreate, bulkLedger.Metrics = onCreate, s.Metrics
 	broadcastStore := broadcasts.NewStore(rdb, cfg.Retention)
+	broadcastStore.Metrics = s.Metrics
+	bulkStore := broadcasts.NewStore(batched, cfg.Retention)
+	bulkStore.Metrics = s.Metrics
 	s.Incidents = &incidents.Service{Store: incidents.NewStore(rdb, cfg.Retention), Queue: s.client, Events: s.Events,
 		Logger: o.Logger.With("comp", "incidents")}
 	audienceStore := audiences.NewStore(rdb, audiences.DefaultTTL)
 	s.Broadcast = (&broadcasts.Engine{Messages: s.Messages, Store: broadcastStore, Audiences: audienceStore, Queue: s.client,
-		Bulk:     broadcasts.Bulk{Ledger: bulkLedger, Queue: asynq.NewClientFromRedisClient(batched), Store: broadcasts.NewStore(batched, cfg.Retention)},
+		Bulk:     broadcasts.Bulk{Ledger: bulkLedger, Queue: asynq.NewClientFromRedisClient(batched), Store: bulkStore},
 		Channels: s.Channels, Templates: tpl, TemplateChain: chain, MinAckTimeout: cfg.MinAckTimeout, DefaultRegion: cfg.DefaultRegion,
 		Senders: senders, Prices: broadcasts.Prices{Currency: cfg.Prices.Currency, SMSSegment: cfg.Prices.SMSSegment, VoiceMinute: cfg.Prices.VoiceMinute,
 			WeChatMessage: cfg.Prices.WeChatMessage, EmailMessage: cfg.Prices.Email},
@@ -264,6 +273,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Events: s.Events, Escalator: s.Escalator, Queue: s.client, Tenants: tenantsOf(cfg.APIKeys),
 		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "inbound"),
 		OnReply: onReply, OnStatus: s.Broadcast.Status, OnAnswer: s.Broadcast.Answer, Questionnaires: s.Questionnaires,
+		Metrics: s.Metrics,
 	}
 	s.Users = users.New(rdb, users.Config{})
 	if role&config.RoleAPI != 0 {
@@ -288,14 +298,14 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Inbound: s.Inbound, HelpTexts: helpTexts,
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
-			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg),
+			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
 		})
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: s.Broadcast.Status,
-			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence}
+			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence, Metrics: s.Metrics}
 		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
@@ -412,9 +422,11 @@ func (s *Service) Start(ctx context.Context) error {
 			go workers.SweepRecordings(sctx, s.Recordings, s.Config.RecordingRetention, time.Hour, s.log.With("comp", "worker"))
 		}
 	}
-	if s.API == nil && s.Config.HealthAddr != "" {
-		if err := s.startHealth(); err != nil {
-			s.Workers.Shutdown()
+	if s.Config.OpsAddr != "" {
+		if err := s.startOps(); err != nil {
+			if s.Workers != nil {
+				s.Workers.Shutdown()
+			}
 			return err
 		}
 	}
@@ -433,43 +445,10 @@ func (s *Service) Start(ctx context.Context) error {
 		go func() { s.serveErr <- s.API.Serve(s.ln) }()
 	}
 	s.startBacklogSweep()
-	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr())
+	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr(),
+		"ops", s.opsAddr)
 	return nil
 }
-
-// startHealth serves /healthz and /readyz for a worker-only process, so an
-// orchestrator can probe it like the API.
-func (s *Service) startHealth() error {
-	ln, err := net.Listen("tcp", s.Config.HealthAddr)
-	if err != nil {
-		return fmt.Errorf("GATEWAY_HEALTH_ADDR %s: %w", s.Config.HealthAddr, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}`))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		if err := s.Redis.Ping(ctx).Err(); err != nil {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.Header().Set("Retry-After", "5")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"type":"/problems/not-ready","title":"Service Unavailable","status":503,"detail":"Redis is not reachable"}`))
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ready"}`))
-	})
-	s.health = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	s.healthAddr = ln.Addr().String()
-	go func() { _ = s.health.Serve(ln) }()
-	return nil
-}
-
-// HealthAddr is the worker health listener's address ("" when none).
-func (s *Service) HealthAddr() string { return s.healthAddr }
 
 // Addr is the API's listening address ("" without an API).
 func (s *Service) Addr() string {
@@ -518,8 +497,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		cancel()
 	}
-	if s.health != nil {
-		errs = append(errs, s.health.Shutdown(ctx))
+	if s.ops != nil {
+		errs = append(errs, s.ops.Shutdown(ctx))
 	}
 	wg.Wait()
 	if s.stopSweep != nil {

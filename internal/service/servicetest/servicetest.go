@@ -69,8 +69,8 @@ type Options struct {
 	Hooks []redis.Hook
 	// Configure, when set, has the last word on the configuration: Start
 	// has filled in the listener's address, Redis, the simulators'
-	// settings and no quiet hours (QUIET_HOURS=off, so nothing depends on
-	// the time of day).
+	// settings, no quiet hours (QUIET_HOURS=off, so nothing depends on
+	// the time of day) and the ops listener on a free loopback port.
 	Configure func(*config.Config)
 }
 
@@ -134,6 +134,7 @@ func Start(tb testing.TB, o Options) *Gateway {
 	cfg.RedisURL = o.RedisURL
 	cfg.Twilio = TwilioConfig(g.Twilio)
 	cfg.Quiet.Window = "off"
+	cfg.OpsAddr = "127.0.0.1:0"
 	opts := service.Options{Logger: o.Logger, Listener: ln, Transport: o.Transport,
 		WebhookGuard: o.WebhookGuard, Channels: o.Channels}
 	if o.AllChannels {
