@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
@@ -29,7 +29,6 @@ import (
 	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
-	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
@@ -108,9 +107,6 @@ type Options struct {
 	// run again before it is answered 503 (0: at once).
 	Fence        Fence
 	FailoverWait time.Duration
-	// Metrics counts provider webhook requests and their verification
-	// (nil: none).
-	Metrics *metrics.Metrics
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.
@@ -128,6 +124,9 @@ type Options struct {
 	// AttemptTimeout bounds one send attempt (provider call and ledger writes).
 	AttemptTimeout time.Duration
 	Logger         *slog.Logger
+	// Audit is the audit log the requests that read or change patient
+	// data are recorded in (nil: none); GET /v1/audit reads it.
+	Audit *audit.Log
 	// Console is the web console served at /console (nil: none). Its
 	// requests pass admission control and the replication fence as the
 	// API routes they mirror do.
@@ -168,12 +167,15 @@ func New(o Options) *Server {
 	})
 	// Answer "Connection: close" while shutting down.
 	s.app.Server().CloseOnShutdown = true
-	s.app.Use(s.recover, s.accessLog, s.readBody)
+	s.app.Use(s.recover, s.requestID, s.accessLog, s.readBody)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/openapi.yaml", serveOpenAPI)
 	v1 := s.app.Group("/v1", s.auth)
-	v1.Use(s.admit, s.replicatedWrites)
+	v1.Use(s.admit, s.replicatedWrites, s.auditAPI)
+	if o.Audit != nil {
+		v1.Get("/audit", s.getAudit)
+	}
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)
 	v1.Get("/messages/:id", s.getMessage)
@@ -261,7 +263,7 @@ func New(o Options) *Server {
 		s.mountWebhooks()
 	}
 	if o.Console != nil {
-		o.Console.Mount(s.app, s.consoleTenant, s.admit, s.replicatedWrites)
+		o.Console.Mount(s.app, s.consoleTenant, s.admit, s.replicatedWrites, s.auditConsole)
 	}
 	return s
 }
@@ -304,19 +306,7 @@ func (s *Server) recover(c *fiber.Ctx) (err error) {
 func (s *Server) accessLog(c *fiber.Ctx) error {
 	start := time.Now()
 	err := c.Next()
-	status := c.Response().StatusCode()
-	if err != nil {
-		var p *Problem
-		var fe *fiber.Error
-		switch {
-		case errors.As(err, &p):
-			status = p.Status
-		case errors.As(err, &fe):
-			status = fe.Code
-		default:
-			status = 500
-		}
-	}
+	status := statusOf(c, err)
 	lvl := slog.LevelDebug
 	if status >= 500 {
 		lvl = slog.LevelError

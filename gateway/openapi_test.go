@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
@@ -131,6 +132,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Audiences:       audiences.NewStore(nil, time.Hour),
 		Broadcasts:      broadcasts.NewStore(nil, time.Hour),
 		Incidents:       &incidents.Service{Store: incidents.NewStore(nil, time.Hour)},
+		Audit:           audit.New(nil, nil),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

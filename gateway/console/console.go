@@ -241,6 +241,14 @@ func TenantOf(c *fiber.Ctx) string {
 	return ""
 }
 
+// UserIDOf is the account id of an authenticated console request.
+func UserIDOf(c *fiber.Ctx) string {
+	if u, ok := c.Locals(userKey).(*users.User); ok {
+		return u.ID
+	}
+	return ""
+}
+
 func userOf(c *fiber.Ctx) *users.User       { return c.Locals(userKey).(*users.User) }
 func sessionOf(c *fiber.Ctx) *users.Session { return c.Locals(sessionKey).(*users.Session) }
 
