@@ -29,6 +29,7 @@ import (
 	"github.com/patientmsg/gateway/internal/incidents"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/messaging"
+	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/recordings"
@@ -107,6 +108,9 @@ type Options struct {
 	// run again before it is answered 503 (0: at once).
 	Fence        Fence
 	FailoverWait time.Duration
+	// Metrics counts provider webhook requests and their verification
+	// (nil: none).
+	Metrics *metrics.Metrics
 	// APIKeys maps API key → tenant.
 	APIKeys map[string]string
 	// PublicURL is the base URL providers call; webhook signatures cover it.
