@@ -32,6 +32,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/redact"
+	"github.com/patientmsg/gateway/internal/returnpath"
 )
 
 // Defaults for the zero values of Config.
@@ -71,6 +72,16 @@ type Config struct {
 	Logger    *slog.Logger
 	// Rate is what the relay accepts from the gateway.
 	Rate channels.Rate
+	// Returns, when set, gives each message its own signed return path
+	// (bounce+…@EMAIL_RETURN_DOMAIN, the envelope sender) and Reply-To
+	// (reply+…), and signs the one-click unsubscribe links of bulk mail.
+	Returns *returnpath.Keys
+	// PublicURL is GATEWAY_PUBLIC_URL: bulk mail's one-click unsubscribe
+	// link is PublicURL + "/u/" + token.
+	PublicURL string
+	// WebhookSecret, when set, serves POST /webhooks/email/events, signed
+	// with it (EMAIL_WEBHOOK_SECRET).
+	WebhookSecret string
 }
 
 // Channel is the "email" channel. It is safe for concurrent use.
@@ -278,10 +289,7 @@ func (c *Channel) compose(m channels.Message, rcpt *mail.Address) (*gomail.Msg, 
 	if m.ID != "" {
 		msg.SetGenHeader("X-Gateway-Message-Id", m.ID)
 	}
-	if m.Priority == PriorityBulk {
-		// mailto only: One-Click (List-Unsubscribe-Post) needs an https URL.
-		msg.SetGenHeader(gomail.HeaderListUnsubscribe, c.unsubscribe)
-	}
+	c.returns(msg, m)
 	if languageTag.MatchString(m.Locale) {
 		msg.SetGenHeader(gomail.HeaderContentLang, m.Locale)
 	}

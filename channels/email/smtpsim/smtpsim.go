@@ -8,7 +8,12 @@
 // It records what it received (envelope, raw MIME, parsed headers, decoded
 // text and HTML parts, time; MessagesTo lists one recipient's), counts TCP connections, and can be scripted to
 // refuse a greeting, a sender, a recipient or a message with a chosen reply
-// code, or to go silent. It listens on 127.0.0.1 only and never dials out.
+// code, or to go silent. Like a real MTA it refuses unknown mailboxes at
+// RCPT TO (550 5.1.1) and, for mailboxes set to bounce, accepts the
+// message and then sends a delivery status notification (RFC 3464) to its
+// envelope sender; it can also send a scripted abuse report (ARF) and a
+// scripted reply (SetMailbox, Complain, Reply). It listens on 127.0.0.1
+// only and dials out only to Options.ReturnMTA, a loopback address.
 // It logs ids and sizes, never addresses or message content.
 package smtpsim
 
@@ -98,6 +103,10 @@ type Options struct {
 	// ImplicitTLS speaks TLS from the first byte (smtps://, port 465
 	// style) with the same kind of certificate, instead of STARTTLS.
 	ImplicitTLS bool
+	// ReturnMTA is the loopback host:port of the mail exchanger that
+	// notifications, complaints and replies are sent to (the gateway's
+	// inbound listener); without it they cannot be sent.
+	ReturnMTA string
 	// Logger receives debug records (connection and message counts, sizes,
 	// Message-IDs; never addresses or content). Nil discards them.
 	Logger *slog.Logger
@@ -156,6 +165,10 @@ type Server struct {
 	accepted int
 	open     map[*trackedConn]struct{}
 	held     []net.Conn // accepted and left silent (AtConnect Hang)
+	// mailboxes are the addresses set with SetMailbox; sent is what was
+	// sent to the ReturnMTA.
+	mailboxes map[string]Mailbox
+	sent      []Sent
 }
 
 // New starts a simulator on 127.0.0.1 with an ephemeral port. It panics if
@@ -521,6 +534,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		return f.err()
 	}
+	if ss.s.mailbox(to).Unknown {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "Recipient address rejected: User unknown"}
+	}
 	ss.to = append(ss.to, to)
 	return nil
 }
@@ -552,6 +568,11 @@ func (ss *session) Data(r io.Reader) error {
 		msgID = rec.Header.Get("Message-Id")
 	}
 	s.log.Debug("message accepted", "conn", ss.connID, "n", n, "bytes", len(raw), "message_id", msgID)
+	for _, to := range rec.To {
+		if m := s.mailbox(to); m.Bounce != "" {
+			s.bounceLater(rec, to, m)
+		}
+	}
 	return nil
 }
 
