@@ -2,6 +2,8 @@ package wechat
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +20,10 @@ import (
 //	gw:wx:<silenceper key>           string  the library's cache entries (RedisCache)
 //	  gowechat_officialaccount__access_token_<appid>: the shared access token, with a TTL
 //	gw:wx:token-lock:<appid>         string  owner of the token refresh (SET NX PX)
-//	gw:wx:win:<appid>:<openid>       hash    customer-service window: exp (unix ms), left, quota, kind
+//	gw:wx:win:<appid>:<openid hash>  hash    customer-service window: exp (unix ms), left, quota, kind
+//
+// An openid is hashed in key names (SHA-256, the first 16 bytes in hex),
+// so no patient's openid shows up in key listings or slow logs.
 const keyPrefix = "gw:wx:"
 
 // tokenCacheKey is silenceper's own cache key for an official account's
@@ -30,7 +35,10 @@ func tokenCacheKey(appID string) string {
 
 func tokenLockKey(appID string) string { return keyPrefix + "token-lock:" + appID }
 
-func windowKey(appID, openid string) string { return keyPrefix + "win:" + appID + ":" + openid }
+func windowKey(appID, openid string) string {
+	sum := sha256.Sum256([]byte(openid))
+	return keyPrefix + "win:" + appID + ":" + hex.EncodeToString(sum[:16])
+}
 
 // RedisCache is silenceper's cache.Cache (and cache.ContextCache) on Redis,
 // so every process of the gateway sees the same access token. Values are
