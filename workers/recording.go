@@ -42,6 +42,10 @@ func (h *RecordingHandler) ProcessTask(ctx context.Context, t *asynq.Task) error
 	if m.Recording != nil && m.Recording.SID == p.RecordingSID {
 		return nil // stored before; the task was redelivered
 	}
+	if m.ErasedAt != nil {
+		log.Info("recording for an erased recipient; not kept")
+		return nil
+	}
 	ch, _ := h.Channels.Get(p.Channel)
 	f, ok := ch.(channels.RecordingFetcher)
 	if !ok {
@@ -59,7 +63,11 @@ func (h *RecordingHandler) ProcessTask(ctx context.Context, t *asynq.Task) error
 		return fmt.Errorf("store recording: %w", err)
 	}
 	rec := ledger.Recording{SID: p.RecordingSID, Key: key, ContentType: contentType, Size: size, Duration: p.Duration, StoredAt: time.Now().UTC()}
-	if err := h.Ledger.SetRecording(ctx, m.ID, rec); err != nil {
+	if err := h.Ledger.SetRecording(ctx, m.ID, rec); errors.Is(err, ledger.ErrErased) {
+		// Erased while it was fetched: it is not kept.
+		log.Info("recording for an erased recipient; not kept")
+		return h.Store.Delete(context.WithoutCancel(ctx), key)
+	} else if err != nil {
 		return err
 	}
 	log.Info("recording stored", "bytes", size)

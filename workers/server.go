@@ -66,6 +66,8 @@ type Handlers struct {
 	// Followup starts the questionnaires of follow-up plans' steps when
 	// they are due (nil: none).
 	Followup asynq.Handler
+	// Erasure erases patients' data on request (nil: none).
+	Erasure asynq.Handler
 }
 
 // NewServer builds the worker server; channelNames are the channels it sends on.
@@ -99,6 +101,9 @@ func NewServer(rdb redis.UniversalClient, h Handlers, channelNames []string, cfg
 	}
 	if h.Followup != nil {
 		mux.Handle(TypeFollowupStep, h.Followup)
+	}
+	if h.Erasure != nil {
+		mux.Handle(TypeErasure, h.Erasure)
 	}
 	mux.Use(recoverMiddleware(log))
 	base := asynq.Config{

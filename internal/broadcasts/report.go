@@ -169,6 +169,14 @@ func (c *reportCache) get(id, fp string, now time.Time) *Report {
 	return nil
 }
 
+// drop forgets a broadcast's report (its people changed where the
+// counts do not show it: an erasure).
+func (c *reportCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, id)
+}
+
 func (c *reportCache) put(id, fp string, rep *Report, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

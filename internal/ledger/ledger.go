@@ -153,6 +153,8 @@ type Request struct {
 	// Broadcast links a broadcast's message to its person ("bc_…:index").
 	Broadcast string    `json:"broadcast,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// ErasedAt is when the recipient's data was erased (see Erase).
+	ErasedAt *time.Time `json:"erased_at,omitempty"`
 }
 
 // Message is a ledger record.
@@ -658,11 +660,16 @@ func (l *Ledger) SetRecording(ctx context.Context, id string, r Recording) error
 	if err != nil {
 		return err
 	}
-	st, err := l.rdb.HGet(ctx, msgKey(id), "status").Result()
-	if errors.Is(err, redis.Nil) {
-		return ErrNotFound
-	} else if err != nil {
+	h, err := l.rdb.HMGet(ctx, msgKey(id), "status", "erased").Result()
+	if err != nil {
 		return err
+	}
+	st, _ := h[0].(string)
+	if st == "" {
+		return ErrNotFound
+	}
+	if erased, _ := h[1].(string); erased != "" {
+		return ErrErased
 	}
 	return l.note(ctx, id, Event{Status: Status(st), At: l.now().UTC(), Detail: "recording stored"}, "recording", string(b))
 }

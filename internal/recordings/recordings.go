@@ -107,3 +107,35 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration, now time.Tim
 		n++
 	}
 }
+
+// Delete removes a recording; one that is gone already is no error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.b.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return err
+	}
+	return nil
+}
+
+// EraseMessage deletes every recording of a tenant's message (an erasure
+// of its recipient), linked to the message or not, and returns how many
+// it deleted.
+func (s *Store) EraseMessage(ctx context.Context, tenant, messageID string) (int, error) {
+	it := s.b.List(&blob.ListOptions{Prefix: "recordings/" + tenant + "/" + messageID + "/"})
+	n := 0
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if obj.IsDir {
+			continue
+		}
+		if err := s.Delete(ctx, obj.Key); err != nil {
+			return n, err
+		}
+		n++
+	}
+}

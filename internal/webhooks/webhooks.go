@@ -428,3 +428,24 @@ func (p *Publisher) MessageStatus(ctx context.Context, l *ledger.Ledger, tenant,
 		"provider_id": m.ProviderID, "updated_at": m.UpdatedAt,
 	}, m.CallbackURL)
 }
+
+// EraseDead removes the tenant's dead letters whose event match says
+// holds a patient's data (an erasure), and returns how many it removed.
+func (s *Store) EraseDead(ctx context.Context, tenant string, match func([]byte) bool) (int, error) {
+	raw, err := s.rdb.LRange(ctx, deadKey(tenant), 0, -1).Result()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range raw {
+		if !match([]byte(r)) {
+			continue
+		}
+		k, err := s.rdb.LRem(ctx, deadKey(tenant), 0, r).Result()
+		if err != nil {
+			return n, err
+		}
+		n += int(k)
+	}
+	return n, nil
+}

@@ -1,0 +1,100 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrErased is returned for a change that would add personal data to a
+// message whose recipient was erased (a recording fetched late).
+var ErrErased = errors.New("the message's recipient was erased")
+
+// Scrub is what Erase leaves of a request: the tenant, channel, priority,
+// times, template name, size and links (broadcast, callback URL); never
+// the recipient, the text or the metadata, which may identify the patient.
+func (r Request) Scrub(at time.Time) Request {
+	out := Request{Tenant: r.Tenant, Channel: r.Channel, Priority: r.Priority, SendAt: r.SendAt,
+		CallbackURL: r.CallbackURL, Segments: r.Segments, Encoding: r.Encoding, QuietHours: r.QuietHours,
+		Template: r.Template, TemplateLocale: r.TemplateLocale, Broadcast: r.Broadcast, CreatedAt: r.CreatedAt}
+	if r.ExpectReply != nil {
+		out.ExpectReply = &ExpectReply{Within: r.ExpectReply.Within, Code: r.ExpectReply.Code}
+	}
+	at = at.UTC()
+	out.ErasedAt = &at
+	return out
+}
+
+// scrubEvent drops what a history entry may say of the patient: the keys
+// pressed, the recording and the provider's error text (its code stays).
+func scrubEvent(raw string) string {
+	var e Event
+	if json.Unmarshal([]byte(raw), &e) != nil {
+		return eventJSON(Event{Status: StatusQueued, Detail: "erased"})
+	}
+	if e.Answer != nil {
+		e.Answer = &Answer{Duration: e.Answer.Duration}
+	}
+	if e.Error != nil {
+		e.Error = &ErrorInfo{Code: e.Error.Code}
+	}
+	return eventJSON(e)
+}
+
+// eraseScript replaces a record's request and the first n entries of its
+// history with their scrubbed forms, keeping the entries written since it
+// was read and the record's expiry. KEYS msg, events ARGV tenant, doc,
+// erased_ms, n, scrubbed events… Returns 0 when the record is gone or
+// another tenant's.
+var eraseScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[1] then return 0 end
+local ttl = redis.call('PTTL', KEYS[2])
+local n = tonumber(ARGV[4])
+local tail = redis.call('LRANGE', KEYS[2], n, -1)
+redis.call('DEL', KEYS[2])
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for _, e in ipairs(tail) do redis.call('RPUSH', KEYS[2], e) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'err_msg', '', 'erased', ARGV[3])
+redis.call('HDEL', KEYS[1], 'recording')
+return 1
+`)
+
+// Erase scrubs a tenant's message of its recipient's personal data: the
+// record stays (its status, channel, times and counts still add up in
+// reports and broadcasts) but says nothing of who it went to or what it
+// said (see Request.Scrub); the history loses keys pressed and error
+// texts, and the link to a recording goes (delete the recording first).
+// Erasing again is harmless; a message that is gone is no error.
+func (l *Ledger) Erase(ctx context.Context, tenant, id string) error {
+	m, err := l.Get(ctx, tenant, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	now := l.now()
+	doc, err := json.Marshal(m.Request.Scrub(now))
+	if err != nil {
+		return err
+	}
+	raw, err := l.rdb.LRange(ctx, eventsKey(id), 0, -1).Result()
+	if err != nil {
+		return err
+	}
+	args := []any{tenant, doc, ms(now), len(raw)}
+	for _, e := range raw {
+		args = append(args, scrubEvent(e))
+	}
+	return eraseScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, args...).Err()
+}
+
+// Erased says whether a message's recipient was erased.
+func (l *Ledger) Erased(ctx context.Context, id string) (bool, error) {
+	n, err := l.rdb.HExists(ctx, msgKey(id), "erased").Result()
+	return n, err
+}
