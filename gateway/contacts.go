@@ -10,7 +10,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/patientmsg/gateway/internal/address"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/webhooks"
@@ -80,26 +79,9 @@ func (s *Server) getContact(c *fiber.Ctx) error {
 
 // findContact looks a contact up by exactly one identity.
 func (s *Server) findContact(c *fiber.Ctx) error {
-	var ids []consent.Identity
-	if v := c.Query("phone"); v != "" {
-		e164, err := address.Phone(v, "")
-		if err != nil {
-			return problem(400, "bad-query", "phone is not a valid international number")
-		}
-		ids = append(ids, consent.Identity{Kind: consent.Phone, Value: e164})
-	}
-	if v := c.Query("email"); v != "" {
-		addr, ok := address.Email(v)
-		if !ok {
-			return problem(400, "bad-query", "email is not a valid address")
-		}
-		ids = append(ids, consent.Identity{Kind: consent.Email, Value: addr})
-	}
-	if v := c.Query("wechat_openid"); v != "" {
-		ids = append(ids, consent.Identity{Kind: consent.WeChat, Value: v})
-	}
-	if len(ids) != 1 {
-		return problem(400, "bad-query", "give exactly one of phone, email or wechat_openid")
+	ids, p := identityQuery(c)
+	if p != nil {
+		return p
 	}
 	ct, err := s.opts.Contacts.Find(c.UserContext(), tenantOf(c), ids[0])
 	if errors.Is(err, contacts.ErrNotFound) {

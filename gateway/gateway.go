@@ -23,6 +23,7 @@ import (
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/erasure"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
@@ -131,6 +132,8 @@ type Options struct {
 	// Audit is the audit log the requests that read or change patient
 	// data are recorded in (nil: none); GET /v1/audit reads it.
 	Audit *audit.Log
+	// Erasures erase patients' data on request (nil: no erasure API).
+	Erasures *erasure.Service
 	// Console is the web console served at /console (nil: none). Its
 	// requests pass admission control and the replication fence as the
 	// API routes they mirror do.
@@ -244,6 +247,11 @@ func New(o Options) *Server {
 		v1.Post("/possible-opt-outs/:id/resolve", s.resolvePossibleOptOut)
 		if o.Replies != nil && o.Ledger != nil {
 			v1.Get("/contacts/:id/conversation", s.getConversation)
+		}
+		if o.Erasures != nil {
+			v1.Delete("/contacts", s.eraseIdentity)
+			v1.Delete("/contacts/:id", s.eraseContact)
+			v1.Get("/erasures/:id", s.getErasure)
 		}
 	}
 	if o.Replies != nil {

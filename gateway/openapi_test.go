@@ -28,6 +28,7 @@ import (
 	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
+	"github.com/patientmsg/gateway/internal/erasure"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
@@ -133,6 +134,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Broadcasts:      broadcasts.NewStore(nil, time.Hour),
 		Incidents:       &incidents.Service{Store: incidents.NewStore(nil, time.Hour)},
 		Audit:           audit.New(nil, nil),
+		Erasures:        &erasure.Service{},
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,

@@ -31,6 +31,7 @@ import (
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/contacts"
 	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/erasure"
 	"github.com/patientmsg/gateway/internal/escalation"
 	"github.com/patientmsg/gateway/internal/followups"
 	"github.com/patientmsg/gateway/internal/inbound"
@@ -104,6 +105,8 @@ type Service struct {
 	Messages  *messaging.Service
 	Broadcast *broadcasts.Engine
 	Plans     *followups.Planner
+	// Erasures erase patients' data on request.
+	Erasures *erasure.Service
 	// Users are the console's accounts and sessions.
 	Users *users.Store
 	// Metrics are the process's Prometheus metrics, served on the ops
@@ -275,6 +278,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		OnReply: onReply, OnStatus: s.Broadcast.Status, OnAnswer: s.Broadcast.Answer, Questionnaires: s.Questionnaires,
 		Metrics: s.Metrics,
 	}
+	s.Erasures = &erasure.Service{Redis: rdb, Queue: s.client, Contacts: contactStore, Ledger: s.Ledger, Messages: s.Messages,
+		Recordings: s.Recordings, Replies: s.Replies, Consent: s.Consent, Questionnaires: s.Questionnaires,
+		Followups: s.Followups, Plans: s.Plans, Audiences: audienceStore, Broadcasts: broadcastStore, Webhooks: s.Webhooks,
+		Tasks: s.inspector, Logger: o.Logger.With("comp", "erasure"), Now: time.Now}
 	s.Users = users.New(rdb, users.Config{})
 	if role&config.RoleAPI != 0 {
 		con, err := console.New(console.Options{Users: s.Users, Broadcasts: broadcastStore, Broadcast: s.Broadcast,
@@ -299,6 +306,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
+			Erasures: s.Erasures,
 		})
 	}
 	if role&config.RoleWorker != 0 {
@@ -317,7 +325,8 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Broadcast:     workers.BroadcastHandler(s.Broadcast),
 			Questionnaire: &workers.QuestionnaireHandler{Fire: s.Questionnaires.Timer},
 			Incident:      &workers.IncidentHandler{Fire: s.Incidents.Due},
-			Followup:      &workers.FollowupHandler{Fire: s.Plans.Due}}
+			Followup:      &workers.FollowupHandler{Fire: s.Plans.Due},
+			Erasure:       &workers.ErasureHandler{Fire: s.Erasures.Run}}
 		if s.Recordings != nil {
 			hs.Recording = &workers.RecordingHandler{Ledger: s.Ledger, Channels: s.Channels, Store: s.Recordings,
 				Logger: o.Logger.With("comp", "worker")}
