@@ -132,6 +132,24 @@ type CallFlow interface {
 	CallStep(ctx context.Context, m *ledger.Message, step string, answer *ledger.Answer) (next CallStep, ok bool, err error)
 }
 
+// A Finder is a channel whose provider can be asked for the messages it
+// holds: after an attempt whose outcome is unknown (a timeout once the
+// request was written), the worker asks before sending again, so that the
+// patient gets neither the message twice nor not at all.
+type Finder interface {
+	// Find returns the provider ids of the messages the provider holds
+	// that m's attempts since `since` could have made (same recipient,
+	// sender and content), newest first.
+	Find(ctx context.Context, m Message, since time.Time) ([]string, error)
+}
+
+// A Reporter is a channel whose provider can be asked for a message's
+// delivery status, as its status callback would have told it (a callback
+// the provider does not send again when it was lost).
+type Reporter interface {
+	Report(ctx context.Context, providerID string) (ledger.ProviderUpdate, error)
+}
+
 // InboundMessage is a message a patient sent.
 type InboundMessage struct {
 	Channel    string

@@ -206,6 +206,12 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	if err := h.claimReplicated(ctx, began, m.ID, claim.Attempt, log); err != nil {
 		return err
 	}
+	if !claim.UnconfirmedSince.IsZero() {
+		// The attempt before may have reached the provider: ask it first.
+		if done, err := h.lookUp(ctx, ch, m, claim, log); err != nil || done {
+			return err
+		}
+	}
 	if suppressed, err := h.checkConsent(ctx, m, claim.Attempt, log); err != nil || suppressed {
 		return err
 	}

@@ -222,6 +222,10 @@ type WorkerConfig struct {
 	// before resending after an attempt whose outcome is unknown (a timeout
 	// or a crash mid-call) (DELIVERY_UNCONFIRMED_GRACE).
 	UnconfirmedGrace time.Duration
+	// ReportWait is how long an SMS may wait at sent for the provider's
+	// final status callback before the workers ask the provider
+	// (DELIVERY_REPORT_WAIT).
+	ReportWait time.Duration
 	// PollInterval is how often idle workers look for new tasks
 	// (WORKER_POLL_INTERVAL); DelayedPollInterval how often scheduled and
 	// retried tasks are moved to their queue (WORKER_DELAYED_POLL_INTERVAL).

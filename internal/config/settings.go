@@ -396,6 +396,11 @@ var settings = []Setting{
 		Doc: "After an attempt whose outcome is unknown (timeout, crash mid-call), how long the next " +
 			"attempt waits for the provider's status callback before sending again.",
 		parse: duration(func(c *Config) *time.Duration { return &c.Worker.UnconfirmedGrace })},
+	{Name: "DELIVERY_REPORT_WAIT", Group: groupWorkers, Default: "10m",
+		Doc: "How long an SMS may wait at `sent` for Twilio's final status callback before the workers ask " +
+			"Twilio for its status (a callback Twilio could not deliver is never sent again); asked again every " +
+			"such wait for 3 days.",
+		parse: duration(func(c *Config) *time.Duration { return &c.Worker.ReportWait })},
 	{Name: "WORKER_POLL_INTERVAL", Group: groupWorkers, Default: "100ms",
 		Doc:   "How often idle workers look for new tasks.",
 		parse: duration(func(c *Config) *time.Duration { return &c.Worker.PollInterval })},

@@ -347,6 +347,10 @@ type Claim struct {
 	ProviderID string
 	Wait       time.Duration
 	Message    *Message
+	// UnconfirmedSince is when the attempt before this one began, when
+	// its outcome stayed unknown through the grace period (zero
+	// otherwise): the provider may hold the message already.
+	UnconfirmedSince time.Time
 }
 
 // Claim atomically checks that a message may be sent and, if so, marks an
@@ -373,6 +377,11 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Cla
 		c.Attempt, _ = strconv.Atoi(res[1])
 		c.Redials, _ = strconv.Atoi(res[4])
 		c.Throttles, _ = strconv.Atoi(res[5])
+		if len(res) > 6 && res[6] != "" {
+			if at, err := strconv.ParseInt(res[6], 10, 64); err == nil {
+				c.UnconfirmedSince = time.UnixMilli(at).UTC()
+			}
+		}
 		c.Status = StatusSending
 		m := &Message{ID: id, Status: StatusSending, Attempts: c.Attempt}
 		if err := json.Unmarshal([]byte(res[3]), &m.Request); err != nil {
@@ -395,6 +404,7 @@ func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID str
 	pipe := l.rdb.Pipeline()
 	accepted := acceptedScript.EvalSha(ctx, pipe, keys, args...)
 	indexed := pipe.Set(ctx, providerKey(channel, providerID), id, l.retention)
+	l.await(ctx, pipe, channel, id, now)
 	_, _ = pipe.Exec(ctx)
 	n, err := scriptResult(ctx, l.rdb, accepted, acceptedScript, keys, args).Int64()
 	switch {
@@ -530,6 +540,9 @@ func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u Pro
 		if err := l.indexProvider(ctx, u.Channel, u.ProviderID, id, ttl); err != nil {
 			return Applied(outcome), link, err
 		}
+	}
+	if Applied(outcome) == AppliedChanged && u.Status.Final() {
+		l.Reported(ctx, u.Channel, id)
 	}
 	return Applied(outcome), link, nil
 }

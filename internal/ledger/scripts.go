@@ -53,7 +53,7 @@ local ev = cjson.decode(ARGV[3])
 ev['attempt'] = attempts
 if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
 redis.call('RPUSH', KEYS[2], cjson.encode(ev))
-return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0'}
+return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0', h[4] or ''}
 `)
 
 // acceptedScript records the provider's id. KEYS msg, events

@@ -88,6 +88,9 @@ type Service struct {
 	// reports, answers of calls.
 	Inbound  *inbound.Receiver
 	Channels *channels.Registry
+	// Reconciler asks providers about lost status callbacks (worker
+	// processes only; nil otherwise).
+	Reconciler *inbound.Reconciler
 	// Followups are the follow-up plans.
 	Followups *followups.Store
 	// Incidents group a crisis's broadcasts, with the cadence of updates.
@@ -454,6 +457,7 @@ func (s *Service) Start(ctx context.Context) error {
 		go func() { s.serveErr <- s.API.Serve(s.ln) }()
 	}
 	s.startBacklogSweep()
+	s.startReconcile()
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr(),
 		"ops", s.opsAddr)
 	return nil

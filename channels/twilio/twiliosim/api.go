@@ -56,7 +56,14 @@ type outbound struct {
 // routes returns the simulator's HTTP handler.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Messages.json", s.handleCreate)
+	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Messages.json", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			s.handleList(w, r)
+			return
+		}
+		s.handleCreate(w, r)
+	})
+	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Messages/{file}", s.handleFetch)
 	if s.voiceOn {
 		s.voiceRoutes(mux)
 	}
@@ -229,6 +236,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, form url.Values,
 		s.scheduleCallbacks(outbound{sid: sid, to: to, from: sender, mss: mss, callbackURL: cb,
 			final: reply.Final, finalCode: reply.FinalErrorCode})
 	}
+	s.remember(res, now, reply.Final, reply.FinalErrorCode)
 	s.record(r, form, http.StatusCreated, 0, sid)
 	s.log.Debug("twiliosim: message accepted", "sid", sid, "status", res.Status, "segments", res.NumSegments)
 	writeJSON(w, http.StatusCreated, res)

@@ -174,6 +174,10 @@ type Server struct {
 	pending   int
 	idle      chan struct{} // closed whenever pending == 0
 	voice     voiceState
+	// messages are the accepted messages the read side serves (read.go).
+	messages map[string]*stored
+	fetches  int
+	lists    int
 }
 
 // Request is one HTTP request the simulator answered, as recorded for

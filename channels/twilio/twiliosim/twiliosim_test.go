@@ -392,7 +392,8 @@ func TestOtherPathsAndMethodsAnswerTwilioErrors(t *testing.T) {
 	}{
 		{"an unknown path is not found", http.MethodGet, "/nope", 404, 20404},
 		{"another resource is not found", http.MethodPost, "/2010-04-01/Accounts/" + s.AccountSID() + "/Calls.json", 404, 20404},
-		{"listing messages is not allowed", http.MethodGet, "/2010-04-01/Accounts/" + s.AccountSID() + "/Messages.json", 405, 20004},
+		{"deleting messages is not allowed", http.MethodDelete, "/2010-04-01/Accounts/" + s.AccountSID() + "/Messages.json", 405, 20004},
+		{"an unknown message is not found", http.MethodGet, "/2010-04-01/Accounts/" + s.AccountSID() + "/Messages/SM00000000000000000000000000000000.json", 404, 20404},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
