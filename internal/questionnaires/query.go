@@ -125,21 +125,24 @@ func (s *Service) Find(ctx context.Context, tenant string, f Filter, limit int) 
 		key = byKey(tenant, f.Who)
 	}
 	rng := &redis.ZRangeBy{Min: "-inf", Max: "+inf"}
-	upTo := int64(-1)
-	if !f.Until.IsZero() {
-		upTo = f.Until.UnixMilli()
-	}
+	// The page after Before: the responses made before it, and those made
+	// in the same millisecond that sort before it (a sorted set orders
+	// equal scores by member, and ids made in one millisecond differ), so
+	// paging loses none.
+	beforeMS := int64(-1)
 	if f.Before != "" {
 		b, err := s.GetResponse(ctx, tenant, f.Before)
 		if err != nil {
 			return Page{}, err
 		}
-		if ms := b.CreatedAt.UnixMilli(); upTo < 0 || ms < upTo {
-			upTo = ms
-		}
+		beforeMS = b.CreatedAt.UnixMilli()
 	}
-	if upTo >= 0 {
-		rng.Max = "(" + strconv.FormatInt(upTo, 10)
+	switch {
+	case beforeMS >= 0 && (f.Until.IsZero() || beforeMS < f.Until.UnixMilli()):
+		rng.Max = strconv.FormatInt(beforeMS, 10)
+	case !f.Until.IsZero():
+		rng.Max = "(" + strconv.FormatInt(f.Until.UnixMilli(), 10)
+		beforeMS = -1 // until is the tighter bound
 	}
 	if !f.Since.IsZero() {
 		rng.Min = strconv.FormatInt(f.Since.UnixMilli(), 10)
@@ -148,15 +151,23 @@ func (s *Service) Find(ctx context.Context, tenant string, f Filter, limit int) 
 	last := ""
 	for scanned := 0; scanned < MaxScan; {
 		rng.Offset, rng.Count = int64(scanned), int64(min(scanBatch, MaxScan-scanned))
-		ids, err := s.Redis.ZRevRangeByScore(ctx, key, rng).Result()
+		zs, err := s.Redis.ZRevRangeByScoreWithScores(ctx, key, rng).Result()
 		if err != nil {
 			return Page{}, err
+		}
+		ids := make([]string, 0, len(zs))
+		for _, z := range zs {
+			id, _ := z.Member.(string)
+			if beforeMS >= 0 && int64(z.Score) == beforeMS && id >= f.Before {
+				continue // Before itself, or made with it and listed already
+			}
+			ids = append(ids, id)
 		}
 		rs, err := s.responses(ctx, tenant, ids)
 		if err != nil {
 			return Page{}, err
 		}
-		scanned += len(ids)
+		scanned += len(zs)
 		for _, r := range rs {
 			last = r.ID
 			if !f.matches(r) {
@@ -168,7 +179,7 @@ func (s *Service) Find(ctx context.Context, tenant string, f Filter, limit int) 
 				return page, nil
 			}
 		}
-		if int64(len(ids)) < rng.Count {
+		if int64(len(zs)) < rng.Count {
 			return page, nil // read to the end
 		}
 	}

@@ -209,3 +209,49 @@ func TestAWebFormCountsOnTheChannelItsLinkWentOn(t *testing.T) {
 		}
 	}
 }
+
+// TestPagingLosesNoResponseMadeInTheSameMillisecond: responses made in one
+// millisecond (a clinic starting thousands at once) are listed once each
+// across pages.
+func TestPagingLosesNoResponseMadeInTheSameMillisecond(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	rdb := redistest.Start(t).Client()
+	s := &Service{Redis: rdb, Now: func() time.Time { return t0 }}
+	pipe := rdb.Pipeline()
+	const n = 25
+	for i := range n {
+		// Five responses a millisecond.
+		r := &Response{ID: "qr_" + strconv.Itoa(200000+i), Tenant: "a", Questionnaire: "phq9", Channel: "sms",
+			To: ledger.Recipient{Phone: "+14155550100"}, State: StateCompleted, CreatedAt: t0.Add(time.Duration(i/5) * time.Millisecond)}
+		b, _ := json.Marshal(r)
+		pipe.Set(ctx, respKey("a", r.ID), b, time.Hour)
+		pipe.ZAdd(ctx, listKey("a", "phq9"), redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	before := ""
+	for pages := 0; pages < 20; pages++ {
+		p, err := s.Find(ctx, "a", Filter{Questionnaire: "phq9", Before: before}, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range p.Responses {
+			seen[r.ID]++
+		}
+		if p.Next == "" {
+			break
+		}
+		before = p.Next
+	}
+	if len(seen) != n {
+		t.Fatalf("%d of %d responses listed across pages", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("%s listed %d times", id, k)
+		}
+	}
+}
