@@ -1,10 +1,7 @@
 package gateway
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -14,14 +11,6 @@ import (
 	"github.com/patientmsg/gateway/internal/erasure"
 )
 
-// actorOf names the caller of a request for a tombstone: its API key's
-// fingerprint, never the key.
-func actorOf(c *fiber.Ctx) string {
-	key, _ := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
-	return "apikey:" + hex.EncodeToString(sum[:6])
-}
-
 // eraseContact erases a contact and everything the tenant holds about
 // its identities (DELETE /v1/contacts/{id}).
 func (s *Server) eraseContact(c *fiber.Ctx) error {
@@ -29,7 +18,7 @@ func (s *Server) eraseContact(c *fiber.Ctx) error {
 	if !contacts.ValidID(id) {
 		return problem(404, "not-found", "no contact with this id for your API key")
 	}
-	return s.startErasure(c, erasure.Request{ContactID: id, Actor: actorOf(c)})
+	return s.startErasure(c, erasure.Request{ContactID: id, Actor: apiActor(c)})
 }
 
 // eraseIdentity erases everything the tenant holds about one identity,
@@ -39,7 +28,7 @@ func (s *Server) eraseIdentity(c *fiber.Ctx) error {
 	if p != nil {
 		return p
 	}
-	return s.startErasure(c, erasure.Request{Identities: ids, Actor: actorOf(c)})
+	return s.startErasure(c, erasure.Request{Identities: ids, Actor: apiActor(c)})
 }
 
 func (s *Server) startErasure(c *fiber.Ctx, r erasure.Request) error {
