@@ -33,7 +33,7 @@ type ServerConfig struct {
 const QueueReplies = "gw:replies"
 
 // DefaultReplyConcurrency is the size of the pool that files answers.
-const DefaultReplyConcurrency = 8
+const DefaultReplyConcurrency = 16
 
 // Server runs the handlers in three pools: one for patients' answers only,
 // a crisis-only pool, and a weighted pool for the other priorities.

@@ -214,6 +214,9 @@ type WorkerConfig struct {
 	// CrisisConcurrency is a pool reserved for crisis traffic, so it never
 	// waits behind other priorities (WORKER_CRISIS_CONCURRENCY).
 	CrisisConcurrency int
+	// ReplyConcurrency is the pool that files patients' answers
+	// (WORKER_REPLY_CONCURRENCY).
+	ReplyConcurrency int
 	// MaxAttempts is the most provider attempts per message (DELIVERY_MAX_ATTEMPTS).
 	MaxAttempts int
 	// ProviderTimeout is the HTTP timeout of one provider call (PROVIDER_TIMEOUT).

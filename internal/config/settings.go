@@ -377,6 +377,10 @@ var settings = []Setting{
 	{Name: "WORKER_CRISIS_CONCURRENCY", Group: groupWorkers, Default: "10",
 		Doc:   "Sends in flight per worker process in the pool reserved for the crisis queue.",
 		parse: whole(func(c *Config) *int { return &c.Worker.CrisisConcurrency })},
+	{Name: "WORKER_REPLY_CONCURRENCY", Group: groupWorkers, Default: "16",
+		Doc: "Patients' answers filed at once per worker process, in a pool no send uses (matching the answer " +
+			"to its question, the reply feed, urgent words, the next question of a questionnaire).",
+		parse: whole(func(c *Config) *int { return &c.Worker.ReplyConcurrency })},
 	{Name: "DELIVERY_MAX_ATTEMPTS", Group: groupWorkers, Default: "8",
 		Doc: "Most provider attempts per message (at most 50). Throttled attempts (up to 20) and calls " +
 			"placed again after no answer do not count.",

@@ -335,7 +335,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 				Logger: o.Logger.With("comp", "worker")}
 		}
 		s.Workers = workers.NewServer(rdb, hs, s.Channels.Names(), workers.ServerConfig{
-			Concurrency: cfg.Worker.Concurrency, CrisisConcurrency: cfg.Worker.CrisisConcurrency,
+			Concurrency: cfg.Worker.Concurrency, CrisisConcurrency: cfg.Worker.CrisisConcurrency, ReplyConcurrency: cfg.Worker.ReplyConcurrency,
 			ShutdownTimeout: cfg.ShutdownTimeout, PollInterval: cfg.Worker.PollInterval,
 			DelayedPollInterval: cfg.Worker.DelayedPollInterval, Logger: o.Logger,
 		})
