@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/metrics"
@@ -53,6 +54,9 @@ type SendHandler struct {
 	Backlog Backlog
 	// Now is the clock (time.Now when nil); tests move it.
 	Now func() time.Time
+	// Audit records each send a provider accepted or finally refused, and
+	// each message suppressed (nil: none).
+	Audit *audit.Log
 	// Fence waits until a claim, and the provider's recorded answer, are
 	// on enough Redis replicas (nil: no wait).
 	Fence Fence
@@ -231,6 +235,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 			return fmt.Errorf("record acceptance: %w", err)
 		}
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
+		h.Audit.Record(rctx, sendEvent(m, audit.ActionSend, audit.OK))
 		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 		h.broadcast(rctx, m, ledger.StatusSent, log)
 		return h.answerReplicated(rctx, began, log)
@@ -277,6 +282,11 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	}
 	log.Warn("send failed", "class", se.Class.String(), "code", se.Code, "http_status", se.HTTPStatus, "final", final)
 	if final {
+		if f.FinalStatus == ledger.StatusSuppressed {
+			h.Audit.Record(rctx, sendEvent(m, audit.ActionSuppress, audit.OK))
+		} else {
+			h.Audit.Record(rctx, sendEvent(m, audit.ActionSend, audit.Error))
+		}
 		h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 		st := ledger.StatusFailed
 		if f.FinalStatus != "" {
@@ -364,10 +374,16 @@ func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attem
 		return false, err
 	}
 	log.Info("recipient opted out: message suppressed before the provider call")
+	h.Audit.Record(rctx, sendEvent(m, audit.ActionSuppress, audit.OK))
 	h.Metrics.SendOutcome(m.Channel, metrics.Suppressed)
 	h.Events.MessageStatus(rctx, h.Ledger, m.Tenant, m.ID)
 	h.broadcast(rctx, m, ledger.StatusSuppressed, log)
 	return true, nil
+}
+
+// sendEvent is the audit event of what a worker did with a message.
+func sendEvent(m *ledger.Message, action, outcome string) audit.Event {
+	return audit.Event{Tenant: m.Tenant, Actor: audit.ActorWorker, Action: action, Object: "message:" + m.ID, Outcome: outcome}
 }
 
 // IsFailure is the Asynq IsFailure func: waiting for a provider callback

@@ -296,3 +296,36 @@ func TestAnEventHoldsIdsOnly(t *testing.T) {
 		t.Errorf("Failures = %d, want %d", l.Failures(), len(cases))
 	}
 }
+
+func TestExportedEventsPastTheirRetentionLeaveRedisButStayVerifiable(t *testing.T) {
+	ctx := context.Background()
+	b, _ := bucket(t)
+	l := audit.New(redistest.Start(t).Client(), nil)
+	for i := range 6 {
+		e := event("clinic-a", "message.read", fmt.Sprintf("message:m%d", i))
+		if i < 4 {
+			e.Time = time.Now().Add(-100 * 24 * time.Hour)
+		}
+		if _, err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	skey, vkey := keys(t)
+	x := &audit.Exporter{Log: l, Bucket: b, Signer: newSigner(t, skey), Retention: 90 * 24 * time.Hour}
+	if _, err := x.Export(ctx, "clinic-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Export(ctx, "clinic-a"); err != nil { // caught up: trims
+		t.Fatal(err)
+	}
+	got, _, err := l.Find(ctx, "clinic-a", audit.Query{})
+	if err != nil || len(got) != 2 || got[0].Index != 4 {
+		t.Fatalf("Find after the retention = %+v, %v", got, err)
+	}
+	if _, err := l.Append(ctx, event("clinic-a", "message.read", "message:m6")); err != nil {
+		t.Fatal(err) // the tree hashes stay: appends go on
+	}
+	if r := verify(t, b, audit.VerifyOptions{}, vkey); r.Finding != nil || r.Checked != 6 {
+		t.Fatalf("report %+v (%v)", r, r.Finding)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 	"golang.org/x/mod/sumdb/note"
@@ -47,8 +48,11 @@ type Exporter struct {
 	Bucket *blob.Bucket
 	Signer note.Signer
 	// Batch is the most records per object (0: 1000).
-	Batch  int
-	Logger *slog.Logger
+	Batch int
+	// Retention is how long an exported event stays in Redis, readable by
+	// Find (0: for ever).
+	Retention time.Duration
+	Logger    *slog.Logger
 }
 
 // setExportedScript moves the export mark forward, never back.
@@ -129,7 +133,7 @@ func (x *Exporter) Export(ctx context.Context, tenant string) (int64, error) {
 			return from, err
 		}
 		if from >= size {
-			return from, nil
+			return from, x.trim(ctx, tenant, from)
 		}
 		to, err := x.exportRecords(ctx, tenant, from, min(size, from+batch), size)
 		if err != nil {
@@ -154,6 +158,39 @@ func (x *Exporter) Export(ctx context.Context, tenant string) (int64, error) {
 		}
 		x.logger().Debug("audit events exported", "tenant", tenant, "from", from, "to", to)
 	}
+}
+
+// trim removes from Redis the exported events older than Retention (their
+// tree hashes stay: later appends and proofs need them).
+func (x *Exporter) trim(ctx context.Context, tenant string, exported int64) error {
+	if x.Retention <= 0 {
+		return nil
+	}
+	cutoff := time.Now().Add(-x.Retention).UnixMilli()
+	ids, err := x.Log.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: timesKey(tenant), Start: "-inf",
+		Stop: "(" + strconv.FormatInt(cutoff, 10), ByScore: true, Count: 10000}).Result()
+	if err != nil {
+		return err
+	}
+	var old []string
+	for _, id := range ids {
+		if n, err := strconv.ParseInt(id, 10, 64); err == nil && n < exported {
+			old = append(old, id)
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	members := make([]any, len(old))
+	for i, id := range old {
+		members[i] = id
+	}
+	_, err = x.Log.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, recordsKey(tenant), old...)
+		p.ZRem(ctx, timesKey(tenant), members...)
+		return nil
+	})
+	return err
 }
 
 // exportRecords writes records [from, to) as one object, or finds the

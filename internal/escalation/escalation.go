@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/internal/address"
+	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/invalid"
 	"github.com/patientmsg/gateway/internal/metrics"
 )
@@ -218,6 +219,8 @@ type Escalator struct {
 	Send   Sender
 	Events Events
 	Log    *slog.Logger
+	// Audit records the escalations opened (nil: none).
+	Audit *audit.Log
 	// Metrics counts escalations opened, passed on and acknowledged (nil: none).
 	Metrics *metrics.Metrics
 }
@@ -292,6 +295,8 @@ func (e *Escalator) open(ctx context.Context, tenant, replyID string, init Escal
 			return nil, err
 		}
 		e.Log.Warn("escalation opened", "escalation_id", esc.ID, "msg_id", esc.MessageID, "matched_by", by)
+		e.Audit.Record(ctx, audit.Event{Tenant: tenant, Actor: audit.ActorInbound, Action: audit.ActionEscalationOpen,
+			Object: "escalation:" + esc.ID, Outcome: audit.OK})
 		reason := "urgent_reply"
 		if esc.Questionnaire != "" {
 			reason = "questionnaire"

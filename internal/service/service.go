@@ -25,6 +25,7 @@ import (
 	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/audiences"
+	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/autopipe"
 	"github.com/patientmsg/gateway/internal/broadcasts"
 	"github.com/patientmsg/gateway/internal/config"
@@ -110,6 +111,11 @@ type Service struct {
 	Plans     *followups.Planner
 	// Erasures erase patients' data on request.
 	Erasures *erasure.Service
+	// Audit is the audit log of who read or changed patient data.
+	Audit *audit.Log
+	// auditExport exports it (a worker with a signing key; nil otherwise).
+	auditExport *audit.Exporter
+	stopAudit   context.CancelFunc
 	// Users are the console's accounts and sessions.
 	Users *users.Store
 	// Metrics are the process's Prometheus metrics, served on the ops
@@ -146,6 +152,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s.Ledger.Metrics = s.Metrics
 
 	fence := newFence(cfg, rdb)
+	if err := s.newAudit(cfg, role, o.Logger); err != nil {
+		rdb.Close()
+		return nil, err
+	}
 	s.Replies = replies.New(rdb, cfg.Retention)
 	s.Webhooks = webhooks.NewStore(rdb)
 	s.client = asynq.NewClientFromRedisClient(rdb)
@@ -196,6 +206,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 	s.Escalator = &escalation.Escalator{Redis: rdb, Queue: s.client, Events: s.Events, Log: o.Logger.With("comp", "escalation"),
 		Send: s.sendNotification, Metrics: s.Metrics}
+	s.Escalator.Audit = s.Audit
 	chs, closers, err := buildChannels(cfg, rdb, o)
 	if err != nil {
 		rdb.Close()
@@ -285,6 +296,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Recordings: s.Recordings, Replies: s.Replies, Consent: s.Consent, Questionnaires: s.Questionnaires,
 		Followups: s.Followups, Plans: s.Plans, Audiences: audienceStore, Broadcasts: broadcastStore, Webhooks: s.Webhooks,
 		Tasks: s.inspector, Logger: o.Logger.With("comp", "erasure"), Now: time.Now}
+	s.auditConsent(contactStore)
 	s.Users = users.New(rdb, users.Config{})
 	if role&config.RoleAPI != 0 {
 		con, err := console.New(console.Options{Users: s.Users, Broadcasts: broadcastStore, Broadcast: s.Broadcast,
@@ -305,7 +317,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger,
 			Audiences: audienceStore, MaxUploadBytes: cfg.MaxUploadBytes, DefaultRegion: cfg.DefaultRegion,
 			Broadcasts: broadcastStore, Broadcast: s.Broadcast, Incidents: s.Incidents,
-			Inbound: s.Inbound, HelpTexts: helpTexts,
+			Inbound: s.Inbound, HelpTexts: helpTexts, Audit: s.Audit,
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
@@ -318,6 +330,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: s.Broadcast.Status,
 			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence, Metrics: s.Metrics}
 		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
+		h.Audit = s.Audit
 		for _, t := range cfg.CrisisOptOutExempt {
 			h.CrisisExempt[t] = true
 		}
@@ -456,6 +469,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.serveErr = make(chan error, 1)
 		go func() { s.serveErr <- s.API.Serve(s.ln) }()
 	}
+	s.startAuditExport()
 	s.startBacklogSweep()
 	s.startReconcile()
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr(),
@@ -516,6 +530,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	if s.stopSweep != nil {
 		s.stopSweep()
+	}
+	if s.stopAudit != nil {
+		s.stopAudit()
 	}
 	for _, c := range s.closers {
 		errs = append(errs, c())

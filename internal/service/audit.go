@@ -1,0 +1,69 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"gocloud.dev/blob"
+
+	"github.com/patientmsg/gateway/internal/audit"
+	"github.com/patientmsg/gateway/internal/config"
+	"github.com/patientmsg/gateway/internal/consent"
+	"github.com/patientmsg/gateway/internal/contacts"
+)
+
+// newAudit builds the audit log every role appends to and, for a worker
+// with a signing key, the export of the log to the blob store.
+func (s *Service) newAudit(cfg config.Config, role config.Role, logger *slog.Logger) error {
+	s.Audit = audit.New(s.Redis, logger)
+	if role&config.RoleWorker == 0 {
+		return nil
+	}
+	if cfg.Audit.SigningKey == "" {
+		logger.Warn("the audit log is not exported: GATEWAY_AUDIT_SIGNING_KEY is not set (docs/audit.md)", "comp", "audit")
+		return nil
+	}
+	signer, err := audit.NewSigner(cfg.Audit.SigningKey)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_AUDIT_SIGNING_KEY: %w", err)
+	}
+	b, err := blob.OpenBucket(context.Background(), cfg.Audit.BlobURL)
+	if err != nil {
+		return fmt.Errorf("GATEWAY_AUDIT_BLOB_URL: %w", err)
+	}
+	s.closers = append(s.closers, b.Close)
+	s.auditExport = &audit.Exporter{Log: s.Audit, Bucket: b, Signer: signer, Retention: cfg.Audit.Retention,
+		Logger: logger.With("comp", "audit")}
+	return nil
+}
+
+// auditConsent records every consent change in the audit log, under the
+// patient's contact id (never the address), whatever made it: a STOP, a
+// provider's opt-out error, the API or the console (whose requests are
+// also recorded, with their actor).
+func (s *Service) auditConsent(store *contacts.Store) {
+	prev := s.Consent.OnChange
+	s.Consent.OnChange = func(ctx context.Context, tenant string, id consent.Identity, optedOut bool) {
+		if prev != nil {
+			prev(ctx, tenant, id, optedOut)
+		}
+		object := "contact:unknown-" + string(id.Kind)
+		if c, err := store.Find(ctx, tenant, id); err == nil {
+			object = "contact:" + c.ID
+		}
+		s.Audit.Record(ctx, audit.Event{Tenant: tenant, Actor: audit.ActorInbound, Action: audit.ActionConsentChange,
+			Object: object, Outcome: audit.OK})
+	}
+}
+
+// startAuditExport exports the audit log in the background until
+// Shutdown.
+func (s *Service) startAuditExport() {
+	if s.auditExport == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopAudit = cancel
+	go s.auditExport.Run(ctx, s.Config.Audit.ExportInterval)
+}
