@@ -329,3 +329,15 @@ func TestExportedEventsPastTheirRetentionLeaveRedisButStayVerifiable(t *testing.
 		t.Fatalf("report %+v (%v)", r, r.Finding)
 	}
 }
+
+func TestEveryGeneratedKeyGivesItsVerifierKey(t *testing.T) {
+	for range 200 { // base64 keys hold "+" often enough
+		skey, vkey, err := audit.GenerateKey("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := audit.VerifierKey(skey); err != nil || got != vkey {
+			t.Fatalf("VerifierKey(%s) = %s, %v; want %s", skey, got, err, vkey)
+		}
+	}
+}
