@@ -5,6 +5,7 @@
 //	gateway all      both in one process
 //	gateway dev      both, on an embedded Redis with built-in provider simulators
 //	gateway users    add, list and remove the console's accounts
+//	gateway audit    make the audit signing key; verify the exported log
 //
 // Configuration comes from environment variables (see docs/configuration.md).
 package main
@@ -43,6 +44,8 @@ Commands:
            the dev tag (go tool task dev).
   users    add, list and remove the web console's accounts
            (gateway users --help)
+  audit    make the audit log's signing key, and verify the exported log
+           against its signed checkpoints (gateway audit --help)
 
 Configuration is read from the environment; every variable is described in
 docs/configuration.md. An invalid setting stops a command with exit status 2.
@@ -63,6 +66,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd, rest := args[0], args[1:]
+	if cmd == "audit" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return runAudit(ctx, rest, stdout, stderr)
+	}
 	if cmd == "users" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
