@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -160,6 +161,8 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 		wechatsim.Pusher{Token: devWeChatToken, EncodingAESKey: devWeChatAESKey, AppID: wsim.AppID()}, devWeChatAccount)
 	cfg.Email = config.EmailConfig{SMTPURL: mail.URL(), From: "Dev Clinic <noreply@dev-clinic.test>", PoolSize: 2}
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
+	// Recordings encrypted at rest, as in production (a key of this run's).
+	cfg.RecordingKeys = "dev:" + base64.StdEncoding.EncodeToString(randomBytes(32))
 	cfg.Worker.DelayedPollInterval = 200 * time.Millisecond
 	if os.Getenv("GATEWAY_OPS_ADDR") == "" && os.Getenv("GATEWAY_HEALTH_ADDR") == "" {
 		// Beside whatever else runs on the machine: a free loopback port,
@@ -263,10 +266,12 @@ Stop with Ctrl-C.
 	return d, nil
 }
 
-func randomHex(n int) string {
+func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }
+
+func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return b
 }
 
 // showMail prints a line for each message the dev SMTP server receives:

@@ -118,6 +118,9 @@ type Config struct {
 	// RecordingRetention is how long call recordings are kept
 	// (RECORDING_RETENTION, default GATEWAY_RETENTION; never longer).
 	RecordingRetention time.Duration
+	// RecordingKeys encrypt recordings at rest (RECORDING_KEYS; "": not
+	// encrypted).
+	RecordingKeys string
 
 	// Audit is the audit log's signing key and export (see AuditConfig).
 	Audit AuditConfig

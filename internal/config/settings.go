@@ -15,6 +15,7 @@ import (
 
 	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/internal/egress"
+	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/schedule"
 	"github.com/patientmsg/gateway/templates"
 )
@@ -598,6 +599,20 @@ var settings = []Setting{
 				// A recording is reached through its message: kept longer, it could
 				// no longer be read through the API, only leak.
 				bad("RECORDING_RETENTION=%s: must not exceed GATEWAY_RETENTION (%s)", c.RecordingRetention, c.Retention)
+			}
+		}},
+	{Name: "RECORDING_KEYS", Group: groupRecordings, Secret: true, DefaultDoc: "none (recordings stored as they are)",
+		Doc: "The keys that encrypt call recordings at rest (AES-256-GCM): `id:base64-of-32-random-bytes` pairs, " +
+			"comma separated, the current key first (32 bytes from `/dev/urandom`, base64-encoded: see [recordings at rest](operations.md#recordings-at-rest)). " +
+			"To rotate, put a new key first and keep the old ones until their recordings are past " +
+			"`RECORDING_RETENTION`: each recording names its key. Set it in production; see [recordings " +
+			"at rest](operations.md#recordings-at-rest).",
+		parse: text(func(c *Config) *string { return &c.RecordingKeys }),
+		check: func(c Config, _ Role, bad complaint) {
+			if c.RecordingKeys != "" {
+				if _, err := recordings.ParseKeyring(c.RecordingKeys); err != nil {
+					bad("RECORDING_KEYS: %v", err)
+				}
 			}
 		}},
 

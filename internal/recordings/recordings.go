@@ -5,6 +5,7 @@
 package recordings
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ const MaxSize = 64 << 20
 // Store is a bucket of recordings.
 type Store struct {
 	b *blob.Bucket
+	// Keys seal new recordings and open sealed ones (nil: stored as
+	// they are; sealed ones cannot be read).
+	Keys *Keyring
 }
 
 // Open opens the bucket at url (BLOB_URL).
@@ -54,8 +58,17 @@ func Key(tenant, messageID, recordingSID, contentType string) string {
 	return "recordings/" + tenant + "/" + messageID + "/" + recordingSID + ext
 }
 
-// Put stores a recording and returns its size.
+// Put stores a recording and returns its size; with Keys, sealed.
 func (s *Store) Put(ctx context.Context, key, contentType string, r io.Reader) (int64, error) {
+	if s.Keys != nil {
+		plain, err := readAll(r)
+		if err != nil {
+			return 0, err
+		}
+		err = s.b.WriteAll(ctx, key, s.Keys.seal(key, plain), &blob.WriterOptions{ContentType: "application/octet-stream",
+			Metadata: map[string]string{"key-id": s.Keys.Current(), "content-type": contentType}})
+		return int64(len(plain)), err
+	}
 	w, err := s.b.NewWriter(ctx, key, &blob.WriterOptions{ContentType: contentType})
 	if err != nil {
 		return 0, err
@@ -72,7 +85,7 @@ func (s *Store) Put(ctx context.Context, key, contentType string, r io.Reader) (
 	return n, w.Close()
 }
 
-// Open reads a recording.
+// Open reads a recording, opening a sealed one.
 func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, int64, error) {
 	r, err := s.b.NewReader(ctx, key, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
@@ -81,7 +94,27 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, int64, err
 	if err != nil {
 		return nil, 0, err
 	}
-	return r, r.Size(), nil
+	head := make([]byte, len(sealedMagic))
+	n, _ := io.ReadFull(r, head)
+	if !sealed(head[:n]) {
+		// Stored before encryption was on: as it is.
+		return readCloser{io.MultiReader(bytes.NewReader(head[:n]), r), r}, r.Size(), nil
+	}
+	rest, err := readAll(r)
+	r.Close()
+	if err != nil {
+		return nil, 0, err
+	}
+	plain, err := s.Keys.open(key, append(head, rest...))
+	if err != nil {
+		return nil, 0, err
+	}
+	return io.NopCloser(bytes.NewReader(plain)), int64(len(plain)), nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // Sweep deletes recordings stored more than retention ago and returns how

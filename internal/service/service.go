@@ -228,6 +228,14 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		}
 		s.Recordings = store
 		s.closers = append(s.closers, store.Close)
+		if cfg.RecordingKeys != "" {
+			if store.Keys, err = recordings.ParseKeyring(cfg.RecordingKeys); err != nil {
+				rdb.Close()
+				return nil, fmt.Errorf("RECORDING_KEYS: %w", err)
+			}
+		} else {
+			s.log.Warn("call recordings are stored unencrypted: set RECORDING_KEYS")
+		}
 	}
 
 	senderCfgs, senderKeys := senderConfigs(s.Channels.All())
