@@ -89,14 +89,8 @@ func (s *Server) formPage(c *fiber.Ctx, token string, v *questionnaires.FormView
 }
 
 func (s *Server) renderForm(c *fiber.Ctx, p patientform.Page) error {
-	c.Set("Content-Security-Policy", patientform.ContentSecurityPolicy)
-	c.Set("X-Content-Type-Options", "nosniff")
-	c.Set("Referrer-Policy", "no-referrer")
-	c.Set("X-Frame-Options", "DENY")
-	c.Set("X-Robots-Tag", "noindex, nofollow")
 	// The page holds a patient's answers: never kept by a browser or proxy.
-	c.Set(fiber.HeaderCacheControl, "no-store")
-	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	patientPage(c, patientform.ContentSecurityPolicy)
 	var b bytes.Buffer
 	if err := patientform.Render(&b, p); err != nil {
 		return err

@@ -273,6 +273,7 @@ func New(o Options) *Server {
 	}
 	if o.Inbound != nil {
 		s.mountWebhooks()
+		s.mountUnsubscribe()
 	}
 	if o.Console != nil {
 		o.Console.Mount(s.app, s.consoleTenant, s.admit, s.replicatedWrites, s.auditConsole)

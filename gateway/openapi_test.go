@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/internal/audiences"
@@ -117,8 +118,15 @@ func openAPITestServer(t *testing.T) *Server {
 	if err != nil {
 		t.Fatalf("wechat.New: %v", err)
 	}
+	// Email serves its events webhook with a secret, and the unsubscribe page.
+	em, err := email.New(email.Config{URL: "smtp+insecure://127.0.0.1:1", From: "Clinic <noreply@example-clinic.test>",
+		WebhookSecret: "secret", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("email.New: %v", err)
+	}
+	t.Cleanup(func() { _ = em.Close() })
 	return New(Options{
-		Channels:        channels.NewRegistry(sms, voice, wc),
+		Channels:        channels.NewRegistry(sms, voice, wc, em),
 		Consent:         consent.New(nil),
 		Contacts:        contacts.New(nil),
 		Replies:         replies.New(nil, time.Hour),
@@ -196,7 +204,8 @@ func TestOpenAPIProblemResponses(t *testing.T) {
 		op := ops[name]
 		path := strings.SplitN(name, " ", 2)[1]
 		exempt := path == "/healthz" || path == "/readyz" || path == "/openapi.yaml" || strings.HasPrefix(path, "/webhooks/") ||
-			strings.HasPrefix(path, "/f/") // the patient web form answers HTML pages
+			strings.HasPrefix(path, "/f/") || // the patient web form answers HTML pages
+			strings.HasPrefix(path, "/u/") // so does the unsubscribe page
 		responses, ok := op["responses"].(map[string]any)
 		if !ok || len(responses) == 0 {
 			t.Errorf("%s: no responses documented", name)

@@ -38,6 +38,10 @@ type Event struct {
 // email the gateway knows (gone with the retention, another channel's).
 var ErrNotEmail = errors.New("no such email message")
 
+// ErrNotYet is returned for an event about a message whose send is not
+// recorded yet: the sender of the event is asked to try again later.
+var ErrNotYet = errors.New("the message's send is not recorded yet")
+
 // Apply applies an outcome to the message: a bounce fails it with the
 // DSN's status code and diagnostic, a delay adds them to its history, a
 // complaint or an unsubscription opts its recipient out of email (for
@@ -81,8 +85,13 @@ func Apply(ctx context.Context, rcv channels.Receiver, ev Event) error {
 		return errors.New("unknown email event " + ev.Kind)
 	}
 	if u.ProviderID == "" {
-		// The send's acceptance was never recorded (a worker died after
-		// the relay took it); the report is kept in the logs only.
+		if !m.Status.Final() {
+			// The relay took the message a moment ago and the worker has
+			// not recorded it yet (a local bounce can be that quick).
+			return ErrNotYet
+		}
+		// Ended without the relay's acceptance recorded (a worker died
+		// after the relay took it): the report is kept in the logs only.
 		return nil
 	}
 	_, err = rcv.ProviderStatus(ctx, m.ID, u)

@@ -185,6 +185,11 @@ func TestAMailThatCannotBeAppliedNowIsDeferredAndAMalformedOneRefused(t *testing
 		t.Fatalf("storage outage: %d %s", code, enh)
 	}
 	e.rcv.Err = nil
+	// A bounce quicker than the worker that records the relay's acceptance.
+	e.rcv.Messages[inboundMsgID].ProviderID, e.rcv.Messages[inboundMsgID].Status = "", ledger.StatusSending
+	if code, enh := smtpCode(e.send(bounce, fixture(t, "dsn-permanent.eml"))); code != 451 || enh != "4.3.0" {
+		t.Fatalf("a bounce before the send is recorded: %d %s", code, enh)
+	}
 	bad := "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n"
 	if code, enh := smtpCode(e.send(bounce, []byte(bad))); code != 550 || enh != "5.6.0" {
 		t.Fatalf("malformed DSN: %d %s", code, enh)

@@ -49,29 +49,27 @@ func (c *Channel) unsubscribeToken(id string) string {
 	return c.cfg.Returns.Token(id)
 }
 
-// ErrBadToken is returned for an unsubscribe token the gateway did not make.
-var ErrBadToken = errors.New("unknown unsubscribe link")
-
 // Unsubscribe opts out the recipient of the message an unsubscribe token
 // (the /u/{token} link of a bulk email) names, as a one-click
-// unsubscription; ErrBadToken for a token the gateway did not make (or a
-// message gone with the retention).
-func (c *Channel) Unsubscribe(ctx context.Context, rcv channels.Receiver, token string) error {
+// unsubscription; known is false for a token the gateway did not make,
+// or one whose message is gone with the retention.
+func (c *Channel) Unsubscribe(ctx context.Context, rcv channels.Receiver, token string) (known bool, err error) {
 	if c.cfg.Returns == nil {
-		return ErrBadToken
+		return false, nil
 	}
 	id, ok := c.cfg.Returns.ParseToken(token)
 	if !ok {
-		return ErrBadToken
+		return false, nil
 	}
-	err := Apply(ctx, rcv, Event{Kind: EventUnsubscribe, MessageID: id, Evidence: "one-click List-Unsubscribe"})
+	err = Apply(ctx, rcv, Event{Kind: EventUnsubscribe, MessageID: id, Evidence: "one-click List-Unsubscribe"})
 	if errors.Is(err, ErrNotEmail) {
-		return ErrBadToken
+		return false, nil
 	}
-	if err == nil {
-		c.log.Info("email unsubscription applied", "msg_id", id)
+	if err != nil {
+		return true, err
 	}
-	return err
+	c.log.Info("email unsubscription applied", "msg_id", id)
+	return true, nil
 }
 
 // Events webhook: relays that report outcomes by webhook instead of mail.

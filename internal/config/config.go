@@ -204,6 +204,20 @@ type EmailConfig struct {
 	SMTPURL  string // SMTP_URL
 	From     string // EMAIL_FROM
 	PoolSize int    // SMTP_POOL_SIZE
+	// ReturnDomain is the domain of each message's return path and
+	// Reply-To (EMAIL_RETURN_DOMAIN); ReturnSecret signs them and the
+	// one-click unsubscribe links (EMAIL_RETURN_SECRET).
+	ReturnDomain, ReturnSecret string
+	// InboundAddr is where the API process takes mail for the return
+	// domain (EMAIL_INBOUND_ADDR, "" off), at most InboundMaxBytes a mail
+	// (EMAIL_INBOUND_MAX_BYTES) and InboundPerMinute mails a minute from
+	// one client IP (EMAIL_INBOUND_RATE).
+	InboundAddr      string
+	InboundMaxBytes  int
+	InboundPerMinute int
+	// WebhookSecret signs a relay's POST /webhooks/email/events
+	// (EMAIL_WEBHOOK_SECRET, "" no such route).
+	WebhookSecret string
 }
 
 // Enabled reports whether email is configured.

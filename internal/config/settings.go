@@ -16,6 +16,7 @@ import (
 	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/recordings"
+	"github.com/patientmsg/gateway/internal/returnpath"
 	"github.com/patientmsg/gateway/internal/schedule"
 	"github.com/patientmsg/gateway/templates"
 )
@@ -573,6 +574,66 @@ var settings = []Setting{
 	{Name: "SMTP_POOL_SIZE", Group: groupEmail, Default: "4",
 		Doc:   "Most SMTP connections one process keeps open.",
 		parse: whole(func(c *Config) *int { return &c.Email.PoolSize })},
+	{Name: "EMAIL_RETURN_DOMAIN", Group: groupEmail,
+		Doc: "The domain of each email's own return path (`bounce+<id>.<signature>@`, the envelope " +
+			"sender bounces go to) and `Reply-To` (`reply+<id>.<signature>@`); its MX record points at " +
+			"`EMAIL_INBOUND_ADDR`. Unset, email keeps `EMAIL_FROM` as its envelope sender and learns " +
+			"nothing after the relay took it. Needs `EMAIL_RETURN_SECRET`. See " +
+			"[bounces, complaints and replies](channels.md#bounces-complaints-unsubscribe-and-replies).",
+		parse: text(func(c *Config) *string { return &c.Email.ReturnDomain }),
+		check: func(c Config, _ Role, bad complaint) {
+			if d := c.Email.ReturnDomain; d != "" {
+				if err := returnpath.CheckDomain(d); err != nil {
+					bad("%v", err)
+				}
+			}
+		}},
+	{Name: "EMAIL_RETURN_SECRET", Group: groupEmail, Secret: true,
+		Doc: "At least 32 random characters (`openssl rand -hex 32`) that sign the return path, the " +
+			"`Reply-To` and the one-click unsubscribe link of each email, so that none can be forged for " +
+			"another message. With it, bulk email offers one-click unsubscription (RFC 8058) at " +
+			"`GATEWAY_PUBLIC_URL/u/<token>`. Changing it voids the links and addresses of mail already sent.",
+		parse: text(func(c *Config) *string { return &c.Email.ReturnSecret }),
+		check: func(c Config, _ Role, bad complaint) {
+			e := c.Email
+			switch {
+			case e.ReturnSecret != "" && len(e.ReturnSecret) < returnpath.MinSecret:
+				bad("EMAIL_RETURN_SECRET must be at least %d characters", returnpath.MinSecret)
+			case e.ReturnDomain != "" && e.ReturnSecret == "":
+				bad("EMAIL_RETURN_DOMAIN needs EMAIL_RETURN_SECRET to sign the return addresses")
+			}
+		}},
+	{Name: "EMAIL_INBOUND_ADDR", Group: groupEmail,
+		Doc: "Where the API process (`serve`, `all`) listens for SMTP mail to `EMAIL_RETURN_DOMAIN`, e.g. " +
+			"`:2525` behind the MX's port 25: delivery status notifications, complaints (ARF) and patients' " +
+			"replies. It accepts only the signed `bounce+` and `reply+` addresses and relays nothing. Unset: off.",
+		parse: text(func(c *Config) *string { return &c.Email.InboundAddr }),
+		check: func(c Config, _ Role, bad complaint) {
+			if c.Email.InboundAddr != "" && (c.Email.ReturnDomain == "" || !c.Email.Enabled()) {
+				bad("EMAIL_INBOUND_ADDR needs email (SMTP_URL, EMAIL_FROM) and EMAIL_RETURN_DOMAIN")
+			}
+		}},
+	{Name: "EMAIL_INBOUND_MAX_BYTES", Group: groupEmail, Default: "2097152", DefaultDoc: "`2097152` (2 MiB)",
+		Doc:   "Largest mail the inbound listener accepts (at least 65536); larger is refused with 552.",
+		parse: whole(func(c *Config) *int { return &c.Email.InboundMaxBytes }),
+		check: func(c Config, _ Role, bad complaint) {
+			if c.Email.InboundMaxBytes < 64<<10 {
+				bad("EMAIL_INBOUND_MAX_BYTES=%d: must be at least 65536", c.Email.InboundMaxBytes)
+			}
+		}},
+	{Name: "EMAIL_INBOUND_RATE", Group: groupEmail, Default: "60",
+		Doc:   "Mails a minute the inbound listener takes from one client IP; more are deferred with 450.",
+		parse: whole(func(c *Config) *int { return &c.Email.InboundPerMinute }),
+		check: func(c Config, _ Role, bad complaint) {
+			if c.Email.InboundPerMinute < 1 {
+				bad("EMAIL_INBOUND_RATE must be at least 1")
+			}
+		}},
+	{Name: "EMAIL_WEBHOOK_SECRET", Group: groupEmail, Secret: true,
+		Doc: "Serves `POST /webhooks/email/events` for relays that report bounces, complaints and " +
+			"unsubscriptions by webhook: the body signed as `X-Gateway-Signature: t=<unix>,v1=<HMAC-SHA256 " +
+			"of \"t.body\">` with this secret. Unset: no such route.",
+		parse: text(func(c *Config) *string { return &c.Email.WebhookSecret })},
 
 	// Call recordings
 	{Name: "BLOB_URL", Group: groupRecordings,

@@ -62,9 +62,14 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 		chs = append(chs, wc)
 	}
 	if cfg.Email.Enabled() {
+		keys, err := returnKeys(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
 		em, err := email.New(email.Config{URL: cfg.Email.SMTPURL, From: cfg.Email.From, PoolSize: cfg.Email.PoolSize,
 			Timeout: cfg.Worker.ProviderTimeout, TLSConfig: o.EmailTLS, Logger: o.Logger,
-			Rate: channels.Rate{PerSecond: cfg.Senders.EmailPerSecond, PerDay: cfg.Senders.EmailPerDay}})
+			Rate:    channels.Rate{PerSecond: cfg.Senders.EmailPerSecond, PerDay: cfg.Senders.EmailPerDay},
+			Returns: keys, PublicURL: cfg.PublicURL, WebhookSecret: cfg.Email.WebhookSecret})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
+	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
@@ -123,6 +124,9 @@ type Service struct {
 	Metrics *metrics.Metrics
 	API     *gateway.Server
 	Workers *workers.Server
+	// MailIn is the inbound SMTP listener of an API process
+	// (EMAIL_INBOUND_ADDR; nil when off).
+	MailIn *email.Listener
 
 	client    *asynq.Client
 	inspector *asynq.Inspector
@@ -462,6 +466,12 @@ func (s *Service) Start(ctx context.Context) error {
 			}
 			return err
 		}
+	}
+	if err := s.startMailIn(); err != nil {
+		if s.Workers != nil {
+			s.Workers.Shutdown()
+		}
+		return err
 	}
 	if s.API != nil {
 		if s.ln == nil {

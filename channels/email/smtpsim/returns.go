@@ -65,7 +65,17 @@ func (s *Server) SentMail() []Sent {
 // address) with the null sender, as an MTA sends its notifications, and
 // records the outcome.
 func (s *Server) deliverOut(kind, to string, raw []byte) error {
+	// Like an MTA, try again after a temporary refusal (4xx), here for
+	// a few seconds.
 	err := s.dialOut(to, raw)
+	for wait := 50 * time.Millisecond; temporary(err) && wait < 3*time.Second; wait *= 2 {
+		select {
+		case <-time.After(wait):
+		case <-s.closing:
+			return err
+		}
+		err = s.dialOut(to, raw)
+	}
 	s.mu.Lock()
 	s.sent = append(s.sent, Sent{Kind: kind, To: to, Raw: raw, Err: err})
 	s.mu.Unlock()
@@ -73,8 +83,24 @@ func (s *Server) deliverOut(kind, to string, raw []byte) error {
 	return err
 }
 
+// SetReturnMTA sets Options.ReturnMTA, for a gateway that starts its
+// listener after the simulator.
+func (s *Server) SetReturnMTA(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.ReturnMTA = addr
+}
+
+// temporary says an SMTP answer asks to try again later.
+func temporary(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se) && se.Code/100 == 4
+}
+
 func (s *Server) dialOut(to string, raw []byte) error {
+	s.mu.Lock()
 	addr := s.opts.ReturnMTA
+	s.mu.Unlock()
 	if addr == "" {
 		return errors.New("smtpsim: no ReturnMTA to send to")
 	}
