@@ -2,9 +2,8 @@ package config
 
 import (
 	"bufio"
-	"errors"
+	"context"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -15,7 +14,8 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/compose-spec/compose-go/v2/loader"
+	composetypes "github.com/compose-spec/compose-go/v2/types"
 )
 
 // The deployment examples agree with the settings table: they name no
@@ -61,27 +61,30 @@ func sameValue(s Setting, a, b string) bool {
 	return errA == nil && errB == nil && reflect.DeepEqual(ca, cb)
 }
 
+// errorf reports what a check finds wrong (t.Errorf, or a test's own
+// collector when it checks the checks).
+type errorf func(format string, args ...any)
+
 // checkAssignment checks one assignment: a known name, a value that
 // parses, and a commented value of a setting with a fixed default that is
 // that default.
-func checkAssignment(t *testing.T, a assignment) {
-	t.Helper()
+func checkAssignment(bad errorf, a assignment) {
 	s, ok := settingByName(a.name)
 	if !ok {
 		if _, other := others[a.name]; !other {
-			t.Errorf("%s: %s is not a setting of the gateway (internal/config/settings.go)", a.where, a.name)
+			bad("%s: %s is not a setting of the gateway (internal/config/settings.go)", a.where, a.name)
 		}
 		return
 	}
 	if a.commented && s.Default != "" {
 		if !sameValue(s, a.value, s.Default) {
-			t.Errorf("%s: shows %s=%s as the default; the default is %s", a.where, a.name, a.value, s.Default)
+			bad("%s: shows %s=%s as the default; the default is %s", a.where, a.name, a.value, s.Default)
 		}
 		return
 	}
 	if a.value != "" {
 		if _, err := parseValue(s, a.value); err != nil {
-			t.Errorf("%s: %s=%q would stop the gateway: %v", a.where, a.name, a.value, err)
+			bad("%s: %s=%q would stop the gateway: %v", a.where, a.name, a.value, err)
 		}
 	}
 }
@@ -116,42 +119,7 @@ func readAssignments(t *testing.T, path string, re *regexp.Regexp) []assignment 
 var (
 	envLine  = regexp.MustCompile(`^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$`)
 	yamlLine = regexp.MustCompile(`^\s*(#\s*)?([A-Z][A-Z0-9_]*):\s*(.*?)\s*$`)
-	interp   = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])(.*))?\}$`)
 )
-
-// composeEnvironment is what a compose file sets in the gateway's
-// environment, on top of .env (env_file).
-func composeEnvironment(t *testing.T, file string) map[string]string {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(deployments, file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Gateway struct {
-			Environment map[string]string `yaml:"environment"`
-		} `yaml:"x-gateway"`
-		Services map[string]struct {
-			Environment map[string]string `yaml:"environment"`
-		} `yaml:"services"`
-	}
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{}
-	for k, v := range doc.Gateway.Environment {
-		env[k] = v
-	}
-	for _, svc := range doc.Services {
-		for k, v := range svc.Environment {
-			env[k] = v
-		}
-	}
-	if len(env) == 0 {
-		t.Fatalf("%s sets no environment: is the test reading the right thing?", file)
-	}
-	return env
-}
 
 // exampleEnv reads gateway.env.example: every assignment, and the values
 // of the lines not commented out (what a copy of it as .env sets).
@@ -172,199 +140,156 @@ func exampleEnv(t *testing.T) (all []assignment, active map[string]string) {
 
 // checkComposeEnvironment checks what a compose file sets in the gateway's
 // environment (compose) against the settings and the example .env (active:
-// its values), and returns the settings the file fixes: a value of its own,
-// not one from .env.
-func checkComposeEnvironment(t *testing.T, file string, compose, active map[string]string) (fixed map[string]bool) {
+
+// composeFile loads a compose file of deployments/ with compose-go, as
+// docker compose does when deployments/.env holds env: env interpolates the
+// file, and each service's env_file .env gives it env. The .env the test
+// writes is one of its own: a .env of a developer's in deployments/ is not read.
+func composeFile(t *testing.T, file string, env map[string]string) *composetypes.Project {
 	t.Helper()
-	fixed = map[string]bool{}
-	for name, v := range compose {
-		where := file + ": " + name
-		m := interp.FindStringSubmatch(v)
-		if m == nil {
-			fixed[name] = true
-			checkAssignment(t, assignment{name: name, value: v, where: where})
-			continue
-		}
-		if m[1] != name {
-			t.Errorf("%s is set from ${%s}: from .env it should come under its own name", where, m[1])
-			continue
-		}
-		switch op := strings.TrimPrefix(m[2], ":"); op {
-		case "-": // ${NAME:-fallback}: the fallback applies when .env leaves it empty
-			s, ok := settingByName(name)
-			if ok && s.Default != "" {
-				checkAssignment(t, assignment{name: name, value: m[3], commented: true, where: where + " (its fallback)"})
-			} else {
-				checkAssignment(t, assignment{name: name, value: m[3], where: where + " (its fallback)"})
-			}
-		case "?": // ${NAME:?message}: compose refuses to start without it
-			if active[name] == "" {
-				t.Errorf("%s is required by %s but gateway.env.example gives it no value", name, file)
-			}
-		}
+	dir, err := filepath.Abs(deployments)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fixed
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if strings.Contains(env[k], "'") {
+			t.Fatalf("%s=%q: the test cannot quote it for .env", k, env[k])
+		}
+		fmt.Fprintf(&b, "%s='%s'\n", k, env[k]) // single quotes: no interpolation of $
+	}
+	dotenv := filepath.Join(t.TempDir(), ".env")
+	if err := os.WriteFile(dotenv, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := loader.LoadWithContext(context.Background(), composetypes.ConfigDetails{
+		WorkingDir:  dir,
+		ConfigFiles: []composetypes.ConfigFile{{Filename: filepath.Join(dir, file)}},
+		Environment: composetypes.Mapping(maps.Clone(env)),
+	}, func(o *loader.Options) {
+		o.SetProjectName("gateway", true)
+		o.SkipResolveEnvironment = true // after env_file is pointed at the test's .env
+	})
+	if err != nil {
+		t.Fatalf("%s: docker compose would refuse it: %v", file, err)
+	}
+	for name, s := range p.Services {
+		for i, f := range s.EnvFiles {
+			if f.Path != filepath.Join(dir, ".env") {
+				t.Errorf("%s: service %s reads env_file %s; the deployment guide has the operator fill in .env beside it", file, name, f.Path)
+				continue
+			}
+			s.EnvFiles[i].Path = dotenv
+		}
+		p.Services[name] = s
+	}
+	if p, err = p.WithServicesEnvironmentResolved(true); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return p
 }
 
-// composeProcessEnv is the environment compose gives the gateway when .env
-// is a copy of gateway.env.example (active: its values): .env under what
-// the file sets, interpolated as compose does.
-func composeProcessEnv(active, compose map[string]string) map[string]string {
-	env := map[string]string{}
-	for k, v := range active {
-		env[k] = v
-	}
-	for name, v := range compose {
-		if m := interp.FindStringSubmatch(v); m != nil {
-			v = active[m[1]]
-			if v == "" && strings.TrimPrefix(m[2], ":") == "-" {
-				v = m[3]
+// gatewayRoles are the gateway's commands and the roles they run.
+var gatewayRoles = map[string]Role{"serve": RoleAPI, "worker": RoleWorker, "all": RoleAll}
+
+// gatewayServices are the services of a compose project that run the
+// gateway, with their environment and role.
+func gatewayServices(p *composetypes.Project) (env map[string]map[string]string, role map[string]Role) {
+	env, role = map[string]map[string]string{}, map[string]Role{}
+	for name, s := range p.Services {
+		if len(s.Command) == 0 {
+			continue
+		}
+		r, ok := gatewayRoles[s.Command[0]]
+		if !ok {
+			continue
+		}
+		env[name], role[name] = map[string]string{}, r
+		for k, v := range s.Environment {
+			if v != nil {
+				env[name][k] = *v
 			}
 		}
-		env[name] = v
 	}
-	return env
+	return env, role
+}
+
+// probeValue is what a probing .env sets name to.
+func probeValue(name string) string { return "probe-" + name }
+
+// checkComposeFile loads a compose file with .env a copy of
+// gateway.env.example (active: its values) and checks what every gateway
+// service is given: settings, values they take, fallbacks that are the
+// defaults, a configuration the gateway starts with. A second load, with a
+// .env that sets every setting to a value of its own, tells the settings
+// the file fixes (a value of its own, whatever .env says) from those .env
+// reaches the gateway with: every other setting must reach it.
+func checkComposeFile(t *testing.T, file string, active map[string]string) (env map[string]map[string]string, fixed map[string]bool) {
+	t.Helper()
+	env, role := gatewayServices(composeFile(t, file, active))
+	if len(env) == 0 {
+		t.Fatalf("%s: no service runs the gateway (command serve, worker or all)", file)
+	}
+	probe := map[string]string{}
+	for _, s := range settings {
+		probe[s.Name] = probeValue(s.Name)
+	}
+	for name := range others {
+		probe[name] = probeValue(name)
+	}
+	probed, _ := gatewayServices(composeFile(t, file, probe))
+
+	fixed = map[string]bool{}
+	for _, svc := range slices.Sorted(maps.Keys(env)) {
+		for _, name := range slices.Sorted(maps.Keys(env[svc])) {
+			v, where := env[svc][name], file+": "+svc+": "+name
+			switch pv, fromEnv := probed[svc][name]; {
+			case pv == probeValue(name):
+				// From .env; where .env leaves it empty or out, the value is
+				// the file's fallback (${NAME:-fallback}), which must be the
+				// default.
+				a, listed := active[name]
+				checkAssignment(t.Errorf, assignment{name: name, value: v, commented: !listed || a != v, where: where})
+			case fromEnv && strings.HasPrefix(pv, "probe-"):
+				t.Errorf("%s is set from %s of .env: from .env it should come under its own name", where, strings.TrimPrefix(pv, "probe-"))
+			default:
+				fixed[name] = true
+				checkAssignment(t.Errorf, assignment{name: name, value: v, where: where})
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(probe)) {
+			if _, ok := probed[svc][name]; !ok {
+				t.Errorf("%s: %s set in .env does not reach service %s (env_file)", file, name, svc)
+			}
+		}
+		c, err := Load(func(k string) string { return env[svc][k] })
+		if err == nil {
+			err = c.Validate(role[svc])
+		}
+		if err != nil {
+			t.Errorf("%s: service %s would not start with .env a copy of gateway.env.example: %v", file, svc, err)
+		}
+	}
+	return env, fixed
 }
 
 func TestTheComposeFilesAgreeWithTheSettings(t *testing.T) {
-	compose := composeEnvironment(t, "docker-compose.yml")
 	example, active := exampleEnv(t)
-
 	listed := map[string]bool{}
 	for _, a := range example {
-		checkAssignment(t, a)
+		checkAssignment(t.Errorf, a)
 		listed[a.name] = true
 	}
 
 	// fixed are the settings docker-compose.yml sets to a value of its
 	// own: one in .env would be ignored.
-	fixed := checkComposeEnvironment(t, "docker-compose.yml", compose, active)
-
+	_, fixed := checkComposeFile(t, "docker-compose.yml", active)
 	for _, s := range settings {
 		switch {
 		case fixed[s.Name] && listed[s.Name]:
 			t.Errorf("gateway.env.example lists %s, which docker-compose.yml sets itself: the .env value would be ignored", s.Name)
 		case !fixed[s.Name] && !listed[s.Name] && s.Name != "GATEWAY_CONFIG_FILE":
 			t.Errorf("gateway.env.example does not list %s (%s)", s.Name, s.Group)
-		}
-	}
-}
-
-// manifest reads the data of a ConfigMap or the stringData of a Secret
-// in kubernetes/, and the settings its comments show.
-func manifest(t *testing.T, file, key string) (values map[string]string, commented []assignment) {
-	t.Helper()
-	return manifestIn(t, "kubernetes", file, key)
-}
-
-// manifestIn is manifest for a file in another directory of deployments/.
-func manifestIn(t *testing.T, dir, file, key string) (values map[string]string, commented []assignment) {
-	t.Helper()
-	path := filepath.Join(deployments, dir, file)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := doc[key].(map[string]any)
-	if len(data) == 0 {
-		t.Fatalf("%s has no %s", file, key)
-	}
-	values = map[string]string{}
-	for k, v := range data {
-		s, ok := v.(string)
-		if !ok {
-			t.Errorf("%s: %s is not a string (quote it)", file, k)
-		}
-		values[k] = s
-	}
-	for _, a := range readAssignments(t, path, yamlLine) {
-		if a.commented {
-			commented = append(commented, a)
-		}
-	}
-	return values, commented
-}
-
-func TestTheKubernetesManifestsAgreeWithTheSettings(t *testing.T) {
-	cm, cmComments := manifest(t, "configmap.yaml", "data")
-	secret, secretComments := manifest(t, "secret.example.yaml", "stringData")
-
-	isSecret := func(name string) bool {
-		if s, ok := settingByName(name); ok {
-			return s.Secret
-		}
-		return others[name].secret
-	}
-	inSecret := map[string]bool{}
-	for name, v := range secret {
-		checkAssignment(t, assignment{name: name, value: v, where: "secret.example.yaml: " + name})
-		inSecret[name] = true
-		if _, both := cm[name]; both {
-			t.Errorf("%s is in both the ConfigMap and the Secret", name)
-		}
-	}
-	for _, a := range secretComments {
-		checkAssignment(t, a)
-		inSecret[a.name] = true
-	}
-	for name, v := range cm {
-		checkAssignment(t, assignment{name: name, value: v, where: "configmap.yaml: " + name})
-		if isSecret(name) {
-			t.Errorf("configmap.yaml holds %s, a secret: it belongs in the Secret", name)
-		}
-	}
-	for _, a := range cmComments {
-		checkAssignment(t, a)
-		if isSecret(a.name) {
-			t.Errorf("%s: shows %s, a secret, in the ConfigMap: it belongs in the Secret", a.where, a.name)
-		}
-	}
-	for _, s := range settings {
-		_, inConfig := cm[s.Name]
-		_, setInSecret := secret[s.Name]
-		if s.Required != 0 && !inConfig && !setInSecret {
-			t.Errorf("neither the ConfigMap nor the Secret sets %s, which the gateway needs", s.Name)
-		}
-		if s.Secret && !inSecret[s.Name] {
-			t.Errorf("secret.example.yaml does not show %s, a secret setting", s.Name)
-		}
-	}
-
-	// The Deployments take the environment from the two (envFrom); a
-	// variable set on a container must be a setting too.
-	for _, file := range []string{"api.yaml", "worker.yaml"} {
-		raw, err := os.ReadFile(filepath.Join(deployments, "kubernetes", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d struct {
-			Spec struct {
-				Template struct {
-					Spec struct {
-						Containers []struct {
-							Env []struct {
-								Name  string `yaml:"name"`
-								Value string `yaml:"value"`
-							} `yaml:"env"`
-						} `yaml:"containers"`
-					} `yaml:"spec"`
-				} `yaml:"template"`
-			} `yaml:"spec"`
-		}
-		if err := yaml.Unmarshal(raw, &d); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			for _, e := range c.Env {
-				checkAssignment(t, assignment{name: e.Name, value: e.Value, where: file + ": " + e.Name})
-				if isSecret(e.Name) && e.Value != "" {
-					t.Errorf("%s sets %s, a secret, in clear: take it from the Secret", file, e.Name)
-				}
-			}
 		}
 	}
 }
@@ -512,44 +437,31 @@ func checkTopology(t *testing.T, top topology) {
 
 func TestTheReplicatedComposeFileFencesAndWaitsForAReplica(t *testing.T) {
 	const file = "docker-compose.replicated.yml"
-	raw, err := os.ReadFile(filepath.Join(deployments, file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Services map[string]struct {
-			Image       string            `yaml:"image"`
-			Command     []string          `yaml:"command"`
-			Environment map[string]string `yaml:"environment"`
-			DependsOn   map[string]any    `yaml:"depends_on"`
-		} `yaml:"services"`
-	}
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
+	_, active := exampleEnv(t)
+	p := composeFile(t, file, active)
 
 	// (d) What the gateway is given: settings with values it takes, as in
 	// docker-compose.yml but for the Redis settings.
-	compose := composeEnvironment(t, file)
-	_, active := exampleEnv(t)
-	checkComposeEnvironment(t, file, compose, active)
-	single := composeEnvironment(t, "docker-compose.yml")
-	for _, name := range slices.Sorted(maps.Keys(compose)) {
-		if !strings.HasPrefix(name, "REDIS_") && compose[name] != single[name] {
-			t.Errorf("%s sets %s=%q, docker-compose.yml %q: they should differ in Redis only", file, name, compose[name], single[name])
+	env, _ := checkComposeFile(t, file, active)
+	single, _ := gatewayServices(composeFile(t, "docker-compose.yml", active))
+	for _, svc := range slices.Sorted(maps.Keys(env)) {
+		for _, name := range slices.Sorted(maps.Keys(env[svc])) {
+			if v, w := env[svc][name], single[svc][name]; !strings.HasPrefix(name, "REDIS_") && v != w {
+				t.Errorf("%s gives %s %s=%q, docker-compose.yml %q: they should differ in Redis only", file, svc, name, v, w)
+			}
 		}
-	}
-	for name := range single {
-		if _, ok := compose[name]; !ok && !strings.HasPrefix(name, "REDIS_") {
-			t.Errorf("%s does not set %s, which docker-compose.yml does", file, name)
+		for name := range single[svc] {
+			if _, ok := env[svc][name]; !ok && !strings.HasPrefix(name, "REDIS_") {
+				t.Errorf("%s does not give %s %s, which docker-compose.yml does", file, svc, name)
+			}
 		}
 	}
 
-	top := topology{file: file, gateway: map[string]map[string]string{}}
+	top := topology{file: file, gateway: env}
 	var sentinelNames []string
 	isSentinel := regexp.MustCompile(`--sentinel\b|\bredis-sentinel\b`)
-	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
-		s := doc.Services[name]
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		s := p.Services[name]
 		text := strings.Join(s.Command, " ")
 		switch {
 		case strings.HasPrefix(s.Image, "redis:") && isSentinel.MatchString(text):
@@ -563,16 +475,14 @@ func TestTheReplicatedComposeFileFencesAndWaitsForAReplica(t *testing.T) {
 		case strings.HasPrefix(s.Image, "redis:"):
 			top.data = append(top.data, redisNode{name, text})
 			top.dataHosts = append(top.dataHosts, name)
-		case len(s.Command) > 0 && slices.Contains([]string{"serve", "worker", "all"}, s.Command[0]):
-			top.gateway[name] = composeProcessEnv(active, s.Environment)
 		}
 	}
-	if top.gateway["serve"] == nil || top.gateway["worker"] == nil {
-		t.Errorf("%s: want a serve and a worker service; found %v", file, slices.Sorted(maps.Keys(top.gateway)))
+	if env["serve"] == nil || env["worker"] == nil {
+		t.Errorf("%s: want a serve and a worker service; found %v", file, slices.Sorted(maps.Keys(env)))
 	}
-	for name := range top.gateway {
+	for name := range env {
 		for _, sen := range sentinelNames {
-			if _, ok := doc.Services[name].DependsOn[sen]; !ok {
+			if _, ok := p.Services[name].DependsOn[sen]; !ok {
 				t.Errorf("%s: %s does not wait for %s (depends_on)", file, name, sen)
 			}
 		}
@@ -583,223 +493,6 @@ func TestTheReplicatedComposeFileFencesAndWaitsForAReplica(t *testing.T) {
 		for _, sen := range sentinelNames {
 			if !strings.Contains(n.config, sen) {
 				t.Errorf("%s: data node %s does not ask %s for the current primary", file, n.name, sen)
-			}
-		}
-	}
-	checkTopology(t, top)
-}
-
-// k8sObject is what the tests read of a Kubernetes object.
-type k8sObject struct {
-	Kind     string `yaml:"kind"`
-	Metadata struct {
-		Name string `yaml:"name"`
-	} `yaml:"metadata"`
-	Data map[string]string `yaml:"data"`
-	Spec struct {
-		// StatefulSet
-		ServiceName string `yaml:"serviceName"`
-		Replicas    int    `yaml:"replicas"`
-		Template    struct {
-			Spec struct {
-				Containers []struct {
-					Name         string   `yaml:"name"`
-					Command      []string `yaml:"command"`
-					Args         []string `yaml:"args"`
-					VolumeMounts []struct {
-						Name      string `yaml:"name"`
-						MountPath string `yaml:"mountPath"`
-					} `yaml:"volumeMounts"`
-				} `yaml:"containers"`
-				Volumes []struct {
-					Name      string `yaml:"name"`
-					ConfigMap struct {
-						Name string `yaml:"name"`
-					} `yaml:"configMap"`
-				} `yaml:"volumes"`
-			} `yaml:"spec"`
-		} `yaml:"template"`
-		// Service
-		ClusterIP                string `yaml:"clusterIP"`
-		PublishNotReadyAddresses bool   `yaml:"publishNotReadyAddresses"`
-		Ports                    []struct {
-			Port int `yaml:"port"`
-		} `yaml:"ports"`
-	} `yaml:"spec"`
-}
-
-// k8sObjects reads every object of a file of kubernetes-replicated/.
-func k8sObjects(t *testing.T, file string) []k8sObject {
-	t.Helper()
-	f, err := os.Open(filepath.Join(deployments, "kubernetes-replicated", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []k8sObject
-	dec := yaml.NewDecoder(f)
-	for {
-		var o k8sObject
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			return out
-		} else if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		out = append(out, o)
-	}
-}
-
-func TestTheReplicatedKubernetesOverlayFencesAndWaitsForAReplica(t *testing.T) {
-	const dir = "kubernetes-replicated"
-	raw, err := os.ReadFile(filepath.Join(deployments, dir, "kustomization.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kust struct {
-		Resources []string `yaml:"resources"`
-		Patches   []struct {
-			Path string `yaml:"path"`
-		} `yaml:"patches"`
-	}
-	if err := yaml.Unmarshal(raw, &kust); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(kust.Resources, "../kubernetes") {
-		t.Errorf("%s/kustomization.yaml does not build on ../kubernetes (resources %v)", dir, kust.Resources)
-	}
-
-	// The gateway's environment: the base ConfigMap and Secret, and the
-	// overlay's patch of the ConfigMap.
-	env, _ := manifest(t, "configmap.yaml", "data")
-	secret, _ := manifest(t, "secret.example.yaml", "stringData")
-	for k, v := range secret {
-		env[k] = v
-	}
-	patched := false
-	for _, p := range kust.Patches {
-		for _, o := range k8sObjects(t, p.Path) {
-			if o.Kind != "ConfigMap" || o.Metadata.Name != "gateway-config" {
-				continue
-			}
-			patched = true
-			// (d) Settings the gateway takes, none of them secret.
-			values, commented := manifestIn(t, dir, p.Path, "data")
-			for _, name := range slices.Sorted(maps.Keys(values)) {
-				checkAssignment(t, assignment{name: name, value: values[name], where: p.Path + ": " + name})
-				if s, ok := settingByName(name); ok && s.Secret {
-					t.Errorf("%s holds %s, a secret: it belongs in the Secret", p.Path, name)
-				}
-				env[name] = values[name]
-			}
-			for _, a := range commented {
-				checkAssignment(t, a)
-			}
-		}
-	}
-	if !patched {
-		t.Fatalf("%s/kustomization.yaml patches no ConfigMap gateway-config: the gateway would not know the sentinels", dir)
-	}
-
-	top := topology{file: dir, gateway: map[string]map[string]string{
-		// api.yaml and worker.yaml take it all from the ConfigMap and the Secret (envFrom).
-		"gateway-api": env, "gateway-worker": env,
-	}}
-	var objects []k8sObject
-	for _, r := range kust.Resources {
-		if !strings.HasPrefix(r, "..") {
-			objects = append(objects, k8sObjects(t, r)...)
-		}
-	}
-	configMaps := map[string]map[string]string{}
-	services := map[string]k8sObject{}
-	for _, o := range objects {
-		switch o.Kind {
-		case "ConfigMap":
-			configMaps[o.Metadata.Name] = o.Data
-		case "Service":
-			services[o.Metadata.Name] = o
-		}
-	}
-	for _, o := range objects {
-		if o.Kind != "StatefulSet" {
-			continue
-		}
-		sts, pod := o.Metadata.Name, o.Spec.Template.Spec
-		svc, ok := services[o.Spec.ServiceName]
-		if !ok || svc.Spec.ClusterIP != "None" || !svc.Spec.PublishNotReadyAddresses {
-			t.Errorf("%s: StatefulSet %s: want a headless Service %q that publishes pods not yet ready (they find each other by name while starting)", dir, sts, o.Spec.ServiceName)
-		}
-		var hosts []string
-		for i := range o.Spec.Replicas {
-			hosts = append(hosts, fmt.Sprintf("%s-%d.%s", sts, i, o.Spec.ServiceName))
-		}
-		configs := map[string]string{} // volume → ConfigMap
-		for _, v := range pod.Volumes {
-			if v.ConfigMap.Name != "" {
-				configs[v.Name] = v.ConfigMap.Name
-			}
-		}
-		for _, c := range pod.Containers {
-			command := strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
-			// The container's configuration: the ConfigMap it mounts,
-			// files named by where it is mounted.
-			files := map[string]string{}
-			for _, m := range c.VolumeMounts {
-				for k, v := range configMaps[configs[m.Name]] {
-					files[m.MountPath+"/"+k] = v
-				}
-			}
-			script := ""
-			for path, text := range files {
-				if strings.Contains(command, path) {
-					script = text
-				}
-			}
-			if script == "" {
-				t.Errorf("%s: container %s of %s runs no script of its ConfigMap (%s)", dir, c.Name, sts, command)
-				continue
-			}
-			if regexp.MustCompile(`\bsentinel\b`).MatchString(command) {
-				var conf string
-				for path, text := range files {
-					if strings.Contains(script, path) && sentinelMonitor.MatchString(text) {
-						conf = text
-					}
-				}
-				port := "26379"
-				if p := directive(conf, "port"); len(p) == 1 {
-					port = p[0]
-				}
-				for i, h := range hosts {
-					top.sentinels = append(top.sentinels, redisNode{fmt.Sprintf("%s-%d/%s", sts, i, c.Name), conf})
-					top.sentinelAddrs = append(top.sentinelAddrs, h+":"+port)
-				}
-				// The script fills in the primary of the monitor line.
-				if m := sentinelMonitor.FindStringSubmatch(conf); m != nil && strings.Contains(script, "s/"+m[2]+"/") {
-					top.placeholders = append(top.placeholders, m[2])
-				}
-				continue
-			}
-			var conf string
-			for path, text := range files {
-				if regexp.MustCompile(`redis-server\s+` + regexp.QuoteMeta(path) + `\b`).MatchString(script) {
-					conf = text
-				}
-			}
-			if conf == "" {
-				t.Errorf("%s: the script of container %s of %s starts redis-server with no file of its ConfigMap", dir, c.Name, sts)
-			}
-			for i := range hosts {
-				top.data = append(top.data, redisNode{fmt.Sprintf("%s-%d/%s", sts, i, c.Name), conf + "\n" + script})
-			}
-			top.dataHosts = append(top.dataHosts, hosts...)
-			// The script knows every data node, to ask for the current primary.
-			var listed []string
-			if m := regexp.MustCompile(`(?m)^\s*nodes="([^"]*)"`).FindStringSubmatch(script); m != nil {
-				listed = strings.Fields(m[1])
-			}
-			if !slices.Equal(listed, hosts) {
-				t.Errorf("%s: the script of %s lists the data nodes (nodes=) as %v; want %v", dir, sts, listed, hosts)
 			}
 		}
 	}
