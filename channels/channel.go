@@ -132,6 +132,12 @@ type CallFlow interface {
 	CallStep(ctx context.Context, m *ledger.Message, step string, answer *ledger.Answer) (next CallStep, ok bool, err error)
 }
 
+// A Transcriber is a Receiver that takes the transcript of a recorded
+// answer (Twilio's transcription of a call's recording).
+type Transcriber interface {
+	Transcript(ctx context.Context, messageID, recordingSID, transcriptID, text string) error
+}
+
 // A Finder is a channel whose provider can be asked for the messages it
 // holds: after an attempt whose outcome is unknown (a timeout once the
 // request was written), the worker asks before sending again, so that the

@@ -33,6 +33,9 @@ const (
 	VoiceRecordPath = "/webhooks/twilio/voice/record"
 	// VoiceRecordingPath takes recording status callbacks.
 	VoiceRecordingPath = "/webhooks/twilio/voice/recording"
+	// VoiceTranscriptionPath takes a recording's transcript (<Record
+	// transcribeCallback>).
+	VoiceTranscriptionPath = "/webhooks/twilio/voice/transcription"
 	// VoiceStatusPath takes call progress callbacks.
 	VoiceStatusPath = "/webhooks/twilio/voice/status"
 )

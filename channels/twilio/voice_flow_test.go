@@ -5,7 +5,9 @@ import (
 	"encoding/xml"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/channeltest"
@@ -94,4 +96,42 @@ func TestAnInteractiveCallAsksEachStepAndHandsTheAnswersBack(t *testing.T) {
 	if len(rcv.took) != 2 {
 		t.Fatalf("a malformed step reached the flow: %v", rcv.took)
 	}
+}
+
+func TestParseTranscription(t *testing.T) {
+	q := url.Values{"m": {voiceMsgID}}
+	form := func(kv ...string) url.Values {
+		f := url.Values{"CallSid": {callSID}, "RecordingSid": {recSID}, "TranscriptionSid": {"TR0123456789abcdef0123456789abcdef"},
+			"TranscriptionStatus": {"completed"}, "TranscriptionText": {" I have chest pain "}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			f.Set(kv[i], kv[i+1])
+		}
+		return f
+	}
+	if cb, err := twilio.ParseTranscription(form(), q); err != nil || cb.Text != "I have chest pain" || cb.Status != "completed" {
+		t.Fatalf("got %+v, %v", cb, err)
+	}
+	for _, bad := range [][]string{{"TranscriptionSid", "RE0123456789abcdef0123456789abcdef"}, {"TranscriptionStatus", "in-progress"},
+		{"TranscriptionText", "\xff"}, {"TranscriptionText", strings.Repeat("a", 20000)}, {"RecordingSid", ""}} {
+		if _, err := twilio.ParseTranscription(form(bad...), q); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func FuzzParseTranscription(f *testing.F) {
+	f.Add("CallSid="+callSID+"&RecordingSid="+recSID+"&TranscriptionSid=TR0123456789abcdef0123456789abcdef&TranscriptionStatus=completed&TranscriptionText=hi", "m="+voiceMsgID)
+	f.Add("TranscriptionText=%ff", "m=")
+	f.Fuzz(func(t *testing.T, body, query string) {
+		form, _ := url.ParseQuery(body)
+		q, _ := url.ParseQuery(query)
+		cb, err := twilio.ParseTranscription(form, q)
+		if err != nil {
+			return
+		}
+		if !utf8.ValidString(cb.Text) || len(cb.Text) > 16<<10 || !strings.HasPrefix(cb.TranscriptionSid, "TR") ||
+			(cb.Status != "completed" && cb.Status != "failed") {
+			t.Fatalf("accepted %+v", cb)
+		}
+	})
 }

@@ -164,7 +164,8 @@ const zhTwiML = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<Response>` +
 
 const zhRecordTail = `<Say language="cmn-CN" voice="Polly.Zhiyu">请在提示音后说出您的问题。</Say>` +
 	`<Record maxLength="30" playBeep="true" action="` + testPublic + `/webhooks/twilio/voice/record?m=` + voiceMsgID + `" method="POST"` +
-	` recordingStatusCallback="` + testPublic + `/webhooks/twilio/voice/recording?m=` + voiceMsgID + `" recordingStatusCallbackMethod="POST"/>` +
+	` recordingStatusCallback="` + testPublic + `/webhooks/twilio/voice/recording?m=` + voiceMsgID + `" recordingStatusCallbackMethod="POST"` +
+	` transcribe="true" transcribeCallback="` + testPublic + `/webhooks/twilio/voice/transcription?m=` + voiceMsgID + `"/>` +
 	`<Hangup/>`
 
 const missingTwiML = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
@@ -384,7 +385,8 @@ func TestVoiceTwiMLVerbsAndAttributes(t *testing.T) {
 		{"the recording prompt comes before the recording", doc.Nodes[2].Text, "请在提示音后说出您的问题。"},
 		{"the recording beeps, is bounded, and reports to the record and recording webhooks", doc.Nodes[3].attrs(), map[string]string{
 			"maxLength": "30", "playBeep": "true", "action": base + "record?m=" + voiceMsgID, "method": "POST",
-			"recordingStatusCallback": base + "recording?m=" + voiceMsgID, "recordingStatusCallbackMethod": "POST"}},
+			"recordingStatusCallback": base + "recording?m=" + voiceMsgID, "recordingStatusCallbackMethod": "POST",
+			"transcribe": "true", "transcribeCallback": base + "transcription?m=" + voiceMsgID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -56,6 +56,10 @@ type twimlRecord struct {
 	Method                        string   `xml:"method,attr"`
 	RecordingStatusCallback       string   `xml:"recordingStatusCallback,attr"`
 	RecordingStatusCallbackMethod string   `xml:"recordingStatusCallbackMethod,attr"`
+	// Transcribe asks Twilio for a transcript of the recording, posted to
+	// TranscribeCallback.
+	Transcribe         bool   `xml:"transcribe,attr"`
+	TranscribeCallback string `xml:"transcribeCallback,attr"`
 }
 
 type twimlRedirect struct {
@@ -284,7 +288,8 @@ func (v *Voice) recordTail(m *ledger.Message, sp speech) []any {
 	}
 	return append(verbs, twimlRecord{MaxLength: min(maxLen, maxRecordLength), PlayBeep: true,
 		Action: v.webhookURL(VoiceRecordPath, m.ID), Method: "POST",
-		RecordingStatusCallback: v.webhookURL(VoiceRecordingPath, m.ID), RecordingStatusCallbackMethod: "POST"},
+		RecordingStatusCallback: v.webhookURL(VoiceRecordingPath, m.ID), RecordingStatusCallbackMethod: "POST",
+		Transcribe: true, TranscribeCallback: v.webhookURL(VoiceTranscriptionPath, m.ID)},
 		twimlHangup{})
 }
 
@@ -319,7 +324,8 @@ func (v *Voice) flowTwiML(m *ledger.Message, st channels.CallStep, first bool) [
 		}
 		action := v.webhookURL(VoiceRecordPath, m.ID) + step
 		verbs = append(verbs, twimlRecord{MaxLength: min(maxLen, maxRecordLength), PlayBeep: true, Action: action, Method: "POST",
-			RecordingStatusCallback: v.webhookURL(VoiceRecordingPath, m.ID), RecordingStatusCallbackMethod: "POST"},
+			RecordingStatusCallback: v.webhookURL(VoiceRecordingPath, m.ID), RecordingStatusCallbackMethod: "POST",
+			Transcribe: true, TranscribeCallback: v.webhookURL(VoiceTranscriptionPath, m.ID)},
 			twimlRedirect{Method: "POST", URL: action})
 	default:
 		g := twimlGather{Input: "dtmf", NumDigits: 1, Timeout: defaultGatherTimeout + 2, Action: v.webhookURL(VoiceGatherPath, m.ID) + step,

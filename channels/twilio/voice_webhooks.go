@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/ledger"
@@ -49,6 +50,75 @@ type RecordingStatusCallback struct {
 	RecordingStatus string // in-progress, completed, absent, failed
 	Duration        int    // seconds
 	AccountSid      string
+}
+
+// TranscriptionCallback is a parsed transcription callback.
+type TranscriptionCallback struct {
+	MessageID        string
+	CallSid          string
+	RecordingSid     string
+	TranscriptionSid string
+	// Status is completed or failed; Text the transcript (completed only).
+	Status     string
+	Text       string
+	AccountSid string
+}
+
+// maxTranscriptBytes bounds a transcript (Twilio transcribes at most two
+// minutes of speech).
+const maxTranscriptBytes = 16 << 10
+
+// ParseTranscription reads a transcription callback.
+func ParseTranscription(form, query url.Values) (TranscriptionCallback, error) {
+	cb := TranscriptionCallback{
+		MessageID:        query.Get("m"),
+		CallSid:          form.Get("CallSid"),
+		RecordingSid:     form.Get("RecordingSid"),
+		TranscriptionSid: form.Get("TranscriptionSid"),
+		Status:           strings.ToLower(form.Get("TranscriptionStatus")),
+		Text:             strings.TrimSpace(form.Get("TranscriptionText")),
+		AccountSid:       form.Get("AccountSid"),
+	}
+	if !validMessageID(cb.MessageID) || !validSid(cb.CallSid, "CA") || !validSid(cb.RecordingSid, "RE") || !validSid(cb.TranscriptionSid, "TR") {
+		return cb, ErrMalformedVoice
+	}
+	if cb.Status != "completed" && cb.Status != "failed" {
+		return cb, ErrMalformedVoice
+	}
+	if len(cb.Text) > maxTranscriptBytes || !utf8.ValidString(cb.Text) {
+		return cb, ErrMalformedVoice
+	}
+	return cb, nil
+}
+
+// handleTranscription gives a recording's transcript to the receiver (a
+// channels.Transcriber): it joins the reply feed and is read for urgent
+// words like a text answer. The text is never logged.
+func (v *Voice) handleTranscription(ctx context.Context, rcv channels.Receiver, r channels.WebhookRequest) channels.WebhookResponse {
+	cb, err := ParseTranscription(r.Form, r.Query)
+	if err != nil {
+		v.log.Warn("transcription callback not understood")
+		return okEmpty
+	}
+	tr, ok := rcv.(channels.Transcriber)
+	if v.otherAccount(cb.AccountSid) || !ok {
+		v.log.Warn("transcription callback ignored", "msg_id", cb.MessageID)
+		return okEmpty
+	}
+	if cb.Status != "completed" || cb.Text == "" {
+		v.log.Info("transcription failed or empty", "msg_id", cb.MessageID, "recording_sid", cb.RecordingSid)
+		return okEmpty
+	}
+	switch err := tr.Transcript(ctx, cb.MessageID, cb.RecordingSid, cb.TranscriptionSid, cb.Text); {
+	case errors.Is(err, ledger.ErrNotFound):
+		v.log.Warn("transcript for an unknown message", "msg_id", cb.MessageID)
+		return okEmpty
+	case err != nil:
+		v.log.Error("transcript not recorded", "msg_id", cb.MessageID, "err", err)
+		return unavailable
+	}
+	v.log.Info("transcript recorded", "msg_id", cb.MessageID, "recording_sid", cb.RecordingSid, "chars", utf8.RuneCountInString(cb.Text))
+	return okEmpty
 }
 
 // callStatuses maps Twilio's CallStatus to gateway statuses. Busy and
@@ -224,6 +294,7 @@ func (v *Voice) Routes(rcv channels.Receiver) []channels.Route {
 		route(VoiceGatherPath, v.handleGather),
 		route(VoiceRecordPath, v.handleRecord),
 		route(VoiceRecordingPath, v.handleRecording),
+		route(VoiceTranscriptionPath, v.handleTranscription),
 		route(VoiceStatusPath, v.handleCallStatus),
 	}
 }

@@ -113,6 +113,11 @@ type CallPlan struct {
 	AnsweredBy string
 	// DropCallbacks sends no call progress callbacks (the call still plays).
 	DropCallbacks bool
+	// Transcript is what the callee says at each <Record>: with
+	// transcribe="true", Twilio's transcription callback carries it (a
+	// recording longer than two minutes, or silence, is not transcribed:
+	// the callback says failed, as Twilio's does).
+	Transcript string
 }
 
 // Verb is a parsed TwiML element.
@@ -672,6 +677,11 @@ func (c *call) run(docURL string, verbs []Verb) {
 					c.recordingCallback(cbURL, methodOr(v.Attrs["recordingStatusCallbackMethod"]), recSID, recURL, secs)
 				}
 			}
+			if cb := v.Attrs["transcribeCallback"]; cb != "" && v.Attrs["transcribe"] == "true" {
+				if cbURL, cbOK := resolve(docURL, cb); cbOK {
+					c.transcriptionCallback(cbURL, recSID, recURL, secs)
+				}
+			}
 			if !ok {
 				return
 			}
@@ -707,6 +717,31 @@ func (c *call) recordingCallback(target, method, recSID, recURL string, secs int
 		"RecordingUrl":       {recURL},
 	}
 	c.request(HookRecording, method, target, form, false)
+}
+
+// HookTranscription is a <Record> transcribeCallback.
+const HookTranscription = "transcription"
+
+// transcriptionCallback posts a recording's transcript as Twilio does
+// (POST, signed).
+func (c *call) transcriptionCallback(target, recSID, recURL string, secs int) {
+	status, text := "completed", c.j.plan.Transcript
+	if secs > 120 || strings.TrimSpace(text) == "" {
+		status, text = "failed", ""
+	}
+	trSID := "TR" + randHex(16)
+	form := url.Values{
+		"AccountSid":          {c.s.accountSID},
+		"CallSid":             {c.j.sid},
+		"RecordingSid":        {recSID},
+		"RecordingUrl":        {recURL},
+		"TranscriptionSid":    {trSID},
+		"TranscriptionStatus": {status},
+		"TranscriptionText":   {text},
+		"TranscriptionType":   {"fast"},
+		"TranscriptionUrl":    {c.s.url + "/" + APIVersion + "/Accounts/" + c.s.accountSID + "/Transcriptions/" + trSID},
+	}
+	c.request(HookTranscription, http.MethodPost, target, form, false)
 }
 
 // fetch requests TwiML and parses it; ok is false when the call cannot go
