@@ -119,8 +119,12 @@ func (s *Server) requestID(c *fiber.Ctx) error {
 }
 
 // apiActor is the API key of a request as its audit events name it: a
-// fingerprint (the first 16 hex digits of its SHA-256), never the key.
+// managed key's id, or a bootstrap key's fingerprint (the first 16 hex
+// digits of its SHA-256); never the key.
 func apiActor(c *fiber.Ctx) string {
+	if actor, ok := c.Locals(actorKey).(string); ok {
+		return actor
+	}
 	key, _ := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
 	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
 	return "apikey:" + hex.EncodeToString(sum[:8])

@@ -38,8 +38,14 @@ func auditServer(t *testing.T, auditRedis redis.UniversalClient) (*Server, *audi
 
 func call(t *testing.T, s *Server, method, path, body string) (int, string) {
 	t.Helper()
+	return callWith(t, s, auditKey, method, path, body)
+}
+
+// callWith calls the API with a key and answers the status and body.
+func callWith(t *testing.T, s *Server, key, method, path, body string) (int, string) {
+	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+auditKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

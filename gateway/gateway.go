@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -17,6 +16,7 @@ import (
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
+	"github.com/patientmsg/gateway/internal/apikeys"
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/broadcasts"
@@ -112,8 +112,12 @@ type Options struct {
 	// Metrics counts provider webhook requests and their verification
 	// (nil: none).
 	Metrics *metrics.Metrics
-	// APIKeys maps API key → tenant.
+	// APIKeys maps a bootstrap API key (GATEWAY_API_KEYS) → tenant; such
+	// a key has every scope.
 	APIKeys map[string]string
+	// Keys are the managed API keys, with their scopes, and
+	// /v1/api-keys manages them (nil: bootstrap keys only).
+	Keys *apikeys.Store
 	// PublicURL is the base URL providers call; webhook signatures cover it.
 	PublicURL       string
 	MaxRequestBytes int
@@ -178,10 +182,16 @@ func New(o Options) *Server {
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/openapi.yaml", serveOpenAPI)
-	v1 := s.app.Group("/v1", s.auth)
+	v1 := scopedRouter{Router: s.app.Group("/v1", s.auth), s: s, prefix: "/v1"}
 	v1.Use(s.admit, s.replicatedWrites, s.auditAPI)
 	if o.Audit != nil {
 		v1.Get("/audit", s.getAudit)
+	}
+	if o.Keys != nil {
+		v1.Post("/api-keys", s.createKey)
+		v1.Get("/api-keys", s.listKeys)
+		v1.Post("/api-keys/:id/rotate", s.rotateKey)
+		v1.Delete("/api-keys/:id", s.revokeKey)
 	}
 	v1.Post("/messages", s.createMessage)
 	v1.Get("/messages", s.listMessages)
@@ -337,20 +347,6 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 type ctxKey int
 
 const tenantKey ctxKey = iota
-
-func (s *Server) auth(c *fiber.Ctx) error {
-	h := c.Get(fiber.HeaderAuthorization)
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || key == "" {
-		return problem(401, "unauthorized", "send your API key as 'Authorization: Bearer <key>'")
-	}
-	tenant, ok := s.keys[sha256.Sum256([]byte(strings.TrimSpace(key)))]
-	if !ok {
-		return problem(401, "unauthorized", "the API key is not valid")
-	}
-	c.Locals(tenantKey, tenant)
-	return c.Next()
-}
 
 func tenantOf(c *fiber.Ctx) string { return c.Locals(tenantKey).(string) }
 

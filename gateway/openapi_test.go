@@ -24,6 +24,7 @@ import (
 	"github.com/patientmsg/gateway/channels/email"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/wechat"
+	"github.com/patientmsg/gateway/internal/apikeys"
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/broadcasts"
@@ -143,6 +144,7 @@ func openAPITestServer(t *testing.T) *Server {
 		Incidents:       &incidents.Service{Store: incidents.NewStore(nil, time.Hour)},
 		Audit:           audit.New(nil, nil),
 		Erasures:        &erasure.Service{},
+		Keys:            apikeys.New(nil, apikeys.Config{}),
 		APIKeys:         map[string]string{"openapi-test-key-0123456789": "openapi"},
 		PublicURL:       "http://127.0.0.1:1",
 		MaxRequestBytes: 64 << 10,
