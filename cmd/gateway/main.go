@@ -5,6 +5,7 @@
 //	gateway all      both in one process
 //	gateway dev      both, on an embedded Redis with built-in provider simulators
 //	gateway users    add, list and remove the console's accounts
+//	gateway keys     create, list, rotate and revoke API keys
 //	gateway audit    make the audit signing key; verify the exported log
 //
 // Configuration comes from environment variables (see docs/configuration.md).
@@ -44,6 +45,8 @@ Commands:
            the dev tag (go tool task dev).
   users    add, list and remove the web console's accounts
            (gateway users --help)
+  keys     create, list, rotate and revoke the API keys, with their
+           scopes (gateway keys --help)
   audit    make the audit log's signing key, and verify the exported log
            against its signed checkpoints (gateway audit --help)
 
@@ -70,6 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return runAudit(ctx, rest, stdout, stderr)
+	}
+	if cmd == "keys" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return runKeys(ctx, rest, stdout, stderr)
 	}
 	if cmd == "users" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -142,6 +150,25 @@ func configProblem(stderr io.Writer, cmd string, err error) int {
 	}
 	fmt.Fprintf(stderr, "gateway %s: configuration is not valid:\n  %s\n", cmd, strings.ReplaceAll(bad.Error(), "\n", "\n  "))
 	return 2
+}
+
+// openRedis loads the configuration and connects to its Redis, for the
+// commands that manage what is kept there (users, keys); a code other
+// than 0 is the exit status, once what is wrong is printed.
+func openRedis(cmd string, stderr io.Writer) (config.Config, redis.UniversalClient, int) {
+	cfg, err := config.Load(nil)
+	if code := configProblem(stderr, cmd, err); code != 0 {
+		return cfg, nil, code
+	}
+	rdb, err := service.NewRedis(cfg)
+	if code := configProblem(stderr, cmd, err); code != 0 {
+		return cfg, nil, code
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway %s: %v\n", cmd, err)
+		return cfg, nil, 2
+	}
+	return cfg, rdb, 0
 }
 
 // printSettings lists every setting by group, with its default.

@@ -11,9 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/invalid"
-	"github.com/patientmsg/gateway/internal/service"
 	"github.com/patientmsg/gateway/internal/users"
 )
 
@@ -72,17 +70,9 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stderr, "gateway users %s: --tenant%s is required\n", sub, map[bool]string{true: " and --email are", false: ""}[sub != "list"])
 		return 2
 	}
-	cfg, err := config.Load(nil)
-	if code := configProblem(stderr, "users", err); code != 0 {
+	_, rdb, code := openRedis("users", stderr)
+	if code != 0 {
 		return code
-	}
-	rdb, err := service.NewRedis(cfg)
-	if code := configProblem(stderr, "users", err); code != 0 {
-		return code
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "gateway users:", err)
-		return 2
 	}
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

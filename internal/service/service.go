@@ -25,6 +25,7 @@ import (
 	"github.com/patientmsg/gateway/gateway"
 	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
+	"github.com/patientmsg/gateway/internal/apikeys"
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/autopipe"
@@ -119,6 +120,9 @@ type Service struct {
 	stopAudit   context.CancelFunc
 	// Users are the console's accounts and sessions.
 	Users *users.Store
+	// Keys are the managed API keys (GATEWAY_API_KEYS are the bootstrap
+	// ones).
+	Keys *apikeys.Store
 	// Metrics are the process's Prometheus metrics, served on the ops
 	// listener.
 	Metrics *metrics.Metrics
@@ -310,6 +314,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Tasks: s.inspector, Logger: o.Logger.With("comp", "erasure"), Now: time.Now}
 	s.auditConsent(contactStore)
 	s.Users = users.New(rdb, users.Config{})
+	s.Keys = apikeys.New(rdb, apikeys.Config{Audit: s.Audit, Logger: o.Logger})
 	if role&config.RoleAPI != 0 {
 		con, err := console.New(console.Options{Users: s.Users, Broadcasts: broadcastStore, Broadcast: s.Broadcast,
 			Audiences: audienceStore, Escalator: s.Escalator, Replies: s.Replies, Ledger: s.Ledger, Settings: s.Messages,
@@ -333,7 +338,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
-			Erasures: s.Erasures,
+			Erasures: s.Erasures, Keys: s.Keys,
 		})
 	}
 	if role&config.RoleWorker != 0 {
