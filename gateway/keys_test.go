@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -66,6 +67,32 @@ func TestEveryRouteDeclaresItsScope(t *testing.T) {
 	for route := range routeScopes {
 		if !routes[route] {
 			t.Errorf("routeScopes declares %s, which the server does not register", route)
+		}
+	}
+}
+
+// TestTheOperationsGuideListsEachRoutesScope: docs/operations.md's table
+// of scopes lists every route in its scope's row, and no other.
+func TestTheOperationsGuideListsEachRoutesScope(t *testing.T) {
+	raw, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[apikeys.Scope]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		for _, sc := range apikeys.Scopes {
+			if strings.HasPrefix(line, "| `"+string(sc)+"` |") {
+				rows[sc] = line
+			}
+		}
+	}
+	for route, scope := range routeScopes {
+		method, path, _ := strings.Cut(route, " ")
+		cell := "`" + method + " " + openAPIFiberParam.ReplaceAllString(path, "{$1}") + "`"
+		for _, sc := range apikeys.Scopes {
+			if listed := strings.Contains(rows[sc], cell); listed != (sc == scope) {
+				t.Errorf("docs/operations.md: the %s row lists %s: %v; its scope is %s", sc, cell, listed, scope)
+			}
 		}
 	}
 }

@@ -186,8 +186,11 @@ var settings = []Setting{
 			}
 		}},
 	{Name: "GATEWAY_API_KEYS", Group: groupServer, Required: RoleAPI, Secret: true,
-		Doc: "Comma-separated `tenant:key` pairs. Tenants: letters, digits, `-`, `_`, at most 64. " +
-			"Keys: at least 16 characters, each used once.",
+		Doc: "The bootstrap API keys, comma-separated `tenant:key` pairs: they declare the gateway's tenants, " +
+			"and each key has every scope. Tenants: letters, digits, `-`, `_`, at most 64. " +
+			"Keys: at least 16 characters, each used once. Hand integrations managed keys with only the scopes " +
+			"they need instead (`gateway keys create`, `POST /v1/api-keys`; no restart), and keep these for making " +
+			"the first ones and as break-glass: see [API keys](operations.md#api-keys).",
 		parse: func(c *Config, v string) error {
 			keys, err := parseAPIKeys(v)
 			c.APIKeys = keys
