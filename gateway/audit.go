@@ -159,6 +159,11 @@ func (s *Server) audit(c *fiber.Ctx, table map[string]audited, tenant, actor str
 		return err
 	}
 	status := statusOf(c, err)
+	if refusedUnread(status, err) {
+		// Admission control refused it before anything was read or
+		// changed: a flood of those must not fill Redis with events.
+		return err
+	}
 	e := audit.Event{Tenant: tenant, Actor: actor, Action: a.action, Status: status, Outcome: audit.OK}
 	e.RequestID, _ = c.Locals(requestIDKey).(string)
 	switch {
@@ -241,4 +246,16 @@ func (s *Server) getAudit(c *fiber.Ctx) error {
 		events = []audit.Event{}
 	}
 	return c.JSON(fiber.Map{"events": events, "more": more})
+}
+
+// refusedUnread says whether a request was refused before it reached any
+// data: over its tenant's rate (429) or with the store full (503
+// store-full). Such answers are not audited; they are counted by the
+// admission metrics.
+func refusedUnread(status int, err error) bool {
+	if status == http.StatusTooManyRequests {
+		return true
+	}
+	var p *Problem
+	return status == http.StatusServiceUnavailable && errors.As(err, &p) && strings.HasSuffix(p.Type, "/store-full")
 }
