@@ -280,6 +280,9 @@ func (s *Server) SendSMS(ctx context.Context, phone, body string) (SMSResult, er
 		"SmsStatus":     {"received"},
 		"ApiVersion":    {twiliosim.APIVersion},
 	}
+	// The SMS passes through Twilio, which keeps its own opt-outs (STOP
+	// blocks later messages to the phone with 21610, START lifts it).
+	s.opts.Twilio.HandsetReplied(phone, body)
 	target := strings.TrimRight(s.opts.Gateway, "/") + twilio.InboundPath
 	status, ctype, answer, err := s.postSigned(ctx, target, form)
 	if err != nil {

@@ -27,6 +27,10 @@ func (e *env) inbound(from, body, token string) (int, string) {
 
 func (e *env) inboundSid(sid, from, body, token string) (int, string) {
 	e.t.Helper()
+	if token == e.sim.AuthToken() {
+		// The SMS passes through Twilio, which keeps its own opt-outs.
+		e.sim.HandsetReplied(from, body)
+	}
 	form := url.Values{"MessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {e.sim.AccountSID()}, "From": {from},
 		"To": {"+15005550006"}, "Body": {body}, "NumSegments": {"1"}}
 	u := e.base + twilio.InboundPath

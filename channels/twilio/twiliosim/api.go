@@ -122,6 +122,11 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 			s.reject(w, r, form, http.StatusBadRequest, code, msg, "")
 			return
 		}
+		if s.optedOut(to) {
+			// Twilio's carrier-level opt-out: the handset texted STOP.
+			s.reject(w, r, form, http.StatusBadRequest, CodeUnsubscribed, "Attempt to send to unsubscribed recipient", "")
+			return
+		}
 	}
 	s.accept(w, r, form, reply)
 }

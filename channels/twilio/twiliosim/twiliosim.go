@@ -178,6 +178,8 @@ type Server struct {
 	messages map[string]*stored
 	fetches  int
 	lists    int
+	// blocked are the handsets that texted STOP (optout.go).
+	blocked map[string]bool
 }
 
 // Request is one HTTP request the simulator answered, as recorded for
