@@ -669,8 +669,7 @@ var settings = []Setting{
 		Doc: "The keys that encrypt call recordings at rest (AES-256-GCM): `id:base64-of-32-random-bytes` pairs, " +
 			"comma separated, the current key first (32 bytes from `/dev/urandom`, base64-encoded: see [recordings at rest](operations.md#recordings-at-rest)). " +
 			"To rotate, put a new key first and keep the old ones until their recordings are past " +
-			"`RECORDING_RETENTION`: each recording names its key. Set it in production; see [recordings " +
-			"at rest](operations.md#recordings-at-rest).",
+			"`RECORDING_RETENTION`: each recording names its key. Set it in production.",
 		parse: text(func(c *Config) *string { return &c.RecordingKeys }),
 		check: func(c Config, _ Role, bad complaint) {
 			if c.RecordingKeys != "" {

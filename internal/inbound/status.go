@@ -18,7 +18,8 @@ import (
 // record, publishes message.status when it changed the status and tells a
 // broadcast of its message's new status. An empty id is found from the
 // provider id; a report for a message the ledger does not know is
-// AppliedUnknown.
+// AppliedUnknown, and looked at again a few times (workers.LateReport):
+// it may have come before the send wrote the provider's id.
 func (r *Receiver) ProviderStatus(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error) {
 	if id == "" {
 		found, err := r.Ledger.MessageIDByProvider(ctx, u.Channel, u.ProviderID)
