@@ -159,7 +159,9 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	// the account's server URL, signed and encrypted.
 	wsim.ReportTo(cfg.PublicURL+wechat.InboundPath,
 		wechatsim.Pusher{Token: devWeChatToken, EncodingAESKey: devWeChatAESKey, AppID: wsim.AppID()}, devWeChatAccount)
-	cfg.Email = config.EmailConfig{SMTPURL: mail.URL(), From: "Dev Clinic <noreply@dev-clinic.test>", PoolSize: 2}
+	// The SMTP server's fields only: the rest of the email settings keep
+	// their defaults.
+	cfg.Email.SMTPURL, cfg.Email.From, cfg.Email.PoolSize = mail.URL(), "Dev Clinic <noreply@dev-clinic.test>", 2
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	// Recordings encrypted at rest, as in production (a key of this run's).
 	cfg.RecordingKeys = "dev:" + base64.StdEncoding.EncodeToString(randomBytes(32))
@@ -242,7 +244,7 @@ Send an email:
 %s
 Send a built-in template, or a day 1 / 7 / 30 follow-up plan (see docs/templates.md and docs/followups.md):
 %s
-Then follow a message to "delivered" (or "sent" for WeChat and email):
+Then follow a message to "delivered" (or "sent" for email):
   curl -s %s/v1/messages/<id> -H 'Authorization: Bearer %s'
 and fetch a call's recorded answer:
   curl -s -o answer.wav %s/v1/messages/<id>/recording -H 'Authorization: Bearer %s'

@@ -38,7 +38,7 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 	if len(bodies) != 5 {
 		t.Fatalf("want an example per channel and a template, found %d", len(bodies))
 	}
-	want := map[string]string{"sms": "delivered", "voice": "delivered", "wechat": "sent", "email": "sent"}
+	want := map[string]string{"sms": "delivered", "voice": "delivered", "wechat": "delivered", "email": "sent"}
 	for _, b := range bodies {
 		var ex struct{ Channel string }
 		_ = json.Unmarshal([]byte(b[1]), &ex)

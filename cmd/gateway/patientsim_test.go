@@ -183,7 +183,8 @@ func TestDevPatientPressesKeysAndReadsWeChatAndMail(t *testing.T) {
 
 	// What the WeChat user and the mailbox received.
 	id = postExample(t, api, key, `{"channel":"wechat","to":{"wechat_openid":"`+openid+`"},"body":"复诊提醒","wechat":{"template_id":"TPL-followup","data":{"time":"明天上午10点"}}}`)
-	if got := waitStatus(t, api, key, id, "sent"); got != "sent" {
+	// WeChat reports the template message delivered (TEMPLATESENDJOBFINISH).
+	if got := waitStatus(t, api, key, id, "delivered"); got != "delivered" {
 		t.Fatalf("the WeChat message ended %q\n%s", got, logs.String())
 	}
 	var wc struct {
