@@ -116,6 +116,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Handler serves the registry in the Prometheus exposition formats. A
 // collector that fails loses its own series only: the scrape goes on.
 func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return nil // no metrics: /metrics is not served
+	}
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 

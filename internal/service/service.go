@@ -73,6 +73,9 @@ type Options struct {
 	// clinic's own adapter, a test's); each must be declared
 	// (channels.Declare) under its name.
 	Channels []channels.Channel
+	// NoMetrics leaves the Prometheus metrics out (the benchmark measures
+	// what they cost); /metrics then serves none of the gateway's own.
+	NoMetrics bool
 }
 
 // Service is a running gateway process (API, workers, or both).
@@ -156,7 +159,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
-		log: o.Logger, ln: o.Listener, Metrics: metrics.New()}
+		log: o.Logger, ln: o.Listener}
+	if !o.NoMetrics {
+		s.Metrics = metrics.New()
+	}
 	s.Ledger.Metrics = s.Metrics
 
 	fence := newFence(cfg, rdb)

@@ -72,6 +72,8 @@ type Options struct {
 	// settings, no quiet hours (QUIET_HOURS=off, so nothing depends on
 	// the time of day) and the ops listener on a free loopback port.
 	Configure func(*config.Config)
+	// NoMetrics is service.Options.NoMetrics.
+	NoMetrics bool
 }
 
 // Gateway is a running gateway and the simulators it sends to.
@@ -136,7 +138,7 @@ func Start(tb testing.TB, o Options) *Gateway {
 	cfg.Quiet.Window = "off"
 	cfg.OpsAddr = "127.0.0.1:0"
 	opts := service.Options{Logger: o.Logger, Listener: ln, Transport: o.Transport,
-		WebhookGuard: o.WebhookGuard, Channels: o.Channels}
+		WebhookGuard: o.WebhookGuard, Channels: o.Channels, NoMetrics: o.NoMetrics}
 	if o.AllChannels {
 		cfg.Voice.From = TwilioFrom
 		cfg.WeChat = config.WeChatConfig{AppID: g.WeChat.AppID(), AppSecret: g.WeChat.AppSecret(), APIURL: g.WeChat.URL()}
