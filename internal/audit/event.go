@@ -39,6 +39,7 @@ const (
 	ActionConsentChange  = "consent.change"   // an opt-out or opt-in recorded
 	ActionEscalationOpen = "escalation.open"  // an urgent reply or a risk opened an escalation
 	ActionKeyChange      = "key.change"       // a console account or key created or removed
+	ActionErase          = "patient.erase"    // a patient's data erased (the erasure completed)
 )
 
 // Actors that are not a person or an API key.

@@ -236,6 +236,10 @@ func TestAnErasedPatientIsNowhereInRedisOrTheBlobStore(t *testing.T) {
 	if b := e.do("GET", loc, keyB, ""); b.Status != 404 {
 		t.Fatalf("another tenant reads the erasure: %d", b.Status)
 	}
+	erasureID := strings.TrimPrefix(loc, "/v1/erasures/")
+	if trail := e.do("GET", "/v1/audit?action=patient.erase", keyA, ""); !strings.Contains(trail.Raw, `"object":"erasure:`+erasureID+`"`) {
+		t.Fatalf("the audit log does not record the completed erasure: %s", trail.Raw)
+	}
 
 	for _, l := range redisLeaks(t, rdb, needles, clinicB) {
 		t.Errorf("Redis key %s still holds %q", l.key, l.what)
