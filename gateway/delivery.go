@@ -32,7 +32,7 @@ func (s *Server) putSettings(c *fiber.Ctx) error {
 	if p := decodeJSON(c, &set); p != nil {
 		return p
 	}
-	if err := set.Validate(); err != nil {
+	if err := s.opts.Tenants.Check(set); err != nil {
 		field, detail, _ := strings.Cut(err.Error(), ": ")
 		return validationProblem([]FieldError{{Field: field, Detail: detail}})
 	}

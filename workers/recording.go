@@ -76,11 +76,11 @@ func (h *RecordingHandler) ProcessTask(ctx context.Context, t *asynq.Task) error
 
 // SweepRecordings deletes recordings older than retention every interval
 // until ctx ends. Every worker process may run it: deletes are idempotent.
-func SweepRecordings(ctx context.Context, store *recordings.Store, retention, interval time.Duration, log *slog.Logger) {
+func SweepRecordings(ctx context.Context, store *recordings.Store, retentionOf func(tenant string) time.Duration, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		n, err := store.Sweep(ctx, retention, time.Now())
+		n, err := store.SweepEach(ctx, retentionOf, time.Now())
 		if err != nil && ctx.Err() == nil {
 			log.Warn("recording sweep failed", "err", err)
 		} else if n > 0 {

@@ -155,6 +155,9 @@ type Request struct {
 	CreatedAt time.Time `json:"created_at"`
 	// ErasedAt is when the recipient's data was erased (see Erase).
 	ErasedAt *time.Time `json:"erased_at,omitempty"`
+	// Retention, when shorter than the ledger's, is how long this record
+	// is kept (its tenant's retention; not stored).
+	Retention time.Duration `json:"-"`
 }
 
 // Message is a ledger record.
@@ -217,6 +220,9 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 		return false, err
 	}
 	ttl := l.retention
+	if req.Retention > 0 && req.Retention < ttl {
+		ttl = req.Retention
+	}
 	if req.SendAt != nil && req.SendAt.After(req.CreatedAt) {
 		ttl += req.SendAt.Sub(req.CreatedAt)
 	}

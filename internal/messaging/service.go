@@ -138,6 +138,9 @@ func (s *Service) requestOf(tenant string, v *Valid, c *composed) ledger.Request
 	}
 	req.Segments, req.Encoding = v.Units, v.Encoding
 	req.Template, req.TemplateLocale = c.template, c.locale
+	if c.settings.RetentionDays > 0 {
+		req.Retention = time.Duration(c.settings.RetentionDays) * 24 * time.Hour
+	}
 	s.applyQuietHours(&req, c, v.TimeZone)
 	return req
 }

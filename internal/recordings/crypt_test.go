@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patientmsg/gateway/internal/recordings"
 )
@@ -115,5 +116,39 @@ func TestRecordingKeysAreCheckedWithoutRepeatingThem(t *testing.T) {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("the error repeats the key: %v", err)
 		}
+	}
+}
+
+// TestEachTenantsRecordingsAreSweptAfterItsOwnRetention: a tenant with a
+// shorter retention loses its recordings first.
+func TestEachTenantsRecordingsAreSweptAfterItsOwnRetention(t *testing.T) {
+	ctx := context.Background()
+	s, err := recordings.Open(ctx, "file://"+t.TempDir()+"?create_dir=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := recordings.Key("clinic-a", "01JD0000000000000000000001", "RE01", "audio/wav")
+	b := recordings.Key("clinic-b", "01JD0000000000000000000002", "RE02", "audio/wav")
+	for _, k := range []string{a, b} {
+		if _, err := s.Put(ctx, k, "audio/wav", strings.NewReader("RIFF")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := time.Now().Add(3 * 24 * time.Hour)
+	n, err := s.SweepEach(ctx, func(tenant string) time.Duration {
+		if tenant == "clinic-a" {
+			return 2 * 24 * time.Hour
+		}
+		return 30 * 24 * time.Hour
+	}, later)
+	if err != nil || n != 1 {
+		t.Fatalf("swept %d, %v", n, err)
+	}
+	if _, err := readRecording(t, s, a); !errors.Is(err, recordings.ErrNotFound) {
+		t.Fatalf("clinic A's recording past its 2 days: %v", err)
+	}
+	if _, err := readRecording(t, s, b); err != nil {
+		t.Fatalf("clinic B's recording within its 30 days: %v", err)
 	}
 }

@@ -120,7 +120,13 @@ type readCloser struct {
 // Sweep deletes recordings stored more than retention ago and returns how
 // many it deleted. Several workers may sweep at once: deletes are idempotent.
 func (s *Store) Sweep(ctx context.Context, retention time.Duration, now time.Time) (int, error) {
-	cutoff := now.Add(-retention)
+	return s.SweepEach(ctx, func(string) time.Duration { return retention }, now)
+}
+
+// SweepEach is Sweep with each tenant's own retention (its recordings are
+// under recordings/<tenant>/).
+func (s *Store) SweepEach(ctx context.Context, retentionOf func(tenant string) time.Duration, now time.Time) (int, error) {
+	cutoffs := map[string]time.Time{}
 	it := s.b.List(&blob.ListOptions{Prefix: "recordings/"})
 	n := 0
 	for {
@@ -131,7 +137,16 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration, now time.Tim
 		if err != nil {
 			return n, err
 		}
-		if obj.IsDir || !obj.ModTime.Before(cutoff) || !strings.HasPrefix(obj.Key, "recordings/") {
+		if obj.IsDir || !strings.HasPrefix(obj.Key, "recordings/") {
+			continue
+		}
+		tenant, _, _ := strings.Cut(strings.TrimPrefix(obj.Key, "recordings/"), "/")
+		cutoff, ok := cutoffs[tenant]
+		if !ok {
+			cutoff = now.Add(-retentionOf(tenant))
+			cutoffs[tenant] = cutoff
+		}
+		if !obj.ModTime.Before(cutoff) {
 			continue
 		}
 		if err := s.b.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {

@@ -274,6 +274,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("quiet hours: %w", err)
 	}
+	settings.MaxRetention, settings.MaxRecordingRetention = cfg.Retention, cfg.RecordingRetention
 	// The one way a message is made, for the API, broadcasts, follow-up
 	// plans and escalation pages alike.
 	contactStore := contacts.New(rdb)
@@ -317,7 +318,11 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s.Erasures = &erasure.Service{Redis: rdb, Queue: s.client, Contacts: contactStore, Ledger: s.Ledger, Messages: s.Messages,
 		Recordings: s.Recordings, Replies: s.Replies, Consent: s.Consent, Questionnaires: s.Questionnaires,
 		Followups: s.Followups, Plans: s.Plans, Audiences: audienceStore, Broadcasts: broadcastStore, Webhooks: s.Webhooks,
-		Tasks: s.inspector, Logger: o.Logger.With("comp", "erasure"), Now: time.Now}
+		Tasks: s.inspector, Logger: o.Logger.With("comp", "erasure"), Now: time.Now,
+		OnErased: func(ctx context.Context, e *erasure.Erasure) {
+			s.Audit.Record(ctx, audit.Event{Tenant: e.Tenant, Actor: audit.ActorWorker, Action: audit.ActionErase,
+				Object: "erasure:" + e.ID, Outcome: audit.OK})
+		}}
 	s.auditConsent(contactStore)
 	s.Users = users.New(rdb, users.Config{})
 	s.Keys = apikeys.New(rdb, apikeys.Config{Audit: s.Audit, Logger: o.Logger})
@@ -467,7 +472,7 @@ func (s *Service) Start(ctx context.Context) error {
 		if s.Recordings != nil {
 			var sctx context.Context
 			sctx, s.stopSweep = context.WithCancel(context.Background())
-			go workers.SweepRecordings(sctx, s.Recordings, s.Config.RecordingRetention, time.Hour, s.log.With("comp", "worker"))
+			go workers.SweepRecordings(sctx, s.Recordings, s.recordingRetentionOf(sctx), time.Hour, s.log.With("comp", "worker"))
 		}
 	}
 	if s.Config.OpsAddr != "" {

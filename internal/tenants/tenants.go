@@ -37,6 +37,34 @@ type Settings struct {
 	// AllowPHI lets template variables marked phi appear in SMS and WeChat
 	// bodies. Off by default: minimum necessary.
 	AllowPHI bool `json:"allow_phi_in_sms_wechat"`
+	// RetentionDays is how long the tenant's messages are kept, in days
+	// (0: the gateway's GATEWAY_RETENTION); RecordingRetentionDays its call
+	// recordings' (0: the messages' own, within RECORDING_RETENTION).
+	// Neither may exceed the gateway's.
+	RetentionDays          int `json:"retention_days,omitempty"`
+	RecordingRetentionDays int `json:"recording_retention_days,omitempty"`
+}
+
+const day = 24 * time.Hour
+
+// Retention is how long the tenant's messages are kept, within max (the
+// gateway's).
+func (s Settings) Retention(max time.Duration) time.Duration {
+	if s.RetentionDays > 0 && time.Duration(s.RetentionDays)*day < max {
+		return time.Duration(s.RetentionDays) * day
+	}
+	return max
+}
+
+// RecordingRetention is how long the tenant's recordings are kept, within
+// the gateway's recording retention and the tenant's message retention (a
+// recording is reached through its message).
+func (s Settings) RecordingRetention(maxRecording, max time.Duration) time.Duration {
+	r := min(maxRecording, s.Retention(max))
+	if s.RecordingRetentionDays > 0 && time.Duration(s.RecordingRetentionDays)*day < r {
+		return time.Duration(s.RecordingRetentionDays) * day
+	}
+	return r
 }
 
 // Validate names the first bad setting.
@@ -51,6 +79,23 @@ func (s Settings) Validate() error {
 	}
 	if _, err := schedule.LoadZone(s.TimeZone); err != nil {
 		return fmt.Errorf("timezone: %w", err)
+	}
+	return nil
+}
+
+// Check validates settings against the gateway's limits too.
+func (s *Store) Check(set Settings) error {
+	if err := set.Validate(); err != nil {
+		return err
+	}
+	maxDays := func(d time.Duration) int { return int(d / day) }
+	switch {
+	case set.RetentionDays < 0 || (s.MaxRetention > 0 && set.RetentionDays > maxDays(s.MaxRetention)):
+		return fmt.Errorf("retention_days: want 1 to %d days (GATEWAY_RETENTION), or 0 for the gateway's", maxDays(s.MaxRetention))
+	case set.RecordingRetentionDays < 0 || (s.MaxRecordingRetention > 0 && set.RecordingRetentionDays > maxDays(s.MaxRecordingRetention)):
+		return fmt.Errorf("recording_retention_days: want 1 to %d days (RECORDING_RETENTION), or 0 for the messages'", maxDays(s.MaxRecordingRetention))
+	case set.RetentionDays > 0 && set.RecordingRetentionDays > set.RetentionDays:
+		return fmt.Errorf("recording_retention_days: at most retention_days (%d): a recording is reached through its message", set.RetentionDays)
 	}
 	return nil
 }
@@ -73,6 +118,11 @@ func (s Settings) QuietFor(priority string) string {
 
 // Store reads and writes settings.
 type Store struct {
+	// MaxRetention and MaxRecordingRetention are the gateway's
+	// (GATEWAY_RETENTION, RECORDING_RETENTION): a tenant's may be shorter,
+	// never longer (0: not checked).
+	MaxRetention, MaxRecordingRetention time.Duration
+
 	rdb      redis.UniversalClient
 	defaults Settings
 	ttl      time.Duration
@@ -128,7 +178,7 @@ func (s *Store) Get(ctx context.Context, tenant string) (Settings, error) {
 
 // Put validates and stores a tenant's settings.
 func (s *Store) Put(ctx context.Context, tenant string, set Settings) error {
-	if err := set.Validate(); err != nil {
+	if err := s.Check(set); err != nil {
 		return err
 	}
 	raw, _ := json.Marshal(set)
