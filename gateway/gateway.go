@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/gateway/console"
@@ -144,6 +145,9 @@ type Options struct {
 	Console *console.Console
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Tracer makes a span of each request, webhooks included (nil: no
+	// tracing, and no cost).
+	Tracer trace.Tracer
 }
 
 // Server is the HTTP API.
@@ -178,7 +182,11 @@ func New(o Options) *Server {
 	})
 	// Answer "Connection: close" while shutting down.
 	s.app.Server().CloseOnShutdown = true
-	s.app.Use(s.recover, s.requestID, s.accessLog, s.readBody)
+	s.app.Use(s.recover)
+	if o.Tracer != nil {
+		s.app.Use(s.trace)
+	}
+	s.app.Use(s.requestID, s.accessLog, s.readBody)
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
 	s.app.Get("/openapi.yaml", serveOpenAPI)

@@ -11,12 +11,16 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/metrics"
+	"github.com/patientmsg/gateway/internal/tracing"
 	"github.com/patientmsg/gateway/internal/webhooks"
 )
 
@@ -63,6 +67,9 @@ type SendHandler struct {
 	// Metrics counts each attempt's outcome, the provider's time to answer
 	// and its error codes (nil: none).
 	Metrics *metrics.Metrics
+	// Tracer makes a span of each send, the child of the span that queued
+	// it, and one of each provider call (nil: no tracing).
+	Tracer trace.Tracer
 }
 
 // Backlog keeps each tenant's queued messages per channel (admission
@@ -114,7 +121,23 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
 	}
 	channel := strings.TrimPrefix(t.Type(), TypeSendPrefix)
+	var span trace.Span
+	if h.Tracer != nil {
+		ctx, span = h.Tracer.Start(tracing.WithTraceParent(ctx, p.TraceParent), "send "+channel,
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+				attribute.String("messaging.system", "asynq"), tracing.Channel.String(channel),
+				// A ULID, which says nothing of the patient.
+				attribute.String("messaging.message.id", p.MessageID)))
+	}
 	err := h.process(ctx, t, p, channel)
+	if span != nil {
+		var we *waitError
+		if err != nil && !errors.As(err, &we) {
+			// Never the error's text: a provider's message may quote the recipient.
+			span.SetStatus(codes.Error, "send failed")
+		}
+		span.End()
+	}
 	// A crisis message or a broadcast's is never counted in a backlog.
 	if h.Backlog != nil && p.Tenant != "" && p.Priority != PriorityCrisis && p.Broadcast == "" {
 		retried, _ := asynq.GetRetryCount(ctx)
@@ -220,8 +243,12 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		return err
 	}
 	start := time.Now()
-	res, sendErr := ch.Send(ctx, channels.MessageOf(m))
+	pctx, pspan := h.startProviderCall(ctx, m.Channel)
+	res, sendErr := ch.Send(pctx, channels.MessageOf(m))
 	h.Metrics.ProviderRequest(m.Channel, time.Since(start))
+	if pspan != nil {
+		endProviderCall(pspan, sendErr)
+	}
 	if sendErr == nil {
 		h.Metrics.SendOutcome(m.Channel, metrics.Accepted)
 		// Record with a context of its own: the provider has the message now,
@@ -309,6 +336,28 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		return &waitError{reason: se.Error(), after: time.Until(retryAt)}
 	}
 	return &retryError{SendError: se, after: time.Until(retryAt)}
+}
+
+// startProviderCall starts the span of a provider call (none without a
+// tracer).
+func (h *SendHandler) startProviderCall(ctx context.Context, channel string) (context.Context, trace.Span) {
+	if h.Tracer == nil {
+		return ctx, nil
+	}
+	return h.Tracer.Start(ctx, channel+" provider call", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(tracing.Channel.String(channel)))
+}
+
+// endProviderCall ends a provider call's span with the class of its
+// outcome, never the provider's words.
+func endProviderCall(span trace.Span, err error) {
+	outcome := metrics.Accepted
+	if err != nil {
+		outcome = outcomeOf(channels.AsSendError(err))
+		span.SetStatus(codes.Error, outcome)
+	}
+	span.SetAttributes(tracing.Outcome.String(outcome))
+	span.End()
 }
 
 // outcomeOf is the metrics class of a failed send.

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -57,6 +58,21 @@ func TestWaitingForACallbackIsNotAFailedAttempt(t *testing.T) {
 	}
 	if !IsFailure(&channels.SendError{Class: channels.Retryable}) {
 		t.Fatal("a send error is a failure")
+	}
+}
+
+func TestASendTaskCarriesTheTraceParentOfWhatQueuedItAndOldPayloadsStillDecode(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	task, err := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityNormal, TraceParent: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(task.Payload()) != `{"id":"01JD","p":"normal","tp":"`+tp+`"}` {
+		t.Fatalf("payload %s", task.Payload())
+	}
+	var old SendPayload
+	if err := json.Unmarshal([]byte(`{"id":"01JD","t":"clinic-a","p":"normal"}`), &old); err != nil || old.MessageID != "01JD" || old.TraceParent != "" {
+		t.Fatalf("a payload queued before tracing: %+v, %v", old, err)
 	}
 }
 

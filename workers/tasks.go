@@ -62,6 +62,10 @@ type SendPayload struct {
 	// Such a message's ledger record is written when its turn comes (see
 	// SendHandler.RecordBroadcast).
 	Broadcast string `json:"bc,omitempty"`
+	// TraceParent is the W3C traceparent of the span that queued the
+	// send (the API request's), so the worker's span joins its trace;
+	// empty with tracing off.
+	TraceParent string `json:"tp,omitempty"`
 }
 
 // asynqRetryMargin lets a task outlive Redis outages or ledger errors that
@@ -77,13 +81,14 @@ type SendOptions struct {
 	MaxAttempts int
 	// Timeout bounds one attempt (the provider call plus ledger writes).
 	Timeout time.Duration
-	// Tenant, Cost, Quiet, Zone and Broadcast go into the payload (see
-	// SendPayload).
-	Tenant    string
-	Cost      int
-	Quiet     string
-	Zone      string
-	Broadcast string
+	// Tenant, Cost, Quiet, Zone, Broadcast and TraceParent go into the
+	// payload (see SendPayload).
+	Tenant      string
+	Cost        int
+	Quiet       string
+	Zone        string
+	Broadcast   string
+	TraceParent string
 }
 
 // SendOptionsOf describes the send of a ledger record.
@@ -104,7 +109,7 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
 	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant, Priority: o.Priority,
-		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast})
+		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent})
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,8 @@ type Config struct {
 	LogLevel string
 	// LogFormat is json or text (LOG_FORMAT).
 	LogFormat string
+	// Tracing is OpenTelemetry tracing, off unless it has an endpoint.
+	Tracing TracingConfig
 
 	Worker WorkerConfig
 	Twilio TwilioConfig
@@ -222,6 +224,15 @@ type EmailConfig struct {
 
 // Enabled reports whether email is configured.
 func (e EmailConfig) Enabled() bool { return e.SMTPURL != "" || e.From != "" }
+
+// TracingConfig is OpenTelemetry tracing (see docs/operations.md#tracing).
+type TracingConfig struct {
+	// Endpoint is the OTLP HTTP collector's base URL
+	// (OTEL_EXPORTER_OTLP_ENDPOINT); empty: no tracing, and no spans.
+	Endpoint string
+	// ServiceName names the gateway's spans (OTEL_SERVICE_NAME).
+	ServiceName string
+}
 
 // WorkerConfig tunes delivery.
 type WorkerConfig struct {

@@ -74,6 +74,8 @@ func TestBadSettingsAreNamedAtStartUp(t *testing.T) {
 		{"a sentinel master without sentinels", with("REDIS_SENTINEL_MASTER", "m"), RoleAll, "REDIS_SENTINEL_ADDRS is required"},
 		{"a REDIS_CLUSTER that is not a boolean", with("REDIS_CLUSTER", "maybe"), RoleAll, "REDIS_CLUSTER"},
 		{"an unknown log level", with("LOG_LEVEL", "loud"), RoleAll, "LOG_LEVEL"},
+		{"a collector that is not an http URL", with("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-collector:4318"), RoleAll, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"a collector with a query", with("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/?k=v"), RoleAll, "OTEL_EXPORTER_OTLP_ENDPOINT"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

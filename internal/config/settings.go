@@ -73,6 +73,7 @@ const (
 	groupRedis      = "Redis"
 	groupMessages   = "Messages and requests"
 	groupLogging    = "Logging"
+	groupTracing    = "Tracing"
 	groupWorkers    = "Workers and delivery"
 	groupTwilio     = "Twilio (SMS and voice)"
 	groupWeChat     = "WeChat"
@@ -373,6 +374,21 @@ var settings = []Setting{
 				bad("LOG_FORMAT=%q: want json or text", c.LogFormat)
 			}
 		}},
+	// Tracing
+	{Name: "OTEL_EXPORTER_OTLP_ENDPOINT", Group: groupTracing,
+		Doc: "The OTLP/HTTP collector that receives the gateway's traces, e.g. `http://otel-collector:4318` " +
+			"(`/v1/traces` is appended). Not set: no tracing, and no spans are made. The exporter's other " +
+			"`OTEL_EXPORTER_OTLP_*` variables (headers, certificates, timeout) apply as OpenTelemetry documents " +
+			"them. See [tracing](operations.md#tracing).",
+		parse: text(func(c *Config) *string { return &c.Tracing.Endpoint }),
+		check: func(c Config, _ Role, bad complaint) {
+			if e := c.Tracing.Endpoint; e != "" && (!isHTTPURL(e) || strings.ContainsAny(e, "?#")) {
+				bad("OTEL_EXPORTER_OTLP_ENDPOINT: want an http(s) URL without a query, e.g. http://otel-collector:4318")
+			}
+		}},
+	{Name: "OTEL_SERVICE_NAME", Group: groupTracing, Default: "patient-messaging-gateway",
+		Doc:   "The service name of the gateway's spans (with tracing on).",
+		parse: text(func(c *Config) *string { return &c.Tracing.ServiceName })},
 
 	// Workers and delivery
 	{Name: "WORKER_CONCURRENCY", Group: groupWorkers, Default: "20",

@@ -15,6 +15,7 @@ import (
 	"github.com/patientmsg/gateway/internal/egress"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/tenants"
+	"github.com/patientmsg/gateway/internal/tracing"
 	"github.com/patientmsg/gateway/templates"
 	"github.com/patientmsg/gateway/workers"
 )
@@ -148,7 +149,9 @@ func (s *Service) requestOf(tenant string, v *Valid, c *composed) ledger.Request
 // Enqueue queues a message's send task on q (the task id is the message
 // id: queueing it twice is a no-op).
 func (s *Service) Enqueue(ctx context.Context, q Enqueuer, id string, req ledger.Request) error {
-	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.MaxAttempts, s.AttemptTimeout))
+	o := workers.SendOptionsOf(id, req, s.MaxAttempts, s.AttemptTimeout)
+	o.TraceParent = tracing.TraceParent(ctx)
+	t, err := workers.NewSendTask(o)
 	if err != nil {
 		return err
 	}
@@ -332,7 +335,9 @@ func (s *Service) Page(ctx context.Context, tenant, channel, phone, text, id str
 // EnsureQueued queues a message's send task on q unless a task with its id
 // is queued already; it reports whether it queued one.
 func (s *Service) EnsureQueued(ctx context.Context, q Enqueuer, id string, req ledger.Request) (bool, error) {
-	t, err := workers.NewSendTask(workers.SendOptionsOf(id, req, s.MaxAttempts, s.AttemptTimeout))
+	o := workers.SendOptionsOf(id, req, s.MaxAttempts, s.AttemptTimeout)
+	o.TraceParent = tracing.TraceParent(ctx)
+	t, err := workers.NewSendTask(o)
 	if err != nil {
 		return false, err
 	}

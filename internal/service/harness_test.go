@@ -62,22 +62,25 @@ func startOn(t *testing.T, rs *redistest.Server, role config.Role, mutate ...fun
 // settings (configure) before mutate's.
 func startWith(t *testing.T, rs *redistest.Server, role config.Role, extra []channels.Channel, mutate ...func(*config.Config)) *env {
 	t.Helper()
+	return startWithOptions(t, rs, role, servicetest.Options{Channels: extra}, mutate...)
+}
+
+// startWithOptions is startOn with the harness's options filled in over o
+// (its Channels and TracerProvider are kept).
+func startWithOptions(t *testing.T, rs *redistest.Server, role config.Role, o servicetest.Options, mutate ...func(*config.Config)) *env {
+	t.Helper()
 	e := &env{t: t, redis: rs, logs: &channeltest.LogBuffer{}, http: &http.Client{Timeout: 10 * time.Second, Transport: channeltest.LoopbackOnly(nil)}}
-	g := servicetest.Start(t, servicetest.Options{
-		RedisURL:     rs.URL,
-		Role:         role,
-		AllChannels:  true,
-		SMTP:         smtpsim.Options{Username: "gateway", Password: smtpPassword, TLS: true},
-		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		WebhookGuard: channeltest.LoopbackOnly,
-		Channels:     extra,
-		Configure: func(cfg *config.Config) {
-			configure(cfg)
-			for _, m := range mutate {
-				m(cfg)
-			}
-		},
-	})
+	o.RedisURL, o.Role, o.AllChannels = rs.URL, role, true
+	o.SMTP = smtpsim.Options{Username: "gateway", Password: smtpPassword, TLS: true}
+	o.Logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o.WebhookGuard = channeltest.LoopbackOnly
+	o.Configure = func(cfg *config.Config) {
+		configure(cfg)
+		for _, m := range mutate {
+			m(cfg)
+		}
+	}
+	g := servicetest.Start(t, o)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/email"
@@ -47,6 +48,7 @@ import (
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
+	"github.com/patientmsg/gateway/internal/tracing"
 	"github.com/patientmsg/gateway/internal/users"
 	"github.com/patientmsg/gateway/internal/webhooks"
 	"github.com/patientmsg/gateway/templates"
@@ -76,6 +78,10 @@ type Options struct {
 	// NoMetrics leaves the Prometheus metrics out (the benchmark measures
 	// what they cost); /metrics then serves none of the gateway's own.
 	NoMetrics bool
+	// TracerProvider, when set, makes the gateway's spans instead of the
+	// one OTEL_EXPORTER_OTLP_ENDPOINT configures (tests record them with
+	// it); the service does not shut it down.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running gateway process (API, workers, or both).
@@ -165,6 +171,11 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	}
 	s.Ledger.Metrics = s.Metrics
 
+	tracer, err := s.newTracer(cfg, o)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
 	fence := newFence(cfg, rdb)
 	if err := s.newAudit(cfg, role, o.Logger); err != nil {
 		rdb.Close()
@@ -349,14 +360,14 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
 			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
-			Erasures: s.Erasures, Keys: s.Keys,
+			Erasures: s.Erasures, Keys: s.Keys, Tracer: tracer,
 		})
 	}
 	if role&config.RoleWorker != 0 {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: s.Broadcast.Status,
-			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence, Metrics: s.Metrics}
+			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence, Metrics: s.Metrics, Tracer: tracer}
 		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		h.Audit = s.Audit
 		for _, t := range cfg.CrisisOptOutExempt {
@@ -382,6 +393,29 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		})
 	}
 	return s, nil
+}
+
+// newTracer is the tracer of the gateway's spans: Options.TracerProvider's,
+// else one exporting to OTEL_EXPORTER_OTLP_ENDPOINT (flushed and stopped
+// at Shutdown), else nil: tracing is off and no span is made.
+func (s *Service) newTracer(cfg config.Config, o Options) (trace.Tracer, error) {
+	tp := o.TracerProvider
+	if tp == nil {
+		if cfg.Tracing.Endpoint == "" {
+			return nil, nil
+		}
+		p, err := tracing.NewProvider(context.Background(), cfg.Tracing.Endpoint, cfg.Tracing.ServiceName)
+		if err != nil {
+			return nil, fmt.Errorf("tracing (OTEL_EXPORTER_OTLP_ENDPOINT): %w", err)
+		}
+		s.closers = append(s.closers, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return p.Shutdown(ctx)
+		})
+		tp = p
+	}
+	return tp.Tracer(tracing.Scope), nil
 }
 
 // secureCookies says whether the console's cookies are Secure: always,

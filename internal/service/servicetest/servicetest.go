@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/channels/channeltest"
@@ -74,6 +75,8 @@ type Options struct {
 	Configure func(*config.Config)
 	// NoMetrics is service.Options.NoMetrics.
 	NoMetrics bool
+	// TracerProvider is service.Options.TracerProvider.
+	TracerProvider trace.TracerProvider
 }
 
 // Gateway is a running gateway and the simulators it sends to.
@@ -138,7 +141,8 @@ func Start(tb testing.TB, o Options) *Gateway {
 	cfg.Quiet.Window = "off"
 	cfg.OpsAddr = "127.0.0.1:0"
 	opts := service.Options{Logger: o.Logger, Listener: ln, Transport: o.Transport,
-		WebhookGuard: o.WebhookGuard, Channels: o.Channels, NoMetrics: o.NoMetrics}
+		WebhookGuard: o.WebhookGuard, Channels: o.Channels, NoMetrics: o.NoMetrics,
+		TracerProvider: o.TracerProvider}
 	if o.AllChannels {
 		cfg.Voice.From = TwilioFrom
 		cfg.WeChat = config.WeChatConfig{AppID: g.WeChat.AppID(), AppSecret: g.WeChat.AppSecret(), APIURL: g.WeChat.URL()}
