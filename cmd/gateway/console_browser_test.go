@@ -114,13 +114,17 @@ func (b *browser) signOut() {
 // and sends a broadcast with a poll; patients answer 1 and 2 through the
 // signed Twilio webhook; the roster follows without a reload; a staff
 // member acknowledges the need-help escalation; a viewer cannot send.
-func TestACrisisDrillInTheConsole(t *testing.T) {
-	chromium := chromiumPath()
+// browserTest finds a Chromium (skipping, loudly, without one), starts
+// dev as `go tool task dev` does, and returns it, what it printed, and
+// the screenshot directory.
+func browserTest(t *testing.T) (d *devGateway, chromium, shots string, out *channeltest.LogBuffer) {
+	t.Helper()
+	chromium = chromiumPath()
 	if chromium == "" {
-		t.Skip("SKIPPED: NO CHROMIUM FOUND (chromium, chromium-browser, google-chrome or $CHROMIUM): the console's browser tests did not run. " +
+		t.Skip("SKIPPED: NO CHROMIUM FOUND (chromium, chromium-browser, google-chrome or $CHROMIUM): the browser tests did not run. " +
 			"Install it (apt-get install chromium) to run them; .ci/run does.")
 	}
-	shots := os.Getenv("CONSOLE_SCREENSHOTS")
+	shots = os.Getenv("CONSOLE_SCREENSHOTS")
 	if shots == "" {
 		shots = t.TempDir()
 	} else if err := os.MkdirAll(shots, 0o755); err != nil {
@@ -129,10 +133,11 @@ func TestACrisisDrillInTheConsole(t *testing.T) {
 	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
 	t.Setenv("QUIET_HOURS", "off")
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, logs channeltest.LogBuffer
-	d, err := startDev(ctx, &out, &logs)
+	out = &channeltest.LogBuffer{}
+	var logs channeltest.LogBuffer
+	d, err := startDev(ctx, out, &logs)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -150,6 +155,29 @@ func TestACrisisDrillInTheConsole(t *testing.T) {
 		}
 	})
 	waitHealthy(t, d.api)
+	return d, chromium, shots, out
+}
+
+// newBrowser starts a headless Chromium of the given window size, ended
+// with the test.
+func newBrowser(t *testing.T, chromium, base, shots string, width, height int) *browser {
+	t.Helper()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(width, height),
+		chromedp.UserDataDir(t.TempDir()))...)
+	bctx, cancelBrowser := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
+	// Start the browser on its own context: an action's deadline, on a
+	// child of it, would otherwise close the browser when it ends.
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("starting %s: %v", chromium, err)
+	}
+	return &browser{t: t, ctx: bctx, base: base, shot: shots}
+}
+
+func TestACrisisDrillInTheConsole(t *testing.T) {
+	d, chromium, shots, out := browserTest(t)
+	ctx := context.Background()
 	if !strings.Contains(out.String(), d.api+"/console") || !strings.Contains(out.String(), d.logins[0].password) {
 		t.Fatalf("dev does not print the console and its logins:\n%s", out.String())
 	}
@@ -161,18 +189,7 @@ func TestACrisisDrillInTheConsole(t *testing.T) {
 	// clinic would.
 	apiCall(t, d, "PUT", "/v1/escalation-rules", `{"options":["need_help"],"keywords":["trapped"],"on_call":[{"channel":"sms","phone":"+14155550188"}]}`)
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(t.TempDir()))...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
-	// Start the browser on its own context: an action's deadline, on a
-	// child of it, would otherwise close the browser when it ends.
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("starting %s: %v", chromium, err)
-	}
-	b := &browser{t: t, ctx: bctx, base: d.api, shot: shots}
+	b := newBrowser(t, chromium, d.api, shots, 1280, 900)
 
 	// The lead signs in and uploads 50 people (one row bad, one repeated).
 	b.signIn(login[users.RoleLead])

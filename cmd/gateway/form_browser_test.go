@@ -3,18 +3,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/patientmsg/gateway/channels/channeltest"
 )
 
 // TestAWeChatTemplateMessageOpensTheWebFormAnsweredInTheBrowser: a
@@ -24,41 +19,7 @@ import (
 // Chinese and is thanked; the response is completed; the link, opened
 // again, says it was answered.
 func TestAWeChatTemplateMessageOpensTheWebFormAnsweredInTheBrowser(t *testing.T) {
-	chromium := chromiumPath()
-	if chromium == "" {
-		t.Skip("SKIPPED: NO CHROMIUM FOUND (chromium, chromium-browser, google-chrome or $CHROMIUM): the web form's browser test did not run. " +
-			"Install it (apt-get install chromium) to run it; .ci/run does.")
-	}
-	shots := os.Getenv("CONSOLE_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	} else if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("GATEWAY_ADDR", "127.0.0.1:0")
-	t.Setenv("QUIET_HOURS", "off")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, logs channeltest.LogBuffer
-	d, err := startDev(ctx, &out, &logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("dev did not stop")
-		}
-		d.close()
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", logs.String())
-		}
-	})
-	waitHealthy(t, d.api)
+	d, chromium, shots, _ := browserTest(t)
 
 	const openid = "oDevPatient000000000000007"
 	started := apiJSON(t, d, "POST", "/v1/questionnaires/post_discharge/responses",
@@ -79,16 +40,7 @@ func TestAWeChatTemplateMessageOpensTheWebFormAnsweredInTheBrowser(t *testing.T)
 		t.Fatalf("the template message's URL %q is not the form's link %v", link, started["form_url"])
 	}
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(390, 844),
-		chromedp.UserDataDir(t.TempDir()))...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("starting %s: %v", chromium, err)
-	}
-	b := &browser{t: t, ctx: bctx, base: "", shot: shots}
+	b := newBrowser(t, chromium, "", shots, 390, 844)
 	b.do("open the link", chromedp.EmulateViewport(390, 844), chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#submit")))
 	if lang := b.attr("html", "lang"); lang != "zh-Hans" {
 		t.Fatalf("the form's language is %q, want zh-Hans", lang)
