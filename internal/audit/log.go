@@ -200,20 +200,49 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 		l.known.Store(tenant, true)
 	}
 	n := q.size
+	// Redis failing over (no primary yet, a connection still on the old
+	// one): the append is tried again, from the size Redis has, until
+	// commitTimeout, so that a failover does not refuse reads meanwhile.
+	warned := false
+	again := func(err error) bool {
+		q.size, n = -1, -1
+		if ctx.Err() != nil {
+			return false
+		}
+		if !warned {
+			warned = true
+			l.log.Warn("audit append failed; trying again until it can be written", "tenant", tenant, "err", err)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if n < 0 {
 			v, err := l.rdb.Get(ctx, sizeKey(tenant)).Int64()
 			if err != nil && !errors.Is(err, redis.Nil) {
+				if again(err) {
+					continue
+				}
 				return 0, err
 			}
 			n = v
 		}
 		args, err := l.build(ctx, tenant, n, events)
 		if err != nil {
+			if again(err) {
+				continue
+			}
 			return 0, err
 		}
 		res, err := appendScript.Run(ctx, l.rdb, []string{sizeKey(tenant), hashesKey(tenant), recordsKey(tenant), timesKey(tenant)}, args...).Int64Slice()
 		if err != nil {
+			if again(err) {
+				continue
+			}
 			q.size = -1
 			return 0, err
 		}

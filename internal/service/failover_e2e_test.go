@@ -304,7 +304,7 @@ func runFailover(t *testing.T, f failoverFault, plan failoverPlan) {
 			continue
 		}
 		if a := e.do("GET", "/v1/messages/"+k.id, keyA, ""); a.Status != http.StatusOK {
-			t.Errorf("GET message %s (key %s) = %d", k.id, k.key, a.Status)
+			t.Errorf("GET message %s (key %s) = %d %s", k.id, k.key, a.Status, a.Raw)
 		}
 		if a := e.do("POST", "/v1/messages", keyA, smsBody(patientPhone, k.body), "Idempotency-Key", k.key); a.Status != http.StatusOK ||
 			a.Body["id"] != k.id || a.Header.Get("Idempotent-Replayed") != "true" {
