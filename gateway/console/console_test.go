@@ -237,12 +237,15 @@ func (g *gw) inboundSMS(from, body string) {
 }
 
 // eventually retries check until it is true, for up to 10 s.
+// eventually waits for check, up to 30 s: the whole suite runs packages
+// side by side on a small machine (the chaos and failover tests among
+// them), and a send through the workers can take seconds then.
 func eventually(t *testing.T, what string, check func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if check() {
 			return
 		}
 	}
-	t.Fatalf("%s: not within 10 s", what)
+	t.Fatalf("%s: not within 30 s", what)
 }
