@@ -75,7 +75,27 @@ func (s *SMS) Report(ctx context.Context, providerID string) (ledger.ProviderUpd
 	return u, nil
 }
 
+// Report implements channels.Reporter for calls: the call's status as
+// Twilio holds it now (completed → delivered, failed → failed; a call
+// still in progress, busy or unanswered reports nothing final).
+func (v *Voice) Report(ctx context.Context, providerID string) (ledger.ProviderUpdate, error) {
+	tr := &callTransport{base: v.cfg.Transport, target: v.target, ctx: ctx}
+	rc := twiliogo.NewRestClientWithParams(twiliogo.ClientParams{
+		Client: newAPIClient(v.cfg.AccountSID, v.cfg.AuthToken, v.cfg.Timeout, tr)})
+	call, err := rc.Api.FetchCall(providerID, &openapi.FetchCallParams{})
+	if err != nil {
+		return ledger.ProviderUpdate{}, classifyWith(err, tr, voiceErrorClasses)
+	}
+	u := ledger.ProviderUpdate{Channel: v.Name(), ProviderID: providerID}
+	if call.Status != nil {
+		u.ProviderStatus = *call.Status
+		u.Status = callStatuses[*call.Status]
+	}
+	return u, nil
+}
+
 var (
 	_ channels.Finder   = (*SMS)(nil)
 	_ channels.Reporter = (*SMS)(nil)
+	_ channels.Reporter = (*Voice)(nil)
 )

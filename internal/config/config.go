@@ -253,7 +253,7 @@ type WorkerConfig struct {
 	// before resending after an attempt whose outcome is unknown (a timeout
 	// or a crash mid-call) (DELIVERY_UNCONFIRMED_GRACE).
 	UnconfirmedGrace time.Duration
-	// ReportWait is how long an SMS may wait at sent for the provider's
+	// ReportWait is how long an SMS or a call may wait at sent for the provider's
 	// final status callback before the workers ask the provider
 	// (DELIVERY_REPORT_WAIT).
 	ReportWait time.Duration

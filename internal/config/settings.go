@@ -422,7 +422,7 @@ var settings = []Setting{
 			"attempt waits for the provider's status callback before sending again.",
 		parse: duration(func(c *Config) *time.Duration { return &c.Worker.UnconfirmedGrace })},
 	{Name: "DELIVERY_REPORT_WAIT", Group: groupWorkers, Default: "10m",
-		Doc: "How long an SMS may wait at `sent` for Twilio's final status callback before the workers ask " +
+		Doc: "How long an SMS or a call may wait at `sent` for Twilio's final status callback before the workers ask " +
 			"Twilio for its status (a callback Twilio could not deliver is never sent again); asked again every " +
 			"such wait for 3 days.",
 		parse: duration(func(c *Config) *time.Duration { return &c.Worker.ReportWait })},

@@ -80,3 +80,28 @@ func TestAnAttemptThatNeverReachedTwilioIsSentAgainOnce(t *testing.T) {
 		t.Fatalf("two messages with the same words: %q %q, %d sent", m1.ProviderID, m2.ProviderID, e.sim.MessagesTo(patientPhone))
 	}
 }
+
+// TestACallWhoseStatusCallbackWasLostIsAskedForItsStatus: the call was
+// answered and played, but none of its status callbacks arrived; the
+// reconciler asks Twilio for the call and applies completed as delivered.
+func TestACallWhoseStatusCallbackWasLostIsAskedForItsStatus(t *testing.T) {
+	e := start(t, config.RoleAll)
+	e.sim.SetCallPlan(twiliosim.CallPlan{DropCallbacks: true})
+	id := e.send(keyA, `{"channel":"voice","to":{"phone":"`+patientPhone+`"},"body":"Your appointment is tomorrow at ten."}`)
+	e.waitFor(id, ledger.StatusSent, 15*time.Second)
+	waitUntil(t, 15*time.Second, "the call to end", func() bool {
+		calls := e.sim.Calls()
+		return len(calls) == 1 && calls[0].Done
+	})
+	if m := e.message(id); m.Status != ledger.StatusSent {
+		t.Fatalf("without callbacks the call is %s", m.Status)
+	}
+	e.svc.Reconciler.Now = func() time.Time { return time.Now().Add(e.cfg.Worker.ReportWait + time.Minute) }
+	res, err := e.svc.Reconciler.Pass(context.Background())
+	if err != nil || res.Applied != 1 {
+		t.Fatalf("reconciliation: %+v %v", res, err)
+	}
+	if m := e.message(id); m.Status != ledger.StatusDelivered {
+		t.Fatalf("after reconciliation the call is %s", m.Status)
+	}
+}

@@ -236,7 +236,39 @@ type callResource struct {
 // voiceRoutes adds the Calls API to mux.
 func (s *Server) voiceRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Calls.json", s.handleCallCreate)
+	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Calls/{file}", s.handleCallFetch)
 	mux.HandleFunc("/"+APIVersion+"/Accounts/{AccountSid}/Recordings/{file}", s.handleRecordingMedia)
+}
+
+// handleCallFetch implements GET …/Calls/{Sid}.json: the call as Twilio
+// holds it now, its status the latest whether or not its callbacks were
+// delivered (not kept with Options.NoRecord: 404).
+func (s *Server) handleCallFetch(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		s.reject(w, r, nil, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed", "")
+		return
+	}
+	if !s.readable(w, r) {
+		return
+	}
+	sid := strings.TrimSuffix(r.PathValue("file"), ".json")
+	s.mu.Lock()
+	c, ok := s.voice.calls[sid]
+	var res callResource
+	if ok {
+		res = callResource{AccountSID: s.accountSID, APIVersion: APIVersion, SID: c.SID, Status: c.Status,
+			To: c.Form.Get("To"), From: c.Form.Get("From"), Direction: "outbound-api", PriceUnit: "USD",
+			DateCreated: c.Created.UTC().Format(time.RFC1123Z), DateUpdated: time.Now().UTC().Format(time.RFC1123Z),
+			URI: "/" + APIVersion + "/Accounts/" + s.accountSID + "/Calls/" + c.SID + ".json"}
+		s.fetches++
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.reject(w, r, nil, http.StatusNotFound, CodeNotFound, "The requested resource "+r.URL.Path+" was not found", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // ScriptCalls queues call plans: the next len(ps) valid call-create
