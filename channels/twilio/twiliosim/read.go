@@ -61,17 +61,26 @@ func (s *Server) readable(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// handleFetch implements GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json.
-func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
+// fetchedSID checks a fetch of one resource (GET, the account's
+// credentials and path) and returns the SID its path names.
+func (s *Server) fetchedSID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		s.reject(w, r, nil, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed", "")
-		return
+		return "", false
 	}
 	if !s.readable(w, r) {
+		return "", false
+	}
+	return strings.TrimSuffix(r.PathValue("file"), ".json"), true
+}
+
+// handleFetch implements GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json.
+func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
+	sid, ok := s.fetchedSID(w, r)
+	if !ok {
 		return
 	}
-	sid := strings.TrimSuffix(r.PathValue("file"), ".json")
 	s.mu.Lock()
 	m, ok := s.messages[sid]
 	var res messageResource

@@ -244,15 +244,10 @@ func (s *Server) voiceRoutes(mux *http.ServeMux) {
 // holds it now, its status the latest whether or not its callbacks were
 // delivered (not kept with Options.NoRecord: 404).
 func (s *Server) handleCallFetch(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		s.reject(w, r, nil, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed", "")
+	sid, ok := s.fetchedSID(w, r)
+	if !ok {
 		return
 	}
-	if !s.readable(w, r) {
-		return
-	}
-	sid := strings.TrimSuffix(r.PathValue("file"), ".json")
 	s.mu.Lock()
 	c, ok := s.voice.calls[sid]
 	var res callResource
