@@ -491,6 +491,10 @@ type ProviderUpdate struct {
 	ProviderStatus string
 	ErrorCode      string
 	ErrorMessage   string
+	// Detail, when set, is the history event's detail: what the report
+	// says beyond its status, without personal data (it outlives an
+	// erasure), e.g. an email delivery report's status code.
+	Detail string
 }
 
 // Applied says what a provider update did.
@@ -515,7 +519,7 @@ func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u Pro
 		return AppliedUnknown, "", nil
 	}
 	now := l.now().UTC()
-	e := Event{Status: u.Status, At: now, ProviderStatus: u.ProviderStatus}
+	e := Event{Status: u.Status, At: now, ProviderStatus: u.ProviderStatus, Detail: u.Detail}
 	if u.ErrorCode != "" {
 		e.Error = &ErrorInfo{Code: u.ErrorCode, Message: u.ErrorMessage}
 	}

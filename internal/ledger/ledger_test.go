@@ -119,6 +119,27 @@ func TestStatusNeverMovesBackwards(t *testing.T) {
 	}
 }
 
+func TestAReportsDetailIsItsHistoryEventsDetailAndNoError(t *testing.T) {
+	l, _ := newLedger(t)
+	id := create(t, l, "c")
+	if c, err := l.Claim(ctx, id, time.Minute); err != nil || c.Outcome != ledger.ClaimSend {
+		t.Fatalf("claim %+v %v", c, err)
+	}
+	if err := l.RecordAccepted(ctx, id, "email", "mid@example-clinic.test"); err != nil {
+		t.Fatal(err)
+	}
+	u := ledger.ProviderUpdate{Channel: "email", ProviderID: "mid@example-clinic.test", Status: ledger.StatusDelivered,
+		ProviderStatus: "delivered", Detail: "delivery status notification 2.0.0"}
+	if a, _, err := l.ApplyProviderUpdateLinked(ctx, id, u); err != nil || a != ledger.AppliedChanged {
+		t.Fatalf("applied %d, %v", a, err)
+	}
+	m := status(t, l, id)
+	last := m.Events[len(m.Events)-1]
+	if m.Status != ledger.StatusDelivered || m.Error != nil || last.ProviderStatus != "delivered" || last.Detail != u.Detail || last.Error != nil {
+		t.Fatalf("status %s, error %+v, last event %+v", m.Status, m.Error, last)
+	}
+}
+
 func TestClaimProtectsAgainstSendingTwice(t *testing.T) {
 	l, _ := newLedger(t)
 
