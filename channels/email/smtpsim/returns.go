@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,7 +21,10 @@ type Mailbox struct {
 	Unknown bool
 	// Bounce, an enhanced status code, accepts the message and then sends
 	// a delivery status notification (RFC 3464) to its envelope sender:
-	// failed for 5.x.x ("5.2.2": mailbox full), delayed for 4.x.x.
+	// failed for 5.x.x ("5.2.2": mailbox full), delayed for 4.x.x, unless
+	// RCPT TO's NOTIFY left that out. Without Bounce or Unknown the
+	// mailbox takes the message, and a success notification follows when
+	// NOTIFY asked SUCCESS.
 	Bounce string
 	// Diagnostic is the DSN's Diagnostic-Code text after "smtp; "; a
 	// default follows from Bounce when empty.
@@ -138,25 +142,49 @@ func (s *Server) dialOut(to string, raw []byte) error {
 	return c.Quit()
 }
 
-// bounceLater sends the DSN of an accepted message to a Bounce mailbox.
-func (s *Server) bounceLater(rec Received, rcpt string, m Mailbox) {
+// reportLater sends the DSN of an accepted message for one recipient, as
+// RFC 3461 has an MTA do: for a Bounce mailbox a failure or delay report
+// unless its NOTIFY leaves that out (none asked means FAILURE,DELAY); for
+// any other mailbox a success report when NOTIFY asked SUCCESS.
+func (s *Server) reportLater(rec Received, rcpt, notify string, m Mailbox) {
 	if rec.From == "" {
 		return // a notification is never sent about a notification
 	}
-	go func() { _ = s.deliverOut("dsn", rec.From, DSN(rec, rcpt, m.Bounce, m.Diagnostic)) }()
+	status, diagnostic, want := "2.0.0", "", "SUCCESS"
+	if m.Bounce != "" {
+		status, diagnostic, want = m.Bounce, m.Diagnostic, "FAILURE"
+		if strings.HasPrefix(m.Bounce, "4.") {
+			want = "DELAY"
+		}
+		if notify == "" {
+			notify = "FAILURE,DELAY"
+		}
+	}
+	if !slices.Contains(strings.Split(notify, ","), want) {
+		return
+	}
+	go func() { _ = s.deliverOut("dsn", rec.From, DSN(rec, rcpt, status, diagnostic)) }()
 }
 
 // DSN builds a delivery status notification (RFC 3464) about rec for its
 // recipient rcpt: multipart/report with a human-readable part, the
-// message/delivery-status part and the original's headers.
+// message/delivery-status part and the original's headers only (never its
+// body, as RET=HDRS asks). The status decides the action: failed for
+// 5.x.x, delayed for 4.x.x, delivered for 2.x.x.
 func DSN(rec Received, rcpt, status, diagnostic string) []byte {
 	action, code := "failed", "550"
-	if strings.HasPrefix(status, "4.") {
+	subject, intro := "Undelivered Mail Returned to Sender", "Your message could not be delivered to one or more recipients."
+	switch {
+	case strings.HasPrefix(status, "4."):
 		action, code = "delayed", "452"
+		subject, intro = "Delayed Mail (still being retried)", "Your message could not be delivered yet; the mail system keeps trying."
+	case strings.HasPrefix(status, "2."):
+		action, code = "delivered", "250"
+		subject, intro = "Successful Mail Delivery Report", "Your message was successfully delivered to the destination(s) listed below."
 	}
 	if diagnostic == "" {
 		diagnostic = map[string]string{"5.1.1": "<" + rcpt + ">: Recipient address rejected: User unknown",
-			"5.2.2": "Mailbox full", "4.2.2": "Mailbox full, will retry"}[status]
+			"5.2.2": "Mailbox full", "4.2.2": "Mailbox full, will retry", "2.0.0": "Ok: delivered to mailbox"}[status]
 		if diagnostic == "" {
 			diagnostic = "delivery failed"
 		}
@@ -165,13 +193,13 @@ func DSN(rec Received, rcpt, status, diagnostic string) []byte {
 	boundary := "dsn-" + fmt.Sprint(time.Now().UnixNano())
 	fmt.Fprintf(&b, "From: Mail Delivery System <MAILER-DAEMON@smtpsim.localhost>\r\n")
 	fmt.Fprintf(&b, "To: %s\r\n", rec.From)
-	fmt.Fprintf(&b, "Subject: Undelivered Mail Returned to Sender\r\n")
+	fmt.Fprintf(&b, "Subject: %s\r\n", subject)
 	fmt.Fprintf(&b, "Date: %s\r\n", time.Now().Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Message-ID: <%s@smtpsim.localhost>\r\n", boundary)
 	fmt.Fprintf(&b, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n")
 	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=delivery-status; boundary=%q\r\n\r\n", boundary)
 	fmt.Fprintf(&b, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", boundary)
-	fmt.Fprintf(&b, "This is the mail system at host smtpsim.localhost.\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\r\n")
+	fmt.Fprintf(&b, "This is the mail system at host smtpsim.localhost.\r\n\r\n%s\r\n\r\n", intro)
 	fmt.Fprintf(&b, "--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary)
 	fmt.Fprintf(&b, "Reporting-MTA: dns; smtpsim.localhost\r\nArrival-Date: %s\r\n\r\n", rec.At.Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Final-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n", rcpt, action, status)

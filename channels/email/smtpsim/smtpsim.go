@@ -8,12 +8,15 @@
 // It records what it received (envelope, raw MIME, parsed headers, decoded
 // text and HTML parts, time; MessagesTo lists one recipient's), counts TCP connections, and can be scripted to
 // refuse a greeting, a sender, a recipient or a message with a chosen reply
-// code, or to go silent. Like a real MTA it refuses unknown mailboxes at
-// RCPT TO (550 5.1.1) and, for mailboxes set to bounce, accepts the
-// message and then sends a delivery status notification (RFC 3464) to its
-// envelope sender; it can also send a scripted abuse report (ARF) and a
-// scripted reply (SetMailbox, Complain, Reply). It listens on 127.0.0.1
-// only and dials out only to Options.ReturnMTA, a loopback address.
+// code, or to go silent. Like a real MTA it offers DSN (RFC 3461; not with
+// Options.NoDSN), refuses unknown mailboxes at RCPT TO (550 5.1.1) and,
+// for mailboxes set to bounce, accepts the message and then sends a
+// delivery status notification (RFC 3464) to its envelope sender; for any
+// other mailbox whose RCPT TO asked NOTIFY=SUCCESS it sends a success
+// notification (Action: delivered, 2.0.0) the same way. It can also send a
+// scripted abuse report (ARF) and a scripted reply (SetMailbox, Complain,
+// Reply). It listens on 127.0.0.1 only and dials out only to
+// Options.ReturnMTA, a loopback address.
 // It logs ids and sizes, never addresses or message content.
 package smtpsim
 
@@ -103,6 +106,10 @@ type Options struct {
 	// ImplicitTLS speaks TLS from the first byte (smtps://, port 465
 	// style) with the same kind of certificate, instead of STARTTLS.
 	ImplicitTLS bool
+	// NoDSN leaves DSN (RFC 3461) out of the EHLO answer, as a relay
+	// without it: a client then sends no NOTIFY or RET (and one that did
+	// would be refused with 504), and no success notification is sent.
+	NoDSN bool
 	// ReturnMTA is the loopback host:port of the mail exchanger that
 	// notifications, complaints and replies are sent to (the gateway's
 	// inbound listener); without it they cannot be sent.
@@ -118,6 +125,11 @@ type Received struct {
 	From string
 	// To are the envelope recipients (RCPT TO).
 	To []string
+	// Notify is what each recipient of To asked by RCPT TO's NOTIFY
+	// ("SUCCESS,FAILURE,DELAY", "NEVER"), "" where it asked nothing.
+	Notify []string
+	// Ret is MAIL FROM's RET ("HDRS", "FULL"), "" when not given.
+	Ret string
 	// Raw is the message exactly as transferred (CRLF line ends).
 	Raw []byte
 	// Header is the parsed top-level header; nil when Raw did not parse.
@@ -198,6 +210,7 @@ func New(opts Options) *Server {
 	srv.MaxMessageBytes = 25 << 20
 	srv.MaxRecipients = 100
 	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = !opts.NoDSN
 	srv.ReadTimeout = time.Minute
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogPrinter{s.log}
@@ -475,7 +488,9 @@ type session struct {
 	connID int
 	user   string
 	from   string
+	ret    string
 	to     []string
+	notify []string
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -513,7 +528,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.s.opts.Username != "" && ss.user == "" {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	}
@@ -524,10 +539,13 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		return f.err()
 	}
 	ss.from = from
+	if opts != nil {
+		ss.ret = string(opts.Return)
+	}
 	return nil
 }
 
-func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if f, ok := ss.s.nextFault(AtRcpt); ok {
 		if f.Hang {
 			ss.s.hang()
@@ -537,7 +555,16 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if ss.s.mailbox(to).Unknown {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "Recipient address rejected: User unknown"}
 	}
+	notify := ""
+	if opts != nil {
+		words := make([]string, len(opts.Notify))
+		for i, n := range opts.Notify {
+			words[i] = string(n)
+		}
+		notify = strings.Join(words, ",")
+	}
 	ss.to = append(ss.to, to)
+	ss.notify = append(ss.notify, notify)
 	return nil
 }
 
@@ -553,8 +580,8 @@ func (ss *session) Data(r io.Reader) error {
 		return f.err()
 	}
 	_, isTLS := ss.conn.TLSConnectionState()
-	rec := Received{From: ss.from, To: append([]string(nil), ss.to...), Raw: raw, Conn: ss.connID, TLS: isTLS, User: ss.user,
-		At: time.Now()}
+	rec := Received{From: ss.from, To: append([]string(nil), ss.to...), Notify: append([]string(nil), ss.notify...), Ret: ss.ret,
+		Raw: raw, Conn: ss.connID, TLS: isTLS, User: ss.user, At: time.Now()}
 	parse(&rec)
 	s := ss.s
 	s.mu.Lock()
@@ -568,17 +595,15 @@ func (ss *session) Data(r io.Reader) error {
 		msgID = rec.Header.Get("Message-Id")
 	}
 	s.log.Debug("message accepted", "conn", ss.connID, "n", n, "bytes", len(raw), "message_id", msgID)
-	for _, to := range rec.To {
-		if m := s.mailbox(to); m.Bounce != "" {
-			s.bounceLater(rec, to, m)
-		}
+	for i, to := range rec.To {
+		s.reportLater(rec, to, rec.Notify[i], s.mailbox(to))
 	}
 	return nil
 }
 
 func (ss *session) Reset() {
-	ss.from = ""
-	ss.to = nil
+	ss.from, ss.ret = "", ""
+	ss.to, ss.notify = nil, nil
 }
 
 func (ss *session) Logout() error { return nil }

@@ -3,12 +3,16 @@ package smtpsim_test
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/smtp"
 	"net/textproto"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 )
@@ -301,5 +305,150 @@ func TestMessagesToMatchesTheRecipientWithoutRegardToCase(t *testing.T) {
 	}
 	if got := s.MessagesTo("nobody@example.org"); len(got) != 0 {
 		t.Fatalf("MessagesTo(nobody) = %+v", got)
+	}
+}
+
+// returnMTA is a mail exchanger for the simulator's notifications: it
+// takes every mail and keeps it.
+type returnMTA struct {
+	mu   sync.Mutex
+	got  [][]byte
+	addr string
+}
+
+func startReturnMTA(t *testing.T) *returnMTA {
+	t.Helper()
+	r := &returnMTA{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) { return &mtaSession{r: r}, nil }))
+	srv.Domain, srv.AllowInsecureAuth = "mx.localhost", true
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return r
+}
+
+func (r *returnMTA) mails() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.got...)
+}
+
+type mtaSession struct{ r *returnMTA }
+
+func (s *mtaSession) Mail(string, *gosmtp.MailOptions) error { return nil }
+func (s *mtaSession) Rcpt(string, *gosmtp.RcptOptions) error { return nil }
+func (s *mtaSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	s.r.mu.Lock()
+	s.r.got = append(s.r.got, b)
+	s.r.mu.Unlock()
+	return err
+}
+func (s *mtaSession) Reset()        {}
+func (s *mtaSession) Logout() error { return nil }
+
+// submit sends msg from → to with NOTIFY (none when empty) and RET=HDRS
+// through a DSN-aware client.
+func submit(t *testing.T, s *smtpsim.Server, from, to string, notify ...gosmtp.DSNNotify) error {
+	t.Helper()
+	c, err := gosmtp.Dial(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail(from, &gosmtp.MailOptions{Return: gosmtp.DSNReturnHeaders}); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to, &gosmtp.RcptOptions{Notify: notify}); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte("From: <" + from + ">\r\nTo: <" + to + ">\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n\r\nBODYMARK\r\n")); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+func TestASuccessNotificationIsSentOnlyWhenRCPTAskedForIt(t *testing.T) {
+	mta := startReturnMTA(t)
+	s := smtpsim.New(smtpsim.Options{ReturnMTA: mta.addr})
+	defer s.Close()
+	s.SetMailbox("nobody@example.org", smtpsim.Mailbox{Unknown: true})
+	const sender = "bounce+1@mail.example-clinic.test"
+	if err := submit(t, s, sender, "reads@example.org", gosmtp.DSNNotifySuccess, gosmtp.DSNNotifyFailure); err != nil {
+		t.Fatal(err)
+	}
+	for _, notify := range [][]gosmtp.DSNNotify{nil, {gosmtp.DSNNotifyNever}, {gosmtp.DSNNotifyFailure, gosmtp.DSNNotifyDelayed}} {
+		if err := submit(t, s, sender, "reads@example.org", notify...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var se *gosmtp.SMTPError
+	if err := submit(t, s, sender, "nobody@example.org", gosmtp.DSNNotifySuccess); !errors.As(err, &se) || se.Code != 550 {
+		t.Fatalf("an unknown mailbox: %v", err)
+	}
+	got := s.Messages()
+	if len(got) != 4 || got[0].Ret != "HDRS" || got[0].Notify[0] != "SUCCESS,FAILURE" || got[1].Notify[0] != "" || got[2].Notify[0] != "NEVER" {
+		t.Fatalf("recorded %d messages, first RET %q NOTIFY %q", len(got), got[0].Ret, got[0].Notify)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(mta.mails()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // room for a notification that should not come
+	mails := mta.mails()
+	if len(mails) != 1 {
+		t.Fatalf("%d notifications, want the one asked for", len(mails))
+	}
+	dsn := string(mails[0])
+	for _, want := range []string{"To: " + sender, "report-type=delivery-status", "Final-Recipient: rfc822; reads@example.org",
+		"Action: delivered", "Status: 2.0.0", "Content-Type: text/rfc822-headers", "Message-ID: <m1@example.org>"} {
+		if !strings.Contains(dsn, want) {
+			t.Fatalf("the notification lacks %q:\n%s", want, dsn)
+		}
+	}
+	if strings.Contains(dsn, "BODYMARK") {
+		t.Fatal("the notification returns the body")
+	}
+}
+
+func TestARelayWithoutDSNOffersNoneAndRefusesNOTIFY(t *testing.T) {
+	s := smtpsim.New(smtpsim.Options{NoDSN: true})
+	defer s.Close()
+	c := dial(t, s)
+	if err := c.Hello("localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Extension("DSN"); ok {
+		t.Fatal("DSN offered")
+	}
+	if err := c.Mail("a@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	id, err := c.Text.Cmd("RCPT TO:<b@example.org> NOTIFY=SUCCESS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Text.StartResponse(id)
+	code, _, _ := c.Text.ReadResponse(250)
+	c.Text.EndResponse(id)
+	if code != 504 {
+		t.Fatalf("NOTIFY to a relay without DSN: %d", code)
+	}
+	with := smtpsim.New(smtpsim.Options{})
+	defer with.Close()
+	c = dial(t, with)
+	if err := c.Hello("localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Extension("DSN"); !ok {
+		t.Fatal("DSN not offered by default")
 	}
 }
