@@ -82,6 +82,13 @@ type Config struct {
 	// WebhookSecret, when set, serves POST /webhooks/email/events, signed
 	// with it (EMAIL_WEBHOOK_SECRET).
 	WebhookSecret string
+	// NoDSN stops asking the relay for delivery status notifications
+	// (EMAIL_DSN=false). Otherwise, with Returns' domain, every message
+	// asks a relay that offers DSN (RFC 3461) for reports of success,
+	// failure and delay (NOTIFY=SUCCESS,FAILURE,DELAY) with the headers
+	// only (RET=HDRS), sent to its return path; a relay that does not
+	// offer DSN is asked nothing.
+	NoDSN bool
 }
 
 // Channel is the "email" channel. It is safe for concurrent use.
@@ -143,7 +150,8 @@ func New(cfg Config) (*Channel, error) {
 		log:         cfg.Logger.With("comp", "channel", "channel", "email"),
 	}
 	c.pool = newPool(cfg.PoolSize, cfg.IdleTimeout, c.dial)
-	c.log.Info("email channel configured", "smtp", ep.String(), "security", ep.Security.String(), "pool", cfg.PoolSize)
+	c.log.Info("email channel configured", "smtp", ep.String(), "security", ep.Security.String(), "pool", cfg.PoolSize,
+		"dsn", c.requestsDSN())
 	return c, nil
 }
 
@@ -350,6 +358,11 @@ func (c *Channel) dial(ctx context.Context) (*conn, *channels.SendError) {
 		// smtps:// is TLS from the first byte (dialNet); smtp+insecure:// is plain.
 		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
 	}
+	if c.requestsDSN() {
+		// go-mail adds RET and NOTIFY only when the server's EHLO offers DSN.
+		opts = append(opts, gomail.WithDSNMailReturnType(gomail.DSNMailReturnHeadersOnly),
+			gomail.WithDSNRcptNotifyType(gomail.DSNRcptNotifySuccess, gomail.DSNRcptNotifyFailure, gomail.DSNRcptNotifyDelay))
+	}
 	if c.ep.Username != "" {
 		opts = append(opts, gomail.WithSMTPAuthCustom(&authChooser{user: c.ep.Username, pass: c.ep.Password,
 			host: c.ep.Host, plainText: c.ep.Security == Insecure}))
@@ -372,6 +385,14 @@ func (c *Channel) dial(ctx context.Context) (*conn, *channels.SendError) {
 	}
 	c.log.Debug("SMTP connection opened", "conn", pc.id)
 	return pc, nil
+}
+
+// requestsDSN says whether messages ask for delivery status
+// notifications: only when they go out with a return path of their own,
+// which the inbound listener reads (the gateway's message ids always make
+// one), never to EMAIL_FROM's mailbox.
+func (c *Channel) requestsDSN() bool {
+	return !c.cfg.NoDSN && c.cfg.Returns != nil && c.cfg.Returns.Domain() != ""
 }
 
 // dialNet opens the TCP connection (and TLS for smtps://) for go-mail.

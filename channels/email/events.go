@@ -18,6 +18,8 @@ import (
 const (
 	EventBounce      = "bounce"      // a permanent failure (5.x.x): the message fails
 	EventDelay       = "delay"       // a transient failure (4.x.x): a note in its history
+	EventDelivered   = "delivered"   // a success report (2.x.x): the message is delivered
+	EventRelayed     = "relayed"     // relayed or expanded (2.x.x), no further report: a note
 	EventComplaint   = "complaint"   // the recipient reported it as spam: opted out
 	EventUnsubscribe = "unsubscribe" // the recipient unsubscribed: opted out
 )
@@ -27,7 +29,9 @@ type Event struct {
 	Kind string
 	// MessageID is the gateway's message id.
 	MessageID string
-	// Status ("5.1.1") and Diagnostic (addresses removed) of a bounce or delay.
+	// Status ("5.1.1") and Diagnostic (addresses removed) of a bounce or
+	// delay; Status ("2.0.0") of a delivery or relay report, whose
+	// Diagnostic is not kept.
 	Status, Diagnostic string
 	// Evidence says where an opt-out came from ("ARF complaint, feedback
 	// type abuse").
@@ -44,9 +48,12 @@ var ErrNotYet = errors.New("the message's send is not recorded yet")
 
 // Apply applies an outcome to the message: a bounce fails it with the
 // DSN's status code and diagnostic, a delay adds them to its history, a
-// complaint or an unsubscription opts its recipient out of email (for
-// every tenant, as STOP does: the sender address is shared) and notes it.
-// A repeated event changes nothing more.
+// delivery report makes it delivered with the DSN's status code in its
+// history, a relay report notes that code, a complaint or an
+// unsubscription opts its recipient out of email (for every tenant, as
+// STOP does: the sender address is shared) and notes it. Statuses move
+// only forward (a delivery report about a message that bounced is only
+// noted). A repeated event changes nothing more.
 func Apply(ctx context.Context, rcv channels.Receiver, ev Event) error {
 	if !ledger.ValidID(ev.MessageID) {
 		return ErrNotEmail
@@ -69,6 +76,15 @@ func Apply(ctx context.Context, rcv channels.Receiver, ev Event) error {
 	case EventDelay:
 		u.Status, u.ProviderStatus = ledger.StatusSent, "delayed"
 		u.ErrorCode, u.ErrorMessage = ev.Status, describe(ev.Status, ev.Diagnostic)
+	case EventDelivered:
+		// The code goes in the event's detail, not its error: a delivery is
+		// no error. The remote server's words are not kept (the detail
+		// outlives an erasure, and they may name the mailbox).
+		u.Status, u.ProviderStatus = ledger.StatusDelivered, "delivered"
+		u.Detail = "delivery status notification " + ev.Status + ": delivered to the recipient's mailbox"
+	case EventRelayed:
+		u.Status, u.ProviderStatus = ledger.StatusSent, "relayed"
+		u.Detail = "delivery status notification " + ev.Status + ": handed on (relayed, or expanded to a list) beyond the reach of delivery reports; no further report is expected"
 	case EventComplaint, EventUnsubscribe:
 		if m.To.Email == "" {
 			return nil // erased: there is no one left to opt out

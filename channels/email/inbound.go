@@ -222,11 +222,12 @@ func (s *inSession) Reset()        { s.rcpt = nil }
 func (s *inSession) Logout() error { return nil }
 
 // apply does what one mail says about the message its recipient names:
-// to a bounce+ address a DSN bounces or delays it and an ARF complaint
-// opts its recipient out; to a reply+ address a complaint does the same,
-// "unsubscribe" as the subject (the List-Unsubscribe mailto) opts out, and
-// anything else typed by a person is the patient's reply. Other mail (an
-// out-of-office, a success notice) changes nothing.
+// to a bounce+ address a DSN bounces, delays, delivers it or notes that
+// it was relayed, and an ARF complaint opts its recipient out; to a
+// reply+ address a complaint does the same, "unsubscribe" as the subject
+// (the List-Unsubscribe mailto) opts out, and anything else typed by a
+// person is the patient's reply. Other mail (an out-of-office, a DSN to a
+// reply+ address) changes nothing.
 func (l *Listener) apply(ctx context.Context, rc returnAddr, rep *Report) error {
 	log := l.log.With("msg_id", rc.id, "to_kind", string(rc.kind), "kind", rep.Kind.String())
 	var err error
@@ -237,6 +238,12 @@ func (l *Listener) apply(ctx context.Context, rc returnAddr, rep *Report) error 
 	case rep.Kind == KindDSN && rc.kind == returnpath.Bounce && rep.Transient():
 		err = Apply(ctx, l.cfg.Receiver, Event{Kind: EventDelay, MessageID: rc.id, Status: rep.Status, Diagnostic: rep.Diagnostic})
 		log = log.With("status", rep.Status)
+	case rep.Kind == KindDSN && rc.kind == returnpath.Bounce && rep.Delivered():
+		err = Apply(ctx, l.cfg.Receiver, Event{Kind: EventDelivered, MessageID: rc.id, Status: rep.Status})
+		log = log.With("status", rep.Status)
+	case rep.Kind == KindDSN && rc.kind == returnpath.Bounce && rep.Relayed():
+		err = Apply(ctx, l.cfg.Receiver, Event{Kind: EventRelayed, MessageID: rc.id, Status: rep.Status})
+		log = log.With("status", rep.Status, "action", rep.Action)
 	case rep.Kind == KindComplaint:
 		err = Apply(ctx, l.cfg.Receiver, Event{Kind: EventComplaint, MessageID: rc.id, Evidence: "ARF feedback type " + rep.FeedbackType})
 	case rep.Kind == KindReply && rc.kind == returnpath.Reply && strings.EqualFold(rep.Subject, "unsubscribe"):

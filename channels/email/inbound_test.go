@@ -106,6 +106,27 @@ func TestTheInboundListenerAppliesWhatMailReportsAboutTheMessageItsAddressNames(
 				t.Fatalf("updates %+v", r.Updates)
 			}
 		}},
+		{"a success DSN to the return path delivers the message, its status in the detail and no error", "dsn-delivered.eml", returnpath.Bounce, func(t *testing.T, r *channeltest.RecordingReceiver) {
+			if len(r.Updates) != 1 {
+				t.Fatalf("updates %+v", r.Updates)
+			}
+			u := r.Updates[0]
+			if u.MessageID != inboundMsgID || u.Status != ledger.StatusDelivered || u.ProviderStatus != "delivered" || u.ProviderID != messageHeader ||
+				!strings.Contains(u.Detail, "2.0.0") || u.ErrorCode != "" || u.ErrorMessage != "" {
+				t.Fatalf("update %+v", u)
+			}
+		}},
+		{"a relayed DSN notes its status and leaves the message sent", "dsn-relayed", returnpath.Bounce, func(t *testing.T, r *channeltest.RecordingReceiver) {
+			if len(r.Updates) != 1 || r.Updates[0].Status != ledger.StatusSent || r.Updates[0].ProviderStatus != "relayed" ||
+				!strings.Contains(r.Updates[0].Detail, "2.0.0") || r.Updates[0].ErrorCode != "" {
+				t.Fatalf("updates %+v", r.Updates)
+			}
+		}},
+		{"a success DSN to the reply address is no delivery", "dsn-delivered.eml", returnpath.Reply, func(t *testing.T, r *channeltest.RecordingReceiver) {
+			if len(r.Updates)+len(r.Inbounds) != 0 {
+				t.Fatalf("%+v %+v", r.Updates, r.Inbounds)
+			}
+		}},
 		{"a complaint opts the message's recipient out, with evidence", "arf-abuse.eml", returnpath.Bounce, func(t *testing.T, r *channeltest.RecordingReceiver) {
 			if len(r.OptOuts) != 1 || r.OptOuts[0].Channel != "email" || r.OptOuts[0].Who.Email != patientEmail ||
 				r.OptOuts[0].Evidence != "email complaint about message "+inboundMsgID+" (ARF feedback type abuse)" {
@@ -131,7 +152,14 @@ func TestTheInboundListenerAppliesWhatMailReportsAboutTheMessageItsAddressNames(
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := startInbound(t)
-			if err := e.send(e.keys.Address(tc.kind, inboundMsgID), fixture(t, tc.file)); err != nil {
+			var raw []byte
+			if tc.file == "dsn-relayed" {
+				// Postfix's report of a relay to a server without DSN.
+				raw = bytes.Replace(fixture(t, "dsn-delivered.eml"), []byte("Action: delivered"), []byte("Action: relayed"), 1)
+			} else {
+				raw = fixture(t, tc.file)
+			}
+			if err := e.send(e.keys.Address(tc.kind, inboundMsgID), raw); err != nil {
 				t.Fatal(err)
 			}
 			tc.check(t, e.rcv)

@@ -95,6 +95,27 @@ func (r *Report) Transient() bool {
 	return strings.HasPrefix(r.Status, "4.")
 }
 
+// Delivered says a DSN reports delivery (RFC 3464 §2.3.3): its action is
+// delivered and its status 2.x.x. A 2.x.x status without that action is
+// no delivery report (see Relayed).
+func (r *Report) Delivered() bool {
+	return r.Action == "delivered" && strings.HasPrefix(r.Status, "2.")
+}
+
+// Relayed says a DSN reports that the mail left the reach of reports
+// without a failure: relayed to a server that sends none, or expanded to
+// a list or alias (RFC 3464 §2.3.3), or a 2.x.x status without a known
+// action. No further report is to be expected, and none says delivered.
+func (r *Report) Relayed() bool {
+	switch r.Action {
+	case "relayed", "expanded":
+		return true
+	case "":
+		return strings.HasPrefix(r.Status, "2.")
+	}
+	return false
+}
+
 // Limits of what is kept from a report.
 const (
 	maxDiagnostic = 300
@@ -214,13 +235,14 @@ func fieldBlocks(r io.Reader) ([]textproto.MIMEHeader, error) {
 var statusCode = regexp.MustCompile(`^([245])\.(\d{1,3})\.(\d{1,3})$`)
 
 // parseDeliveryStatus reads the per-recipient fields of a DSN and keeps
-// the most serious recipient's: failed over delayed over the others.
+// the most serious recipient's: failed over delayed over delivered over
+// relayed and expanded over the others.
 func parseDeliveryStatus(r *Report, body io.Reader) error {
 	blocks, err := fieldBlocks(body)
 	if err != nil && len(blocks) == 0 {
 		return fmt.Errorf("%w: delivery-status: %v", ErrMalformed, err)
 	}
-	rank := map[string]int{"failed": 3, "delayed": 2}
+	rank := map[string]int{"failed": 4, "delayed": 3, "delivered": 2, "relayed": 1, "expanded": 1}
 	best := -1
 	for _, b := range blocks {
 		if b.Get("Final-Recipient") == "" && b.Get("Original-Recipient") == "" && b.Get("Action") == "" {

@@ -35,7 +35,12 @@ func TestInboundMailIsReadForWhatItReports(t *testing.T) {
 			}
 		}},
 		{"a delay warning is a transient DSN", "dsn-delayed.eml", email.KindDSN, func(t *testing.T, r *email.Report) {
-			if r.Permanent() || !r.Transient() || r.Status != "4.2.2" || r.Diagnostic != "SMTP; 452 4.2.2 Mailbox full" {
+			if r.Permanent() || !r.Transient() || r.Delivered() || r.Status != "4.2.2" || r.Diagnostic != "SMTP; 452 4.2.2 Mailbox full" {
+				t.Fatalf("%+v", r)
+			}
+		}},
+		{"a Postfix success report is a delivered DSN with its 2.x.x status", "dsn-delivered.eml", email.KindDSN, func(t *testing.T, r *email.Report) {
+			if !r.Delivered() || r.Relayed() || r.Permanent() || r.Transient() || r.Action != "delivered" || r.Status != "2.0.0" {
 				t.Fatalf("%+v", r)
 			}
 		}},
@@ -78,6 +83,39 @@ func TestInboundMailIsReadForWhatItReports(t *testing.T) {
 	}
 }
 
+func TestADSNsMostSeriousRecipientDecidesAndRelayedIsNoDelivery(t *testing.T) {
+	dsn := func(blocks ...string) []byte {
+		return []byte("Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n" +
+			"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n" +
+			strings.Join(blocks, "\r\n") + "--b--\r\n")
+	}
+	block := func(action, status string) string {
+		return "Final-Recipient: rfc822; a@example.org\r\nAction: " + action + "\r\nStatus: " + status + "\r\n"
+	}
+	for _, tc := range []struct {
+		name                                   string
+		raw                                    []byte
+		delivered, relayed, permanent, delayed bool
+		status                                 string
+	}{
+		{"relayed to a server without DSN is no delivery", dsn(block("relayed", "2.0.0")), false, true, false, false, "2.0.0"},
+		{"expanded to a list is no delivery", dsn(block("expanded", "2.0.0")), false, true, false, false, "2.0.0"},
+		{"a 2.x.x status without a known action is no delivery", dsn(block("x-unknown", "2.0.0")), false, true, false, false, "2.0.0"},
+		{"delivered with a failure status is no delivery", dsn(block("delivered", "5.0.0")), false, false, false, false, "5.0.0"},
+		{"delivered beats relayed", dsn(block("relayed", "2.0.0"), block("delivered", "2.1.5")), true, false, false, false, "2.1.5"},
+		{"failed beats delivered", dsn(block("delivered", "2.0.0"), block("failed", "5.1.1")), false, false, true, false, "5.1.1"},
+		{"delayed beats delivered", dsn(block("delivered", "2.0.0"), block("delayed", "4.4.1")), false, false, false, true, "4.4.1"},
+	} {
+		r, err := email.ParseReport(tc.raw)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if r.Delivered() != tc.delivered || r.Relayed() != tc.relayed || r.Permanent() != tc.permanent || r.Transient() != tc.delayed || r.Status != tc.status {
+			t.Errorf("%s: %+v delivered %v relayed %v", tc.name, r, r.Delivered(), r.Relayed())
+		}
+	}
+}
+
 func TestMalformedReportsAreRefused(t *testing.T) {
 	for name, raw := range map[string]string{
 		"no header":                   "not a mail",
@@ -116,9 +154,10 @@ func TestReplyTextIsTheNewTextAboveQuotesAndSignatures(t *testing.T) {
 }
 
 // FuzzParseReport: any mail is read or refused as malformed, never
-// panics, and what is kept of it holds no address.
+// panics, what is kept of it holds no address, and a DSN reports at most
+// one outcome (a delivery only with a 2.x.x status).
 func FuzzParseReport(f *testing.F) {
-	for _, name := range []string{"dsn-permanent.eml", "dsn-delayed.eml", "arf-abuse.eml", "reply-gmail.eml", "reply-gbk.eml", "reply-outlook.eml", "autoreply.eml"} {
+	for _, name := range []string{"dsn-permanent.eml", "dsn-delayed.eml", "dsn-delivered.eml", "arf-abuse.eml", "reply-gmail.eml", "reply-gbk.eml", "reply-outlook.eml", "autoreply.eml"} {
 		f.Add(fixture(f, name))
 	}
 	f.Add([]byte("Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; x@y\r\nStatus: 5.0.0\r\n--b--\r\n"))
@@ -133,8 +172,14 @@ func FuzzParseReport(f *testing.F) {
 		if strings.Contains(r.Diagnostic, "@") || len([]rune(r.Diagnostic)) > 301 {
 			t.Fatalf("diagnostic %q", r.Diagnostic)
 		}
-		if r.Kind == email.KindDSN && (len(r.Status) < 5 || r.Permanent() && r.Transient()) {
-			t.Fatalf("a DSN has one status, permanent or transient or neither: %+v", r)
+		outcomes := 0
+		for _, is := range []bool{r.Permanent(), r.Transient(), r.Delivered(), r.Relayed()} {
+			if is {
+				outcomes++
+			}
+		}
+		if r.Kind == email.KindDSN && (len(r.Status) < 5 || outcomes > 1 || r.Delivered() && r.Status[0] != '2') {
+			t.Fatalf("a DSN has one outcome, failed, delayed, delivered (2.x.x), relayed, or none: %+v", r)
 		}
 	})
 }

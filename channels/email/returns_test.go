@@ -2,8 +2,11 @@ package email_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +147,148 @@ func TestTheEventsWebhookAppliesSignedEventsOnly(t *testing.T) {
 				t.Fatalf("a refused request changed something: %+v %+v", rcv.Updates, rcv.OptOuts)
 			}
 		})
+	}
+}
+
+func TestAnEmailAsksForDeliveryReportsOnlyOfARelayOfferingDSNAndOnlyWithAReturnPath(t *testing.T) {
+	keys, err := returnpath.New(returnSecret, returnDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name        string
+		sim         smtpsim.Options
+		cfg         func(*email.Config)
+		notify, ret string
+	}{
+		{"with a return path a relay offering DSN is asked for every report, with the headers only", smtpsim.Options{},
+			func(c *email.Config) { c.Returns = keys }, "SUCCESS,FAILURE,DELAY", "HDRS"},
+		{"a relay that does not offer DSN is asked nothing, and takes the message", smtpsim.Options{NoDSN: true},
+			func(c *email.Config) { c.Returns = keys }, "", ""},
+		{"EMAIL_DSN=false asks nothing", smtpsim.Options{},
+			func(c *email.Config) { c.Returns, c.NoDSN = keys, true }, "", ""},
+		{"without a return path (reports would go to EMAIL_FROM) nothing is asked", smtpsim.Options{}, nil, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := smtpsim.New(tc.sim)
+			defer sim.Close()
+			ch, _ := newChannel(t, sim.URL(), tc.cfg)
+			sendOK(t, ch, message(inboundMsgID))
+			got, err := sim.WaitFor(1, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got[0].Notify) != 1 || got[0].Notify[0] != tc.notify || got[0].Ret != tc.ret {
+				t.Fatalf("NOTIFY %q RET %q, want %q %q", got[0].Notify, got[0].Ret, tc.notify, tc.ret)
+			}
+		})
+	}
+}
+
+// lockedReceiver lets a test change and read a RecordingReceiver while
+// the listener uses it from its own goroutines.
+type lockedReceiver struct {
+	mu sync.Mutex
+	*channeltest.RecordingReceiver
+}
+
+func (r *lockedReceiver) Message(ctx context.Context, id string) (*ledger.Message, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, err := r.RecordingReceiver.Message(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c := *m
+	return &c, nil
+}
+
+func (r *lockedReceiver) ProviderStatus(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.RecordingReceiver.ProviderStatus(ctx, id, u)
+}
+
+func (r *lockedReceiver) do(f func(*channeltest.RecordingReceiver)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(r.RecordingReceiver)
+}
+
+// TestDeliveryReportsComeBackToTheMessage runs the real client, the SMTP
+// simulator and the inbound listener together: a message to an existing
+// mailbox is reported delivered, one to a mailbox set to bounce failed,
+// one to an unknown mailbox is refused at RCPT TO and reported on by
+// nothing.
+func TestDeliveryReportsComeBackToTheMessage(t *testing.T) {
+	const (
+		delivered = "01JBK7Q9ZK3M4N5P6Q7R8S9T1A"
+		bounced   = "01JBK7Q9ZK3M4N5P6Q7R8S9T1B"
+		refused   = "01JBK7Q9ZK3M4N5P6Q7R8S9T1C"
+	)
+	keys, err := returnpath.New(returnSecret, returnDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := map[string]string{delivered: "reads.mail@example.org", bounced: "gone@example.org", refused: "nobody@example.org"}
+	rcv := &lockedReceiver{RecordingReceiver: &channeltest.RecordingReceiver{Messages: map[string]*ledger.Message{}}}
+	for id, addr := range to {
+		// As the ledger has it while the worker sends: no provider id yet.
+		rcv.Messages[id] = &ledger.Message{ID: id, Request: ledger.Request{Channel: "email", To: ledger.Recipient{Email: addr}},
+			Status: ledger.StatusSending}
+	}
+	in, err := email.Listen(email.InboundConfig{Addr: "127.0.0.1:0", Keys: keys, Receiver: rcv, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	sim := smtpsim.New(smtpsim.Options{ReturnMTA: in.Addr()})
+	defer sim.Close()
+	ch, _ := newChannel(t, sim.URL(), func(c *email.Config) { c.Returns = keys })
+	sim.SetMailbox(to[bounced], smtpsim.Mailbox{Bounce: "5.1.1"})
+	sim.SetMailbox(to[refused], smtpsim.Mailbox{Unknown: true})
+	for _, id := range []string{delivered, bounced, refused} {
+		m := message(id)
+		m.To.Email = to[id]
+		res, err := ch.Send(context.Background(), m)
+		if id == refused {
+			var se *channels.SendError
+			if !errors.As(err, &se) || se.Code != "smtp_550" {
+				t.Fatalf("an unknown mailbox: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The worker records the relay's acceptance; until then the
+		// listener defers a report (451) and the simulator tries again.
+		rcv.do(func(r *channeltest.RecordingReceiver) {
+			r.Messages[id].Status, r.Messages[id].ProviderID = ledger.StatusSent, res.ProviderID
+		})
+	}
+	var updates []channeltest.Update
+	for deadline := time.Now().Add(5 * time.Second); len(updates) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		rcv.do(func(r *channeltest.RecordingReceiver) { updates = append([]channeltest.Update(nil), r.Updates...) })
+	}
+	byID := map[string]ledger.ProviderUpdate{}
+	for _, u := range updates {
+		byID[u.MessageID] = u.ProviderUpdate
+	}
+	if u := byID[delivered]; len(updates) != 2 || u.Status != ledger.StatusDelivered || u.ProviderStatus != "delivered" ||
+		!strings.Contains(u.Detail, "2.0.0") || u.ErrorCode != "" {
+		t.Fatalf("updates %+v", updates)
+	}
+	if u := byID[bounced]; u.Status != ledger.StatusFailed || u.ErrorCode != "5.1.1" {
+		t.Fatalf("the bounce %+v", u)
+	}
+	sent := sim.SentMail()
+	for _, s := range sent {
+		if s.Err != nil {
+			t.Fatalf("the listener refused the simulator's %s: %v", s.Kind, s.Err)
+		}
+	}
+	if len(sent) != 2 {
+		t.Fatalf("%d reports sent, want one for each accepted message", len(sent))
 	}
 }
