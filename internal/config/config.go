@@ -217,6 +217,9 @@ type EmailConfig struct {
 	InboundAddr      string
 	InboundMaxBytes  int
 	InboundPerMinute int
+	// DSN asks the relay for delivery status notifications, success ones
+	// too, to the return path (EMAIL_DSN, on by default).
+	DSN bool
 	// WebhookSecret signs a relay's POST /webhooks/email/events
 	// (EMAIL_WEBHOOK_SECRET, "" no such route).
 	WebhookSecret string

@@ -648,6 +648,23 @@ var settings = []Setting{
 				bad("EMAIL_INBOUND_RATE must be at least 1")
 			}
 		}},
+	{Name: "EMAIL_DSN", Group: groupEmail, Default: "true",
+		Doc: "With `EMAIL_RETURN_DOMAIN`, each email asks the relay for delivery status notifications " +
+			"(RFC 3461 `NOTIFY=SUCCESS,FAILURE,DELAY` with `RET=HDRS`: headers only, never the body) " +
+			"when the relay offers DSN; a success report makes the email `delivered`. `false` asks " +
+			"nothing, for a relay that mishandles them. Also accepts `1`/`yes` and `0`/`no`. See " +
+			"[delivery reports](channels.md#bounces-complaints-unsubscribe-and-replies).",
+		parse: func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "false", "0", "no":
+				c.Email.DSN = false
+			case "true", "1", "yes":
+				c.Email.DSN = true
+			default:
+				return errors.New("want true or false")
+			}
+			return nil
+		}},
 	{Name: "EMAIL_WEBHOOK_SECRET", Group: groupEmail, Secret: true,
 		Doc: "Serves `POST /webhooks/email/events` for relays that report bounces, complaints and " +
 			"unsubscriptions by webhook: the body signed as `X-Gateway-Signature: t=<unix>,v1=<HMAC-SHA256 " +

@@ -69,7 +69,7 @@ func buildChannels(cfg config.Config, rdb redis.UniversalClient, o Options) (chs
 		em, err := email.New(email.Config{URL: cfg.Email.SMTPURL, From: cfg.Email.From, PoolSize: cfg.Email.PoolSize,
 			Timeout: cfg.Worker.ProviderTimeout, TLSConfig: o.EmailTLS, Logger: o.Logger,
 			Rate:    channels.Rate{PerSecond: cfg.Senders.EmailPerSecond, PerDay: cfg.Senders.EmailPerDay},
-			Returns: keys, PublicURL: cfg.PublicURL, WebhookSecret: cfg.Email.WebhookSecret})
+			Returns: keys, PublicURL: cfg.PublicURL, WebhookSecret: cfg.Email.WebhookSecret, NoDSN: !cfg.Email.DSN})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/internal/config"
@@ -109,6 +112,84 @@ func TestEmailBouncesComeBackThroughTheReturnPath(t *testing.T) {
 		}
 	}
 	e.assertNoPatientDataLogged(gone, full, nobody, "Reply 1 if better", returnSecret)
+}
+
+// deliverToMailIn hands raw to the inbound listener for rcpt, as the
+// relay's MTA does, with the null sender.
+func (e *env) deliverToMailIn(rcpt string, raw []byte) {
+	e.t.Helper()
+	c, err := smtp.Dial(e.svc.MailIn.Addr())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("", []string{rcpt}, bytes.NewReader(raw)); err != nil {
+		e.t.Fatalf("the listener refused the mail: %v", err)
+	}
+}
+
+func TestAnEmailIsDeliveredWhenTheRelayReportsItsDelivery(t *testing.T) {
+	e := startWithReturns(t)
+	const reader, gone, nobody = "reads.mail@example.org", "gone.patient@example.org", "nobody.here@example.org"
+	e.smtp.SetMailbox(gone, smtpsim.Mailbox{Bounce: "5.1.1"})
+	e.smtp.SetMailbox(nobody, smtpsim.Mailbox{Unknown: true})
+
+	id, r := e.sentEmail(reader, "")
+	if len(r.Notify) != 1 || r.Notify[0] != "SUCCESS,FAILURE,DELAY" || r.Ret != "HDRS" {
+		t.Fatalf("the relay was asked NOTIFY %q RET %q", r.Notify, r.Ret)
+	}
+	m := e.waitFor(id, ledger.StatusDelivered, 10*time.Second)
+	if m.Error != nil {
+		t.Fatalf("a delivered email has an error: %+v", m.Error)
+	}
+	ev := e.historyEvent(id, "delivered")
+	if ev.Status != ledger.StatusDelivered || !strings.Contains(ev.Detail, "2.0.0") || ev.Error != nil {
+		t.Fatalf("the delivery in the history %+v", ev)
+	}
+	if view := e.do("GET", "/v1/messages/"+id, keyA, ""); view.Body["status"] != "delivered" || !strings.Contains(view.Raw, "2.0.0") {
+		t.Fatalf("the API shows %s", view.Raw)
+	}
+
+	// The relay's MTA delivers the same report again: nothing changes.
+	var report []byte
+	for _, s := range e.smtp.SentMail() {
+		if s.Kind == "dsn" && s.To == r.From {
+			report = s.Raw
+		}
+	}
+	if report == nil {
+		t.Fatal("the simulator sent no success report")
+	}
+	before := len(m.Events)
+	e.deliverToMailIn(r.From, report)
+	if again, _ := e.svc.Ledger.Get(context.Background(), "", id); again.Status != ledger.StatusDelivered || len(again.Events) != before {
+		t.Fatalf("a repeated report: status %s, %d events, had %d", again.Status, len(again.Events), before)
+	}
+
+	// A success report about an email that bounced does not move it back.
+	bounced, br := e.sentEmail(gone, "")
+	e.waitFor(bounced, ledger.StatusFailed, 10*time.Second)
+	e.historyEvent(bounced, "bounced")
+	e.deliverToMailIn(br.From, smtpsim.DSN(br, gone, "2.0.0", ""))
+	if m, _ := e.svc.Ledger.Get(context.Background(), "", bounced); m.Status != ledger.StatusFailed || m.Error == nil || m.Error.Code != "5.1.1" {
+		t.Fatalf("a late success report about a bounced email: %s %+v", m.Status, m.Error)
+	}
+
+	// An unknown mailbox is refused at RCPT TO: failed, and no report.
+	reports := len(e.smtp.SentMail())
+	refused := e.send(keyA, `{"channel":"email","to":{"email":"`+nobody+`"},"subject":"x","body":"x"}`)
+	if m := e.waitFor(refused, ledger.StatusFailed, 10*time.Second); m.Error == nil || m.Error.Code != "smtp_550" {
+		t.Fatalf("an unknown mailbox at RCPT: %+v", m.Error)
+	}
+	if n := len(e.smtp.SentMail()); n != reports {
+		t.Fatalf("%d reports after a refused recipient, had %d", n, reports)
+	}
+	for _, s := range e.smtp.SentMail() {
+		if s.Err != nil {
+			t.Fatalf("the listener refused the simulator's %s: %v", s.Kind, s.Err)
+		}
+	}
+	e.assertNoPatientDataLogged(reader, gone, nobody, "Reply 1 if better", returnSecret)
 }
 
 func TestAnEmailComplaintOptsTheAddressOut(t *testing.T) {
