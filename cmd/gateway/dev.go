@@ -33,8 +33,9 @@ import (
 // production binary links no simulator and no miniredis.
 
 // runDev runs the whole gateway on an in-process Redis (miniredis) with the
-// Twilio and WeChat simulators and an SMTP server, so the real clients run
-// end to end locally without credentials.
+// Twilio and WeChat simulators and an SMTP server whose delivery reports
+// come back to the gateway's inbound mail listener, so the real clients
+// run end to end locally without credentials.
 func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	d, err := startDev(ctx, stdout, stderr)
 	if err != nil {
@@ -84,6 +85,16 @@ const (
 	devTwilioNumber  = "+15005550006"
 )
 
+// Dev's email return domain, and its magic mailboxes: the SMTP simulator
+// refuses devMailUnknown at RCPT TO and bounces mail to devMailBounce
+// (5.1.1) through the inbound listener; any other address is delivered and
+// reported so.
+const (
+	devReturnDomain = "mail.dev-clinic.test"
+	devMailUnknown  = "nobody@example.org"
+	devMailBounce   = "gone@example.org"
+)
+
 // devEscalation are the dev tenant's urgent-reply rules: a poll's
 // "need_help" answer, or a reply naming an emergency, pages the nurse on
 // call by SMS (the simulator's number).
@@ -130,8 +141,19 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	sim.SetCallPlan(twiliosim.CallPlan{Digits: []string{"1"}, RecordSeconds: 2})
 	wsim := wechatsim.New(wechatsim.Options{})
 	d.closers = append(d.closers, wsim.Close)
-	mail := smtpsim.New(smtpsim.Options{})
+	// The gateway's inbound mail listener (EMAIL_INBOUND_ADDR), where the
+	// SMTP server sends its delivery reports, bounces and replies: its
+	// address is known before the gateway starts (the gateway closes it;
+	// closing it again is harmless).
+	mailIn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("dev inbound mail listener: %w", err)
+	}
+	d.closers = append(d.closers, func() { _ = mailIn.Close() })
+	mail := smtpsim.New(smtpsim.Options{ReturnMTA: mailIn.Addr().String()})
 	d.closers = append(d.closers, func() { _ = mail.Close() })
+	mail.SetMailbox(devMailUnknown, smtpsim.Mailbox{Unknown: true})
+	mail.SetMailbox(devMailBounce, smtpsim.Mailbox{Bounce: "5.1.1"})
 	d.sim, d.wsim, d.mail = sim, wsim, mail
 	dataDir, err := os.MkdirTemp("", "gateway-dev-")
 	if err != nil {
@@ -159,9 +181,11 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 	// the account's server URL, signed and encrypted.
 	wsim.ReportTo(cfg.PublicURL+wechat.InboundPath,
 		wechatsim.Pusher{Token: devWeChatToken, EncodingAESKey: devWeChatAESKey, AppID: wsim.AppID()}, devWeChatAccount)
-	// The SMTP server's fields only: the rest of the email settings keep
-	// their defaults.
+	// The SMTP server's fields, and a return domain (signed with a secret
+	// of this run's) whose mail the inbound listener takes: the rest of the
+	// email settings keep their defaults.
 	cfg.Email.SMTPURL, cfg.Email.From, cfg.Email.PoolSize = mail.URL(), "Dev Clinic <noreply@dev-clinic.test>", 2
+	cfg.Email.ReturnDomain, cfg.Email.ReturnSecret, cfg.Email.InboundAddr = devReturnDomain, randomHex(32), mailIn.Addr().String()
 	cfg.BlobURL = "file://" + filepath.ToSlash(dataDir) + "?create_dir=true"
 	// Recordings encrypted at rest, as in production (a key of this run's).
 	cfg.RecordingKeys = "dev:" + base64.StdEncoding.EncodeToString(randomBytes(32))
@@ -177,7 +201,7 @@ func startDev(ctx context.Context, stdout, stderr io.Writer) (_ *devGateway, err
 		cfg.LogFormat = "text"
 	}
 	log := newLogger(cfg, stderr)
-	svc, err := service.New(cfg, config.RoleAll, service.Options{Logger: log, Listener: ln})
+	svc, err := service.New(cfg, config.RoleAll, service.Options{Logger: log, Listener: ln, MailInListener: mailIn})
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -227,8 +251,10 @@ Patient messaging gateway — development mode
 %s  Redis           embedded (in-process; nothing is kept after exit)
   Twilio          simulator at %s (real twilio-go client; SMS and calls; signed callbacks)
   WeChat          simulator at %s (real silenceper/wechat client)
-  SMTP            in-process server at %s (real go-mail client); received mail is printed below
+  SMTP            in-process server at %s (real go-mail client; offers DSN); received mail is printed below
+  Inbound mail    listener at %s for %s: the SMTP server's delivery reports and bounces
   Magic numbers   %s invalid · %s not mobile · %s opted out
+  Magic mailboxes %s unknown (refused: failed) · %s bounces 5.1.1 (failed); any other address is delivered
   Quiet hours     %s in the recipient's time zone (QUIET_HOURS=off to try night-time sends at once)
   Escalation      a poll's "need_help" answer, or "chest pain", "trapped", "胸痛" in a reply, pages the nurse on call (+14155550188)
   Patient phone   %s/dev/patients/{phone}/sms · /messages · /keypad · /dev/patients/{openid}/wechat · /wechat/messages · /dev/patients/{email}/mail (act as a patient; see docs/console.md)
@@ -244,7 +270,7 @@ Send an email:
 %s
 Send a built-in template, or a day 1 / 7 / 30 follow-up plan (see docs/templates.md and docs/followups.md):
 %s
-Then follow a message to "delivered" (or "sent" for email):
+Then follow a message to "delivered":
   curl -s %s/v1/messages/<id> -H 'Authorization: Bearer %s'
 and fetch a call's recorded answer:
   curl -s -o answer.wav %s/v1/messages/<id>/recording -H 'Authorization: Bearer %s'
@@ -257,7 +283,8 @@ Press 2 in the patient's latest call; see what the WeChat user and the mailbox r
   curl -s %s/dev/patients/patient@example.org/mail
 
 Stop with Ctrl-C.
-`, api, key, api, logins.String(), sim.URL(), wsim.URL(), mail.Addr(), twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed,
+`, api, key, api, logins.String(), sim.URL(), wsim.URL(), mail.Addr(), mailIn.Addr(), devReturnDomain,
+		twiliosim.MagicToInvalid, twiliosim.MagicToNotMobile, twiliosim.MagicToUnsubscribed, devMailUnknown, devMailBounce,
 		cfg.Quiet.Window, d.patient.URL(), d.patient.URL(),
 		post(`{"channel":"sms","to":{"phone":"+14155550100"},"body":"Hello from the clinic: how are you feeling today?"}`),
 		post(`{"channel":"voice","to":{"phone":"+14155550100"},"locale":"en-US","body":"This is Riverside Clinic calling about your discharge.","gather":{"prompt":"Press 1 if you feel better, 2 if not, 3 to talk to a nurse.","digits":"123"},"record":{"prompt":"After the tone, tell us how you are.","max_length":30}}`),

@@ -38,13 +38,25 @@ func TestDevModeDeliversThePrintedCurlExample(t *testing.T) {
 	if len(bodies) != 5 {
 		t.Fatalf("want an example per channel and a template, found %d", len(bodies))
 	}
-	want := map[string]string{"sms": "delivered", "voice": "delivered", "wechat": "delivered", "email": "sent"}
+	want := map[string]string{"sms": "delivered", "voice": "delivered", "wechat": "delivered", "email": "delivered"}
 	for _, b := range bodies {
 		var ex struct{ Channel string }
 		_ = json.Unmarshal([]byte(b[1]), &ex)
 		id := postExample(t, api, key, b[1])
 		if got := waitStatus(t, api, key, id, want[ex.Channel]); got != want[ex.Channel] {
 			t.Fatalf("the %s example ended %q, want %q\n%s", ex.Channel, got, want[ex.Channel], logs.String())
+		}
+	}
+	// The SMTP server's reports come back through the inbound mail
+	// listener dev runs: the email above was reported delivered, a magic
+	// unknown mailbox is refused and one that bounces fails.
+	if !regexp.MustCompile(`Inbound mail\s+listener at 127\.0\.0\.1:\d+`).MatchString(out.String()) {
+		t.Fatalf("dev does not show its inbound mail listener:\n%s", out.String())
+	}
+	for _, to := range []string{devMailUnknown, devMailBounce} {
+		id := postExample(t, api, key, `{"channel":"email","to":{"email":"`+to+`"},"subject":"x","body":"x"}`)
+		if got := waitStatus(t, api, key, id, "failed"); got != "failed" {
+			t.Fatalf("an email to %s ended %q\n%s", to, got, logs.String())
 		}
 	}
 	if !strings.Contains(out.String(), "dev SMTP: received mail") {

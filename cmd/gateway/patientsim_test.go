@@ -195,7 +195,7 @@ func TestDevPatientPressesKeysAndReadsWeChatAndMail(t *testing.T) {
 		t.Fatalf("the WeChat user received %+v", wc.Messages)
 	}
 	id = postExample(t, api, key, `{"channel":"email","to":{"email":"`+email+`"},"subject":"Your results are ready","body":"Please sign in to the patient portal."}`)
-	if got := waitStatus(t, api, key, id, "sent"); got != "sent" {
+	if got := waitStatus(t, api, key, id, "delivered"); got != "delivered" {
 		t.Fatalf("the email ended %q\n%s", got, logs.String())
 	}
 	var mail struct {

@@ -21,13 +21,16 @@ func returnKeys(cfg config.Config) (*returnpath.Keys, error) {
 // providers' webhooks do.
 func (s *Service) startMailIn() error {
 	if s.API == nil || s.Config.Email.InboundAddr == "" {
+		if s.mailLn != nil {
+			_ = s.mailLn.Close()
+		}
 		return nil
 	}
 	keys, err := returnKeys(s.Config)
 	if err != nil {
 		return err
 	}
-	l, err := email.Listen(email.InboundConfig{Addr: s.Config.Email.InboundAddr, Keys: keys, Receiver: s.Inbound,
+	l, err := email.Listen(email.InboundConfig{Addr: s.Config.Email.InboundAddr, Listener: s.mailLn, Keys: keys, Receiver: s.Inbound,
 		MaxBytes: int64(s.Config.Email.InboundMaxBytes), PerMinute: s.Config.Email.InboundPerMinute,
 		Timeout: AttemptTimeout(s.Config), Logger: s.log})
 	if err != nil {

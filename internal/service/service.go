@@ -68,6 +68,10 @@ type Options struct {
 	WebhookGuard func(http.RoundTripper) http.RoundTripper
 	// Listener, when set, is used instead of listening on Config.Addr.
 	Listener net.Listener
+	// MailInListener, when set, is used instead of listening on
+	// Config.Email.InboundAddr, which must still be set to run the inbound
+	// SMTP listener (dev knows its address before the gateway starts).
+	MailInListener net.Listener
 	// EmailTLS, when set, is the TLS configuration of SMTP connections
 	// (tests trust their own certificate authority with it).
 	EmailTLS *tls.Config
@@ -146,6 +150,7 @@ type Service struct {
 	closers   []func() error
 	stopSweep context.CancelFunc
 	ln        net.Listener
+	mailLn    net.Listener
 	serveErr  chan error
 	ops       *http.Server
 	opsAddr   string
@@ -165,7 +170,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
-		log: o.Logger, ln: o.Listener}
+		log: o.Logger, ln: o.Listener, mailLn: o.MailInListener}
 	if !o.NoMetrics {
 		s.Metrics = metrics.New()
 	}
