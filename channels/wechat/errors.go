@@ -31,6 +31,10 @@ const (
 	closeWindow
 	// untilMidnight: the daily quota resets at midnight China time.
 	untilMidnight
+	// unsubscribed: the user did not subscribe to the subscribe message's
+	// template, or no longer does; in auto mode the message goes out as a
+	// template instead.
+	unsubscribed
 )
 
 type errRule struct {
@@ -56,6 +60,7 @@ var errcodes = map[int64]errRule{
 	45015: {channels.Permanent, "the user has not interacted with the official account within 48 hours: the customer-service window is closed", closeWindow},
 	45047: {channels.Permanent, "the customer-service message quota of the user's window is used up", closeWindow},
 	43004: {channels.OptedOut, "the user no longer follows the official account", noFollowUp},
+	43101: {channels.Permanent, "the user has not subscribed to the subscribe message's template, or turned it off", unsubscribed},
 	40003: {channels.Permanent, "the openid is not valid for this official account", noFollowUp},
 	40037: {channels.Permanent, "the template id is not valid", noFollowUp},
 	47003: {channels.Permanent, "the template data does not match the template", noFollowUp},

@@ -73,6 +73,9 @@ type Push struct {
 	// "failed:user block" or "failed: system failed".
 	JobMsgID string
 	Status   string
+	// Subscribe lists the templates of a subscribe-message event
+	// (EventSubscribePopup, EventSubscribeChange, EventSubscribeSent).
+	Subscribe []SubscribeItem
 }
 
 // ErrMalformedPush is returned for XML that is not a WeChat push.
@@ -105,6 +108,10 @@ func ParsePush(b []byte) (Push, error) {
 		// A template job's id is MsgID, unlike a message's MsgId.
 		JobMsgID string `xml:"MsgID"`
 		Status   string `xml:"Status"`
+		// Subscribe-message events list their templates.
+		Popup  []subscribeXML `xml:"SubscribeMsgPopupEvent>List"`
+		Change []subscribeXML `xml:"SubscribeMsgChangeEvent>List"`
+		Sent   []subscribeXML `xml:"SubscribeMsgSentEvent>List"`
 	}
 	if len(b) > maxPushBytes {
 		return Push{}, fmt.Errorf("%w: larger than %d bytes", ErrMalformedPush, maxPushBytes)
@@ -146,6 +153,11 @@ func ParsePush(b []byte) (Push, error) {
 		if !validToken(p.Event) {
 			return Push{}, fmt.Errorf("%w: an event without an event type", ErrMalformedPush)
 		}
+		if sub, ok := subscribeLists(p.Event, x.Popup, x.Change, x.Sent); ok {
+			if p.Subscribe, err = parseSubscribeItems(p.Event, sub); err != nil {
+				return Push{}, err
+			}
+		}
 		if strings.EqualFold(p.Event, EventTemplateFinished) {
 			if !validMsgID(p.JobMsgID) {
 				return Push{}, fmt.Errorf("%w: a template job report without a numeric MsgID", ErrMalformedPush)
@@ -160,6 +172,75 @@ func ParsePush(b []byte) (Push, error) {
 		}
 	}
 	return p, nil
+}
+
+// subscribeXML is one <List> of a subscribe-message event.
+type subscribeXML struct {
+	TemplateID  string `xml:"TemplateId"`
+	Status      string `xml:"SubscribeStatusString"`
+	MsgID       string `xml:"MsgID"`
+	ErrorCode   string `xml:"ErrorCode"`
+	ErrorStatus string `xml:"ErrorStatus"`
+}
+
+// subscribeLists picks the list of a subscribe-message event.
+func subscribeLists(event string, popup, change, sent []subscribeXML) ([]subscribeXML, bool) {
+	switch strings.ToLower(event) {
+	case EventSubscribePopup:
+		return popup, true
+	case EventSubscribeChange:
+		return change, true
+	case EventSubscribeSent:
+		return sent, true
+	}
+	return nil, false
+}
+
+// parseSubscribeItems checks a subscribe-message event's list: 1 to
+// maxSubscriptionItems entries, each with a template id; an accept or
+// reject status on pop-up and change events; a numeric MsgID and
+// ErrorCode on sent events.
+func parseSubscribeItems(event string, list []subscribeXML) ([]SubscribeItem, error) {
+	if len(list) == 0 || len(list) > maxSubscriptionItems {
+		return nil, fmt.Errorf("%w: a %s with %d templates", ErrMalformedPush, strings.ToLower(event), len(list))
+	}
+	sent := strings.EqualFold(event, EventSubscribeSent)
+	out := make([]SubscribeItem, 0, len(list))
+	for _, x := range list {
+		it := SubscribeItem{TemplateID: strings.TrimSpace(x.TemplateID), Status: strings.TrimSpace(x.Status),
+			MsgID: strings.TrimSpace(x.MsgID), ErrorStatus: strings.TrimSpace(x.ErrorStatus)}
+		if !validTemplateID(it.TemplateID) {
+			return nil, fmt.Errorf("%w: a subscribe event's TemplateId is missing or not a template id", ErrMalformedPush)
+		}
+		if sent {
+			code, err := strconv.ParseInt(strings.TrimSpace(x.ErrorCode), 10, 64)
+			if !validMsgID(it.MsgID) || err != nil {
+				return nil, fmt.Errorf("%w: a subscribe report without a numeric MsgID and ErrorCode", ErrMalformedPush)
+			}
+			if len(it.ErrorStatus) > maxTypeLen || !utf8.ValidString(it.ErrorStatus) {
+				return nil, fmt.Errorf("%w: a subscribe report's ErrorStatus is too long or not UTF-8", ErrMalformedPush)
+			}
+			it.ErrorCode = code
+		} else if s := strings.ToLower(it.Status); s != "accept" && s != "reject" {
+			return nil, fmt.Errorf("%w: a subscribe event's SubscribeStatusString is neither accept nor reject", ErrMalformedPush)
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// validTemplateID accepts WeChat template ids: letters, digits, '-' and
+// '_', at most 128.
+func validTemplateID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // validID accepts openids and original ids: letters, digits, '-' and '_',
@@ -229,7 +310,11 @@ var _ channels.Inbound = (*Channel)(nil)
 //   - unsubscribe is an opt-out of the openid on the wechat channel, for
 //     every tenant (rcv.OptOut).
 //   - TEMPLATESENDJOBFINISH is a template message's delivery report: its
-//     message becomes delivered, or undelivered with the reason.
+//     message becomes delivered, or undelivered with the reason;
+//     subscribe_msg_sent_event is the same for subscribe messages.
+//   - subscribe_msg_popup_event and subscribe_msg_change_event record the
+//     user's subscribe-message subscriptions (accept or reject per
+//     template), which the auto kind follows.
 //   - Other events (VIEW, LOCATION…) are acknowledged.
 //
 // Events are deduplicated in Redis on FromUserName, CreateTime, Event and
@@ -522,6 +607,22 @@ func (in *inbound) event(ctx context.Context, p Push) channels.WebhookResponse {
 		return in.templateFinished(ctx, p)
 	}
 	name := strings.ToLower(p.Event)
+	switch name {
+	case EventSubscribeSent:
+		if err := in.subscribeSent(ctx, p); err != nil {
+			in.c.log.Error("wechat subscribe report not processed", "error", err.Error())
+			return pushRetry
+		}
+		return pushSuccess
+	case EventSubscribePopup, EventSubscribeChange:
+		// Applied again on a retry: the newest state wins whatever the order.
+		if err := in.subscriptionEvent(ctx, p); err != nil {
+			in.c.log.Error("wechat subscription event not processed", "event", p.Event, "error", err.Error())
+			return pushRetry
+		}
+		in.c.log.Info("wechat subscription event", "event", p.Event, "templates", len(p.Subscribe))
+		return pushSuccess
+	}
 	kind, touches := eventInteractions[name]
 	if !touches && name != "unsubscribe" {
 		in.c.log.Debug("wechat event ignored", "event", p.Event)

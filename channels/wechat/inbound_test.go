@@ -514,6 +514,44 @@ func TestTemplateReportsAreParsedAndMapped(t *testing.T) {
 	}
 }
 
+func TestSubscribeEventsAreParsedAndChecked(t *testing.T) {
+	at := time.Unix(1_773_153_000, 0)
+	p, err := wechat.ParsePush(wechatsim.SubscribePopup(testAccount, openid("A"), "accept", at, "TPL-sub-1", "TPL-sub-2"))
+	if err != nil || p.Event != wechat.EventSubscribePopup || len(p.Subscribe) != 2 ||
+		p.Subscribe[0].TemplateID != "TPL-sub-1" || p.Subscribe[1].Status != "accept" {
+		t.Fatalf("pop-up: %+v, %v", p, err)
+	}
+	p, err = wechat.ParsePush(wechatsim.SubscribeChange(testAccount, openid("A"), at, "TPL-sub-1"))
+	if err != nil || len(p.Subscribe) != 1 || p.Subscribe[0].Status != "reject" {
+		t.Fatalf("change: %+v, %v", p, err)
+	}
+	p, err = wechat.ParsePush(wechatsim.SubscribeSent(testAccount, openid("A"), "TPL-sub-1", 1700827132819554304, 0, "success", at))
+	if err != nil || len(p.Subscribe) != 1 || p.Subscribe[0].MsgID != "1700827132819554304" || p.Subscribe[0].ErrorStatus != "success" {
+		t.Fatalf("sent: %+v, %v", p, err)
+	}
+	if st, code, _ := wechat.SubscribeReport(p.Subscribe[0]); st != ledger.StatusDelivered || code != "" {
+		t.Fatalf("a success report → %s %s", st, code)
+	}
+	if st, code, _ := wechat.SubscribeReport(wechat.SubscribeItem{ErrorCode: 43107, ErrorStatus: "failed: system failed"}); st != ledger.StatusUndelivered || code != "system_failed" {
+		t.Fatalf("a failure report → %s %s", st, code)
+	}
+	head := "<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>"
+	for name, body := range map[string]string{
+		"no list":              head + "<Event>subscribe_msg_popup_event</Event></xml>",
+		"no template":          head + "<Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><SubscribeStatusString>accept</SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>",
+		"odd status":           head + "<Event>subscribe_msg_change_event</Event><SubscribeMsgChangeEvent><List><TemplateId>T</TemplateId><SubscribeStatusString>maybe</SubscribeStatusString></List></SubscribeMsgChangeEvent></xml>",
+		"markup in template":   head + "<Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><TemplateId>&lt;b&gt;</TemplateId><SubscribeStatusString>accept</SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>",
+		"report without msgid": head + "<Event>subscribe_msg_sent_event</Event><SubscribeMsgSentEvent><List><TemplateId>T</TemplateId><ErrorCode>0</ErrorCode></List></SubscribeMsgSentEvent></xml>",
+		"report without code":  head + "<Event>subscribe_msg_sent_event</Event><SubscribeMsgSentEvent><List><TemplateId>T</TemplateId><MsgID>1</MsgID></List></SubscribeMsgSentEvent></xml>",
+		"too many templates": head + "<Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent>" +
+			strings.Repeat("<List><TemplateId>T</TemplateId><SubscribeStatusString>accept</SubscribeStatusString></List>", 21) + "</SubscribeMsgPopupEvent></xml>",
+	} {
+		if _, err := wechat.ParsePush([]byte(body)); !errors.Is(err, wechat.ErrMalformedPush) {
+			t.Errorf("%s: %v, want ErrMalformedPush", name, err)
+		}
+	}
+}
+
 func FuzzParsePush(f *testing.F) {
 	at := time.Unix(1_773_153_000, 0)
 	f.Add(wechatsim.TextMessage(testAccount, openid("A"), "退订", 1234567890123456789, at))
@@ -522,6 +560,9 @@ func FuzzParsePush(f *testing.F) {
 	f.Add(wechatsim.TemplateFinish(testAccount, openid("A"), 200163836, "failed:user block", at))
 	f.Add([]byte("<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>x</MsgID></xml>"))
 	f.Add([]byte("<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>"))
+	f.Add(wechatsim.SubscribePopup(testAccount, openid("A"), "accept", at, "TPL-sub-1", "TPL-sub-2"))
+	f.Add(wechatsim.SubscribeChange(testAccount, openid("A"), at, "TPL-sub-1"))
+	f.Add(wechatsim.SubscribeSent(testAccount, openid("A"), "TPL-sub-1", 1700827132819554304, 0, "success", at))
 	f.Add([]byte(`<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Content>&e;</Content></xml>`))
 	f.Add([]byte("<xml><Content><![CDATA[a]]]]><![CDATA[>b]]></Content></xml>"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -551,6 +592,13 @@ func FuzzParsePush(f *testing.F) {
 			t.Fatalf("accepted invalid UTF-8 %+v", p)
 		case p.MsgType == "event" && strings.EqualFold(p.Event, wechat.EventTemplateFinished) && (p.JobMsgID == "" || strings.Trim(p.JobMsgID, "0123456789") != "" || p.Status == "" || !utf8.ValidString(p.Status)):
 			t.Fatalf("accepted a template report %+v", p)
+		}
+		for _, it := range p.Subscribe {
+			if it.TemplateID == "" || len(it.TemplateID) > 128 ||
+				strings.Trim(it.TemplateID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" ||
+				strings.Trim(it.MsgID, "0123456789") != "" || !utf8.ValidString(it.ErrorStatus) {
+				t.Fatalf("accepted a subscribe event entry %+v", it)
+			}
 		}
 	})
 }

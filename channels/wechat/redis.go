@@ -21,6 +21,7 @@ import (
 //	  gowechat_officialaccount__access_token_<appid>: the shared access token, with a TTL
 //	gw:wx:token-lock:<appid>         string  owner of the token refresh (SET NX PX)
 //	gw:wx:win:<appid>:<openid hash>  hash    customer-service window: exp (unix ms), left, quota, kind
+//	gw:wx:sub:<appid>:<openid hash>  hash    subscribe templates: template id → a|r:<unix ms>
 //
 // An openid is hashed in key names (SHA-256, the first 16 bytes in hex),
 // so no patient's openid shows up in key listings or slow logs.
@@ -35,9 +36,12 @@ func tokenCacheKey(appID string) string {
 
 func tokenLockKey(appID string) string { return keyPrefix + "token-lock:" + appID }
 
-func windowKey(appID, openid string) string {
+func windowKey(appID, openid string) string { return userKey("win:", appID, openid) }
+
+// userKey is a per-user key of kind, the openid hashed.
+func userKey(kind, appID, openid string) string {
 	sum := sha256.Sum256([]byte(openid))
-	return keyPrefix + "win:" + appID + ":" + hex.EncodeToString(sum[:16])
+	return keyPrefix + kind + appID + ":" + hex.EncodeToString(sum[:16])
 }
 
 // RedisCache is silenceper's cache.Cache (and cache.ContextCache) on Redis,

@@ -1,6 +1,7 @@
 // Package wechat delivers messages to the followers of a WeChat official
 // account (公众号) with silenceper/wechat: customer-service text inside the
-// user's window, template messages outside it, one access token shared by
+// user's window, subscribe messages (订阅通知) to users who subscribed to
+// their template, template messages otherwise, one access token shared by
 // every worker through Redis, and WeChat's errcodes classified in one table.
 package wechat
 
@@ -37,6 +38,8 @@ const (
 	KindCustom = "custom"
 	// KindTemplate always sends the template message.
 	KindTemplate = "template"
+	// KindSubscribe always sends the subscribe message (订阅通知).
+	KindSubscribe = "subscribe"
 )
 
 // Config is an official account and where to reach it.
@@ -70,6 +73,7 @@ type Channel struct {
 	oaCfg  *oaconfig.Config
 	tokens *tokenSource
 	window *Window
+	subs   *Subscriptions
 	now    func() time.Time
 	log    *slog.Logger
 }
@@ -115,6 +119,7 @@ func New(cfg Config) (*Channel, error) {
 	c.tokens = &tokenSource{cache: rc, rdb: cfg.Redis, key: tokenCacheKey(cfg.AppID), lockKey: tokenLockKey(cfg.AppID),
 		fetch: c.fetchToken, lockTTL: cfg.Timeout + 5*time.Second, poll: 25 * time.Millisecond, log: c.log}
 	c.window = &Window{rdb: cfg.Redis, appID: cfg.AppID, rules: defaultWindowRules, now: func() time.Time { return c.now() }}
+	c.subs = &Subscriptions{rdb: cfg.Redis, appID: cfg.AppID, now: func() time.Time { return c.now() }}
 	return c, nil
 }
 
@@ -138,8 +143,8 @@ func (c *Channel) Sender() channels.Sender {
 // reports interactions to it.
 func (c *Channel) Window() *Window { return c.window }
 
-// Send delivers m.Body (customer-service text) or the template of m.WeChat
-// to m.To.WeChatOpenID, as m.WeChat.Kind says (KindAuto when unset).
+// Send delivers m.Body (customer-service text), or the subscribe or
+// template message of m.WeChat, to m.To.WeChatOpenID, as m.WeChat.Kind says (KindAuto when unset).
 // Errors are *channels.SendError.
 func (c *Channel) Send(ctx context.Context, m channels.Message) (channels.Result, error) {
 	openid := m.To.WeChatOpenID
@@ -169,9 +174,13 @@ func (c *Channel) Send(ctx context.Context, m channels.Message) (channels.Result
 		res, se = c.sendCustom(ctx, m)
 	case KindTemplate:
 		res, se = c.sendTemplate(ctx, m, opts)
+	case KindSubscribe:
+		var out outcome
+		res, out = c.sendSubscribe(ctx, m, opts.Subscribe)
+		se = out.err
 	default:
 		se = &channels.SendError{Class: channels.Permanent, Code: "bad_kind",
-			Message: fmt.Sprintf("unknown WeChat message kind %q (want auto, custom or template)", opts.Kind)}
+			Message: fmt.Sprintf("unknown WeChat message kind %q (want auto, custom, subscribe or template)", opts.Kind)}
 	}
 	if se != nil {
 		log.Warn("wechat send failed", "code", se.Code, "class", se.Class.String(), "error", se.Message)
@@ -181,13 +190,15 @@ func (c *Channel) Send(ctx context.Context, m channels.Message) (channels.Result
 	return res, nil
 }
 
-// sendAuto sends customer-service text when the window has quota left, the
-// template otherwise, and the template once more when WeChat says the
-// window is closed after all.
+// sendAuto sends customer-service text when the window has quota left;
+// otherwise the subscribe message when the user subscribed to its
+// template; otherwise the template message. When WeChat says the window
+// is closed, or the subscription gone, after all, it goes on down the
+// same order.
 func (c *Channel) sendAuto(ctx context.Context, m channels.Message, opts ledger.WeChatOptions, log *slog.Logger) (channels.Result, *channels.SendError) {
 	openid := m.To.WeChatOpenID
-	// Without text there is no customer-service message to send: the
-	// template is the only way, and the window's quota is left alone.
+	// Without text there is no customer-service message to send, and the
+	// window's quota is left alone.
 	if m.Body != "" {
 		s, err := c.window.take(ctx, openid)
 		if err != nil {
@@ -205,18 +216,31 @@ func (c *Channel) sendAuto(ctx context.Context, m channels.Message, opts ledger.
 			if err := c.window.close(ctx, openid, s); err != nil {
 				log.Warn("wechat window could not be marked closed", "error", err.Error())
 			}
-			if opts.TemplateID == "" {
-				out.err.Message += "; no template was given to send instead"
+			if opts.TemplateID == "" && opts.Subscribe == nil {
+				out.err.Message += "; no subscribe or template message was given to send instead"
 				return channels.Result{}, out.err
 			}
-			log.Info("wechat window closed at WeChat: sending the template instead", "code", out.err.Code)
-			return c.sendTemplate(ctx, m, opts)
+			log.Info("wechat window closed at WeChat: sending the subscribe or template message instead", "code", out.err.Code)
 		}
+	}
+	sub, err := c.subscribed(ctx, m, opts)
+	if err != nil {
+		return channels.Result{}, redisError(err)
+	}
+	if sub {
+		res, out := c.sendSubscribe(ctx, m, opts.Subscribe)
+		if out.err == nil {
+			return res, nil
+		}
+		if out.then != unsubscribed || opts.TemplateID == "" {
+			return channels.Result{}, out.err
+		}
+		log.Info("wechat subscription gone at WeChat: sending the template instead", "code", out.err.Code)
 	}
 	if opts.TemplateID == "" {
 		return channels.Result{}, &channels.SendError{Class: channels.Permanent, Code: "no_window_no_template",
 			Message: "the user has not interacted with the official account within 48 hours (no customer-service window " +
-				"with messages left), and no template was given for a template message"}
+				"with messages left), has not subscribed to a subscribe message given, and no template was given for a template message"}
 	}
 	return c.sendTemplate(ctx, m, opts)
 }

@@ -39,12 +39,26 @@ type Recipient struct {
 // WeChatOptions choose how a WeChat message is sent.
 type WeChatOptions struct {
 	// Kind is "auto" (customer-service text inside the user's window with
-	// quota left, the template message otherwise), "custom" or "template".
+	// quota left, else the subscribe message when the user subscribed to
+	// its template, else the template message), "custom", "subscribe" or
+	// "template".
 	Kind string `json:"kind,omitempty"`
 	// TemplateID, Data (template field → value) and URL make the template message.
 	TemplateID string            `json:"template_id,omitempty"`
 	Data       map[string]string `json:"data,omitempty"`
 	URL        string            `json:"url,omitempty"`
+	// Subscribe is the subscribe message (订阅通知), sent instead of the
+	// template message to a user who subscribed to its template.
+	Subscribe *WeChatSubscribe `json:"subscribe,omitempty"`
+}
+
+// WeChatSubscribe is a subscribe message: its template (from the
+// account's subscribe templates, not its template messages), the data of
+// its fields and the page it opens.
+type WeChatSubscribe struct {
+	TemplateID string            `json:"template_id"`
+	Data       map[string]string `json:"data,omitempty"`
+	Page       string            `json:"page,omitempty"`
 }
 
 // ExpectReply describes the answers a message asks for.

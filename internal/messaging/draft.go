@@ -103,6 +103,14 @@ type WeChatFields struct {
 	TemplateID string            `json:"template_id"`
 	Data       map[string]string `json:"data"`
 	URL        string            `json:"url"`
+	Subscribe  *SubscribeFields  `json:"subscribe"`
+}
+
+// SubscribeFields is the "wechat.subscribe" object: a subscribe message.
+type SubscribeFields struct {
+	TemplateID string            `json:"template_id"`
+	Data       map[string]string `json:"data"`
+	Page       string            `json:"page"`
 }
 
 // Valid is a decoded, validated and normalised message request.
@@ -389,27 +397,55 @@ func decodeChannelFields(req *Draft, v *Valid, bad func(field, format string, a 
 			o.Kind = "auto"
 		}
 		switch {
-		case o.Kind != "auto" && o.Kind != "custom" && o.Kind != "template":
-			bad("wechat.kind", "must be auto, custom or template")
+		case o.Kind != "auto" && o.Kind != "custom" && o.Kind != "template" && o.Kind != "subscribe":
+			bad("wechat.kind", "must be auto, custom, subscribe or template")
 		case o.Kind == "template" && o.TemplateID == "":
 			bad("wechat.template_id", "is required for a template message")
+		case o.Kind == "subscribe" && (w.Subscribe == nil || strings.TrimSpace(w.Subscribe.TemplateID) == ""):
+			bad("wechat.subscribe.template_id", "is required for a subscribe message")
 		case len(o.Data) > MaxTemplateData:
 			bad("wechat.data", "has more than %d fields", MaxTemplateData)
-		case o.Kind == "custom" && (o.TemplateID != "" || len(o.Data) > 0):
-			bad("wechat", "template_id and data only apply to template messages")
+		case o.Kind == "custom" && (o.TemplateID != "" || len(o.Data) > 0 || w.Subscribe != nil):
+			bad("wechat", "template_id, data and subscribe only apply to template and subscribe messages")
+		case o.Kind == "subscribe" && (o.TemplateID != "" || len(o.Data) > 0 || o.URL != ""):
+			bad("wechat", "a subscribe message is given in wechat.subscribe; template_id, data and url are the template message's")
 		}
-		for k, val := range o.Data {
-			if k == "" || len(k) > 32 || utf8.RuneCountInString(val) > 200 || !utf8.ValidString(val) {
-				bad("wechat.data", "field names must be 1-32 characters and values at most 200 characters")
-				break
+		checkData("wechat.data", o.Data, bad)
+		checkURL("wechat.url", o.URL, bad)
+		if sub := w.Subscribe; sub != nil {
+			o.Subscribe = &ledger.WeChatSubscribe{TemplateID: strings.TrimSpace(sub.TemplateID), Data: sub.Data, Page: sub.Page}
+			switch {
+			case o.Subscribe.TemplateID == "" && o.Kind != "subscribe":
+				bad("wechat.subscribe.template_id", "is required with wechat.subscribe")
+			case len(sub.TemplateID) > 128:
+				bad("wechat.subscribe.template_id", "is longer than 128 characters")
+			case len(sub.Data) > MaxTemplateData:
+				bad("wechat.subscribe.data", "has more than %d fields", MaxTemplateData)
 			}
-		}
-		if o.URL != "" {
-			if u, err := url.Parse(o.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				bad("wechat.url", "must be an absolute http(s) URL")
-			}
+			checkData("wechat.subscribe.data", sub.Data, bad)
+			checkURL("wechat.subscribe.page", sub.Page, bad)
 		}
 		v.WeChat = o
+	}
+}
+
+// checkData checks the fields of a template or subscribe message.
+func checkData(field string, data map[string]string, bad func(field, format string, a ...any)) {
+	for k, val := range data {
+		if k == "" || len(k) > 32 || utf8.RuneCountInString(val) > 200 || !utf8.ValidString(val) {
+			bad(field, "field names must be 1-32 characters and values at most 200 characters")
+			return
+		}
+	}
+}
+
+// checkURL checks a link a WeChat message opens.
+func checkURL(field, link string, bad func(field, format string, a ...any)) {
+	if link == "" {
+		return
+	}
+	if u, err := url.Parse(link); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad(field, "must be an absolute http(s) URL")
 	}
 }
 

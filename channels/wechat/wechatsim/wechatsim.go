@@ -10,6 +10,7 @@
 //	POST /cgi-bin/stable_token
 //	POST /cgi-bin/message/custom/send?access_token=
 //	POST /cgi-bin/message/template/send?access_token=
+//	POST /cgi-bin/message/subscribe/bizsend?access_token=
 //
 // It checks the app credentials (40013, 40125), rejects unknown tokens
 // (40001) and expired ones (42001), counts token fetches, records every
@@ -17,12 +18,16 @@
 // sent), and can be scripted to answer the next sends with given
 // errcodes. Like WeChat, it refuses a customer-service message to a user
 // who has no open window (45015) or whose window has no message left
-// (45047): a test opens one with Interact where the user wrote first. It listens on 127.0.0.1 only, is meant for tests and local
-// development, and logs nothing.
+// (45047): a test opens one with Interact where the user wrote first.
+// It refuses a subscribe message whose template the user has not
+// accepted, or turned off (43101): a test has the user answer WeChat's
+// pop-up with Popup, which also pushes the subscribe_msg_popup_event to
+// the account's server (ReportTo), as WeChat does. It listens on
+// 127.0.0.1 only, is meant for tests and local development, and logs
+// nothing.
 package wechatsim
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -40,10 +45,11 @@ import (
 
 // Paths the simulator serves.
 const (
-	TokenPath        = "/cgi-bin/token"
-	StableTokenPath  = "/cgi-bin/stable_token"
-	CustomSendPath   = "/cgi-bin/message/custom/send"
-	TemplateSendPath = "/cgi-bin/message/template/send"
+	TokenPath         = "/cgi-bin/token"
+	StableTokenPath   = "/cgi-bin/stable_token"
+	CustomSendPath    = "/cgi-bin/message/custom/send"
+	TemplateSendPath  = "/cgi-bin/message/template/send"
+	SubscribeSendPath = "/cgi-bin/message/subscribe/bizsend"
 )
 
 // WeChat errcodes the simulator answers with.
@@ -59,11 +65,13 @@ const (
 	CodeTokenMissing      = 41001
 	CodeTokenExpired      = 42001
 	CodeNotFollowing      = 43004
+	CodeSubscribeRefused  = 43101
 	CodeEmptyContent      = 44004
 	CodeDailyQuota        = 45009
 	CodeOutOfTimeLimit    = 45015
 	CodeOverQuota         = 45047
 	CodeBadJSON           = 47001
+	CodeTemplateData      = 47003
 )
 
 var errmsgs = map[int]string{
@@ -78,11 +86,13 @@ var errmsgs = map[int]string{
 	CodeTokenMissing:      "access_token missing",
 	CodeTokenExpired:      "access_token expired",
 	CodeNotFollowing:      "require subscribe",
+	CodeSubscribeRefused:  "user refuse to accept the msg",
 	CodeEmptyContent:      "empty content",
 	CodeDailyQuota:        "reach max api daily quota limit",
 	CodeOutOfTimeLimit:    "response out of time limit or subscription is canceled",
 	CodeOverQuota:         "out of response count limit",
 	CodeBadJSON:           "data format error",
+	CodeTemplateData:      "argument invalid! data.value invalid",
 }
 
 // Errmsg is the errmsg the simulator answers for a code.
@@ -137,7 +147,10 @@ type Server struct {
 	windows  map[string]*window
 	custom   int
 	template int
+	subsent  int
 	msgID    int64
+	// subs: openid → subscribe template → accepted (Popup, TurnOff).
+	subs map[string]map[string]bool
 	// reports: where TEMPLATESENDJOBFINISH pushes go (ReportTo).
 	reports  *reportTarget
 	blocked  map[string]bool
@@ -172,6 +185,7 @@ func New(opts Options) *Server {
 		tokens:    map[string]time.Time{},
 		windows:   map[string]*window{},
 		blocked:   map[string]bool{},
+		subs:      map[string]map[string]bool{},
 		msgID:     4_000_000_000_000_000_000,
 	}
 	if s.appID == "" {
@@ -191,6 +205,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST "+StableTokenPath, s.stableToken)
 	mux.HandleFunc("POST "+CustomSendPath, s.customSend)
 	mux.HandleFunc("POST "+TemplateSendPath, s.templateSend)
+	mux.HandleFunc("POST "+SubscribeSendPath, s.subscribeSend)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.serveDone)
@@ -281,10 +296,12 @@ func (s *Server) Accepted() (custom, template int) {
 // simulator took it.
 type Sent struct {
 	At time.Time
-	// Template reports a template message; otherwise it is a
+	// Template reports a template message, Subscribe a subscribe message
+	// (its TemplateID, Fields and URL, the page); otherwise it is a
 	// customer-service message of MsgType (text, image, news…).
-	Template bool
-	MsgType  string
+	Template  bool
+	Subscribe bool
+	MsgType   string
 	// Text is a text message's content.
 	Text string
 	// TemplateID, URL and Fields are a template message's; Fields are its
@@ -306,13 +323,16 @@ func (s *Server) SentTo(openid string) []Sent {
 	defer s.mu.Unlock()
 	var out []Sent
 	for _, q := range s.requests {
-		if to, _ := q.JSON["touser"].(string); to != openid || (q.Path != CustomSendPath && q.Path != TemplateSendPath) {
+		if to, _ := q.JSON["touser"].(string); to != openid || (q.Path != CustomSendPath && q.Path != TemplateSendPath && q.Path != SubscribeSendPath) {
 			continue
 		}
-		m := Sent{At: q.At, Template: q.Path == TemplateSendPath, ErrCode: q.ErrCode}
-		if m.Template {
+		m := Sent{At: q.At, Template: q.Path == TemplateSendPath, Subscribe: q.Path == SubscribeSendPath, ErrCode: q.ErrCode}
+		if m.Template || m.Subscribe {
 			m.TemplateID, _ = q.JSON["template_id"].(string)
 			m.URL, _ = q.JSON["url"].(string)
+			if m.Subscribe {
+				m.URL, _ = q.JSON["page"].(string)
+			}
 			data, _ := q.JSON["data"].(map[string]any)
 			for _, name := range slices.Sorted(maps.Keys(data)) {
 				item, _ := data[name].(map[string]any)
@@ -427,7 +447,9 @@ func (s *Server) scripted() (int, bool) {
 	return c, true
 }
 
-func (s *Server) customSend(w http.ResponseWriter, r *http.Request) {
+// admit reads a send's JSON body and answers its errcode so far: the
+// token's, a scripted one, or validate's (0: go on).
+func (s *Server) admit(r *http.Request, validate func(map[string]any) int) (map[string]any, int) {
 	obj := readJSON(r)
 	code := s.checkToken(r)
 	if code == 0 {
@@ -436,8 +458,13 @@ func (s *Server) customSend(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if code == 0 {
-		code = validateCustom(obj)
+		code = validate(obj)
 	}
+	return obj, code
+}
+
+func (s *Server) customSend(w http.ResponseWriter, r *http.Request) {
+	obj, code := s.admit(r, validateCustom)
 	if code == 0 {
 		code = s.useWindow(obj["touser"].(string))
 	}
@@ -485,41 +512,44 @@ func (s *Server) useWindow(openid string) int {
 }
 
 func (s *Server) templateSend(w http.ResponseWriter, r *http.Request) {
-	obj := readJSON(r)
-	code := s.checkToken(r)
-	if code == 0 {
-		if c, ok := s.scripted(); ok {
-			code = c
-		}
-	}
-	if code == 0 {
-		code = validateTemplate(obj)
-	}
+	obj, code := s.admit(r, validateTemplate)
 	s.record(r, obj, code)
 	if code != 0 {
 		s.reply(w, r, map[string]any{"errcode": code, "errmsg": Errmsg(code)})
 		return
 	}
+	openid := obj["touser"].(string)
 	s.mu.Lock()
-	s.template++
+	blocked := s.blocked[openid]
+	s.mu.Unlock()
+	s.accepted(w, r, &s.template, func(t *reportTarget, id int64) {
+		status := "success"
+		if blocked {
+			status = "failed:user block"
+		}
+		s.pushFinish(t, openid, id, status)
+	})
+}
+
+// accepted counts an accepted template or subscribe message and answers
+// its msgid; then, as WeChat does once the message reached the user (or
+// did not), report pushes its delivery report to the account's server
+// URL, when there is one.
+func (s *Server) accepted(w http.ResponseWriter, r *http.Request, counter *int, report func(t *reportTarget, msgID int64)) {
+	s.mu.Lock()
+	*counter++
 	s.msgID++
 	id := s.msgID
-	target, blocked := s.reports, s.blocked[obj["touser"].(string)]
+	target := s.reports
 	if target != nil {
 		s.finishes.Add(1)
 	}
 	s.mu.Unlock()
 	s.reply(w, r, map[string]any{"errcode": 0, "errmsg": "ok", "msgid": id})
 	if target != nil {
-		// As WeChat does, once the message reached the user (or did not):
-		// an event push to the account's server URL, after the answer.
 		go func() {
 			defer s.finishes.Done()
-			status := "success"
-			if blocked {
-				status = "failed:user block"
-			}
-			s.pushFinish(target, obj["touser"].(string), id, status)
+			report(target, id)
 		}()
 	}
 }
@@ -545,41 +575,46 @@ func (s *Server) BlockTemplates(openid string) {
 	s.mu.Unlock()
 }
 
-// Reports are the TEMPLATESENDJOBFINISH pushes made, with the status the
-// gateway answered them with.
+// Reports are the delivery reports pushed (TEMPLATESENDJOBFINISH and
+// subscribe_msg_sent_event), with the status the gateway answered them
+// with.
 func (s *Server) Reports() []Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Report(nil), s.reportsMade...)
 }
 
-// Report is one TEMPLATESENDJOBFINISH push.
+// Report is one delivery report pushed: TEMPLATESENDJOBFINISH, or
+// subscribe_msg_sent_event when Subscribe.
 type Report struct {
 	MsgID      int64
 	Status     string
 	HTTPStatus int
+	Subscribe  bool
 }
 
 func (s *Server) pushFinish(t *reportTarget, openid string, msgID int64, status string) {
-	q, body, err := t.pusher.Push(TemplateFinish(t.account, openid, msgID, status, s.now()), openid)
-	code := 0
-	if err == nil {
-		req, rerr := http.NewRequest(http.MethodPost, t.url+"?"+q.Encode(), bytes.NewReader(body))
-		if rerr == nil {
-			req.Header.Set("Content-Type", "text/xml")
-			if resp, derr := t.client.Do(req); derr == nil {
-				code = resp.StatusCode
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}
-	}
+	code := s.post(t, openid, TemplateFinish(t.account, openid, msgID, status, s.now()))
 	s.mu.Lock()
 	s.reportsMade = append(s.reportsMade, Report{MsgID: msgID, Status: status, HTTPStatus: code})
 	s.mu.Unlock()
 }
 
 func validateTemplate(obj map[string]any) int {
+	if code := validateAddressed(obj); code != 0 {
+		return code
+	}
+	if d, ok := obj["data"]; ok && d != nil {
+		if _, isObj := d.(map[string]any); !isObj {
+			return CodeBadJSON
+		}
+	}
+	return 0
+}
+
+// validateAddressed checks a template or subscribe send's JSON object,
+// openid and template id.
+func validateAddressed(obj map[string]any) int {
 	if obj == nil {
 		return CodeBadJSON
 	}
@@ -588,11 +623,6 @@ func validateTemplate(obj map[string]any) int {
 	}
 	if id, _ := obj["template_id"].(string); id == "" {
 		return CodeInvalidTemplateID
-	}
-	if d, ok := obj["data"]; ok && d != nil {
-		if _, isObj := d.(map[string]any); !isObj {
-			return CodeBadJSON
-		}
 	}
 	return 0
 }
