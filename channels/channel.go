@@ -156,6 +156,15 @@ type Reporter interface {
 	Report(ctx context.Context, providerID string) (ledger.ProviderUpdate, error)
 }
 
+// A Redialer is a channel whose calls are placed again when a report says
+// they were not answered (busy, no answer). RedialFor says whether report
+// u asks for another call, why, after how long and how many redials a
+// message gets at most; the status callback and the reconciler of lost
+// callbacks both follow it.
+type Redialer interface {
+	RedialFor(u ledger.ProviderUpdate) (reason ledger.ErrorInfo, after time.Duration, maxRedials int, ok bool)
+}
+
 // InboundMessage is a message a patient sent.
 type InboundMessage struct {
 	Channel    string

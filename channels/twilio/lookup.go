@@ -77,7 +77,8 @@ func (s *SMS) Report(ctx context.Context, providerID string) (ledger.ProviderUpd
 
 // Report implements channels.Reporter for calls: the call's status as
 // Twilio holds it now (completed → delivered, failed → failed; a call
-// still in progress, busy or unanswered reports nothing final).
+// still in progress reports nothing final, and a busy or unanswered one
+// is redialled, see RedialFor).
 func (v *Voice) Report(ctx context.Context, providerID string) (ledger.ProviderUpdate, error) {
 	tr := &callTransport{base: v.cfg.Transport, target: v.target, ctx: ctx}
 	rc := twiliogo.NewRestClientWithParams(twiliogo.ClientParams{
@@ -98,4 +99,5 @@ var (
 	_ channels.Finder   = (*SMS)(nil)
 	_ channels.Reporter = (*SMS)(nil)
 	_ channels.Reporter = (*Voice)(nil)
+	_ channels.Redialer = (*Voice)(nil)
 )

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/patientmsg/gateway/channels"
@@ -477,6 +478,16 @@ var busyReasons = map[string]string{
 	"no-answer": "the call was not answered",
 }
 
+// RedialFor implements channels.Redialer: a busy or unanswered call is
+// placed again after RedialDelay, at most MaxRedials times.
+func (v *Voice) RedialFor(u ledger.ProviderUpdate) (ledger.ErrorInfo, time.Duration, int, bool) {
+	reason, ok := busyReasons[u.ProviderStatus]
+	if !ok {
+		return ledger.ErrorInfo{}, 0, 0, false
+	}
+	return ledger.ErrorInfo{Code: u.ProviderStatus, Message: reason}, v.cfg.RedialDelay, v.cfg.MaxRedials, true
+}
+
 // handleCallStatus records call progress. A busy or unanswered call is
 // first recorded as the provider's report (which also ties the call to the
 // message if the worker died before recording it), then redialled: the
@@ -508,11 +519,11 @@ func (v *Voice) handleCallStatus(ctx context.Context, rcv channels.Receiver, r c
 	}
 	v.log.Debug("call status callback", "msg_id", cb.MessageID, "provider_id", cb.CallSid, "provider_status", cb.ProviderStatus,
 		"applied", int(applied), "duration", cb.CallDuration, "answered_by", cb.AnsweredBy)
-	reason, redial := busyReasons[cb.CallStatus]
+	reason, after, maxRedials, redial := v.RedialFor(u)
 	if !redial {
 		return okEmpty
 	}
-	err = rcv.Redial(ctx, cb.MessageID, cb.CallSid, v.cfg.RedialDelay, v.cfg.MaxRedials, ledger.ErrorInfo{Code: cb.CallStatus, Message: reason})
+	err = rcv.Redial(ctx, cb.MessageID, cb.CallSid, after, maxRedials, reason)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound), errors.Is(err, ledger.ErrProviderMismatch):
 		v.log.Warn("redial for a call that is not the message's", "msg_id", cb.MessageID, "provider_id", cb.CallSid)

@@ -27,6 +27,9 @@ type Reconciler struct {
 	Channels *channels.Registry
 	// Apply applies a report (Receiver.ProviderStatus).
 	Apply func(ctx context.Context, id string, u ledger.ProviderUpdate) (ledger.Applied, error)
+	// Redial places a call again (Receiver.Redial) when the provider says
+	// it was busy or not answered and the channel redials such calls.
+	Redial func(ctx context.Context, id, providerID string, after time.Duration, maxRedials int, reason ledger.ErrorInfo) error
 	// After is how long a message waits for its callback before the
 	// provider is asked (DELIVERY_REPORT_WAIT); it is asked again every
 	// After until GiveUp after it was accepted.
@@ -101,6 +104,29 @@ func (r *Reconciler) Pass(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// redial applies a report that asks for another call (a busy or
+// unanswered call whose callback was lost) as the callback would have
+// been: the report, then the redial. It is false for any other report.
+func (r *Reconciler) redial(ctx context.Context, rep channels.Reporter, id string, u ledger.ProviderUpdate) (bool, error) {
+	rd, ok := rep.(channels.Redialer)
+	if !ok || r.Redial == nil {
+		return false, nil
+	}
+	reason, after, maxRedials, ok := rd.RedialFor(u)
+	if !ok {
+		return false, nil
+	}
+	if _, err := r.Apply(ctx, id, u); err != nil {
+		return false, err
+	}
+	if err := r.Redial(ctx, id, u.ProviderID, after, maxRedials, reason); err != nil {
+		return false, err
+	}
+	r.Logger.Info("a call whose callback was lost was not answered: redial requested", "msg_id", id, "provider_id", u.ProviderID,
+		"reason", u.ProviderStatus)
+	return true, nil
+}
+
 func (r *Reconciler) channel(ctx context.Context, name string, rep channels.Reporter, res *Result) error {
 	now := r.now()
 	ids, err := r.Ledger.Awaiting(ctx, name, now.Add(-r.After), r.PerPass-res.Asked)
@@ -126,6 +152,17 @@ func (r *Reconciler) channel(ctx context.Context, name string, rep channels.Repo
 		}
 		res.Asked++
 		u, err := rep.Report(ctx, m.ProviderID)
+		if err == nil && !u.Status.Final() {
+			redialled, err := r.redial(ctx, rep, id, u)
+			if err != nil {
+				return err
+			}
+			if redialled {
+				r.Ledger.Reported(ctx, name, id)
+				res.Applied++
+				continue
+			}
+		}
 		if err != nil || !u.Status.Final() {
 			if err != nil {
 				r.Logger.Warn("provider not asked about a message's status", "msg_id", id, "provider_id", m.ProviderID, "err", err)

@@ -24,7 +24,7 @@ func (s *Service) startReconcile() {
 		return
 	}
 	r := &inbound.Reconciler{Redis: s.Redis, Ledger: s.Ledger, Channels: s.Channels, Apply: s.Inbound.ProviderStatus,
-		After: s.Config.Worker.ReportWait, GiveUp: ReconcileGiveUp, Every: ReconcileEvery, PerPass: ReconcilePerPass,
+		Redial: s.Inbound.Redial, After: s.Config.Worker.ReportWait, GiveUp: ReconcileGiveUp, Every: ReconcileEvery, PerPass: ReconcilePerPass,
 		Logger: s.log.With("comp", "reconcile"), Now: time.Now}
 	s.Reconciler = r
 	ctx, cancel := context.WithCancel(context.Background())

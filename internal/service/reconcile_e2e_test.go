@@ -105,3 +105,35 @@ func TestACallWhoseStatusCallbackWasLostIsAskedForItsStatus(t *testing.T) {
 		t.Fatalf("after reconciliation the call is %s", m.Status)
 	}
 }
+
+// TestABusyCallWhoseStatusCallbackWasLostIsCalledAgain: the line was busy
+// and the callback saying so was lost; the reconciler learns it from
+// Twilio and places the call again as the callback would have, and the
+// patient answers the second call.
+func TestABusyCallWhoseStatusCallbackWasLostIsCalledAgain(t *testing.T) {
+	e := start(t, config.RoleAll, func(c *config.Config) { c.Voice.RedialDelay = time.Second })
+	e.sim.SetCallPlan(twiliosim.CallPlan{Outcome: twiliosim.CallBusy, DropCallbacks: true})
+	id := e.send(keyA, `{"channel":"voice","to":{"phone":"`+patientPhone+`"},"body":"Your appointment is tomorrow at ten."}`)
+	e.waitFor(id, ledger.StatusSent, 15*time.Second)
+	waitUntil(t, 15*time.Second, "the busy call to end", func() bool {
+		calls := e.sim.Calls()
+		return len(calls) == 1 && calls[0].Done
+	})
+	e.sim.SetCallPlan(twiliosim.CallPlan{}) // the next call is answered, its callbacks arrive
+	e.svc.Reconciler.Now = func() time.Time { return time.Now().Add(e.cfg.Worker.ReportWait + time.Minute) }
+	res, err := e.svc.Reconciler.Pass(context.Background())
+	if err != nil || res.Applied != 1 {
+		t.Fatalf("reconciliation: %+v %v", res, err)
+	}
+	m := e.waitFor(id, ledger.StatusDelivered, 20*time.Second)
+	if n := len(e.sim.Calls()); n != 2 {
+		t.Fatalf("%d calls placed, want the busy one and one more", n)
+	}
+	busy := false
+	for _, ev := range m.Events {
+		busy = busy || ev.ProviderStatus == "busy" || (ev.Error != nil && ev.Error.Code == "busy")
+	}
+	if !busy {
+		t.Fatalf("the history does not say the first call was busy: %+v", m.Events)
+	}
+}
