@@ -652,9 +652,10 @@ func (e *env) runVoice(n int) chanResult {
 	return res
 }
 
-// runWeChat sends n WeChat template messages through the API. WeChat sends
-// no delivery report: "sent" (the API accepted the message, errcode 0) is
-// the last status a WeChat message reaches, so it is success here.
+// runWeChat sends n WeChat template messages through the API, until WeChat
+// (the simulator) has reported each delivered through the gateway's
+// signed, safe-mode webhook (TEMPLATESENDJOBFINISH) and the ledger says
+// delivered.
 func (e *env) runWeChat(n int) chanResult {
 	b := e.b
 	e.reset()
@@ -669,14 +670,11 @@ func (e *env) runWeChat(n int) chanResult {
 	meter := e.startMeter(tally, "gateway-wechat")
 	ids, start, accept := e.postAll(g, "wechat", bodies)
 	deadline := time.Now().Add(timeoutFor(n))
-	var custom, template int
-	for nextCheck := time.Now(); ; time.Sleep(2 * time.Millisecond) {
-		if custom, template = g.WeChat.Accepted(); custom+template >= n {
-			break
-		}
+	for nextCheck := time.Now(); g.WeChat.ReportCount() < n; time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			b.Fatalf("wechat: after %s the simulator accepted %d template and %d customer-service messages of %d; ledger: %s",
-				timeoutFor(n), template, custom, n, e.statuses(ids))
+			custom, template := g.WeChat.Accepted()
+			b.Fatalf("wechat: after %s the simulator accepted %d template and %d customer-service messages of %d and pushed %d reports; ledger: %s",
+				timeoutFor(n), template, custom, n, g.WeChat.ReportCount(), e.statuses(ids))
 		}
 		if time.Now().After(nextCheck) {
 			e.failOnTroubledTasks("wechat", ids, true)
@@ -685,27 +683,33 @@ func (e *env) runWeChat(n int) chanResult {
 	}
 	use := meter.stop(time.Since(start))
 
-	msgs := e.waitLedger("wechat", ids, deadline, "sent", func(m *ledger.Message) bool { return m.Status == ledger.StatusSent })
+	msgs := e.waitLedger("wechat", ids, deadline, "delivered", func(m *ledger.Message) bool { return m.Status == ledger.StatusDelivered })
 	var end time.Time
 	templates := 0
 	for _, m := range msgs {
-		end = later(end, eventAt(m, ledger.StatusSent))
+		end = later(end, eventAt(m, ledger.StatusDelivered))
 		if strings.HasPrefix(m.ProviderID, "tmpl:") {
 			templates++
 		}
 	}
-	if custom, template = g.WeChat.Accepted(); template != n || custom != 0 || templates != n {
-		b.Fatalf("wechat: the simulator accepted %d template and %d customer-service messages for %d requests; %d ledger records have a template provider id",
-			template, custom, n, templates)
+	refused := 0
+	for _, r := range g.WeChat.Reports() {
+		if r.HTTPStatus != 200 {
+			refused++
+		}
 	}
-	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
-	res.notes = append(res.notes, fmt.Sprintf("template messages, access token fetched %d time(s); 'sent' is final: WeChat reports no delivery", g.WeChat.TokenFetches()))
+	if custom, template := g.WeChat.Accepted(); template != n || custom != 0 || templates != n || refused != 0 {
+		b.Fatalf("wechat: the simulator accepted %d template and %d customer-service messages for %d requests; %d ledger records have a template provider id; the gateway refused %d reports",
+			template, custom, n, templates, refused)
+	}
+	res := chanResult{n: n, final: ledger.StatusDelivered, total: end.Sub(start), accept: accept, use: use}
+	res.notes = append(res.notes, fmt.Sprintf("template messages, access token fetched %d time(s); delivered by WeChat's TEMPLATESENDJOBFINISH push to the signed, safe-mode webhook", g.WeChat.TokenFetches()))
 	return res
 }
 
-// runEmail sends n emails through the API to the in-process SMTP server.
-// Email has no delivery report either: "sent" means the SMTP server
-// accepted the message (250 after DATA).
+// runEmail sends n emails through the API to the in-process SMTP server,
+// which (asked by NOTIFY=SUCCESS) sends a success DSN for each to the
+// gateway's inbound SMTP listener, until the ledger says delivered.
 func (e *env) runEmail(n int) chanResult {
 	b := e.b
 	e.reset()
@@ -721,14 +725,15 @@ func (e *env) runEmail(n int) chanResult {
 	ids, start, accept := e.postAll(g, "email", bodies)
 	// smtpsim.WaitFor copies every message received so far each time one
 	// arrives, too costly to run during the phase: wait for the gateway's
-	// queues to drain (every send task done), then ask the server once.
+	// queues to drain (every send task done) and the server to have sent
+	// every DSN, then ask it once.
 	deadline := time.Now().Add(timeoutFor(n))
 	for nextCheck := time.Now(); ; time.Sleep(5 * time.Millisecond) {
-		if left := e.unfinishedTasks(); left == 0 {
+		if left := e.unfinishedTasks(); left == 0 && g.SMTP.SentCount() >= n {
 			break
 		} else if time.Now().After(deadline) {
-			b.Fatalf("email: after %s %d send tasks are unfinished and the SMTP server received %d of %d messages; ledger: %s",
-				timeoutFor(n), left, len(g.SMTP.Messages()), n, e.statuses(ids))
+			b.Fatalf("email: after %s %d send tasks are unfinished, the SMTP server received %d of %d messages and sent %d DSNs; ledger: %s",
+				timeoutFor(n), left, len(g.SMTP.Messages()), n, g.SMTP.SentCount(), e.statuses(ids))
 		}
 		if time.Now().After(nextCheck) {
 			e.failOnTroubledTasks("email", ids, true)
@@ -742,12 +747,13 @@ func (e *env) runEmail(n int) chanResult {
 			len(got), n, err, e.statuses(ids))
 	}
 
-	msgs := e.waitLedger("email", ids, deadline, "sent", func(m *ledger.Message) bool { return m.Status == ledger.StatusSent })
+	msgs := e.waitLedger("email", ids, deadline, "delivered", func(m *ledger.Message) bool { return m.Status == ledger.StatusDelivered })
 	var end time.Time
 	for _, m := range msgs {
-		end = later(end, eventAt(m, ledger.StatusSent))
+		end = later(end, eventAt(m, ledger.StatusDelivered))
 	}
-	// Every message arrived exactly once, each the one the gateway sent.
+	// Every message arrived exactly once, each the one the gateway sent,
+	// and every DSN reached the gateway.
 	want := make(map[string]bool, n)
 	for _, id := range ids {
 		want[id] = true
@@ -760,11 +766,18 @@ func (e *env) runEmail(n int) chanResult {
 			matched++
 		}
 	}
-	if len(got) != n || matched != n {
-		b.Fatalf("email: the SMTP server received %d messages for %d requests; %d match a request exactly once", len(got), n, matched)
+	refused := 0
+	for _, m := range g.SMTP.SentMail() {
+		if m.Err != nil {
+			refused++
+		}
 	}
-	res := chanResult{n: n, final: ledger.StatusSent, total: end.Sub(start), accept: accept, use: use}
-	res.notes = append(res.notes, fmt.Sprintf("STARTTLS and AUTH PLAIN, SMTP_POOL_SIZE=%d, %d SMTP connections opened; 'sent' is final: SMTP acceptance, no delivery report",
+	if len(got) != n || matched != n || refused != 0 {
+		b.Fatalf("email: the SMTP server received %d messages for %d requests; %d match a request exactly once; the gateway refused %d DSNs",
+			len(got), n, matched, refused)
+	}
+	res := chanResult{n: n, final: ledger.StatusDelivered, total: end.Sub(start), accept: accept, use: use}
+	res.notes = append(res.notes, fmt.Sprintf("STARTTLS and AUTH PLAIN, SMTP_POOL_SIZE=%d, %d SMTP connections opened; delivered by a success DSN (NOTIFY=SUCCESS) to the inbound SMTP listener",
 		g.Service.Config.Email.PoolSize, g.SMTP.Connections()))
 	return res
 }
@@ -1134,7 +1147,7 @@ func (e *env) startGateway(role config.Role, hooks ...redis.Hook) *servicetest.G
 // (STARTTLS and AUTH, as smtp:// requires) and call recordings in a
 // file:// blob store in a temporary directory.
 func (e *env) startAllChannels(hooks ...redis.Hook) *servicetest.Gateway {
-	g := e.start(servicetest.Options{Role: config.RoleAll, AllChannels: true, Twilio: twiliosim.Options{NoRecord: true},
+	g := e.start(servicetest.Options{Role: config.RoleAll, AllChannels: true, Reports: true, Twilio: twiliosim.Options{NoRecord: true},
 		SMTP: smtpsim.Options{Username: smtpUser, Password: smtpPassword, TLS: true}, Hooks: hooks,
 		Configure: func(cfg *config.Config) {
 			cfg.Voice.CallsPerSecond = voiceCallsPerSecond
@@ -1342,9 +1355,9 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(tw, "(b-voice) gateway, calls with a question and a recording (first POST → last delivered in ledger)\t%d\t%s\t%.0f\n", v.n, v.total.Round(time.Millisecond), rateOf(v.n, v.total))
 	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", v.n, v.accept.Round(time.Millisecond), rateOf(v.n, v.accept))
 	fmt.Fprintf(tw, "    and: all recordings stored (first POST → last in blob store and ledger)\t%d\t%s\t%.0f\n", v.n, v.recordings.Round(time.Millisecond), rateOf(v.n, v.recordings))
-	fmt.Fprintf(tw, "(b-wechat) gateway, WeChat template messages (first POST → last sent in ledger)\t%d\t%s\t%.0f\n", wc.n, wc.total.Round(time.Millisecond), rateOf(wc.n, wc.total))
+	fmt.Fprintf(tw, "(b-wechat) gateway, WeChat template messages (first POST → last delivered in ledger, by WeChat's report)\t%d\t%s\t%.0f\n", wc.n, wc.total.Round(time.Millisecond), rateOf(wc.n, wc.total))
 	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", wc.n, wc.accept.Round(time.Millisecond), rateOf(wc.n, wc.accept))
-	fmt.Fprintf(tw, "(b-email) gateway, email over SMTP (first POST → last sent in ledger; SMTP server got all N)\t%d\t%s\t%.0f\n", em.n, em.total.Round(time.Millisecond), rateOf(em.n, em.total))
+	fmt.Fprintf(tw, "(b-email) gateway, email over SMTP (first POST → last delivered in ledger, by a success DSN; SMTP server got all N)\t%d\t%s\t%.0f\n", em.n, em.total.Round(time.Millisecond), rateOf(em.n, em.total))
 	fmt.Fprintf(tw, "    of which: all POST /v1/messages answered 202\t%d\t%s\t%.0f\n", em.n, em.accept.Round(time.Millisecond), rateOf(em.n, em.accept))
 	tw.Flush()
 	fmt.Fprintf(w, "\nratio (b)/(a)  = %.2f   vs a no-op Asynq task (the target ≥ %.1f)   %s\n", ratio, targetRatio, verdict)

@@ -60,16 +60,19 @@
 //     a few reservations per run still waited, adding up to a second each.
 //     The report counts reservations and waits.
 //   - (b-wechat): N template messages (no customer-service window needed)
-//     until every message is "sent" in the ledger. WeChat sends no delivery
-//     report, so "sent" (the API accepted the message) is a WeChat message's
-//     final success here. The phase checks the simulator accepted exactly N
-//     template messages and no customer-service ones.
-//   - (b-email): N emails until every message is "sent" in the ledger (the SMTP
-//     server answered 250 after DATA; email has no delivery report either) and
-//     smtpsim has received all N, each matching one request exactly once (by
-//     its X-Gateway-Message-Id header). smtpsim.WaitFor is called once at the
-//     end (it copies every message received at each arrival); the phase waits
-//     for the gateway's queues to drain first.
+//     until every message is "delivered" in the ledger: the simulator
+//     pushes TEMPLATESENDJOBFINISH for each to the gateway's signed,
+//     safe-mode webhook, as WeChat does (servicetest.Options.Reports). The
+//     phase checks the simulator accepted exactly N template messages and
+//     no customer-service ones, and the gateway took every report.
+//   - (b-email): N emails until every message is "delivered" in the ledger:
+//     the SMTP server, asked for success DSNs (NOTIFY=SUCCESS), sends one
+//     for each to the gateway's inbound SMTP listener, as a relay does. It
+//     must have received all N, each matching one request exactly once (by
+//     its X-Gateway-Message-Id header), and the listener taken every DSN.
+//     smtpsim.WaitFor is called once at the end (it copies every message
+//     received at each arrival); the phase waits for the gateway's queues
+//     to drain and the DSNs to be sent first.
 //   - (c) API accept latency (p50/p90/p99/max of POST /v1/messages) at a
 //     fixed, open-loop request rate with the workers running.
 //   - (d) Redis memory per queued message (used_memory from INFO memory,

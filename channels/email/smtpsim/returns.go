@@ -65,6 +65,14 @@ func (s *Server) SentMail() []Sent {
 	return append([]Sent(nil), s.sent...)
 }
 
+// SentCount is how many mails the simulator sent to the return MTA so
+// far (len(SentMail()) without the copy).
+func (s *Server) SentCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sent)
+}
+
 // deliverOut sends raw to the return MTA (Options.ReturnMTA, a loopback
 // address) with the null sender, as an MTA sends its notifications, and
 // records the outcome.

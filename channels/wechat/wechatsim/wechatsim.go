@@ -584,6 +584,14 @@ func (s *Server) Reports() []Report {
 	return append([]Report(nil), s.reportsMade...)
 }
 
+// ReportCount is how many delivery reports were pushed so far
+// (len(Reports()) without the copy).
+func (s *Server) ReportCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reportsMade)
+}
+
 // Report is one delivery report pushed: TEMPLATESENDJOBFINISH, or
 // subscribe_msg_sent_event when Subscribe.
 type Report struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/patientmsg/gateway/channels/channeltest"
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/channels/wechat"
 	"github.com/patientmsg/gateway/channels/wechat/wechatsim"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/service"
@@ -33,6 +34,15 @@ const TwilioFrom = "+15005550006"
 
 // emailFrom is the gateway's EMAIL_FROM unless Options.Configure changes it.
 const emailFrom = "Example Clinic <noreply@example-clinic.test>"
+
+// The settings Options.Reports uses.
+const (
+	reportToken   = "servicetestWeChatToken"
+	reportAESKey  = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	reportAccount = "gh_servicetest"
+	reportDomain  = "returns.example-clinic.test"
+	reportSecret  = "servicetest-return-secret-0123456789abcdef"
+)
 
 // Options says which gateway Start runs.
 type Options struct {
@@ -73,6 +83,15 @@ type Options struct {
 	// settings, no quiet hours (QUIET_HOURS=off, so nothing depends on
 	// the time of day) and the ops listener on a free loopback port.
 	Configure func(*config.Config)
+	// Reports, with AllChannels, closes the loop of every provider's
+	// delivery reports as in production: the WeChat simulator pushes its
+	// template and subscribe reports to the gateway's signed, safe-mode
+	// webhook (WECHAT_TOKEN and WECHAT_ENCODING_AES_KEY set), and email has
+	// a return domain and the inbound SMTP listener on a loopback port,
+	// which the SMTP server sends its delivery status notifications to
+	// (the listener takes any rate from loopback). WeChat and email
+	// messages then end delivered.
+	Reports bool
 	// NoMetrics is service.Options.NoMetrics.
 	NoMetrics bool
 	// TracerProvider is service.Options.TracerProvider.
@@ -149,11 +168,27 @@ func Start(tb testing.TB, o Options) *Gateway {
 		cfg.Email.SMTPURL, cfg.Email.From = g.SMTP.URL(), emailFrom
 		cfg.BlobURL = "file://" + tb.TempDir() + "?create_dir=true"
 		opts.EmailTLS = g.SMTP.ClientTLSConfig()
+		if o.Reports {
+			mailIn, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				ln.Close()
+				fail("servicetest: listen for inbound mail: %v", err)
+			}
+			opts.MailInListener = mailIn
+			cfg.WeChat.Token, cfg.WeChat.EncodingAESKey = reportToken, reportAESKey
+			cfg.Email.ReturnDomain, cfg.Email.ReturnSecret = reportDomain, reportSecret
+			cfg.Email.InboundAddr, cfg.Email.InboundPerMinute = mailIn.Addr().String(), 1<<30
+		}
 	}
 	if o.Configure != nil {
 		o.Configure(&cfg)
 	}
 	g.Config = cfg
+	if o.AllChannels && o.Reports {
+		g.WeChat.ReportTo(g.URL+wechat.InboundPath, wechatsim.Pusher{Token: cfg.WeChat.Token,
+			EncodingAESKey: cfg.WeChat.EncodingAESKey, AppID: cfg.WeChat.AppID}, reportAccount)
+		g.SMTP.SetReturnMTA(cfg.Email.InboundAddr)
+	}
 
 	g.Service, err = service.New(cfg, o.Role, opts)
 	if err != nil {
