@@ -174,6 +174,15 @@ func (c *Channel) eventOf(we webhookEvent) (ev Event, problem string) {
 			return ev, "status must be an enhanced status code, 5.x.x for a bounce and 4.x.x for a delay"
 		}
 		ev.Status, ev.Diagnostic = status, cleanDiagnostic(we.Diagnostic)
+	case EventDelivered:
+		status := strings.TrimSpace(we.Status)
+		if status == "" {
+			status = "2.0.0"
+		}
+		if !statusCode.MatchString(status) || status[0] != '2' {
+			return ev, "status must be an enhanced status code 2.x.x for a delivery"
+		}
+		ev.Status = status
 	case EventComplaint:
 		ev.Evidence = "relay webhook"
 		if ft := cleanDiagnostic(we.FeedbackType); ft != "" && len(ft) <= 32 {
@@ -182,7 +191,7 @@ func (c *Channel) eventOf(we webhookEvent) (ev Event, problem string) {
 	case EventUnsubscribe:
 		ev.Evidence = "relay webhook"
 	default:
-		return ev, "type must be bounce, delay, complaint or unsubscribe"
+		return ev, "type must be bounce, delay, delivered, complaint or unsubscribe"
 	}
 	return ev, ""
 }

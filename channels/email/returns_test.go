@@ -108,6 +108,14 @@ func TestTheEventsWebhookAppliesSignedEventsOnly(t *testing.T) {
 					t.Fatalf("%+v", r.Updates)
 				}
 			}},
+		{"a delivery report delivers it", `{"events":[{"type":"delivered","message_id":"` + inboundMsgID + `","status":"2.0.0"}]}`,
+			nil, 200, func(t *testing.T, r *channeltest.RecordingReceiver) {
+				if len(r.Updates) != 1 || r.Updates[0].Status != ledger.StatusDelivered || !strings.Contains(r.Updates[0].Detail, "2.0.0") {
+					t.Fatalf("%+v", r.Updates)
+				}
+			}},
+		{"a delivery with a 5.x.x status is refused", `{"events":[{"type":"delivered","message_id":"` + inboundMsgID + `","status":"5.1.1"}]}`,
+			nil, 400, nil},
 		{"a complaint opts out", `{"events":[{"type":"complaint","message_id":"` + strings.ToLower(inboundMsgID) + `","feedback_type":"abuse"}]}`,
 			nil, 200, func(t *testing.T, r *channeltest.RecordingReceiver) {
 				if len(r.OptOuts) != 1 || r.OptOuts[0].Who.Email != patientEmail {
