@@ -34,13 +34,14 @@ func (r *Receiver) ProviderStatus(ctx context.Context, id string, u ledger.Provi
 		}
 		id = found
 	}
-	applied, link, err := r.Ledger.ApplyProviderUpdateLinked(ctx, id, u)
+	rep, err := r.Ledger.ApplyReport(ctx, id, u)
+	applied, link := rep.Applied, rep.Broadcast
 	if err != nil {
 		return applied, err
 	}
 	r.Metrics.Inbound(u.Channel, "status")
 	if applied == ledger.AppliedChanged {
-		r.Events.MessageStatus(ctx, r.Ledger, "", id)
+		r.Events.MessageStatus(ctx, r.Ledger, rep.Tenant, id)
 	}
 	// The roster follows the message on every report, a duplicate too: the
 	// first report may have reached the message and not the roster (Redis

@@ -522,36 +522,73 @@ const (
 	AppliedDuplicate Applied = 3 // the same report was applied before
 )
 
-// ApplyProviderUpdateLinked records a provider status report idempotently
-// and returns the message's broadcast link ("" for none), read in the same
-// script. The status moves only forward; a report that would move it
-// backwards is kept as an event. A report that carries the provider id of
-// a message whose acceptance was never recorded (the worker died mid-call)
-// records it now.
+// ApplyProviderUpdateLinked is ApplyReport returning the broadcast link
+// only.
 func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u ProviderUpdate) (Applied, string, error) {
+	r, err := l.ApplyReport(ctx, id, u)
+	return r.Applied, r.Broadcast, err
+}
+
+// Report is what applying a provider's report did, and what the caller
+// needs next, read in the same round trip.
+type Report struct {
+	Applied Applied
+	// Broadcast is the message's broadcast link ("" for none).
+	Broadcast string
+	// Tenant is the message's tenant ("" for an unknown message).
+	Tenant string
+}
+
+// ApplyReport records a provider status report idempotently. The status
+// moves only forward; a report that would move it backwards is kept as an
+// event. A report that carries the provider id of a message whose
+// acceptance was never recorded (the worker died mid-call) records it
+// now. A final report takes the message out of the wait for its final
+// status (Awaiting) in the same round trip, and puts it back when the
+// report turns out not to be the message's (another call's).
+func (l *Ledger) ApplyReport(ctx context.Context, id string, u ProviderUpdate) (Report, error) {
 	if !ValidID(id) || !u.Status.Valid() {
-		return AppliedUnknown, "", nil
+		return Report{}, nil
 	}
 	now := l.now().UTC()
 	e := Event{Status: u.Status, At: now, ProviderStatus: u.ProviderStatus, Detail: u.Detail}
 	if u.ErrorCode != "" {
 		e.Error = &ErrorInfo{Code: u.ErrorCode, Message: u.ErrorMessage}
 	}
-	raw, err := providerStatusScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e)).Slice()
+	awaited := u.Status.Final() && AwaitsReport(u.Channel)
+	keys := []string{msgKey(id), eventsKey(id)}
+	args := []any{u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e)}
+	// One round trip: the report's script and, for a final report, the
+	// wait index (another slot on Cluster, so not inside the script).
+	pipe := l.rdb.Pipeline()
+	run := providerStatusScript.EvalSha(ctx, pipe, keys, args...)
+	if awaited {
+		pipe.ZRem(ctx, awaitKey(u.Channel), id)
+	}
+	_, _ = pipe.Exec(ctx)
+	raw, err := scriptResult(ctx, l.rdb, run, providerStatusScript, keys, args).Slice()
 	if err != nil {
-		return AppliedUnknown, "", err
+		return Report{}, err
 	}
 	outcome, _ := raw[0].(int64)
 	ttl, _ := raw[1].(int64)
-	link := ""
-	if len(raw) > 2 {
-		link, _ = raw[2].(string)
+	var r Report
+	if len(raw) > 4 {
+		r.Broadcast, _ = raw[2].(string)
+		r.Tenant, _ = raw[3].(string)
+		if rank, _ := raw[4].(int64); awaited && rank < 3 {
+			// The report was not the message's (a redialled call's, or
+			// another provider id's): its own report is still awaited.
+			if err := l.rdb.ZAddNX(ctx, awaitKey(u.Channel), redis.Z{Score: float64(now.UnixMilli()), Member: id}).Err(); err != nil {
+				return r, err
+			}
+		}
 	}
 	if outcome < 0 {
-		return AppliedUnknown, "", ErrProviderMismatch
+		return r, ErrProviderMismatch
 	}
-	if Applied(outcome) == AppliedChanged {
+	r.Applied = Applied(outcome)
+	if r.Applied == AppliedChanged {
 		l.Metrics.StatusEntered(string(u.Status))
 		if u.Status == StatusDelivered {
 			// A message id is a ULID made when the API accepted the message.
@@ -562,13 +599,10 @@ func (l *Ledger) ApplyProviderUpdateLinked(ctx context.Context, id string, u Pro
 	}
 	if ttl > 0 {
 		if err := l.indexProvider(ctx, u.Channel, u.ProviderID, id, ttl); err != nil {
-			return Applied(outcome), link, err
+			return r, err
 		}
 	}
-	if Applied(outcome) == AppliedChanged && u.Status.Final() {
-		l.Reported(ctx, u.Channel, id)
-	}
-	return Applied(outcome), link, nil
+	return r, nil
 }
 
 // BroadcastOf returns the broadcast link of a message ("" for none).

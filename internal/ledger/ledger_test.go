@@ -408,3 +408,37 @@ func TestWaitingTellsMessagesStillToSendFromTheRest(t *testing.T) {
 		}
 	}
 }
+
+// TestAFinalReportLeavesTheWaitForItInItsOwnRoundTrip: applying a final
+// report takes the message out of the wait for its final status and
+// names its tenant, in one round trip; a report about another provider
+// id (a redialled call's) leaves the message waiting.
+func TestAFinalReportLeavesTheWaitForItInItsOwnRoundTrip(t *testing.T) {
+	l, _ := newLedger(t)
+	id := create(t, l, "clinic-a")
+	if c, err := l.Claim(ctx, id, time.Minute); err != nil || c.Outcome != ledger.ClaimSend {
+		t.Fatalf("claim %+v %v", c, err)
+	}
+	if err := l.RecordAccepted(ctx, id, "sms", "SM1"); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func() bool {
+		t.Helper()
+		ids, err := l.Awaiting(ctx, "sms", time.Now().Add(time.Hour), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ids) == 1 && ids[0] == id
+	}
+	if !waiting() {
+		t.Fatal("an accepted SMS is not waiting for its final report")
+	}
+	_, err := l.ApplyReport(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM0", Status: ledger.StatusDelivered, ProviderStatus: "delivered"})
+	if !errors.Is(err, ledger.ErrProviderMismatch) || !waiting() {
+		t.Fatalf("another provider id's final report: %v, still waiting %v", err, waiting())
+	}
+	r, err := l.ApplyReport(ctx, id, ledger.ProviderUpdate{Channel: "sms", ProviderID: "SM1", Status: ledger.StatusDelivered, ProviderStatus: "delivered"})
+	if err != nil || r.Applied != ledger.AppliedChanged || r.Tenant != "clinic-a" || waiting() {
+		t.Fatalf("the final report: %+v %v, still waiting %v", r, err, waiting())
+	}
+}

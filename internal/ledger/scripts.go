@@ -85,22 +85,24 @@ return 1
 
 // providerStatusScript applies a provider's status report. KEYS msg, events
 // ARGV provider_id, status, rank, provider_status, code, message, now, event
-// Returns {outcome, ttl}: outcome 0 unknown message, -1 provider id
-// mismatch, 1 status changed, 2 recorded as an event only (late or out of
-// order), 3 duplicate ignored; ttl > 0 when this report revealed the
-// provider id (the caller then writes the provider index).
+// Returns {outcome, ttl, bc, tenant, rank}: outcome 0 unknown message, -1
+// provider id mismatch, 1 status changed, 2 recorded as an event only
+// (late or out of order), 3 duplicate ignored; ttl > 0 when this report
+// revealed the provider id (the caller then writes the provider index);
+// bc the broadcast link, tenant the message's tenant and rank its status
+// rank after the report.
 var providerStatusScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'bc')
+local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'bc', 'tenant')
 if not h[1] then return {0, 0} end
-if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {-1, 0} end
-local bc = h[3] or ''
+local bc, tenant, rank = h[3] or '', h[4] or '', tonumber(h[1])
+if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {-1, 0, bc, tenant, rank} end
 if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then
   -- a late report about an earlier call that was redialled: history only
   redis.call('RPUSH', KEYS[2], ARGV[8])
-  return {2, 0, bc}
+  return {2, 0, bc, tenant, rank}
 end
 local mark = 'ps:' .. ARGV[1] .. ':' .. ARGV[4]
-if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0, bc} end
+if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0, bc, tenant, rank} end
 local ttl = 0
 if not h[2] or h[2] == '' then
   redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '')
@@ -108,12 +110,12 @@ if not h[2] or h[2] == '' then
 end
 redis.call('RPUSH', KEYS[2], ARGV[8])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[7])
-if tonumber(h[1]) < 3 and tonumber(ARGV[3]) > tonumber(h[1]) then
+if rank < 3 and tonumber(ARGV[3]) > rank then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', ARGV[3])
   if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'err_code', ARGV[5], 'err_msg', ARGV[6]) end
-  return {1, ttl, bc}
+  return {1, ttl, bc, tenant, tonumber(ARGV[3])}
 end
-return {2, ttl, bc}
+return {2, ttl, bc, tenant, rank}
 `)
 
 // cancelScript cancels a tenant's message the provider does not have.
