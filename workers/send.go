@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -78,6 +79,9 @@ type SendHandler struct {
 // crash after the send).
 type Backlog interface {
 	Release(ctx context.Context, tenant, channel, id string) error
+	// ReleaseIn queues Release on a pipeline the caller runs, then done
+	// says how it went.
+	ReleaseIn(ctx context.Context, pipe redis.Pipeliner, tenant, channel, id string) (done func() error)
 }
 
 func (h *SendHandler) now() time.Time {
@@ -129,6 +133,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				// A ULID, which says nothing of the patient.
 				attribute.String("messaging.message.id", p.MessageID)))
 	}
+	ctx = context.WithValue(ctx, releaseKey{}, &releaseMark{})
 	err := h.process(ctx, t, p, channel)
 	if span != nil {
 		var we *waitError
@@ -138,8 +143,7 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		span.End()
 	}
-	// A crisis message or a broadcast's is never counted in a backlog.
-	if h.Backlog != nil && p.Tenant != "" && p.Priority != PriorityCrisis && p.Broadcast == "" {
+	if h.counted(p) && !released(ctx) {
 		retried, _ := asynq.GetRetryCount(ctx)
 		most, _ := asynq.GetMaxRetry(ctx)
 		if leavesQueue(err, retried, most) {
@@ -152,6 +156,23 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	return err
+}
+
+// counted says whether the message is counted in its tenant's backlog:
+// a crisis message or a broadcast's never is.
+func (h *SendHandler) counted(p SendPayload) bool {
+	return h.Backlog != nil && p.Tenant != "" && p.Priority != PriorityCrisis && p.Broadcast == ""
+}
+
+// releaseMark is where a send notes that its message left the backlog in
+// the round trip that recorded the provider's acceptance.
+type releaseMark struct{ done bool }
+
+type releaseKey struct{}
+
+func released(ctx context.Context) bool {
+	m, _ := ctx.Value(releaseKey{}).(*releaseMark)
+	return m != nil && m.done
 }
 
 // leavesQueue says whether a send task that returned err is done for good,
@@ -255,11 +276,21 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		// and the record must survive a shutdown that cancels ctx.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := h.Ledger.RecordAccepted(rctx, m.ID, m.Channel, res.ProviderID); err != nil {
+		var also []func(redis.Pipeliner)
+		var releasedIn func() error
+		if h.counted(p) {
+			// The message leaves its tenant's backlog in the same round trip.
+			also = append(also, func(pipe redis.Pipeliner) { releasedIn = h.Backlog.ReleaseIn(rctx, pipe, p.Tenant, channel, m.ID) })
+		}
+		if err := h.Ledger.RecordAccepted(rctx, m.ID, m.Channel, res.ProviderID, also...); err != nil {
 			// The status callback carries the provider id too; until it
 			// arrives, the unconfirmed-attempt guard prevents a second send.
 			log.Error("provider accepted but the ledger write failed", "provider_id", res.ProviderID, "err", err)
 			return fmt.Errorf("record acceptance: %w", err)
+		}
+		if mark, _ := ctx.Value(releaseKey{}).(*releaseMark); mark != nil && releasedIn != nil {
+			// Not done: ProcessTask releases it once more on its own.
+			mark.done = releasedIn() == nil
 		}
 		log.Info("accepted by provider", "provider_id", res.ProviderID, "took", time.Since(start).Round(time.Millisecond))
 		h.Audit.Record(rctx, sendEvent(m, audit.ActionSend, audit.OK))

@@ -117,6 +117,24 @@ func (c *Controller) Release(ctx context.Context, tenant, channel, id string) er
 	return releaseScript.Run(ctx, c.rdb, []string{backlogKey(tenant, channel)}, id).Err()
 }
 
+// ReleaseIn is Release queued on pipe, for a caller that has a round trip
+// to make anyway (the worker recording the provider's acceptance). Once
+// the caller has run the pipeline, done says how it went, releasing the
+// message with a round trip of its own when Redis did not have the
+// script cached (after a restart or failover).
+func (c *Controller) ReleaseIn(ctx context.Context, pipe redis.Pipeliner, tenant, channel, id string) (done func() error) {
+	if c.cfg.BacklogHours <= 0 || tenant == "" {
+		return func() error { return nil }
+	}
+	cmd := releaseScript.EvalSha(ctx, pipe, []string{backlogKey(tenant, channel)}, id)
+	return func() error {
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return c.Release(ctx, tenant, channel, id)
+		}
+		return cmd.Err()
+	}
+}
+
 // Backlog is a tenant's backlog on a channel: the cost queued and the cap
 // (0: none).
 func (c *Controller) Backlog(ctx context.Context, tenant, channel string) (queued, limit int64, err error) {

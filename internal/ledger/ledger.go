@@ -414,7 +414,11 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Cla
 
 // RecordAccepted stores the provider's id for the message: from then on no
 // worker will send it again.
-func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID string) error {
+//
+// also adds the caller's own commands to the same round trip (the worker
+// takes the message out of its tenant's backlog); their outcome is theirs
+// to read.
+func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID string, also ...func(redis.Pipeliner)) error {
 	now := l.now().UTC()
 	ev := eventJSON(Event{Status: StatusSent, At: now, Detail: "accepted by provider"})
 	keys := []string{msgKey(id), eventsKey(id)}
@@ -425,6 +429,9 @@ func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID str
 	accepted := acceptedScript.EvalSha(ctx, pipe, keys, args...)
 	indexed := pipe.Set(ctx, providerKey(channel, providerID), id, l.retention)
 	l.await(ctx, pipe, channel, id, now)
+	for _, f := range also {
+		f(pipe)
+	}
 	_, _ = pipe.Exec(ctx)
 	n, err := scriptResult(ctx, l.rdb, accepted, acceptedScript, keys, args).Int64()
 	switch {
