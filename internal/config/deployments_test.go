@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/patientmsg/gateway/internal/redisconf"
+
 	"bufio"
 	"context"
 	"fmt"
@@ -294,6 +296,27 @@ func TestTheComposeFilesAgreeWithTheSettings(t *testing.T) {
 	}
 }
 
+// checkRedisSettings checks that a Redis node's configuration sets each
+// of redisconf.Settings, once, to the value the gateway is sized for.
+func checkRedisSettings(t *testing.T, where, config string) {
+	t.Helper()
+	for _, rs := range redisconf.Settings {
+		if v := directive(config, rs.Name); len(v) != 1 || v[0] != rs.Value {
+			t.Errorf("%s: %s %v; want %s, once (%s otherwise)", where, rs.Name, v, rs.Value, rs.Why)
+		}
+	}
+}
+
+func TestTheSingleRedisOfDockerComposeHasTheSettingsTheGatewayIsSizedFor(t *testing.T) {
+	_, active := exampleEnv(t)
+	p := composeFile(t, "docker-compose.yml", active)
+	svc, err := p.GetService("redis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRedisSettings(t, "docker-compose.yml: redis", strings.Join(svc.Command, " "))
+}
+
 // The replicated topologies, docker-compose.replicated.yml and the
 // kubernetes-replicated overlay, stay writable through one failure and
 // refuse writes on a primary cut off from the others (docs/failover.md)
@@ -363,6 +386,7 @@ func checkTopology(t *testing.T, top topology) {
 		if v := directive(n.config, "min-replicas-max-lag"); len(v) != 1 || v[0] == "0" {
 			t.Errorf("%s: min-replicas-max-lag %v; want it once, above 0", where, v)
 		}
+		checkRedisSettings(t, where, n.config)
 		if v := directive(n.config, "replica-announce-ip"); len(v) == 0 {
 			t.Errorf("%s: no replica-announce-ip: the sentinels reach a replica by the name it announces", where)
 		}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/redisconf"
 )
 
 // Kind says which Redis a Server is.
@@ -191,6 +193,8 @@ func (s *Server) startProcess(bin string, port int) {
 		args := []string{"--port", strconv.Itoa(p), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", s.dir,
 			"--protected-mode", "yes", "--loglevel", "warning"}
+		// The settings production runs with (deployments set them too).
+		args = append(args, redisconf.Args()...)
 		if s.cluster {
 			args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+strconv.Itoa(p)+".conf")
 		}

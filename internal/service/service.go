@@ -45,6 +45,7 @@ import (
 	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/questionnaires"
 	"github.com/patientmsg/gateway/internal/ratelimit"
+	"github.com/patientmsg/gateway/internal/redisconf"
 	"github.com/patientmsg/gateway/internal/recordings"
 	"github.com/patientmsg/gateway/internal/replies"
 	"github.com/patientmsg/gateway/internal/tenants"
@@ -504,6 +505,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("redis at REDIS_URL is not reachable: %w", err)
 	}
 	s.checkReplication(pctx)
+	redisconf.Check(pctx, s.Redis, s.log)
 	if s.Workers != nil {
 		if err := s.Workers.Start(); err != nil {
 			return fmt.Errorf("workers: %w", err)
