@@ -78,6 +78,8 @@
 //   - (d) Redis memory per queued message (used_memory from INFO memory,
 //     after minus before, divided by M) with an API-only gateway, so messages
 //     stay queued; and the same for bare Asynq tasks with a tiny payload.
+//     Also the memory a delivered SMS keeps: used_memory growth over
+//     phase (b)'s N delivered SMS, read once the queues are empty.
 //
 // For (a), (a2), (b) and the channel phases the report also says where the
 // time goes, per message: Redis round trips (counted by a go-redis hook on
