@@ -35,13 +35,18 @@ func scrubEvent(raw string) string {
 	if json.Unmarshal([]byte(raw), &e) != nil {
 		return eventJSON(Event{Status: StatusQueued, Detail: "erased"})
 	}
+	scrubOne(&e)
+	return eventJSON(e)
+}
+
+// scrubOne drops what one history entry may say of the patient.
+func scrubOne(e *Event) {
 	if e.Answer != nil {
 		e.Answer = &Answer{Duration: e.Answer.Duration}
 	}
 	if e.Error != nil {
 		e.Error = &ErrorInfo{Code: e.Error.Code}
 	}
-	return eventJSON(e)
 }
 
 // eraseScript replaces a record's request and the first n entries of its
@@ -97,4 +102,18 @@ func (l *Ledger) Erase(ctx context.Context, tenant, id string) error {
 func (l *Ledger) Erased(ctx context.Context, id string) (bool, error) {
 	n, err := l.rdb.HExists(ctx, msgKey(id), "erased").Result()
 	return n, err
+}
+
+// ScrubMessage scrubs a message held outside Redis (archived) as Erase
+// scrubs a record: the request (Request.Scrub), the history's keys
+// pressed and error texts, the error's text and the recording's link.
+func ScrubMessage(m *Message, at time.Time) {
+	m.Request = m.Request.Scrub(at)
+	for i := range m.Events {
+		scrubOne(&m.Events[i])
+	}
+	if m.Error != nil {
+		m.Error = &ErrorInfo{Code: m.Error.Code}
+	}
+	m.Recording = nil
 }

@@ -197,6 +197,8 @@ type Ledger struct {
 	OnCreate func(ctx context.Context, pipe redis.Pipeliner, id string, req Request)
 	// Metrics counts new messages and the statuses they enter (nil: none).
 	Metrics *metrics.Metrics
+	// cold is where Get finds messages moved out of Redis (SetCold).
+	cold Cold
 }
 
 // New returns a ledger keeping records for retention.
@@ -318,7 +320,10 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 		return nil, err
 	}
 	h := hget.Val()
-	if len(h) == 0 || (tenant != "" && h["tenant"] != tenant) {
+	if len(h) == 0 {
+		return l.fromCold(ctx, tenant, id)
+	}
+	if tenant != "" && h["tenant"] != tenant {
 		return nil, ErrNotFound
 	}
 	m, err := messageOf(id, h)

@@ -128,3 +128,17 @@ func readAll(r io.Reader) ([]byte, error) {
 	}
 	return b, err
 }
+
+// Seal encrypts plain for the object stored under key (bound in, so an
+// object moved elsewhere does not open), as recordings are sealed; the
+// archive of messages uses the same keys.
+func (k *Keyring) Seal(key string, plain []byte) []byte { return k.seal(key, plain) }
+
+// Open decrypts what Seal made for key; an object that is not sealed is
+// returned as it is.
+func (k *Keyring) Open(key string, b []byte) ([]byte, error) {
+	if !sealed(b) {
+		return b, nil
+	}
+	return k.open(key, b)
+}
