@@ -117,6 +117,10 @@ type Config struct {
 
 	// BlobURL is the blob store for call recordings (BLOB_URL): file:// or s3://.
 	BlobURL string
+	// HotRetention is how long a final message stays in Redis before the
+	// workers move it to the blob store (GATEWAY_HOT_RETENTION); 0 keeps
+	// every message in Redis.
+	HotRetention time.Duration
 	// RecordingRetention is how long call recordings are kept
 	// (RECORDING_RETENTION, default GATEWAY_RETENTION; never longer).
 	RecordingRetention time.Duration

@@ -306,6 +306,27 @@ var settings = []Setting{
 				bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
 			}
 		}},
+	{Name: "GATEWAY_HOT_RETENTION", Group: groupMessages, Default: "off",
+		Doc: "How long a message stays in Redis once it has reached a final status, counted from when it was made " +
+			"(at least `1h`, e.g. `48h`); then the workers move it, with its history, to the blob store (`BLOB_URL`, " +
+			"sealed with `RECORDING_KEYS`) and `GET /v1/messages/{id}` reads it there. `off` keeps every message in " +
+			"Redis for the whole retention. The message log, conversations and broadcast reports list only messages " +
+			"still in Redis. See [retention](privacy-and-retention.md#retention).",
+		parse: func(c *Config, v string) error {
+			if v == "off" {
+				c.HotRetention = 0
+				return nil
+			}
+			return duration(func(c *Config) *time.Duration { return &c.HotRetention })(c, v)
+		},
+		check: func(c Config, _ Role, bad complaint) {
+			switch {
+			case c.HotRetention != 0 && c.HotRetention < time.Hour:
+				bad("GATEWAY_HOT_RETENTION=%s: must be at least 1h, or off", c.HotRetention)
+			case c.HotRetention >= c.Retention && c.HotRetention != 0:
+				bad("GATEWAY_HOT_RETENTION=%s: must be shorter than GATEWAY_RETENTION (%s), or off", c.HotRetention, c.Retention)
+			}
+		}},
 	{Name: "GATEWAY_IDEMPOTENCY_TTL", Group: groupMessages, Default: "24h",
 		Doc: "How long an `Idempotency-Key` is remembered. Must not exceed `GATEWAY_RETENTION`: a key " +
 			"that outlived its message could not return it.",

@@ -72,6 +72,7 @@ const (
 	StepPlans          = "followup_plans"
 	StepQuestionnaires = "questionnaire_responses"
 	StepMessages       = "messages"
+	StepArchive        = "archived_messages"
 	StepReplies        = "replies"
 	StepConsent        = "consent"
 	StepAudiences      = "audiences"
@@ -81,7 +82,7 @@ const (
 	StepContact        = "contact"
 )
 
-var steps = []string{StepPlans, StepQuestionnaires, StepMessages, StepReplies, StepConsent, StepAudiences,
+var steps = []string{StepPlans, StepQuestionnaires, StepMessages, StepArchive, StepReplies, StepConsent, StepAudiences,
 	StepBroadcasts, StepWebhooks, StepTasks, StepContact}
 
 // Reason is what a canceled message's history says.
@@ -140,12 +141,14 @@ type Enqueuer interface {
 // Service starts and runs erasures. Stores left nil are skipped (a
 // gateway without voice has no recordings).
 type Service struct {
-	Redis          redis.UniversalClient
-	Queue          Enqueuer
-	Contacts       *contacts.Store
-	Ledger         *ledger.Ledger
-	Messages       *messaging.Service
-	Recordings     *recordings.Store
+	Redis      redis.UniversalClient
+	Queue      Enqueuer
+	Contacts   *contacts.Store
+	Ledger     *ledger.Ledger
+	Messages   *messaging.Service
+	Recordings *recordings.Store
+	// Archive holds the messages moved out of Redis (nil: none).
+	Archive        Archive
 	Replies        *replies.Store
 	Consent        *consent.Ledger
 	Questionnaires *questionnaires.Service
@@ -160,6 +163,11 @@ type Service struct {
 	OnErased func(ctx context.Context, e *Erasure)
 	Logger   *slog.Logger
 	Now      func() time.Time
+}
+
+// Archive is where messages moved out of Redis are (internal/archive).
+type Archive interface {
+	Erase(ctx context.Context, tenant string, match func(*ledger.Message) bool, before func(*ledger.Message) error) (int, error)
 }
 
 func key(tenant, id string) string     { return "gw:erasure:{" + tenant + "}:" + id }
@@ -378,6 +386,8 @@ func (s *Service) step(ctx context.Context, e *Erasure, j job, step string) (int
 		return len(ids), err
 	case StepMessages:
 		return s.eraseMessages(ctx, e, j)
+	case StepArchive:
+		return s.eraseArchived(ctx, e, j)
 	case StepReplies:
 		if s.Replies == nil {
 			return 0, nil
@@ -445,10 +455,7 @@ func (s *Service) eraseMessages(ctx context.Context, e *Erasure, j job) (int, er
 	if cursor == "-" {
 		return 0, nil // done before the step was recorded
 	}
-	want := map[string]bool{}
-	for _, id := range j.Identities {
-		want[id.Value] = true
-	}
+	mine := recipientMatcher(j)
 	n := 0
 	for {
 		page, err := s.Ledger.Find(ctx, e.Tenant, ledger.Query{Before: cursor, Limit: ledger.MaxScan, Scan: ledger.MaxScan})
@@ -457,7 +464,7 @@ func (s *Service) eraseMessages(ctx context.Context, e *Erasure, j job) (int, er
 		}
 		var refs []string
 		for _, m := range page.Messages {
-			if !want[m.To.Phone] && !want[m.To.Email] && !want[consent.Normalise(consent.Identity{Kind: consent.Email, Value: m.To.Email}).Value] && !want[m.To.WeChatOpenID] {
+			if !mine(m.To) {
 				continue
 			}
 			if m.Status.Rank() < ledger.StatusSent.Rank() && s.Messages != nil {
@@ -497,6 +504,36 @@ func (s *Service) eraseMessages(ctx context.Context, e *Erasure, j job) (int, er
 		if cursor == "-" {
 			return 0, nil
 		}
+	}
+}
+
+// eraseArchived scrubs the patient's messages in the archive, their
+// recordings deleted first.
+func (s *Service) eraseArchived(ctx context.Context, e *Erasure, j job) (int, error) {
+	if s.Archive == nil {
+		return 0, nil
+	}
+	mine := recipientMatcher(j)
+	return s.Archive.Erase(ctx, e.Tenant, func(m *ledger.Message) bool { return mine(m.To) }, func(m *ledger.Message) error {
+		if s.Recordings != nil {
+			if _, err := s.Recordings.EraseMessage(ctx, e.Tenant, m.ID); err != nil {
+				return err
+			}
+		}
+		return s.refer(ctx, e, []string{m.ID})
+	})
+}
+
+// recipientMatcher says whether a message went to one of the patient's
+// addresses.
+func recipientMatcher(j job) func(ledger.Recipient) bool {
+	want := map[string]bool{}
+	for _, id := range j.Identities {
+		want[id.Value] = true
+	}
+	return func(to ledger.Recipient) bool {
+		return want[to.Phone] || want[to.Email] ||
+			want[consent.Normalise(consent.Identity{Kind: consent.Email, Value: to.Email}).Value] || want[to.WeChatOpenID]
 	}
 }
 

@@ -33,8 +33,9 @@ type Reconciler struct {
 	// After is how long a message waits for its callback before the
 	// provider is asked (DELIVERY_REPORT_WAIT); it is asked again every
 	// After until GiveUp after it was accepted.
-	After   time.Duration
-	GiveUp  time.Duration
+	After  time.Duration
+	GiveUp time.Duration
+	// Every is how often passes are made (the lease outlives a pass by it).
 	Every   time.Duration
 	PerPass int
 	Logger  *slog.Logger
@@ -49,22 +50,6 @@ func (r *Reconciler) now() time.Time {
 		return time.Now()
 	}
 	return r.Now()
-}
-
-// Run makes a pass every Every until ctx ends.
-func (r *Reconciler) Run(ctx context.Context) {
-	t := time.NewTicker(r.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
-			r.Logger.Warn("delivery report reconciliation failed", "err", err)
-		}
-	}
 }
 
 // Result counts what a pass did.

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"log/slog"
-	"sort"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,18 +41,10 @@ const BacklogSweepEvery = 10 * time.Minute
 // startBacklogSweep sweeps the tenants' backlogs every BacklogSweepEvery
 // until Shutdown.
 func (s *Service) startBacklogSweep() {
-	seen := map[string]bool{}
-	var tenants []string
-	for _, t := range s.Config.APIKeys {
-		if !seen[t] {
-			seen[t] = true
-			tenants = append(tenants, t)
-		}
-	}
+	tenants := s.tenantNames()
 	if s.Admission == nil || len(tenants) == 0 || s.Config.Admission.BacklogHours <= 0 {
 		return
 	}
-	sort.Strings(tenants)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	log := s.log.With("comp", "admission")

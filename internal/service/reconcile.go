@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/patientmsg/gateway/internal/inbound"
@@ -27,8 +28,31 @@ func (s *Service) startReconcile() {
 		Redial: s.Inbound.Redial, After: s.Config.Worker.ReportWait, GiveUp: ReconcileGiveUp, Every: ReconcileEvery, PerPass: ReconcilePerPass,
 		Logger: s.log.With("comp", "reconcile"), Now: time.Now}
 	s.Reconciler = r
+	s.every(ReconcileEvery, r.Logger, "delivery report reconciliation failed", func(ctx context.Context) error {
+		_, err := r.Pass(ctx)
+		return err
+	})
+}
+
+// every runs pass every d in the background until Shutdown, logging a
+// failed pass as failed (the next pass takes up what it left).
+func (s *Service) every(d time.Duration, log *slog.Logger, failed string, pass func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); r.Run(ctx) }()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := pass(ctx); err != nil && ctx.Err() == nil {
+				log.Warn(failed, "err", err)
+			}
+		}
+	}()
 	s.closers = append(s.closers, func() error { cancel(); <-done; return nil })
 }

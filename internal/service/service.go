@@ -27,6 +27,7 @@ import (
 	"github.com/patientmsg/gateway/gateway/console"
 	"github.com/patientmsg/gateway/internal/admission"
 	"github.com/patientmsg/gateway/internal/apikeys"
+	"github.com/patientmsg/gateway/internal/archive"
 	"github.com/patientmsg/gateway/internal/audiences"
 	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/autopipe"
@@ -108,6 +109,9 @@ type Service struct {
 	// Reconciler asks providers about lost status callbacks (worker
 	// processes only; nil otherwise).
 	Reconciler *inbound.Reconciler
+	// Archive moves final messages past GATEWAY_HOT_RETENTION to the blob
+	// store (nil when it is off).
+	Archive *archive.Archive
 	// Followups are the follow-up plans.
 	Followups *followups.Store
 	// Incidents group a crisis's broadcasts, with the cadence of updates.
@@ -305,6 +309,10 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	s.closers = append(s.closers, batched.Close)
 	bulkLedger := ledger.New(batched, cfg.Retention)
 	bulkLedger.OnCreate, bulkLedger.Metrics = onCreate, s.Metrics
+	if err := s.openArchive(s.Ledger, bulkLedger); err != nil {
+		rdb.Close()
+		return nil, err
+	}
 	broadcastStore := broadcasts.NewStore(rdb, cfg.Retention)
 	broadcastStore.Metrics = s.Metrics
 	bulkStore := broadcasts.NewStore(batched, cfg.Retention)
@@ -333,7 +341,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		Metrics: s.Metrics,
 	}
 	s.Erasures = &erasure.Service{Redis: rdb, Queue: s.client, Contacts: contactStore, Ledger: s.Ledger, Messages: s.Messages,
-		Recordings: s.Recordings, Replies: s.Replies, Consent: s.Consent, Questionnaires: s.Questionnaires,
+		Recordings: s.Recordings, Replies: s.Replies, Consent: s.Consent, Questionnaires: s.Questionnaires, Archive: s.erasableArchive(),
 		Followups: s.Followups, Plans: s.Plans, Audiences: audienceStore, Broadcasts: broadcastStore, Webhooks: s.Webhooks,
 		Tasks: s.inspector, Logger: o.Logger.With("comp", "erasure"), Now: time.Now,
 		OnErased: func(ctx context.Context, e *erasure.Erasure) {
@@ -547,6 +555,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.startAuditExport()
 	s.startBacklogSweep()
 	s.startReconcile()
+	s.startArchive()
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr(),
 		"ops", s.opsAddr)
 	return nil
