@@ -58,7 +58,7 @@ const (
 	// messages a batch take well under a second to move); the next pass
 	// goes on.
 	maxBatches = 100
-	dayLayout      = "2006-01-02"
+	dayLayout  = "2006-01-02"
 )
 
 // Archive moves a gateway's final messages to the blob store.
