@@ -35,6 +35,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -358,6 +359,90 @@ func (a *Archive) Find(ctx context.Context, tenant, id string) (*ledger.Message,
 	return nil, ledger.ErrNotFound
 }
 
+// Boundary is the newest id an archived message can have: messages made
+// since the hot window began are in Redis only (ledger.ColdLister).
+func (a *Archive) Boundary() string {
+	var u ulid.ULID
+	_ = u.SetTime(ulid.Timestamp(a.now().Add(-a.Hot)))
+	_ = u.SetEntropy(bytes.Repeat([]byte{0xff}, 10))
+	return u.String()
+}
+
+// Older returns up to n of the tenant's archived messages older than the
+// id before ("" for the newest), newest first, without their histories
+// (ledger.ColdLister: the message log goes on into the archive). It reads
+// whole days, newest first, until it has n.
+func (a *Archive) Older(ctx context.Context, tenant, before string, n int) ([]*ledger.Message, error) {
+	days, err := a.days(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	beforeDay := ""
+	if d, ok := dayOf(before); ok {
+		beforeDay = d.Format(dayLayout)
+	}
+	var out []*ledger.Message
+	for i := len(days) - 1; i >= 0 && len(out) < n; i-- {
+		if beforeDay != "" && days[i] > beforeDay {
+			continue
+		}
+		objs, err := a.objects(ctx, tenant, mustDay(days[i]))
+		if err != nil {
+			return nil, err
+		}
+		var got []*ledger.Message
+		for _, obj := range objs {
+			if before != "" && !startsBefore(obj, before) {
+				continue
+			}
+			msgs, err := a.read(ctx, obj)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range msgs {
+				if (before == "" || m.ID < before) && m.Tenant == tenant {
+					m.Events = nil
+					got = append(got, m)
+				}
+			}
+		}
+		slices.SortFunc(got, func(x, y *ledger.Message) int { return strings.Compare(y.ID, x.ID) })
+		out = append(out, got...)
+	}
+	return out[:min(n, len(out))], nil
+}
+
+// days lists the days of a tenant's archive, oldest first.
+func (a *Archive) days(ctx context.Context, tenant string) ([]string, error) {
+	var out []string
+	it := a.Bucket.List(&blob.ListOptions{Prefix: prefix(tenant), Delimiter: "/"})
+	for {
+		o, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			slices.Sort(out)
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if o.IsDir {
+			out = append(out, strings.TrimSuffix(strings.TrimPrefix(o.Key, prefix(tenant)), "/"))
+		}
+	}
+}
+
+func mustDay(s string) time.Time {
+	t, _ := time.Parse(dayLayout, s)
+	return t
+}
+
+// startsBefore says whether an object's id range begins before id.
+func startsBefore(obj, id string) bool {
+	name := obj[strings.LastIndexByte(obj, '/')+1:]
+	first, _, _ := strings.Cut(name, "-")
+	return first < id
+}
+
 // expire deletes the tenant's archived days past its retention.
 func (a *Archive) expire(ctx context.Context, tenant string) (int, error) {
 	if a.RetentionOf == nil {
@@ -368,36 +453,28 @@ func (a *Archive) expire(ctx context.Context, tenant string) (int, error) {
 		return 0, nil
 	}
 	cutoff := a.now().Add(-keep).UTC().Format(dayLayout)
-	days := 0
-	it := a.Bucket.List(&blob.ListOptions{Prefix: prefix(tenant), Delimiter: "/"})
-	for {
-		o, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return days, nil
-		}
-		if err != nil {
-			return days, err
-		}
-		day := strings.TrimSuffix(strings.TrimPrefix(o.Key, prefix(tenant)), "/")
-		// A day is deleted once all of it is past the retention.
-		if !o.IsDir || day >= cutoff {
-			continue
-		}
-		objs := a.Bucket.List(&blob.ListOptions{Prefix: o.Key})
-		for {
-			f, err := objs.Next(ctx)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return days, err
-			}
-			if err := a.Bucket.Delete(ctx, f.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-				return days, err
-			}
-		}
-		days++
+	days, err := a.days(ctx, tenant)
+	if err != nil {
+		return 0, err
 	}
+	deleted := 0
+	// A day is deleted once all of it is past the retention.
+	for _, day := range days {
+		if day >= cutoff {
+			break
+		}
+		objs, err := a.objects(ctx, tenant, mustDay(day))
+		if err != nil {
+			return deleted, err
+		}
+		for _, obj := range objs {
+			if err := a.Bucket.Delete(ctx, obj); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+				return deleted, err
+			}
+		}
+		deleted++
+	}
+	return deleted, nil
 }
 
 // Erase scrubs the tenant's archived messages that match (a patient's):

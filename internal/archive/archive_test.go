@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,6 +147,12 @@ func TestFinalMessagesOlderThanTheHotWindowMoveToTheBlobStoreAndAreStillFound(t 
 	if err != nil || after.Status != ledger.StatusDelivered || after.To.Phone != patient || after.Body != body ||
 		len(after.Events) != len(before.Events) || after.ProviderID != before.ProviderID || !after.CreatedAt.Equal(before.CreatedAt) {
 		t.Fatalf("the archived message reads back as %+v, %v; was %+v", after, err, before)
+	}
+	if known, err := e.ledger.Known(ctx, tenant, old[0]); !known || err != nil {
+		t.Fatalf("an archived message is not known (a broadcast would make it again): %v", err)
+	}
+	if known, _ := e.ledger.Known(ctx, tenant, ulid.Make().String()); known {
+		t.Fatal("a new id is known")
 	}
 	if _, err := e.ledger.Get(ctx, "clinic-b", old[0]); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("another tenant reads an archived message: %v", err)
@@ -295,5 +302,68 @@ func TestObjectNamesCoverTheirIDs(t *testing.T) {
 	obj := objectKey("clinic a/b", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), "01A", "01C")
 	if !strings.HasPrefix(obj, "archive/messages/clinic%20a%2Fb/2026-12-01/") || !covers(obj, "01B") || covers(obj, "01D") {
 		t.Fatalf("object %s", obj)
+	}
+}
+
+// TestTheMessageLogGoesOnIntoTheArchiveInOrder: a tenant's history listed
+// page by page (ledger.Find, the API's message log) is every message once,
+// newest first, whether it is still in Redis (the hot ones, and an old
+// one not final yet) or archived on one of two days; a filter applies to
+// both.
+func TestTheMessageLogGoesOnIntoTheArchiveInOrder(t *testing.T) {
+	e := newEnv(t)
+	const other = "+14155550199"
+	stuck := e.message(120*time.Hour, patient, false) // older than all, still sent: stays in Redis
+	var all []string
+	all = append(all, stuck)
+	for i := 0; i < 5; i++ {
+		all = append(all, e.message(96*time.Hour, patient, true))
+	}
+	for i := 0; i < 4; i++ {
+		all = append(all, e.message(72*time.Hour, other, true))
+	}
+	for i := 0; i < 3; i++ {
+		all = append(all, e.message(time.Hour, patient, true))
+	}
+	if res, err := e.arch.Pass(ctx); err != nil || res.Archived != 9 {
+		t.Fatalf("pass: %+v %v", res, err)
+	}
+	list := func(f ledger.Filter, limit, scan int) []string {
+		t.Helper()
+		var got []string
+		q := ledger.Query{Filter: f, Limit: limit, Scan: scan}
+		for pages := 0; ; pages++ {
+			if pages > 50 {
+				t.Fatal("the listing does not end")
+			}
+			p, err := e.ledger.Find(ctx, tenant, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range p.Messages {
+				got = append(got, m.ID)
+			}
+			if p.Next == "" {
+				return got
+			}
+			q.Before = p.Next
+		}
+	}
+	want := slices.Clone(all)
+	slices.Sort(want)
+	slices.Reverse(want)
+	for _, size := range [][2]int{{2, 3}, {3, 500}, {100, 500}} {
+		if got := list(ledger.Filter{}, size[0], size[1]); !slices.Equal(got, want) {
+			t.Fatalf("limit %d scan %d: listed\n%v\nwant\n%v", size[0], size[1], got, want)
+		}
+	}
+	var theirs []string
+	for _, id := range want {
+		if m, _ := e.ledger.Get(ctx, tenant, id); m != nil && m.To.Phone == other {
+			theirs = append(theirs, id)
+		}
+	}
+	if got := list(ledger.Filter{To: ledger.Recipient{Phone: other}}, 2, 500); len(theirs) != 4 || !slices.Equal(got, theirs) {
+		t.Fatalf("filtered: %v, want %v", got, theirs)
 	}
 }

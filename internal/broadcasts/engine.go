@@ -778,7 +778,7 @@ func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (boo
 		return !m.Status.Final() && m.Status.Rank() > ledger.StatusQueued.Rank(), nil
 	}
 	// A task refused by its sender's pace runs again: write the record once.
-	if ok, err := e.Bulk.Ledger.Exists(ctx, messageID); err != nil || ok {
+	if ok, err := e.Bulk.Ledger.Known(ctx, cfg.Tenant, messageID); err != nil || ok {
 		return ok, err
 	}
 	req, err := e.tryRequest(ctx, cfg, p, t)

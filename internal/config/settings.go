@@ -309,9 +309,8 @@ var settings = []Setting{
 	{Name: "GATEWAY_HOT_RETENTION", Group: groupMessages, Default: "off",
 		Doc: "How long a message stays in Redis once it has reached a final status, counted from when it was made " +
 			"(at least `1h`, e.g. `48h`); then the workers move it, with its history, to the blob store (`BLOB_URL`, " +
-			"sealed with `RECORDING_KEYS`) and `GET /v1/messages/{id}` reads it there. `off` keeps every message in " +
-			"Redis for the whole retention. The message log, conversations and broadcast reports list only messages " +
-			"still in Redis. See [retention](privacy-and-retention.md#retention).",
+			"sealed with `RECORDING_KEYS`); `GET /v1/messages/{id}`, the message log and conversations read it there. " +
+			"`off` keeps every message in Redis for the whole retention. See [retention](privacy-and-retention.md#retention).",
 		parse: func(c *Config, v string) error {
 			if v == "off" {
 				c.HotRetention = 0

@@ -458,7 +458,8 @@ func (s *Service) eraseMessages(ctx context.Context, e *Erasure, j job) (int, er
 	mine := recipientMatcher(j)
 	n := 0
 	for {
-		page, err := s.Ledger.Find(ctx, e.Tenant, ledger.Query{Before: cursor, Limit: ledger.MaxScan, Scan: ledger.MaxScan})
+		// The archive has a step of its own.
+		page, err := s.Ledger.Find(ctx, e.Tenant, ledger.Query{Before: cursor, Limit: ledger.MaxScan, Scan: ledger.MaxScan, HotOnly: true})
 		if err != nil {
 			return n, err
 		}

@@ -118,3 +118,18 @@ func (l *Ledger) Forget(ctx context.Context, tenant string, ms []*Message) error
 	_, err := pipe.Exec(ctx)
 	return err
 }
+
+// Known says whether a tenant's message exists, in Redis or, once moved,
+// in the archive: a message must never be made again under an id whose
+// record was archived.
+func (l *Ledger) Known(ctx context.Context, tenant, id string) (bool, error) {
+	ok, err := l.Exists(ctx, id)
+	if err != nil || ok || l.cold == nil {
+		return ok, err
+	}
+	_, err = l.cold.Find(ctx, tenant, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

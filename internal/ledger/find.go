@@ -129,6 +129,8 @@ type Query struct {
 	Limit int
 	// Scan is the most records examined (MaxScan when 0 or more).
 	Scan int
+	// HotOnly leaves the archive out: only messages in Redis.
+	HotOnly bool
 }
 
 // Page is what a Find returns.
@@ -159,6 +161,10 @@ func (l *Ledger) Find(ctx context.Context, tenant string, q Query) (Page, error)
 	limit := max(q.Limit, 1)
 	page := Page{Messages: []*Message{}}
 	cursor := q.Before
+	lister, _ := l.cold.(ColdLister)
+	if q.HotOnly {
+		lister = nil
+	}
 	for page.Scanned < scan {
 		upper := "+"
 		if cursor != "" {
@@ -179,32 +185,89 @@ func (l *Ledger) Find(ctx context.Context, tenant string, q Query) (Page, error)
 				return Page{}, err
 			}
 		}
+		hot := make([]*Message, 0, len(ids))
 		for i, id := range ids {
-			cursor = id
-			page.Scanned++
 			h := hashes[i].Val()
 			if len(h) == 0 || h["tenant"] != tenant {
-				continue // expired since it was indexed
+				hot = append(hot, &Message{ID: id}) // expired since it was indexed: scanned, never matched
+				continue
 			}
 			m, err := messageOf(id, h)
 			if err != nil {
 				return Page{}, err
 			}
-			if !q.matches(m) {
+			hot = append(hot, m)
+		}
+		// Archived messages are older than the hot window: merged in once
+		// the batch reaches it (or the end of what Redis holds).
+		var cold []*Message
+		if lister != nil && (len(ids) < n || ids[len(ids)-1] < lister.Boundary()) {
+			if cold, err = lister.Older(ctx, tenant, cursor, n); err != nil {
+				return Page{}, err
+			}
+		}
+		merged, last, done := mergeNewestFirst(hot, cold, len(ids) == n, len(cold) == n)
+		for _, m := range merged {
+			cursor = m.ID
+			page.Scanned++
+			if m.Tenant != tenant || !q.matches(m) {
 				continue
 			}
 			page.Messages = append(page.Messages, m)
 			if len(page.Messages) == limit {
-				page.Next = id
+				page.Next = m.ID
 				return page, nil
 			}
 		}
-		if len(ids) < n {
+		if done {
 			return page, nil // the end of the history
 		}
+		cursor = last
 	}
 	page.Next = cursor
 	return page, nil
+}
+
+// ColdLister is a Cold that lists archived messages too, so that Find
+// goes on into the archive.
+type ColdLister interface {
+	Cold
+	// Older returns up to n of the tenant's archived messages older than
+	// the id before ("" for the newest), newest first.
+	Older(ctx context.Context, tenant, before string, n int) ([]*Message, error)
+	// Boundary is the newest id an archived message can have (messages
+	// made since the hot window began are in Redis only).
+	Boundary() string
+}
+
+// mergeNewestFirst merges two newest-first batches read below the same
+// cursor. A batch that was cut short (more follow) bounds what can be
+// taken: nothing older than its last item, which the next round reads
+// again. It returns what can be taken, the cursor for the next round and
+// whether both were read to their end.
+func mergeNewestFirst(a, b []*Message, aMore, bMore bool) ([]*Message, string, bool) {
+	bound := ""
+	if aMore && len(a) > 0 {
+		bound = a[len(a)-1].ID
+	}
+	if bMore && len(b) > 0 && b[len(b)-1].ID > bound {
+		bound = b[len(b)-1].ID
+	}
+	out := make([]*Message, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		var m *Message
+		if j >= len(b) || (i < len(a) && a[i].ID > b[j].ID) {
+			m, i = a[i], i+1
+		} else {
+			m, j = b[j], j+1
+		}
+		if bound != "" && m.ID < bound {
+			break
+		}
+		out = append(out, m)
+	}
+	return out, bound, !aMore && !bMore
 }
 
 // messageOf reads a record's hash (its events are not in it).
