@@ -306,11 +306,12 @@ var settings = []Setting{
 				bad("GATEWAY_RETENTION=%s: must be at least 1h", c.Retention)
 			}
 		}},
-	{Name: "GATEWAY_HOT_RETENTION", Group: groupMessages, Default: "off",
+	{Name: "GATEWAY_HOT_RETENTION", Group: groupMessages, Default: "48h",
 		Doc: "How long a message stays in Redis once it has reached a final status, counted from when it was made " +
 			"(at least `1h`, e.g. `48h`); then the workers move it, with its history, to the blob store (`BLOB_URL`, " +
 			"sealed with `RECORDING_KEYS`); `GET /v1/messages/{id}`, the message log and conversations read it there. " +
-			"`off` keeps every message in Redis for the whole retention. See [retention](privacy-and-retention.md#retention).",
+			"`off`, or a window as long as `GATEWAY_RETENTION`, keeps every message in Redis for the whole retention. " +
+			"See [retention](privacy-and-retention.md#retention).",
 		parse: func(c *Config, v string) error {
 			if v == "off" {
 				c.HotRetention = 0
@@ -319,11 +320,8 @@ var settings = []Setting{
 			return duration(func(c *Config) *time.Duration { return &c.HotRetention })(c, v)
 		},
 		check: func(c Config, _ Role, bad complaint) {
-			switch {
-			case c.HotRetention != 0 && c.HotRetention < time.Hour:
+			if c.HotRetention != 0 && c.HotRetention < time.Hour {
 				bad("GATEWAY_HOT_RETENTION=%s: must be at least 1h, or off", c.HotRetention)
-			case c.HotRetention >= c.Retention && c.HotRetention != 0:
-				bad("GATEWAY_HOT_RETENTION=%s: must be shorter than GATEWAY_RETENTION (%s), or off", c.HotRetention, c.Retention)
 			}
 		}},
 	{Name: "GATEWAY_IDEMPOTENCY_TTL", Group: groupMessages, Default: "24h",

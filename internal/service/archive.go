@@ -21,8 +21,8 @@ const ArchiveEvery = time.Minute
 // openArchive, with GATEWAY_HOT_RETENTION set, opens the blob store the
 // archive lives in, and makes the ledgers find archived messages there.
 func (s *Service) openArchive(ledgers ...*ledger.Ledger) error {
-	if s.Config.HotRetention <= 0 {
-		return nil
+	if s.Config.HotRetention <= 0 || s.Config.HotRetention >= s.Config.Retention {
+		return nil // off, or messages expire before they would move
 	}
 	b, err := blob.OpenBucket(context.Background(), s.Config.BlobURL)
 	if err != nil {

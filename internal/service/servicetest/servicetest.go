@@ -54,9 +54,10 @@ type Options struct {
 	// and voice on the Twilio simulator (its Calls API on, whatever
 	// Twilio.Voice says), WeChat on the WeChat simulator, email on the SMTP
 	// server (its URL() as SMTP_URL, its certificate authority trusted;
-	// EMAIL_FROM is a placeholder) and call recordings in a file:// blob
-	// store in a temporary directory. Without it the gateway has the SMS
-	// channel only and no WeChat simulator or SMTP server runs.
+	// EMAIL_FROM is a placeholder). Without it the gateway has the SMS
+	// channel only and no WeChat simulator or SMTP server runs. Every
+	// gateway keeps its blob store (recordings, archived messages) in a
+	// temporary directory.
 	AllChannels bool
 	// Twilio are the Twilio simulator's options (NoRecord, Voice, …).
 	Twilio twiliosim.Options
@@ -159,6 +160,9 @@ func Start(tb testing.TB, o Options) *Gateway {
 	cfg.Twilio = TwilioConfig(g.Twilio)
 	cfg.Quiet.Window = "off"
 	cfg.OpsAddr = "127.0.0.1:0"
+	// The blob store (recordings, the archive of messages past the hot
+	// window) in a temporary directory, never the working directory.
+	cfg.BlobURL = "file://" + tb.TempDir() + "?create_dir=true"
 	opts := service.Options{Logger: o.Logger, Listener: ln, Transport: o.Transport,
 		WebhookGuard: o.WebhookGuard, Channels: o.Channels, NoMetrics: o.NoMetrics,
 		TracerProvider: o.TracerProvider}
@@ -166,7 +170,6 @@ func Start(tb testing.TB, o Options) *Gateway {
 		cfg.Voice.From = TwilioFrom
 		cfg.WeChat = config.WeChatConfig{AppID: g.WeChat.AppID(), AppSecret: g.WeChat.AppSecret(), APIURL: g.WeChat.URL()}
 		cfg.Email.SMTPURL, cfg.Email.From = g.SMTP.URL(), emailFrom
-		cfg.BlobURL = "file://" + tb.TempDir() + "?create_dir=true"
 		opts.EmailTLS = g.SMTP.ClientTLSConfig()
 		if o.Reports {
 			mailIn, err := net.Listen("tcp", "127.0.0.1:0")
