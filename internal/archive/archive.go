@@ -330,13 +330,24 @@ func covers(obj, id string) bool {
 	return ok && first <= id && id <= last
 }
 
-// Find returns the tenant's archived message (ledger.Cold): it lists the
-// objects of the day the id was made and reads the one whose id range
-// holds it.
+// Find returns the tenant's archived message (ledger.Cold), any tenant's
+// for "": it lists the objects of the day the id was made and reads the
+// one whose id range holds it.
 func (a *Archive) Find(ctx context.Context, tenant, id string) (*ledger.Message, error) {
 	day, ok := dayOf(id)
 	if u, err := ulid.ParseStrict(id); !ok || err != nil || ulid.Time(u.Time()).After(a.now().Add(-a.Hot)) {
 		return nil, ledger.ErrNotFound // never moved: too young
+	}
+	if tenant == "" {
+		// A late reply, complaint or unsubscription names only the
+		// message: every tenant's archive of that day is looked at.
+		for _, t := range a.Tenants() {
+			m, err := a.Find(ctx, t, id)
+			if !errors.Is(err, ledger.ErrNotFound) {
+				return m, err
+			}
+		}
+		return nil, ledger.ErrNotFound
 	}
 	objs, err := a.objects(ctx, tenant, day)
 	if err != nil {

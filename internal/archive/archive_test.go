@@ -154,6 +154,10 @@ func TestFinalMessagesOlderThanTheHotWindowMoveToTheBlobStoreAndAreStillFound(t 
 	if known, _ := e.ledger.Known(ctx, tenant, ulid.Make().String()); known {
 		t.Fatal("a new id is known")
 	}
+	// A patient's late reply or unsubscription names only the message.
+	if m, err := e.ledger.Get(ctx, "", old[0]); err != nil || m.Tenant != tenant || m.To.Phone != patient {
+		t.Fatalf("an archived message found without its tenant: %+v %v", m, err)
+	}
 	if _, err := e.ledger.Get(ctx, "clinic-b", old[0]); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("another tenant reads an archived message: %v", err)
 	}

@@ -18,8 +18,8 @@ import (
 
 // Cold is where messages moved out of Redis are found.
 type Cold interface {
-	// Find returns the tenant's archived message, or ErrNotFound (at
-	// once for a message too young to have been moved).
+	// Find returns the tenant's archived message ("" for any tenant's),
+	// or ErrNotFound (at once for a message too young to have been moved).
 	Find(ctx context.Context, tenant, id string) (*Message, error)
 }
 
@@ -27,9 +27,11 @@ type Cold interface {
 // Redis.
 func (l *Ledger) SetCold(cold Cold) { l.cold = cold }
 
-// fromCold looks for a message Get did not find in Redis.
+// fromCold looks for a message Get did not find in Redis. Without a
+// tenant (a patient's late reply or unsubscription names only the
+// message) every tenant's archive is looked at.
 func (l *Ledger) fromCold(ctx context.Context, tenant, id string) (*Message, error) {
-	if l.cold == nil || tenant == "" {
+	if l.cold == nil {
 		return nil, ErrNotFound
 	}
 	return l.cold.Find(ctx, tenant, id)

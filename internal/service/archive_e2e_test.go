@@ -37,6 +37,11 @@ func TestADeliveredMessagePastTheHotWindowIsReadFromTheArchiveAndErasedThere(t *
 		len(cold.Body["events"].([]any)) != len(hot.Body["events"].([]any)) {
 		t.Fatalf("GET after the move: %d %s\nbefore: %s", cold.Status, cold.Raw, hot.Raw)
 	}
+	// A patient's late reply, complaint or unsubscription names only the
+	// message: the receiver finds it in the archive too.
+	if m, err := e.svc.Inbound.Message(context.Background(), id); err != nil || m.To.Phone != phone {
+		t.Fatalf("the receiver's look-up of the archived message: %+v %v", m, err)
+	}
 	if other := e.do("GET", "/v1/messages/"+id, keyB, ""); other.Status != 404 {
 		t.Fatalf("another clinic reads the archived message: %d", other.Status)
 	}
