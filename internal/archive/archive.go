@@ -55,6 +55,10 @@ const (
 	// maxObjectBytes bounds what Find and Erase read of one object.
 	maxObjectBytes = 256 << 20
 	leaseTTL       = 5 * time.Minute
+	// SentSettled is how long after it was made a message left at `sent`
+	// counts as settled: past the lost-callback reconciler's three days,
+	// and beyond any delivery report that is still to come.
+	SentSettled = 96 * time.Hour
 	// maxBatches bounds a tenant's pass well within its lease (500
 	// messages a batch take well under a second to move); the next pass
 	// goes on.
@@ -165,14 +169,21 @@ func (a *Archive) tenant(ctx context.Context, tenant string, res *Result) error 
 		res.Archived += n
 		res.Objects++
 	}
+	cursor := ""
 	for range maxBatches {
-		due, err := a.Ledger.ArchiveCandidates(ctx, tenant, a.now().Add(-a.Hot), 4*a.batch(), a.batch())
+		now := a.now()
+		due, last, err := a.Ledger.ArchiveCandidates(ctx, tenant, cursor, now.Add(-a.Hot), now.Add(-max(a.Hot, SentSettled)),
+			4*a.batch(), a.batch())
 		if err != nil {
 			return err
 		}
 		ids := sameDay(due)
 		if len(ids) == 0 {
-			break
+			if last == "" {
+				break // nothing more is settled
+			}
+			cursor = last // only unsettled messages here: step over them
+			continue
 		}
 		day, _ := dayOf(ids[0])
 		obj := objectKey(tenant, day, ids[0], ids[len(ids)-1])
@@ -185,7 +196,7 @@ func (a *Archive) tenant(ctx context.Context, tenant string, res *Result) error 
 		}
 		res.Archived += n
 		res.Objects++
-		if n == 0 || len(due) < a.batch() && len(ids) == len(due) {
+		if n == 0 {
 			break
 		}
 	}

@@ -307,7 +307,8 @@ var settings = []Setting{
 			}
 		}},
 	{Name: "GATEWAY_HOT_RETENTION", Group: groupMessages, Default: "48h",
-		Doc: "How long a message stays in Redis once it has reached a final status, counted from when it was made " +
+		Doc: "How long a message stays in Redis once it has reached a final status (or stayed at `sent` for 4 days: " +
+			"no report is coming), counted from when it was made " +
 			"(at least `1h`, e.g. `48h`); then the workers move it, with its history, to the blob store (`BLOB_URL`, " +
 			"sealed with `RECORDING_KEYS`); `GET /v1/messages/{id}`, the message log and conversations read it there. " +
 			"`off`, or a window as long as `GATEWAY_RETENTION`, keeps every message in Redis for the whole retention. " +

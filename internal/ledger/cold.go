@@ -38,34 +38,50 @@ func (l *Ledger) fromCold(ctx context.Context, tenant, id string) (*Message, err
 }
 
 // ArchiveCandidates returns, oldest first, up to limit of the tenant's
-// messages made before `before` that have reached a final status, among
-// the scan oldest of its messages.
-func (l *Ledger) ArchiveCandidates(ctx context.Context, tenant string, before time.Time, scan, limit int) ([]string, error) {
-	var cutoff ulid.ULID
+// messages made before `before` that are settled: final, or `sent` and
+// made before sentBefore (a channel that reports nothing more, or a
+// report that never came, leaves a message at sent for good). It looks at
+// scan messages after the id `after` ("" from the oldest); last is the
+// id to go on after when it looked at all of them without finding limit
+// ("" once it reached the end): unsettled messages (scheduled far ahead,
+// waiting for a report) are stepped over, not stopped at.
+func (l *Ledger) ArchiveCandidates(ctx context.Context, tenant, after string, before, sentBefore time.Time, scan, limit int) (ids []string, last string, err error) {
+	var cutoff, sentCutoff ulid.ULID
 	_ = cutoff.SetTime(ulid.Timestamp(before))
-	ids, err := l.rdb.ZRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Min: "-", Max: "(" + cutoff.String(),
+	_ = sentCutoff.SetTime(ulid.Timestamp(sentBefore))
+	lower := "-"
+	if after != "" {
+		lower = "(" + after
+	}
+	all, err := l.rdb.ZRangeByLex(ctx, tenantIndexKey(tenant), &redis.ZRangeBy{Min: lower, Max: "(" + cutoff.String(),
 		Count: int64(scan)}).Result()
-	if err != nil || len(ids) == 0 {
-		return nil, err
+	if err != nil || len(all) == 0 {
+		return nil, "", err
 	}
 	pipe := l.rdb.Pipeline()
-	ranks := make([]*redis.StringCmd, len(ids))
-	for i, id := range ids {
-		ranks[i] = pipe.HGet(ctx, msgKey(id), "rank")
+	states := make([]*redis.SliceCmd, len(all))
+	for i, id := range all {
+		states[i] = pipe.HMGet(ctx, msgKey(id), "rank", "status")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+		return nil, "", err
 	}
-	var out []string
-	for i, id := range ids {
-		if r, err := strconv.Atoi(ranks[i].Val()); err == nil && r >= 3 {
-			out = append(out, id)
-			if len(out) == limit {
-				break
+	for i, id := range all {
+		v := states[i].Val()
+		rank, _ := v[0].(string)
+		status, _ := v[1].(string)
+		r, err := strconv.Atoi(rank)
+		if err == nil && (r >= 3 || Status(status) == StatusSent && id < sentCutoff.String()) {
+			ids = append(ids, id)
+			if len(ids) == limit {
+				return ids, "", nil
 			}
 		}
 	}
-	return out, nil
+	if len(all) == scan {
+		last = all[len(all)-1]
+	}
+	return ids, last, nil
 }
 
 // GetMany reads the tenant's messages in one round trip; a message that is
