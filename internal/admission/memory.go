@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/patientmsg/gateway/internal/autopipe"
 )
 
 // Memory is a reading of Redis memory.
@@ -124,7 +126,7 @@ func (c *Controller) noteRefusals(m Memory) {
 
 // infoMemory reads INFO memory; on Cluster, of the fullest primary.
 func (c *Controller) infoMemory(ctx context.Context) (Memory, error) {
-	cc, ok := c.rdb.(*redis.ClusterClient)
+	cc, ok := autopipe.Underlying(c.rdb).(*redis.ClusterClient)
 	if !ok {
 		return readInfoMemory(ctx, c.rdb)
 	}

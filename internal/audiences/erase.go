@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/internal/autopipe"
 	"github.com/patientmsg/gateway/internal/consent"
 )
 
@@ -76,7 +77,7 @@ func scanKeys(ctx context.Context, rdb redis.UniversalClient, pattern string, f 
 		}
 		return it.Err()
 	}
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
+	if cc, ok := autopipe.Underlying(rdb).(*redis.ClusterClient); ok {
 		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(c) })
 	}
 	return scan(rdb)

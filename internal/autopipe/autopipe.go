@@ -11,13 +11,17 @@
 //
 // Commands keep their order within a goroutine, and a pipelined group of
 // commands (Pipeline, Pipelined) stays together and in order. A
-// transaction (TxPipeline) runs on its own, as it must. WATCH is not
-// supported: its commands would not share a connection.
+// transaction (TxPipeline) runs on its own, as it must. What needs a
+// connection of its own runs on the underlying client, unbatched: WATCH
+// (Watch), subscriptions, and blocking commands (BLPOP and the like,
+// XREAD … BLOCK, WAIT), which would hold up every command behind them.
 package autopipe
 
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -148,12 +152,55 @@ func (c *Client) tx(ctx context.Context, cmds []redis.Cmder) {
 	})
 }
 
+// Watch runs fn on the underlying client: WATCH needs a connection of its
+// own.
+func (c *Client) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...string) error {
+	return c.rdb.Watch(ctx, fn, keys...)
+}
+
+// Subscribe subscribes on the underlying client.
+func (c *Client) Subscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return c.rdb.Subscribe(ctx, channels...)
+}
+
+// PSubscribe subscribes on the underlying client.
+func (c *Client) PSubscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return c.rdb.PSubscribe(ctx, channels...)
+}
+
+// SSubscribe subscribes on the underlying client.
+func (c *Client) SSubscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return c.rdb.SSubscribe(ctx, channels...)
+}
+
+// PoolStats are the underlying client's: the Client has no pool.
+func (c *Client) PoolStats() *redis.PoolStats { return c.rdb.PoolStats() }
+
+// blocks reports whether cmd may wait on the server (for data, or for
+// replicas), holding up whatever shares its pipeline.
+func blocks(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "wait", "waitaof":
+		return true
+	case "xread", "xreadgroup":
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.EqualFold(s, "block") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 type hook struct{ c *Client }
 
 func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h hook) ProcessHook(redis.ProcessHook) redis.ProcessHook {
-	return func(_ context.Context, cmd redis.Cmder) error {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if blocks(cmd) {
+			return h.c.rdb.Process(ctx, cmd)
+		}
 		h.c.run([]redis.Cmder{cmd})
 		return cmd.Err()
 	}
@@ -167,6 +214,10 @@ func (h hook) ProcessPipelineHook(redis.ProcessPipelineHook) redis.ProcessPipeli
 		if len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec" {
 			h.c.tx(ctx, cmds)
 			cmds = cmds[1 : len(cmds)-1]
+		} else if slices.ContainsFunc(cmds, blocks) {
+			pipe := h.c.rdb.Pipeline() // on one connection of its own, as it was meant
+			_ = pipe.BatchProcess(ctx, cmds...)
+			_, _ = pipe.Exec(ctx)
 		} else {
 			h.c.run(cmds)
 		}
@@ -176,5 +227,22 @@ func (h hook) ProcessPipelineHook(redis.ProcessPipelineHook) redis.ProcessPipeli
 			}
 		}
 		return nil
+	}
+}
+
+// Unwrap is the client c sends its commands on.
+func (c *Client) Unwrap() redis.UniversalClient { return c.rdb }
+
+// Underlying is the client rdb sends its commands on: the innermost
+// client under a Client (or anything with Unwrap, such as a type
+// embedding one), else rdb itself. Code that needs the concrete client (a
+// Cluster's primaries, one by one) asks for it this way.
+func Underlying(rdb redis.UniversalClient) redis.UniversalClient {
+	for {
+		w, ok := rdb.(interface{ Unwrap() redis.UniversalClient })
+		if !ok {
+			return rdb
+		}
+		rdb = w.Unwrap()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -226,5 +227,111 @@ func TestARedisOutageFailsEachCommand(t *testing.T) {
 	srv.Stop()
 	if err := c.Get(ctx, "x").Err(); err == nil || errors.Is(err, redis.Nil) {
 		t.Fatalf("GET with Redis down: %v, want a connection error", err)
+	}
+}
+
+func TestABlockingCommandHoldsUpNoOne(t *testing.T) {
+	// One flusher: a BLPOP in its pipeline would stall every command
+	// behind it for the whole block.
+	c, rdb, _ := setup(t, autopipe.Options{Flushers: 1})
+	ctx := context.Background()
+	popped := make(chan []string, 1)
+	go func() {
+		v, _ := c.BLPop(ctx, 5*time.Second, "q").Result()
+		popped <- v
+	}()
+	time.Sleep(50 * time.Millisecond) // let the BLPOP block on the server
+	start := time.Now()
+	if err := c.Set(ctx, "x", 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("SET waited %v behind a BLPOP", d)
+	}
+	if err := c.RPush(ctx, "q", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-popped; len(v) != 2 || v[1] != "v" {
+		t.Fatalf("BLPOP = %v", v)
+	}
+	if got := rdb.Get(ctx, "x").Val(); got != "1" {
+		t.Fatalf("x = %q", got)
+	}
+}
+
+func TestWatchAndSubscribeUseTheUnderlyingClient(t *testing.T) {
+	c, rdb, _ := setup(t, autopipe.Options{})
+	ctx := context.Background()
+	if err := c.Watch(ctx, func(tx *redis.Tx) error {
+		n, _ := tx.Get(ctx, "w").Int()
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error { return p.Set(ctx, "w", n+1, 0).Err() })
+		return err
+	}, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.Get(ctx, "w").Val(); got != "1" {
+		t.Fatalf("w = %q after a watched increment", got)
+	}
+	sub := c.Subscribe(ctx, "ch")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, "ch", "hello").Err(); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.ReceiveMessage(ctx)
+	if err != nil || msg.Payload != "hello" {
+		t.Fatalf("subscription got %v, %v", msg, err)
+	}
+}
+
+func TestAnAsynqServerProcessesThroughIt(t *testing.T) {
+	c, _, cnt := setup(t, autopipe.Options{})
+	q := asynq.NewClientFromRedisClient(c)
+	const n = 200
+	var done atomic.Int64
+	all := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(c, asynq.Config{Concurrency: 20, LogLevel: asynq.FatalLevel,
+		TaskCheckInterval: 10 * time.Millisecond})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("t", func(context.Context, *asynq.Task) error {
+		if done.Add(1) == n {
+			close(all)
+		}
+		return nil
+	})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	for i := range n {
+		if _, err := q.Enqueue(asynq.NewTask("t", nil), asynq.TaskID("s"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%d of %d tasks processed", done.Load(), n)
+	}
+	if cnt.pipelines.Load() == 0 {
+		t.Fatal("no pipeline went through the autopipe client")
+	}
+}
+
+func TestUnderlyingFindsTheClusterClientBeneath(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cc.Close()
+	c := autopipe.New(cc, autopipe.Options{})
+	defer c.Close()
+	type embedding struct{ *autopipe.Client }
+	for _, rdb := range []redis.UniversalClient{c, embedding{c}, autopipe.New(c, autopipe.Options{})} {
+		if got := autopipe.Underlying(rdb); got != redis.UniversalClient(cc) {
+			t.Fatalf("Underlying(%T) = %T, want the cluster client", rdb, got)
+		}
+	}
+	if got := autopipe.Underlying(cc); got != redis.UniversalClient(cc) {
+		t.Fatalf("Underlying of a plain client = %T", got)
 	}
 }

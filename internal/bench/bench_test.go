@@ -919,24 +919,35 @@ func (t *limiterTally) DialHook(next redis.DialHook) redis.DialHook { return nex
 func (t *limiterTally) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		args := cmd.Args()
-		if err != nil || len(args) < 4 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
-			return err
-		}
-		if key, _ := args[3].(string); strings.HasPrefix(key, "gw:snd:{voice:") {
-			t.reserves.Add(1)
-			if c, ok := cmd.(*redis.Cmd); ok {
-				if v, err := c.Int64Slice(); err == nil && len(v) > 0 && v[0] == 0 {
-					t.waits.Add(1)
-				}
-			}
+		t.note(cmd)
+		return err
+	}
+}
+
+// The gateway batches its commands into pipelines: each is looked at.
+func (t *limiterTally) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, cmd := range cmds {
+			t.note(cmd)
 		}
 		return err
 	}
 }
 
-func (t *limiterTally) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+func (t *limiterTally) note(cmd redis.Cmder) {
+	args := cmd.Args()
+	if cmd.Err() != nil || len(args) < 4 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+		return
+	}
+	if key, _ := args[3].(string); strings.HasPrefix(key, "gw:snd:{voice:") {
+		t.reserves.Add(1)
+		if c, ok := cmd.(*redis.Cmd); ok {
+			if v, err := c.Int64Slice(); err == nil && len(v) > 0 && v[0] == 0 {
+				t.waits.Add(1)
+			}
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -1432,9 +1443,9 @@ func (r report) print(w io.Writer) {
 	}{{"(a) bare Asynq", r.asynqUse, r.n}, {"(a2) Asynq, same work", r.asynq2Use, r.n}, {"(b) gateway", r.gwUse, r.n},
 		{"(b-voice) gateway, voice", v.use, v.n}, {"(b-wechat) gateway, WeChat", wc.use, wc.n}, {"(b-email) gateway, email", em.use, em.n}}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "    \tRedis round trips\tredis-server CPU\tbench process CPU\tCPU busy (of %d cores)\tprovider connections opened\n", runtime.NumCPU())
+	fmt.Fprintf(tw, "    \tRedis round trips\tRedis commands\tredis-server CPU\tbench process CPU\tCPU busy (of %d cores)\tprovider connections opened\n", runtime.NumCPU())
 	for _, u := range rows {
-		fmt.Fprintf(tw, "    %s\t%.1f\t%.0fµs\t%.0fµs\t%.0f%%\t%.2f\n", u.name, float64(u.u.trips)/float64(u.n),
+		fmt.Fprintf(tw, "    %s\t%.1f\t%.1f\t%.0fµs\t%.0fµs\t%.0f%%\t%.2f\n", u.name, float64(u.u.trips)/float64(u.n), float64(u.u.cmds)/float64(u.n),
 			u.u.redisCPU.Seconds()*1e6/float64(u.n), u.u.procCPU.Seconds()*1e6/float64(u.n),
 			100*(u.u.redisCPU+u.u.procCPU).Seconds()/u.u.wall.Seconds()/float64(runtime.NumCPU()),
 			float64(u.u.dials)/float64(u.n))
@@ -1524,6 +1535,7 @@ func (nopLogger) Fatal(...any) {}
 type usage struct {
 	wall     time.Duration
 	trips    int64         // Redis round trips (commands and pipelines) by the measured client
+	cmds     int64         // Redis commands, each command of a pipeline counted
 	redisCPU time.Duration // redis-server user+sys CPU
 	procCPU  time.Duration // this process' user+sys CPU
 	dials    int64         // provider (simulator) connections opened
@@ -1564,8 +1576,8 @@ func (m *meter) stop(wall time.Duration) usage {
 		m.profile.Close()
 		m.e.b.Logf("CPU profile of this phase: %s", m.profile.Name())
 	}
-	trips, rows := m.tally.snapshot()
-	return usage{wall: wall, trips: trips, rows: rows, dials: m.e.guard.dials.Load() - m.dials,
+	trips, cmds, rows := m.tally.snapshot()
+	return usage{wall: wall, trips: trips, cmds: cmds, rows: rows, dials: m.e.guard.dials.Load() - m.dials,
 		redisCPU: m.e.redisCPU() - m.redisCPU, procCPU: processCPU() - m.procCPU}
 }
 
@@ -1612,6 +1624,7 @@ type redisTally struct {
 	callers bool
 	mu      sync.Mutex
 	trips   int64
+	cmds    int64
 	by      map[string]*tallyRow
 }
 
@@ -1627,22 +1640,22 @@ func newRedisTally() *redisTally {
 
 func (t *redisTally) reset() {
 	t.mu.Lock()
-	t.trips, t.by = 0, map[string]*tallyRow{}
+	t.trips, t.cmds, t.by = 0, 0, map[string]*tallyRow{}
 	t.mu.Unlock()
 }
 
-func (t *redisTally) snapshot() (int64, []tallyRow) {
+func (t *redisTally) snapshot() (trips, cmds int64, rows []tallyRow) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	rows := make([]tallyRow, 0, len(t.by))
+	rows = make([]tallyRow, 0, len(t.by))
 	for _, r := range t.by {
 		rows = append(rows, *r)
 	}
 	slices.SortFunc(rows, func(a, b tallyRow) int { return int(b.total - a.total) })
-	return t.trips, rows
+	return t.trips, t.cmds, rows
 }
 
-func (t *redisTally) record(cmdName string, args []any, d time.Duration) {
+func (t *redisTally) record(cmdName string, args []any, n int, d time.Duration) {
 	kind, label := "command", cmdName
 	if t.callers {
 		kind, label = "caller", caller()+queueOf(args)
@@ -1650,6 +1663,7 @@ func (t *redisTally) record(cmdName string, args []any, d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.trips++
+	t.cmds += int64(n)
 	r := t.by[label]
 	if r == nil {
 		r = &tallyRow{kind: kind, label: label}
@@ -1665,7 +1679,7 @@ func (t *redisTally) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmd)
-		t.record(cmd.Name(), cmd.Args(), time.Since(start))
+		t.record(cmd.Name(), cmd.Args(), 1, time.Since(start))
 		return err
 	}
 }
@@ -1682,7 +1696,7 @@ func (t *redisTally) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 		if len(cmds) > 0 {
 			args = cmds[0].Args()
 		}
-		t.record("pipeline("+strings.Join(names, ",")+")", args, time.Since(start))
+		t.record("pipeline("+strings.Join(names, ",")+")", args, len(cmds), time.Since(start))
 		return err
 	}
 }

@@ -82,8 +82,10 @@
 //     phase (b)'s N delivered SMS, read once the queues are empty.
 //
 // For (a), (a2), (b) and the channel phases the report also says where the
-// time goes, per message: Redis round trips (counted by a go-redis hook on
-// the client the phase uses), redis-server CPU (INFO cpu), this process' CPU
+// time goes, per message: Redis round trips and Redis commands (counted by
+// a go-redis hook on the client the phase uses: a pipeline is one round
+// trip and as many commands as it holds; the gateway sends the commands
+// its requests and tasks have waiting at the same moment as one pipeline), redis-server CPU (INFO cpu), this process' CPU
 // (getrusage; it holds the load generator, the gateway or bare Asynq, the
 // simulators and (a2)'s callback receiver), how busy the machine's cores
 // were, and how many connections the provider client opened (for email, the

@@ -16,7 +16,7 @@ import (
 // newAudit builds the audit log every role appends to and, for a worker
 // with a signing key, the export of the log to the blob store.
 func (s *Service) newAudit(cfg config.Config, role config.Role, logger *slog.Logger) error {
-	s.Audit = audit.New(s.Redis, logger)
+	s.Audit = audit.New(s.hot, logger)
 	if role&config.RoleWorker == 0 {
 		return nil
 	}

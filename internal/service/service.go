@@ -152,6 +152,7 @@ type Service struct {
 
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	hot       *autopipe.Client // Redis' client batching the message path's commands
 	closers   []func() error
 	stopSweep context.CancelFunc
 	ln        net.Listener
@@ -170,11 +171,18 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	rdb, err := NewRedis(cfg)
+	raw, err := NewRedis(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Config: cfg, Role: role, Redis: rdb, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
+	// Many requests and tasks at once each make a few small commands: the
+	// commands waiting at any moment go to Redis as one pipeline (one
+	// system call and one wake-up on each side, instead of one per
+	// command), each still run on its own and answered to its caller.
+	// What must hold a connection of its own (WATCH, subscriptions,
+	// blocking commands, the replication fence's WAIT) runs on raw.
+	rdb := &hotClient{Client: autopipe.New(raw, autopipe.Options{}), raw: raw}
+	s := &Service{Config: cfg, Role: role, Redis: raw, hot: rdb.Client, Ledger: ledger.New(rdb, cfg.Retention), Consent: consent.New(rdb),
 		log: o.Logger, ln: o.Listener, mailLn: o.MailInListener}
 	if !o.NoMetrics {
 		s.Metrics = metrics.New()
@@ -186,7 +194,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		rdb.Close()
 		return nil, err
 	}
-	fence := newFence(cfg, rdb)
+	fence := newFence(cfg, raw)
 	if err := s.newAudit(cfg, role, o.Logger); err != nil {
 		rdb.Close()
 		return nil, err
@@ -305,7 +313,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		MaxAttempts: cfg.Worker.MaxAttempts, AttemptTimeout: AttemptTimeout(cfg), Logger: o.Logger.With("comp", "messaging"), Now: time.Now}
 	// A broadcast writes for thousands of people at once: through a client
 	// that sends their round trips together.
-	batched := autopipe.New(rdb, autopipe.Options{})
+	batched := autopipe.New(raw, autopipe.Options{})
 	s.closers = append(s.closers, batched.Close)
 	bulkLedger := ledger.New(batched, cfg.Retention)
 	bulkLedger.OnCreate, bulkLedger.Metrics = onCreate, s.Metrics
@@ -623,6 +631,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	if s.client != nil {
 		_ = s.client.Close()
+	}
+	if s.hot != nil {
+		errs = append(errs, s.hot.Close())
 	}
 	errs = append(errs, s.Redis.Close())
 	s.log.Info("shut down")
