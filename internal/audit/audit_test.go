@@ -3,6 +3,7 @@ package audit_test
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strings"
 	"sync"
 	"testing"
@@ -339,5 +340,58 @@ func TestEveryGeneratedKeyGivesItsVerifierKey(t *testing.T) {
 		if got, err := audit.VerifierKey(skey); err != nil || got != vkey {
 			t.Fatalf("VerifierKey(%s) = %s, %v; want %s", skey, got, err, vkey)
 		}
+	}
+}
+
+// The tree hashes of exported events leave Redis but for the few later
+// appends read, in passes of bounded size: the log grows on, and every
+// checkpoint, old and new, still verifies from the blob store.
+func TestExportedTreeHashesLeaveRedisButAppendsAndProofsGoOn(t *testing.T) {
+	ctx := context.Background()
+	b, _ := bucket(t)
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	l := audit.New(rdb, nil)
+	appendN := func(from, n int) {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 64)
+		for i := from; i < from+n; i++ {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if _, err := l.Append(ctx, event("clinic-a", "message.read", fmt.Sprintf("message:m%d", i))); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	skey, vkey := keys(t)
+	x := &audit.Exporter{Log: l, Bucket: b, Signer: newSigner(t, skey), Batch: 5000}
+	hashes := func() int64 { return rdb.HLen(ctx, "gw:audit:{clinic-a}:hashes").Val() }
+	// More than one trimming pass (20,000 records each), and sizes whose
+	// frontiers differ: 25,000 = 0b110000110101000, then 33,333.
+	for _, step := range []struct{ n, size int }{{25000, 25000}, {8333, 33333}} {
+		appendN(step.size-step.n, step.n)
+		if t.Failed() {
+			t.FailNow()
+		}
+		before := hashes()
+		for range 2 { // the second run, caught up, trims
+			if upto, err := x.Export(ctx, "clinic-a"); err != nil || upto != int64(step.size) {
+				t.Fatalf("Export = %d, %v; want %d", upto, err, step.size)
+			}
+		}
+		ones := int64(bits.OnesCount64(uint64(step.size)))
+		if got := hashes(); got != ones {
+			t.Fatalf("size %d: %d tree hashes left in Redis (were %d), want the frontier's %d", step.size, got, before, ones)
+		}
+	}
+	appendN(33333, 100) // appends still build on what stayed
+	if _, err := x.Export(ctx, "clinic-a"); err != nil {
+		t.Fatal(err)
+	}
+	if r := verify(t, b, audit.VerifyOptions{}, vkey); r.Finding != nil || r.Checked != 33433 {
+		t.Fatalf("report %+v (%v)", r, r.Finding)
 	}
 }

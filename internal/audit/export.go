@@ -133,7 +133,7 @@ func (x *Exporter) Export(ctx context.Context, tenant string) (int64, error) {
 			return from, err
 		}
 		if from >= size {
-			return from, x.trim(ctx, tenant, from)
+			return from, errors.Join(x.trimHashes(ctx, tenant, from), x.trim(ctx, tenant, from))
 		}
 		to, err := x.exportRecords(ctx, tenant, from, min(size, from+batch), size)
 		if err != nil {
@@ -160,8 +160,71 @@ func (x *Exporter) Export(ctx context.Context, tenant string) (int64, error) {
 	}
 }
 
-// trim removes from Redis the exported events older than Retention (their
-// tree hashes stay: later appends and proofs need them).
+// hashTrimStep bounds the records whose tree hashes one transaction
+// removes (about twice as many hashes).
+const hashTrimStep = 20000
+
+// trimHashes removes from Redis the tree hashes of exported records that
+// no later append or tree hash reads: the blob store holds them all (a
+// proof is made from there, by Verify). A log of size n ≥ exported only
+// ever reads, of the hashes below the export mark, the roots of the
+// complete subtrees exported splits into (its "frontier", one per bit of
+// exported): those stay, and leave in turn once a larger subtree covers
+// them. Without this, every event left about 200 bytes of hashes in
+// Redis for ever.
+func (x *Exporter) trimHashes(ctx context.Context, tenant string, exported int64) error {
+	rdb := x.Log.rdb
+	done, err := rdb.Get(ctx, hashesTrimmedKey(tenant)).Int64()
+	if err != nil && !isNil(err) {
+		return err
+	}
+	for done < exported {
+		to := min(exported, done+hashTrimStep)
+		keep := map[int64]bool{}
+		for _, i := range frontier(to) {
+			keep[i] = true
+		}
+		var fields []string
+		for _, i := range frontier(done) { // kept by the last pass
+			if !keep[i] {
+				fields = append(fields, strconv.FormatInt(i, 10))
+			}
+		}
+		for i := tlog.StoredHashCount(done); i < tlog.StoredHashCount(to); i++ {
+			if !keep[i] {
+				fields = append(fields, strconv.FormatInt(i, 10))
+			}
+		}
+		if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if len(fields) > 0 {
+				p.HDel(ctx, hashesKey(tenant), fields...)
+			}
+			p.Set(ctx, hashesTrimmedKey(tenant), to, 0)
+			return nil
+		}); err != nil {
+			return err
+		}
+		done = to
+	}
+	return nil
+}
+
+// frontier is the stored indexes of the roots of the complete subtrees a
+// tree of n records splits into, largest first.
+func frontier(n int64) []int64 {
+	var out []int64
+	start := int64(0)
+	for level := 62; level >= 0; level-- {
+		if n&(1<<level) == 0 {
+			continue
+		}
+		out = append(out, tlog.StoredHashIndex(level, start>>level))
+		start += 1 << level
+	}
+	return out
+}
+
+// trim removes from Redis the exported events older than Retention.
 func (x *Exporter) trim(ctx context.Context, tenant string, exported int64) error {
 	if x.Retention <= 0 {
 		return nil

@@ -22,6 +22,10 @@ func hashesKey(tenant string) string   { return "gw:audit:{" + tenant + "}:hashe
 func recordsKey(tenant string) string  { return "gw:audit:{" + tenant + "}:records" }
 func timesKey(tenant string) string    { return "gw:audit:{" + tenant + "}:times" }
 func exportedKey(tenant string) string { return "gw:audit:{" + tenant + "}:exported" }
+
+// hashesTrimmedKey holds the export mark up to which the tree hashes no
+// append needs have left Redis.
+func hashesTrimmedKey(tenant string) string { return "gw:audit:{" + tenant + "}:hashes-trimmed" }
 func exportLockKey(tenant string) string {
 	return "gw:audit:{" + tenant + "}:export-lock"
 }

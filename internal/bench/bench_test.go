@@ -33,6 +33,7 @@ import (
 	"github.com/patientmsg/gateway/channels/email/smtpsim"
 	"github.com/patientmsg/gateway/channels/twilio"
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
+	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/redistest"
@@ -371,9 +372,16 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	tally := newRedisTally()
 	// The archive is on (GATEWAY_HOT_RETENTION=48h), as in production; the
 	// phase's messages are young, so nothing moves until the end.
+	// The audit log is exported, as in production (GATEWAY_AUDIT_SIGNING_KEY).
 	blobs := "file://" + b.TempDir() + "?create_dir=true"
+	skey, _, err := audit.GenerateKey("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
 	g := e.start(servicetest.Options{Role: config.RoleAll, Twilio: twiliosim.Options{NoRecord: true}, Hooks: []redis.Hook{tally},
-		Configure: func(c *config.Config) { c.HotRetention, c.BlobURL = 48*time.Hour, blobs }})
+		Configure: func(c *config.Config) {
+			c.HotRetention, c.BlobURL, c.Audit.BlobURL, c.Audit.SigningKey = 48*time.Hour, blobs, blobs, skey
+		}})
 	defer e.stopGateway(g)
 
 	memBefore := e.usedMemory()
@@ -409,6 +417,13 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	hm.archiveTook = time.Since(archStart)
 	if err != nil || res.Archived != n {
 		b.Fatalf("gateway: the archive pass moved %d of %d delivered messages: %v", res.Archived, n, err)
+	}
+	// And the audit log's export, caught up (a second run trims what the
+	// first exported), as the workers run it every minute.
+	for range 2 {
+		if err := g.Service.ExportAudit(context.Background()); err != nil {
+			b.Fatalf("gateway: audit export: %v", err)
+		}
 	}
 	hm.archived = float64(e.usedMemory()-memBefore) / float64(n)
 	return end.Sub(start), accept, use, hm
@@ -1455,6 +1470,8 @@ func (r report) print(w io.Writer) {
 	for _, u := range rows {
 		u.u.printCallers(w, u.name, u.n)
 	}
+	r.asynq2Use.printServer(w, "(a2) Asynq, same work", r.n)
+	r.gwUse.printServer(w, "(b) gateway", r.n)
 	l := r.lat
 	fmt.Fprintf(w, "\n(c) API accept latency, POST /v1/messages at %d req/s for %ds, open loop, workers running\n", l.rate, l.secs)
 	fmt.Fprintf(w, "    %d requests, issued at %.0f req/s (worst ticker lag %s): p50 %s  p90 %s  p99 %s  max %s\n",
@@ -1468,7 +1485,7 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(tw, "    bare Asynq, 1-byte payload\t%.0f B/msg\t(%d → %d bytes)\n", a.perMsg, a.before, a.after)
 	fmt.Fprintf(tw, "    gateway, per SMS delivered in (b)\t%.0f B/msg\t(used_memory growth over the %d delivered SMS, kept in the hot window with their history, indexes and audit events; queues empty)\n",
 		r.deliveredMem.delivered, r.n)
-	fmt.Fprintf(tw, "    the same once archived\t%.0f B/msg\t(after one archive pass moved all %d to the blob store in %s, %.0f msgs/s; what stays: audit events, conversations, consent)\n",
+	fmt.Fprintf(tw, "    the same once archived\t%.0f B/msg\t(after one archive pass moved all %d to the blob store in %s, %.0f msgs/s, and the audit log's export caught up; what stays: audit events, conversations, consent)\n",
 		r.deliveredMem.archived, r.n, r.deliveredMem.archiveTook.Round(time.Millisecond), rateOf(r.n, r.deliveredMem.archiveTook))
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -1540,10 +1557,12 @@ type usage struct {
 	procCPU  time.Duration // this process' user+sys CPU
 	dials    int64         // provider (simulator) connections opened
 	rows     []tallyRow    // by caller, with BENCH_REDIS_CALLERS=1; by command otherwise
+	server   []serverStat  // INFO commandstats: what redis-server spent its time on
 }
 
 type meter struct {
 	e        *env
+	stats    map[string]serverStat
 	tally    *redisTally
 	redisCPU time.Duration
 	procCPU  time.Duration
@@ -1553,7 +1572,7 @@ type meter struct {
 
 func (e *env) startMeter(t *redisTally, phase string) *meter {
 	t.reset()
-	m := &meter{e: e, tally: t, redisCPU: e.redisCPU(), procCPU: processCPU(), dials: e.guard.dials.Load()}
+	m := &meter{e: e, tally: t, stats: e.commandStats(), redisCPU: e.redisCPU(), procCPU: processCPU(), dials: e.guard.dials.Load()}
 	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
 		f, err := os.Create(filepath.Join(dir, phase+".cpu.pprof"))
 		if err == nil {
@@ -1577,7 +1596,15 @@ func (m *meter) stop(wall time.Duration) usage {
 		m.e.b.Logf("CPU profile of this phase: %s", m.profile.Name())
 	}
 	trips, cmds, rows := m.tally.snapshot()
-	return usage{wall: wall, trips: trips, cmds: cmds, rows: rows, dials: m.e.guard.dials.Load() - m.dials,
+	var server []serverStat
+	for name, after := range m.e.commandStats() {
+		before := m.stats[name]
+		if d := (serverStat{name: name, calls: after.calls - before.calls, usec: after.usec - before.usec}); d.calls > 0 {
+			server = append(server, d)
+		}
+	}
+	slices.SortFunc(server, func(a, b serverStat) int { return int(b.usec - a.usec) })
+	return usage{wall: wall, trips: trips, cmds: cmds, rows: rows, server: server, dials: m.e.guard.dials.Load() - m.dials,
 		redisCPU: m.e.redisCPU() - m.redisCPU, procCPU: processCPU() - m.procCPU}
 }
 
@@ -1594,6 +1621,61 @@ func (u usage) printCallers(w io.Writer, name string, n int) {
 		}
 		fmt.Fprintf(tw, "      %s\t%.2f\t%.0fµs\t%.0f%%\n", r.label, float64(r.calls)/float64(n),
 			float64(r.total.Microseconds())/float64(r.calls), 100*r.total.Seconds()/u.wall.Seconds())
+	}
+	tw.Flush()
+}
+
+// serverStat is one command's line of INFO commandstats: how often Redis
+// ran it and the time it spent (scripts: EVALSHA and EVAL, whatever the
+// script).
+type serverStat struct {
+	name  string
+	calls int64
+	usec  int64
+}
+
+func (e *env) commandStats() map[string]serverStat {
+	info, err := e.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		e.b.Fatalf("INFO commandstats: %v", err)
+	}
+	out := map[string]serverStat{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		st := serverStat{name: strings.TrimPrefix(name, "cmdstat_")}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				st.calls, _ = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				st.usec, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		out[st.name] = st
+	}
+	return out
+}
+
+// printServer prints what redis-server spent a phase's time on, by
+// command, per message (the commands run inside scripts count under their
+// own names too, so the shares overlap).
+func (u usage) printServer(w io.Writer, name string, n int) {
+	if len(u.server) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "    %s, redis-server time by command (INFO commandstats; commands called by scripts count in both):\n", name)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "      \tcalls per msg\tµs per call\tµs per msg\n")
+	for i, st := range u.server {
+		if i == 12 {
+			break
+		}
+		fmt.Fprintf(tw, "      %s\t%.2f\t%.1f\t%.1f\n", st.name, float64(st.calls)/float64(n),
+			float64(st.usec)/float64(st.calls), float64(st.usec)/float64(n))
 	}
 	tw.Flush()
 }
