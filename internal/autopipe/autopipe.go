@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -51,6 +52,43 @@ type Client struct {
 	mu     sync.RWMutex // held to send on queue; taken for writing by Close
 	closed bool
 	wg     sync.WaitGroup
+
+	hooksMu sync.Mutex
+	hooks   atomic.Pointer[[]redis.Hook] // AddHook's, outermost first
+}
+
+// AddHook adds a hook that sees each command (and each pipelined group)
+// as its caller runs it, in the caller's goroutine, before it joins a
+// batch: a tracing or counting hook learns who ran what. The underlying
+// client's hooks see the batches.
+func (c *Client) AddHook(h redis.Hook) {
+	c.hooksMu.Lock()
+	defer c.hooksMu.Unlock()
+	var hs []redis.Hook
+	if p := c.hooks.Load(); p != nil {
+		hs = slices.Clone(*p)
+	}
+	hs = append(hs, h)
+	c.hooks.Store(&hs)
+}
+
+// withHooks wraps fn in the hooks added with AddHook.
+func (c *Client) withHooks(fn redis.ProcessHook) redis.ProcessHook {
+	if p := c.hooks.Load(); p != nil {
+		for i := len(*p) - 1; i >= 0; i-- {
+			fn = (*p)[i].ProcessHook(fn)
+		}
+	}
+	return fn
+}
+
+func (c *Client) withPipelineHooks(fn redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	if p := c.hooks.Load(); p != nil {
+		for i := len(*p) - 1; i >= 0; i-- {
+			fn = (*p)[i].ProcessPipelineHook(fn)
+		}
+	}
+	return fn
 }
 
 type call struct {
@@ -198,36 +236,50 @@ func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h hook) ProcessHook(redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if blocks(cmd) {
-			return h.c.rdb.Process(ctx, cmd)
+		if h.c.hooks.Load() != nil {
+			return h.c.withHooks(h.c.process)(ctx, cmd)
 		}
-		h.c.run([]redis.Cmder{cmd})
-		return cmd.Err()
+		return h.c.process(ctx, cmd)
 	}
+}
+
+func (c *Client) process(ctx context.Context, cmd redis.Cmder) error {
+	if blocks(cmd) {
+		return c.rdb.Process(ctx, cmd)
+	}
+	c.run([]redis.Cmder{cmd})
+	return cmd.Err()
 }
 
 func (h hook) ProcessPipelineHook(redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) == 0 {
-			return nil
+		if h.c.hooks.Load() != nil {
+			return h.c.withPipelineHooks(h.c.processPipeline)(ctx, cmds)
 		}
-		if len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec" {
-			h.c.tx(ctx, cmds)
-			cmds = cmds[1 : len(cmds)-1]
-		} else if slices.ContainsFunc(cmds, blocks) {
-			pipe := h.c.rdb.Pipeline() // on one connection of its own, as it was meant
-			_ = pipe.BatchProcess(ctx, cmds...)
-			_, _ = pipe.Exec(ctx)
-		} else {
-			h.c.run(cmds)
-		}
-		for _, cmd := range cmds {
-			if err := cmd.Err(); err != nil {
-				return err
-			}
-		}
+		return h.c.processPipeline(ctx, cmds)
+	}
+}
+
+func (c *Client) processPipeline(ctx context.Context, cmds []redis.Cmder) error {
+	if len(cmds) == 0 {
 		return nil
 	}
+	if len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec" {
+		c.tx(ctx, cmds)
+		cmds = cmds[1 : len(cmds)-1]
+	} else if slices.ContainsFunc(cmds, blocks) {
+		pipe := c.rdb.Pipeline() // on one connection of its own, as it was meant
+		_ = pipe.BatchProcess(ctx, cmds...)
+		_, _ = pipe.Exec(ctx)
+	} else {
+		c.run(cmds)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Unwrap is the client c sends its commands on.

@@ -335,3 +335,29 @@ func TestUnderlyingFindsTheClusterClientBeneath(t *testing.T) {
 		t.Fatalf("Underlying of a plain client = %T", got)
 	}
 }
+
+func TestHooksSeeEachCallersCommands(t *testing.T) {
+	c, _, cnt := setup(t, autopipe.Options{})
+	var mine counter
+	c.AddHook(&mine)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			_ = c.Set(ctx, "k"+strconv.Itoa(i), i, 0).Err()
+			_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.Incr(ctx, "n")
+				p.Incr(ctx, "n")
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	if mine.single.Load() != 50 || mine.pipelines.Load() != 50 || mine.commands.Load() != 100 {
+		t.Fatalf("the hook saw %d commands and %d pipelines of %d commands; want 50, 50, 100",
+			mine.single.Load(), mine.pipelines.Load(), mine.commands.Load())
+	}
+	if cnt.single.Load() != 0 {
+		t.Fatalf("%d commands went alone to Redis", cnt.single.Load())
+	}
+}

@@ -378,7 +378,16 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	if err != nil {
 		b.Fatal(err)
 	}
+	// With BENCH_REDIS_CALLERS=1, the commands are attributed to their
+	// callers before the gateway batches them, and the tally on its Redis
+	// client counts the batches by what they hold.
+	var byCaller []redis.Hook
+	if tally.callers {
+		tally.callers = false
+		byCaller = append(byCaller, newRedisTally())
+	}
 	g := e.start(servicetest.Options{Role: config.RoleAll, Twilio: twiliosim.Options{NoRecord: true}, Hooks: []redis.Hook{tally},
+		BatchedHooks: byCaller,
 		Configure: func(c *config.Config) {
 			c.HotRetention, c.BlobURL, c.Audit.BlobURL, c.Audit.SigningKey = 48*time.Hour, blobs, blobs, skey
 		}})
@@ -387,6 +396,10 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	memBefore := e.usedMemory()
 	ids := make([]string, n)
 	meter := e.startMeter(tally, "gateway")
+	if len(byCaller) > 0 {
+		meter.byCaller = byCaller[0].(*redisTally)
+		meter.byCaller.reset()
+	}
 	start := time.Now()
 	failed, firstErr := parallel(n, httpClients, func(i int) error {
 		id, err := e.post(g.URL, msgJSON)
@@ -409,6 +422,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	var hm hotMemory
 	delivered := e.usedMemory()
 	hm.delivered = float64(delivered-memBefore) / float64(n)
+	hm.deliveredKinds = e.memoryByKind()
 	// Then the archive's pass, its clock 3 days on: every delivered SMS
 	// leaves Redis for the blob store.
 	g.Service.Archive.Now = func() time.Time { return time.Now().Add(72 * time.Hour) }
@@ -426,6 +440,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 		}
 	}
 	hm.archived = float64(e.usedMemory()-memBefore) / float64(n)
+	hm.archivedKinds = e.memoryByKind()
 	return end.Sub(start), accept, use, hm
 }
 
@@ -433,6 +448,8 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 // window, then once the archive moved them to the blob store.
 type hotMemory struct {
 	delivered, archived float64 // used_memory growth per SMS
+	// MEMORY USAGE by kind of key, delivered and once archived
+	deliveredKinds, archivedKinds []kindMemory
 	archiveTook         time.Duration
 }
 
@@ -1488,6 +1505,10 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(tw, "    the same once archived\t%.0f B/msg\t(after one archive pass moved all %d to the blob store in %s, %.0f msgs/s, and the audit log's export caught up; what stays: audit events, conversations, consent)\n",
 		r.deliveredMem.archived, r.n, r.deliveredMem.archiveTook.Round(time.Millisecond), rateOf(r.n, r.deliveredMem.archiveTook))
 	tw.Flush()
+	fmt.Fprintf(w, "    by kind of key (MEMORY USAGE, which leaves out Redis' own overhead), the %d delivered SMS in the hot window (all to one number):\n", r.n)
+	printMemoryByKind(w, r.deliveredMem.deliveredKinds, r.n)
+	fmt.Fprintf(w, "    and once archived:\n")
+	printMemoryByKind(w, r.deliveredMem.archivedKinds, r.n)
 	fmt.Fprintln(w)
 }
 
@@ -1562,6 +1583,7 @@ type usage struct {
 
 type meter struct {
 	e        *env
+	byCaller *redisTally // the batched commands by caller (BENCH_REDIS_CALLERS=1), if counted apart
 	stats    map[string]serverStat
 	tally    *redisTally
 	redisCPU time.Duration
@@ -1596,6 +1618,9 @@ func (m *meter) stop(wall time.Duration) usage {
 		m.e.b.Logf("CPU profile of this phase: %s", m.profile.Name())
 	}
 	trips, cmds, rows := m.tally.snapshot()
+	if m.byCaller != nil {
+		_, _, rows = m.byCaller.snapshot()
+	}
 	var server []serverStat
 	for name, after := range m.e.commandStats() {
 		before := m.stats[name]
@@ -1612,7 +1637,7 @@ func (u usage) printCallers(w io.Writer, name string, n int) {
 	if len(u.rows) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "    %s, Redis round trips by %s (mean includes waiting for a pooled connection):\n", name, u.rows[0].kind)
+	fmt.Fprintf(w, "    %s, Redis commands by %s (a pipeline counts once; the mean includes waiting for a pooled connection, or for a batch):\n", name, u.rows[0].kind)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "      \tper msg\tmean\tsum / wall time\n")
 	for _, r := range u.rows {
@@ -1792,6 +1817,7 @@ func caller() string {
 		fn := f.Function
 		if !strings.HasPrefix(fn, "github.com/redis/go-redis/") && !strings.HasPrefix(fn, "runtime.") &&
 			!strings.HasPrefix(fn, "github.com/patientmsg/gateway/internal/bench.(*redisTally)") &&
+			!strings.HasPrefix(fn, "github.com/patientmsg/gateway/internal/autopipe.") &&
 			!strings.Contains(fn, "asynq/internal/rdb.(*RDB).runScript") {
 			fn = strings.TrimPrefix(fn, "github.com/")
 			fn = strings.TrimPrefix(fn, "hibiken/asynq/internal/")
@@ -1814,4 +1840,82 @@ func queueOf(args []any) string {
 		}
 	}
 	return ""
+}
+
+// memoryByKind groups every key in Redis by its kind (its name with ids,
+// hash tags and numbers as *) and sums MEMORY USAGE per kind, largest
+// first.
+func (e *env) memoryByKind() []kindMemory {
+	ctx := context.Background()
+	sums := map[string]*kindMemory{}
+	it := e.rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	var batch []string
+	flush := func() {
+		pipe := e.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(batch))
+		for i, k := range batch {
+			cmds[i] = pipe.MemoryUsage(ctx, k, 0)
+		}
+		_, _ = pipe.Exec(ctx)
+		for i, k := range batch {
+			kind := keyKind(k)
+			s := sums[kind]
+			if s == nil {
+				s = &kindMemory{kind: kind}
+				sums[kind] = s
+			}
+			s.keys++
+			s.bytes += cmds[i].Val()
+		}
+		batch = batch[:0]
+	}
+	for it.Next(ctx) {
+		if batch = append(batch, it.Val()); len(batch) == 1000 {
+			flush()
+		}
+	}
+	flush()
+	out := make([]kindMemory, 0, len(sums))
+	for _, s := range sums {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b kindMemory) int { return int(b.bytes - a.bytes) })
+	return out
+}
+
+type kindMemory struct {
+	kind  string
+	keys  int
+	bytes int64
+}
+
+// keyKind is a key's name with its variable parts as *: "gw:m:{*}:ev".
+func keyKind(k string) string {
+	parts := strings.Split(k, ":")
+	for i, p := range parts {
+		switch {
+		case strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}"):
+			parts[i] = "{*}"
+		case len(p) >= 12 || strings.ContainsAny(p, "0123456789+"):
+			parts[i] = "*"
+		}
+	}
+	return strings.Join(parts, ":")
+}
+
+func printMemoryByKind(w io.Writer, kinds []kindMemory, n int) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "      key\tkeys\tMEMORY USAGE per SMS\n")
+	var rest int64
+	for i, k := range kinds {
+		if i >= 12 {
+			rest += k.bytes
+			continue
+		}
+		fmt.Fprintf(tw, "      %s\t%d\t%.0f B\n", k.kind, k.keys, float64(k.bytes)/float64(n))
+	}
+	if rest > 0 {
+		fmt.Fprintf(tw, "      (the other %d kinds)\t\t%.0f B\n", len(kinds)-12, float64(rest)/float64(n))
+	}
+	tw.Flush()
 }

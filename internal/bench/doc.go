@@ -139,4 +139,11 @@
 // bare Asynq sending the same messages at the same rate (enqueue →
 // accepted) for BENCH_QN_BASELINE_SECONDS (default 60). It fails unless
 // every response completes.
+//
+// BenchmarkSoak (soak_test.go) and BenchmarkMemoryCurve (curve_test.go)
+// run only when asked (BENCH_SOAK_SECONDS, BENCH_CURVE): a long steady
+// run with replies, callbacks and a broadcast, sampled for Redis memory,
+// RSS, goroutines and p99; and Redis memory after 10,000, 100,000 and
+// 1,000,000 SMS once the archive and the audit export have caught up,
+// with the throughput before and after.
 package bench

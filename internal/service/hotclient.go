@@ -18,3 +18,8 @@ func (c *hotClient) Close() error {
 	_ = c.Client.Close()
 	return c.raw.Close()
 }
+
+// AddBatchedHook adds a hook to the client that batches the API's and
+// workers' commands: it sees each command as its caller runs it, where a
+// hook on Redis (the Service's Redis) sees the batches.
+func (s *Service) AddBatchedHook(h redis.Hook) { s.hot.AddHook(h) }

@@ -77,8 +77,13 @@ type Options struct {
 	// (service.Options.Channels).
 	Channels []channels.Channel
 	// Hooks are added to the gateway's Redis client, which its API and
-	// workers share, before Start.
+	// workers share, before Start: they see what goes to Redis (the
+	// commands the API and workers batch arrive as pipelines).
 	Hooks []redis.Hook
+	// BatchedHooks are added to the client that batches the API's and
+	// workers' commands (service.Service.AddBatchedHook): they see each
+	// command as its caller runs it.
+	BatchedHooks []redis.Hook
 	// Configure, when set, has the last word on the configuration: Start
 	// has filled in the listener's address, Redis, the simulators'
 	// settings, no quiet hours (QUIET_HOURS=off, so nothing depends on
@@ -200,6 +205,9 @@ func Start(tb testing.TB, o Options) *Gateway {
 	}
 	for _, h := range o.Hooks {
 		g.Service.Redis.AddHook(h)
+	}
+	for _, h := range o.BatchedHooks {
+		g.Service.AddBatchedHook(h)
 	}
 	labelled("gateway", func() { err = g.Service.Start(context.Background()) })
 	if err != nil {
