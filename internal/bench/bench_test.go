@@ -450,7 +450,7 @@ type hotMemory struct {
 	delivered, archived float64 // used_memory growth per SMS
 	// MEMORY USAGE by kind of key, delivered and once archived
 	deliveredKinds, archivedKinds []kindMemory
-	archiveTook         time.Duration
+	archiveTook                   time.Duration
 }
 
 // waitDelivered waits for every message's callbacks, then checks the ledger.
