@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -394,4 +395,75 @@ func TestExportedTreeHashesLeaveRedisButAppendsAndProofsGoOn(t *testing.T) {
 	if r := verify(t, b, audit.VerifyOptions{}, vkey); r.Finding != nil || r.Checked != 33433 {
 		t.Fatalf("report %+v (%v)", r, r.Finding)
 	}
+}
+
+// Events older than the retention leave Redis once exported, from the
+// start of the log on; Find reads them from the export, by time, action
+// and limit, and goes on into those still in Redis.
+func TestFindReadsEventsThatLeftRedisFromTheExport(t *testing.T) {
+	ctx := context.Background()
+	b, _ := bucket(t)
+	rdb := redistest.Start(t).Client()
+	l := audit.New(rdb, nil)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	t0 := now.Add(-10 * 24 * time.Hour)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Minute) }
+	const old, young = 2500, 30
+	for i := range old + young {
+		e := event("clinic-a", "message.read", fmt.Sprintf("message:m%d", i))
+		if i%10 == 0 {
+			e.Action = "consent.change"
+		}
+		e.Time = at(i)
+		if i >= old {
+			e.Time = now.Add(-time.Duration(old+young-i) * time.Second)
+		}
+		if _, err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	skey, _ := keys(t)
+	x := &audit.Exporter{Log: l, Bucket: b, Signer: newSigner(t, skey), Batch: 100, Retention: 48 * time.Hour}
+	for range 2 {
+		if _, err := x.Export(ctx, "clinic-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := rdb.HLen(ctx, "gw:audit:{clinic-a}:records").Val(); n != young {
+		t.Fatalf("%d events left in Redis, want the %d younger than the retention", n, young)
+	}
+	// Without the export, Find sees Redis only.
+	if got, _, err := l.Find(ctx, "clinic-a", audit.Query{Limit: 1000}); err != nil || len(got) != young {
+		t.Fatalf("Find on Redis alone: %d events, %v", len(got), err)
+	}
+	l.Export = b
+	check := func(name string, q audit.Query, want []int, more bool) {
+		t.Helper()
+		got, gotMore, err := l.Find(ctx, "clinic-a", q)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		idx := make([]int, len(got))
+		for i, e := range got {
+			idx[i] = int(e.Index)
+		}
+		if !slices.Equal(idx, want) || gotMore != more {
+			t.Fatalf("%s: %d events %v…, more %v; want %d %v…, more %v", name, len(idx), idx[:min(5, len(idx))], gotMore,
+				len(want), want[:min(5, len(want))], more)
+		}
+	}
+	span := func(from, to, step int) []int {
+		var out []int
+		for i := from; i < to; i += step {
+			out = append(out, i)
+		}
+		return out
+	}
+	check("a window of old events", audit.Query{Since: at(1200), Until: at(1300), Limit: 1000}, span(1200, 1300, 1), false)
+	check("by action, across objects", audit.Query{Since: at(995), Until: at(1405), Action: "consent.change", Limit: 1000},
+		span(1000, 1401, 10), false)
+	check("a limit inside the export", audit.Query{Since: at(2000), Limit: 50}, span(2000, 2050, 1), true)
+	check("from the export into Redis", audit.Query{Since: at(old - 20), Limit: 1000}, span(old-20, old+young, 1), false)
+	check("the whole log", audit.Query{Limit: 1000}, span(0, 1000, 1), true)
+	check("Redis only", audit.Query{Since: now.Add(-time.Hour), Limit: 1000}, span(old, old+young, 1), false)
 }

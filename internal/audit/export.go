@@ -49,10 +49,12 @@ type Exporter struct {
 	Signer note.Signer
 	// Batch is the most records per object (0: 1000).
 	Batch int
-	// Retention is how long an exported event stays in Redis, readable by
-	// Find (0: for ever).
+	// Retention is how long an exported event stays in Redis (0: for
+	// ever); Find reads older ones from the export.
 	Retention time.Duration
-	Logger    *slog.Logger
+	// Now is the clock Retention is counted on (nil: time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // setExportedScript moves the export mark forward, never back.
@@ -224,36 +226,68 @@ func frontier(n int64) []int64 {
 	return out
 }
 
-// trim removes from Redis the exported events older than Retention.
+// trimStep bounds the events one trim transaction removes.
+const trimStep = 10000
+
+// trim removes from Redis the exported events older than Retention, from
+// the start of the log on: events [0, mark) are then read from the export
+// (Find) and the mark only moves forward. It stops at the first event not
+// old enough, so an event is never out of Redis before an older one. A
+// missing event (removed by an earlier trim that went by time alone)
+// counts as removed.
 func (x *Exporter) trim(ctx context.Context, tenant string, exported int64) error {
 	if x.Retention <= 0 {
 		return nil
 	}
-	cutoff := time.Now().Add(-x.Retention).UnixMilli()
-	ids, err := x.Log.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: timesKey(tenant), Start: "-inf",
-		Stop: "(" + strconv.FormatInt(cutoff, 10), ByScore: true, Count: 10000}).Result()
+	rdb := x.Log.rdb
+	cutoff := float64(x.now().Add(-x.Retention).UnixMilli())
+	mark, err := x.Log.trimmed(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	var old []string
-	for _, id := range ids {
-		if n, err := strconv.ParseInt(id, 10, 64); err == nil && n < exported {
-			old = append(old, id)
+	for mark < exported {
+		to := min(exported, mark+trimStep)
+		members := make([]string, 0, to-mark)
+		for i := mark; i < to; i++ {
+			members = append(members, strconv.FormatInt(i, 10))
+		}
+		scores, err := rdb.ZMScore(ctx, timesKey(tenant), members...).Result()
+		if err != nil {
+			return err
+		}
+		n := 0
+		for n < len(scores) && (scores[n] == 0 || scores[n] < cutoff) { // 0: gone already
+			n++
+		}
+		if n == 0 {
+			return nil
+		}
+		gone := members[:n]
+		anyGone := make([]any, n)
+		for i, m := range gone {
+			anyGone[i] = m
+		}
+		if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, recordsKey(tenant), gone...)
+			p.ZRem(ctx, timesKey(tenant), anyGone...)
+			p.Set(ctx, trimmedKey(tenant), mark+int64(n), 0)
+			return nil
+		}); err != nil {
+			return err
+		}
+		mark += int64(n)
+		if n < len(scores) {
+			return nil
 		}
 	}
-	if len(old) == 0 {
-		return nil
+	return nil
+}
+
+func (x *Exporter) now() time.Time {
+	if x.Now != nil {
+		return x.Now()
 	}
-	members := make([]any, len(old))
-	for i, id := range old {
-		members[i] = id
-	}
-	_, err = x.Log.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HDel(ctx, recordsKey(tenant), old...)
-		p.ZRem(ctx, timesKey(tenant), members...)
-		return nil
-	})
-	return err
+	return time.Now()
 }
 
 // exportRecords writes records [from, to) as one object, or finds the

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"gocloud.dev/blob"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -22,6 +23,10 @@ func hashesKey(tenant string) string   { return "gw:audit:{" + tenant + "}:hashe
 func recordsKey(tenant string) string  { return "gw:audit:{" + tenant + "}:records" }
 func timesKey(tenant string) string    { return "gw:audit:{" + tenant + "}:times" }
 func exportedKey(tenant string) string { return "gw:audit:{" + tenant + "}:exported" }
+
+// trimmedKey holds the index below which every event has left Redis (it
+// is read from the export).
+func trimmedKey(tenant string) string { return "gw:audit:{" + tenant + "}:trimmed" }
 
 // hashesTrimmedKey holds the export mark up to which the tree hashes no
 // append needs have left Redis.
@@ -68,6 +73,11 @@ return {1, n + k}
 // script, which refuses a batch built on a size that is no longer the
 // log's, so a tree is never forked.
 type Log struct {
+	// Export is the blob store the log is exported to, where Find reads
+	// the events that have left Redis (nil: Find reads Redis only).
+	Export *blob.Bucket
+
+	cold   coldIndex
 	rdb    redis.UniversalClient
 	log    *slog.Logger
 	now    func() time.Time
@@ -330,6 +340,15 @@ func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event)
 		args = append(args, h[:])
 	}
 	return args, nil
+}
+
+// trimmed is the index below which the tenant's events have left Redis.
+func (l *Log) trimmed(ctx context.Context, tenant string) (int64, error) {
+	n, err := l.rdb.Get(ctx, trimmedKey(tenant)).Int64()
+	if isNil(err) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // Size is the number of events in a tenant's log.

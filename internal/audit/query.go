@@ -23,13 +23,31 @@ type Query struct {
 const MaxLimit = 1000
 
 // Find returns a tenant's events in time order, from Since, and whether
-// more match after the last one returned.
+// more match after the last one returned. Events that have left Redis
+// (GATEWAY_AUDIT_RETENTION) are read from the export first, in the log's
+// order (its time order but for a batch committed a moment late), then
+// those in Redis.
 func (l *Log) Find(ctx context.Context, tenant string, q Query) ([]Event, bool, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
 	}
 	limit = min(limit, MaxLimit)
+	var out []Event
+	if l.Export != nil {
+		below, err := l.trimmed(ctx, tenant)
+		if err != nil {
+			return nil, false, err
+		}
+		if below > 0 {
+			if out, err = l.findCold(ctx, tenant, q, below, limit); err != nil {
+				return nil, false, err
+			}
+			if len(out) > limit {
+				return out[:limit], true, nil
+			}
+		}
+	}
 	lo, hi := "-inf", "+inf"
 	if !q.Since.IsZero() {
 		lo = strconv.FormatInt(q.Since.UnixMilli(), 10)
@@ -38,7 +56,6 @@ func (l *Log) Find(ctx context.Context, tenant string, q Query) ([]Event, bool, 
 		hi = "(" + strconv.FormatInt(q.Until.UnixMilli(), 10)
 	}
 	const page = 500
-	var out []Event
 	for offset := int64(0); ; offset += page {
 		ids, err := l.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: timesKey(tenant), Start: lo, Stop: hi, ByScore: true,
 			Offset: offset, Count: page}).Result()

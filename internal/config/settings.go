@@ -757,11 +757,18 @@ var settings = []Setting{
 	{Name: "GATEWAY_AUDIT_EXPORT_INTERVAL", Group: groupAudit, Default: "1m",
 		Doc:   "How often a worker exports new audit events, each batch with a signed checkpoint.",
 		parse: duration(func(c *Config) *time.Duration { return &c.Audit.ExportInterval })},
-	{Name: "GATEWAY_AUDIT_RETENTION", Group: groupAudit, Default: "90d", DefaultDoc: "`90d` (2160h)",
-		Doc: "How long an exported audit event stays in Redis, readable with `GET /v1/audit`. The " +
-			"exported log is the long-term record: keep it as your rules require (six years under " +
-			"HIPAA's documentation rule) with the bucket's own retention.",
-		parse: duration(func(c *Config) *time.Duration { return &c.Audit.Retention })},
+	{Name: "GATEWAY_AUDIT_RETENTION", Group: groupAudit, Default: "48h",
+		Doc: "How long an exported audit event stays in Redis; `GET /v1/audit` reads older ones from the " +
+			"export (`GATEWAY_AUDIT_BLOB_URL`, which every process then reads). The exported log is the " +
+			"long-term record: keep it as your rules require (six years under HIPAA's documentation " +
+			"rule) with the bucket's own retention. `off` keeps every event in Redis.",
+		parse: func(c *Config, v string) error {
+			if v == "off" {
+				c.Audit.Retention = 0
+				return nil
+			}
+			return duration(func(c *Config) *time.Duration { return &c.Audit.Retention })(c, v)
+		}},
 
 	// Consent and clinic webhooks
 	{Name: "GATEWAY_CRISIS_OPTOUT_EXEMPT", Group: groupConsent,

@@ -13,15 +13,15 @@ import (
 	"github.com/patientmsg/gateway/internal/contacts"
 )
 
-// newAudit builds the audit log every role appends to and, for a worker
-// with a signing key, the export of the log to the blob store.
+// newAudit builds the audit log every role appends to and, with a signing
+// key, the export of the log to the blob store (run by the workers), where
+// every role reads the events that have left Redis.
 func (s *Service) newAudit(cfg config.Config, role config.Role, logger *slog.Logger) error {
 	s.Audit = audit.New(s.hot, logger)
-	if role&config.RoleWorker == 0 {
-		return nil
-	}
 	if cfg.Audit.SigningKey == "" {
-		logger.Warn("the audit log is not exported: GATEWAY_AUDIT_SIGNING_KEY is not set (docs/audit.md)", "comp", "audit")
+		if role&config.RoleWorker != 0 {
+			logger.Warn("the audit log is not exported: GATEWAY_AUDIT_SIGNING_KEY is not set (docs/audit.md)", "comp", "audit")
+		}
 		return nil
 	}
 	signer, err := audit.NewSigner(cfg.Audit.SigningKey)
@@ -33,8 +33,11 @@ func (s *Service) newAudit(cfg config.Config, role config.Role, logger *slog.Log
 		return fmt.Errorf("GATEWAY_AUDIT_BLOB_URL: %w", err)
 	}
 	s.closers = append(s.closers, b.Close)
-	s.auditExport = &audit.Exporter{Log: s.Audit, Bucket: b, Signer: signer, Retention: cfg.Audit.Retention,
-		Logger: logger.With("comp", "audit")}
+	s.Audit.Export = b
+	if role&config.RoleWorker != 0 {
+		s.AuditExport = &audit.Exporter{Log: s.Audit, Bucket: b, Signer: signer, Retention: cfg.Audit.Retention,
+			Logger: logger.With("comp", "audit")}
+	}
 	return nil
 }
 
@@ -60,20 +63,20 @@ func (s *Service) auditConsent(store *contacts.Store) {
 // startAuditExport exports the audit log in the background until
 // Shutdown.
 func (s *Service) startAuditExport() {
-	if s.auditExport == nil {
+	if s.AuditExport == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopAudit = cancel
-	go s.auditExport.Run(ctx, s.Config.Audit.ExportInterval)
+	go s.AuditExport.Run(ctx, s.Config.Audit.ExportInterval)
 }
 
 // ExportAudit runs one export of every tenant's audit log now, as the
 // background export does every GATEWAY_AUDIT_EXPORT_INTERVAL (a no-op
 // without a signing key).
 func (s *Service) ExportAudit(ctx context.Context) error {
-	if s.auditExport == nil {
+	if s.AuditExport == nil {
 		return nil
 	}
-	return s.auditExport.ExportAll(ctx)
+	return s.AuditExport.ExportAll(ctx)
 }

@@ -133,8 +133,8 @@ type Service struct {
 	Erasures *erasure.Service
 	// Audit is the audit log of who read or changed patient data.
 	Audit *audit.Log
-	// auditExport exports it (a worker with a signing key; nil otherwise).
-	auditExport *audit.Exporter
+	// AuditExport exports it (a worker with a signing key; nil otherwise).
+	AuditExport *audit.Exporter
 	stopAudit   context.CancelFunc
 	// Users are the console's accounts and sessions.
 	Users *users.Store
