@@ -20,10 +20,13 @@ package autopipe
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -39,6 +42,12 @@ type Options struct {
 	// MaxBatch bounds the commands of one pipeline (default 1,000); a
 	// group larger than that still goes whole.
 	MaxBatch int
+	// DownFor is how long, after a pipeline found Redis unreachable
+	// (every command failed on the connection, not with a Redis error),
+	// commands fail at once with that error instead of each waiting out
+	// the client's dial retries behind the others (default 1s). The first
+	// pipeline after it tries Redis again.
+	DownFor time.Duration
 }
 
 // Client is a redis.UniversalClient whose commands are batched onto rdb.
@@ -55,6 +64,41 @@ type Client struct {
 
 	hooksMu sync.Mutex
 	hooks   atomic.Pointer[[]redis.Hook] // AddHook's, outermost first
+
+	downFor time.Duration
+	down    atomic.Pointer[downState] // set while Redis was found unreachable
+}
+
+type downState struct {
+	until time.Time
+	err   error
+}
+
+// unreachable is the error Redis was found unreachable with, while that
+// holds.
+func (c *Client) unreachable() error {
+	if d := c.down.Load(); d != nil && time.Now().Before(d.until) {
+		return d.err
+	}
+	return nil
+}
+
+// connectionError is the error every command of cmds failed with on the
+// connection (dialing, reading, writing), or nil when any got an answer
+// from Redis (a Redis error is an answer).
+func connectionError(cmds []redis.Cmder) error {
+	var first error
+	for _, cmd := range cmds {
+		err := cmd.Err()
+		var ne net.Error
+		if err == nil || !(errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // AddHook adds a hook that sees each command (and each pipelined group)
@@ -105,10 +149,13 @@ func New(rdb redis.UniversalClient, o Options) *Client {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1000
 	}
+	if o.DownFor <= 0 {
+		o.DownFor = time.Second
+	}
 	// The front client is only a carrier for the hook below, which answers
 	// every command before it could reach a connection: it never dials.
 	front := redis.NewClient(&redis.Options{Addr: "autopipe.invalid:0", Protocol: 2, MaxRetries: -1})
-	c := &Client{UniversalClient: front, rdb: rdb, max: o.MaxBatch, queue: make(chan *call, o.MaxBatch)}
+	c := &Client{UniversalClient: front, rdb: rdb, max: o.MaxBatch, queue: make(chan *call, o.MaxBatch), downFor: o.DownFor}
 	front.AddHook(hook{c})
 	for range o.Flushers {
 		c.wg.Add(1)
@@ -137,13 +184,15 @@ func (c *Client) Close() error {
 // not cut the wait short: a queued command may already be on the wire, and
 // the underlying client's timeouts bound how long it takes.
 func (c *Client) run(cmds []redis.Cmder) {
+	if err := c.unreachable(); err != nil {
+		failAll(cmds, err)
+		return
+	}
 	cl := &call{cmds: cmds, done: make(chan struct{})}
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
-		for _, cmd := range cmds {
-			cmd.SetErr(ErrClosed)
-		}
+		failAll(cmds, ErrClosed)
 		return
 	}
 	c.queue <- cl
@@ -172,12 +221,28 @@ func (c *Client) flush() {
 				break gather
 			}
 		}
-		pipe := c.rdb.Pipeline()
-		_ = pipe.BatchProcess(context.Background(), cmds...)
-		_, _ = pipe.Exec(context.Background()) // each command keeps its own error
+		if err := c.unreachable(); err != nil {
+			// Queued behind the pipeline that found Redis unreachable.
+			failAll(cmds, err)
+		} else {
+			pipe := c.rdb.Pipeline()
+			_ = pipe.BatchProcess(context.Background(), cmds...)
+			_, _ = pipe.Exec(context.Background()) // each command keeps its own error
+			if err := connectionError(cmds); err != nil {
+				c.down.Store(&downState{until: time.Now().Add(c.downFor), err: err})
+			} else if c.down.Load() != nil {
+				c.down.Store(nil)
+			}
+		}
 		for _, cl := range batch {
 			close(cl.done)
 		}
+	}
+}
+
+func failAll(cmds []redis.Cmder, err error) {
+	for _, cmd := range cmds {
+		cmd.SetErr(err)
 	}
 }
 

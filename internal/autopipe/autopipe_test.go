@@ -361,3 +361,55 @@ func TestHooksSeeEachCallersCommands(t *testing.T) {
 		t.Fatalf("%d commands went alone to Redis", cnt.single.Load())
 	}
 }
+
+// Once a pipeline finds Redis unreachable, the commands behind it and
+// those that come within DownFor fail at once with its error, instead of
+// each waiting out the client's dial retries in turn; afterwards the
+// next pipeline tries again.
+func TestWhileRedisIsUnreachableCommandsFailAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	if !srv.CanRestart() {
+		t.Skip("needs a redis-server process to stop") // miniredis cannot be stopped mid-test
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	c := autopipe.New(rdb, autopipe.Options{Flushers: 1, DownFor: time.Second})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Set(ctx, "x", 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	start := time.Now()
+	first := c.Get(ctx, "x").Err()
+	firstTook := time.Since(start)
+	if first == nil || errors.Is(first, redis.Nil) {
+		t.Fatalf("GET with Redis down: %v", first)
+	}
+	// 50 more, at once: each fails fast, none waits for the dial retries.
+	var wg sync.WaitGroup
+	var slow atomic.Int64
+	for range 50 {
+		wg.Go(func() {
+			t0 := time.Now()
+			if err := c.Get(ctx, "x").Err(); err == nil || errors.Is(err, redis.Nil) {
+				t.Errorf("GET with Redis down: %v", err)
+			}
+			if time.Since(t0) > firstTook/2+50*time.Millisecond {
+				slow.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if slow.Load() > 0 {
+		t.Fatalf("%d of 50 commands took more than half of the first one's %v", slow.Load(), firstTook)
+	}
+	srv.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Set(ctx, "x", 2, 0).Err() != nil { // a restarted test server starts empty
+		if time.Now().After(deadline) {
+			t.Fatal("commands still fail 10s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
