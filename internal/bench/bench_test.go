@@ -374,10 +374,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	// phase's messages are young, so nothing moves until the end.
 	// The audit log is exported, as in production (GATEWAY_AUDIT_SIGNING_KEY).
 	blobs := "file://" + b.TempDir() + "?create_dir=true"
-	skey, _, err := audit.GenerateKey("bench")
-	if err != nil {
-		b.Fatal(err)
-	}
+	skey := e.signingKey()
 	// With BENCH_REDIS_CALLERS=1, the commands are attributed to their
 	// callers before the gateway batches them, and the tally on its Redis
 	// client counts the batches by what they hold.
@@ -1920,4 +1917,14 @@ func printMemoryByKind(w io.Writer, kinds []kindMemory, n int) {
 		fmt.Fprintf(tw, "      (the other %d kinds)\t\t%.0f B\n", len(kinds)-12, float64(rest)/float64(n))
 	}
 	tw.Flush()
+}
+
+// signingKey is a new audit signing key (GATEWAY_AUDIT_SIGNING_KEY): the
+// gateway exports its audit log, as in production.
+func (e *env) signingKey() string {
+	skey, _, err := audit.GenerateKey("bench")
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	return skey
 }

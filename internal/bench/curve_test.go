@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
-	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/service/servicetest"
@@ -55,10 +54,7 @@ func BenchmarkMemoryCurve(b *testing.B) {
 	probe := envInt(b, "BENCH_CURVE_PROBE", 5000)
 	step := envInt(b, "BENCH_CURVE_STEP", 100000)
 	e := newEnv(b)
-	skey, _, err := audit.GenerateKey("curve")
-	if err != nil {
-		b.Fatal(err)
-	}
+	skey := e.signingKey()
 	g := e.start(servicetest.Options{Role: config.RoleAll, Twilio: twiliosim.Options{NoRecord: true},
 		Configure: func(c *config.Config) {
 			c.HotRetention, c.Audit.SigningKey, c.Audit.BlobURL = 48*time.Hour, skey, c.BlobURL

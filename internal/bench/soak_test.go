@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/patientmsg/gateway/channels/twilio/twiliosim"
-	"github.com/patientmsg/gateway/internal/audit"
 	"github.com/patientmsg/gateway/internal/config"
 	"github.com/patientmsg/gateway/internal/service/servicetest"
 )
@@ -46,10 +45,7 @@ func BenchmarkSoak(b *testing.B) {
 	e := newEnv(b)
 	// The audit log is exported every 10 s and its events stay in Redis
 	// for the hot window, as GATEWAY_AUDIT_RETENTION does over days.
-	skey, _, err := audit.GenerateKey("soak")
-	if err != nil {
-		b.Fatal(err)
-	}
+	skey := e.signingKey()
 	g := e.start(servicetest.Options{Role: config.RoleAll, Twilio: twiliosim.Options{NoRecord: true},
 		Configure: func(c *config.Config) {
 			c.Audit.SigningKey, c.Audit.BlobURL, c.Audit.Retention, c.Audit.ExportInterval = skey, c.BlobURL, hot, 10*time.Second

@@ -313,13 +313,7 @@ var settings = []Setting{
 			"sealed with `RECORDING_KEYS`); `GET /v1/messages/{id}`, the message log and conversations read it there. " +
 			"`off`, or a window as long as `GATEWAY_RETENTION`, keeps every message in Redis for the whole retention. " +
 			"See [retention](privacy-and-retention.md#retention).",
-		parse: func(c *Config, v string) error {
-			if v == "off" {
-				c.HotRetention = 0
-				return nil
-			}
-			return duration(func(c *Config) *time.Duration { return &c.HotRetention })(c, v)
-		},
+		parse: durationOrOff(func(c *Config) *time.Duration { return &c.HotRetention }),
 		check: func(c Config, _ Role, bad complaint) {
 			if c.HotRetention != 0 && c.HotRetention < time.Hour {
 				bad("GATEWAY_HOT_RETENTION=%s: must be at least 1h, or off", c.HotRetention)
@@ -762,13 +756,7 @@ var settings = []Setting{
 			"export (`GATEWAY_AUDIT_BLOB_URL`, which every process then reads). The exported log is the " +
 			"long-term record: keep it as your rules require (six years under HIPAA's documentation " +
 			"rule) with the bucket's own retention. `off` keeps every event in Redis.",
-		parse: func(c *Config, v string) error {
-			if v == "off" {
-				c.Audit.Retention = 0
-				return nil
-			}
-			return duration(func(c *Config) *time.Duration { return &c.Audit.Retention })(c, v)
-		}},
+		parse: durationOrOff(func(c *Config) *time.Duration { return &c.Audit.Retention })},
 
 	// Consent and clinic webhooks
 	{Name: "GATEWAY_CRISIS_OPTOUT_EXEMPT", Group: groupConsent,
@@ -991,6 +979,17 @@ func duration(field func(*Config) *time.Duration) func(*Config, string) error {
 		}
 		*field(c) = d
 		return nil
+	}
+}
+
+// durationOrOff stores a positive duration, or 0 for "off".
+func durationOrOff(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "off" {
+			*field(c) = 0
+			return nil
+		}
+		return duration(field)(c, v)
 	}
 }
 
