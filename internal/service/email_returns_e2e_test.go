@@ -269,7 +269,10 @@ func TestOneClickUnsubscribeOptsOutAndOnlyWithAGenuineLink(t *testing.T) {
 	if out, _ := e.svc.Consent.OptedOut(context.Background(), "clinic-a", consent.Identity{Kind: consent.Email, Value: addr}); out {
 		t.Fatal("opening the link unsubscribed")
 	}
-	forged := path[:len(path)-1] + map[bool]string{true: "B", false: "A"}[strings.HasSuffix(path, "A")]
+	// One character changed in the middle of the token: the last one may
+	// hold only padding bits, and a change there names the same token.
+	mid := len(path) - 8
+	forged := path[:mid] + map[bool]string{true: "B", false: "A"}[path[mid] == 'A'] + path[mid+1:]
 	if a := e.post(forged); a.StatusCode != 404 {
 		t.Fatalf("a forged link = %d", a.StatusCode)
 	}

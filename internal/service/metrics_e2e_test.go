@@ -62,16 +62,22 @@ func TestMetricsAfterARunLintCleanAndNameNoPatient(t *testing.T) {
 		return e.sim.MessagesTo("+14155550131") == 1 && e.sim.MessagesTo("+14155550132") == 1
 	})
 
-	// The ops listener serves what the registry gathers.
-	res, err := http.Get("http://" + e.svc.OpsAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scrape, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("GET /metrics = %d", res.StatusCode)
-	}
+	// The ops listener serves what the registry gathers. The simulator
+	// has the broadcast's messages a moment before the workers have its
+	// answer and count the people sent: scrape until they are counted.
+	var scrape []byte
+	waitUntil(t, 10*time.Second, "the broadcast's people counted as sent", func() bool {
+		res, err := http.Get("http://" + e.svc.OpsAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		scrape, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("GET /metrics = %d", res.StatusCode)
+		}
+		return strings.Contains(string(scrape), `gateway_broadcast_people_total{state="sent"} 2`)
+	})
 	for _, want := range []string{
 		`gateway_messages_accepted_total{channel="sms",priority="high"} 1`,
 		`gateway_send_attempts_total{channel="sms",class="accepted"}`,
