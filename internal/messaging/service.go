@@ -290,6 +290,12 @@ func (s *Service) Release(tenant, channel, priority, id string) {
 // *ledger.ConflictError say why not.
 func (s *Service) Cancel(ctx context.Context, tenant, id, reason string) (*ledger.Message, error) {
 	if err := s.Ledger.Cancel(ctx, tenant, id, reason); err != nil {
+		if errors.Is(err, ledger.ErrNotFound) {
+			// Moved to the archive past the hot window: final, too late.
+			if m, gerr := s.Ledger.Get(ctx, tenant, id); gerr == nil {
+				return nil, &ledger.ConflictError{Status: m.Status, Reason: "final"}
+			}
+		}
 		return nil, err
 	}
 	m, err := s.Ledger.Get(ctx, tenant, id)

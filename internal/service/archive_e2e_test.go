@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,13 @@ func TestADeliveredMessagePastTheHotWindowIsReadFromTheArchiveAndErasedThere(t *
 	}
 	if other := e.do("GET", "/v1/messages/"+id, keyB, ""); other.Status != 404 {
 		t.Fatalf("another clinic reads the archived message: %d", other.Status)
+	}
+	// Too late to cancel it, as before the move; unknown to another clinic.
+	if c := e.do("POST", "/v1/messages/"+id+"/cancel", keyA, ""); c.Status != 409 || !strings.Contains(c.Raw, "already delivered") {
+		t.Fatalf("cancel of the archived message: %d %s", c.Status, c.Raw)
+	}
+	if c := e.do("POST", "/v1/messages/"+id+"/cancel", keyB, ""); c.Status != 404 {
+		t.Fatalf("another clinic cancels the archived message: %d %s", c.Status, c.Raw)
 	}
 	er := e.do("DELETE", "/v1/contacts?phone="+url.QueryEscape(phone), keyA, "")
 	if er.Status != 202 {
