@@ -245,8 +245,12 @@ func (x *Exporter) trim(ctx context.Context, tenant string, exported int64) erro
 	if err != nil {
 		return err
 	}
+	// Mostly the oldest event still in Redis is not old enough yet: ask
+	// for its time alone before a whole step's.
+	step := int64(1)
 	for mark < exported {
-		to := min(exported, mark+trimStep)
+		to := min(exported, mark+step)
+		step = trimStep
 		members := make([]string, 0, to-mark)
 		for i := mark; i < to; i++ {
 			members = append(members, strconv.FormatInt(i, 10))
