@@ -369,7 +369,7 @@ func TestExportedTreeHashesLeaveRedisButAppendsAndProofsGoOn(t *testing.T) {
 	}
 	skey, vkey := keys(t)
 	x := &audit.Exporter{Log: l, Bucket: b, Signer: newSigner(t, skey), Batch: 5000}
-	hashes := func() int64 { return rdb.HLen(ctx, "gw:audit:{clinic-a}:hashes").Val() }
+	hashes := func() int64 { return hashFields(t, rdb, "clinic-a") }
 	// More than one trimming pass (20,000 records each), and sizes whose
 	// frontiers differ: 25,000 = 0b110000110101000, then 33,333.
 	for _, step := range []struct{ n, size int }{{25000, 25000}, {8333, 33333}} {
@@ -429,7 +429,7 @@ func TestFindReadsEventsThatLeftRedisFromTheExport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := rdb.HLen(ctx, "gw:audit:{clinic-a}:records").Val(); n != young {
+	if n := recordFields(t, rdb, "clinic-a"); n != young {
 		t.Fatalf("%d events left in Redis, want the %d younger than the retention", n, young)
 	}
 	// Without the export, Find sees Redis only.

@@ -125,6 +125,9 @@ func (x *Exporter) Export(ctx context.Context, tenant string) (int64, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
+	if err := x.Log.upgrade(ctx, tenant); err != nil {
+		return 0, err
+	}
 	for {
 		from, err := rdb.Get(ctx, exportedKey(tenant)).Int64()
 		if err != nil && !isNil(err) {
@@ -186,21 +189,19 @@ func (x *Exporter) trimHashes(ctx context.Context, tenant string, exported int64
 		for _, i := range frontier(to) {
 			keep[i] = true
 		}
-		var fields []string
+		var gone []int64
 		for _, i := range frontier(done) { // kept by the last pass
 			if !keep[i] {
-				fields = append(fields, strconv.FormatInt(i, 10))
+				gone = append(gone, i)
 			}
 		}
 		for i := tlog.StoredHashCount(done); i < tlog.StoredHashCount(to); i++ {
 			if !keep[i] {
-				fields = append(fields, strconv.FormatInt(i, 10))
+				gone = append(gone, i)
 			}
 		}
 		if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			if len(fields) > 0 {
-				p.HDel(ctx, hashesKey(tenant), fields...)
-			}
+			hashStore.deleteFields(ctx, p, tenant, gone)
 			p.Set(ctx, hashesTrimmedKey(tenant), to, 0)
 			return nil
 		}); err != nil {
@@ -240,47 +241,54 @@ func (x *Exporter) trim(ctx context.Context, tenant string, exported int64) erro
 		return nil
 	}
 	rdb := x.Log.rdb
-	cutoff := float64(x.now().Add(-x.Retention).UnixMilli())
+	cutoff := x.now().Add(-x.Retention)
 	mark, err := x.Log.trimmed(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	// Mostly the oldest event still in Redis is not old enough yet: ask
-	// for its time alone before a whole step's.
+	// Mostly the oldest event still in Redis is not old enough yet: read
+	// it alone before a whole step.
 	step := int64(1)
 	for mark < exported {
 		to := min(exported, mark+step)
 		step = trimStep
-		members := make([]string, 0, to-mark)
+		idx := make([]int64, 0, to-mark)
 		for i := mark; i < to; i++ {
-			members = append(members, strconv.FormatInt(i, 10))
+			idx = append(idx, i)
 		}
-		scores, err := rdb.ZMScore(ctx, timesKey(tenant), members...).Result()
+		recs, err := recordStore.read(ctx, rdb, tenant, idx)
 		if err != nil {
 			return err
 		}
 		n := 0
-		for n < len(scores) && (scores[n] == 0 || scores[n] < cutoff) { // 0: gone already
-			n++
+		for ; n < len(recs); n++ {
+			if recs[n] == nil {
+				continue // gone already
+			}
+			e, err := Decode([]byte(*recs[n]))
+			if err != nil {
+				return fmt.Errorf("record %d of tenant %s is unreadable: %w", idx[n], tenant, err)
+			}
+			if !e.Time.Before(cutoff) {
+				break
+			}
 		}
 		if n == 0 {
 			return nil
 		}
-		gone := members[:n]
-		anyGone := make([]any, n)
-		for i, m := range gone {
-			anyGone[i] = m
-		}
+		end := mark + int64(n)
 		if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HDel(ctx, recordsKey(tenant), gone...)
-			p.ZRem(ctx, timesKey(tenant), anyGone...)
-			p.Set(ctx, trimmedKey(tenant), mark+int64(n), 0)
+			recordStore.deleteFields(ctx, p, tenant, idx[:n])
+			for b := bucketOf(mark); (b+1)*bucketSize <= end; b++ {
+				p.ZRem(ctx, startsKey(tenant), b) // the bucket is empty now
+			}
+			p.Set(ctx, trimmedKey(tenant), end, 0)
 			return nil
 		}); err != nil {
 			return err
 		}
-		mark += int64(n)
-		if n < len(scores) {
+		mark = end
+		if n < len(recs) {
 			return nil
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,12 +15,10 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// Redis keys of a tenant's log. The tenant is the hash tag: the append
-// script touches one slot on a Redis Cluster.
+// Redis keys of a tenant's log (its records and tree hashes are in
+// buckets: buckets.go). The tenant is the hash tag: the append script
+// touches one slot on a Redis Cluster.
 func sizeKey(tenant string) string     { return "gw:audit:{" + tenant + "}:size" }
-func hashesKey(tenant string) string   { return "gw:audit:{" + tenant + "}:hashes" }
-func recordsKey(tenant string) string  { return "gw:audit:{" + tenant + "}:records" }
-func timesKey(tenant string) string    { return "gw:audit:{" + tenant + "}:times" }
 func exportedKey(tenant string) string { return "gw:audit:{" + tenant + "}:exported" }
 
 // trimmedKey holds the index below which every event has left Redis (it
@@ -45,23 +42,25 @@ const maxBatch = 256
 const commitTimeout = 5 * time.Second
 
 // appendScript appends a batch of records when the log still has the size
-// the caller built its hashes for: KEYS size, hashes, records, times; ARGV
-// the expected size, the number of records k, the number of hashes h, then
-// k records, k times (ms), h stored-hash indexes and h hashes. It answers
-// {1, new size}, or {0, actual size} when another process appended first.
+// the caller built its hashes for: KEYS size, starts, then the buckets the
+// batch writes; ARGV the expected size, the number of records k, the
+// number of bucket writes g and of bucket starts s, then g times a bucket
+// (its KEYS index), m and m field-value pairs, then s times a time (ms)
+// and a bucket number. It answers {1, new size}, or {0, actual size} when
+// another process appended first.
 var appendScript = redis.NewScript(`
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n ~= tonumber(ARGV[1]) then return {0, n} end
 local k = tonumber(ARGV[2])
-local h = tonumber(ARGV[3])
-for i = 1, k do
-  local idx = n + i - 1
-  redis.call('HSET', KEYS[3], idx, ARGV[3 + i])
-  redis.call('ZADD', KEYS[4], ARGV[3 + k + i], idx)
+local a = 5
+for i = 1, tonumber(ARGV[3]) do
+  local m = tonumber(ARGV[a + 1])
+  redis.call('HSET', KEYS[tonumber(ARGV[a])], unpack(ARGV, a + 2, a + 1 + 2 * m))
+  a = a + 2 + 2 * m
 end
-local base = 3 + 2 * k
-for i = 1, h do
-  redis.call('HSET', KEYS[2], ARGV[base + i], ARGV[base + h + i])
+for i = 1, tonumber(ARGV[4]) do
+  redis.call('ZADD', KEYS[2], 'LT', ARGV[a], ARGV[a + 1])
+  a = a + 2
 end
 redis.call('SET', KEYS[1], n + k)
 return {1, n + k}
@@ -245,14 +244,14 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 			}
 			n = v
 		}
-		args, err := l.build(ctx, tenant, n, events)
+		keys, args, err := l.build(ctx, tenant, n, events)
 		if err != nil {
 			if again(err) {
 				continue
 			}
 			return 0, err
 		}
-		res, err := appendScript.Run(ctx, l.rdb, []string{sizeKey(tenant), hashesKey(tenant), recordsKey(tenant), timesKey(tenant)}, args...).Int64Slice()
+		res, err := appendScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
 		if err != nil {
 			if again(err) {
 				continue
@@ -277,69 +276,102 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 }
 
 // build encodes events as records n, n+1… and computes the hashes each
-// adds to the tree, reading the earlier ones it needs from Redis.
-func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event) ([]any, error) {
-	k := len(events)
+// adds to the tree, reading the earlier ones it needs from Redis; it
+// returns the append script's keys and arguments.
+func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event) ([]string, []any, error) {
 	fresh := map[int64]tlog.Hash{}
-	var idx []int64
-	var hs []tlog.Hash
 	reader := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
-		var missing []string
+		var missing []int64
 		var at []int
 		for i, x := range indexes {
 			if h, ok := fresh[x]; ok {
 				out[i] = h
 				continue
 			}
-			missing = append(missing, strconv.FormatInt(x, 10))
+			missing = append(missing, x)
 			at = append(at, i)
 		}
 		if len(missing) == 0 {
 			return out, nil
 		}
-		vals, err := l.rdb.HMGet(ctx, hashesKey(tenant), missing...).Result()
+		hs, err := l.readHashes(ctx, tenant, missing)
 		if err != nil {
 			return nil, err
 		}
-		for j, v := range vals {
-			s, ok := v.(string)
-			if !ok || len(s) != tlog.HashSize {
-				return nil, fmt.Errorf("tree hash %s of tenant %s is missing", missing[j], tenant)
-			}
-			copy(out[at[j]][:], s)
+		for j, h := range hs {
+			out[at[j]] = h
 		}
 		return out, nil
 	})
-	records := make([]any, k)
-	times := make([]any, k)
+	w := bucketWrites{tenant: tenant, keys: []string{sizeKey(tenant), startsKey(tenant)}, at: map[string]int{}}
+	var starts []any
 	for i, e := range events {
 		e.Index = n + int64(i)
 		rec := e.encode()
 		stored, err := tlog.StoredHashes(e.Index, rec, reader)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		base := tlog.StoredHashIndex(0, e.Index)
 		for j, h := range stored {
 			fresh[base+int64(j)] = h
-			idx = append(idx, base+int64(j))
-			hs = append(hs, h)
+			w.add(hashBucketKey(tenant, bucketOf(base+int64(j))), base+int64(j), string(h[:]))
 		}
-		records[i] = rec
-		times[i] = e.Time.UnixMilli()
+		w.add(recordBucketKey(tenant, bucketOf(e.Index)), e.Index, string(rec))
+		if i == 0 || e.Index%bucketSize == 0 {
+			starts = append(starts, e.Time.UnixMilli(), bucketOf(e.Index))
+		}
 	}
-	args := make([]any, 0, 3+2*k+2*len(hs))
-	args = append(args, n, k, len(hs))
-	args = append(args, records...)
-	args = append(args, times...)
-	for _, x := range idx {
-		args = append(args, x)
+	args := make([]any, 0, 4+2*len(w.groups)+len(starts)+4*len(events))
+	args = append(args, n, len(events), len(w.groups), len(starts)/2)
+	for _, g := range w.groups {
+		args = append(args, g.key, len(g.kv)/2)
+		args = append(args, g.kv...)
 	}
-	for _, h := range hs {
-		args = append(args, h[:])
+	args = append(args, starts...)
+	return w.keys, args, nil
+}
+
+// bucketWrites groups an append's fields by bucket, in the order first
+// written.
+type bucketWrites struct {
+	tenant string
+	keys   []string
+	at     map[string]int // bucket key → its group
+	groups []bucketWrite
+}
+
+type bucketWrite struct {
+	key int // its KEYS index (from 1)
+	kv  []any
+}
+
+func (w *bucketWrites) add(key string, field int64, value string) {
+	g, ok := w.at[key]
+	if !ok {
+		w.keys = append(w.keys, key)
+		g = len(w.groups)
+		w.at[key] = g
+		w.groups = append(w.groups, bucketWrite{key: len(w.keys)})
 	}
-	return args, nil
+	w.groups[g].kv = append(w.groups[g].kv, field, value)
+}
+
+// readHashes reads stored tree hashes of a tenant's log from Redis.
+func (l *Log) readHashes(ctx context.Context, tenant string, idx []int64) ([]tlog.Hash, error) {
+	vals, err := hashStore.read(ctx, l.rdb, tenant, idx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(vals))
+	for i, v := range vals {
+		if v == nil || len(*v) != tlog.HashSize {
+			return nil, fmt.Errorf("tree hash %d of tenant %s is missing", idx[i], tenant)
+		}
+		copy(out[i][:], *v)
+	}
+	return out, nil
 }
 
 // trimmed is the index below which the tenant's events have left Redis.
@@ -370,21 +402,20 @@ func (l *Log) Records(ctx context.Context, tenant string, from, to int64) ([][]b
 	if to <= from {
 		return nil, nil
 	}
-	fields := make([]string, 0, to-from)
+	idx := make([]int64, 0, to-from)
 	for i := from; i < to; i++ {
-		fields = append(fields, strconv.FormatInt(i, 10))
+		idx = append(idx, i)
 	}
-	vals, err := l.rdb.HMGet(ctx, recordsKey(tenant), fields...).Result()
+	vals, err := recordStore.read(ctx, l.rdb, tenant, idx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([][]byte, len(vals))
 	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok {
+		if v == nil {
 			return nil, fmt.Errorf("record %d of tenant %s is missing", from+int64(i), tenant)
 		}
-		out[i] = []byte(s)
+		out[i] = []byte(*v)
 	}
 	return out, nil
 }
@@ -395,23 +426,7 @@ func (l *Log) HashReader(ctx context.Context, tenant string) tlog.HashReader {
 		if len(indexes) == 0 {
 			return nil, nil
 		}
-		fields := make([]string, len(indexes))
-		for i, x := range indexes {
-			fields[i] = strconv.FormatInt(x, 10)
-		}
-		vals, err := l.rdb.HMGet(ctx, hashesKey(tenant), fields...).Result()
-		if err != nil {
-			return nil, err
-		}
-		out := make([]tlog.Hash, len(vals))
-		for i, v := range vals {
-			s, ok := v.(string)
-			if !ok || len(s) != tlog.HashSize {
-				return nil, fmt.Errorf("tree hash %s of tenant %s is missing", fields[i], tenant)
-			}
-			copy(out[i][:], s)
-		}
-		return out, nil
+		return l.readHashes(ctx, tenant, indexes)
 	})
 }
 

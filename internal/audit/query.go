@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -22,23 +23,23 @@ type Query struct {
 // MaxLimit bounds Query.Limit.
 const MaxLimit = 1000
 
-// Find returns a tenant's events in time order, from Since, and whether
-// more match after the last one returned. Events that have left Redis
-// (GATEWAY_AUDIT_RETENTION) are read from the export first, in the log's
-// order (its time order but for a batch committed a moment late), then
-// those in Redis.
+// Find returns a tenant's events from Since in the log's order (its time
+// order but for a batch committed a moment late), and whether more match
+// after the last one returned. Events that have left Redis
+// (GATEWAY_AUDIT_RETENTION) are read from the export first, then those in
+// Redis.
 func (l *Log) Find(ctx context.Context, tenant string, q Query) ([]Event, bool, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
 	}
 	limit = min(limit, MaxLimit)
+	below, err := l.trimmed(ctx, tenant)
+	if err != nil {
+		return nil, false, err
+	}
 	var out []Event
 	if l.Export != nil {
-		below, err := l.trimmed(ctx, tenant)
-		if err != nil {
-			return nil, false, err
-		}
 		if below > 0 {
 			if out, err = l.findCold(ctx, tenant, q, below, limit); err != nil {
 				return nil, false, err
@@ -48,43 +49,70 @@ func (l *Log) Find(ctx context.Context, tenant string, q Query) ([]Event, bool, 
 			}
 		}
 	}
-	lo, hi := "-inf", "+inf"
+	hot, err := l.findHot(ctx, tenant, q, below, limit-len(out))
+	if err != nil {
+		return nil, false, err
+	}
+	out = append(out, hot...)
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+// findPage is how many events Find reads from Redis at a time.
+const findPage = 8 * bucketSize
+
+// findHot returns the events still in Redis that q selects, in log
+// order, at most limit+1 of them (one more says more match). A search
+// from a time starts at the last bucket whose first event is older than
+// it by more than coldSkew; from is the trim mark.
+func (l *Log) findHot(ctx context.Context, tenant string, q Query, from int64, limit int) ([]Event, error) {
+	size, err := l.Size(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
 	if !q.Since.IsZero() {
-		lo = strconv.FormatInt(q.Since.UnixMilli(), 10)
-	}
-	if !q.Until.IsZero() {
-		hi = "(" + strconv.FormatInt(q.Until.UnixMilli(), 10)
-	}
-	const page = 500
-	for offset := int64(0); ; offset += page {
-		ids, err := l.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: timesKey(tenant), Start: lo, Stop: hi, ByScore: true,
-			Offset: offset, Count: page}).Result()
+		bs, err := l.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: startsKey(tenant), ByScore: true, Rev: true,
+			Start: "(" + strconv.FormatInt(q.Since.Add(-coldSkew).UnixMilli(), 10), Stop: "-inf", Count: 1}).Result()
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		if len(ids) == 0 {
-			return out, false, nil
-		}
-		vals, err := l.rdb.HMGet(ctx, recordsKey(tenant), ids...).Result()
-		if err != nil {
-			return nil, false, err
-		}
-		for _, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue // trimmed after its retention
+		if len(bs) == 1 {
+			b, err := strconv.ParseInt(bs[0], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bucket %q of tenant %s's audit log is not a number", bs[0], tenant)
 			}
-			e, err := Decode([]byte(s))
-			if err != nil || (q.Action != "" && e.Action != q.Action) {
+			from = max(from, b*bucketSize)
+		}
+	}
+	var out []Event
+	for ; from < size; from += findPage {
+		idx := make([]int64, 0, findPage)
+		for i := from; i < min(size, from+findPage); i++ {
+			idx = append(idx, i)
+		}
+		recs, err := recordStore.read(ctx, l.rdb, tenant, idx)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r == nil {
+				continue // trimmed after its retention meanwhile
+			}
+			e, err := Decode([]byte(*r))
+			if err != nil {
 				continue
 			}
-			if len(out) == limit {
-				return out, true, nil
+			if !q.Until.IsZero() && !e.Time.Before(q.Until.Add(coldSkew)) {
+				return out, nil
 			}
-			out = append(out, e)
-		}
-		if len(ids) < page {
-			return out, false, nil
+			if q.selects(e) {
+				if out = append(out, e); len(out) > limit {
+					return out, nil
+				}
+			}
 		}
 	}
+	return out, nil
 }

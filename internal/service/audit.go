@@ -60,15 +60,23 @@ func (s *Service) auditConsent(store *contacts.Store) {
 	}
 }
 
-// startAuditExport exports the audit log in the background until
-// Shutdown.
+// startAuditExport moves an audit log kept in the layout of earlier
+// versions into buckets, then exports the log in the background until
+// Shutdown (workers only).
 func (s *Service) startAuditExport() {
-	if s.AuditExport == nil {
+	if s.Workers == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopAudit = cancel
-	go s.AuditExport.Run(ctx, s.Config.Audit.ExportInterval)
+	go func() {
+		if err := s.Audit.Upgrade(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("the audit log could not be moved into buckets; each export moves its tenant's", "comp", "audit", "err", err)
+		}
+		if s.AuditExport != nil {
+			s.AuditExport.Run(ctx, s.Config.Audit.ExportInterval)
+		}
+	}()
 }
 
 // ExportAudit runs one export of every tenant's audit log now, as the
