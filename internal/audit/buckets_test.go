@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,4 +188,67 @@ func toOldLayout(t *testing.T, rdb redis.UniversalClient, tenant string) {
 		rdb.Del(ctx, k)
 	}
 	rdb.Del(ctx, pre+"starts")
+}
+
+// hashReads counts the commands that read tree hashes from Redis.
+type hashReads struct{ n atomic.Int64 }
+
+func (h *hashReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *hashReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (h *hashReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			h.count(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (h *hashReads) count(c redis.Cmder) {
+	if c.Name() == "hmget" && strings.Contains(fmt.Sprint(c.Args()[1]), "}:h:") {
+		h.n.Add(1)
+	}
+}
+
+// A process appending alone keeps the tree hashes its next append needs:
+// it reads none from Redis. After another process appended, it reads
+// them again, and the tree stays one.
+func TestAnAppendReadsNoTreeHashWrittenByItsOwnProcess(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	reads := &hashReads{}
+	rdb := srv.Client()
+	rdb.AddHook(reads)
+	a, other := audit.New(rdb, nil), audit.New(srv.Client(), nil)
+	for i := range 300 {
+		if _, err := a.Append(ctx, event("clinic-a", "message.read", fmt.Sprintf("message:m%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := reads.n.Load(); n != 0 {
+		t.Fatalf("300 appends of one process read tree hashes from Redis %d times", n)
+	}
+	if _, err := other.Append(ctx, event("clinic-a", "message.read", "message:other")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := a.Append(ctx, event("clinic-a", "message.read", fmt.Sprintf("message:n%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reads.n.Load() == 0 {
+		t.Fatal("an append after another process's read no tree hash from Redis")
+	}
+	b, _ := bucket(t)
+	skey, vkey := keys(t)
+	if _, err := (&audit.Exporter{Log: a, Bucket: b, Signer: newSigner(t, skey)}).Export(ctx, "clinic-a"); err != nil {
+		t.Fatal(err)
+	}
+	if r := verify(t, b, audit.VerifyOptions{}, vkey); r.Finding != nil || r.Checked != 306 {
+		t.Fatalf("report %+v (%v)", r, r.Finding)
+	}
 }

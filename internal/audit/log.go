@@ -110,6 +110,11 @@ type queue struct {
 	batches []*batch
 	running bool
 	size    int64 // the log's size as last seen; -1 unknown
+	// frontier holds the tree hashes the next append reads (the roots of
+	// the complete subtrees of a log of size frontierAt), as this process
+	// last wrote them: a process appending alone reads none from Redis.
+	frontier   map[int64]tlog.Hash
+	frontierAt int64
 }
 
 type batch struct {
@@ -244,7 +249,11 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 			}
 			n = v
 		}
-		keys, args, err := l.build(ctx, tenant, n, events)
+		var known map[int64]tlog.Hash
+		if q.frontierAt == n {
+			known = q.frontier
+		}
+		keys, args, fresh, err := l.build(ctx, tenant, n, events, known)
 		if err != nil {
 			if again(err) {
 				continue
@@ -261,6 +270,7 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 		}
 		if res[0] == 1 {
 			q.size = res[1]
+			q.frontier, q.frontierAt = frontierOf(res[1], fresh, known), res[1]
 			return n, nil
 		}
 		n = res[1]
@@ -275,10 +285,27 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 	}
 }
 
+// frontierOf is the frontier of a log of size n from the hashes an append
+// wrote and those it read, or nil when one is not among them.
+func frontierOf(n int64, fresh, known map[int64]tlog.Hash) map[int64]tlog.Hash {
+	out := map[int64]tlog.Hash{}
+	for _, i := range frontier(n) {
+		h, ok := fresh[i]
+		if !ok {
+			if h, ok = known[i]; !ok {
+				return nil
+			}
+		}
+		out[i] = h
+	}
+	return out
+}
+
 // build encodes events as records n, n+1… and computes the hashes each
-// adds to the tree, reading the earlier ones it needs from Redis; it
-// returns the append script's keys and arguments.
-func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event) ([]string, []any, error) {
+// adds to the tree, reading the earlier ones it needs from known (the
+// frontier of size n, when this process knows it) or else from Redis; it
+// returns the append script's keys and arguments, and the hashes it made.
+func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event, known map[int64]tlog.Hash) ([]string, []any, map[int64]tlog.Hash, error) {
 	fresh := map[int64]tlog.Hash{}
 	reader := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
@@ -286,6 +313,10 @@ func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event)
 		var at []int
 		for i, x := range indexes {
 			if h, ok := fresh[x]; ok {
+				out[i] = h
+				continue
+			}
+			if h, ok := known[x]; ok {
 				out[i] = h
 				continue
 			}
@@ -311,7 +342,7 @@ func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event)
 		rec := e.encode()
 		stored, err := tlog.StoredHashes(e.Index, rec, reader)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		base := tlog.StoredHashIndex(0, e.Index)
 		for j, h := range stored {
@@ -330,7 +361,7 @@ func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event)
 		args = append(args, g.kv...)
 	}
 	args = append(args, starts...)
-	return w.keys, args, nil
+	return w.keys, args, fresh, nil
 }
 
 // bucketWrites groups an append's fields by bucket, in the order first
