@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -107,12 +106,7 @@ func (l *Ledger) GetMany(ctx context.Context, tenant string, ids []string) ([]*M
 		if err != nil {
 			return nil, err
 		}
-		for _, raw := range evs[i].Val() {
-			var e Event
-			if json.Unmarshal([]byte(raw), &e) == nil {
-				m.Events = append(m.Events, e)
-			}
-		}
+		m.Events = historyOf(h, evs[i].Val())
 		out = append(out, m)
 	}
 	return out, nil

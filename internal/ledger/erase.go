@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,20 +50,32 @@ func scrubOne(e *Event) {
 	}
 }
 
-// eraseScript replaces a record's request and the first n entries of its
+// eraseScript replaces a record's request and the first entries of its
 // history with their scrubbed forms, keeping the entries written since it
-// was read and the record's expiry. KEYS msg, events ARGV tenant, doc,
-// erased_ms, n, scrubbed events… Returns 0 when the record is gone or
-// another tenant's.
+// was read and the record's expiry. KEYS msg, legacy events list ARGV
+// tenant, doc, erased_ms, n (the list's entries read), f (the ev field's
+// entries read), then n and f scrubbed entries. Returns 0 when the record
+// is gone or another tenant's.
 var eraseScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'tenant') ~= ARGV[1] then return 0 end
-local ttl = redis.call('PTTL', KEYS[2])
-local n = tonumber(ARGV[4])
-local tail = redis.call('LRANGE', KEYS[2], n, -1)
-redis.call('DEL', KEYS[2])
-for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-for _, e in ipairs(tail) do redis.call('RPUSH', KEYS[2], e) end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+local n, f = tonumber(ARGV[4]), tonumber(ARGV[5])
+if n > 0 then
+  local ttl = redis.call('PTTL', KEYS[2])
+  local tail = redis.call('LRANGE', KEYS[2], n, -1)
+  redis.call('DEL', KEYS[2])
+  for i = 6, 5 + n do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+  for _, e in ipairs(tail) do redis.call('RPUSH', KEYS[2], e) end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+local cur = redis.call('HGET', KEYS[1], 'ev')
+if cur and f > 0 then
+  local out, i = {}, 0
+  for e in string.gmatch(cur, '[^\n]+') do
+    i = i + 1
+    if i <= f then out[i] = ARGV[5 + n + i] else out[i] = e end
+  end
+  redis.call('HSET', KEYS[1], 'ev', table.concat(out, '\n'))
+end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'err_msg', '', 'erased', ARGV[3])
 redis.call('HDEL', KEYS[1], 'recording')
 return 1
@@ -87,12 +100,18 @@ func (l *Ledger) Erase(ctx context.Context, tenant, id string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := l.rdb.LRange(ctx, eventsKey(id), 0, -1).Result()
-	if err != nil {
+	pipe := l.rdb.Pipeline()
+	list := pipe.LRange(ctx, eventsKey(id), 0, -1)
+	field := pipe.HGet(ctx, msgKey(id), "ev")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	args := []any{tenant, doc, ms(now), len(raw)}
-	for _, e := range raw {
+	var inField []string
+	if v := field.Val(); v != "" {
+		inField = strings.Split(v, "\n")
+	}
+	args := []any{tenant, doc, ms(now), len(list.Val()), len(inField)}
+	for _, e := range append(list.Val(), inField...) {
 		args = append(args, scrubEvent(e))
 	}
 	return eraseScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, args...).Err()

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -330,13 +331,30 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, raw := range evs.Val() {
+	m.Events = historyOf(h, evs.Val())
+	return m, nil
+}
+
+// historyEntries is a record's history as stored: the entries of a list
+// written by an earlier version (legacy), then those of its ev field.
+func historyEntries(h map[string]string, legacy []string) []string {
+	out := legacy
+	if ev := h["ev"]; ev != "" {
+		out = append(out, strings.Split(ev, "\n")...)
+	}
+	return out
+}
+
+// historyOf reads a record's history.
+func historyOf(h map[string]string, legacy []string) []Event {
+	var out []Event
+	for _, raw := range historyEntries(h, legacy) {
 		var e Event
 		if json.Unmarshal([]byte(raw), &e) == nil {
-			m.Events = append(m.Events, e)
+			out = append(out, e)
 		}
 	}
-	return m, nil
+	return out
 }
 
 // ValidID accepts canonical (upper-case) ULIDs only; the API upper-cases

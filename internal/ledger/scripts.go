@@ -2,6 +2,19 @@ package ledger
 
 import "github.com/redis/go-redis/v9"
 
+// pushLua appends an event to a message's history: the record's ev field,
+// one event a line (JSON never holds a raw newline), so the history costs
+// no key of its own and stays inside the record's listpack.
+const pushLua = `
+local function push(k, e)
+  local cur = redis.call('HGET', k, 'ev')
+  if cur then redis.call('HSET', k, 'ev', cur .. '\n' .. e) else redis.call('HSET', k, 'ev', e) end
+end
+`
+
+// historyScript is a script that may append to a history (push).
+func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + src) }
+
 // All keys of one message share the hash tag {id}, so every script below
 // touches one Redis Cluster slot; the provider-id index (keyed by the
 // provider's id) and the tenant index are written by separate commands. Fields of the message hash:
@@ -14,16 +27,18 @@ import "github.com/redis/go-redis/v9"
 //   err_code, err_msg  the last error
 //   ps:<status> marks a provider status already applied (callback replays)
 //   updated_at  ms timestamp
+//   ev          the history: its events' JSON, one a line, oldest first
+//               (messages of earlier versions may still have theirs in a
+//               list, KEYS[2], read before it; no script writes there now)
 
 // createScript: KEYS msg, events ARGV doc, tenant, status, rank, now, ttlms, event, broadcast link ("" none)
-var createScript = redis.NewScript(`
+var createScript = historyScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'tenant', ARGV[2], 'status', ARGV[3], 'rank', ARGV[4],
   'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5])
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'bc', ARGV[8]) end
-redis.call('RPUSH', KEYS[2], ARGV[7])
+push(KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 1
 `)
 
@@ -36,7 +51,7 @@ return 1
 //	{"accepted", provider_id}        the provider already has it: never send again
 //	{"unconfirmed", wait_ms}         an earlier attempt's outcome is unknown: wait for its callback
 //	{"go", attempts, status, doc}    the caller owns this attempt
-var claimScript = redis.NewScript(`
+var claimScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc', 'redials', 'throttles')
 if not h[1] then return {'missing'} end
 if tonumber(h[2]) >= 3 then return {'final', h[1]} end
@@ -52,33 +67,33 @@ if tonumber(h[2]) < 1 then redis.call('HSET', KEYS[1], 'status', 'sending', 'ran
 local ev = cjson.decode(ARGV[3])
 ev['attempt'] = attempts
 if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
-redis.call('RPUSH', KEYS[2], cjson.encode(ev))
+push(KEYS[1], cjson.encode(ev))
 return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0', h[4] or ''}
 `)
 
 // acceptedScript records the provider's id. KEYS msg, events
 // ARGV provider_id, now, event
 // Returns 0 unknown message, -1 another provider id is recorded, 1 recorded.
-var acceptedScript = redis.NewScript(`
+var acceptedScript = historyScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '', 'updated_at', ARGV[2])
 if tonumber(h[1]) < 2 then redis.call('HSET', KEYS[1], 'status', 'sent', 'rank', 2) end
-if not h[2] or h[2] == '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+if not h[2] or h[2] == '' then push(KEYS[1], ARGV[3]) end
 return 1
 `)
 
 // attemptFailedScript records a failed attempt. KEYS msg, events
 // ARGV now, code, message, final_status (” while retries remain), keep_inflight(0/1), event, throttled(0/1)
-var attemptFailedScript = redis.NewScript(`
+var attemptFailedScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if not h[1] then return 0 end
 if tonumber(h[1]) >= 3 or (h[2] and h[2] ~= '') then return 0 end
 redis.call('HSET', KEYS[1], 'err_code', ARGV[2], 'err_msg', ARGV[3], 'updated_at', ARGV[1])
 if ARGV[5] == '0' then redis.call('HSET', KEYS[1], 'inflight_at', '') end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[4], 'rank', 3, 'inflight_at', '') end
-redis.call('RPUSH', KEYS[2], ARGV[6])
+push(KEYS[1], ARGV[6])
 if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'throttles', 1) end
 return 1
 `)
@@ -91,14 +106,14 @@ return 1
 // revealed the provider id (the caller then writes the provider index);
 // bc the broadcast link, tenant the message's tenant and rank its status
 // rank after the report.
-var providerStatusScript = redis.NewScript(`
+var providerStatusScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'bc', 'tenant')
 if not h[1] then return {0, 0} end
 local bc, tenant, rank = h[3] or '', h[4] or '', tonumber(h[1])
 if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return {-1, 0, bc, tenant, rank} end
 if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then
   -- a late report about an earlier call that was redialled: history only
-  redis.call('RPUSH', KEYS[2], ARGV[8])
+  push(KEYS[1], ARGV[8])
   return {2, 0, bc, tenant, rank}
 end
 local mark = 'ps:' .. ARGV[1] .. ':' .. ARGV[4]
@@ -108,7 +123,7 @@ if not h[2] or h[2] == '' then
   redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '')
   ttl = math.max(redis.call('PTTL', KEYS[1]), 1)
 end
-redis.call('RPUSH', KEYS[2], ARGV[8])
+push(KEYS[1], ARGV[8])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[7])
 if rank < 3 and tonumber(ARGV[3]) > rank then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'rank', ARGV[3])
@@ -121,21 +136,21 @@ return {2, ttl, bc, tenant, rank}
 // cancelScript cancels a tenant's message the provider does not have.
 // KEYS msg, events  ARGV tenant, now, event
 // Returns {"ok"}, {"missing"} or {"conflict", status, reason}.
-var cancelScript = redis.NewScript(`
+var cancelScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'tenant', 'status', 'rank', 'provider_id', 'inflight_at')
 if not h[1] or h[1] ~= ARGV[1] then return {'missing'} end
 if tonumber(h[3]) >= 3 then return {'conflict', h[2], 'final'} end
 if h[4] and h[4] ~= '' then return {'conflict', h[2], 'handed'} end
 if h[5] and h[5] ~= '' then return {'conflict', h[2], 'inflight'} end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'rank', 3, 'updated_at', ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[3])
+push(KEYS[1], ARGV[3])
 return {'ok'}
 `)
 
 // deferScript holds back a message no provider has (or a call to be
 // placed again): KEYS msg, events
 // ARGV now, until, event. Returns 1 deferred, 0 final, handed over or unknown.
-var deferScript = redis.NewScript(`
+var deferScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'inflight_at', 'deferred_until', 'status')
 if not h[1] then return 0 end
 if tonumber(h[1]) >= 3 or (h[2] and h[2] ~= '') or (h[3] and h[3] ~= '') then return 0 end
@@ -151,7 +166,7 @@ else
   ev = cjson.encode(e)
 end
 redis.call('HSET', KEYS[1], 'deferred_until', ARGV[2], 'updated_at', ARGV[1])
-redis.call('RPUSH', KEYS[2], ev)
+push(KEYS[1], ev)
 return 1
 `)
 
@@ -160,7 +175,7 @@ return 1
 // events  ARGV provider_id, max_redials, now, event_retry, event_final, err_code, err_msg
 // Returns 1 redial scheduled, 0 no redials left (the message is now
 // undelivered), -1 unknown message or another provider id, 2 duplicate.
-var redialScript = redis.NewScript(`
+var redialScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id', 'redials')
 if not h[1] then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then return 2 end
@@ -170,19 +185,19 @@ local n = tonumber(h[3] or '0')
 redis.call('HSET', KEYS[1], 'err_code', ARGV[6], 'err_msg', ARGV[7])
 if n >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'status', 'undelivered', 'rank', 3, 'updated_at', ARGV[3])
-  redis.call('RPUSH', KEYS[2], ARGV[5])
+  push(KEYS[1], ARGV[5])
   return 0
 end
 redis.call('HSET', KEYS[1], 'redials', n + 1, 'provider_id', '', 'retired:' .. ARGV[1], 1, 'updated_at', ARGV[3])
-redis.call('RPUSH', KEYS[2], ARGV[4])
+push(KEYS[1], ARGV[4])
 return 1
 `)
 
 // noteScript appends an event, and stores a field when given. KEYS msg, events
 // ARGV event, field, value. Returns 0 for an unknown message.
-var noteScript = redis.NewScript(`
+var noteScript = historyScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
+push(KEYS[1], ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
 return 1
 `)

@@ -2,20 +2,18 @@ package ledger
 
 import (
 	"context"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // unclaimScript gives back an attempt a worker claimed but never began.
 // KEYS msg, events  ARGV attempt, now, event
 // Returns 1 given back, 0 when the attempt is no longer the message's
 // current, unanswered one (another worker's, or the provider answered).
-var unclaimScript = redis.NewScript(`
+var unclaimScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'attempts', 'provider_id', 'inflight_at')
 if not h[1] or tonumber(h[1]) ~= tonumber(ARGV[1]) then return 0 end
 if (h[2] and h[2] ~= '') or not h[3] or h[3] == '' then return 0 end
 redis.call('HSET', KEYS[1], 'attempts', tonumber(ARGV[1]) - 1, 'inflight_at', '', 'updated_at', ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[3])
+push(KEYS[1], ARGV[3])
 return 1
 `)
 

@@ -1,0 +1,58 @@
+package ledger_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patientmsg/gateway/internal/ledger"
+)
+
+// A message's history lives in its record (the ev field). A message of an
+// earlier version keeps the first part of its history in a list of its
+// own: it is read before the field, and an erasure scrubs both.
+func TestAHistoryStartedInAListReadsOnAndIsErased(t *testing.T) {
+	l, srv := newLedger(t)
+	rdb := srv.Client()
+	id := create(t, l, "clinic-a")
+	if _, err := l.Claim(ctx, id, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RecordFailure(ctx, id, ledger.Failure{Code: "30003", Message: "the patient's handset is off", Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// As an earlier version kept it: the history in a list.
+	rec, ev := "gw:m:{"+id+"}", "gw:m:{"+id+"}:ev"
+	for _, e := range strings.Split(rdb.HGet(ctx, rec, "ev").Val(), "\n") {
+		rdb.RPush(ctx, ev, e)
+	}
+	rdb.HDel(ctx, rec, "ev")
+	if err := l.RecordFailure(ctx, id, ledger.Failure{Code: "30005", Message: "unknown handset of the patient", Attempt: 2}); err != nil {
+		t.Fatal(err)
+	}
+	m := status(t, l, id)
+	var codes []string
+	for _, e := range m.Events {
+		if e.Error != nil {
+			codes = append(codes, e.Error.Code+":"+e.Error.Message)
+		}
+	}
+	if len(m.Events) != 4 || strings.Join(codes, "|") != "30003:the patient's handset is off|30005:unknown handset of the patient" {
+		t.Fatalf("history %+v", m.Events)
+	}
+	if err := l.Erase(ctx, "clinic-a", id); err != nil {
+		t.Fatal(err)
+	}
+	m = status(t, l, id)
+	if len(m.Events) != 4 {
+		t.Fatalf("%d events after the erasure, want 4", len(m.Events))
+	}
+	for _, e := range m.Events {
+		if e.Error != nil && e.Error.Message != "" {
+			t.Fatalf("an error text stayed after the erasure: %+v", e)
+		}
+	}
+	if m.Events[2].Error == nil || m.Events[2].Error.Code != "30003" || m.Events[3].Error == nil || m.Events[3].Error.Code != "30005" {
+		t.Fatalf("the erasure changed the history's order or codes: %+v", m.Events)
+	}
+}
