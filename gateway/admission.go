@@ -156,9 +156,6 @@ func (s *Server) admitMessage(c *fiber.Ctx, tenant, priority string) error {
 	return refusal(a.CheckMemory(ctx, admission.ClassOf(priority)))
 }
 
-// reserve counts a message in its tenant's backlog before it is queued;
-// it reports whether the message was counted (release it if the message
-
 // refusal is the problem answer of an admission refusal (nil for nil).
 func refusal(err error) error {
 	var (

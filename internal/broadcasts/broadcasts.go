@@ -24,9 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -633,30 +635,78 @@ func (s *Store) People(ctx context.Context, id string, idx []int) ([]*Person, er
 	return out, nil
 }
 
-// Scan calls f for every person, in batches (for cancellation and the
-// report); it stops at f's first error.
+// Scan calls f for every person, in no particular order and one at a
+// time (for cancellation, the report and the roster's export); it stops
+// at f's first error. The next pages are read from Redis while the last
+// ones are decoded, on every core: the after-action report of 100,000
+// people reads them all.
 func (s *Store) Scan(ctx context.Context, id string, f func(p *Person) error) error {
-	var cursor uint64
-	for {
-		kv, next, err := s.rdb.HScan(ctx, peopleKey(id), cursor, "", 1000).Result()
-		if err != nil {
-			return err
-		}
-		for i := 1; i < len(kv); i += 2 {
-			p := &Person{}
-			if json.Unmarshal([]byte(kv[i]), p) != nil {
-				continue
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan []string, 2)
+	var readErr error
+	go func() {
+		defer close(pages)
+		var cursor uint64
+		for {
+			kv, next, err := s.rdb.HScan(ctx, peopleKey(id), cursor, "", scanPage).Result()
+			if err != nil {
+				readErr = err
+				return
 			}
-			if err := f(p); err != nil {
-				return err
+			select {
+			case pages <- kv:
+			case <-ctx.Done():
+				return
 			}
+			if next == 0 {
+				return
+			}
+			cursor = next
 		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
+	}()
+	decoded := make(chan []*Person, 2)
+	var wg sync.WaitGroup
+	for range max(runtime.GOMAXPROCS(0), 1) {
+		wg.Go(func() {
+			for kv := range pages {
+				people := make([]*Person, 0, len(kv)/2)
+				for i := 1; i < len(kv); i += 2 {
+					p := &Person{}
+					if json.Unmarshal([]byte(kv[i]), p) == nil {
+						people = append(people, p)
+					}
+				}
+				select {
+				case decoded <- people:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
 	}
+	go func() {
+		wg.Wait()
+		close(decoded)
+	}()
+	var err error
+	for people := range decoded {
+		for _, p := range people {
+			if err == nil {
+				if err = f(p); err != nil {
+					cancel() // the reader and decoders stop; decoded closes
+				}
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return readErr // written before pages closed, so before decoded closed
 }
+
+// scanPage is how many people Scan asks Redis for at a time.
+const scanPage = 1000
 
 // Due returns the people whose current try's deadline has passed (at most
 // limit), how many people wait for a deadline at all, and the next

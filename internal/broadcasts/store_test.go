@@ -91,3 +91,60 @@ func TestStartingPeopleTwiceCountsEachOnce(t *testing.T) {
 		t.Errorf("chunk events %v", chunks)
 	}
 }
+
+// Scan gives every person once, one at a time, while it reads the next
+// pages and decodes them on other goroutines; it stops at f's first
+// error and at the context's end.
+func TestScanGivesEveryPersonOnceAndStops(t *testing.T) {
+	ctx := context.Background()
+	store := broadcasts.NewStore(redistest.Start(t).Client(), time.Hour)
+	const n = 5500 // several pages
+	cfg := &broadcasts.Config{ID: broadcasts.NewID(), Tenant: "clinic", Channels: []string{"sms"}, AckTimeout: time.Minute,
+		Priority: "crisis", Total: n, Chunks: 1, CreatedAt: time.Now().UTC()}
+	if err := store.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	due := time.Now().Add(time.Hour)
+	for from := 0; from < n; from += 500 {
+		var people []*broadcasts.Person
+		for i := from; i < from+500; i++ {
+			people = append(people, queuedPerson(i, "sms", due))
+		}
+		if _, _, err := store.StartPeople(ctx, cfg.ID, 0, people); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := make([]int, n)
+	busy := false
+	if err := store.Scan(ctx, cfg.ID, func(p *broadcasts.Person) error {
+		if busy {
+			t.Error("f called while another call was running")
+		}
+		busy = true
+		defer func() { busy = false }()
+		seen[p.Index]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range seen {
+		if k != 1 {
+			t.Fatalf("person %d given %d times", i, k)
+		}
+	}
+	stop := fmt.Errorf("enough")
+	calls := 0
+	if err := store.Scan(ctx, cfg.ID, func(*broadcasts.Person) error {
+		if calls++; calls == 10 {
+			return stop
+		}
+		return nil
+	}); err != stop || calls != 10 {
+		t.Fatalf("Scan = %v after %d calls; want %v after 10", err, calls, stop)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := store.Scan(cctx, cfg.ID, func(*broadcasts.Person) error { return nil }); err == nil {
+		t.Fatal("Scan with a canceled context returned no error")
+	}
+}
