@@ -25,7 +25,9 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 //   provider_id the provider's id once it accepted the message
 //   inflight_at ms timestamp of an attempt whose outcome is not yet known
 //   err_code, err_msg  the last error
-//   ps:<status> marks a provider status already applied (callback replays)
+//   ps:<status> marks a provider status of the current provider id already
+//               applied (callback replays); a redial clears them (records of
+//               earlier versions have ps:<provider id>:<status>, still checked)
 //   updated_at  ms timestamp
 //   ev          the history: its events' JSON, one a line, oldest first
 //               (messages of earlier versions may still have theirs in a
@@ -78,7 +80,8 @@ var acceptedScript = historyScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if h[2] and h[2] ~= '' and h[2] ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '', 'updated_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'updated_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'inflight_at')
 if tonumber(h[1]) < 2 then redis.call('HSET', KEYS[1], 'status', 'sent', 'rank', 2) end
 if not h[2] or h[2] == '' then push(KEYS[1], ARGV[3]) end
 return 1
@@ -91,8 +94,8 @@ local h = redis.call('HMGET', KEYS[1], 'rank', 'provider_id')
 if not h[1] then return 0 end
 if tonumber(h[1]) >= 3 or (h[2] and h[2] ~= '') then return 0 end
 redis.call('HSET', KEYS[1], 'err_code', ARGV[2], 'err_msg', ARGV[3], 'updated_at', ARGV[1])
-if ARGV[5] == '0' then redis.call('HSET', KEYS[1], 'inflight_at', '') end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[4], 'rank', 3, 'inflight_at', '') end
+if ARGV[5] == '0' or ARGV[4] ~= '' then redis.call('HDEL', KEYS[1], 'inflight_at') end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[4], 'rank', 3) end
 push(KEYS[1], ARGV[6])
 if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'throttles', 1) end
 return 1
@@ -116,11 +119,13 @@ if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then
   push(KEYS[1], ARGV[8])
   return {2, 0, bc, tenant, rank}
 end
-local mark = 'ps:' .. ARGV[1] .. ':' .. ARGV[4]
+if redis.call('HEXISTS', KEYS[1], 'ps:' .. ARGV[1] .. ':' .. ARGV[4]) == 1 then return {3, 0, bc, tenant, rank} end
+local mark = 'ps:' .. ARGV[4]
 if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0, bc, tenant, rank} end
 local ttl = 0
 if not h[2] or h[2] == '' then
-  redis.call('HSET', KEYS[1], 'provider_id', ARGV[1], 'inflight_at', '')
+  redis.call('HSET', KEYS[1], 'provider_id', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'inflight_at')
   ttl = math.max(redis.call('PTTL', KEYS[1]), 1)
 end
 push(KEYS[1], ARGV[8])
@@ -189,6 +194,10 @@ if n >= tonumber(ARGV[2]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'redials', n + 1, 'provider_id', '', 'retired:' .. ARGV[1], 1, 'updated_at', ARGV[3])
+-- the next call's reports are marked afresh
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(k, 1, 3) == 'ps:' then redis.call('HDEL', KEYS[1], k) end
+end
 push(KEYS[1], ARGV[4])
 return 1
 `)

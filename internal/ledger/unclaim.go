@@ -12,7 +12,8 @@ var unclaimScript = historyScript(`
 local h = redis.call('HMGET', KEYS[1], 'attempts', 'provider_id', 'inflight_at')
 if not h[1] or tonumber(h[1]) ~= tonumber(ARGV[1]) then return 0 end
 if (h[2] and h[2] ~= '') or not h[3] or h[3] == '' then return 0 end
-redis.call('HSET', KEYS[1], 'attempts', tonumber(ARGV[1]) - 1, 'inflight_at', '', 'updated_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'attempts', tonumber(ARGV[1]) - 1, 'updated_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'inflight_at')
 push(KEYS[1], ARGV[3])
 return 1
 `)
