@@ -253,7 +253,7 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 		if q.frontierAt == n {
 			known = q.frontier
 		}
-		keys, args, fresh, err := l.build(ctx, tenant, n, events, known)
+		keys, args, fresh, known, err := l.build(ctx, tenant, n, events, known)
 		if err != nil {
 			if again(err) {
 				continue
@@ -286,7 +286,7 @@ func (l *Log) commit(tenant string, q *queue, events []Event) (int64, error) {
 }
 
 // frontierOf is the frontier of a log of size n from the hashes an append
-// wrote and those it read, or nil when one is not among them.
+// wrote and those it knew, or nil when one is not among them.
 func frontierOf(n int64, fresh, known map[int64]tlog.Hash) map[int64]tlog.Hash {
 	out := map[int64]tlog.Hash{}
 	for _, i := range frontier(n) {
@@ -303,9 +303,21 @@ func frontierOf(n int64, fresh, known map[int64]tlog.Hash) map[int64]tlog.Hash {
 
 // build encodes events as records n, n+1… and computes the hashes each
 // adds to the tree, reading the earlier ones it needs from known (the
-// frontier of size n, when this process knows it) or else from Redis; it
-// returns the append script's keys and arguments, and the hashes it made.
-func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event, known map[int64]tlog.Hash) ([]string, []any, map[int64]tlog.Hash, error) {
+// frontier of size n, read from Redis in one go when this process does
+// not know it); it returns the append script's keys and arguments, the
+// hashes it made and the frontier it built on.
+func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event, known map[int64]tlog.Hash) ([]string, []any, map[int64]tlog.Hash, map[int64]tlog.Hash, error) {
+	if known == nil {
+		idx := frontier(n)
+		hs, err := l.readHashes(ctx, tenant, idx)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		known = make(map[int64]tlog.Hash, len(idx))
+		for i, x := range idx {
+			known[x] = hs[i]
+		}
+	}
 	fresh := map[int64]tlog.Hash{}
 	reader := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
@@ -342,7 +354,7 @@ func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event,
 		rec := e.encode()
 		stored, err := tlog.StoredHashes(e.Index, rec, reader)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		base := tlog.StoredHashIndex(0, e.Index)
 		for j, h := range stored {
@@ -361,7 +373,7 @@ func (l *Log) build(ctx context.Context, tenant string, n int64, events []Event,
 		args = append(args, g.kv...)
 	}
 	args = append(args, starts...)
-	return w.keys, args, fresh, nil
+	return w.keys, args, fresh, known, nil
 }
 
 // bucketWrites groups an append's fields by bucket, in the order first
