@@ -954,7 +954,7 @@ func (e *Engine) requeueStalled(ctx context.Context, cfg *Config, now time.Time)
 // it yet, and the next channel is tried.
 func (e *Engine) timeoutPerson(ctx context.Context, cfg *Config, person *Person) error {
 	if cur := person.Current(); cur != nil {
-		if err := e.cancelTry(ctx, cfg, person.Index, cur.MessageID, canceledTimedOut); err != nil {
+		if _, err := e.cancelTry(ctx, cfg, person.Index, cur.MessageID, canceledTimedOut); err != nil {
 			return err
 		}
 	}
@@ -969,42 +969,50 @@ const (
 )
 
 // cancelTry cancels a try's message unless the provider has it already,
-// and records the cancellation in the person's tries. A message not yet
+// and records the cancellation in the person's tries; reached says the
+// message could not be canceled because it is with a provider, or being
+// handed to one, or already reached the person. A message not yet
 // due has no ledger record: it gets one, canceled, so its send task finds
 // it canceled whenever it runs. The task itself stays queued and ends at
 // once: removing it from a long pending list would cost more.
-func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageID, reason string) error {
-	err := e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID, reason)
+func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageID, reason string) (reached bool, err error) {
+	err = e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID, reason)
 	if errors.Is(err, ledger.ErrNotFound) {
 		p, _, perr := e.Bulk.Store.Person(ctx, cfg.ID, index)
 		if perr != nil {
-			return ignoreNotFound(perr)
+			return false, ignoreNotFound(perr)
 		}
 		t := p.TryOf(messageID)
 		if t == nil {
-			return nil
+			return false, nil
 		}
 		req, rerr := e.tryRequest(ctx, cfg, p, t)
 		if rerr != nil {
 			var invalid *messaging.InvalidError
 			if errors.As(rerr, &invalid) {
 				// It could never be sent: nothing to cancel in the ledger.
-				return e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
+				return false, e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
 			}
-			return rerr
+			return false, rerr
 		}
 		if _, err := e.Bulk.Ledger.Create(ctx, messageID, req); err != nil {
-			return err
+			return false, err
 		}
 		err = e.Bulk.Ledger.Cancel(ctx, cfg.Tenant, messageID, reason)
 	}
+	var conflict *ledger.ConflictError
 	switch {
-	case errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound):
-		return nil // with the provider (or expired): it runs its course
+	case errors.As(err, &conflict):
+		// With the provider, or a worker is calling it now: it runs its
+		// course, and its person follows its reports. A message that
+		// ended before reaching anyone (failed, canceled) did not.
+		return conflict.Reason != "final" || !failure(conflict.Status) && conflict.Status != ledger.StatusCanceled, nil
+	case errors.Is(err, ledger.ErrNotFound):
+		return false, nil // expired
 	case err != nil:
-		return err
+		return false, err
 	}
-	return e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
+	return false, e.Status(ctx, cfg.ID+":"+strconv.Itoa(index), messageID, ledger.StatusCanceled)
 }
 
 func ignoreNotFound(err error) error {
@@ -1086,8 +1094,23 @@ func (e *Engine) Status(ctx context.Context, link, messageID string, st ledger.S
 	if err != nil || !failed {
 		return err
 	}
-	if sum, err := e.Store.Get(ctx, "", id); err != nil || sum.State != StateActive {
+	sum, err := e.Store.Get(ctx, "", id)
+	switch {
+	case err != nil:
 		return err
+	case sum.State == StateCanceled:
+		// The message the cancel could not stop did not reach them:
+		// nothing more is tried, and they count as canceled.
+		_, err = e.Bulk.Store.Update(ctx, id, index, func(p *Person) (*Event, bool) {
+			if p.Done() || p.Step != step || p.State == PersonSent || p.State == PersonDelivered {
+				return nil, false
+			}
+			p.State = PersonCanceled
+			return &Event{}, true
+		})
+		return err
+	case sum.State != StateActive:
+		return nil
 	}
 	return e.advancePerson(ctx, cfg, index, step)
 }
@@ -1144,7 +1167,7 @@ func (e *Engine) Answer(ctx context.Context, link, messageID, channel, option, d
 		return err
 	}
 	for _, m := range pending {
-		if err := e.cancelTry(ctx, cfg, index, m, canceledAnswered); err != nil {
+		if _, err := e.cancelTry(ctx, cfg, index, m, canceledAnswered); err != nil {
 			return err
 		}
 	}
@@ -1173,23 +1196,49 @@ func (e *Engine) CancelPeople(ctx context.Context, id string) error {
 	return errors.Join(g.Wait(), err)
 }
 
-// cancelPerson cancels what still waits to be sent to a person.
+// cancelPerson cancels what still waits to be sent to a person. A person
+// whose message a provider already has, or a worker is handing over now,
+// is not canceled: they follow that message's reports (sent, delivered;
+// a failure cancels them then, see Status), since they may well be
+// reached. A try made while this ran (a failure moving the person to
+// their next channel just before the cancel) is canceled too.
 func (e *Engine) cancelPerson(ctx context.Context, cfg *Config, p *Person) error {
-	for _, t := range p.Tries {
-		if ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
-			if err := e.cancelTry(ctx, cfg, p.Index, t.MessageID, canceledBroadcast); err != nil {
+	handled := map[string]bool{}
+	for range 3 {
+		reached := false
+		for _, t := range p.Tries {
+			if handled[t.MessageID] || ledger.Status(t.Status).Rank() >= ledger.StatusSent.Rank() {
+				continue
+			}
+			r, err := e.cancelTry(ctx, cfg, p.Index, t.MessageID, canceledBroadcast)
+			if err != nil {
 				return err
 			}
+			handled[t.MessageID], reached = true, reached || r
 		}
+		if reached {
+			return nil
+		}
+		var newer *Person
+		_, err := e.Bulk.Store.Update(ctx, cfg.ID, p.Index, func(fresh *Person) (*Event, bool) {
+			if fresh.Done() || fresh.State == PersonSent || fresh.State == PersonDelivered {
+				return nil, false
+			}
+			for _, t := range fresh.Tries {
+				if !handled[t.MessageID] && ledger.Status(t.Status).Rank() < ledger.StatusSent.Rank() {
+					newer = fresh
+					return nil, false
+				}
+			}
+			fresh.State = PersonCanceled
+			return &Event{}, true
+		})
+		if err != nil || newer == nil {
+			return err
+		}
+		p = newer
 	}
-	_, err := e.Bulk.Store.Update(ctx, cfg.ID, p.Index, func(p *Person) (*Event, bool) {
-		if p.Done() || p.State == PersonSent || p.State == PersonDelivered {
-			return nil, false
-		}
-		p.State = PersonCanceled
-		return &Event{}, true
-	})
-	return err
+	return fmt.Errorf("broadcast %s: person %d keeps getting new tries while being canceled", cfg.ID, p.Index)
 }
 
 // Preview estimates a broadcast without storing or sending anything: per

@@ -498,3 +498,79 @@ func TestTheEngineRecordsWhenAPersonWasReachedAndAcknowledged(t *testing.T) {
 		t.Errorf("acknowledged at %v with %q, want %v", p.AcknowledgedAt, p.Answer, answeredAt)
 	}
 }
+
+// TestACanceledBroadcastLeavesThosePossiblyReachedToTheirMessage: a person
+// whose message a worker is handing to the provider at the cancel, or the
+// provider took before its report reached the roster, is not counted
+// canceled (they may well get it): they follow their message's reports;
+// the others are canceled, those without a ledger record yet too. An
+// attempt the cancel could not stop that then fails tries nothing more.
+func TestACanceledBroadcastLeavesThosePossiblyReachedToTheirMessage(t *testing.T) {
+	ctx := context.Background()
+	rg := newRig(t, "sms", "voice")
+	var people []audiences.Recipient
+	for i := range 4 {
+		people = append(people, audiences.Recipient{Phone: fmt.Sprintf("+1415555010%d", i)})
+	}
+	cfg := rg.started(t, &broadcasts.Request{Name: "Closed", Channels: []string{"sms", "voice"},
+		Body: map[string]string{"en": "The clinic is closed today."}, AckTimeout: "10m", Audience: people})
+	msg := func(i int) string { return rg.person(t, cfg.ID, i).Tries[0].MessageID }
+	link := func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
+	// Persons 0 to 2 are due (their send tasks ran); person 3's has not.
+	for i := range 3 {
+		if due, err := rg.eng.RecordMessage(ctx, link(i), msg(i)); err != nil || !due {
+			t.Fatalf("person %d: due %v %v", i, due, err)
+		}
+	}
+	// Person 0's message is being handed over; person 1's provider took
+	// it, and the roster is not told yet.
+	for i := range 2 {
+		if _, err := rg.led.Claim(ctx, msg(i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rg.led.RecordAccepted(ctx, msg(1), "sms", "SM00000000000000000000000000000001"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := rg.eng.Cancel(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.eng.CancelPeople(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{broadcasts.PersonQueued, broadcasts.PersonQueued, broadcasts.PersonCanceled, broadcasts.PersonCanceled} {
+		if p := rg.person(t, cfg.ID, i); p.State != want {
+			t.Errorf("person %d after the cancel: %s, want %s", i, p.State, want)
+		}
+	}
+	for i := 2; i < 4; i++ {
+		if m, err := rg.led.Get(ctx, "clinic-a", msg(i)); err != nil || m.Status != ledger.StatusCanceled {
+			t.Errorf("person %d's message: %v %v, want canceled", i, m, err)
+		}
+	}
+	// The reports come in: person 1 was reached; person 0's attempt failed.
+	if err := rg.eng.Status(ctx, link(1), msg(1), ledger.StatusSent); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.led.RecordFailure(ctx, msg(0), ledger.Failure{Code: "21610", Message: "unsubscribed", Final: true, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.eng.Status(ctx, link(0), msg(0), ledger.StatusFailed); err != nil {
+		t.Fatal(err)
+	}
+	if p := rg.person(t, cfg.ID, 1); p.State != broadcasts.PersonSent {
+		t.Errorf("person 1 after the provider's report: %s, want sent", p.State)
+	}
+	p := rg.person(t, cfg.ID, 0)
+	if p.State != broadcasts.PersonCanceled || len(p.Tries) != 1 {
+		t.Errorf("person 0 after their attempt failed: %s with %d tries, want canceled with no call", p.State, len(p.Tries))
+	}
+	sum, err := rg.store.Get(ctx, "clinic-a", cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if roster := sum.Roster(); roster.People[broadcasts.PersonCanceled] != 3 || roster.People[broadcasts.PersonSent] != 1 {
+		t.Errorf("roster: %v, want 3 canceled and 1 sent", roster.People)
+	}
+}
