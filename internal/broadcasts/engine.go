@@ -883,6 +883,16 @@ func (e *Engine) Sweep(ctx context.Context, id string) error {
 		return nil
 	}
 	now := e.Now()
+	if sum.ChunksDone < sum.Chunks {
+		// While the fan-out runs, the next sweep is queued first: should
+		// this worker die mid-sweep, the chain goes on a second later and
+		// still takes over a fan-out that died with it (rather than when
+		// Asynq takes this task back, a minute or two later). The end of
+		// this sweep queues the same task (one id per second).
+		if err := e.scheduleSweep(ctx, id, now.Add(time.Second)); err != nil {
+			return err
+		}
+	}
 	due, waiting, next, err := e.Store.Due(ctx, id, now, 1000)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/audiences"
@@ -572,5 +573,59 @@ func TestACanceledBroadcastLeavesThosePossiblyReachedToTheirMessage(t *testing.T
 	}
 	if roster := sum.Roster(); roster.People[broadcasts.PersonCanceled] != 3 || roster.People[broadcasts.PersonSent] != 1 {
 		t.Errorf("roster: %v, want 3 canceled and 1 sent", roster.People)
+	}
+}
+
+// failDue fails the pipeline that reads a broadcast's due people, as a
+// worker dying mid-sweep would leave it.
+type failDue struct{}
+
+func (failDue) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (failDue) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (failDue) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "zcard" {
+				return errors.New("the worker died here")
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestASweepThatDiesWhileTheFanOutRunsHasItsSuccessorQueued: while the
+// audience is being made, a sweep queues the next one before its own work,
+// so a worker dying mid-sweep does not break the chain that takes over a
+// fan-out whose worker died (until Asynq gave the sweep back, a minute or
+// two later).
+func TestASweepThatDiesWhileTheFanOutRunsHasItsSuccessorQueued(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client()
+	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
+	q := asynq.NewClientFromRedisClient(rdb)
+	reg := channels.NewRegistry(named("sms"))
+	engine := func(store *broadcasts.Store) *broadcasts.Engine {
+		return (&broadcasts.Engine{Messages: &messaging.Service{Ledger: ledger.New(rdb, 24*time.Hour), Queue: q, Channels: reg, Now: clk.Now},
+			Store: store, Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), Queue: q, Channels: reg, Now: clk.Now}).Init()
+	}
+	cfg, err := engine(broadcasts.NewStore(rdb, 24*time.Hour)).Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood",
+		Channels: []string{"sms"}, Body: map[string]string{"en": "Flooding near the hospital."}, AckTimeout: "10m",
+		Audience: []audiences.Recipient{{Phone: "+14155550101"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its fan-out has not run; a sweep ten seconds later dies half-way.
+	clk.Advance(10 * time.Second)
+	dying := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { dying.Close() })
+	dying.AddHook(failDue{})
+	if err := engine(broadcasts.NewStore(dying, 24*time.Hour)).Sweep(ctx, cfg.ID); err == nil {
+		t.Fatal("the sweep did not die")
+	}
+	next := fmt.Sprintf("%s:sweep:%d", cfg.ID, clk.Now().Add(time.Second).Unix())
+	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(workers.QueueFor(workers.PriorityHigh), next); err != nil {
+		t.Fatalf("the next sweep is not queued: %v", err)
 	}
 }
