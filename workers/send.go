@@ -215,7 +215,14 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	if wait, err := h.pace(ctx, sender, p); err != nil || wait != nil {
 		return firstErr(err, wait)
 	}
-	claim, err := h.Ledger.Claim(ctx, p.MessageID, h.Grace)
+	// The recipient's consent is read in the round trip of the claim: the
+	// check right before the provider call uses it (see checkConsent).
+	var optedOut func() (bool, error)
+	var also []func(redis.Pipeliner)
+	if h.Consent != nil && consent.ValidDigest(p.Consent) {
+		also = append(also, func(pipe redis.Pipeliner) { optedOut = h.Consent.OptedOutIn(ctx, pipe, p.Tenant, p.Consent) })
+	}
+	claim, err := h.Ledger.Claim(ctx, p.MessageID, h.Grace, also...)
 	if err != nil {
 		return fmt.Errorf("ledger claim: %w", err) // Redis trouble: retry
 	}
@@ -259,8 +266,14 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		if done, err := h.lookUp(ctx, ch, m, claim, log); err != nil || done {
 			return err
 		}
+		optedOut = nil // read again: the lookup took a while
 	}
-	if suppressed, err := h.checkConsent(ctx, m, claim.Attempt, log); err != nil || suppressed {
+	if h.Fence != nil || p.Tenant != m.Tenant || p.Consent != consent.Digest(IdentityOf(m.Channel, m.To)) {
+		// Read again after the wait for the replicas; and when the task
+		// does not name this record's tenant and recipient.
+		optedOut = nil
+	}
+	if suppressed, err := h.checkConsent(ctx, m, claim.Attempt, optedOut, log); err != nil || suppressed {
 		return err
 	}
 	start := time.Now()
@@ -432,11 +445,20 @@ func (e *retryError) Unwrap() error { return e.SendError }
 
 // checkConsent ends the message suppressed when its recipient opted out,
 // unless the tenant's crisis exemption applies (then the history says so).
-func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attempt int, log *slog.Logger) (bool, error) {
+// read, when not nil, is the answer of a read made in the claim's round
+// trip; without it, or when it failed, consent is read now.
+func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attempt int, read func() (bool, error), log *slog.Logger) (bool, error) {
 	if h.Consent == nil {
 		return false, nil
 	}
-	out, err := h.Consent.OptedOut(ctx, m.Tenant, IdentityOf(m.Channel, m.To))
+	var out bool
+	err := errors.New("not read")
+	if read != nil {
+		out, err = read()
+	}
+	if err != nil {
+		out, err = h.Consent.OptedOut(ctx, m.Tenant, IdentityOf(m.Channel, m.To))
+	}
 	if err != nil {
 		return false, fmt.Errorf("consent check: %w", err) // never send unchecked: retry
 	}

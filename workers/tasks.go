@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/ledger"
 )
 
@@ -66,6 +67,10 @@ type SendPayload struct {
 	// send (the API request's), so the worker's span joins its trace;
 	// empty with tracing off.
 	TraceParent string `json:"tp,omitempty"`
+	// Consent names the recipient's consent state (consent.Digest, no
+	// address), so the worker reads it in the round trip that claims the
+	// message; empty in tasks queued before it was carried.
+	Consent string `json:"ck,omitempty"`
 }
 
 // asynqRetryMargin lets a task outlive Redis outages or ledger errors that
@@ -81,14 +86,15 @@ type SendOptions struct {
 	MaxAttempts int
 	// Timeout bounds one attempt (the provider call plus ledger writes).
 	Timeout time.Duration
-	// Tenant, Cost, Quiet, Zone, Broadcast and TraceParent go into the
-	// payload (see SendPayload).
+	// Tenant, Cost, Quiet, Zone, Broadcast, TraceParent and Consent go
+	// into the payload (see SendPayload).
 	Tenant      string
 	Cost        int
 	Quiet       string
 	Zone        string
 	Broadcast   string
 	TraceParent string
+	Consent     string
 }
 
 // SendOptionsOf describes the send of a ledger record.
@@ -96,6 +102,9 @@ func SendOptionsOf(id string, req ledger.Request, maxAttempts int, timeout time.
 	o := SendOptions{MessageID: id, Channel: req.Channel, Priority: req.Priority, MaxAttempts: maxAttempts,
 		Timeout: timeout, Tenant: req.Tenant, Cost: max(req.Segments, 1), Quiet: req.QuietHours, Zone: req.TimeZone,
 		Broadcast: req.Broadcast}
+	if id := IdentityOf(req.Channel, req.To); id.Valid() {
+		o.Consent = consent.Digest(id)
+	}
 	if req.SendAt != nil {
 		o.SendAt = *req.SendAt
 	}
@@ -109,7 +118,7 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
 	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant, Priority: o.Priority,
-		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent})
+		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent, Consent: o.Consent})
 	if err != nil {
 		return nil, err
 	}

@@ -84,8 +84,26 @@ func New(rdb redis.UniversalClient) *Ledger { return &Ledger{rdb: rdb, now: time
 // hashed in key names, so phone numbers and addresses never show up in
 // key listings or slow logs.
 func stateKey(tenant string, id Identity) string {
+	return stateKeyOf(tenant, Digest(id))
+}
+
+func stateKeyOf(tenant, digest string) string { return "gw:consent:{" + tenant + "}:" + digest }
+
+// Digest names an identity's consent state without its address: what a
+// send task carries so that the worker reads the recipient's consent in
+// the round trip that claims the message (ReadIn).
+func Digest(id Identity) string {
 	sum := sha256.Sum256([]byte(id.String()))
-	return "gw:consent:{" + tenant + "}:" + hex.EncodeToString(sum[:16])
+	return hex.EncodeToString(sum[:16])
+}
+
+// ValidDigest says whether s is a Digest.
+func ValidDigest(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }
 func indexKey(tenant string) string { return "gw:consent:{" + tenant + "}:index" }
 
@@ -130,6 +148,20 @@ func (l *Ledger) OptedOut(ctx context.Context, tenant string, id Identity) (bool
 		return false, nil
 	}
 	return v == "1", err
+}
+
+// OptedOutIn adds the read of OptedOut, for the identity whose Digest is
+// digest, to the caller's pipeline; the returned function gives its answer
+// once the pipeline ran.
+func (l *Ledger) OptedOutIn(ctx context.Context, pipe redis.Pipeliner, tenant, digest string) func() (bool, error) {
+	cmd := pipe.HGet(ctx, stateKeyOf(tenant, digest), "opted_out")
+	return func() (bool, error) {
+		v, err := cmd.Result()
+		if errors.Is(err, redis.Nil) {
+			return false, nil
+		}
+		return v == "1", err
+	}
 }
 
 // Get returns an identity's state with its history.

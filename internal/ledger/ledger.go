@@ -400,10 +400,26 @@ type Claim struct {
 // attempt in flight. An attempt whose outcome is unknown (the worker died or
 // timed out mid-call) blocks new attempts for grace, giving the provider's
 // status callback time to reveal that it did accept the message.
-func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration) (Claim, error) {
+//
+// also adds the caller's own reads to the same round trip (the worker
+// reads the recipient's consent); their outcome is theirs to read.
+func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration, also ...func(redis.Pipeliner)) (Claim, error) {
 	now := l.now().UTC()
 	ev := eventJSON(Event{Status: StatusSending, At: now})
-	res, err := claimScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, ms(now), grace.Milliseconds(), ev).StringSlice()
+	keys, args := []string{msgKey(id), eventsKey(id)}, []any{ms(now), grace.Milliseconds(), ev}
+	var cmd *redis.Cmd
+	if len(also) == 0 {
+		cmd = claimScript.Run(ctx, l.rdb, keys, args...)
+	} else {
+		pipe := l.rdb.Pipeline()
+		cmd = claimScript.EvalSha(ctx, pipe, keys, args...)
+		for _, f := range also {
+			f(pipe)
+		}
+		_, _ = pipe.Exec(ctx)
+		cmd = scriptResult(ctx, l.rdb, cmd, claimScript, keys, args)
+	}
+	res, err := cmd.StringSlice()
 	if err != nil {
 		return Claim{}, err
 	}

@@ -10,6 +10,22 @@ import (
 	"github.com/patientmsg/gateway/internal/replication"
 )
 
+// unitFence is a fence as the gateway and the workers take it.
+type unitFence interface {
+	Begin() replication.Epoch
+	Wait(ctx context.Context, began replication.Epoch) error
+}
+
+// asUnitFence is nil when there is no fence, not a nil *replication.Fence
+// in an interface, so that the gateway's and the workers' paths without
+// one are taken (a worker then reads consent with the claim).
+func asUnitFence(f *replication.Fence) unitFence {
+	if f == nil {
+		return nil
+	}
+	return f
+}
+
 // newFence waits for REDIS_MIN_REPLICAS_ACK replicas after the writes an
 // acknowledgement stands for (nil when none are asked: no round trip).
 func newFence(cfg config.Config, rdb redis.UniversalClient) *replication.Fence {

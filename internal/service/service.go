@@ -381,7 +381,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 			Inbound: s.Inbound, HelpTexts: helpTexts, Audit: s.Audit,
 			Followups: s.Followups, Plans: s.Plans, Questionnaires: s.Questionnaires, Tenants: settings, Templates: tpl, TemplateChain: chain, DefaultZone: cfg.Quiet.TimeZone, Senders: senders,
 			Outbound:  egress.Policy{Allow: cfg.WebhookAllowNetworks},
-			Admission: s.Admission, Fence: fence, FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
+			Admission: s.Admission, Fence: asUnitFence(fence), FailoverWait: failoverWait(cfg), Metrics: s.Metrics,
 			Erasures: s.Erasures, Keys: s.Keys, Tracer: tracer,
 		})
 	}
@@ -389,7 +389,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		h := &workers.SendHandler{Ledger: s.Ledger, Channels: s.Channels, Grace: cfg.Worker.UnconfirmedGrace,
 			MaxAttempts: cfg.Worker.MaxAttempts, Consent: s.Consent, CrisisExempt: map[string]bool{}, Events: s.Events,
 			Logger: o.Logger.With("comp", "worker"), Senders: workerSenders, OnBroadcast: s.Broadcast.Status,
-			RecordBroadcast: s.Broadcast.RecordMessage, Fence: fence, Metrics: s.Metrics, Tracer: tracer}
+			RecordBroadcast: s.Broadcast.RecordMessage, Fence: asUnitFence(fence), Metrics: s.Metrics, Tracer: tracer}
 		h.Backlog = s.Admission // messages leaving the queue leave their tenant's backlog
 		h.Audit = s.Audit
 		for _, t := range cfg.CrisisOptOutExempt {
