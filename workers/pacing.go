@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/patientmsg/gateway/internal/ratelimit"
 	"github.com/patientmsg/gateway/internal/schedule"
@@ -51,8 +48,7 @@ func (h *SendHandler) pace(ctx context.Context, sender string, p SendPayload) (*
 	}
 	prio := p.Priority
 	if prio == "" {
-		q, _ := asynq.GetQueueName(ctx)
-		prio = strings.TrimPrefix(q, "gw:")
+		prio = priorityOf(ctx)
 	}
 	d, err := h.Senders.Limiter.Reserve(ctx, ratelimit.Request{Sender: sender, Tenant: p.Tenant, Priority: prio, Cost: max(p.Cost, 1),
 		ID: p.MessageID})

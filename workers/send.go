@@ -125,6 +125,9 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
 	}
 	channel := strings.TrimPrefix(t.Type(), TypeSendPrefix)
+	if p.Priority == "" {
+		p.Priority = priorityOf(ctx)
+	}
 	var span trace.Span
 	if h.Tracer != nil {
 		ctx, span = h.Tracer.Start(tracing.WithTraceParent(ctx, p.TraceParent), "send "+channel,
@@ -219,8 +222,9 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	// check right before the provider call uses it (see checkConsent).
 	var optedOut func() (bool, error)
 	var also []func(redis.Pipeliner)
-	if h.Consent != nil && consent.ValidDigest(p.Consent) {
-		also = append(also, func(pipe redis.Pipeliner) { optedOut = h.Consent.OptedOutIn(ctx, pipe, p.Tenant, p.Consent) })
+	digest, named := consentDigest(p.Consent)
+	if h.Consent != nil && named {
+		also = append(also, func(pipe redis.Pipeliner) { optedOut = h.Consent.OptedOutIn(ctx, pipe, p.Tenant, digest) })
 	}
 	claim, err := h.Ledger.Claim(ctx, p.MessageID, h.Grace, also...)
 	if err != nil {
@@ -268,7 +272,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		}
 		optedOut = nil // read again: the lookup took a while
 	}
-	if h.Fence != nil || p.Tenant != m.Tenant || p.Consent != consent.Digest(IdentityOf(m.Channel, m.To)) {
+	if h.Fence != nil || p.Tenant != m.Tenant || digest != consent.Digest(IdentityOf(m.Channel, m.To)) {
 		// Read again after the wait for the replicas; and when the task
 		// does not name this record's tenant and recipient.
 		optedOut = nil

@@ -4,8 +4,12 @@
 package workers
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -27,6 +31,16 @@ var Priorities = []string{PriorityCrisis, PriorityHigh, PriorityNormal, Priority
 
 // QueueFor names the Asynq queue of a priority.
 func QueueFor(priority string) string { return "gw:" + priority }
+
+// priorityOf is the priority of the queue of the task being run ("" out
+// of a task).
+func priorityOf(ctx context.Context) string {
+	q, ok := asynq.GetQueueName(ctx)
+	if !ok {
+		return ""
+	}
+	return strings.TrimPrefix(q, "gw:")
+}
 
 // weightedQueues are served by the main pool; crisis has a pool of its own
 // (see Server). Asynq probes queues one Redis call at a time in weighted
@@ -52,8 +66,11 @@ func TypeSend(channel string) string { return TypeSendPrefix + channel }
 type SendPayload struct {
 	MessageID string `json:"id"`
 	Tenant    string `json:"t,omitempty"`
-	Priority  string `json:"p,omitempty"`
-	// Cost is what the send takes from its sender's rate: SMS segments, else 1.
+	// Priority is the task's queue's (QueueFor); tasks queued before it
+	// was left out carry it.
+	Priority string `json:"p,omitempty"`
+	// Cost is what the send takes from its sender's rate: SMS segments, else
+	// 1 (0 stands for 1).
 	Cost int `json:"c,omitempty"`
 	// Quiet is the quiet window ("21:00-08:00") to respect in Zone, the
 	// recipient's IANA time zone; empty when none applies (crisis).
@@ -67,9 +84,10 @@ type SendPayload struct {
 	// send (the API request's), so the worker's span joins its trace;
 	// empty with tracing off.
 	TraceParent string `json:"tp,omitempty"`
-	// Consent names the recipient's consent state (consent.Digest, no
-	// address), so the worker reads it in the round trip that claims the
-	// message; empty in tasks queued before it was carried.
+	// Consent names the recipient's consent state (its consent.Digest in
+	// unpadded base64url, no address), so the worker reads it in the round
+	// trip that claims the message; empty in tasks queued before it was
+	// carried.
 	Consent string `json:"ck,omitempty"`
 }
 
@@ -103,12 +121,31 @@ func SendOptionsOf(id string, req ledger.Request, maxAttempts int, timeout time.
 		Timeout: timeout, Tenant: req.Tenant, Cost: max(req.Segments, 1), Quiet: req.QuietHours, Zone: req.TimeZone,
 		Broadcast: req.Broadcast}
 	if id := IdentityOf(req.Channel, req.To); id.Valid() {
-		o.Consent = consent.Digest(id)
+		o.Consent = consentRef(consent.Digest(id))
 	}
 	if req.SendAt != nil {
 		o.SendAt = *req.SendAt
 	}
 	return o
+}
+
+// consentRef is a consent.Digest (hex) as a send task carries it: in
+// base64url, ten bytes shorter for each queued message.
+func consentRef(digest string) string {
+	b, err := hex.DecodeString(digest)
+	if err != nil {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// consentDigest is the consent.Digest a send task's consentRef names.
+func consentDigest(ref string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(ref)
+	if err != nil || len(b) != 16 {
+		return "", false
+	}
+	return hex.EncodeToString(b), true
 }
 
 // NewSendTask builds the task for a message; its Asynq task id is the
@@ -117,8 +154,14 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 	if o.MessageID == "" || o.Channel == "" {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
-	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant, Priority: o.Priority,
-		Cost: o.Cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent, Consent: o.Consent})
+	// The payload leaves out what the task's queue says (its priority)
+	// and the usual cost of 1: every byte counts for each queued message.
+	cost := o.Cost
+	if cost == 1 {
+		cost = 0
+	}
+	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant,
+		Cost: cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent, Consent: o.Consent})
 	if err != nil {
 		return nil, err
 	}

@@ -97,14 +97,6 @@ func Digest(id Identity) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// ValidDigest says whether s is a Digest.
-func ValidDigest(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil
-}
 func indexKey(tenant string) string { return "gw:consent:{" + tenant + "}:index" }
 
 // changeScript applies a change when it changes the state. KEYS state,
