@@ -456,11 +456,11 @@ func (h *SendHandler) checkConsent(ctx context.Context, m *ledger.Message, attem
 		return false, nil
 	}
 	var out bool
-	err := errors.New("not read")
+	var err error
 	if read != nil {
 		out, err = read()
 	}
-	if err != nil {
+	if read == nil || err != nil {
 		out, err = h.Consent.OptedOut(ctx, m.Tenant, IdentityOf(m.Channel, m.To))
 	}
 	if err != nil {
