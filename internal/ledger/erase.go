@@ -32,8 +32,8 @@ func (r Request) Scrub(at time.Time) Request {
 // scrubEvent drops what a history entry may say of the patient: the keys
 // pressed, the recording and the provider's error text (its code stays).
 func scrubEvent(raw string) string {
-	var e Event
-	if json.Unmarshal([]byte(raw), &e) != nil {
+	e, ok := parseEvent(raw)
+	if !ok {
 		return eventJSON(Event{Status: StatusQueued, Detail: "erased"})
 	}
 	scrubOne(&e)

@@ -56,3 +56,30 @@ func TestAHistoryStartedInAListReadsOnAndIsErased(t *testing.T) {
 		t.Fatalf("the erasure changed the history's order or codes: %+v", m.Events)
 	}
 }
+
+// TestAHistoryOfEveryFormReadsInOrder: events a script rewrote (the
+// claim's attempt number, with its time to the millisecond) and events an
+// earlier version stored in the API's form read back in order.
+func TestAHistoryOfEveryFormReadsInOrder(t *testing.T) {
+	l, srv := newLedger(t)
+	rdb := srv.Client()
+	id := create(t, l, "clinic-a")
+	rec := "gw:m:{" + id + "}"
+	// As an earlier version would have written its first event.
+	first := strings.Split(rdb.HGet(ctx, rec, "ev").Val(), "\n")[0]
+	old := `{"status":"queued","at":"2026-12-07T13:33:40.123456789Z","detail":"from an earlier version"}`
+	rdb.HSet(ctx, rec, "ev", old+"\n"+first)
+	before := time.Now().Truncate(time.Millisecond)
+	if _, err := l.Claim(ctx, id, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	m := status(t, l, id)
+	if len(m.Events) != 3 || m.Events[0].Detail != "from an earlier version" || m.Events[1].Status != ledger.StatusQueued {
+		t.Fatalf("history %+v", m.Events)
+	}
+	claim := m.Events[2]
+	if claim.Status != ledger.StatusSending || claim.Attempt != 1 || claim.At.Before(before) || claim.At.After(time.Now()) ||
+		!claim.At.Equal(claim.At.Truncate(time.Millisecond)) {
+		t.Fatalf("the claim's event %+v (the script rewrote it; its time must stay to the millisecond)", claim)
+	}
+}

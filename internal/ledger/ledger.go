@@ -221,10 +221,6 @@ func idemKey(tenant, key string) string {
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
-func eventJSON(e Event) string {
-	b, _ := json.Marshal(e)
-	return string(b)
-}
 
 // Create writes a new record with status queued. It returns false when a
 // record with that id already exists (a replayed idempotent request).
@@ -349,8 +345,7 @@ func historyEntries(h map[string]string, legacy []string) []string {
 func historyOf(h map[string]string, legacy []string) []Event {
 	var out []Event
 	for _, raw := range historyEntries(h, legacy) {
-		var e Event
-		if json.Unmarshal([]byte(raw), &e) == nil {
+		if e, ok := parseEvent(raw); ok {
 			out = append(out, e)
 		}
 	}

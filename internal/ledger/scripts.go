@@ -29,7 +29,8 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 //               applied (callback replays); a redial clears them (records of
 //               earlier versions have ps:<provider id>:<status>, still checked)
 //   updated_at  ms timestamp
-//   ev          the history: its events' JSON, one a line, oldest first
+//   ev          the history: its events' JSON (storedEvent), one a line,
+//               oldest first
 //               (messages of earlier versions may still have theirs in a
 //               list, KEYS[2], read before it; no script writes there now)
 
@@ -67,8 +68,8 @@ local attempts = tonumber(h[5]) + 1
 redis.call('HSET', KEYS[1], 'attempts', attempts, 'inflight_at', ARGV[1], 'updated_at', ARGV[1])
 if tonumber(h[2]) < 1 then redis.call('HSET', KEYS[1], 'status', 'sending', 'rank', 1) end
 local ev = cjson.decode(ARGV[3])
-ev['attempt'] = attempts
-if h[4] and h[4] ~= '' then ev['detail'] = 'previous attempt unconfirmed after grace period; sending again' end
+ev['n'] = attempts
+if h[4] and h[4] ~= '' then ev['d'] = 'previous attempt unconfirmed after grace period; sending again' end
 push(KEYS[1], cjson.encode(ev))
 return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0', h[4] or ''}
 `)
@@ -167,7 +168,7 @@ if tonumber(h[1]) == 0 then
   redis.call('HSET', KEYS[1], 'status', 'scheduled')
 else
   local e = cjson.decode(ev)
-  e['status'] = h[5]
+  e['s'] = h[5]
   ev = cjson.encode(e)
 end
 redis.call('HSET', KEYS[1], 'deferred_until', ARGV[2], 'updated_at', ARGV[1])
