@@ -221,7 +221,6 @@ func idemKey(tenant, key string) string {
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
-
 // Create writes a new record with status queued. It returns false when a
 // record with that id already exists (a replayed idempotent request).
 func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, error) {
