@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -96,7 +95,7 @@ func (l *Ledger) Erase(ctx context.Context, tenant, id string) error {
 		return err
 	}
 	now := l.now()
-	doc, err := json.Marshal(m.Request.Scrub(now))
+	doc, err := docOf(m.Request.Scrub(now))
 	if err != nil {
 		return err
 	}

@@ -273,7 +273,8 @@ func mergeNewestFirst(a, b []*Message, aMore, bMore bool) ([]*Message, string, b
 // messageOf reads a record's hash (its events are not in it).
 func messageOf(id string, h map[string]string) (*Message, error) {
 	m := &Message{ID: id}
-	if err := json.Unmarshal([]byte(h["doc"]), &m.Request); err != nil {
+	var err error
+	if m.Request, err = requestOf(h["doc"], h["tenant"], h["created_at"]); err != nil {
 		return nil, fmt.Errorf("ledger: record %s: %w", id, err)
 	}
 	m.Status = Status(h["status"])

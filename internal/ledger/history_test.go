@@ -83,3 +83,35 @@ func TestAHistoryOfEveryFormReadsInOrder(t *testing.T) {
 		t.Fatalf("the claim's event %+v (the script rewrote it; its time must stay to the millisecond)", claim)
 	}
 }
+
+// TestARecordsDocLeavesOutWhatItsFieldsHold: the tenant and the creation
+// time are fields of the record, not repeated in its doc; Get and Claim
+// give them back, and a doc of an earlier version that has them reads as
+// before.
+func TestARecordsDocLeavesOutWhatItsFieldsHold(t *testing.T) {
+	l, srv := newLedger(t)
+	rdb := srv.Client()
+	before := time.Now().Truncate(time.Millisecond)
+	id := create(t, l, "clinic-a")
+	rec := "gw:m:{" + id + "}"
+	if doc := rdb.HGet(ctx, rec, "doc").Val(); strings.Contains(doc, "clinic-a") || strings.Contains(doc, "created_at") {
+		t.Fatalf("doc %s", doc)
+	}
+	m := status(t, l, id)
+	if m.Tenant != "clinic-a" || m.CreatedAt.Before(before) || m.CreatedAt.After(time.Now()) {
+		t.Fatalf("read back: tenant %q, created %v", m.Tenant, m.CreatedAt)
+	}
+	c, err := l.Claim(ctx, id, time.Minute)
+	if err != nil || c.Message == nil || c.Message.Tenant != "clinic-a" || !c.Message.CreatedAt.Equal(m.CreatedAt) {
+		t.Fatalf("claimed: %+v %v", c.Message, err)
+	}
+	// A record of an earlier version.
+	old := ledger.NewID()
+	orec := "gw:m:{" + old + "}"
+	rdb.HSet(ctx, orec, "doc", `{"tenant":"clinic-b","channel":"sms","to":{"phone":"+14155550100"},"body":"hi","priority":"normal","created_at":"2026-12-07T13:33:40.123456789Z"}`,
+		"tenant", "clinic-b", "status", "queued", "rank", 0, "attempts", 0, "created_at", 1796650420123, "updated_at", 1796650420123)
+	om, err := l.Get(ctx, "clinic-b", old)
+	if err != nil || om.Tenant != "clinic-b" || om.CreatedAt.Nanosecond() != 123456789 {
+		t.Fatalf("an earlier version's record: %+v %v", om, err)
+	}
+}

@@ -18,7 +18,8 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 // All keys of one message share the hash tag {id}, so every script below
 // touches one Redis Cluster slot; the provider-id index (keyed by the
 // provider's id) and the tenant index are written by separate commands. Fields of the message hash:
-//   doc         JSON of the immutable request (tenant, channel, to, body, …)
+//   doc         JSON of the immutable request (channel, to, body, …; the
+//               tenant and created_at are the fields of those names)
 //   tenant      owning tenant
 //   status      current Status; rank its Rank()
 //   attempts    provider attempts started
@@ -53,9 +54,11 @@ return 1
 //	{"final", status}                nothing to do
 //	{"accepted", provider_id}        the provider already has it: never send again
 //	{"unconfirmed", wait_ms}         an earlier attempt's outcome is unknown: wait for its callback
-//	{"go", attempts, status, doc}    the caller owns this attempt
+//	{"go", attempts, status, doc, redials, throttles, inflight_at, tenant, created_at}
+//	                                 the caller owns this attempt
 var claimScript = historyScript(`
-local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc', 'redials', 'throttles')
+local h = redis.call('HMGET', KEYS[1], 'status', 'rank', 'provider_id', 'inflight_at', 'attempts', 'doc', 'redials', 'throttles',
+  'tenant', 'created_at')
 if not h[1] then return {'missing'} end
 if tonumber(h[2]) >= 3 then return {'final', h[1]} end
 if h[3] and h[3] ~= '' then return {'accepted', h[3]} end
@@ -71,7 +74,7 @@ local ev = cjson.decode(ARGV[3])
 ev['n'] = attempts
 if h[4] and h[4] ~= '' then ev['d'] = 'previous attempt unconfirmed after grace period; sending again' end
 push(KEYS[1], cjson.encode(ev))
-return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0', h[4] or ''}
+return {'go', tostring(attempts), h[1], h[6], h[7] or '0', h[8] or '0', h[4] or '', h[9] or '', h[10] or ''}
 `)
 
 // acceptedScript records the provider's id. KEYS msg, events
