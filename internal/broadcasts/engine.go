@@ -1016,7 +1016,8 @@ func (e *Engine) cancelTry(ctx context.Context, cfg *Config, index int, messageI
 		// With the provider, or a worker is calling it now: it runs its
 		// course, and its person follows its reports. A message that
 		// ended before reaching anyone (failed, canceled) did not.
-		return conflict.Reason != "final" || !failure(conflict.Status) && conflict.Status != ledger.StatusCanceled, nil
+		endedUnreached := conflict.Reason == "final" && (failure(conflict.Status) || conflict.Status == ledger.StatusCanceled)
+		return !endedUnreached, nil
 	case errors.Is(err, ledger.ErrNotFound):
 		return false, nil // expired
 	case err != nil:
