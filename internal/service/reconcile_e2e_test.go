@@ -31,8 +31,13 @@ func notes(m *ledger.Message) string {
 // its status callbacks are lost too. The next attempt asks Twilio first,
 // finds the message and records it instead of sending it again; the
 // reconciler later asks Twilio for the status the lost callback carried.
+//
+// The simulator makes the message when its latency is over, so the next
+// attempt (after UnconfirmedGrace, counted from the first one's claim)
+// must come clearly later than that: 2 s against 1 s, where 1 s against
+// 1 s let a busy machine ask Twilio before the message was made.
 func TestAnSMSWhoseAnswerWasLostIsFoundAtTwilioAndNotSentTwice(t *testing.T) {
-	e := start(t, config.RoleAll, shortTimeouts)
+	e := start(t, config.RoleAll, shortTimeouts, func(c *config.Config) { c.Worker.UnconfirmedGrace = 2 * time.Second })
 	e.sim.Script(twiliosim.Reply{Latency: time.Second, DropCallbacks: true})
 	id := e.send(keyA, smsBody(patientPhone, "Your results are ready"))
 	m := e.waitFor(id, ledger.StatusSent, 15*time.Second)
