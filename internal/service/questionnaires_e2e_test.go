@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -329,11 +330,25 @@ func TestPHQ9Item9EscalatesAtOnceWhateverTheTotal(t *testing.T) {
 
 // assertNoPatientDataLogged checks that the logs hold no phone number and
 // none of the given answers.
+var numeric = regexp.MustCompile(`^[0-9.]+$`)
+
 func (e *env) assertNoPatientDataLogged(answers ...string) {
 	e.t.Helper()
 	logs := e.logs.String()
-	for _, s := range append([]string{patientPhone, strings.TrimPrefix(patientPhone, "+1")}, answers...) {
+	for _, s := range []string{patientPhone, strings.TrimPrefix(patientPhone, "+1")} {
 		if strings.Contains(logs, s) {
+			e.t.Fatalf("the logs hold %q", s)
+		}
+	}
+	// A number counts where it stands on its own: "39.2" is the patient's
+	// temperature, not part of a duration such as "139.2ms"; anything
+	// else counts wherever it appears.
+	for _, s := range answers {
+		held := strings.Contains(logs, s)
+		if numeric.MatchString(s) {
+			held = regexp.MustCompile(`(^|[^0-9A-Za-z.])` + regexp.QuoteMeta(s) + `($|[^0-9A-Za-z])`).MatchString(logs)
+		}
+		if held {
 			e.t.Fatalf("the logs hold %q", s)
 		}
 	}
