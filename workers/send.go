@@ -272,7 +272,7 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 		}
 		optedOut = nil // read again: the lookup took a while
 	}
-	if h.Fence != nil || p.Tenant != m.Tenant || digest != consent.Digest(IdentityOf(m.Channel, m.To)) {
+	if optedOut != nil && (h.Fence != nil || p.Tenant != m.Tenant || digest != consent.Digest(IdentityOf(m.Channel, m.To))) {
 		// Read again after the wait for the replicas; and when the task
 		// does not name this record's tenant and recipient.
 		optedOut = nil
