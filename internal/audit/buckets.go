@@ -1,8 +1,12 @@
 package audit
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -21,6 +25,14 @@ func bucketOf(i int64) int64 { return i / bucketSize }
 
 func recordBucketKey(tenant string, b int64) string {
 	return "gw:audit:{" + tenant + "}:r:" + strconv.FormatInt(b, 10)
+}
+
+// packedBucketKey holds a full record bucket once packed: its records in
+// index order, one a line, deflated into one string. The records of an
+// event log differ in little more than their ids and times, so a packed
+// bucket takes about a fifth of the listpack it replaces.
+func packedBucketKey(tenant string, b int64) string {
+	return "gw:audit:{" + tenant + "}:z:" + strconv.FormatInt(b, 10)
 }
 
 func hashBucketKey(tenant string, b int64) string {
@@ -42,11 +54,14 @@ type store struct {
 	bucket  func(tenant string, b int64) string
 	legacy  func(tenant string) string
 	records bool // the records (values are events), not the tree hashes
+	// packed names a full bucket's packed form (records only: tree
+	// hashes do not compress).
+	packed func(tenant string, b int64) string
 }
 
 var (
-	recordStore = store{recordBucketKey, legacyRecordsKey, true}
-	hashStore   = store{hashBucketKey, legacyHashesKey, false}
+	recordStore = store{recordBucketKey, legacyRecordsKey, true, packedBucketKey}
+	hashStore   = store{hashBucketKey, legacyHashesKey, false, nil}
 )
 
 // read reads fields idx of a tenant's store, one HMGET a bucket in one
@@ -95,8 +110,10 @@ func (s store) read(ctx context.Context, rdb redis.UniversalClient, tenant strin
 
 func (s store) readBuckets(ctx context.Context, rdb redis.UniversalClient, tenant string, idx []int64, out []*string) error {
 	type group struct {
-		at  []int
-		cmd *redis.SliceCmd
+		b      int64
+		at     []int
+		cmd    *redis.SliceCmd
+		packed *redis.StringCmd
 	}
 	var groups []*group
 	byBucket := map[int64]*group{}
@@ -104,7 +121,7 @@ func (s store) readBuckets(ctx context.Context, rdb redis.UniversalClient, tenan
 	for i, x := range idx {
 		g := byBucket[bucketOf(x)]
 		if g == nil {
-			g = &group{}
+			g = &group{b: bucketOf(x)}
 			byBucket[bucketOf(x)] = g
 			groups = append(groups, g)
 		}
@@ -114,23 +131,162 @@ func (s store) readBuckets(ctx context.Context, rdb redis.UniversalClient, tenan
 	if len(groups) == 0 {
 		return nil
 	}
+	// A bucket is read in both its forms in the same round trip: pack
+	// writes the packed form before it removes the bucket, in one script,
+	// so one of the two holds every record the bucket held.
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for b, g := range byBucket {
 			g.cmd = p.HMGet(ctx, s.bucket(tenant, b), fields[g]...)
+			if s.packed != nil {
+				g.packed = p.Get(ctx, s.packed(tenant, b))
+			}
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !isNil(err) {
 		return err
 	}
 	for _, g := range groups {
+		if err := g.cmd.Err(); err != nil {
+			return err
+		}
+		var unpacked []string
 		for j, v := range g.cmd.Val() {
 			if str, ok := v.(string); ok {
 				out[g.at[j]] = &str
+				continue
 			}
+			if g.packed == nil || isNil(g.packed.Err()) {
+				continue
+			}
+			if unpacked == nil {
+				raw, err := g.packed.Bytes()
+				if err != nil {
+					return err
+				}
+				if unpacked, err = unpack(raw); err != nil {
+					return fmt.Errorf("packed bucket %d of tenant %s: %w", g.b, tenant, err)
+				}
+			}
+			rec := unpacked[idx[g.at[j]]-g.b*bucketSize]
+			out[g.at[j]] = &rec
 		}
 	}
 	return nil
+}
+
+// pack packs full record buckets [from, to) of a tenant's log that are
+// still listpacks. A bucket with a record missing (trimmed) is left as it
+// is. Failing leaves a bucket unpacked, which only takes more memory: the
+// export packs it later (packFull).
+func (l *Log) pack(ctx context.Context, tenant string, from, to int64) error {
+	var errs []error
+	for b := from; b < to; b++ {
+		all, err := l.rdb.HGetAll(ctx, recordBucketKey(tenant, b)).Result()
+		if err != nil {
+			return err
+		}
+		if len(all) != bucketSize {
+			continue
+		}
+		recs := make([][]byte, bucketSize)
+		for f, v := range all {
+			x, err := strconv.ParseInt(f, 10, 64)
+			if err != nil || bucketOf(x) != b || recs[x-b*bucketSize] != nil {
+				return fmt.Errorf("record bucket %d of tenant %s has a field %q", b, tenant, f)
+			}
+			recs[x-b*bucketSize] = []byte(v)
+		}
+		packed, err := packRecords(recs)
+		if err != nil {
+			return err
+		}
+		errs = append(errs, packScript.Run(ctx, l.rdb, []string{recordBucketKey(tenant, b), packedBucketKey(tenant, b)},
+			packed, bucketSize).Err())
+	}
+	return errors.Join(errs...)
+}
+
+// packScript replaces a record bucket by its packed form while it still
+// holds all its records (a trim may have removed some since they were
+// read; records are written once and never change): KEYS the bucket and
+// its packed key, ARGV the packed records and the bucket size.
+var packScript = newScript(`
+if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+`)
+
+// packFull packs the record buckets whose last record is in [from, to)
+// that are not packed yet (their append's process stopped before it
+// packed them).
+func (l *Log) packFull(ctx context.Context, tenant string, from, to int64) error {
+	first, end := bucketOf(from), bucketOf(to)
+	if first >= end {
+		return nil
+	}
+	lens := make([]*redis.IntCmd, 0, end-first)
+	if _, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for b := first; b < end; b++ {
+			lens = append(lens, p.HLen(ctx, recordBucketKey(tenant, b)))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for i, n := range lens {
+		if n.Val() == bucketSize {
+			b := first + int64(i)
+			errs = append(errs, l.pack(ctx, tenant, b, b+1))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// maxPacked bounds a packed bucket unpacked (records are at most a few
+// hundred bytes: Check bounds each field).
+const maxPacked = bucketSize << 12
+
+func packRecords(recs [][]byte) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, flate.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range recs {
+		if bytes.IndexByte(r, '\n') >= 0 {
+			return nil, fmt.Errorf("record %d of a bucket spans lines", i)
+		}
+		if i > 0 {
+			_, _ = w.Write([]byte{'\n'})
+		}
+		_, _ = w.Write(r)
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func unpack(packed []byte) ([]string, error) {
+	raw, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(packed)), maxPacked+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxPacked {
+		return nil, errors.New("larger than a bucket of records can be")
+	}
+	recs := bytes.Split(raw, []byte{'\n'})
+	if len(recs) != bucketSize {
+		return nil, fmt.Errorf("%d records, want %d", len(recs), bucketSize)
+	}
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = string(r)
+	}
+	return out, nil
 }
 
 func missingOf(vals []*string) []int {

@@ -1,8 +1,11 @@
 package audit_test
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,8 +35,16 @@ func fieldsOf(t *testing.T, rdb redis.UniversalClient, tenant, kind string) int6
 	return n
 }
 
+// recordFields counts the records of a tenant's audit buckets, those of
+// full buckets packed into one string included.
 func recordFields(t *testing.T, rdb redis.UniversalClient, tenant string) int64 {
-	return fieldsOf(t, rdb, tenant, "r")
+	t.Helper()
+	ctx := context.Background()
+	packed, err := rdb.Keys(ctx, "gw:audit:{"+tenant+"}:z:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fieldsOf(t, rdb, tenant, "r") + 64*int64(len(packed))
 }
 
 func hashFields(t *testing.T, rdb redis.UniversalClient, tenant string) int64 {
@@ -56,10 +67,14 @@ func TestTheLogIsKeptInCompactBuckets(t *testing.T) {
 	if got := recordFields(t, rdb, "clinic-a"); got != n {
 		t.Fatalf("%d records in buckets, want %d", got, n)
 	}
+	// Every full bucket of records is packed; the last, not full, is not.
+	if got := fieldsOf(t, rdb, "clinic-a", "r"); got != n%64 {
+		t.Fatalf("%d records in unpacked buckets, want %d (the last bucket's)", got, n%64)
+	}
 	if srv.Kind == redistest.KindMiniredis {
 		t.Skip("miniredis has no encodings or MEMORY USAGE to measure")
 	}
-	var bytes, recs int64
+	var bytes, recs, packedBytes int64
 	iter := rdb.Scan(ctx, 0, "gw:audit:{clinic-a}:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		k := iter.Val()
@@ -68,7 +83,11 @@ func TestTheLogIsKeptInCompactBuckets(t *testing.T) {
 				t.Errorf("%s is a %s, want a listpack", k, enc)
 			}
 		}
-		bytes += rdb.MemoryUsage(ctx, k, 0).Val()
+		use := rdb.MemoryUsage(ctx, k, 0).Val()
+		bytes += use
+		if strings.Contains(k, "}:z:") {
+			packedBytes += use
+		}
 	}
 	recs1, err := l.Records(ctx, "clinic-a", 0, n)
 	if err != nil {
@@ -82,6 +101,83 @@ func TestTheLogIsKeptInCompactBuckets(t *testing.T) {
 	// index took about 1,150 bytes an event.
 	if per, want := bytes/n, recs/n+150; per > want {
 		t.Fatalf("the log takes %d bytes an event in Redis (records of %d bytes), want at most %d", per, recs/n, want)
+	}
+	// A packed record takes a fraction of its length.
+	per := packedBytes / (n / 64 * 64)
+	t.Logf("a packed record takes %d bytes in Redis (records of %d bytes); the log %d bytes an event", per, recs/n, bytes/n)
+	if want := recs / n / 3; per > want {
+		t.Fatalf("a packed record takes %d bytes in Redis (records of %d bytes), want at most %d", per, recs/n, want)
+	}
+}
+
+// A full bucket of records is packed; one its process did not pack (it
+// stopped first) is packed by the export; a packed bucket is read like
+// the others and leaves Redis with its last event's retention.
+func TestFullBucketsArePackedAndLeaveRedisWithTheirLastEvent(t *testing.T) {
+	ctx := context.Background()
+	b, _ := bucket(t)
+	rdb := redistest.Start(t).Client()
+	l := audit.New(rdb, nil)
+	const n, old = 150, 100 // buckets 0 and 1 full, 2 not; events 0–99 past their retention
+	for i := range n {
+		e := event("clinic-a", "message.read", fmt.Sprintf("message:m%d", i))
+		if i < old {
+			e.Time = time.Now().Add(-100 * 24 * time.Hour)
+		}
+		if _, err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	packedKey := func(b int) string { return fmt.Sprintf("gw:audit:{clinic-a}:z:%d", b) }
+	for b, want := range []int64{1, 1, 0} {
+		if got := rdb.Exists(ctx, packedKey(b)).Val(); got != want {
+			t.Fatalf("bucket %d packed: %v, want %v", b, got == 1, want == 1)
+		}
+	}
+	if got := fieldsOf(t, rdb, "clinic-a", "r"); got != n-128 {
+		t.Fatalf("%d records left in unpacked buckets, want %d", got, n-128)
+	}
+	recs, err := l.Records(ctx, "clinic-a", 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		if e, err := audit.Decode(r); err != nil || e.Index != int64(i) || e.Object != fmt.Sprintf("message:m%d", i) {
+			t.Fatalf("record %d reads as %q (%v)", i, r, err)
+		}
+	}
+	// Bucket 1 as a process that stopped before packing it leaves it.
+	for f, v := range unpacked(t, rdb, packedKey(1)) {
+		rdb.HSet(ctx, "gw:audit:{clinic-a}:r:1", f, v)
+	}
+	rdb.Del(ctx, packedKey(1))
+
+	skey, vkey := keys(t)
+	x := &audit.Exporter{Log: l, Bucket: b, Signer: newSigner(t, skey), Batch: 100, Retention: 90 * 24 * time.Hour}
+	for range 2 { // the second pass, caught up, trims
+		if _, err := x.Export(ctx, "clinic-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bucket 0 is all past its retention: gone. Bucket 1 holds events
+	// 100–127 still: packed again by the export, and kept.
+	for b, want := range []int64{0, 1, 0} {
+		if got := rdb.Exists(ctx, packedKey(b)).Val(); got != want {
+			t.Fatalf("after the export, bucket %d packed: %v, want %v", b, got == 1, want == 1)
+		}
+	}
+	if got := rdb.Exists(ctx, "gw:audit:{clinic-a}:r:0", "gw:audit:{clinic-a}:r:1").Val(); got != 0 {
+		t.Fatalf("%d of buckets 0 and 1 still unpacked", got)
+	}
+	got, _, err := l.Find(ctx, "clinic-a", audit.Query{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n-old || got[0].Index != old || got[len(got)-1].Index != n-1 {
+		t.Fatalf("Find after the retention: %d events from %d, want %d from %d", len(got), got[0].Index, n-old, old)
+	}
+	if r := verify(t, b, audit.VerifyOptions{}, vkey); r.Finding != nil || r.Checked != n {
+		t.Fatalf("report %+v (%v)", r, r.Finding)
 	}
 }
 
@@ -166,15 +262,20 @@ func toOldLayout(t *testing.T, rdb redis.UniversalClient, tenant string) {
 	}
 	for _, k := range keys {
 		kind := ""
+		var kv map[string]string
 		switch {
 		case strings.HasPrefix(k, pre+"r:"):
 			kind = "records"
 		case strings.HasPrefix(k, pre+"h:"):
 			kind = "hashes"
+		case strings.HasPrefix(k, pre+"z:"): // a full bucket of records, packed
+			kind, kv = "records", unpacked(t, rdb, k)
 		default:
 			continue
 		}
-		kv := rdb.HGetAll(ctx, k).Val()
+		if kv == nil {
+			kv = rdb.HGetAll(ctx, k).Val()
+		}
 		for f, v := range kv {
 			rdb.HSet(ctx, pre+kind, f, v)
 			if kind == "records" {
@@ -188,6 +289,32 @@ func toOldLayout(t *testing.T, rdb redis.UniversalClient, tenant string) {
 		rdb.Del(ctx, k)
 	}
 	rdb.Del(ctx, pre+"starts")
+}
+
+// unpacked reads a packed bucket of records (their lines, deflated) as
+// its index → record.
+func unpacked(t *testing.T, rdb redis.UniversalClient, key string) map[string]string {
+	t.Helper()
+	packed, err := rdb.Get(context.Background(), key).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(flate.NewReader(bytes.NewReader(packed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		e, err := audit.Decode([]byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strconv.FormatInt(e.Index, 10)] = line
+	}
+	if len(out) != 64 {
+		t.Fatalf("%s holds %d records, want 64", key, len(out))
+	}
+	return out
 }
 
 // hashReads counts the commands that read tree hashes from Redis.

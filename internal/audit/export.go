@@ -147,6 +147,9 @@ func (x *Exporter) Export(ctx context.Context, tenant string) (int64, error) {
 		if err := x.exportHashes(ctx, tenant, from, to); err != nil {
 			return from, err
 		}
+		if err := x.Log.packFull(ctx, tenant, from, to); err != nil {
+			return from, err
+		}
 		th, err := tlog.TreeHash(to, x.Log.HashReader(ctx, tenant))
 		if err != nil {
 			return from, err
@@ -281,6 +284,7 @@ func (x *Exporter) trim(ctx context.Context, tenant string, exported int64) erro
 			recordStore.deleteFields(ctx, p, tenant, idx[:n])
 			for b := bucketOf(mark); (b+1)*bucketSize <= end; b++ {
 				p.ZRem(ctx, startsKey(tenant), b) // the bucket is empty now
+				p.Del(ctx, packedBucketKey(tenant, b))
 			}
 			p.Set(ctx, trimmedKey(tenant), end, 0)
 			return nil

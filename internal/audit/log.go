@@ -202,6 +202,15 @@ func (l *Log) drain(tenant string, q *queue) {
 		q.mu.Unlock()
 		b.first, b.err = l.commit(tenant, q, b.events)
 		close(b.done)
+		// The buckets this batch filled are packed once its callers
+		// have their answer.
+		if from, to := bucketOf(b.first), bucketOf(b.first+int64(len(b.events))); b.err == nil && from < to {
+			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+			if err := l.pack(ctx, tenant, from, to); err != nil {
+				l.log.Warn("full audit bucket not packed; the export packs it", "tenant", tenant, "err", err)
+			}
+			cancel()
+		}
 	}
 }
 
