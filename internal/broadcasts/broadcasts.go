@@ -307,6 +307,15 @@ func (s *Store) Recent(ctx context.Context, tenant string, limit int) ([]*Summar
 	return out, nil
 }
 
+// State is a broadcast's state (ErrNotFound when it expired).
+func (s *Store) State(ctx context.Context, id string) (string, error) {
+	st, err := s.rdb.HGet(ctx, key(id), "state").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	return st, err
+}
+
 // SetState sets the broadcast's state; false when it was not active.
 func (s *Store) SetState(ctx context.Context, id, state string) (bool, error) {
 	n, err := setStateScript.Run(ctx, s.rdb, []string{key(id)}, state).Int()

@@ -777,9 +777,13 @@ func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (boo
 		}
 		return !m.Status.Final() && m.Status.Rank() > ledger.StatusQueued.Rank(), nil
 	}
-	// A task refused by its sender's pace runs again: write the record once.
+	// A task refused by its sender's pace, or retried after a failed
+	// attempt, runs again: write the record once.
 	if ok, err := e.Bulk.Ledger.Known(ctx, cfg.Tenant, messageID); err != nil || ok {
-		return ok, err
+		if err != nil {
+			return false, err
+		}
+		return e.dueAgain(ctx, cfg, p, messageID)
 	}
 	req, err := e.tryRequest(ctx, cfg, p, t)
 	if err != nil {
@@ -787,6 +791,36 @@ func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (boo
 	}
 	_, err = e.Bulk.Ledger.Create(ctx, messageID, req)
 	return err == nil, err
+}
+
+// dueAgain says whether a message whose task runs again (its record
+// written by an earlier run) is still due. It is, unless its broadcast was
+// canceled: the cancel left this person to the message because a worker
+// was handing it over then, and that attempt failed and is retried. The
+// person is canceled now, the message with them, unless a provider may
+// have it (an attempt whose answer was lost): then the ledger's claim
+// decides, and the person follows its reports.
+func (e *Engine) dueAgain(ctx context.Context, cfg *Config, p *Person, messageID string) (bool, error) {
+	state, err := e.Store.State(ctx, cfg.ID)
+	if errors.Is(err, ErrNotFound) {
+		return true, nil // the broadcast expired: the record decides
+	} else if err != nil {
+		return false, err
+	}
+	if state != StateCanceled {
+		return true, nil
+	}
+	if err := e.cancelPerson(ctx, cfg, p); err != nil {
+		return false, err
+	}
+	m, err := e.Bulk.Ledger.Get(ctx, cfg.Tenant, messageID)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return !m.Status.Final(), nil
 }
 
 // broadcastMessage is the message of a broadcast to a person on a channel.

@@ -576,6 +576,65 @@ func TestACanceledBroadcastLeavesThosePossiblyReachedToTheirMessage(t *testing.T
 	}
 }
 
+// A person left to their message by a cancel (a worker was handing it
+// over) is canceled when that attempt fails and its task runs again: the
+// retry sends nothing. One whose attempt's answer was lost (the provider
+// may have it) stays left to the ledger's claim.
+func TestARetryAfterTheBroadcastWasCanceledSendsNothing(t *testing.T) {
+	ctx := context.Background()
+	rg := newRig(t, "sms", "voice")
+	people := []audiences.Recipient{{Phone: "+14155550100"}, {Phone: "+14155550101"}}
+	cfg := rg.started(t, &broadcasts.Request{Name: "Closed", Channels: []string{"sms", "voice"},
+		Body: map[string]string{"en": "The clinic is closed today."}, AckTimeout: "10m", Audience: people})
+	msg := func(i int) string { return rg.person(t, cfg.ID, i).Tries[0].MessageID }
+	link := func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
+	for i := range 2 {
+		if due, err := rg.eng.RecordMessage(ctx, link(i), msg(i)); err != nil || !due {
+			t.Fatalf("person %d: due %v %v", i, due, err)
+		}
+		if _, err := rg.led.Claim(ctx, msg(i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rg.eng.Cancel(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.eng.CancelPeople(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if p := rg.person(t, cfg.ID, i); p.State != broadcasts.PersonQueued {
+			t.Fatalf("person %d after the cancel: %s, want queued (left to the message being handed over)", i, p.State)
+		}
+	}
+	// Person 0's attempt fails (Twilio answered 500); person 1's timed out
+	// after the request was written.
+	if err := rg.led.RecordFailure(ctx, msg(0), ledger.Failure{Code: "20500", Message: "internal error", Attempt: 1,
+		RetryAt: time.Now().Add(10 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.led.RecordFailure(ctx, msg(1), ledger.Failure{Code: "timeout", Message: "no answer", Attempt: 1,
+		Unconfirmed: true, RetryAt: time.Now().Add(10 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	// Their tasks run again.
+	if due, err := rg.eng.RecordMessage(ctx, link(0), msg(0)); err != nil || due {
+		t.Fatalf("person 0's retry: due %v %v, want not due", due, err)
+	}
+	if p := rg.person(t, cfg.ID, 0); p.State != broadcasts.PersonCanceled || len(p.Tries) != 1 {
+		t.Errorf("person 0 after the retry: %s with %d tries, want canceled with no call", p.State, len(p.Tries))
+	}
+	if m, err := rg.led.Get(ctx, "clinic-a", msg(0)); err != nil || m.Status != ledger.StatusCanceled {
+		t.Errorf("person 0's message: %v %v, want canceled", m, err)
+	}
+	if due, err := rg.eng.RecordMessage(ctx, link(1), msg(1)); err != nil || !due {
+		t.Fatalf("person 1's retry: due %v %v, want due (the provider may have it: the ledger's claim decides)", due, err)
+	}
+	if p := rg.person(t, cfg.ID, 1); p.State != broadcasts.PersonQueued {
+		t.Errorf("person 1 after the retry: %s, want queued", p.State)
+	}
+}
+
 // failDue fails the pipeline that reads a broadcast's due people, as a
 // worker dying mid-sweep would leave it.
 type failDue struct{}
