@@ -473,6 +473,12 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 	}
 	cfg := &sum.Config
 	run := ledger.NewID()
+	// The next chunk's people are made while this chunk's sends are
+	// queued (making them is a script of its own, and reads the audience):
+	// the sends still go in the audience's order, and making people twice
+	// makes nobody twice.
+	var next *madeAhead
+	defer func() { next.wait() }()
 	for chunk := p.Chunk; chunk < cfg.Chunks; chunk++ {
 		// Say the fan-out runs, and keep saying it: should this worker die,
 		// the sweep sees the chunk stall and queues it again at once,
@@ -488,41 +494,150 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 		case ChunkTaken:
 			return nil // another run goes on from here
 		}
-		if err := e.fanoutChunk(ctx, cfg, chunk, run); err != nil {
+		var made *madeChunk
+		if next != nil && next.chunk == chunk {
+			made, err = next.wait()
+		} else {
+			next.wait()
+			made, err = e.makeChunk(ctx, cfg, chunk)
+		}
+		next = nil
+		if err != nil {
+			return err
+		}
+		if chunk+1 < cfg.Chunks {
+			next = e.makeAhead(ctx, cfg, chunk+1)
+		}
+		if err := e.fanoutChunk(ctx, cfg, chunk, run, made); err != nil {
 			return err // the chunk runs again: what was done is not done twice
 		}
-		if st, err := e.Store.Get(ctx, "", cfg.ID); err != nil {
-			return err
-		} else if st.State != StateActive {
-			return nil // canceled: the cancel's pass takes the people made
+		if st, err := e.Store.State(ctx, cfg.ID); err != nil {
+			return ignoreNotFound(err) // expired: nothing more to make
+		} else if st != StateActive {
+			// Canceled: the cancel's pass takes the people made, but may
+			// have gone by before the next chunk's were.
+			if ahead, err := next.wait(); err == nil && ahead != nil {
+				return e.cancelPeople(ctx, cfg, ahead.people)
+			}
+			return nil
 		}
 	}
 	return nil
 }
 
-// fanoutChunk makes the people of one chunk of the audience and queues
-// each one's first message; run is the fan-out that claimed the chunk.
+// madeChunk is a chunk's people as stored, and which of them are new (nil
+// when the audience has expired).
+type madeChunk struct {
+	people []*Person
+	fresh  []bool
+}
+
+// madeAhead is a chunk's people being made in the background.
+type madeAhead struct {
+	chunk int
+	done  chan struct{}
+	made  *madeChunk
+	err   error
+}
+
+func (e *Engine) makeAhead(ctx context.Context, cfg *Config, chunk int) *madeAhead {
+	a := &madeAhead{chunk: chunk, done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		a.made, a.err = e.makeChunk(ctx, cfg, chunk)
+	}()
+	return a
+}
+
+// wait waits for the chunk's people (nothing on a nil madeAhead).
+func (a *madeAhead) wait() (*madeChunk, error) {
+	if a == nil {
+		return nil, nil
+	}
+	<-a.done
+	return a.made, a.err
+}
+
+// cancelPeople cancels people made after the cancel's own pass.
+func (e *Engine) cancelPeople(ctx context.Context, cfg *Config, people []*Person) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fanoutParallel)
+	for _, person := range people {
+		if !person.Done() {
+			g.Go(func() error { return e.cancelPerson(gctx, cfg, person) })
+		}
+	}
+	return g.Wait()
+}
+
+// fanoutChunk queues the first message of each person of one chunk of the
+// audience, made by makeChunk; run is the fan-out that claimed the chunk.
 // Before the chunk is marked done the next one is claimed for the same
 // run, so that at every moment some chunk has a live lease while the
 // fan-out runs: a worker dying between two chunks is seen as a stall too.
-func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run string) error {
+func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run string, made *madeChunk) error {
 	p := workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: chunk}
 	// The sweep that times people out runs while anyone waits; should its
 	// chain have broken (a lost task), the fan-out starts it again.
 	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
 		return err
 	}
-	recips, err := e.Audiences.Chunk(ctx, cfg.Tenant, cfg.AudienceID, p.Chunk)
-	if errors.Is(err, audiences.ErrNotFound) {
+	if made == nil {
 		return nil // the audience expired
-	} else if err != nil {
+	}
+	stored, fresh := made.people, made.fresh
+	// Each person's send is queued by one of fanoutParallel goroutines:
+	// their round trips to Redis go together (Options.Bulk).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fanoutParallel)
+	canceled := false
+	for n, person := range stored {
+		if n%fanoutParallel == 0 && n > 0 {
+			if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, run, e.Now().Add(FanoutLease)); err != nil {
+				return err
+			}
+		}
+		if n%fanoutParallel == 0 && !canceled {
+			if st, err := e.Store.State(ctx, cfg.ID); err == nil && st != StateActive {
+				// Canceled meanwhile: the cancel's own pass may have gone
+				// by before these people were made, so cancel them here.
+				canceled = true
+			}
+		}
+		if canceled {
+			if !person.Done() {
+				g.Go(func() error { return e.cancelPerson(gctx, cfg, person) })
+			}
+			continue
+		}
+		g.Go(func() error { return e.fanoutPerson(gctx, cfg, person, fresh[n]) })
+	}
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	base := p.Chunk * audiences.ChunkSize
+	if next := p.Chunk + 1; next < cfg.Chunks {
+		if err := e.Store.FanoutRunning(ctx, cfg.ID, next, run, e.Now().Add(FanoutLease)); err != nil {
+			return err
+		}
+	}
+	_, err := e.Store.ChunkDone(ctx, cfg.ID, p.Chunk)
+	return err
+}
+
+// makeChunk makes the people of one chunk of the audience (those made
+// before are kept as they are): nil when the audience has expired.
+func (e *Engine) makeChunk(ctx context.Context, cfg *Config, chunk int) (*madeChunk, error) {
+	recips, err := e.Audiences.Chunk(ctx, cfg.Tenant, cfg.AudienceID, chunk)
+	if errors.Is(err, audiences.ErrNotFound) {
+		return nil, nil // the audience expired
+	} else if err != nil {
+		return nil, err
+	}
+	base := chunk * audiences.ChunkSize
 	var skip map[int]bool
 	if cfg.OnlyNotSafe {
 		if skip, err = e.safeIn(ctx, cfg.FollowUpOf, base, len(recips)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Each new person starts at their first channel: a try queued, with the
@@ -552,46 +667,11 @@ func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run st
 		}
 		people = append(people, person)
 	}
-	stored, fresh, err := e.Bulk.Store.StartPeople(ctx, cfg.ID, p.Chunk, people)
+	stored, fresh, err := e.Bulk.Store.StartPeople(ctx, cfg.ID, chunk, people)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// Each person's send is queued by one of fanoutParallel goroutines:
-	// their round trips to Redis go together (Options.Bulk).
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(fanoutParallel)
-	canceled := false
-	for n, person := range stored {
-		if n%fanoutParallel == 0 && n > 0 {
-			if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, run, e.Now().Add(FanoutLease)); err != nil {
-				return err
-			}
-		}
-		if n%fanoutParallel == 0 && !canceled {
-			if st, err := e.Store.Get(ctx, "", cfg.ID); err == nil && st.State != StateActive {
-				// Canceled meanwhile: the cancel's own pass may have gone
-				// by before these people were made, so cancel them here.
-				canceled = true
-			}
-		}
-		if canceled {
-			if !person.Done() {
-				g.Go(func() error { return e.cancelPerson(gctx, cfg, person) })
-			}
-			continue
-		}
-		g.Go(func() error { return e.fanoutPerson(gctx, cfg, person, fresh[n]) })
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if next := p.Chunk + 1; next < cfg.Chunks {
-		if err := e.Store.FanoutRunning(ctx, cfg.ID, next, run, e.Now().Add(FanoutLease)); err != nil {
-			return err
-		}
-	}
-	_, err = e.Store.ChunkDone(ctx, cfg.ID, p.Chunk)
-	return err
+	return &madeChunk{people: stored, fresh: fresh}, nil
 }
 
 // MaxPollQuestion bounds a poll question (per locale), spoken on calls.

@@ -635,6 +635,88 @@ func TestARetryAfterTheBroadcastWasCanceledSendsNothing(t *testing.T) {
 	}
 }
 
+// beforeChunkRead runs once, before the pipeline that reads chunk 1 of
+// an audience.
+type beforeChunkRead struct {
+	once sync.Once
+	run  func()
+}
+
+func (h *beforeChunkRead) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *beforeChunkRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *beforeChunkRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if a := c.Args(); c.Name() == "lindex" && len(a) == 3 && fmt.Sprint(a[2]) == "1" {
+				h.once.Do(h.run)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// The fan-out makes a chunk's people while the chunk before is queued: a
+// cancel whose pass went by before they were made leaves none of them
+// waiting (the fan-out cancels them as it stops).
+func TestACancelBeforeTheNextChunksPeopleWereMadeLeavesNoneWaiting(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client()
+	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
+	reg := channels.NewRegistry(named("sms"))
+	engine := func(rdb *redis.Client) *broadcasts.Engine {
+		q := asynq.NewClientFromRedisClient(rdb)
+		return (&broadcasts.Engine{Messages: &messaging.Service{Ledger: ledger.New(rdb, 24*time.Hour), Queue: q, Channels: reg, Now: clk.Now},
+			Store: broadcasts.NewStore(rdb, 24*time.Hour), Audiences: audiences.NewStore(rdb, audiences.DefaultTTL), Queue: q,
+			Channels: reg, Now: clk.Now}).Init()
+	}
+	lead := engine(rdb)
+	const n = audiences.ChunkSize + 200
+	people := make([]audiences.Recipient, n)
+	for i := range people {
+		people[i] = audiences.Recipient{Phone: fmt.Sprintf("+1415556%04d", i)}
+	}
+	cfg, err := lead.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms"},
+		Body: map[string]string{"en": "Flooding near the hospital."}, AckTimeout: "10m", Audience: people})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crisis lead cancels, and the cancel's pass runs, just before the
+	// worker reads the second chunk of the audience to make its people.
+	worker := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { worker.Close() })
+	worker.AddHook(&beforeChunkRead{run: func() {
+		if err := lead.Cancel(ctx, cfg.ID); err != nil {
+			t.Error(err)
+		}
+		if err := lead.CancelPeople(ctx, cfg.ID); err != nil {
+			t.Error(err)
+		}
+	}})
+	if err := engine(worker).Fanout(ctx, workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: 0}); err != nil {
+		t.Fatal(err)
+	}
+	store := broadcasts.NewStore(rdb, 24*time.Hour)
+	made, waiting := 0, 0
+	for i := range n {
+		p, _, err := store.Person(ctx, cfg.ID, i)
+		if errors.Is(err, broadcasts.ErrNotFound) {
+			continue
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		made++
+		if !p.Done() {
+			waiting++
+		}
+	}
+	if made <= audiences.ChunkSize {
+		t.Fatalf("%d people made: the second chunk's were not (the test needs them made after the cancel's pass)", made)
+	}
+	if waiting > 0 {
+		t.Fatalf("%d of the %d people made still wait after the cancel", waiting, made)
+	}
+}
+
 // failDue fails the pipeline that reads a broadcast's due people, as a
 // worker dying mid-sweep would leave it.
 type failDue struct{}
