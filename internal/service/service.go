@@ -562,6 +562,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.startAuditExport()
 	s.startBacklogSweep()
+	s.startOrphanWatch()
 	s.startReconcile()
 	s.startArchive()
 	s.log.Info("gateway started", "api", s.API != nil, "workers", s.Workers != nil, "channels", s.Channels.Names(), "addr", s.Addr(),
