@@ -85,9 +85,9 @@ func TestAHistoryOfEveryFormReadsInOrder(t *testing.T) {
 }
 
 // TestARecordsDocLeavesOutWhatItsFieldsHold: the tenant and the creation
-// time are fields of the record, not repeated in its doc; Get and Claim
-// give them back, and a doc of an earlier version that has them reads as
-// before.
+// time are fields of the record, not repeated in its doc, nor is the
+// usual SMS encoding; Get and Claim give them back, and a doc of an
+// earlier version that has them reads as before.
 func TestARecordsDocLeavesOutWhatItsFieldsHold(t *testing.T) {
 	l, srv := newLedger(t)
 	rdb := srv.Client()
@@ -104,6 +104,20 @@ func TestARecordsDocLeavesOutWhatItsFieldsHold(t *testing.T) {
 	c, err := l.Claim(ctx, id, time.Minute)
 	if err != nil || c.Message == nil || c.Message.Tenant != "clinic-a" || !c.Message.CreatedAt.Equal(m.CreatedAt) {
 		t.Fatalf("claimed: %+v %v", c.Message, err)
+	}
+	// An SMS in GSM-7 leaves its usual encoding out; in UCS-2 it keeps it.
+	for _, enc := range []string{"GSM-7", "UCS-2"} {
+		sid := ledger.NewID()
+		if _, err := l.Create(ctx, sid, ledger.Request{Tenant: "clinic-a", Channel: "sms", To: ledger.Recipient{Phone: "+14155550100"},
+			Body: "hi", Priority: "normal", Segments: 2, Encoding: enc}); err != nil {
+			t.Fatal(err)
+		}
+		if doc := rdb.HGet(ctx, "gw:m:{"+sid+"}", "doc").Val(); strings.Contains(doc, "GSM-7") || strings.Contains(doc, "UCS-2") != (enc == "UCS-2") {
+			t.Fatalf("%s: doc %s", enc, doc)
+		}
+		if sm := status(t, l, sid); sm.Segments != 2 || sm.Encoding != enc {
+			t.Fatalf("%s: read back %d segments in %q", enc, sm.Segments, sm.Encoding)
+		}
 	}
 	// A record of an earlier version.
 	old := ledger.NewID()

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/internal/metrics"
+	"github.com/patientmsg/gateway/internal/sms"
 )
 
 // Errors the ledger returns; match them with errors.Is.
@@ -222,9 +223,14 @@ func idemKey(tenant, key string) string {
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
 // docOf is a record's doc: its request without what the record keeps in
-// fields of its own (tenant, created_at), 60-odd bytes a message less.
+// fields of its own (tenant, created_at), 60-odd bytes a message less,
+// nor the usual SMS encoding: a doc with segments and no encoding is
+// GSM-7 (the two were always written together before).
 func docOf(req Request) ([]byte, error) {
 	req.Tenant, req.CreatedAt = "", time.Time{}
+	if req.Segments > 0 && req.Encoding == string(sms.GSM7) {
+		req.Encoding = ""
+	}
 	return json.Marshal(req)
 }
 
@@ -243,6 +249,9 @@ func requestOf(doc, tenant, createdMS string) (Request, error) {
 		if at, err := strconv.ParseInt(createdMS, 10, 64); err == nil {
 			r.CreatedAt = time.UnixMilli(at).UTC()
 		}
+	}
+	if r.Segments > 0 && r.Encoding == "" {
+		r.Encoding = string(sms.GSM7)
 	}
 	return r, nil
 }
