@@ -688,7 +688,7 @@ const FanoutLease = 5 * time.Second
 const FanoutQueuedLease = 15 * time.Second
 
 // fanoutParallel is how many people of a chunk are sent to at once.
-const fanoutParallel = 250
+const fanoutParallel = 500
 
 // fanoutPerson queues a new person's first message, or, for a person made
 // before a restart, makes sure their current message is queued.
