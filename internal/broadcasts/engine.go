@@ -848,14 +848,8 @@ func (e *Engine) RecordMessage(ctx context.Context, link, messageID string) (boo
 		// it over already, its roster update lost (Redis down between the
 		// two): a record past queued is with the provider, perhaps, and
 		// the ledger's claim decides (waits for the provider's report).
-		m, err := e.Bulk.Ledger.Get(ctx, cfg.Tenant, messageID)
-		switch {
-		case errors.Is(err, ledger.ErrNotFound):
-			return false, nil
-		case err != nil:
-			return false, err
-		}
-		return !m.Status.Final() && m.Status.Rank() > ledger.StatusQueued.Rank(), nil
+		st, found, err := e.recordStatus(ctx, cfg.Tenant, messageID)
+		return found && !st.Final() && st.Rank() > ledger.StatusQueued.Rank(), err
 	}
 	// A task refused by its sender's pace, or retried after a failed
 	// attempt, runs again: write the record once.
@@ -893,14 +887,21 @@ func (e *Engine) dueAgain(ctx context.Context, cfg *Config, p *Person, messageID
 	if err := e.cancelPerson(ctx, cfg, p); err != nil {
 		return false, err
 	}
-	m, err := e.Bulk.Ledger.Get(ctx, cfg.Tenant, messageID)
+	st, found, err := e.recordStatus(ctx, cfg.Tenant, messageID)
+	return found && !st.Final(), err
+}
+
+// recordStatus is a message's status in the ledger; found is false when
+// it has no record.
+func (e *Engine) recordStatus(ctx context.Context, tenant, id string) (st ledger.Status, found bool, err error) {
+	m, err := e.Bulk.Ledger.Get(ctx, tenant, id)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
-		return false, nil
+		return "", false, nil
 	case err != nil:
-		return false, err
+		return "", false, err
 	}
-	return !m.Status.Final(), nil
+	return m.Status, true, nil
 }
 
 // broadcastMessage is the message of a broadcast to a person on a channel.

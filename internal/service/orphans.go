@@ -23,31 +23,17 @@ func (s *Service) startOrphanWatch() {
 	for i, p := range workers.Priorities {
 		queues[i] = workers.QueueFor(p)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	log := s.log.With("comp", "worker")
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(workers.OrphanCheckEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			cctx, stop := context.WithTimeout(ctx, workers.OrphanCheckEvery)
-			if ok, err := s.Redis.SetNX(cctx, orphansLockKey, 1, workers.OrphanCheckEvery-time.Second).Result(); err == nil && ok {
-				ids, err := workers.RequeueOrphans(cctx, s.inspector, s.client, queues)
-				for _, id := range ids {
-					log.Warn("a send held by a worker process that stopped was queued again", "msg_id", id)
-				}
-				if err != nil && ctx.Err() == nil {
-					log.Warn("orphaned sends not looked for", "err", err)
-				}
-			}
-			stop()
+	s.every(workers.OrphanCheckEvery, log, "orphaned sends not looked for", func(ctx context.Context) error {
+		ctx, stop := context.WithTimeout(ctx, workers.OrphanCheckEvery)
+		defer stop()
+		if ok, err := s.Redis.SetNX(ctx, orphansLockKey, 1, workers.OrphanCheckEvery-time.Second).Result(); err != nil || !ok {
+			return err
 		}
-	}()
-	s.closers = append(s.closers, func() error { cancel(); <-done; return nil })
+		ids, err := workers.RequeueOrphans(ctx, s.inspector, s.client, queues)
+		for _, id := range ids {
+			log.Warn("a send held by a worker process that stopped was queued again", "msg_id", id)
+		}
+		return err
+	})
 }
