@@ -40,11 +40,7 @@ func (noLeaseExtension) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 // with the same payload while Asynq still counts the original active.
 func TestASendHeldByAWorkerThatStoppedIsQueuedAgainWhenItsLeaseLapses(t *testing.T) {
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	if srv.Kind == redistest.KindMiniredis {
-		t.Skip("Asynq's scripts need a real redis-server")
-	}
-	rdb := srv.Client()
+	rdb := redistest.Start(t).Client()
 	queue := QueueFor(PriorityCrisis)
 	cl := asynq.NewClientFromRedisClient(rdb)
 	send, err := NewSendTask(SendOptions{MessageID: "01JTESTORPHAN0000000000000", Channel: "sms", Tenant: "clinic-a",

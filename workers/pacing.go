@@ -46,11 +46,7 @@ func (h *SendHandler) pace(ctx context.Context, sender string, p SendPayload) (*
 	if h.Senders == nil || sender == "" {
 		return nil, nil
 	}
-	prio := p.Priority
-	if prio == "" {
-		prio = priorityOf(ctx)
-	}
-	d, err := h.Senders.Limiter.Reserve(ctx, ratelimit.Request{Sender: sender, Tenant: p.Tenant, Priority: prio, Cost: max(p.Cost, 1),
+	d, err := h.Senders.Limiter.Reserve(ctx, ratelimit.Request{Sender: sender, Tenant: p.Tenant, Priority: p.Priority, Cost: max(p.Cost, 1),
 		ID: p.MessageID})
 	if err != nil {
 		return nil, fmt.Errorf("rate limit: %w", err) // Redis trouble: retry
