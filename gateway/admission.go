@@ -13,7 +13,6 @@ import (
 	"github.com/patientmsg/gateway/gateway/console"
 
 	"github.com/patientmsg/gateway/internal/admission"
-	"github.com/patientmsg/gateway/workers"
 )
 
 // Admission control in front of the queues (package internal/admission):
@@ -106,13 +105,10 @@ func admissionOf(method, path string) requestAdmission {
 	return requestAdmission{guarded: true, class: admission.Routine}
 }
 
-type admissionKey int
-
-const rateLimitedKey admissionKey = iota
-
 // admit applies the tenant's request rate to every /v1 request and the
-// memory guard to writes. A message over the rate is decided by
-// createMessage, once its priority is known: crisis passes.
+// memory guard to writes. A new message is counted against the rate by
+// the domain, once its priority is known (crisis passes), in the round
+// trip that counts it in its tenant's backlog (createMessage).
 func (s *Server) admit(c *fiber.Ctx) error {
 	a := s.opts.Admission
 	if a == nil {
@@ -120,14 +116,13 @@ func (s *Server) admit(c *fiber.Ctx) error {
 	}
 	ctx, tenant := c.UserContext(), tenantOf(c)
 	how := admissionOf(c.Method(), c.Path())
+	if how.message {
+		return c.Next()
+	}
 	st, err := a.Rate(ctx, tenant, how.exempt)
 	setRateLimitHeaders(c, st)
-	var limited *admission.RateLimitedError
-	if errors.As(err, &limited) {
-		if !how.message {
-			return refusal(err)
-		}
-		c.Locals(rateLimitedKey, limited)
+	if err != nil {
+		return refusal(err)
 	}
 	if how.guarded {
 		if err := a.CheckMemory(ctx, how.class); err != nil {
@@ -137,23 +132,25 @@ func (s *Server) admit(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// admitMessage decides on a message once its priority is known: over the
-// tenant's rate only crisis passes (and is counted), and the memory guard
-// applies the priority's class.
-func (s *Server) admitMessage(c *fiber.Ctx, tenant, priority string) error {
+// rateRequest counts against its tenant's rate a message request that
+// ends before the domain counted it (a body that does not decode, the
+// memory guard's refusal), and returns p.
+func (s *Server) rateRequest(c *fiber.Ctx, tenant string, p error) error {
+	if a := s.opts.Admission; a != nil {
+		st, _ := a.Rate(c.UserContext(), tenant, false)
+		setRateLimitHeaders(c, st)
+	}
+	return p
+}
+
+// admitMessage applies the memory guard to a message, by its priority's
+// class.
+func (s *Server) admitMessage(c *fiber.Ctx, priority string) error {
 	a := s.opts.Admission
 	if a == nil {
 		return nil
 	}
-	ctx := c.UserContext()
-	if limited, ok := c.Locals(rateLimitedKey).(*admission.RateLimitedError); ok {
-		if priority != workers.PriorityCrisis {
-			return refusal(limited)
-		}
-		st, _ := a.Rate(ctx, tenant, true) // counted, never refused
-		setRateLimitHeaders(c, st)
-	}
-	return refusal(a.CheckMemory(ctx, admission.ClassOf(priority)))
+	return refusal(a.CheckMemory(c.UserContext(), admission.ClassOf(priority)))
 }
 
 // refusal is the problem answer of an admission refusal (nil for nil).

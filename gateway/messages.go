@@ -39,23 +39,25 @@ func (s *Server) createMessage(c *fiber.Ctx) error {
 	tenant := tenantOf(c)
 	body, p := jsonBody(c)
 	if p != nil {
-		return p
+		return s.rateRequest(c, tenant, p)
 	}
 	idemKey := c.Get("Idempotency-Key")
 	if len(idemKey) > MaxIdempotencyKey {
-		return problem(400, "bad-idempotency-key", "Idempotency-Key is longer than 255 characters")
+		return s.rateRequest(c, tenant, problem(400, "bad-idempotency-key", "Idempotency-Key is longer than 255 characters"))
 	}
 	draft, p := parseDraft(body)
 	if p != nil {
-		return p
+		return s.rateRequest(c, tenant, p)
 	}
-	// The tenant's rate and the memory guard, before any work: crisis
-	// messages pass the rate, and pass the guard until its last threshold.
-	if err := s.admitMessage(c, tenant, draft.Priority); err != nil {
-		return err
+	// The memory guard, before any work: crisis messages pass it until its
+	// last threshold. The tenant's rate is counted with the message's
+	// backlog (crisis messages pass it).
+	if err := s.admitMessage(c, draft.Priority); err != nil {
+		return s.rateRequest(c, tenant, err)
 	}
 	a, err := s.acceptThroughFailover(c, tenant, draft,
 		messaging.Idempotency{Key: idemKey, BodyHash: hashBody(body), TTL: s.opts.IdempotencyTTL})
+	setRateLimitHeaders(c, a.Rate)
 	if errors.Is(err, ledger.ErrIdempotencyMismatch) {
 		return problem(422, "idempotency-mismatch", "this Idempotency-Key was already used with a different request body; use a new key for a new message")
 	}

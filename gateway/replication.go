@@ -110,13 +110,22 @@ const failoverPause = 100 * time.Millisecond
 func (s *Server) acceptThroughFailover(c *fiber.Ctx, tenant string, d *messaging.Draft, idem messaging.Idempotency) (messaging.Accepted, error) {
 	ctx := c.UserContext()
 	if s.opts.Fence == nil || s.opts.FailoverWait <= 0 || idem.Key == "" {
-		return s.opts.Messages.Accept(ctx, tenant, d, idem)
+		return s.opts.Messages.AcceptRequest(ctx, tenant, d, idem)
 	}
 	until := s.opts.Now().Add(s.opts.FailoverWait)
 	var made string // the id an earlier try made, kept or not
+	var rate admission.RateState
 	for tries := 1; ; tries++ {
 		began := s.opts.Fence.Begin()
-		a, err := s.opts.Messages.Accept(ctx, tenant, d, idem)
+		accept := s.opts.Messages.AcceptRequest // the request meets its rate once
+		if tries > 1 {
+			accept = s.opts.Messages.Accept
+		}
+		a, err := accept(ctx, tenant, d, idem)
+		if tries == 1 {
+			rate = a.Rate
+		}
+		a.Rate = rate
 		if err == nil {
 			if !a.Replayed {
 				made = a.ID

@@ -31,15 +31,24 @@ func backlogKey(tenant, channel string) string { return "gw:adm:{" + tenant + "}
 
 const sumField = "#"
 
+// reserveLua adds a message to its tenant's backlog unless that would pass
+// the cap. reserve(backlog, id, cost, cap, now_ms) returns 1 added, 2
+// already counted or 0 full, and the cost queued.
+const reserveLua = `
+local function reserve(key, id, cost, cap, now_ms)
+  local queued = tonumber(redis.call('HGET', key, '#') or '0')
+  if redis.call('HEXISTS', key, id) == 1 then return 2, queued end
+  if queued + cost > cap then return 0, queued end
+  redis.call('HSET', key, id, cost .. ':' .. now_ms)
+  return 1, redis.call('HINCRBY', key, '#', cost)
+end
+`
+
 // reserveScript: KEYS backlog  ARGV id, cost, cap, now_ms
 // Returns {1 added | 2 already counted | 0 full, queued cost}.
-var reserveScript = redis.NewScript(`
-local queued = tonumber(redis.call('HGET', KEYS[1], '#') or '0')
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {2, queued} end
-local cost = tonumber(ARGV[2])
-if queued + cost > tonumber(ARGV[3]) then return {0, queued} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[4])
-return {1, redis.call('HINCRBY', KEYS[1], '#', cost)}
+var reserveScript = redis.NewScript(reserveLua + `
+local added, queued = reserve(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return {added, queued}
 `)
 
 // releaseScript: KEYS backlog  ARGV id. Returns 1 removed, 0 not counted.
@@ -94,13 +103,20 @@ func (c *Controller) Reserve(ctx context.Context, m Message) (bool, error) {
 		c.log.Warn("tenant backlog not checked: message admitted uncounted", "tenant", m.Tenant, "channel", m.Channel, "err", err)
 		return false, nil
 	}
-	if res[0] != 0 {
+	return c.reserved(m, res[0], res[1])
+}
+
+// reserved reads a reservation's outcome (1 added, 2 already counted, 0
+// full) and the cost queued: whether the message is counted, or the
+// *BacklogFullError refusing it.
+func (c *Controller) reserved(m Message, added, queued int64) (bool, error) {
+	if added != 0 {
 		return true, nil
 	}
-	queued := res[1]
+	limit, cost := c.BacklogCap(m.Channel), int64(max(m.Cost, 1))
 	// The sender works through the excess at its rate (shared with other
 	// tenants, so this is the earliest the backlog can have room).
-	excess := float64(queued + int64(cost) - limit)
+	excess := float64(queued + cost - limit)
 	wait := time.Duration(excess / c.cfg.SenderRates[m.Channel] * float64(time.Second))
 	wait = min(max(ceilSeconds(wait), time.Second), MaxBacklogRetryAfter)
 	return false, &BacklogFullError{Tenant: m.Tenant, Channel: m.Channel, Queued: queued, Cap: limit,

@@ -87,22 +87,27 @@ func rateKey(tenant string) string { return "gw:adm:{" + tenant + "}:rate" }
 //
 // KEYS rate  ARGV now_us, interval_us, burst, exempt (0/1)
 // Returns {admitted (0 refused, 1 admitted, 2 admitted over the rate), TAT − now}.
-var gcraScript = redis.NewScript(`
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local tau = interval * (tonumber(ARGV[3]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new = tat + interval
-local admitted = 1
-if tat - now > tau then
-  if ARGV[4] ~= '1' then return {0, tat - now} end
-  admitted = 2
-  local cap = now + tau + interval
-  if new > cap then new = math.max(tat, cap) end
+const gcraLua = `
+local function gcra(key, now, interval, burst, exempt)
+  local tau = interval * (burst - 1)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new = tat + interval
+  local admitted = 1
+  if tat - now > tau then
+    if exempt ~= '1' then return 0, tat - now end
+    admitted = 2
+    local cap = now + tau + interval
+    if new > cap then new = math.max(tat, cap) end
+  end
+  redis.call('SET', key, string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+  return admitted, new - now
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
-return {admitted, new - now}
+`
+
+var gcraScript = redis.NewScript(gcraLua + `
+local admitted, debt = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return {admitted, debt}
 `)
 
 // Rate counts a tenant's request against its rate. A request over the
@@ -121,13 +126,20 @@ func (c *Controller) Rate(ctx context.Context, tenant string, exempt bool) (Rate
 		c.log.Warn("tenant request rate not checked: request admitted", "tenant", tenant, "err", err)
 		return RateState{}, nil
 	}
-	debt, tau := res[1], interval*int64(quota-1)
+	return rateStateOf(tenant, rate, res[0], res[1])
+}
+
+// rateStateOf reads the GCRA's outcome (0 refused, 1 admitted, 2 admitted
+// over the rate) and the tenant's debt (TAT − now, in microseconds).
+func rateStateOf(tenant string, rate Rate, admitted, debt int64) (RateState, error) {
+	interval, quota := rate.interval(), rate.Quota()
+	tau := interval * int64(quota-1)
 	st := RateState{Rate: rate, Reset: time.Duration(debt) * time.Microsecond}
-	if res[0] == 0 {
+	if admitted == 0 {
 		st.Wait = time.Duration(debt-tau) * time.Microsecond
 		return st, &RateLimitedError{Tenant: tenant, State: st}
 	}
-	st.Forced = res[0] == 2
+	st.Forced = admitted == 2
 	if debt <= tau {
 		st.Remaining = int((tau-debt)/interval) + 1
 	}

@@ -169,6 +169,10 @@ type Accepted struct {
 	Status   ledger.Status
 	Request  ledger.Request
 	Replayed bool
+	// Rate is where the tenant stands against its request rate once
+	// AcceptRequest counted the request (with an error too); the zero
+	// RateState otherwise.
+	Rate admission.RateState
 }
 
 // Idempotency is a request's idempotency key and the hash of the request
@@ -186,9 +190,23 @@ type Idempotency struct {
 // request is ledger.ErrIdempotencyMismatch. A refusal of the backlog cap is
 // the admission package's error.
 func (s *Service) Accept(ctx context.Context, tenant string, d *Draft, idem Idempotency) (Accepted, error) {
+	return s.accept(ctx, tenant, d, idem, false)
+}
+
+// AcceptRequest is Accept for a request of the API's that was not counted
+// against its tenant's request rate yet: it is counted in the round trip
+// that counts the message in its backlog, and a request over the rate is
+// refused with the admission package's *RateLimitedError (a crisis
+// message never is). A request that fails before that point (a draft that
+// does not validate, a replay) is counted all the same.
+func (s *Service) AcceptRequest(ctx context.Context, tenant string, d *Draft, idem Idempotency) (Accepted, error) {
+	return s.accept(ctx, tenant, d, idem, true)
+}
+
+func (s *Service) accept(ctx context.Context, tenant string, d *Draft, idem Idempotency, rated bool) (Accepted, error) {
 	req, err := s.Prepare(ctx, tenant, d)
 	if err != nil {
-		return Accepted{}, err
+		return s.rateOnly(ctx, tenant, d.Priority, rated, err)
 	}
 	id := ledger.NewID()
 	// Free the key when nothing is queued, so the client's retry is a new attempt.
@@ -200,31 +218,52 @@ func (s *Service) Accept(ctx context.Context, tenant string, d *Draft, idem Idem
 	if idem.Key != "" {
 		first, err := s.Ledger.ClaimIdempotencyKey(ctx, tenant, idem.Key, idem.BodyHash, id, idem.TTL)
 		if err != nil {
-			return Accepted{}, err
+			return s.rateOnly(ctx, tenant, req.Priority, rated, err)
 		}
 		if first != id {
-			return s.replay(ctx, tenant, first, req)
+			a, err := s.rateOnly(ctx, tenant, req.Priority, rated, nil)
+			if err != nil {
+				return a, err
+			}
+			r, err := s.replay(ctx, tenant, first, req)
+			r.Rate = a.Rate
+			return r, err
 		}
 	}
-	// The tenant's backlog on the channel (every priority but crisis).
-	counted, err := s.Reserve(ctx, id, req)
+	// The tenant's backlog on the channel (every priority but crisis), and
+	// its request rate.
+	st, counted, err := s.admit(ctx, id, req, rated)
 	if err != nil {
 		releaseKey()
-		return Accepted{}, err
+		return Accepted{Rate: st}, err
 	}
 	if err := s.Submit(ctx, id, req); err != nil {
 		if counted {
 			s.Release(req.Tenant, req.Channel, req.Priority, id)
 		}
 		releaseKey()
-		return Accepted{}, err
+		return Accepted{Rate: st}, err
 	}
 	s.log().Debug("message queued", "tenant", tenant, "msg_id", id, "channel", req.Channel, "priority", req.Priority)
 	status := ledger.StatusQueued
 	if req.SendAt != nil {
 		status = ledger.StatusScheduled
 	}
-	return Accepted{ID: id, Status: status, Request: req}, nil
+	return Accepted{ID: id, Status: status, Request: req, Rate: st}, nil
+}
+
+// rateOnly counts a request that ends before its message is counted in
+// the backlog against its tenant's rate (when rated), and returns err, or
+// the rate's refusal in its place.
+func (s *Service) rateOnly(ctx context.Context, tenant, priority string, rated bool, err error) (Accepted, error) {
+	if !rated || s.Admission == nil {
+		return Accepted{}, err
+	}
+	st, rerr := s.Admission.Rate(ctx, tenant, priority == workers.PriorityCrisis)
+	if rerr != nil {
+		return Accepted{Rate: st}, rerr
+	}
+	return Accepted{Rate: st}, err
 }
 
 // replay returns the message an earlier request with the same idempotency
@@ -254,19 +293,24 @@ func (s *Service) replay(ctx context.Context, tenant, id string, req ledger.Requ
 	return Accepted{ID: m.ID, Status: m.Status, Request: m.Request, Replayed: true}, nil
 }
 
-// Reserve counts a message against its tenant's backlog on its channel;
-// it reports whether it was counted (crisis messages are not). A full
-// backlog is an *admission.BacklogFullError.
-func (s *Service) Reserve(ctx context.Context, id string, req ledger.Request) (bool, error) {
+// admit counts a message in its tenant's backlog on its channel and
+// reports whether it was counted (crisis messages are not; a full backlog
+// is an *admission.BacklogFullError); with rated, the request is counted
+// against its tenant's rate in the same round trip.
+func (s *Service) admit(ctx context.Context, id string, req ledger.Request, rated bool) (admission.RateState, bool, error) {
 	a := s.Admission
 	if a == nil {
-		return false, nil
+		return admission.RateState{}, false, nil
 	}
 	m := admission.Message{Tenant: req.Tenant, Channel: req.Channel, ID: id, Priority: req.Priority, Cost: max(req.Segments, 1)}
 	if req.SendAt != nil {
 		m.Due = *req.SendAt
 	}
-	return a.Reserve(ctx, m)
+	if rated {
+		return a.AdmitMessage(ctx, m)
+	}
+	counted, err := a.Reserve(ctx, m)
+	return admission.RateState{}, counted, err
 }
 
 // Release takes a message that will not be sent (canceled, or not queued

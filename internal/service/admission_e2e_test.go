@@ -387,3 +387,60 @@ func TestAMessageLeavesItsTenantsBacklogOnceThoughItsSendIsRetried(t *testing.T)
 		t.Fatalf("backlog %d after the cancellation, want 0", n)
 	}
 }
+
+// A message request is counted against its tenant's rate once, whatever
+// becomes of it: the rate is counted with the message's backlog, in one
+// round trip, or on its own when the request ends before that.
+func TestEveryMessageRequestMeetsTheRateOnce(t *testing.T) {
+	e := start(t, config.RoleAll, func(c *config.Config) {
+		// A burst of 6 that takes 6 minutes to come back: the test never
+		// sees one return.
+		c.Admission.TenantRate = config.RateLimit{PerSecond: 1.0 / 60, Burst: 6}
+	})
+	remaining := func(a answer) string {
+		t.Helper()
+		if a.Header.Get("RateLimit-Policy") != `"tenant";q=6;w=360` {
+			t.Fatalf("%d without the tenant's RateLimit-Policy: %q %s", a.Status, a.Header.Get("RateLimit-Policy"), a.Raw)
+		}
+		r, _, _ := strings.Cut(strings.TrimPrefix(a.Header.Get("RateLimit"), `"tenant";r=`), ";")
+		return r
+	}
+	// Messages for in an hour stay in the backlog (within its 4 h horizon).
+	later := func(phone, body string) string {
+		return smsBody(phone, body, "send_at", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	}
+	steps := []struct {
+		name    string
+		body    string
+		headers []string
+		status  int
+		left    string
+	}{
+		{"a message", later("+14155550191", "See you on Monday"), nil, 202, "5"},
+		{"a body that is not JSON", `{"channel":`, nil, 400, "4"},
+		{"a draft that does not validate", smsBody("not a number", "See you on Monday"), nil, 422, "3"},
+		{"a message with a key", later("+14155550192", "See you on Tuesday"), []string{"Idempotency-Key", "k-1"}, 202, "2"},
+		{"its replay", later("+14155550192", "See you on Tuesday"), []string{"Idempotency-Key", "k-1"}, 200, "1"},
+		{"the burst's last", later("+14155550193", "See you on Wednesday"), nil, 202, "0"},
+		{"one over the rate", later("+14155550194", "See you on Thursday"), nil, 429, "0"},
+		{"a crisis message passes it", smsBody("+14155550195", "Shelter in place", "priority", "crisis"), nil, 202, "0"},
+	}
+	for _, s := range steps {
+		a := e.do("POST", "/v1/messages", keyA, s.body, s.headers...)
+		if a.Status != s.status {
+			t.Fatalf("%s: %d %s, want %d", s.name, a.Status, a.Raw, s.status)
+		}
+		if got := remaining(a); got != s.left {
+			t.Fatalf("%s: %s requests left, want %s", s.name, got, s.left)
+		}
+	}
+	// The refused message was not counted in the backlog: the three
+	// messages of the burst were (one segment each; crisis never is).
+	n, _, err := e.svc.Admission.Backlog(context.Background(), "clinic-a", "sms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("backlog %d segments, want the burst's 3 messages", n)
+	}
+}
