@@ -106,7 +106,7 @@ func (l *Ledger) GetMany(ctx context.Context, tenant string, ids []string) ([]*M
 		if err != nil {
 			return nil, err
 		}
-		m.Events = historyOf(h, evs[i].Val())
+		m.Events = historyOf(id, h, evs[i].Val())
 		out = append(out, m)
 	}
 	return out, nil

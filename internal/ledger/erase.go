@@ -30,13 +30,13 @@ func (r Request) Scrub(at time.Time) Request {
 
 // scrubEvent drops what a history entry may say of the patient: the keys
 // pressed, the recording and the provider's error text (its code stays).
-func scrubEvent(raw string) string {
-	e, ok := parseEvent(raw)
+func scrubEvent(id, raw string) string {
+	e, ok := parseEvent(raw, madeAt(id))
 	if !ok {
-		return eventJSON(Event{Status: StatusQueued, Detail: "erased"})
+		return eventJSON(id, Event{Status: StatusQueued, Detail: "erased"})
 	}
 	scrubOne(&e)
-	return eventJSON(e)
+	return eventJSON(id, e)
 }
 
 // scrubOne drops what one history entry may say of the patient.
@@ -111,7 +111,7 @@ func (l *Ledger) Erase(ctx context.Context, tenant, id string) error {
 	}
 	args := []any{tenant, doc, ms(now), len(list.Val()), len(inField)}
 	for _, e := range append(list.Val(), inField...) {
-		args = append(args, scrubEvent(e))
+		args = append(args, scrubEvent(id, e))
 	}
 	return eraseScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, args...).Err()
 }

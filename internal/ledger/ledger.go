@@ -282,7 +282,7 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 			first.Detail = req.Deferred
 		}
 	}
-	ev := eventJSON(first)
+	ev := eventJSON(id, first)
 	keys := []string{msgKey(id), eventsKey(id)}
 	args := []any{doc, req.Tenant, string(first.Status), first.Status.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev, req.Broadcast}
 	// One round trip: the record script and the tenant index (another slot
@@ -361,7 +361,7 @@ func (l *Ledger) Get(ctx context.Context, tenant, id string) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Events = historyOf(h, evs.Val())
+	m.Events = historyOf(id, h, evs.Val())
 	return m, nil
 }
 
@@ -375,11 +375,12 @@ func historyEntries(h map[string]string, legacy []string) []string {
 	return out
 }
 
-// historyOf reads a record's history.
-func historyOf(h map[string]string, legacy []string) []Event {
+// historyOf reads the history of message id's record.
+func historyOf(id string, h map[string]string, legacy []string) []Event {
 	var out []Event
+	made := madeAt(id)
 	for _, raw := range historyEntries(h, legacy) {
-		if e, ok := parseEvent(raw); ok {
+		if e, ok := parseEvent(raw, made); ok {
 			out = append(out, e)
 		}
 	}
@@ -434,7 +435,7 @@ type Claim struct {
 // reads the recipient's consent); their outcome is theirs to read.
 func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration, also ...func(redis.Pipeliner)) (Claim, error) {
 	now := l.now().UTC()
-	ev := eventJSON(Event{Status: StatusSending, At: now})
+	ev := eventJSON(id, Event{Status: StatusSending, At: now})
 	keys, args := []string{msgKey(id), eventsKey(id)}, []any{ms(now), grace.Milliseconds(), ev}
 	var cmd *redis.Cmd
 	if len(also) == 0 {
@@ -493,7 +494,7 @@ func (l *Ledger) Claim(ctx context.Context, id string, grace time.Duration, also
 // to read.
 func (l *Ledger) RecordAccepted(ctx context.Context, id, channel, providerID string, also ...func(redis.Pipeliner)) error {
 	now := l.now().UTC()
-	ev := eventJSON(Event{Status: StatusSent, At: now, Detail: "accepted by provider"})
+	ev := eventJSON(id, Event{Status: StatusSent, At: now, Detail: detailAccepted})
 	keys := []string{msgKey(id), eventsKey(id)}
 	args := []any{providerID, ms(now), ev}
 	// One round trip: the script and the provider index (another slot on
@@ -563,7 +564,7 @@ func (l *Ledger) RecordFailure(ctx context.Context, id string, f Failure) error 
 		}
 	}
 	_, err := attemptFailedScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)},
-		ms(now), f.Code, f.Message, final, b01(f.Unconfirmed), eventJSON(e), b01(f.Throttled)).Result()
+		ms(now), f.Code, f.Message, final, b01(f.Unconfirmed), eventJSON(id, e), b01(f.Throttled)).Result()
 	if err == nil && final != "" {
 		l.Metrics.StatusEntered(final)
 	}
@@ -637,7 +638,7 @@ func (l *Ledger) ApplyReport(ctx context.Context, id string, u ProviderUpdate) (
 	}
 	awaited := u.Status.Final() && AwaitsReport(u.Channel)
 	keys := []string{msgKey(id), eventsKey(id)}
-	args := []any{u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(e)}
+	args := []any{u.ProviderID, string(u.Status), u.Status.Rank(), u.ProviderStatus, u.ErrorCode, u.ErrorMessage, ms(now), eventJSON(id, e)}
 	// One round trip: the report's script and, for a final report, the
 	// wait index (another slot on Cluster, so not inside the script).
 	pipe := l.rdb.Pipeline()
@@ -738,7 +739,7 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id, reason string) error {
 		return ErrNotFound
 	}
 	now := l.now().UTC()
-	ev := eventJSON(Event{Status: StatusCanceled, At: now, Detail: reason})
+	ev := eventJSON(id, Event{Status: StatusCanceled, At: now, Detail: reason})
 	res, err := cancelScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, tenant, ms(now), ev).StringSlice()
 	if err != nil {
 		return err
@@ -780,8 +781,8 @@ func (l *Ledger) ReleaseIdempotencyKey(ctx context.Context, tenant, key string) 
 func (l *Ledger) Redial(ctx context.Context, id, providerID string, maxRedials int, retryAt time.Time, reason ErrorInfo) (bool, error) {
 	now := l.now().UTC()
 	r := retryAt.UTC()
-	retry := eventJSON(Event{Status: StatusSent, At: now, Error: &reason, RetryAt: &r, Detail: "not answered; calling again"})
-	final := eventJSON(Event{Status: StatusUndelivered, At: now, Error: &reason, Detail: "not answered; no calls left"})
+	retry := eventJSON(id, Event{Status: StatusSent, At: now, Error: &reason, RetryAt: &r, Detail: "not answered; calling again"})
+	final := eventJSON(id, Event{Status: StatusUndelivered, At: now, Error: &reason, Detail: "not answered; no calls left"})
 	n, err := redialScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, providerID, maxRedials, ms(now), retry, final,
 		reason.Code, reason.Message).Int()
 	switch {
@@ -826,7 +827,7 @@ func (l *Ledger) SetRecording(ctx context.Context, id string, r Recording) error
 }
 
 func (l *Ledger) note(ctx context.Context, id string, e Event, field, value string) error {
-	n, err := noteScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, eventJSON(e), field, value).Int()
+	n, err := noteScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, eventJSON(id, e), field, value).Int()
 	if err == nil && n == 0 {
 		return ErrNotFound
 	}
@@ -853,7 +854,7 @@ func (l *Ledger) Note(ctx context.Context, id, detail string) error {
 func (l *Ledger) Defer(ctx context.Context, id string, until time.Time, reason string) (bool, error) {
 	now := l.now().UTC()
 	u := until.UTC()
-	ev := eventJSON(Event{Status: StatusScheduled, At: now, RetryAt: &u, Detail: reason})
+	ev := eventJSON(id, Event{Status: StatusScheduled, At: now, RetryAt: &u, Detail: reason})
 	n, err := deferScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, ms(now), ms(u), ev).Int()
 	return n == 1, err
 }

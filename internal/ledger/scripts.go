@@ -26,7 +26,7 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 //   provider_id the provider's id once it accepted the message
 //   inflight_at ms timestamp of an attempt whose outcome is not yet known
 //   err_code, err_msg  the last error
-//   ps:<status> marks a provider status of the current provider id already
+//   ps:<status> "1": a provider status of the current provider id already
 //               applied (callback replays); a redial clears them (records of
 //               earlier versions have ps:<provider id>:<status>, still checked)
 //   updated_at  ms timestamp
@@ -125,7 +125,7 @@ if redis.call('HEXISTS', KEYS[1], 'retired:' .. ARGV[1]) == 1 then
 end
 if redis.call('HEXISTS', KEYS[1], 'ps:' .. ARGV[1] .. ':' .. ARGV[4]) == 1 then return {3, 0, bc, tenant, rank} end
 local mark = 'ps:' .. ARGV[4]
-if redis.call('HSETNX', KEYS[1], mark, ARGV[7]) == 0 then return {3, 0, bc, tenant, rank} end
+if redis.call('HSETNX', KEYS[1], mark, 1) == 0 then return {3, 0, bc, tenant, rank} end
 local ttl = 0
 if not h[2] or h[2] == '' then
   redis.call('HSET', KEYS[1], 'provider_id', ARGV[1])

@@ -24,6 +24,6 @@ return 1
 // grace period. reason goes into the message's history.
 func (l *Ledger) Unclaim(ctx context.Context, id string, attempt int, reason string) error {
 	now := l.now().UTC()
-	ev := eventJSON(Event{Status: StatusSending, At: now, Attempt: attempt, Detail: reason})
+	ev := eventJSON(id, Event{Status: StatusSending, At: now, Attempt: attempt, Detail: reason})
 	return unclaimScript.Run(ctx, l.rdb, []string{msgKey(id), eventsKey(id)}, attempt, ms(now), ev).Err()
 }
