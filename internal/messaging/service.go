@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -197,8 +198,8 @@ func (s *Service) Accept(ctx context.Context, tenant string, d *Draft, idem Idem
 // against its tenant's request rate yet: it is counted in the round trip
 // that counts the message in its backlog, and a request over the rate is
 // refused with the admission package's *RateLimitedError (a crisis
-// message never is). A request that fails before that point (a draft that
-// does not validate, a replay) is counted all the same.
+// message never is) before anything else is written. A draft that does
+// not validate is counted all the same.
 func (s *Service) AcceptRequest(ctx context.Context, tenant string, d *Draft, idem Idempotency) (Accepted, error) {
 	return s.accept(ctx, tenant, d, idem, true)
 }
@@ -209,6 +210,14 @@ func (s *Service) accept(ctx context.Context, tenant string, d *Draft, idem Idem
 		return s.rateOnly(ctx, tenant, d.Priority, rated, err)
 	}
 	id := ledger.NewID()
+	// The tenant's request rate and its backlog on the channel (every
+	// priority but crisis), first: a request over the rate costs one round
+	// trip and writes nothing else.
+	st, counted, err := s.admit(ctx, id, req, rated)
+	var full *admission.BacklogFullError
+	if err != nil && (idem.Key == "" || !errors.As(err, &full)) {
+		return Accepted{Rate: st}, err
+	}
 	// Free the key when nothing is queued, so the client's retry is a new attempt.
 	releaseKey := func() {
 		if idem.Key != "" {
@@ -216,26 +225,27 @@ func (s *Service) accept(ctx context.Context, tenant string, d *Draft, idem Idem
 		}
 	}
 	if idem.Key != "" {
-		first, err := s.Ledger.ClaimIdempotencyKey(ctx, tenant, idem.Key, idem.BodyHash, id, idem.TTL)
-		if err != nil {
-			return s.rateOnly(ctx, tenant, req.Priority, rated, err)
-		}
-		if first != id {
-			a, err := s.rateOnly(ctx, tenant, req.Priority, rated, nil)
-			if err != nil {
-				return a, err
+		// A retry of a message accepted before is answered with it, even
+		// when the backlog has filled since: a client told 429 might give
+		// up and send it again under a new key.
+		first, cerr := s.Ledger.ClaimIdempotencyKey(ctx, tenant, idem.Key, idem.BodyHash, id, idem.TTL)
+		if cerr == nil && first != id {
+			if counted {
+				s.Release(req.Tenant, req.Channel, req.Priority, id)
 			}
 			r, err := s.replay(ctx, tenant, first, req)
-			r.Rate = a.Rate
+			r.Rate = st
 			return r, err
 		}
-	}
-	// The tenant's backlog on the channel (every priority but crisis), and
-	// its request rate.
-	st, counted, err := s.admit(ctx, id, req, rated)
-	if err != nil {
-		releaseKey()
-		return Accepted{Rate: st}, err
+		if cerr != nil || err != nil {
+			if counted {
+				s.Release(req.Tenant, req.Channel, req.Priority, id)
+			}
+			if cerr == nil {
+				releaseKey() // claimed by this request, refused by the backlog
+			}
+			return Accepted{Rate: st}, cmp.Or(cerr, err)
+		}
 	}
 	if err := s.Submit(ctx, id, req); err != nil {
 		if counted {

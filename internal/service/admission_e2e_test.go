@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -442,5 +443,78 @@ func TestEveryMessageRequestMeetsTheRateOnce(t *testing.T) {
 	}
 	if n != 3 {
 		t.Fatalf("backlog %d segments, want the burst's 3 messages", n)
+	}
+}
+
+// A client whose answer was lost retries with its Idempotency-Key: it is
+// told of the message it made even when the tenant's backlog has filled
+// since, so that it never gives up and sends it again under a new key. A
+// new message with a key is refused by the full backlog without keeping
+// the key, and a request over the rate writes nothing at all.
+func TestARetryIsAnsweredWithItsMessageWhenTheBacklogIsFull(t *testing.T) {
+	rs := redistest.Start(t)
+	e := startOn(t, rs, config.RoleAPI, func(c *config.Config) {
+		c.Senders.SMSPerSecond = 1
+		// 0.001 h of one SMS a second: a backlog of 4 segments.
+		c.Admission.BacklogHours = 0.001
+	})
+	body := func(i int) string { return smsBody(fmt.Sprintf("+1415555%04d", i), "Your results are ready to view.") }
+	first := e.send(keyA, body(0), "Idempotency-Key", "k-0")
+	for i := 1; i < 4; i++ {
+		e.send(keyA, body(i))
+	}
+	if a := e.do("POST", "/v1/messages", keyA, body(4)); a.Status != 429 || !strings.Contains(a.Raw, "backlog-full") {
+		t.Fatalf("a fifth message: %d %s, want 429 backlog-full", a.Status, a.Raw)
+	}
+	a := e.do("POST", "/v1/messages", keyA, body(0), "Idempotency-Key", "k-0")
+	if a.Status != 200 || a.Body["id"] != first || a.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the retry of the first message: %d %s, want 200 with %s", a.Status, a.Raw, first)
+	}
+	if a := e.do("POST", "/v1/messages", keyA, body(5), "Idempotency-Key", "k-5"); a.Status != 429 {
+		t.Fatalf("a new message with a key: %d %s, want 429", a.Status, a.Raw)
+	}
+	// Room again: the refused key makes its message now, as a new one.
+	if a := e.do("POST", "/v1/messages/"+first+"/cancel", keyA, ""); a.Status != 200 {
+		t.Fatalf("cancel: %d %s", a.Status, a.Raw)
+	}
+	if a := e.do("POST", "/v1/messages", keyA, body(5), "Idempotency-Key", "k-5"); a.Status != 202 {
+		t.Fatalf("the refused key once there is room: %d %s, want 202", a.Status, a.Raw)
+	}
+}
+
+func TestARequestOverTheRateWritesNothing(t *testing.T) {
+	rs := redistest.Start(t)
+	e := startOn(t, rs, config.RoleAPI, func(c *config.Config) {
+		c.Admission.TenantRate = config.RateLimit{PerSecond: 1.0 / 60, Burst: 1}
+	})
+	e.send(keyA, smsBody("+14155550101", "Your results are ready to view."), "Idempotency-Key", "k-1")
+	// Writes, counted by Redis (a script's own commands included).
+	writes := func() map[string]string {
+		info, err := rs.Client().Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, line := range strings.Split(info, "\n") {
+			name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+			if cmd, isCmd := strings.CutPrefix(name, "cmdstat_"); ok && isCmd && cmd != "set" {
+				switch cmd {
+				case "hset", "hsetnx", "hincrby", "del", "unlink", "pexpire", "expire", "zadd", "lpush", "rpush":
+					calls, _, _ := strings.Cut(stats, ",")
+					out[cmd] = calls
+				}
+			}
+		}
+		return out
+	}
+	before := writes()
+	for i, key := range []string{"k-2", ""} {
+		a := e.do("POST", "/v1/messages", keyA, smsBody(fmt.Sprintf("+1415555020%d", i), "Your results are ready to view."), "Idempotency-Key", key)
+		if a.Status != 429 || !strings.Contains(a.Raw, "rate-limited") {
+			t.Fatalf("over the rate: %d %s", a.Status, a.Raw)
+		}
+	}
+	if after := writes(); !reflect.DeepEqual(after, before) {
+		t.Fatalf("two requests over the rate wrote to Redis: commands %v before, %v after", before, after)
 	}
 }
