@@ -904,6 +904,13 @@ func (e *Engine) recordStatus(ctx context.Context, tenant, id string) (st ledger
 	return m.Status, true, nil
 }
 
+// broadcastMeta is a broadcast message's metadata: which broadcast and
+// person it is for (a struct, not a map: it is encoded for every person).
+type broadcastMeta struct {
+	ID     string `json:"broadcast_id"`
+	Person int    `json:"broadcast_person"`
+}
+
 // broadcastMessage is the message of a broadcast to a person on a channel.
 func (e *Engine) broadcastMessage(cfg *Config, p *Person, channel string) *messaging.Draft {
 	addr := addressFor(p.To, channel)
@@ -912,7 +919,7 @@ func (e *Engine) broadcastMessage(cfg *Config, p *Person, channel string) *messa
 		tz := p.To.TimeZone
 		to.TimeZone = &tz
 	}
-	meta, _ := json.Marshal(map[string]any{"broadcast_id": cfg.ID, "broadcast_person": p.Index})
+	meta, _ := json.Marshal(broadcastMeta{ID: cfg.ID, Person: p.Index})
 	m := &messaging.Draft{Channel: channel, To: to, Priority: cfg.Priority, Metadata: meta}
 	if p.To.Locale != "" {
 		l := p.To.Locale
