@@ -176,7 +176,8 @@ func TestARateLimiterOutageAdmits(t *testing.T) {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer rdb.Close()
-	c, err := New(rdb, Config{TenantRate: Rate{PerSecond: 1, Burst: 1}, Logger: quiet()})
+	c, err := New(rdb, Config{TenantRate: Rate{PerSecond: 1, Burst: 1}, Logger: quiet(),
+		BacklogHours: smallBacklog.BacklogHours, SenderRates: smallBacklog.SenderRates})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +185,11 @@ func TestARateLimiterOutageAdmits(t *testing.T) {
 	st, err := c.Rate(context.Background(), "a", false)
 	if err != nil || !st.Rate.Unlimited() {
 		t.Fatalf("with Redis down the request must be admitted (unlimited): %+v %v", st, err)
+	}
+	// A new message too, uncounted in its backlog.
+	st, counted, err := c.AdmitMessage(context.Background(), sms("m1", 1))
+	if err != nil || counted || !st.Rate.Unlimited() {
+		t.Fatalf("with Redis down a message must be admitted uncounted: %+v counted %v, %v", st, counted, err)
 	}
 }
 
