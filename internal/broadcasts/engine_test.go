@@ -71,6 +71,22 @@ func newRig(t *testing.T, channelNames ...string) *rig {
 
 // started creates a broadcast of tenant clinic-a and fans its first chunk
 // out, as the fan-out task would.
+// closedToday starts an SMS-then-voice broadcast to n people
+// (+14155550100 on), and returns it with person i's first message id and
+// link.
+func (rg *rig) closedToday(t *testing.T, n int) (cfg *broadcasts.Config, msg, link func(i int) string) {
+	t.Helper()
+	var people []audiences.Recipient
+	for i := range n {
+		people = append(people, audiences.Recipient{Phone: fmt.Sprintf("+1415555010%d", i)})
+	}
+	cfg = rg.started(t, &broadcasts.Request{Name: "Closed", Channels: []string{"sms", "voice"},
+		Body: map[string]string{"en": "The clinic is closed today."}, AckTimeout: "10m", Audience: people})
+	msg = func(i int) string { return rg.person(t, cfg.ID, i).Tries[0].MessageID }
+	link = func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
+	return cfg, msg, link
+}
+
 func (rg *rig) started(t *testing.T, req *broadcasts.Request) *broadcasts.Config {
 	t.Helper()
 	ctx := context.Background()
@@ -509,14 +525,7 @@ func TestTheEngineRecordsWhenAPersonWasReachedAndAcknowledged(t *testing.T) {
 func TestACanceledBroadcastLeavesThosePossiblyReachedToTheirMessage(t *testing.T) {
 	ctx := context.Background()
 	rg := newRig(t, "sms", "voice")
-	var people []audiences.Recipient
-	for i := range 4 {
-		people = append(people, audiences.Recipient{Phone: fmt.Sprintf("+1415555010%d", i)})
-	}
-	cfg := rg.started(t, &broadcasts.Request{Name: "Closed", Channels: []string{"sms", "voice"},
-		Body: map[string]string{"en": "The clinic is closed today."}, AckTimeout: "10m", Audience: people})
-	msg := func(i int) string { return rg.person(t, cfg.ID, i).Tries[0].MessageID }
-	link := func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
+	cfg, msg, link := rg.closedToday(t, 4)
 	// Persons 0 to 2 are due (their send tasks ran); person 3's has not.
 	for i := range 3 {
 		if due, err := rg.eng.RecordMessage(ctx, link(i), msg(i)); err != nil || !due {
@@ -583,11 +592,7 @@ func TestACanceledBroadcastLeavesThosePossiblyReachedToTheirMessage(t *testing.T
 func TestARetryAfterTheBroadcastWasCanceledSendsNothing(t *testing.T) {
 	ctx := context.Background()
 	rg := newRig(t, "sms", "voice")
-	people := []audiences.Recipient{{Phone: "+14155550100"}, {Phone: "+14155550101"}}
-	cfg := rg.started(t, &broadcasts.Request{Name: "Closed", Channels: []string{"sms", "voice"},
-		Body: map[string]string{"en": "The clinic is closed today."}, AckTimeout: "10m", Audience: people})
-	msg := func(i int) string { return rg.person(t, cfg.ID, i).Tries[0].MessageID }
-	link := func(i int) string { return cfg.ID + ":" + strconv.Itoa(i) }
+	cfg, msg, link := rg.closedToday(t, 2)
 	for i := range 2 {
 		if due, err := rg.eng.RecordMessage(ctx, link(i), msg(i)); err != nil || !due {
 			t.Fatalf("person %d: due %v %v", i, due, err)
