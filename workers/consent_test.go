@@ -1,69 +1,17 @@
 package workers
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/patientmsg/gateway/channels"
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/ledger"
 	"github.com/patientmsg/gateway/internal/redistest"
 )
-
-// trips records what went to Redis, one entry a round trip: the command
-// names of a pipeline, or of a lone command.
-type trips struct {
-	mu  sync.Mutex
-	all [][]string
-}
-
-func (tr *trips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (tr *trips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, c redis.Cmder) error {
-		tr.add([]redis.Cmder{c})
-		return next(ctx, c)
-	}
-}
-func (tr *trips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		tr.add(cmds)
-		return next(ctx, cmds)
-	}
-}
-
-func (tr *trips) add(cmds []redis.Cmder) {
-	var names []string
-	for _, c := range cmds {
-		names = append(names, c.Name())
-	}
-	tr.mu.Lock()
-	tr.all = append(tr.all, names)
-	tr.mu.Unlock()
-}
-
-// with says how many round trips held a command named name, and how many
-// of those also held one named also.
-func (tr *trips) with(name, also string) (n, together int) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for _, names := range tr.all {
-		if slices.Contains(names, name) {
-			n++
-			if slices.Contains(names, also) {
-				together++
-			}
-		}
-	}
-	return n, together
-}
 
 // TestTheRecipientsConsentIsReadInTheRoundTripThatClaimsTheMessage: a
 // send task names its recipient's consent state (no address), so the
@@ -93,7 +41,7 @@ func TestTheRecipientsConsentIsReadInTheRoundTripThatClaimsTheMessage(t *testing
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			rdb := redistest.Start(t).Client()
-			tr := &trips{}
+			tr := &redistest.Trips{}
 			rdb.AddHook(tr)
 			l, cl := ledger.New(rdb, time.Hour), consent.New(rdb)
 			if _, err := cl.Set(ctx, "clinic-a", consent.Identity{Kind: consent.Phone, Value: phone}, tc.optedOut, consent.SourceAPI, ""); err != nil {
@@ -133,7 +81,7 @@ func TestTheRecipientsConsentIsReadInTheRoundTripThatClaimsTheMessage(t *testing
 			if m.Status != want || p.sent.Load() != sends {
 				t.Fatalf("record %s, provider called %d times; want %s, %d", m.Status, p.sent.Load(), want, sends)
 			}
-			if reads, together := tr.with("hget", "evalsha"); reads != tc.reads || together != tc.together {
+			if reads, together := tr.With("hget", "evalsha"); reads != tc.reads || together != tc.together {
 				t.Fatalf("the consent was read in %d round trips, %d of them the claim's; want %d and %d", reads, together, tc.reads, tc.together)
 			}
 		})

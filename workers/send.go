@@ -111,6 +111,10 @@ func IdentityOf(channel string, to ledger.Recipient) consent.Identity {
 }
 
 // waitError asks Asynq to retry after a set delay (see RetryDelay).
+// recordLate is how long after its message's id was made a send task
+// waits for a record it does not find.
+const recordLate = time.Minute
+
 type waitError struct {
 	reason string
 	after  time.Duration
@@ -232,6 +236,14 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	}
 	switch claim.Outcome {
 	case ledger.ClaimMissing:
+		// The API writes a record and its send task in one round trip, the
+		// record first; only on a rare path (Redis lost the record's script,
+		// or a client that does not batch) is the record written right after
+		// the task. A young message's record is waited for.
+		if age := h.now().Sub(ledger.MadeAt(p.MessageID)); age > -recordLate && age < recordLate {
+			log.Warn("message record not found yet; waiting for it", "wait", time.Second)
+			return &waitError{reason: "message record not written yet", after: time.Second}
+		}
 		log.Warn("message record not found (expired or deleted); nothing sent")
 		return nil
 	case ledger.ClaimFinal:

@@ -67,6 +67,10 @@ type Client struct {
 
 	downFor time.Duration
 	down    atomic.Pointer[downState] // set while Redis was found unreachable
+
+	// ordered says a pipeline's commands run in the order written, on one
+	// connection (not so on Cluster, where each node's share runs apart).
+	ordered bool
 }
 
 type downState struct {
@@ -155,7 +159,8 @@ func New(rdb redis.UniversalClient, o Options) *Client {
 	// The front client is only a carrier for the hook below, which answers
 	// every command before it could reach a connection: it never dials.
 	front := redis.NewClient(&redis.Options{Addr: "autopipe.invalid:0", Protocol: 2, MaxRetries: -1})
-	c := &Client{UniversalClient: front, rdb: rdb, max: o.MaxBatch, queue: make(chan *call, o.MaxBatch), downFor: o.DownFor}
+	_, single := Underlying(rdb).(*redis.Client)
+	c := &Client{UniversalClient: front, rdb: rdb, max: o.MaxBatch, queue: make(chan *call, o.MaxBatch), downFor: o.DownFor, ordered: single}
 	front.AddHook(hook{c})
 	for range o.Flushers {
 		c.wg.Add(1)
@@ -310,10 +315,69 @@ func (h hook) ProcessHook(redis.ProcessHook) redis.ProcessHook {
 
 func (c *Client) process(ctx context.Context, cmd redis.Cmder) error {
 	if blocks(cmd) {
+		c.runAhead(ctx)
 		return c.rdb.Process(ctx, cmd)
 	}
-	c.run([]redis.Cmder{cmd})
+	c.run(c.behind(ctx, cmd))
 	return cmd.Err()
+}
+
+// ahead is what Ahead put in a context: commands to write right before
+// the first command run under it.
+type ahead struct {
+	cmds  []redis.Cmder
+	taken atomic.Bool
+}
+
+type aheadKey struct{}
+
+// Ahead returns a context under which the first command, or pipelined
+// group, run through a Client is written right behind cmds, in the same
+// pipeline: Redis runs cmds first, and the two cost one round trip. A
+// caller that needs one write made before another (a record before the
+// task that reads it) gets the order and saves the round trip; cmds'
+// results are there once that command returned.
+//
+// Where a pipeline's commands do not run in the order written (Redis
+// Cluster runs each node's share apart), cmds run on their own first and
+// the command waits for them: the order holds, the round trip stays.
+//
+// sent reports whether cmds were taken by a command. When it is false
+// (nothing ran under the context, or not through a Client), they did not
+// run.
+func Ahead(ctx context.Context, cmds ...redis.Cmder) (_ context.Context, sent func() bool) {
+	a := &ahead{cmds: cmds}
+	return context.WithValue(ctx, aheadKey{}, a), a.taken.Load
+}
+
+// takeAhead returns the commands Ahead put in ctx, once.
+func takeAhead(ctx context.Context) []redis.Cmder {
+	a, _ := ctx.Value(aheadKey{}).(*ahead)
+	if a == nil || !a.taken.CompareAndSwap(false, true) {
+		return nil
+	}
+	return a.cmds
+}
+
+// runAhead runs the commands Ahead put in ctx, if any, on their own.
+func (c *Client) runAhead(ctx context.Context) {
+	if first := takeAhead(ctx); len(first) > 0 {
+		c.run(first)
+	}
+}
+
+// behind returns cmds with the commands Ahead put in ctx in front of
+// them, or, where a pipeline's order does not hold, runs those first.
+func (c *Client) behind(ctx context.Context, cmds ...redis.Cmder) []redis.Cmder {
+	first := takeAhead(ctx)
+	if len(first) == 0 {
+		return cmds
+	}
+	if !c.ordered {
+		c.run(first)
+		return cmds
+	}
+	return append(slices.Clip(first), cmds...)
 }
 
 func (h hook) ProcessPipelineHook(redis.ProcessPipelineHook) redis.ProcessPipelineHook {
@@ -330,14 +394,16 @@ func (c *Client) processPipeline(ctx context.Context, cmds []redis.Cmder) error 
 		return nil
 	}
 	if len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec" {
+		c.runAhead(ctx)
 		c.tx(ctx, cmds)
 		cmds = cmds[1 : len(cmds)-1]
 	} else if slices.ContainsFunc(cmds, blocks) {
+		c.runAhead(ctx)
 		pipe := c.rdb.Pipeline() // on one connection of its own, as it was meant
 		_ = pipe.BatchProcess(ctx, cmds...)
 		_, _ = pipe.Exec(ctx)
 	} else {
-		c.run(cmds)
+		c.run(c.behind(ctx, cmds...))
 	}
 	for _, cmd := range cmds {
 		if err := cmd.Err(); err != nil {
@@ -345,6 +411,18 @@ func (c *Client) processPipeline(ctx context.Context, cmds []redis.Cmder) error 
 		}
 	}
 	return nil
+}
+
+// batcher is a Client, or a type embedding one.
+type batcher interface{ batches() }
+
+func (c *Client) batches() {}
+
+// Batches reports whether rdb is a Client, or embeds one: its commands go
+// to Redis in batches, and Ahead holds.
+func Batches(rdb redis.UniversalClient) bool {
+	_, ok := rdb.(batcher)
+	return ok
 }
 
 // Unwrap is the client c sends its commands on.

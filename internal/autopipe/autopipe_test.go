@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,18 +22,10 @@ import (
 // out the handshake of each new connection.
 type counter struct{ single, pipelines, commands atomic.Int64 }
 
-func handshake(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "hello", "client", "auth", "select", "ping":
-		return true
-	}
-	return false
-}
-
 func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !handshake(cmd) {
+		if !redistest.Handshake(cmd) {
 			c.single.Add(1)
 		}
 		return next(ctx, cmd)
@@ -42,7 +35,7 @@ func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		n := 0
 		for _, cmd := range cmds {
-			if !handshake(cmd) {
+			if !redistest.Handshake(cmd) {
 				n++
 			}
 		}
@@ -411,5 +404,98 @@ func TestWhileRedisIsUnreachableCommandsFailAtOnce(t *testing.T) {
 			t.Fatal("commands still fail 10s after Redis came back")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// written is each round trip's commands by name and first argument.
+func written(trips *redistest.Trips) [][]string {
+	var out [][]string
+	for _, cmds := range trips.Take() {
+		var trip []string
+		for _, c := range cmds {
+			trip = append(trip, fmt.Sprint(c.Args()[:2]...))
+		}
+		out = append(out, trip)
+	}
+	return out
+}
+
+func TestCommandsAheadRideInFrontOfTheNextCommand(t *testing.T) {
+	rdb := redistest.Start(t).Client()
+	rec := &redistest.Trips{}
+	rdb.AddHook(rec)
+	c := autopipe.New(rdb, autopipe.Options{Flushers: 1})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+
+	first := redis.NewStatusCmd(ctx, "set", "record", "r1")
+	second := redis.NewIntCmd(ctx, "incr", "counter")
+	actx, sent := autopipe.Ahead(ctx, first, second)
+	if sent() {
+		t.Fatal("sent before any command ran")
+	}
+	// The next command reads what the commands ahead wrote: they ran first.
+	got, err := c.Get(actx, "record").Result()
+	if err != nil || got != "r1" {
+		t.Fatalf("GET behind the commands ahead = %q, %v; want r1", got, err)
+	}
+	if !sent() || first.Err() != nil || second.Val() != 1 {
+		t.Fatalf("sent %v, results %v / %d %v", sent(), first.Err(), second.Val(), second.Err())
+	}
+	if p := written(rec); len(p) != 1 || !slices.Equal(p[0], []string{"setrecord", "incrcounter", "getrecord"}) {
+		t.Fatalf("pipelines written: %q; want one: the two ahead, then the GET", p)
+	}
+	// Only the first command takes them.
+	if _, err := c.Incr(actx, "counter").Result(); err != nil || second.Val() != 1 {
+		t.Fatalf("a second command under the context ran the commands ahead again: %v", err)
+	}
+	if n, _ := rdb.Get(ctx, "counter").Int(); n != 2 {
+		t.Fatalf("counter = %d; want 2 (once ahead, once by the later INCR)", n)
+	}
+
+	// A pipelined group takes them too, in front.
+	rec.Take()
+	actx, sent = autopipe.Ahead(ctx, redis.NewStatusCmd(ctx, "set", "record", "r2"))
+	var read *redis.StringCmd
+	if _, err := c.Pipelined(actx, func(p redis.Pipeliner) error {
+		read = p.Get(ctx, "record")
+		p.Incr(ctx, "counter")
+		return nil
+	}); err != nil || read.Val() != "r2" || !sent() {
+		t.Fatalf("group behind the commands ahead read %q, %v (sent %v)", read.Val(), err, sent())
+	}
+	if p := written(rec); len(p) != 1 || !slices.Equal(p[0], []string{"setrecord", "getrecord", "incrcounter"}) {
+		t.Fatalf("pipelines written: %q; want one", p)
+	}
+
+	// Nothing run under the context: nothing sent.
+	unused := redis.NewStatusCmd(ctx, "set", "record", "never")
+	_, sent = autopipe.Ahead(ctx, unused)
+	if _, err := c.Get(ctx, "record").Result(); err != nil || sent() {
+		t.Fatalf("commands ahead taken by a command under another context: %v", err)
+	}
+	if got, _ := rdb.Get(ctx, "record").Result(); got != "r2" {
+		t.Fatalf("record = %q; the unused commands ran", got)
+	}
+}
+
+// unordered is a client whose pipelines' order autopipe cannot count on
+// (as on Cluster): it is no *redis.Client.
+type unordered struct{ *redis.Client }
+
+func TestWhereAPipelinesOrderDoesNotHoldCommandsAheadRunFirstOnTheirOwn(t *testing.T) {
+	rdb := redistest.Start(t).Client()
+	rec := &redistest.Trips{}
+	rdb.AddHook(rec)
+	c := autopipe.New(unordered{rdb}, autopipe.Options{Flushers: 1})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+
+	actx, sent := autopipe.Ahead(ctx, redis.NewStatusCmd(ctx, "set", "record", "r1"))
+	if got, err := c.Get(actx, "record").Result(); err != nil || got != "r1" || !sent() {
+		t.Fatalf("GET behind the commands ahead = %q, %v (sent %v)", got, err, sent())
+	}
+	if p := written(rec); len(p) != 2 || !slices.Equal(p[0], []string{"setrecord"}) || !slices.Equal(p[1], []string{"getrecord"}) {
+		t.Fatalf("pipelines written: %q; want the SET, then the GET", p)
 	}
 }

@@ -31,7 +31,7 @@ func (r Request) Scrub(at time.Time) Request {
 // scrubEvent drops what a history entry may say of the patient: the keys
 // pressed, the recording and the provider's error text (its code stays).
 func scrubEvent(id, raw string) string {
-	e, ok := parseEvent(raw, madeAt(id))
+	e, ok := parseEvent(raw, MadeAt(id))
 	if !ok {
 		return eventJSON(id, Event{Status: StatusQueued, Detail: "erased"})
 	}

@@ -38,9 +38,9 @@ var knownDetails = []string{1: detailAccepted}
 // acceptance.
 const detailAccepted = "accepted by provider"
 
-// madeAt is when message id was made: its ULID's time (zero for an id
+// MadeAt is when message id was made: its ULID's time (zero for an id
 // that is not one).
-func madeAt(id string) time.Time {
+func MadeAt(id string) time.Time {
 	u, err := ulid.ParseStrict(id)
 	if err != nil {
 		return time.Time{}
@@ -53,7 +53,7 @@ func eventJSON(id string, e Event) string {
 	s := storedEvent{Status: e.Status, Attempt: e.Attempt, ProviderStatus: e.ProviderStatus, Error: e.Error,
 		Answer: e.Answer, Detail: e.Detail}
 	if !e.At.IsZero() {
-		if made := madeAt(id); !made.IsZero() {
+		if made := MadeAt(id); !made.IsZero() {
 			s.Since = e.At.UnixMilli() - made.UnixMilli()
 		} else {
 			s.At = e.At.UnixMilli()

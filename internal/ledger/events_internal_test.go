@@ -16,7 +16,7 @@ func TestAnEventIsKeptShortAndReadBackWhole(t *testing.T) {
 	at := time.Date(2026, 12, 7, 13, 33, 40, 123456789, time.UTC)
 	// The message was made 1.5 s before the event.
 	id := ulid.MustNew(ulid.Timestamp(at.Add(-1500*time.Millisecond)), nil).String()
-	made := madeAt(id)
+	made := MadeAt(id)
 	retry := at.Add(90 * time.Second)
 	full := Event{Status: StatusSending, At: at, Attempt: 2, ProviderStatus: "queued",
 		Error: &ErrorInfo{Code: "30003", Message: "Unreachable destination handset"}, RetryAt: &retry,

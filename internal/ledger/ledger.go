@@ -6,6 +6,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/patientmsg/gateway/internal/autopipe"
 	"github.com/patientmsg/gateway/internal/metrics"
 	"github.com/patientmsg/gateway/internal/sms"
 )
@@ -259,12 +261,62 @@ func requestOf(doc, tenant, createdMS string) (Request, error) {
 // Create writes a new record with status queued. It returns false when a
 // record with that id already exists (a replayed idempotent request).
 func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, error) {
+	pipe := l.rdb.Pipeline()
+	created, err := l.createIn(ctx, pipe, id, req)
+	if err != nil {
+		return false, err
+	}
+	_, _ = pipe.Exec(ctx)
+	return created(ctx)
+}
+
+// CreateAhead writes a new record, as Create does, and runs then with a
+// context under which the record's commands go to Redis right ahead of
+// then's first command, in its pipeline (autopipe.Ahead): the record is
+// written first, and the pair costs one round trip. It suits a write
+// that must find the record, such as the message's send task.
+//
+// When then fails, the record is written only if its commands went with
+// then's; the caller removes it, as after Create. When then succeeds
+// without taking them (it ran no Redis command under its context, or the
+// ledger's client batches nothing), the record is written after it; a
+// send task that finds no record for a message this young waits for it
+// (see the send worker). It returns whether the record is new and the
+// first error of the record's and then's.
+func (l *Ledger) CreateAhead(ctx context.Context, id string, req Request, then func(context.Context) error) (bool, error) {
+	if !autopipe.Batches(l.rdb) {
+		created, err := l.Create(ctx, id, req)
+		if err != nil {
+			return false, err
+		}
+		return created, then(ctx)
+	}
+	pipe := l.rdb.Pipeline()
+	created, err := l.createIn(ctx, pipe, id, req)
+	if err != nil {
+		return false, err
+	}
+	actx, sent := autopipe.Ahead(ctx, pipe.Cmds()...)
+	terr := then(actx)
+	if !sent() {
+		if terr != nil {
+			return false, terr
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	n, cerr := created(ctx)
+	return n, cmp.Or(cerr, terr)
+}
+
+// createIn adds the commands writing a new record to pipe, and returns
+// the function reading their outcome once pipe ran.
+func (l *Ledger) createIn(ctx context.Context, pipe redis.Pipeliner, id string, req Request) (func(context.Context) (bool, error), error) {
 	if req.CreatedAt.IsZero() {
 		req.CreatedAt = l.now().UTC()
 	}
 	doc, err := docOf(req)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	ttl := l.retention
 	if req.Retention > 0 && req.Retention < ttl {
@@ -285,11 +337,10 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	ev := eventJSON(id, first)
 	keys := []string{msgKey(id), eventsKey(id)}
 	args := []any{doc, req.Tenant, string(first.Status), first.Status.Rank(), ms(req.CreatedAt), ttl.Milliseconds(), ev, req.Broadcast}
-	// One round trip: the record script and the tenant index (another slot
-	// on Cluster, so not inside the script). Indexing an existing record
-	// again is harmless.
+	// The record script and the tenant index (another slot on Cluster, so
+	// not inside the script). Indexing an existing record again is
+	// harmless.
 	idx := tenantIndexKey(req.Tenant)
-	pipe := l.rdb.Pipeline()
 	create := createScript.EvalSha(ctx, pipe, keys, args...)
 	// Every member has score 0 and ids are ULIDs, so the set is ordered by
 	// creation time lexicographically, ties included.
@@ -301,16 +352,17 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 	if l.OnCreate != nil {
 		l.OnCreate(ctx, pipe, id, req)
 	}
-	_, _ = pipe.Exec(ctx)
-	n, err := scriptResult(ctx, l.rdb, create, createScript, keys, args).Int()
-	if err != nil {
-		return false, err
-	}
-	if n == 1 {
-		l.Metrics.MessageAccepted(req.Channel, req.Priority)
-		l.Metrics.StatusEntered(string(first.Status))
-	}
-	return n == 1, indexed.Err()
+	return func(ctx context.Context) (bool, error) {
+		n, err := scriptResult(ctx, l.rdb, create, createScript, keys, args).Int()
+		if err != nil {
+			return false, err
+		}
+		if n == 1 {
+			l.Metrics.MessageAccepted(req.Channel, req.Priority)
+			l.Metrics.StatusEntered(string(first.Status))
+		}
+		return n == 1, indexed.Err()
+	}, nil
 }
 
 // scriptResult returns a pipelined EVALSHA's command, or, when Redis did
@@ -378,7 +430,7 @@ func historyEntries(h map[string]string, legacy []string) []string {
 // historyOf reads the history of message id's record.
 func historyOf(id string, h map[string]string, legacy []string) []Event {
 	var out []Event
-	made := madeAt(id)
+	made := MadeAt(id)
 	for _, raw := range historyEntries(h, legacy) {
 		if e, ok := parseEvent(raw, made); ok {
 			out = append(out, e)

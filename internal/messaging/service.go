@@ -117,14 +117,20 @@ func (s *Service) CheckClinicURL(field, raw string) error {
 	return nil
 }
 
-// Submit writes the record, then queues its send. When the queueing fails
-// the record is removed, so no message sits "queued" forever.
+// Submit writes the record and queues its send, the record first, in one
+// round trip (ledger.CreateAhead). When either fails, both are removed, so
+// no message sits "queued" forever and no send runs for a message its
+// caller was told failed (a send that finds no record ends; see the send
+// worker).
 func (s *Service) Submit(ctx context.Context, id string, req ledger.Request) error {
-	if _, err := s.Ledger.Create(ctx, id, req); err != nil {
-		return err
-	}
-	if err := s.Enqueue(ctx, s.Queue, id, req); err != nil {
+	_, err := s.Ledger.CreateAhead(ctx, id, req, func(ctx context.Context) error {
+		return s.Enqueue(ctx, s.Queue, id, req)
+	})
+	if err != nil {
 		_ = s.Ledger.Delete(context.Background(), req.Tenant, id)
+		if s.Tasks != nil {
+			_ = s.Tasks.DeleteTask(workers.QueueFor(req.Priority), id)
+		}
 		return err
 	}
 	return nil
