@@ -6,7 +6,6 @@
 package ledger
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -276,20 +275,22 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 // written first, and the pair costs one round trip. It suits a write
 // that must find the record, such as the message's send task.
 //
-// When then fails, the record is written only if its commands went with
-// then's; the caller removes it, as after Create. When then succeeds
-// without taking them (it ran no Redis command under its context, or the
-// ledger's client batches nothing), the record is written after it; a
-// send task that finds no record for a message this young waits for it
-// (see the send worker). It returns whether the record is new and the
-// first error of the record's and then's.
+// When then fails, its error is returned, and the record was written only
+// if its commands went with then's: the caller removes it, as after a
+// failure past Create. When then succeeds without taking them (it ran no
+// Redis command under its context, or the ledger's client batches
+// nothing), the record is written after it; a send task that finds no
+// record for a message this young waits for it (see the send worker).
 func (l *Ledger) CreateAhead(ctx context.Context, id string, req Request, then func(context.Context) error) (bool, error) {
 	if !autopipe.Batches(l.rdb) {
 		created, err := l.Create(ctx, id, req)
 		if err != nil {
 			return false, err
 		}
-		return created, then(ctx)
+		if err := then(ctx); err != nil {
+			return false, err
+		}
+		return created, nil
 	}
 	pipe := l.rdb.Pipeline()
 	created, err := l.createIn(ctx, pipe, id, req)
@@ -297,15 +298,13 @@ func (l *Ledger) CreateAhead(ctx context.Context, id string, req Request, then f
 		return false, err
 	}
 	actx, sent := autopipe.Ahead(ctx, pipe.Cmds()...)
-	terr := then(actx)
+	if err := then(actx); err != nil {
+		return false, err // a record that went with then's commands is the caller's to remove
+	}
 	if !sent() {
-		if terr != nil {
-			return false, terr
-		}
 		_, _ = pipe.Exec(ctx)
 	}
-	n, cerr := created(ctx)
-	return n, cmp.Or(cerr, terr)
+	return created(ctx)
 }
 
 // createIn adds the commands writing a new record to pipe, and returns
