@@ -243,6 +243,9 @@ func (e *env) answerDuring(g *servicetest.Gateway, id string, k int) answerResul
 		}
 		people, _ := list["recipients"].([]any)
 		if len(people) == 0 {
+			// People are delivered out of their order: start again from
+			// the first (those who answered are no longer "delivered").
+			after = -1
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
