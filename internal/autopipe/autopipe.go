@@ -344,7 +344,7 @@ type aheadKey struct{}
 //
 // sent reports whether cmds were taken by a command. When it is false
 // (nothing ran under the context, or not through a Client), they did not
-// run.
+// run. Hooks added with AddHook see the command, not cmds.
 func Ahead(ctx context.Context, cmds ...redis.Cmder) (_ context.Context, sent func() bool) {
 	a := &ahead{cmds: cmds}
 	return context.WithValue(ctx, aheadKey{}, a), a.taken.Load
