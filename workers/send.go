@@ -110,11 +110,11 @@ func IdentityOf(channel string, to ledger.Recipient) consent.Identity {
 	return consent.Identity{Kind: consent.Phone, Value: to.Phone}
 }
 
-// waitError asks Asynq to retry after a set delay (see RetryDelay).
 // recordLate is how long after its message's id was made a send task
 // waits for a record it does not find.
 const recordLate = time.Minute
 
+// waitError asks Asynq to retry after a set delay (see RetryDelay).
 type waitError struct {
 	reason string
 	after  time.Duration
