@@ -108,6 +108,23 @@ func TestARecordAndItsTaskGoInOneRoundTripTheRecordFirst(t *testing.T) {
 		t.Fatalf("the record that went with the task: %v", err)
 	}
 
+	// A new ledger (a new process) writes its first record on its own, the
+	// task after it: Redis may lack the record's script, which would then
+	// run again behind the task. Its second goes with the task.
+	fresh := ledger.New(batched, 24*time.Hour)
+	w.Take()
+	for i, want := range []int{2, 1} {
+		id := ledger.NewID()
+		if _, err := fresh.CreateAhead(ctx, id, req, enqueue(id)); err != nil {
+			t.Fatal(err)
+		}
+		trips := describe(w.Take())
+		rec, task := index(trips[0], "evalsha gw:m:{"+id), index(trips[len(trips)-1], "evalsha asynq:{gw:normal}:t:"+id)
+		if len(trips) != want || rec < 0 || task < 0 {
+			t.Fatalf("a new ledger's record %d: round trips %q; want %d, the record's first", i+1, trips, want)
+		}
+	}
+
 	// Redis forgot the scripts (a restart, a failover): both are written.
 	if err := raw.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)

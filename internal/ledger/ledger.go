@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -202,6 +203,9 @@ type Ledger struct {
 	Metrics *metrics.Metrics
 	// cold is where Get finds messages moved out of Redis (SetCold).
 	cold Cold
+	// createLoaded says a record was written since the ledger was made, so
+	// Redis had the record's script then (CreateAhead).
+	createLoaded atomic.Bool
 }
 
 // New returns a ledger keeping records for retention.
@@ -275,6 +279,9 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 // written first, and the pair costs one round trip. It suits a write
 // that must find the record, such as the message's send task.
 //
+// A ledger's first record, until one was written, goes on its own ahead
+// of then, as with Create (Redis may lack the record's script).
+//
 // When then fails, its error is returned, and the record was written only
 // if its commands went with then's: the caller removes it, as after a
 // failure past Create. When then succeeds without taking them (it ran no
@@ -282,7 +289,12 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 // nothing), the record is written after it; a send task that finds no
 // record for a message this young waits for it (see the send worker).
 func (l *Ledger) CreateAhead(ctx context.Context, id string, req Request, then func(context.Context) error) (bool, error) {
-	if !autopipe.Batches(l.rdb) {
+	// Until Redis is known to have the record's script, the record goes
+	// first on its own: a record script Redis lacks runs again after the
+	// pipeline, behind the task. This spares a new process's first
+	// message; after a restart or failover of Redis, one message per
+	// process may still meet it (and its send waits for the record).
+	if !autopipe.Batches(l.rdb) || !l.createLoaded.Load() {
 		created, err := l.Create(ctx, id, req)
 		if err != nil {
 			return false, err
@@ -356,6 +368,7 @@ func (l *Ledger) createIn(ctx context.Context, pipe redis.Pipeliner, id string, 
 		if err != nil {
 			return false, err
 		}
+		l.createLoaded.Store(true)
 		if n == 1 {
 			l.Metrics.MessageAccepted(req.Channel, req.Priority)
 			l.Metrics.StatusEntered(string(first.Status))
