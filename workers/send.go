@@ -237,9 +237,10 @@ func (h *SendHandler) process(ctx context.Context, t *asynq.Task, p SendPayload,
 	switch claim.Outcome {
 	case ledger.ClaimMissing:
 		// The API writes a record and its send task in one round trip, the
-		// record first; only on a rare path (Redis lost the record's script,
-		// or a client that does not batch) is the record written right after
-		// the task. A young message's record is waited for.
+		// record first; only on a rare path (Redis lost the record's script
+		// in a restart or failover, or a task queued on a client other than
+		// the ledger's) is the record written right after the task. A young
+		// message's record is waited for.
 		if age := h.now().Sub(ledger.MadeAt(p.MessageID)); age > -recordLate && age < recordLate {
 			log.Warn("message record not found yet; waiting for it", "wait", time.Second)
 			return &waitError{reason: "message record not written yet", after: time.Second}
