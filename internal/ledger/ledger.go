@@ -279,15 +279,17 @@ func (l *Ledger) Create(ctx context.Context, id string, req Request) (bool, erro
 // written first, and the pair costs one round trip. It suits a write
 // that must find the record, such as the message's send task.
 //
-// A ledger's first record, until one was written, goes on its own ahead
-// of then, as with Create (Redis may lack the record's script).
+// On a client that batches nothing, and for a ledger's first record
+// (Redis may lack the record's script), the record goes on its own ahead
+// of then, as with Create.
 //
 // When then fails, its error is returned, and the record was written only
 // if its commands went with then's: the caller removes it, as after a
 // failure past Create. When then succeeds without taking them (it ran no
-// Redis command under its context, or the ledger's client batches
-// nothing), the record is written after it; a send task that finds no
-// record for a message this young waits for it (see the send worker).
+// Redis command under its context, or ran them on another client), the
+// record is written after it; so is a record whose script Redis lost
+// (a restart, a failover). A send task that finds no record for a
+// message this young waits for it (see the send worker).
 func (l *Ledger) CreateAhead(ctx context.Context, id string, req Request, then func(context.Context) error) (bool, error) {
 	// Until Redis is known to have the record's script, the record goes
 	// first on its own: a record script Redis lacks runs again after the
