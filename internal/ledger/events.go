@@ -77,7 +77,7 @@ type anyEvent struct {
 }
 
 // parseEvent reads an entry of the history of a message made at made
-// (madeAt); ok is false for one it cannot read.
+// (MadeAt); ok is false for one it cannot read.
 func parseEvent(raw string, made time.Time) (Event, bool) {
 	var a anyEvent
 	if json.Unmarshal([]byte(raw), &a) != nil {

@@ -224,6 +224,12 @@ func (s *Service) accept(ctx context.Context, tenant string, d *Draft, idem Idem
 	if err != nil && (idem.Key == "" || !errors.As(err, &full)) {
 		return Accepted{Rate: st}, err
 	}
+	// Take the message out of the backlog when it is not queued after all.
+	unreserve := func() {
+		if counted {
+			s.Release(req.Tenant, req.Channel, req.Priority, id)
+		}
+	}
 	// Free the key when nothing is queued, so the client's retry is a new attempt.
 	releaseKey := func() {
 		if idem.Key != "" {
@@ -236,17 +242,13 @@ func (s *Service) accept(ctx context.Context, tenant string, d *Draft, idem Idem
 		// up and send it again under a new key.
 		first, cerr := s.Ledger.ClaimIdempotencyKey(ctx, tenant, idem.Key, idem.BodyHash, id, idem.TTL)
 		if cerr == nil && first != id {
-			if counted {
-				s.Release(req.Tenant, req.Channel, req.Priority, id)
-			}
+			unreserve()
 			r, err := s.replay(ctx, tenant, first, req)
 			r.Rate = st
 			return r, err
 		}
 		if cerr != nil || err != nil {
-			if counted {
-				s.Release(req.Tenant, req.Channel, req.Priority, id)
-			}
+			unreserve()
 			if cerr == nil {
 				releaseKey() // claimed by this request, refused by the backlog
 			}
@@ -254,9 +256,7 @@ func (s *Service) accept(ctx context.Context, tenant string, d *Draft, idem Idem
 		}
 	}
 	if err := s.Submit(ctx, id, req); err != nil {
-		if counted {
-			s.Release(req.Tenant, req.Channel, req.Priority, id)
-		}
+		unreserve()
 		releaseKey()
 		return Accepted{Rate: st}, err
 	}
