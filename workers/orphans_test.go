@@ -104,12 +104,14 @@ func TestASendHeldByAWorkerThatStoppedIsQueuedAgainWhenItsLeaseLapses(t *testing
 	// Another worker runs the copy, as it was queued.
 	var mu sync.Mutex
 	var ran []*asynq.Task
+	var messages []string
 	done := make(chan struct{}, 1)
 	live := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 1, Queues: map[string]int{queue: 1},
 		Logger: asynqLogger{quietLogger()}})
 	if err := live.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
 		mu.Lock()
 		ran = append(ran, task)
+		messages = append(messages, messageOfTask(ctx))
 		mu.Unlock()
 		done <- struct{}{}
 		return nil
@@ -126,6 +128,10 @@ func TestASendHeldByAWorkerThatStoppedIsQueuedAgainWhenItsLeaseLapses(t *testing
 	defer mu.Unlock()
 	if len(ran) != 1 || ran[0].Type() != send.Type() || string(ran[0].Payload()) != string(send.Payload()) {
 		t.Fatalf("ran %d tasks; want the send's copy with its payload", len(ran))
+	}
+	// The payload does not carry the message id: the copy's task id names it.
+	if messages[0] != "01JTESTORPHAN0000000000000" {
+		t.Fatalf("the copy's handler found message %q; want 01JTESTORPHAN0000000000000", messages[0])
 	}
 	if again, err := RequeueOrphans(ctx, insp, cl, []string{queue}); err != nil || len(again) != 0 {
 		t.Fatalf("once the copy ran, queued again %v, %v; want nothing (the original is still orphaned)", again, err)

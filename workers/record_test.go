@@ -27,12 +27,9 @@ func TestASendWaitsForTheRecordOfAYoungMessageOnly(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }}
 	req := ledger.Request{Tenant: "clinic-a", Channel: "sms", To: ledger.Recipient{Phone: "+14155550100"}, Body: "hi", Priority: PriorityNormal}
 	id := ledger.NewID()
-	task, err := NewSendTask(SendOptionsOf(id, req, 3, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := sendTaskCarryingID(t, SendOptionsOf(id, req, 3, 0))
 
-	err = h.ProcessTask(ctx, task)
+	err := h.ProcessTask(ctx, task)
 	var we *waitError
 	if !errors.As(err, &we) || we.after != time.Second || p.sent.Load() != 0 {
 		t.Fatalf("a young message without its record: %v, provider called %d times; want a 1s wait and no call", err, p.sent.Load())
@@ -49,10 +46,7 @@ func TestASendWaitsForTheRecordOfAYoungMessageOnly(t *testing.T) {
 
 	// A minute on, a task whose record is gone ends without a send.
 	gone := ledger.NewID()
-	task, err = NewSendTask(SendOptionsOf(gone, req, 3, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task = sendTaskCarryingID(t, SendOptionsOf(gone, req, 3, 0))
 	now = now.Add(recordLate + time.Second)
 	if err := h.ProcessTask(ctx, task); err != nil || p.sent.Load() != 1 {
 		t.Fatalf("an old message without its record: %v, provider called %d times; want nil and no new send", err, p.sent.Load())

@@ -125,8 +125,14 @@ func (e *waitError) Error() string { return e.reason }
 // ProcessTask implements asynq.Handler.
 func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p SendPayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.MessageID == "" {
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return fmt.Errorf("bad send payload: %w", asynq.SkipRetry)
+	}
+	if p.MessageID == "" {
+		p.MessageID = messageOfTask(ctx)
+	}
+	if p.MessageID == "" {
+		return fmt.Errorf("send task without a message id: %w", asynq.SkipRetry)
 	}
 	channel := strings.TrimPrefix(t.Type(), TypeSendPrefix)
 	if p.Priority == "" {
@@ -163,6 +169,16 @@ func (h *SendHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	return err
+}
+
+// messageOfTask is the message id a send task's Asynq id names: the id
+// itself (NewSendTask), or the id with a suffix for a task queued again
+// under another id (OrphanSuffix, once or more). Message ids are ULIDs, so
+// the first colon ends one. "" outside a task Asynq runs.
+func messageOfTask(ctx context.Context) string {
+	id, _ := asynq.GetTaskID(ctx)
+	id, _, _ = strings.Cut(id, ":")
+	return id
 }
 
 // counted says whether the message is counted in its tenant's backlog:
