@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -21,8 +22,9 @@ type Message struct {
 }
 
 // Every tenant's backlog on a channel is one hash, in the tenant's slot:
-// one field per counted message (its id → "cost:added_ms") and the field
-// "#" holding the sum of their costs. Adding a member that is there
+// one field per counted message (its id → its cost) and the field "#"
+// holding the sum of their costs. When a message was counted is its id's
+// (a ULID's) time: a message is counted as its id is made. Adding a member that is there
 // already, or removing one that is not, changes nothing: the count rises
 // once when a message is accepted and drops once when it leaves the queue,
 // however often either is repeated (a retried send, a replayed request, a
@@ -32,22 +34,22 @@ func backlogKey(tenant, channel string) string { return "gw:adm:{" + tenant + "}
 const sumField = "#"
 
 // reserveLua adds a message to its tenant's backlog unless that would pass
-// the cap. reserve(backlog, id, cost, cap, now_ms) returns 1 added, 2
-// already counted or 0 full, and the cost queued.
+// the cap. reserve(backlog, id, cost, cap) returns 1 added, 2 already
+// counted or 0 full, and the cost queued.
 const reserveLua = `
-local function reserve(key, id, cost, cap, now_ms)
+local function reserve(key, id, cost, cap)
   local queued = tonumber(redis.call('HGET', key, '#') or '0')
   if redis.call('HEXISTS', key, id) == 1 then return 2, queued end
   if queued + cost > cap then return 0, queued end
-  redis.call('HSET', key, id, cost .. ':' .. now_ms)
+  redis.call('HSET', key, id, cost)
   return 1, redis.call('HINCRBY', key, '#', cost)
 end
 `
 
-// reserveScript: KEYS backlog  ARGV id, cost, cap, now_ms
+// reserveScript: KEYS backlog  ARGV id, cost, cap
 // Returns {1 added | 2 already counted | 0 full, queued cost}.
 var reserveScript = redis.NewScript(reserveLua + `
-local added, queued = reserve(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+local added, queued = reserve(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 return {added, queued}
 `)
 
@@ -97,8 +99,7 @@ func (c *Controller) Reserve(ctx context.Context, m Message) (bool, error) {
 		return false, nil
 	}
 	limit, cost := c.BacklogCap(m.Channel), max(m.Cost, 1)
-	res, err := reserveScript.Run(ctx, c.rdb, []string{backlogKey(m.Tenant, m.Channel)}, m.ID, cost, limit,
-		c.cfg.Now().UnixMilli()).Int64Slice()
+	res, err := reserveScript.Run(ctx, c.rdb, []string{backlogKey(m.Tenant, m.Channel)}, m.ID, cost, limit).Int64Slice()
 	if err != nil || len(res) != 2 {
 		c.log.Warn("tenant backlog not checked: message admitted uncounted", "tenant", m.Tenant, "channel", m.Channel, "err", err)
 		return false, nil
@@ -172,6 +173,23 @@ const SweepMinAge = time.Minute
 
 const sweepLockKey = "gw:adm:sweep"
 
+// countedAt is when a backlog entry was counted, in Unix ms: its id's
+// time, or the time its value holds ("cost:added_ms", as entries counted
+// before the value was the cost alone hold it). An id that is not a ULID
+// counts as old: a sweep asks whether its message still waits.
+func countedAt(id, value string) int64 {
+	if _, added, ok := strings.Cut(value, ":"); ok {
+		if at, err := strconv.ParseInt(added, 10, 64); err == nil {
+			return at
+		}
+	}
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return 0
+	}
+	return int64(u.Time())
+}
+
 // SweepBacklogs removes from the tenants' backlogs the messages that no
 // longer wait (their send task was lost, archived or deleted, or their
 // record expired), so a count that missed a release does not refuse a
@@ -216,8 +234,7 @@ func (c *Controller) sweep(ctx context.Context, tenant, channel string, cutoff i
 			if kv[i] == sumField {
 				continue
 			}
-			_, added, _ := strings.Cut(kv[i+1], ":")
-			if at, err := strconv.ParseInt(added, 10, 64); err == nil && at < cutoff {
+			if countedAt(kv[i], kv[i+1]) < cutoff {
 				ids = append(ids, kv[i])
 			}
 		}

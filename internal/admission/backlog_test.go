@@ -2,10 +2,14 @@ package admission
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // A cap of 10 SMS segments (36 s of a sender at 1 segment in 3.6 s) and 2
@@ -157,33 +161,52 @@ func TestTheBacklogDropsOncePerMessage(t *testing.T) {
 func TestASweepRemovesOnlyMessagesNoLongerWaiting(t *testing.T) {
 	ctx := context.Background()
 	c, clk := newController(t, smallBacklog)
-	for _, id := range []string{"waiting", "sent", "expired"} {
-		if _, err := c.Reserve(ctx, sms(id, 1)); err != nil {
+	// A message is counted as its id is made: an entry's age is its id's.
+	ids := map[string]string{}
+	count := func(name string) {
+		t.Helper()
+		ids[name] = ulid.MustNew(ulid.Timestamp(clk.Now()), rand.Reader).String()
+		if _, err := c.Reserve(ctx, sms(ids[name], 1)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	for _, name := range []string{"waiting", "sent", "expired"} {
+		count(name)
+	}
+	// One counted before the entry's value was the cost alone: its value
+	// says when ("cost:added_ms"), and its id is not a ULID of that time.
+	if err := c.rdb.HSet(ctx, backlogKey("clinic-a", "sms"), "older-format", "1:"+strconv.FormatInt(clk.Now().UnixMilli(), 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.rdb.HIncrBy(ctx, backlogKey("clinic-a", "sms"), sumField, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
 	clk.move(2 * SweepMinAge)
-	if _, err := c.Reserve(ctx, sms("just-counted", 1)); err != nil {
+	count("just-counted")
+	if err := c.rdb.HSet(ctx, backlogKey("clinic-a", "sms"), "older-format-just-counted", "1:"+strconv.FormatInt(clk.Now().UnixMilli(), 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.rdb.HIncrBy(ctx, backlogKey("clinic-a", "sms"), sumField, 1).Err(); err != nil {
 		t.Fatal(err)
 	}
 	asked := map[string]bool{}
-	waiting := func(_ context.Context, ids []string) ([]bool, error) {
-		out := make([]bool, len(ids))
-		for i, id := range ids {
+	waiting := func(_ context.Context, asks []string) ([]bool, error) {
+		out := make([]bool, len(asks))
+		for i, id := range asks {
 			asked[id] = true
-			out[i] = id == "waiting"
+			out[i] = id == ids["waiting"]
 		}
 		return out, nil
 	}
 	removed, err := c.SweepBacklogs(ctx, []string{"clinic-a", "clinic-b"}, waiting, time.Minute)
-	if err != nil || removed != 2 {
-		t.Fatalf("removed %d (%v), want the sent and the expired message", removed, err)
+	if err != nil || removed != 3 {
+		t.Fatalf("removed %d (%v), want the sent, the expired and the older-format message", removed, err)
 	}
-	if asked["just-counted"] {
+	if asked[ids["just-counted"]] || asked["older-format-just-counted"] {
 		t.Fatal("an entry younger than SweepMinAge must not be questioned: its record may not be written yet")
 	}
-	if n := queued(t, c, "clinic-a", "sms"); n != 2 {
-		t.Fatalf("queued %d after the sweep, want 2", n)
+	if n := queued(t, c, "clinic-a", "sms"); n != 3 {
+		t.Fatalf("queued %d after the sweep, want 3", n)
 	}
 	// Another process within the period does not sweep again.
 	if removed, err := c.SweepBacklogs(ctx, []string{"clinic-a"}, waiting, time.Minute); removed != 0 || err != nil {

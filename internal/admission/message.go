@@ -12,7 +12,7 @@ import (
 // tenant's slot).
 //
 // KEYS rate, backlog  ARGV now_us, interval_us (0: no rate), burst,
-// exempt (0/1), id, cost, cap (0: not counted), now_ms
+// exempt (0/1), id, cost, cap (0: not counted)
 // Returns {rate outcome (-1: no rate), debt, backlog outcome (-1: not
 // counted), queued cost}.
 var admitScript = redis.NewScript(gcraLua + reserveLua + `
@@ -22,7 +22,7 @@ if tonumber(ARGV[2]) > 0 then
   if admitted == 0 then return {0, debt, -1, 0} end
 end
 if tonumber(ARGV[7]) <= 0 then return {admitted, debt, -1, 0} end
-local added, queued = reserve(KEYS[2], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8])
+local added, queued = reserve(KEYS[2], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))
 return {admitted, debt, added, queued}
 `)
 
@@ -51,7 +51,7 @@ func (c *Controller) AdmitMessage(ctx context.Context, m Message) (RateState, bo
 	now := c.cfg.Now()
 	res, err := admitScript.Run(ctx, c.rdb, []string{rateKey(m.Tenant), backlogKey(m.Tenant, m.Channel)},
 		now.UnixMicro(), interval, rate.Quota(), b01(m.Priority == PriorityCrisis),
-		m.ID, max(m.Cost, 1), limit, now.UnixMilli()).Int64Slice()
+		m.ID, max(m.Cost, 1), limit).Int64Slice()
 	if err != nil || len(res) != 4 {
 		c.log.Warn("tenant request rate and backlog not checked: message admitted uncounted", "tenant", m.Tenant, "channel", m.Channel, "err", err)
 		return RateState{}, false, nil
