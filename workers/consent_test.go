@@ -57,7 +57,10 @@ func TestTheRecipientsConsentIsReadInTheRoundTripThatClaimsTheMessage(t *testing
 				t.Fatalf("the task names the consent state as %q", o.Consent)
 			}
 			o.Consent = tc.digest(o)
-			task := sendTaskCarryingID(t, o)
+			task, err := NewSendTask(o)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if strings.Contains(string(task.Payload()), "4155550100") {
 				t.Fatalf("the payload holds the number: %s", task.Payload())
 			}

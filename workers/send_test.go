@@ -67,47 +67,12 @@ func TestASendTaskCarriesTheTraceParentOfWhatQueuedItAndOldPayloadsStillDecode(t
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(task.Payload()) != `{"tp":"`+tp+`"}` {
+	if string(task.Payload()) != `{"id":"01JD","tp":"`+tp+`"}` {
 		t.Fatalf("payload %s", task.Payload())
 	}
 	var old SendPayload
 	if err := json.Unmarshal([]byte(`{"id":"01JD","t":"clinic-a","p":"normal"}`), &old); err != nil || old.MessageID != "01JD" || old.TraceParent != "" {
 		t.Fatalf("a payload queued before tracing: %+v, %v", old, err)
-	}
-}
-
-// sendTaskCarryingID is a message's send task in the form queued before
-// the payload left the message id out: a handler called directly, outside
-// Asynq, has no task id to take the id from. Tasks in this form still run.
-func sendTaskCarryingID(t testing.TB, o SendOptions) *asynq.Task {
-	t.Helper()
-	task, err := NewSendTask(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p SendPayload
-	if err := json.Unmarshal(task.Payload(), &p); err != nil {
-		t.Fatal(err)
-	}
-	p.MessageID = o.MessageID
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return asynq.NewTask(task.Type(), b)
-}
-
-func TestASendTaskWithoutAMessageIDIsDroppedNotSent(t *testing.T) {
-	p := &provider{}
-	h := &SendHandler{Channels: channels.NewRegistry(p), Grace: time.Hour, MaxAttempts: 3}
-	// A send task's payload names no message; outside Asynq there is no
-	// task id to name it either.
-	task, err := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityNormal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.ProcessTask(t.Context(), task); !errors.Is(err, asynq.SkipRetry) || p.sent.Load() != 0 {
-		t.Fatalf("a send without a message id: %v, provider called %d times; want SkipRetry and no call", err, p.sent.Load())
 	}
 }
 
@@ -119,12 +84,12 @@ func TestSendTaskIsKeyedByMessageAndQueuedByPriority(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The payload carries what pacing and quiet hours need, never the
-	// recipient or the body; not what the task's id and queue say (the
-	// message id, the priority), nor a cost of 1.
-	if task.Type() != "send:sms" || string(task.Payload()) != `{"t":"clinic-a","c":2,"q":"21:00-08:00","z":"Asia/Shanghai"}` {
+	// recipient or the body; not what the queue says (the priority), nor
+	// a cost of 1.
+	if task.Type() != "send:sms" || string(task.Payload()) != `{"id":"01JD","t":"clinic-a","c":2,"q":"21:00-08:00","z":"Asia/Shanghai"}` {
 		t.Fatalf("task %s %s", task.Type(), task.Payload())
 	}
-	if one, _ := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityNormal, Cost: 1}); string(one.Payload()) != `{}` {
+	if one, _ := NewSendTask(SendOptions{MessageID: "01JD", Channel: "sms", Priority: PriorityNormal, Cost: 1}); string(one.Payload()) != `{"id":"01JD"}` {
 		t.Fatalf("a task costing 1: %s", one.Payload())
 	}
 	if _, err := NewSendTask(SendOptions{Channel: "sms"}); err == nil {

@@ -58,15 +58,17 @@ const TypeSendPrefix = "send:"
 // TypeSend returns the task type that sends over a channel, e.g. "send:sms".
 func TypeSend(channel string) string { return TypeSendPrefix + channel }
 
-// SendPayload is the task payload: what the worker needs to pace and time
-// the send without reading the record first (the tenant, priority, cost in
-// sender capacity, quiet window and recipient zone). The ledger holds the
-// message itself, so a queued task costs little Redis memory and carries no
-// personal data.
+// SendPayload is the task payload: the message id plus what the worker
+// needs to pace and time the send without reading the record first (the
+// tenant, priority, cost in sender capacity, quiet window and recipient
+// zone). The ledger holds the message itself, so a queued task costs little
+// Redis memory and carries no personal data.
 type SendPayload struct {
-	// MessageID is the message's id. The task's Asynq id is the same (see
-	// NewSendTask), so the payload leaves it out and the handler takes it
-	// from there; tasks queued before it was left out carry it.
+	// MessageID is the message's id, which the task's Asynq id is too (see
+	// NewSendTask). A worker takes it from the task id when the payload
+	// leaves it out; NewSendTask still writes it, because a worker of an
+	// earlier version refuses a payload without it and would drop the
+	// message, were it still running during an upgrade or rolled back to.
 	MessageID string `json:"id,omitempty"`
 	Tenant    string `json:"t,omitempty"`
 	// Priority is the task's queue's (QueueFor); tasks queued before it
@@ -157,14 +159,13 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 	if o.MessageID == "" || o.Channel == "" {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
-	// The payload leaves out what the task's id and queue say (the message
-	// id, its priority) and the usual cost of 1: every byte counts for each
-	// queued message.
+	// The payload leaves out what the task's queue says (its priority)
+	// and the usual cost of 1: every byte counts for each queued message.
 	cost := o.Cost
 	if cost == 1 {
 		cost = 0
 	}
-	payload, err := json.Marshal(SendPayload{Tenant: o.Tenant,
+	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant,
 		Cost: cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent, Consent: o.Consent})
 	if err != nil {
 		return nil, err

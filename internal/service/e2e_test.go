@@ -2,7 +2,6 @@ package service_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -229,34 +228,13 @@ func TestACanceledMessageWhoseTaskStillRunsIsNotSent(t *testing.T) {
 	}
 	// The worker gets the task anyway (as after a lost delete): the ledger wins.
 	h := e.handler()
-	task := sendTaskCarryingID(t, id)
+	task, _ := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: "sms", Priority: "normal"})
 	if err := h.ProcessTask(context.Background(), task); err != nil {
 		t.Fatal(err)
 	}
 	if len(e.sim.Requests()) != 0 {
 		t.Fatal("a canceled message reached the provider")
 	}
-}
-
-// sendTaskCarryingID is a message's SMS send task in the form queued
-// before the payload left the message id out: the tests here call the
-// handler directly, outside Asynq, where no task id names the message.
-func sendTaskCarryingID(t testing.TB, id string) *asynq.Task {
-	t.Helper()
-	task, err := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: "sms", Priority: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p workers.SendPayload
-	if err := json.Unmarshal(task.Payload(), &p); err != nil {
-		t.Fatal(err)
-	}
-	p.MessageID = id
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return asynq.NewTask(task.Type(), b)
 }
 
 func (e *env) handler() *workers.SendHandler {
@@ -318,7 +296,7 @@ func TestACrashAfterTwilioAcceptedNeverSendsTwice(t *testing.T) {
 	t.Run("the task is redelivered after the acceptance was recorded", func(t *testing.T) {
 		e.sim.Reset()
 		id := e.send(keyA, smsBody(patientPhone, "hi"))
-		task := sendTaskCarryingID(t, id)
+		task, _ := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: "sms", Priority: "normal"})
 		if err := h.ProcessTask(ctx, task); err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +321,7 @@ func TestACrashAfterTwilioAcceptedNeverSendsTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 		// ...crash: RecordAccepted never ran. Asynq redelivers at once:
-		task := sendTaskCarryingID(t, id)
+		task, _ := workers.NewSendTask(workers.SendOptions{MessageID: id, Channel: "sms", Priority: "normal"})
 		if err := h.ProcessTask(ctx, task); err == nil || workers.IsFailure(err) {
 			t.Fatalf("an unconfirmed attempt must make the task wait (not a failure), got %v", err)
 		}
