@@ -24,11 +24,11 @@ type Message struct {
 // Every tenant's backlog on a channel is one hash, in the tenant's slot:
 // one field per counted message (its id → its cost) and the field "#"
 // holding the sum of their costs. When a message was counted is its id's
-// (a ULID's) time: a message is counted as its id is made. Adding a member that is there
-// already, or removing one that is not, changes nothing: the count rises
-// once when a message is accepted and drops once when it leaves the queue,
-// however often either is repeated (a retried send, a replayed request, a
-// sweep racing a worker).
+// (a ULID's) time: a message is counted as its id is made. Adding a
+// member that is there already, or removing one that is not, changes
+// nothing: the count rises once when a message is accepted and drops once
+// when it leaves the queue, however often either is repeated (a retried
+// send, a replayed request, a sweep racing a worker).
 func backlogKey(tenant, channel string) string { return "gw:adm:{" + tenant + "}:bl:" + channel }
 
 const sumField = "#"
