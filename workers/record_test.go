@@ -71,8 +71,7 @@ func TestASendWhosePayloadLeavesOutItsMessageIDTakesItFromItsTaskID(t *testing.T
 	rdb := redistest.Start(t).Client()
 	l := ledger.New(rdb, time.Hour)
 	p := &provider{}
-	h := &SendHandler{Ledger: l, Channels: channels.NewRegistry(p), Grace: time.Hour, MaxAttempts: 3,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	h := &SendHandler{Ledger: l, Channels: channels.NewRegistry(p), Grace: time.Hour, MaxAttempts: 3, Logger: quietLogger()}
 	req := ledger.Request{Tenant: "clinic-a", Channel: "sms", To: ledger.Recipient{Phone: "+14155550100"}, Body: "hi", Priority: PriorityNormal}
 	id := ledger.NewID()
 	if _, err := l.Create(ctx, id, req); err != nil {
