@@ -26,10 +26,15 @@
 //     worker, the real twilio-go client, the simulator, and its signed status
 //     callbacks back over HTTP, until the ledger says "delivered" for every
 //     message. Timed from the first POST to the last delivery. Two ratios
-//     are printed: (b)/(a), against a no-op Asynq task, is the headline
-//     number and the target is at least 0.6; (b)/(a2), against Asynq doing
-//     the same provider work, shows what the gateway's ledger, API and
-//     delivery guarantees cost on top of that work.
+//     are printed: (b)/(a2), against Asynq doing the same provider work, is
+//     the headline number and the target is at least 0.6: what the
+//     gateway's ledger, API and delivery guarantees cost on top of that
+//     work; (b)/(a), against a no-op Asynq task, says what the provider
+//     work itself costs besides.
+//   - (a), (a2) and (b) run in turn BENCH_ROUNDS times (default 3), and the
+//     figures printed are those of the round with the median (b)/(a2),
+//     every round's rates and ratios listed below them: the machine's load
+//     moves a single round's ratio by a fifth or more.
 //   - (b-voice), (b-wechat), (b-email): the gateway end to end on its other
 //     channels, each phase with a fresh gateway that has every channel
 //     configured as service.New builds them (SMS and voice on the Twilio
@@ -101,7 +106,9 @@
 //
 //   - BENCH_N (default 5000; also the WeChat and email phases), BENCH_N_VOICE
 //     (default 500), BENCH_M (default 5000), BENCH_RATE (requests/s, default
-//     500) and BENCH_RATE_SECONDS (default 4) change the sizes.
+//     500) and BENCH_RATE_SECONDS (default 4) change the sizes;
+//     BENCH_ROUNDS (default 3) the rounds of (a), (a2) and (b), and of the
+//     broadcast against bare Asynq's enqueue.
 //   - BENCH_REDIS_CALLERS=1 attributes every Redis round trip of (a), (a2),
 //     (b) and the channel phases to its caller (ledger.(*Ledger).Claim,
 //     rdb.(*RDB).Dequeue [gw:high], …) and prints the count per message, the
@@ -126,7 +133,9 @@
 // Asynq enqueueing as many tasks from 8 goroutines: the API's answer, the
 // first message at the simulator, the time until every person's message is
 // queued, Redis memory per person, and how long 100 answers ("2", need
-// help) take from the inbound webhook to the roster while it sends. Then
+// help) take from the inbound webhook to the roster while it sends; bare
+// Asynq and the broadcast run in turn BENCH_ROUNDS times, and the figures
+// are those of the round with the median ratio (each round's listed). Then
 // the answers again, with a crisis broadcast to BENCH_ANSWER_PEOPLE
 // (default 10,000) sending and BENCH_ANSWER_BACKLOG (default 1,000,000)
 // bulk messages queued.
