@@ -282,6 +282,8 @@ func messageOf(id string, h map[string]string) (*Message, error) {
 	m.ProviderID = h["provider_id"]
 	if u, err := strconv.ParseInt(h["updated_at"], 10, 64); err == nil {
 		m.UpdatedAt = time.UnixMilli(u).UTC()
+	} else {
+		m.UpdatedAt = m.CreatedAt
 	}
 	if h["err_code"] != "" || h["err_msg"] != "" {
 		m.Error = &ErrorInfo{Code: h["err_code"], Message: h["err_msg"]}

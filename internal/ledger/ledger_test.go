@@ -442,3 +442,25 @@ func TestAFinalReportLeavesTheWaitForItInItsOwnRoundTrip(t *testing.T) {
 		t.Fatalf("the final report: %+v %v, still waiting %v", r, err, waiting())
 	}
 }
+
+// A later version may write a new record without the fields it would only
+// set to their starting values (attempts 0, updated_at = created_at): this
+// one must read, claim and update such a record as it does its own.
+func TestARecordWithoutItsStartingFieldsIsReadAndClaimed(t *testing.T) {
+	l, srv := newLedger(t)
+	id := create(t, l, "c")
+	if err := srv.Client().HDel(ctx, "gw:m:{"+id+"}", "attempts", "updated_at").Err(); err != nil {
+		t.Fatal(err)
+	}
+	m := status(t, l, id)
+	if m.Attempts != 0 || m.UpdatedAt.IsZero() || !m.UpdatedAt.Equal(m.CreatedAt) {
+		t.Fatalf("read attempts %d, updated %v, created %v; want 0 and the creation time", m.Attempts, m.UpdatedAt, m.CreatedAt)
+	}
+	c, err := l.Claim(ctx, id, time.Minute)
+	if err != nil || c.Outcome != ledger.ClaimSend || c.Attempt != 1 {
+		t.Fatalf("claim %+v, %v; want the first attempt", c, err)
+	}
+	if m := status(t, l, id); m.Attempts != 1 || m.Status != ledger.StatusSending {
+		t.Fatalf("after the claim: attempts %d, status %s", m.Attempts, m.Status)
+	}
+}

@@ -22,14 +22,16 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 //               tenant and created_at are the fields of those names)
 //   tenant      owning tenant
 //   status      current Status; rank its Rank()
-//   attempts    provider attempts started
+//   attempts    provider attempts started (absent: none; a record
+//               written without it reads as 0, so a later version may leave
+//               it out of a new record)
 //   provider_id the provider's id once it accepted the message
 //   inflight_at ms timestamp of an attempt whose outcome is not yet known
 //   err_code, err_msg  the last error
 //   ps:<status> "1": a provider status of the current provider id already
 //               applied (callback replays); a redial clears them (records of
 //               earlier versions have ps:<provider id>:<status>, still checked)
-//   updated_at  ms timestamp
+//   updated_at  ms timestamp (absent: created_at, likewise)
 //   ev          the history: its events' JSON (storedEvent), one a line,
 //               oldest first
 //               (messages of earlier versions may still have theirs in a
@@ -67,7 +69,7 @@ if h[4] and h[4] ~= '' then
   local waited = now - tonumber(h[4])
   if waited < tonumber(ARGV[2]) then return {'unconfirmed', tostring(tonumber(ARGV[2]) - waited)} end
 end
-local attempts = tonumber(h[5]) + 1
+local attempts = (tonumber(h[5]) or 0) + 1
 redis.call('HSET', KEYS[1], 'attempts', attempts, 'inflight_at', ARGV[1], 'updated_at', ARGV[1])
 if tonumber(h[2]) < 1 then redis.call('HSET', KEYS[1], 'status', 'sending', 'rank', 1) end
 local ev = cjson.decode(ARGV[3])
