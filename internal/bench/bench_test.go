@@ -1465,10 +1465,12 @@ func (r report) print(w io.Writer) {
 	if len(r.rounds) > 1 {
 		fmt.Fprintf(w, "%d rounds of (a), (a2) and (b) in turn; the figures above and below are the round of the median (b)/(a2):\n", len(r.rounds))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "    round\t(a) msgs/s\t(a2) msgs/s\t(b) msgs/s\t(b)/(a)\t(b)/(a2)\n")
+		fmt.Fprintf(tw, "    round\t(a) msgs/s\t(a2) msgs/s\t(b) msgs/s\t(b)/(a)\t(b)/(a2)\tround trips per SMS\tRedis per SMS delivered, archived\n")
 		for i, x := range r.rounds {
-			fmt.Fprintf(tw, "    %d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\n", i+1, rateOf(r.n, x.asynq), rateOf(r.n, x.asynq2), rateOf(r.n, x.gateway), x.ratio(r.n), x.ratio2(r.n))
+			fmt.Fprintf(tw, "    %d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.1f\t%.0f B, %.0f B\n", i+1, rateOf(r.n, x.asynq), rateOf(r.n, x.asynq2), rateOf(r.n, x.gateway),
+				x.ratio(r.n), x.ratio2(r.n), float64(x.gwUse.trips)/float64(r.n), x.deliveredMem.delivered, x.deliveredMem.archived)
 		}
+		fmt.Fprintf(tw, "    (the first round runs on a fresh redis-server: its Redis figures are higher, part of it the buffers of clients it grows once)\n")
 		tw.Flush()
 	}
 
