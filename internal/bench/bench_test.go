@@ -1403,7 +1403,7 @@ type report struct {
 	redisVersion, loadBefore, loadAfter     string
 	// smsRound is the round of the median (b)/(a2), of rounds in turn.
 	smsRound
-	rounds              []smsRound
+	rounds               []smsRound
 	voice, wechat, email chanResult
 	lat                  latency
 	gwMem, asynqMem      memory
