@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -125,23 +123,16 @@ func (e *env) bareEnqueue(n int) time.Duration {
 	defer rdb.Close()
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				if _, err := client.Enqueue(asynq.NewTask("bench:noop", []byte("x"))); err != nil {
-					b.Errorf("enqueue: %v", err)
-					return
-				}
-			}
-		}()
+	failed, first := parallel(n, 8, func(int) error {
+		_, err := client.Enqueue(asynq.NewTask("bench:noop", []byte("x")))
+		return err
+	})
+	took := time.Since(start)
+	if failed > 0 {
+		b.Fatalf("bare asynq: %d of %d enqueues failed; first: %v", failed, n, first)
 	}
-	wg.Wait()
-	return time.Since(start)
+	return took
 }
 
 // broadcastResult is one crisis broadcast's figures.

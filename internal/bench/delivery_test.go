@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -170,34 +169,23 @@ type backlogRun struct {
 func (e *env) queueBacklog(depth int) (time.Duration, float64) {
 	b := e.b
 	before := e.usedMemory()
-	client := asynq.NewClientFromRedisClient(e.newRedis())
+	rdb := e.newRedis()
+	defer rdb.Close()
+	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(depth) {
-					return
-				}
-				t, err := workers.NewSendTask(workers.SendOptions{MessageID: fmt.Sprintf("BACKLOG%019d", i), Channel: "sms",
-					Priority: workers.PriorityBulk, Tenant: "bulk-clinic", Cost: 1, MaxAttempts: 8})
-				if err == nil {
-					_, err = client.Enqueue(t)
-				}
-				if err != nil {
-					b.Errorf("enqueue backlog: %v", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	failed, first := parallel(depth, 8, func(i int) error {
+		t, err := workers.NewSendTask(workers.SendOptions{MessageID: fmt.Sprintf("BACKLOG%019d", i+1), Channel: "sms",
+			Priority: workers.PriorityBulk, Tenant: "bulk-clinic", Cost: 1, MaxAttempts: 8})
+		if err == nil {
+			_, err = client.Enqueue(t)
+		}
+		return err
+	})
 	took := time.Since(start)
+	if failed > 0 {
+		b.Fatalf("enqueue backlog: %d of %d failed; first: %v", failed, depth, first)
+	}
 	return took, float64(e.usedMemory()-before) / float64(depth)
 }
 
