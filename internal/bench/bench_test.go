@@ -87,10 +87,14 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 		var x smsRound
 		x.asynq, x.asynqUse = e.runAsynq(n, concurrency)
 		x.asynq2, x.asynq2Use = e.runAsynqSameWork(n, concurrency)
-		x.gateway, x.accepted, x.gwUse, x.deliveredMem = e.runGateway(n)
+		x.gateway, x.accepted, x.gwUse, x.deliveredMem = e.runGateway(n, "gateway")
 		r.rounds = append(r.rounds, x)
 	}
 	r.smsRound = r.rounds[medianRound(r.rounds, func(x smsRound) float64 { return x.ratio2(n) })]
+	// Redis per delivered SMS over BENCH_DELIVERED (default 20,000) SMS end
+	// to end, as the performance issue measures it: what a redis-server
+	// allocates once (its clients' buffers) weighs less than over N.
+	_, _, _, r.hot = e.runGateway(envInt(b, "BENCH_DELIVERED", 20_000), "gateway-delivered")
 	r.voice = e.runVoice(nVoice)
 	r.wechat = e.runWeChat(n)
 	r.email = e.runEmail(n)
@@ -121,8 +125,8 @@ func BenchmarkGatewayVsAsynq(b *testing.B) {
 	b.ReportMetric(ms(r.lat.p50), "accept_p50_ms")
 	b.ReportMetric(ms(r.lat.p99), "accept_p99_ms")
 	b.ReportMetric(r.gwMem.perMsg, "gw_redis_B/msg")
-	b.ReportMetric(r.deliveredMem.delivered, "gw_redis_B/delivered")
-	b.ReportMetric(r.deliveredMem.archived, "gw_redis_B/archived")
+	b.ReportMetric(r.hot.delivered, "gw_redis_B/delivered")
+	b.ReportMetric(r.hot.archived, "gw_redis_B/archived")
 	b.ReportMetric(r.asynqMem.perMsg, "asynq_redis_B/msg")
 }
 
@@ -375,8 +379,8 @@ func (w *sameWork) stop() {
 // (b) the gateway end to end
 
 // runGateway sends n messages and returns the time from the first POST to
-// the last delivery, and to the last 202.
-func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory) {
+// the last delivery, and to the last 202; phase names its CPU profile.
+func (e *env) runGateway(n int, phase string) (time.Duration, time.Duration, usage, hotMemory) {
 	b := e.b
 	e.reset()
 	tally := newRedisTally()
@@ -402,7 +406,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 
 	memBefore := e.usedMemory()
 	ids := make([]string, n)
-	meter := e.startMeter(tally, "gateway")
+	meter := e.startMeter(tally, phase)
 	if len(byCaller) > 0 {
 		meter.byCaller = byCaller[0].(*redisTally)
 		meter.byCaller.reset()
@@ -426,7 +430,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 	for deadline := time.Now().Add(10 * time.Second); e.unfinishedTasks() > 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	var hm hotMemory
+	hm := hotMemory{n: n}
 	delivered := e.usedMemory()
 	hm.delivered = float64(delivered-memBefore) / float64(n)
 	hm.deliveredKinds = e.memoryByKind()
@@ -456,6 +460,7 @@ func (e *env) runGateway(n int) (time.Duration, time.Duration, usage, hotMemory)
 // hotMemory is what phase (b)'s delivered SMS keep in Redis: in the hot
 // window, then once the archive moved them to the blob store.
 type hotMemory struct {
+	n                   int     // SMS delivered
 	delivered, archived float64 // used_memory growth per SMS
 	// MEMORY USAGE by kind of key, delivered and once archived
 	deliveredKinds, archivedKinds []kindMemory
@@ -1407,6 +1412,8 @@ type report struct {
 	voice, wechat, email chanResult
 	lat                  latency
 	gwMem, asynqMem      memory
+	// hot is Redis per SMS delivered over BENCH_DELIVERED SMS.
+	hot hotMemory
 }
 
 // smsRound is one run of (a), (a2) and (b), one after the other.
@@ -1465,7 +1472,7 @@ func (r report) print(w io.Writer) {
 	if len(r.rounds) > 1 {
 		fmt.Fprintf(w, "%d rounds of (a), (a2) and (b) in turn; the figures above and below are the round of the median (b)/(a2):\n", len(r.rounds))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "    round\t(a) msgs/s\t(a2) msgs/s\t(b) msgs/s\t(b)/(a)\t(b)/(a2)\tround trips per SMS\tRedis per SMS delivered, archived\n")
+		fmt.Fprintf(tw, "    round\t(a) msgs/s\t(a2) msgs/s\t(b) msgs/s\t(b)/(a)\t(b)/(a2)\tround trips per SMS\tRedis per SMS delivered, archived (over N)\n")
 		for i, x := range r.rounds {
 			fmt.Fprintf(tw, "    %d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.1f\t%.0f B, %.0f B\n", i+1, rateOf(r.n, x.asynq), rateOf(r.n, x.asynq2), rateOf(r.n, x.gateway),
 				x.ratio(r.n), x.ratio2(r.n), float64(x.gwUse.trips)/float64(r.n), x.deliveredMem.delivered, x.deliveredMem.archived)
@@ -1530,17 +1537,18 @@ func (r report) print(w io.Writer) {
 	g, a := r.gwMem, r.asynqMem
 	fmt.Fprintf(tw, "    gateway, API only (workers off)\t%.0f B/msg\t(%d → %d bytes)\n", g.perMsg, g.before, g.after)
 	fmt.Fprintf(tw, "    bare Asynq, 1-byte payload\t%.0f B/msg\t(%d → %d bytes)\n", a.perMsg, a.before, a.after)
-	fmt.Fprintf(tw, "    gateway, per SMS delivered in (b)\t%.0f B/msg\t(used_memory growth over the %d delivered SMS, kept in the hot window with their history, indexes and audit events; queues empty)\n",
-		r.deliveredMem.delivered, r.n)
+	h := r.hot
+	fmt.Fprintf(tw, "    gateway, per SMS delivered end to end\t%.0f B/msg\t(used_memory growth over %d delivered SMS, as (b) on a fresh gateway, kept in the hot window with their history, indexes and audit events; queues empty)\n",
+		h.delivered, h.n)
 	fmt.Fprintf(tw, "    the same once archived\t%.0f B/msg\t(after one archive pass moved all %d to the blob store in %s, %.0f msgs/s, and the audit log's export caught up, 3 days on; what stays: conversations, contacts, consent)\n",
-		r.deliveredMem.archived, r.n, r.deliveredMem.archiveTook.Round(time.Millisecond), rateOf(r.n, r.deliveredMem.archiveTook))
+		h.archived, h.n, h.archiveTook.Round(time.Millisecond), rateOf(h.n, h.archiveTook))
 	tw.Flush()
 	fmt.Fprintf(w, "    by kind of key (MEMORY USAGE, which leaves out Redis' own overhead), the %d queued SMS (API only):\n", g.counted)
 	printMemoryByKind(w, g.kinds, g.counted)
-	fmt.Fprintf(w, "    by kind of key (MEMORY USAGE, which leaves out Redis' own overhead), the %d delivered SMS in the hot window (all to one number):\n", r.n)
-	printMemoryByKind(w, r.deliveredMem.deliveredKinds, r.n)
+	fmt.Fprintf(w, "    by kind of key (MEMORY USAGE, which leaves out Redis' own overhead), the %d delivered SMS in the hot window (all to one number):\n", h.n)
+	printMemoryByKind(w, h.deliveredKinds, h.n)
 	fmt.Fprintf(w, "    and once archived:\n")
-	printMemoryByKind(w, r.deliveredMem.archivedKinds, r.n)
+	printMemoryByKind(w, h.archivedKinds, h.n)
 	fmt.Fprintln(w)
 }
 

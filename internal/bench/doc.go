@@ -84,7 +84,10 @@
 //     after minus before, divided by M) with an API-only gateway, so messages
 //     stay queued; and the same for bare Asynq tasks with a tiny payload.
 //     Also the memory a delivered SMS keeps: used_memory growth over
-//     phase (b)'s N delivered SMS, read once the queues are empty.
+//     BENCH_DELIVERED (default 20,000) SMS sent end to end as in (b) by a
+//     fresh gateway, read once the queues are empty, then once the archive
+//     has moved them to the blob store (each round of (b) prints the same
+//     over its N).
 //
 // For (a), (a2), (b) and the channel phases the report also says where the
 // time goes, per message: Redis round trips and Redis commands (counted by
@@ -106,7 +109,8 @@
 //
 //   - BENCH_N (default 5000; also the WeChat and email phases), BENCH_N_VOICE
 //     (default 500), BENCH_M (default 5000), BENCH_RATE (requests/s, default
-//     500) and BENCH_RATE_SECONDS (default 4) change the sizes;
+//     500), BENCH_RATE_SECONDS (default 4) and BENCH_DELIVERED (default
+//     20,000) change the sizes;
 //     BENCH_ROUNDS (default 3) the rounds of (a), (a2) and (b), and of the
 //     broadcast against bare Asynq's enqueue.
 //   - BENCH_REDIS_CALLERS=1 attributes every Redis round trip of (a), (a2),
@@ -115,9 +119,11 @@
 //     mean latency and the sum as a share of the phase's wall time (a share
 //     near 100% for Dequeue means Asynq's single fetch loop is saturated). It
 //     costs some CPU.
-//   - BENCH_PROFILE_DIR=dir writes a CPU profile of phases (a), (a2), (b) and
-//     the channel phases to dir/asynq.cpu.pprof, dir/asynq-same-work.cpu.pprof,
-//     dir/gateway.cpu.pprof and dir/gateway-{voice,wechat,email}.cpu.pprof. Samples carry the label
+//   - BENCH_PROFILE_DIR=dir writes a CPU profile of phases (a), (a2), (b)
+//     (their last round's), the delivered SMS for memory and the channel
+//     phases to dir/asynq.cpu.pprof, dir/asynq-same-work.cpu.pprof,
+//     dir/gateway.cpu.pprof, dir/gateway-delivered.cpu.pprof and
+//     dir/gateway-{voice,wechat,email}.cpu.pprof. Samples carry the label
 //     side=gateway|simulator|load-generator|asynq-server|callback-receiver, so
 //     "go tool pprof -tags" splits the CPU and -tagfocus=side=gateway keeps
 //     the gateway's own. Build the test binary with -o to symbolise them.

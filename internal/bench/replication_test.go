@@ -41,7 +41,7 @@ func BenchmarkReplicatedAcks(b *testing.B) {
 	}
 	run := func(acks int) result {
 		e.tune = func(c *config.Config) { c.Replication.MinReplicasAck = acks }
-		total, accept, _, _ := e.runGateway(n)
+		total, accept, _, _ := e.runGateway(n, "gateway")
 		return result{total: total, accept: accept, lat: e.runLatency(200, 5)}
 	}
 	b.ResetTimer()
