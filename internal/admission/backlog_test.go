@@ -173,22 +173,22 @@ func TestASweepRemovesOnlyMessagesNoLongerWaiting(t *testing.T) {
 	for _, name := range []string{"waiting", "sent", "expired"} {
 		count(name)
 	}
-	// One counted before the entry's value was the cost alone: its value
-	// says when ("cost:added_ms"), and its id is not a ULID of that time.
-	if err := c.rdb.HSet(ctx, backlogKey("clinic-a", "sms"), "older-format", "1:"+strconv.FormatInt(clk.Now().UnixMilli(), 10)).Err(); err != nil {
-		t.Fatal(err)
+	// Entries counted before the value was the cost alone: it says when
+	// ("cost:added_ms"), and the id is not a ULID of that time.
+	countOlder := func(id string) {
+		t.Helper()
+		key := backlogKey("clinic-a", "sms")
+		if err := c.rdb.HSet(ctx, key, id, "1:"+strconv.FormatInt(clk.Now().UnixMilli(), 10)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.rdb.HIncrBy(ctx, key, sumField, 1).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := c.rdb.HIncrBy(ctx, backlogKey("clinic-a", "sms"), sumField, 1).Err(); err != nil {
-		t.Fatal(err)
-	}
+	countOlder("older-format")
 	clk.move(2 * SweepMinAge)
 	count("just-counted")
-	if err := c.rdb.HSet(ctx, backlogKey("clinic-a", "sms"), "older-format-just-counted", "1:"+strconv.FormatInt(clk.Now().UnixMilli(), 10)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.rdb.HIncrBy(ctx, backlogKey("clinic-a", "sms"), sumField, 1).Err(); err != nil {
-		t.Fatal(err)
-	}
+	countOlder("older-format-just-counted")
 	asked := map[string]bool{}
 	waiting := func(_ context.Context, asks []string) ([]bool, error) {
 		out := make([]bool, len(asks))
