@@ -22,16 +22,16 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 //               tenant and created_at are the fields of those names)
 //   tenant      owning tenant
 //   status      current Status; rank its Rank()
-//   attempts    provider attempts started (absent: none; a record
-//               written without it reads as 0, so a later version may leave
-//               it out of a new record)
+//   attempts    provider attempts started (absent: none; a new record
+//               has none)
 //   provider_id the provider's id once it accepted the message
 //   inflight_at ms timestamp of an attempt whose outcome is not yet known
 //   err_code, err_msg  the last error
 //   ps:<status> "1": a provider status of the current provider id already
 //               applied (callback replays); a redial clears them (records of
 //               earlier versions have ps:<provider id>:<status>, still checked)
-//   updated_at  ms timestamp (absent: created_at, likewise)
+//   updated_at  ms timestamp of the last change (absent: created_at, as in
+//               a new record)
 //   ev          the history: its events' JSON (storedEvent), one a line,
 //               oldest first
 //               (messages of earlier versions may still have theirs in a
@@ -41,7 +41,7 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 var createScript = historyScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'tenant', ARGV[2], 'status', ARGV[3], 'rank', ARGV[4],
-  'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5])
+  'created_at', ARGV[5])
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'bc', ARGV[8]) end
 push(KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
