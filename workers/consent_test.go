@@ -57,10 +57,7 @@ func TestTheRecipientsConsentIsReadInTheRoundTripThatClaimsTheMessage(t *testing
 				t.Fatalf("the task names the consent state as %q", o.Consent)
 			}
 			o.Consent = tc.digest(o)
-			task, err := NewSendTask(o)
-			if err != nil {
-				t.Fatal(err)
-			}
+			task := outsideAsynq(t, o)
 			if strings.Contains(string(task.Payload()), "4155550100") {
 				t.Fatalf("the payload holds the number: %s", task.Payload())
 			}

@@ -13,5 +13,5 @@ func ExampleNewSendTask() {
 	t, err := workers.NewSendTask(workers.SendOptions{MessageID: "01JDA0Q9Z1Y2X3W4V5T6S7R8Q9", Channel: "sms",
 		Priority: workers.PriorityCrisis, Tenant: "clinic-a", Cost: 2})
 	fmt.Println(t.Type(), string(t.Payload()), workers.QueueFor(workers.PriorityCrisis), err)
-	// Output: send:sms {"id":"01JDA0Q9Z1Y2X3W4V5T6S7R8Q9","t":"clinic-a","c":2} gw:crisis <nil>
+	// Output: send:sms {"t":"clinic-a","c":2} gw:crisis <nil>
 }

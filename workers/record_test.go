@@ -30,12 +30,9 @@ func TestASendWaitsForTheRecordOfAYoungMessageOnly(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }}
 	req := ledger.Request{Tenant: "clinic-a", Channel: "sms", To: ledger.Recipient{Phone: "+14155550100"}, Body: "hi", Priority: PriorityNormal}
 	id := ledger.NewID()
-	task, err := NewSendTask(SendOptionsOf(id, req, 3, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := outsideAsynq(t, SendOptionsOf(id, req, 3, 0))
 
-	err = h.ProcessTask(ctx, task)
+	err := h.ProcessTask(ctx, task)
 	var we *waitError
 	if !errors.As(err, &we) || we.after != time.Second || p.sent.Load() != 0 {
 		t.Fatalf("a young message without its record: %v, provider called %d times; want a 1s wait and no call", err, p.sent.Load())
@@ -52,10 +49,7 @@ func TestASendWaitsForTheRecordOfAYoungMessageOnly(t *testing.T) {
 
 	// A minute on, a task whose record is gone ends without a send.
 	gone := ledger.NewID()
-	task, err = NewSendTask(SendOptionsOf(gone, req, 3, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	task = outsideAsynq(t, SendOptionsOf(gone, req, 3, 0))
 	now = now.Add(recordLate + time.Second)
 	if err := h.ProcessTask(ctx, task); err != nil || p.sent.Load() != 1 {
 		t.Fatalf("an old message without its record: %v, provider called %d times; want nil and no new send", err, p.sent.Load())
@@ -63,9 +57,10 @@ func TestASendWaitsForTheRecordOfAYoungMessageOnly(t *testing.T) {
 }
 
 // TestASendWhosePayloadLeavesOutItsMessageIDTakesItFromItsTaskID: the
-// payload may leave out the message id, which the task's Asynq id is too
-// (see SendPayload); run by Asynq, such a task sends its message.
-// Outside Asynq nothing names the message, and nothing is sent.
+// payload leaves out the message id, which the task's Asynq id is (see
+// SendPayload); run by Asynq, such a task sends its message. Outside Asynq
+// nothing names the message, and nothing is sent. A task of an earlier
+// version, whose payload names its message, still sends it.
 func TestASendWhosePayloadLeavesOutItsMessageIDTakesItFromItsTaskID(t *testing.T) {
 	ctx := t.Context()
 	rdb := redistest.Start(t).Client()
@@ -77,20 +72,14 @@ func TestASendWhosePayloadLeavesOutItsMessageIDTakesItFromItsTaskID(t *testing.T
 	if _, err := l.Create(ctx, id, req); err != nil {
 		t.Fatal(err)
 	}
-	full, err := NewSendTask(SendOptionsOf(id, req, 3, 0))
+	task, err := NewSendTask(SendOptionsOf(id, req, 3, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var payload SendPayload
-	if err := json.Unmarshal(full.Payload(), &payload); err != nil || payload.MessageID != id {
-		t.Fatalf("NewSendTask's payload %s: want the message id in it (workers of earlier versions need it)", full.Payload())
+	if err := json.Unmarshal(task.Payload(), &payload); err != nil || payload.MessageID != "" {
+		t.Fatalf("NewSendTask's payload %s: want no message id in it (the task id is the message id)", task.Payload())
 	}
-	payload.MessageID = ""
-	b, err := json.Marshal(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task := asynq.NewTask(full.Type(), b, asynq.TaskID(id), asynq.Queue(QueueFor(PriorityNormal)))
 
 	if err := h.ProcessTask(ctx, task); !errors.Is(err, asynq.SkipRetry) || p.sent.Load() != 0 {
 		t.Fatalf("outside Asynq: %v, provider called %d times; want SkipRetry and no call", err, p.sent.Load())
@@ -120,4 +109,33 @@ func TestASendWhosePayloadLeavesOutItsMessageIDTakesItFromItsTaskID(t *testing.T
 	if n := p.sent.Load(); n != 1 {
 		t.Fatalf("provider called %d times; want 1", n)
 	}
+
+	earlier := ledger.NewID()
+	if _, err := l.Create(ctx, earlier, req); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ProcessTask(ctx, outsideAsynq(t, SendOptionsOf(earlier, req, 3, 0))); err != nil || p.sent.Load() != 2 {
+		t.Fatalf("an earlier version's task: %v, provider called %d times; want its message sent", err, p.sent.Load())
+	}
+}
+
+// outsideAsynq is the send task of o as a test hands it to ProcessTask
+// directly: no Asynq task id in the context names its message, so its
+// payload does, as the tasks of earlier versions did.
+func outsideAsynq(t testing.TB, o SendOptions) *asynq.Task {
+	t.Helper()
+	task, err := NewSendTask(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p SendPayload
+	if err := json.Unmarshal(task.Payload(), &p); err != nil {
+		t.Fatal(err)
+	}
+	p.MessageID = o.MessageID
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asynq.NewTask(task.Type(), b)
 }

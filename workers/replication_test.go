@@ -79,11 +79,8 @@ func TestASendWaitsForItsWritesToReachTheReplicas(t *testing.T) {
 			f := &fence{failAt: tc.failAt}
 			h := &SendHandler{Ledger: l, Channels: channels.NewRegistry(p), Grace: time.Hour, MaxAttempts: 3,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Fence: f}
-			task, err := NewSendTask(SendOptions{MessageID: id, Channel: "sms", Priority: PriorityNormal, MaxAttempts: 3})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = h.ProcessTask(t.Context(), task)
+			task := outsideAsynq(t, SendOptions{MessageID: id, Channel: "sms", Priority: PriorityNormal, MaxAttempts: 3})
+			err := h.ProcessTask(t.Context(), task)
 			var we *waitError
 			if !errors.As(err, &we) || IsFailure(err) || we.after != ReplicationWait {
 				t.Fatalf("first run: %v, want a wait for the store that is not a failure", err)

@@ -65,10 +65,8 @@ func TypeSend(channel string) string { return TypeSendPrefix + channel }
 // Redis memory and carries no personal data.
 type SendPayload struct {
 	// MessageID is the message's id, which the task's Asynq id is too (see
-	// NewSendTask). A worker takes it from the task id when the payload
-	// leaves it out; NewSendTask still writes it, because a worker of an
-	// earlier version refuses a payload without it and would drop the
-	// message, were it still running during an upgrade or rolled back to.
+	// NewSendTask), so NewSendTask leaves it out and a worker takes it from
+	// the task id. Tasks queued by earlier versions carry it.
 	MessageID string `json:"id,omitempty"`
 	Tenant    string `json:"t,omitempty"`
 	// Priority is the task's queue's (QueueFor); tasks queued before it
@@ -159,13 +157,14 @@ func NewSendTask(o SendOptions) (*asynq.Task, error) {
 	if o.MessageID == "" || o.Channel == "" {
 		return nil, fmt.Errorf("workers: message id and channel are required")
 	}
-	// The payload leaves out what the task's queue says (its priority)
-	// and the usual cost of 1: every byte counts for each queued message.
+	// The payload leaves out what the task's id says (the message id), what
+	// its queue says (its priority) and the usual cost of 1: every byte
+	// counts for each queued message.
 	cost := o.Cost
 	if cost == 1 {
 		cost = 0
 	}
-	payload, err := json.Marshal(SendPayload{MessageID: o.MessageID, Tenant: o.Tenant,
+	payload, err := json.Marshal(SendPayload{Tenant: o.Tenant,
 		Cost: cost, Quiet: o.Quiet, Zone: o.Zone, Broadcast: o.Broadcast, TraceParent: o.TraceParent, Consent: o.Consent})
 	if err != nil {
 		return nil, err
