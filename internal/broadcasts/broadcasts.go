@@ -739,10 +739,32 @@ func (s *Store) Due(ctx context.Context, id string, now time.Time, limit int) (d
 	return due, n.Val(), next, nil
 }
 
-// ChunkDone records that a chunk of the audience is fanned out (once per
-// chunk, however often it runs) and returns how many chunks are.
-func (s *Store) ChunkDone(ctx context.Context, id string, chunk int) (int, error) {
-	return chunkDoneScript.Run(ctx, s.rdb, []string{key(id)}, chunk).Int()
+// FinishChunk records that a chunk of the audience is fanned out (once per
+// chunk, however often it runs), after saying that the next chunk (next <
+// 0: none) runs in the same run until `until` (FanoutRunning), so that a
+// running fan-out always has a chunk with a live lease; and it reads the
+// broadcast's state (ErrNotFound once it expired). One round trip, the
+// commands in that order.
+func (s *Store) FinishChunk(ctx context.Context, id string, chunk, next int, run string, until time.Time) (string, error) {
+	pipe := s.rdb.Pipeline()
+	if next >= 0 {
+		pipe.HSet(ctx, key(id), "fan:"+strconv.Itoa(next), lease(run, until))
+	}
+	chunkDoneScript.Eval(ctx, pipe, []string{key(id)}, chunk)
+	state := pipe.HGet(ctx, key(id), "state")
+	cmds, err := pipe.Exec(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", err
+	}
+	for _, c := range cmds[:len(cmds)-1] {
+		if err := c.Err(); err != nil {
+			return "", err
+		}
+	}
+	if errors.Is(state.Err(), redis.Nil) {
+		return "", ErrNotFound
+	}
+	return state.Val(), nil
 }
 
 var chunkDoneScript = redis.NewScript(`
@@ -758,7 +780,12 @@ return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
 // is one whose worker died. An empty run is a placeholder for a fan-out
 // queued and not started yet, which any run may claim.
 func (s *Store) FanoutRunning(ctx context.Context, id string, chunk int, run string, until time.Time) error {
-	return s.rdb.HSet(ctx, key(id), "fan:"+strconv.Itoa(chunk), strconv.FormatInt(until.UnixMilli(), 10)+"|"+run).Err()
+	return s.rdb.HSet(ctx, key(id), "fan:"+strconv.Itoa(chunk), lease(run, until)).Err()
+}
+
+// lease is a chunk's fan:<chunk> field: until (ms) and the run holding it.
+func lease(run string, until time.Time) string {
+	return strconv.FormatInt(until.UnixMilli(), 10) + "|" + run
 }
 
 // ChunkClaim is what ClaimChunk found.

@@ -479,6 +479,7 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 	// makes nobody twice.
 	var next *madeAhead
 	defer func() { next.wait() }()
+	swept := int64(-1) // the second of the sweep last queued (fanoutChunk)
 	for chunk := p.Chunk; chunk < cfg.Chunks; chunk++ {
 		// Say the fan-out runs, and keep saying it: should this worker die,
 		// the sweep sees the chunk stall and queues it again at once,
@@ -508,11 +509,10 @@ func (e *Engine) Fanout(ctx context.Context, p workers.BroadcastPayload) error {
 		if chunk+1 < cfg.Chunks {
 			next = e.makeAhead(ctx, cfg, chunk+1)
 		}
-		if err := e.fanoutChunk(ctx, cfg, chunk, run, made); err != nil {
-			return err // the chunk runs again: what was done is not done twice
-		}
-		if st, err := e.Store.State(ctx, cfg.ID); err != nil {
-			return ignoreNotFound(err) // expired: nothing more to make
+		// An error other than the broadcast's expiry (nothing more to
+		// make) runs the chunk again: what was done is not done twice.
+		if st, err := e.fanoutChunk(ctx, cfg, chunk, run, made, &swept); err != nil {
+			return ignoreNotFound(err)
 		} else if st != StateActive {
 			// Canceled: the cancel's pass takes the people made, but may
 			// have gone by before the next chunk's were.
@@ -575,15 +575,22 @@ func (e *Engine) cancelPeople(ctx context.Context, cfg *Config, people []*Person
 // Before the chunk is marked done the next one is claimed for the same
 // run, so that at every moment some chunk has a live lease while the
 // fan-out runs: a worker dying between two chunks is seen as a stall too.
-func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run string, made *madeChunk) error {
+// It returns the broadcast's state once the chunk is done (ErrNotFound
+// once it expired). swept is the second of the sweep the run last queued.
+func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run string, made *madeChunk, swept *int64) (string, error) {
 	p := workers.BroadcastPayload{Broadcast: cfg.ID, Chunk: chunk}
 	// The sweep that times people out runs while anyone waits; should its
-	// chain have broken (a lost task), the fan-out starts it again.
-	if err := e.scheduleSweep(ctx, cfg.ID, e.Now().Add(time.Second)); err != nil {
-		return err
+	// chain have broken (a lost task), the fan-out starts it again. Its
+	// task is named by its second, so a run queues it once a second at
+	// most: a second queued in the same second would be the same task.
+	if at := e.Now().Add(time.Second); at.Unix() != *swept {
+		if err := e.scheduleSweep(ctx, cfg.ID, at); err != nil {
+			return "", err
+		}
+		*swept = at.Unix()
 	}
 	if made == nil {
-		return nil // the audience expired
+		return e.Store.State(ctx, cfg.ID) // the audience expired
 	}
 	stored, fresh := made.people, made.fresh
 	// Each person's send is queued by one of fanoutParallel goroutines:
@@ -594,7 +601,7 @@ func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run st
 	for n, person := range stored {
 		if n%fanoutParallel == 0 && n > 0 {
 			if err := e.Store.FanoutRunning(ctx, cfg.ID, p.Chunk, run, e.Now().Add(FanoutLease)); err != nil {
-				return err
+				return "", err
 			}
 		}
 		if n%fanoutParallel == 0 && !canceled {
@@ -613,15 +620,13 @@ func (e *Engine) fanoutChunk(ctx context.Context, cfg *Config, chunk int, run st
 		g.Go(func() error { return e.fanoutPerson(gctx, cfg, person, fresh[n]) })
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return "", err
 	}
-	if next := p.Chunk + 1; next < cfg.Chunks {
-		if err := e.Store.FanoutRunning(ctx, cfg.ID, next, run, e.Now().Add(FanoutLease)); err != nil {
-			return err
-		}
+	next := p.Chunk + 1
+	if next >= cfg.Chunks {
+		next = -1
 	}
-	_, err := e.Store.ChunkDone(ctx, cfg.ID, p.Chunk)
-	return err
+	return e.Store.FinishChunk(ctx, cfg.ID, p.Chunk, next, run, e.Now().Add(FanoutLease))
 }
 
 // makeChunk makes the people of one chunk of the audience (those made

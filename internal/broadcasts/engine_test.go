@@ -50,13 +50,14 @@ type rig struct {
 	insp  *asynq.Inspector
 	store *broadcasts.Store
 	eng   *broadcasts.Engine
+	rdb   *redis.Client
 }
 
 func newRig(t *testing.T, channelNames ...string) *rig {
 	t.Helper()
 	rdb := redistest.Start(t).Client()
 	r := &rig{clk: &clock{now: time.Now().UTC().Truncate(time.Second)}, led: ledger.New(rdb, 24*time.Hour),
-		insp: asynq.NewInspectorFromRedisClient(rdb), store: broadcasts.NewStore(rdb, 24*time.Hour)}
+		insp: asynq.NewInspectorFromRedisClient(rdb), store: broadcasts.NewStore(rdb, 24*time.Hour), rdb: rdb}
 	q := asynq.NewClientFromRedisClient(rdb)
 	var chs []channels.Channel
 	for _, n := range channelNames {
@@ -404,6 +405,52 @@ func TestAMessageHandedOverBeforeItsPersonAnsweredStaysDue(t *testing.T) {
 		if want := i == 0; due != want {
 			t.Errorf("person %d's message after the answer: due %v, want %v", i, due, want)
 		}
+	}
+}
+
+// TestFinishingAChunkLeasesTheNextAndCountsItOnce: a chunk's end gives
+// the next chunk to the same run, counts the chunk done (once, however
+// often it ends) and reads the broadcast's state, which is gone once the
+// broadcast expired.
+func TestFinishingAChunkLeasesTheNextAndCountsItOnce(t *testing.T) {
+	ctx := context.Background()
+	rg := newRig(t, "sms")
+	people := make([]audiences.Recipient, 2*audiences.ChunkSize)
+	for i := range people {
+		people[i] = audiences.Recipient{Phone: fmt.Sprintf("+1415555%04d", i)}
+	}
+	cfg, err := rg.eng.Create(ctx, "clinic-a", &broadcasts.Request{Name: "Flood", Channels: []string{"sms"}, AckTimeout: "10m",
+		Body: map[string]string{"en": "Flooding near the hospital."}, Audience: people})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := rg.clk.Now()
+	for range 2 {
+		if st, err := rg.store.FinishChunk(ctx, cfg.ID, 0, 1, "run-1", now.Add(broadcasts.FanoutLease)); err != nil || st != broadcasts.StateActive {
+			t.Fatalf("finishing chunk 0: state %q, %v", st, err)
+		}
+	}
+	if sum, err := rg.store.Get(ctx, "", cfg.ID); err != nil || sum.ChunksDone != 1 {
+		t.Fatalf("chunks done %d after chunk 0 ended twice, %v; want 1", sum.ChunksDone, err)
+	}
+	if claim, err := rg.store.ClaimChunk(ctx, cfg.ID, 1, "run-2", now, now.Add(broadcasts.FanoutLease)); err != nil || claim != broadcasts.ChunkTaken {
+		t.Fatalf("another run's claim of chunk 1: %v %v; want it taken by the run that ended chunk 0", claim, err)
+	}
+	if claim, err := rg.store.ClaimChunk(ctx, cfg.ID, 1, "run-1", now, now.Add(broadcasts.FanoutLease)); err != nil || claim != broadcasts.ChunkClaimed {
+		t.Fatalf("the run's own claim of chunk 1: %v %v", claim, err)
+	}
+	if st, err := rg.store.FinishChunk(ctx, cfg.ID, 1, -1, "run-1", now.Add(broadcasts.FanoutLease)); err != nil || st != broadcasts.StateActive {
+		t.Fatalf("finishing the last chunk: state %q, %v", st, err)
+	}
+	if sum, err := rg.store.Get(ctx, "", cfg.ID); err != nil || sum.ChunksDone != 2 {
+		t.Fatalf("chunks done %d, %v; want 2", sum.ChunksDone, err)
+	}
+	// The broadcast expires (its record's TTL).
+	if err := rg.rdb.Del(ctx, "gw:bc:{"+cfg.ID+"}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rg.store.FinishChunk(ctx, cfg.ID, 1, -1, "run-1", now); !errors.Is(err, broadcasts.ErrNotFound) {
+		t.Fatalf("finishing a chunk of an expired broadcast: %v; want ErrNotFound", err)
 	}
 }
 
