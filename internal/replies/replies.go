@@ -109,6 +109,7 @@ func (s *Store) Add(ctx context.Context, tenant string, r Reply) (string, error)
 	pipe := s.rdb.Pipeline()
 	pipe.ZAdd(ctx, key, redis.Z{Score: float64(r.ReceivedAt.UnixMilli()), Member: "r:" + id})
 	pipe.ZRemRangeByScore(ctx, key, "-inf", "("+minID)
+	pipe.ZRemRangeByRank(ctx, key, 0, keepLast)
 	pipe.Expire(ctx, key, s.retention)
 	_, err = pipe.Exec(ctx)
 	return id, err
@@ -149,6 +150,7 @@ for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', unpack(fields))
 redis.call('ZADD', KEYS[2], ARGV[3], 'r:' .. id)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, ` + strconv.Itoa(keepLast) + `)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], id, 'PX', ARGV[2])
 return {id, '1'}
@@ -293,10 +295,33 @@ func (s *Store) ClosePrompt(ctx context.Context, id consent.Identity, p Prompt) 
 }
 
 // ConversationKey lists a tenant's messages to an identity and its replies
-// ("m:<message id>", "r:<reply id>"), scored by time (unix ms).
+// ("m:<message id>", "r:<reply id>"), scored by time (unix ms), the last
+// ConversationKept of them.
 func ConversationKey(tenant string, id consent.Identity) string {
 	sum := sha256.Sum256([]byte(id.String()))
 	return "gw:conv:{" + tenant + "}:" + hex.EncodeToString(sum[:16])
+}
+
+// ConversationKept bounds a conversation: its last ConversationKept
+// entries are kept, as many as any reader reads (Thread reads at most
+// this many) and few enough for Redis to keep the set compact (a listpack
+// up to zset-max-listpack-entries, 128 by default). Unbounded, an address
+// that gets thousands of messages (a care home's front desk, a test phone)
+// kept an entry of about 130 bytes for each of them, none ever read.
+const ConversationKept = 128
+
+// keepLast is the ZREMRANGEBYRANK stop that leaves a conversation its
+// last ConversationKept entries.
+const keepLast = -ConversationKept - 1
+
+// AddMessage adds a message made at `at` to the conversation with its
+// recipient, in pipe (the round trip that writes its record); the
+// conversation lives ttl from then.
+func AddMessage(ctx context.Context, pipe redis.Pipeliner, tenant string, to consent.Identity, id string, at time.Time, ttl time.Duration) {
+	key := ConversationKey(tenant, to)
+	pipe.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: "m:" + id})
+	pipe.ZRemRangeByRank(ctx, key, 0, keepLast)
+	pipe.Expire(ctx, key, ttl)
 }
 
 // Entry is one line of a conversation: a message or a reply.
@@ -306,7 +331,8 @@ type Entry struct {
 	At   time.Time
 }
 
-// Conversation returns the last limit entries with an identity, oldest first.
+// Conversation returns the last limit entries with an identity, oldest
+// first; no more than ConversationKept are kept.
 func (s *Store) Conversation(ctx context.Context, tenant string, id consent.Identity, limit int) ([]Entry, error) {
 	zs, err := s.rdb.ZRevRangeWithScores(ctx, ConversationKey(tenant, id), 0, int64(limit-1)).Result()
 	if err != nil {

@@ -37,3 +37,58 @@ func TestRecentPagesTheFeedNewestFirstAndOnlyTheTenants(t *testing.T) {
 		t.Fatalf("a bad cursor = %v", err)
 	}
 }
+
+// TestAConversationKeepsItsLastEntries: however many messages and replies
+// an address exchanges, its conversation keeps the last ConversationKept,
+// whichever way an entry comes in; the newest are read as before.
+func TestAConversationKeepsItsLastEntries(t *testing.T) {
+	rdb := redistest.Start(t).Client()
+	defer rdb.Close()
+	s := New(rdb, time.Hour)
+	ctx := context.Background()
+	who := consent.Identity{Kind: consent.Phone, Value: "+14155550100"}
+	key := ConversationKey("clinic-a", who)
+	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	size := func() int64 {
+		t.Helper()
+		n, err := rdb.ZCard(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var last string
+	for i := range ConversationKept + 20 {
+		last = fmt.Sprintf("01JMSG%020d", i)
+		pipe := rdb.Pipeline()
+		AddMessage(ctx, pipe, "clinic-a", who, last, at.Add(time.Duration(i)*time.Millisecond), time.Hour)
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := size(); n != ConversationKept {
+		t.Fatalf("%d entries after %d messages; want %d", n, ConversationKept+20, ConversationKept)
+	}
+	got, err := s.Conversation(ctx, "clinic-a", who, 100)
+	if err != nil || len(got) != 100 || got[99].ID != last || got[0].ID != fmt.Sprintf("01JMSG%020d", ConversationKept+20-100) {
+		t.Fatalf("the last 100 entries: %d, first %+v, %v", len(got), got[0], err)
+	}
+	reply, err := s.Add(ctx, "clinic-a", Reply{Channel: "sms", From: who, Body: "ok", ReceivedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := size(); n != ConversationKept {
+		t.Fatalf("%d entries after a reply; want %d", n, ConversationKept)
+	}
+	filed, first, err := s.AddOnce(ctx, "clinic-a", Reply{Channel: "sms", From: who, Body: "yes", ReceivedAt: time.Now().Add(time.Millisecond), ProviderID: "SM1"})
+	if err != nil || !first {
+		t.Fatal(first, err)
+	}
+	if n := size(); n != ConversationKept {
+		t.Fatalf("%d entries after a reply filed once; want %d", n, ConversationKept)
+	}
+	got, err = s.Conversation(ctx, "clinic-a", who, ConversationKept)
+	if err != nil || len(got) != ConversationKept || got[len(got)-2].ID != reply || got[len(got)-1].ID != filed || got[len(got)-3].ID != last {
+		t.Fatalf("the newest entries: %+v, %v", got[len(got)-3:], err)
+	}
+}

@@ -28,10 +28,11 @@ type ThreadEntry struct {
 
 // Thread is a contact's conversation across its addresses and channels:
 // the messages sent to them (from the ledger) and their replies, oldest
-// first, the last limit of them. Messages past their retention are left
-// out. The API and the console both read it here.
+// first, the last limit of them (at most ConversationKept). Messages past
+// their retention are left out. The API and the console both read it here.
 func (s *Store) Thread(ctx context.Context, led *ledger.Ledger, tenant string, ids []consent.Identity, limit int) ([]ThreadEntry, error) {
 	out := []ThreadEntry{}
+	limit = min(limit, ConversationKept)
 	for _, id := range ids {
 		entries, err := s.Conversation(ctx, tenant, id, limit)
 		if err != nil {

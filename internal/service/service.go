@@ -212,9 +212,7 @@ func New(cfg config.Config, role config.Role, o Options) (*Service, error) {
 		who := workers.IdentityOf(req.Channel, req.To)
 		pipe.Set(ctx, replies.LastKey(who), replies.LastValue(req.Tenant, id), cfg.Retention)
 		contacts.EnsureIn(ctx, pipe, req.Tenant, who, req.Locale, req.CreatedAt)
-		conv := replies.ConversationKey(req.Tenant, who)
-		pipe.ZAdd(ctx, conv, redis.Z{Score: float64(req.CreatedAt.UnixMilli()), Member: "m:" + id})
-		pipe.Expire(ctx, conv, cfg.Retention)
+		replies.AddMessage(ctx, pipe, req.Tenant, who, id, req.CreatedAt, cfg.Retention)
 		if er := req.ExpectReply; er != nil {
 			opens := req.CreatedAt
 			if req.SendAt != nil {
