@@ -85,9 +85,11 @@
 //     stay queued; and the same for bare Asynq tasks with a tiny payload.
 //     Also the memory a delivered SMS keeps: used_memory growth over
 //     BENCH_DELIVERED (default 20,000) SMS sent end to end as in (b) by a
-//     fresh gateway, read once the queues are empty, then once the archive
-//     has moved them to the blob store (each round of (b) prints the same
-//     over its N).
+//     fresh gateway, read once the queues are empty, again once the audit
+//     log's export has run as it does every minute (its tree hashes leave
+//     Redis: what a delivered SMS keeps while the gateway runs steadily),
+//     then once the archive has moved them to the blob store (each round of
+//     (b) prints the first and the last over its N).
 //
 // For (a), (a2), (b) and the channel phases the report also says where the
 // time goes, per message: Redis round trips and Redis commands (counted by
