@@ -7,14 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/patientmsg/gateway/internal/consent"
 	"github.com/patientmsg/gateway/internal/redistest"
 )
 
-func TestRecentPagesTheFeedNewestFirstAndOnlyTheTenants(t *testing.T) {
+// newStore is a store on a throwaway Redis, and its client.
+func newStore(t *testing.T) (*Store, *redis.Client) {
+	t.Helper()
 	rdb := redistest.Start(t).Client()
-	defer rdb.Close()
-	s := New(rdb, time.Hour)
+	t.Cleanup(func() { rdb.Close() })
+	return New(rdb, time.Hour), rdb
+}
+
+func TestRecentPagesTheFeedNewestFirstAndOnlyTheTenants(t *testing.T) {
+	s, _ := newStore(t)
 	ctx := context.Background()
 	from := consent.Identity{Kind: consent.Phone, Value: "+14155550100"}
 	for i := range 5 {
@@ -42,9 +50,7 @@ func TestRecentPagesTheFeedNewestFirstAndOnlyTheTenants(t *testing.T) {
 // an address exchanges, its conversation keeps the last ConversationKept,
 // whichever way an entry comes in; the newest are read as before.
 func TestAConversationKeepsItsLastEntries(t *testing.T) {
-	rdb := redistest.Start(t).Client()
-	defer rdb.Close()
-	s := New(rdb, time.Hour)
+	s, rdb := newStore(t)
 	ctx := context.Background()
 	who := consent.Identity{Kind: consent.Phone, Value: "+14155550100"}
 	key := ConversationKey("clinic-a", who)
