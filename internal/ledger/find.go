@@ -274,7 +274,7 @@ func mergeNewestFirst(a, b []*Message, aMore, bMore bool) ([]*Message, string, b
 func messageOf(id string, h map[string]string) (*Message, error) {
 	m := &Message{ID: id}
 	var err error
-	if m.Request, err = requestOf(h["doc"], h["tenant"], h["created_at"]); err != nil {
+	if m.Request, err = requestOf(id, h["doc"], h["tenant"], h["created_at"]); err != nil {
 		return nil, fmt.Errorf("ledger: record %s: %w", id, err)
 	}
 	m.Status = Status(h["status"])

@@ -443,6 +443,30 @@ func TestAFinalReportLeavesTheWaitForItInItsOwnRoundTrip(t *testing.T) {
 	}
 }
 
+// A record made when its id was may leave out its creation time (a later
+// version will, for such records): it is the id's time, and the record
+// reads, claims and keeps its history's times as with it.
+func TestARecordWithoutItsCreationTimeTakesItsIDs(t *testing.T) {
+	l, srv := newLedger(t)
+	id := ledger.NewID()
+	made := ledger.MadeAt(id)
+	if _, err := l.Create(ctx, id, ledger.Request{Tenant: "clinic-a", Channel: "sms", To: ledger.Recipient{Phone: "+14155550100"},
+		Body: "hi", Priority: "normal", CreatedAt: made}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client().HDel(ctx, "gw:m:{"+id+"}", "created_at").Err(); err != nil {
+		t.Fatal(err)
+	}
+	m := status(t, l, id)
+	if !m.CreatedAt.Equal(made) || !m.UpdatedAt.Equal(made) || len(m.Events) != 1 || !m.Events[0].At.Equal(made) {
+		t.Fatalf("read created %v, updated %v, events %+v; want the id's time %v", m.CreatedAt, m.UpdatedAt, m.Events, made)
+	}
+	c, err := l.Claim(ctx, id, time.Minute)
+	if err != nil || c.Outcome != ledger.ClaimSend || !c.Message.CreatedAt.Equal(made) || c.Message.Tenant != "clinic-a" {
+		t.Fatalf("claim %+v, %v; want the message made at the id's time", c, err)
+	}
+}
+
 // A new record leaves out the fields it would only set to their starting
 // values (attempts 0, updated_at = created_at): it reads, claims and
 // updates as a record with them (an earlier version's) does.

@@ -21,6 +21,8 @@ func historyScript(src string) *redis.Script { return redis.NewScript(pushLua + 
 //   doc         JSON of the immutable request (channel, to, body, …; the
 //               tenant and created_at are the fields of those names)
 //   tenant      owning tenant
+//   created_at  ms timestamp of creation (absent: its id's time, which it
+//               is for most records; this version still always writes it)
 //   status      current Status; rank its Rank()
 //   attempts    provider attempts started (absent: none; a new record
 //               has none)
