@@ -1115,10 +1115,8 @@ func (e *env) gatewayMemory(m int) memory {
 func (e *env) asynqMemory(m int) memory {
 	b := e.b
 	e.reset()
-	rdb := e.newRedis()
-	defer rdb.Close()
-	cl := asynq.NewClientFromRedisClient(rdb)
-	defer cl.Close()
+	cl, closeClient := e.bareClient()
+	defer closeClient()
 	ctx := context.Background()
 	enqueue := func(count int) {
 		failed, firstErr := parallel(count, httpClients, func(int) error {
@@ -1191,6 +1189,17 @@ func (e *env) newRedis() *redis.Client {
 		e.b.Fatalf("redis URL: %v", err)
 	}
 	return redis.NewClient(opt)
+}
+
+// bareClient is a bare Asynq client on a Redis client of its own, and
+// what closes both.
+func (e *env) bareClient() (*asynq.Client, func()) {
+	rdb := e.newRedis()
+	cl := asynq.NewClientFromRedisClient(rdb)
+	return cl, func() {
+		cl.Close()
+		rdb.Close()
+	}
 }
 
 // newTalliedRedis is a new client on the benchmark's Redis whose round

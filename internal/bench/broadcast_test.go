@@ -119,10 +119,8 @@ func (x broadcastRound) ratio() float64 { return x.res.queued.Seconds() / x.bare
 func (e *env) bareEnqueue(n int) time.Duration {
 	b := e.b
 	e.reset()
-	rdb := e.newRedis()
-	defer rdb.Close()
-	client := asynq.NewClientFromRedisClient(rdb)
-	defer client.Close()
+	client, closeClient := e.bareClient()
+	defer closeClient()
 	start := time.Now()
 	failed, first := parallel(n, 8, func(int) error {
 		_, err := client.Enqueue(asynq.NewTask("bench:noop", []byte("x")))

@@ -169,10 +169,8 @@ type backlogRun struct {
 func (e *env) queueBacklog(depth int) (time.Duration, float64) {
 	b := e.b
 	before := e.usedMemory()
-	rdb := e.newRedis()
-	defer rdb.Close()
-	client := asynq.NewClientFromRedisClient(rdb)
-	defer client.Close()
+	client, closeClient := e.bareClient()
+	defer closeClient()
 	start := time.Now()
 	failed, first := parallel(depth, 8, func(i int) error {
 		t, err := workers.NewSendTask(workers.SendOptions{MessageID: fmt.Sprintf("BACKLOG%019d", i+1), Channel: "sms",
